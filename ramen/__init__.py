@@ -1,0 +1,39 @@
+"""ramen: graph-regularised dual encoders for extreme classification.
+
+Train a text encoder whose training is regularised by metadata graphs (RAMEN, Mittal et al.,
+WWW 2025) and serve it with an encoder plus a nearest-neighbour label index. Heavy submodules
+(torch, transformers) load on first use, so `import ramen` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_LAZY = {
+    "Dataset": "ramen.data",
+    "AnchorSet": "ramen.data",
+    "load_xc": "ramen.data",
+    "save_xc": "ramen.data",
+    "read_sparse": "ramen.data",
+    "write_sparse": "ramen.data",
+    "evaluate": "ramen.metrics",
+    "inv_propensity": "ramen.metrics",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ramen' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

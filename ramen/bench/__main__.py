@@ -1,0 +1,49 @@
+"""`python -m ramen.bench`: run throughput suites and print ours beside the peers."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from ramen.bench.common import Row, format_rows, machine_info
+
+# suite name -> module with `run(quick: bool) -> list[Row]`
+SUITES: dict[str, str] = {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ramen.bench", description=__doc__)
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES) or None,
+                        help="suite to run (repeatable; default: all)")
+    parser.add_argument("--quick", action="store_true", help="small sizes: every suite in about 2 minutes")
+    parser.add_argument("--json", type=Path, help="also write the machine and rows to this JSON file")
+    args = parser.parse_args(argv)
+
+    suites = args.suite or sorted(SUITES)
+    machine = machine_info()
+    print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
+    rows: list[Row] = []
+    for name in suites:
+        t0 = time.perf_counter()
+        print(f"\n== suite {name}{' (quick)' if args.quick else ''} ==", flush=True)
+        suite_rows = importlib.import_module(SUITES[name]).run(quick=args.quick)
+        print(format_rows(suite_rows))
+        for r in suite_rows:
+            if r.settings:
+                print(f"  {r.case}: " + ", ".join(f"{k}={v}" for k, v in r.settings.items()))
+        print(f"(suite {name}: {time.perf_counter() - t0:.1f} s)", flush=True)
+        rows += suite_rows
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp.write_text(json.dumps({"machine": machine, "quick": args.quick,
+                                   "rows": [r.as_dict() for r in rows]}, indent=1))
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Shared benchmark machinery: machine description, timing, peak memory, result rows."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class Row:
+    """One measurement: ours beside the peer's, with ratio = ours / peer in `unit`.
+
+    For throughput units (higher is better) a ratio above 1 means we are faster; for times
+    (lower is better) a ratio below 1 does. `better` says which.
+    """
+
+    suite: str
+    case: str
+    metric: str
+    ours: float
+    peer: float | None = None
+    peer_name: str = ""
+    unit: str = ""
+    better: str = "higher"  # "higher" or "lower"
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        if self.peer is None or self.peer == 0:
+            return None
+        return self.ours / self.peer
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ratio"] = self.ratio
+        return d
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, GPU and library versions, printed beside every result."""
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for name in ("numpy", "scipy", "torch", "transformers", "numba", "usearch", "faiss", "hnswlib"):
+        try:
+            module = __import__(name)
+            info[name] = getattr(module, "__version__", "?")
+        except Exception:  # noqa: BLE001 - a missing or broken peer is reported, not fatal
+            continue
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from ramen import _C
+
+        info["ramen_cuda_build"] = _C.has_cuda()
+    except ImportError:
+        pass
+    return info
+
+
+def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1, sync: Callable[[], None] | None = None) -> float:
+    """Median wall time of `fn` in seconds over `repeat` runs after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+        if sync:
+            sync()
+    times = []
+    for _ in range(repeat):
+        if sync:
+            sync()
+        t0 = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss_during(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any, int]:
+    """Runs `fn` and returns (its result, peak resident-set growth in bytes above the start).
+
+    Samples /proc/self/statm from a thread: coarse, but it sees C++ allocations that
+    tracemalloc cannot.
+    """
+    start = _rss_bytes()
+    peak = start
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        result = fn()
+    finally:
+        done.set()
+        thread.join()
+    peak = max(peak, _rss_bytes())
+    return result, peak - start
+
+
+def benchmarks_dir() -> Path | None:
+    """The source tree's `benchmarks/` folder (peers and results), when it can be found."""
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    for path in candidates:
+        if (path / "peers").is_dir():
+            return path
+    return None
+
+
+def import_peer(name: str) -> Any:
+    """Imports benchmarks/peers/<name>.py from the source tree, or raises ImportError saying why."""
+    import importlib.util
+
+    root = benchmarks_dir()
+    if root is None:
+        raise ImportError(
+            f"peer {name!r} lives in the source tree's benchmarks/peers/: run `python -m ramen.bench` "
+            "from a checkout of the ramen repository"
+        )
+    path = root / "peers" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"ramen_peer_{name}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load peer {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    a = abs(x)
+    if a >= 1e6 or a < 1e-3:
+        return f"{x:.3e}"
+    if a >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def format_rows(rows: list[Row]) -> str:
+    """A plain-text table: case, metric, ours, peer, ours/peer."""
+    header = ("suite", "case", "metric", "unit", "ours", "peer", "peer value", "ours/peer")
+    body = [
+        (r.suite, r.case, r.metric, r.unit, _fmt(r.ours), r.peer_name or "-", _fmt(r.peer), _fmt(r.ratio))
+        for r in rows
+    ]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(lines)
