@@ -1,0 +1,241 @@
+"""`python -m ramen`: datasets, training, evaluation and search from the command line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # ramen never downloads models
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+DATA_HELP = ("a dataset: 'synthetic' (the built-in default, size small), 'synthetic:tiny|small|medium|paper', "
+             "'wikispeedia:SNAP_DIR', or a directory in the Extreme Classification Repository layout")
+
+
+def load_dataset(spec: str):
+    """The Dataset named by a --data spec (see DATA_HELP)."""
+    from ramen import data
+
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        from ramen.synthetic import synthetic
+
+        size = spec.partition(":")[2] or "small"
+        return synthetic(size)
+    if spec.startswith("wikispeedia:"):
+        return data.wikispeedia(spec.partition(":")[2])
+    path = Path(spec)
+    if not path.is_dir():
+        raise SystemExit(f"--data {spec!r}: no such directory (expected {DATA_HELP})")
+    return data.load_xc(path)
+
+
+# ---------------------------------------------------------------- train flags from TrainConfig
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One --flag per TrainConfig field (defaults suppressed so a config file can set them)."""
+    from ramen.config import TrainConfig
+
+    group = parser.add_argument_group("training settings (TrainConfig fields; see the README)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        base = kind.replace(" | None", "").strip()
+        if f.name in ("encoder",):
+            continue  # a top-level option
+        if base == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif base.startswith("list["):
+            item = int if "int" in base else str
+            group.add_argument(flag, dest=f.name, nargs="*", type=item, default=argparse.SUPPRESS, metavar="X")
+        elif base.startswith("dict["):
+            group.add_argument(flag, dest=f.name, nargs="*", default=argparse.SUPPRESS, metavar="SET=LX,LZ",
+                               help="per anchor set weights, e.g. hyperlink=1,0.5")
+        else:
+            caster = {"int": int, "float": float, "str": str}[base]
+            optional = "None" in kind
+
+            def parse(text: str, caster=caster, optional=optional) -> Any:
+                return None if optional and text.lower() == "none" else caster(text)
+
+            group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=base.upper())
+
+
+def _config_from_args(args: argparse.Namespace):
+    from ramen.config import TrainConfig
+
+    values: dict[str, Any] = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name in names:
+        if hasattr(args, name):
+            values[name] = getattr(args, name)
+    if isinstance(values.get("lambdas"), list):
+        parsed = {}
+        for item in values["lambdas"]:
+            key, _, pair = item.partition("=")
+            try:
+                lx, lz = (float(v) for v in pair.split(","))
+            except ValueError:
+                raise SystemExit(f"--lambdas {item!r}: expected SET=LAMBDA_X,LAMBDA_Z") from None
+            parsed[key] = [lx, lz]
+        values["lambdas"] = parsed
+    if args.encoder:
+        values["encoder"] = args.encoder
+    try:
+        return TrainConfig.from_dict(values)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_data_describe(args: argparse.Namespace) -> int:
+    from ramen.data import describe
+
+    ds = load_dataset(args.data)
+    stats = describe(ds)
+    print(stats if isinstance(stats, str) else stats.get("table", json.dumps(stats, indent=1)))
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from ramen.data import save_xc
+    from ramen.synthetic import synthetic
+
+    ds = synthetic(args.size, seed=args.seed)
+    save_xc(ds, args.out)
+    print(f"wrote the synthetic dataset (size {args.size}, seed {args.seed}) to {args.out}")
+    return 0
+
+
+def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
+    from ramen.data import save_xc, wikispeedia
+
+    ds = wikispeedia(args.src, seed=args.seed)
+    save_xc(ds, args.out)
+    print(f"wrote the Wikispeedia task to {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ramen.train import NonFiniteLoss, train
+
+    cfg = _config_from_args(args)
+    out = Path(args.out)
+    run_file = out / "run.json"
+    if args.resume and run_file.exists():
+        run = json.loads(run_file.read_text())
+        data_spec = args.data or run["data"]
+    else:
+        data_spec = args.data or "synthetic"
+    out.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict()}, indent=1))
+    dataset = load_dataset(data_spec)
+    try:
+        train(dataset, cfg, out_dir=out, resume=args.resume)
+    except NonFiniteLoss as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
+        return 130
+    return _print_evaluation(out, dataset, exact=True, k=5)
+
+
+def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int) -> int:
+    from ramen import metrics
+    from ramen.model import Model
+
+    model = Model.load(run_dir / "model")
+    result = model.evaluate(dataset, k=k, exact=exact)
+    print(metrics.format_table(result) if hasattr(metrics, "format_table") else result)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir)
+    run_file = run_dir / "run.json"
+    if not (run_dir / "model").exists():
+        raise SystemExit(f"{run_dir}: no trained model (expected {run_dir / 'model'})")
+    spec = args.data or (json.loads(run_file.read_text())["data"] if run_file.exists() else None)
+    if spec is None:
+        raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
+    return _print_evaluation(run_dir, load_dataset(spec), exact=args.exact, k=args.k)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ramen.model import Model
+
+    run_dir = Path(args.run_dir)
+    model_dir = run_dir / "model" if (run_dir / "model").exists() else run_dir
+    model = Model.load(model_dir)
+    ids, scores = model.predict(args.query, k=args.k)
+    for rank, (i, s) in enumerate(zip(ids[0], scores[0]), 1):
+        if i < 0:
+            break
+        print(f"{rank:>3}  {s:.4f}  {model.label_texts[i]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ramen", description="RAMEN: graph-regularised dual encoders "
+                                     "for extreme classification.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="describe, generate or convert datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    p = data_sub.add_parser("describe", help="dataset statistics (the paper's Table 9)")
+    p.add_argument("data", help=DATA_HELP)
+    p.set_defaults(func=cmd_data_describe)
+    p = data_sub.add_parser("synth", help="write the synthetic benchmark in the XC repository layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", default="small", choices=["tiny", "small", "medium", "paper"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_synth)
+    p = data_sub.add_parser("wikispeedia", help="build the Wikispeedia task from the SNAP files")
+    p.add_argument("src", help="folder with articles.tsv(.gz), links.tsv(.gz), categories.tsv(.gz)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_wikispeedia)
+
+    p = sub.add_parser("train", help="train an encoder and print the test metrics")
+    p.add_argument("--data", help=DATA_HELP + " (default: synthetic)")
+    p.add_argument("--encoder", help="all-MiniLM-L6-v2 (default), distilbert-base-uncased, tiny, or a local path")
+    p.add_argument("--out", required=True, help="run directory: log, checkpoints, model, curves")
+    p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="search the test split and print the metric table")
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="dataset (default: the one the run trained on)")
+    p.add_argument("--exact", action="store_true",
+                   help="exact search (matmul) instead of the approximate label index that serving uses")
+    p.add_argument("-k", type=int, default=5)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("search", help="print the top labels for a query")
+    p.add_argument("run_dir")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=10)
+    p.set_defaults(func=cmd_search)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad input: a clear message, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Balanced clusters of unit vectors by recursive balanced 2-means on cosine (NGAME's batching)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _split(emb: np.ndarray, index: np.ndarray, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits `index` into two halves (sizes differ by at most one) around two cosine centroids."""
+    x = emb[index]
+    a, b = rng.choice(len(index), size=2, replace=False)
+    ca, cb = x[a].copy(), x[b].copy()
+    half = len(index) // 2
+    order = None
+    for _ in range(iters):
+        # rank by preference for centroid a over b; the top half joins a: a balanced assignment
+        order = np.argsort(-(x @ (ca - cb)), kind="stable")
+        ca = x[order[:half]].sum(0)
+        cb = x[order[half:]].sum(0)
+        ca /= max(np.linalg.norm(ca), 1e-12)
+        cb /= max(np.linalg.norm(cb), 1e-12)
+    return index[order[:half]], index[order[half:]]
+
+
+def balanced_clusters(emb: np.ndarray, cluster_size: int, *, seed: int = 0, iters: int = 8) -> list[np.ndarray]:
+    """Row indices of `emb` (N x D, unit rows) in clusters of at most `cluster_size` (about equal)."""
+    if cluster_size < 1:
+        raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
+    emb = np.asarray(emb, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    pending = [np.arange(len(emb))]
+    done: list[np.ndarray] = []
+    while pending:
+        index = pending.pop()
+        if len(index) <= cluster_size:
+            done.append(index)
+            continue
+        pending.extend(_split(emb, index, rng, iters))
+    done.sort(key=lambda c: int(c.min()) if len(c) else -1)
+    return done
+
+
+def cluster_batches(emb: np.ndarray, ids: np.ndarray, cluster_size: int, batch_size: int, *,
+                    seed: int = 0) -> list[np.ndarray]:
+    """Batches of `ids` made of whole balanced clusters of their embeddings, in a seeded random order.
+
+    Clusters are packed in order into batches of at most `batch_size` rows; a cluster never
+    straddles two batches.
+    """
+    clusters = balanced_clusters(emb, min(cluster_size, batch_size), seed=seed)
+    rng = np.random.default_rng([seed, 1])
+    batches: list[np.ndarray] = []
+    current: list[np.ndarray] = []
+    filled = 0
+    for c in rng.permutation(len(clusters)):
+        if filled + len(clusters[c]) > batch_size and current:
+            batches.append(np.concatenate(current))
+            current, filled = [], 0
+        current.append(ids[clusters[c]])
+        filled += len(clusters[c])
+    if current:
+        batches.append(np.concatenate(current))
+    return batches

@@ -1,0 +1,129 @@
+"""TrainConfig: every training setting and paper ablation in one dataclass (CLI, files, checkpoints)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Settings of one training run; the defaults are the RAMEN recipe at laptop scale.
+
+    Paper ablations: `graph=False` (the plain dual encoder), `query_graph=False` (no R_x),
+    `label_graph=False` (no R_z), `prune=False`, `aug_gt=True` (labels added through the graph by
+    label propagation, no regulariser), `lambdas` (per anchor set weights).
+    """
+
+    # encoder
+    encoder: str = "all-MiniLM-L6-v2"
+    pooling: str = "mean"
+    max_length: int = 32
+    label_tower: bool = False
+    dropout: float | None = None  # override the model's dropout probabilities (None: keep)
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup: float = 0.05  # fraction of all steps with a linear learning-rate warm-up
+    grad_clip: float = 1.0
+    margin: float = 0.3
+    num_negatives: int | None = 10  # hardest in-batch negatives per positive (None: all)
+    softmax_temperature: float | None = None  # NGAME's "aggressive" weighting of hinge terms
+    positives_all: bool = False  # every in-batch true label/anchor is a positive (default: the sampled one)
+    # graph regularisation
+    graph: bool = True
+    anchor_sets: list[str] | None = None  # which anchor sets to use (None: all of the dataset's)
+    query_graph: bool = True  # R_x: queries vs anchors
+    label_graph: bool = True  # R_z: labels vs anchors
+    lambda_x: float = 1.0
+    lambda_z: float = 1.0
+    lambdas: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # name -> [lambda_x, lambda_z]
+    densify: bool = True  # random walk with restart before training
+    walk_length: int = 400
+    restart_prob: float = 0.8
+    densify_top_k: int = 10
+    prune: bool = True
+    warmup_epochs: int = 10  # epochs on the unpruned graph before the first pruning
+    prune_every: int = 5
+    prune_threshold: float = 0.0  # keep edges with cosine > threshold
+    aug_gt: bool = False
+    aug_gt_top_k: int = 10  # labels added per training query by label propagation
+    anchor_bank: bool = False  # anchors embedded without gradient, refreshed every epoch
+    # batching
+    cluster_batching: bool = False
+    cluster_size: int = 8
+    cluster_refresh: int = 5
+    cluster_double_at: list[int] = dataclasses.field(default_factory=list)
+    # evaluation, logging, checkpoints, hardware
+    eval_every: int = 1  # epochs between evaluations on the test split (0: only at the end)
+    eval_k: int = 5
+    eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries during training
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    bf16: bool = True  # bf16 autocast on GPU
+    encode_batch_size: int = 256
+    gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 2, "batch_size must be >= 2"),
+            (self.lr > 0, "lr must be > 0"),
+            (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
+            (self.margin >= 0, "margin must be >= 0"),
+            (self.num_negatives is None or self.num_negatives >= 1, "num_negatives must be >= 1 or None"),
+            (self.pooling in ("mean", "cls"), "pooling must be 'mean' or 'cls'"),
+            (0 < self.restart_prob <= 1, "restart_prob must be in (0, 1]"),
+            (self.walk_length >= 1, "walk_length must be >= 1"),
+            (self.prune_every >= 1, "prune_every must be >= 1"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (self.cluster_size >= 1 and self.cluster_size <= self.batch_size,
+             "cluster_size must be in [1, batch_size]"),
+            (self.cluster_refresh >= 1, "cluster_refresh must be >= 1"),
+            (self.eval_every >= 0, "eval_every must be >= 0"),
+            (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"TrainConfig: {message}")
+        for name, pair in self.lambdas.items():
+            if len(pair) != 2:
+                raise ValueError(f"TrainConfig.lambdas[{name!r}] must be [lambda_x, lambda_z], got {pair!r}")
+        return self
+
+    def lambdas_for(self, name: str) -> tuple[float, float]:
+        """(lambda_x, lambda_z) of anchor set `name`, zero for a disabled side."""
+        lx, lz = self.lambdas.get(name, (self.lambda_x, self.lambda_z))
+        return (float(lx) if self.query_graph else 0.0, float(lz) if self.label_graph else 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(unknown)}")
+        return cls(**d).validate()
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
+        """Reads a .toml or .json file of TrainConfig fields."""
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix == ".json":
+            return cls.from_dict(json.loads(text))
+        try:
+            import tomllib
+        except ImportError as exc:  # Python 3.10
+            raise ValueError(f"{path}: TOML configs need Python >= 3.11; use a .json config") from exc
+        try:
+            return cls.from_dict(tomllib.loads(text))
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: {exc}") from exc

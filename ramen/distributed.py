@@ -1,0 +1,79 @@
+"""torchrun support: process-group setup and an autograd-aware gather of embedding shards."""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass
+class Dist:
+    """This process's place: rank, world size and device (world 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' picks the local rank's GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU")
+    return device
+
+
+def setup(device: str = "auto") -> Dist:
+    """Joins the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(device=pick_device(device))
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
+
+
+def shard(n: int, d: Dist) -> slice:
+    """This rank's contiguous share of n items (the first n % world ranks take one more)."""
+    base, extra = divmod(n, d.world)
+    start = d.rank * base + min(d.rank, extra)
+    return slice(start, start + base + (1 if d.rank < extra else 0))
+
+
+def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
+    """All ranks' shards (from `shard(n, d)`) concatenated in rank order, differentiably.
+
+    The backward sums every rank's gradient into the owner's shard, so a loss computed
+    identically on every rank and averaged by DDP gets exactly the single-process gradient.
+    """
+    if not d.enabled:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    width = -(-n // d.world)
+    padded = torch.cat([x, x.new_zeros(width - x.shape[0], *x.shape[1:])]) if x.shape[0] < width else x
+    parts = all_gather(padded)
+    shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
+    return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards)])

