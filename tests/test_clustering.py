@@ -1,0 +1,46 @@
+"""Balanced 2-means clustering for NGAME-style batches."""
+import numpy as np
+import pytest
+
+from ramen.clustering import balanced_clusters, cluster_batches
+
+
+def unit(n: int, d: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("n,size", [(1, 4), (7, 8), (100, 8), (1000, 16), (37, 5)])
+def test_clusters_partition_and_are_balanced(n, size):
+    clusters = balanced_clusters(unit(n, 16, n), size, seed=0)
+    flat = np.concatenate(clusters)
+    assert sorted(flat) == list(range(n))
+    sizes = [len(c) for c in clusters]
+    assert max(sizes) <= size
+    assert min(sizes) >= size // 2 or n < size  # halving keeps clusters within a factor 2
+
+
+def test_clusters_group_similar_vectors():
+    rng = np.random.default_rng(0)
+    centres = unit(8, 32, 1)
+    labels = np.repeat(np.arange(8), 16)
+    x = centres[labels] + 0.05 * rng.normal(size=(128, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    clusters = balanced_clusters(x, 16, seed=0)
+    purity = np.mean([np.bincount(labels[c]).max() / len(c) for c in clusters])
+    assert purity > 0.9
+
+
+def test_cluster_batches_hold_whole_clusters_and_are_seeded():
+    x = unit(200, 8, 3)
+    ids = np.arange(1000, 1200)
+    a = cluster_batches(x, ids, 8, 32, seed=5)
+    b = cluster_batches(x, ids, 8, 32, seed=5)
+    assert all((p == q).all() for p, q in zip(a, b))
+    assert sorted(np.concatenate(a)) == list(ids)
+    assert max(len(batch) for batch in a) <= 32
+
+
+def test_bad_cluster_size():
+    with pytest.raises(ValueError, match="cluster_size"):
+        balanced_clusters(unit(4, 4, 0), 0)

@@ -1,0 +1,109 @@
+"""Encoder, token cache and TrainConfig: pooling, normalisation, caching, saving, clear errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ramen.config import TrainConfig
+from ramen.encoder import Encoder, available_encoders, resolve_encoder
+from ramen.tokens import TokenCache
+
+TEXTS = ["graph regularised encoders", "a", "", "extreme classification of very many labels indeed " * 5,
+         "tail labels", "Åland islands"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Encoder:
+    return Encoder("tiny", max_length=16)
+
+
+def test_tiny_encoder_gives_unit_vectors_in_input_order(tiny):
+    emb = tiny.encode(TEXTS, batch_size=2, progress=False)
+    assert emb.shape == (len(TEXTS), tiny.dim) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    # reference: one text at a time through forward (no batching, no sorting)
+    tiny.eval()
+    with torch.no_grad():
+        for i, text in enumerate(TEXTS):
+            ids, mask = tiny.tokenize([text], progress=False).batch([0])
+            assert np.allclose(tiny(ids, mask).numpy()[0], emb[i], atol=1e-5)
+
+
+def test_mean_pooling_ignores_padding(tiny):
+    cache = tiny.tokenize(["short", "a much longer text with many more tokens"], progress=False)
+    ids, mask = cache.batch([0, 1])
+    tiny.eval()
+    with torch.no_grad():
+        padded = tiny(ids, mask)[0]
+        alone = tiny(*cache.batch([0]))[0]
+    assert torch.allclose(padded, alone, atol=1e-5)
+
+
+def test_token_cache_trims_to_batch_longest_and_round_trips(tiny, tmp_path):
+    cache = tiny.tokenize(TEXTS, progress=False)
+    assert cache.ids.shape == (len(TEXTS), 16) and cache.lengths.max() == 16  # truncated long text
+    ids, mask = cache.batch([1, 4])
+    assert ids.shape[1] == max(cache.lengths[1], cache.lengths[4])
+    assert (mask.sum(1).numpy() == cache.lengths[[1, 4]]).all()
+    cache.save(tmp_path / "tok")
+    loaded = TokenCache.load(tmp_path / "tok")
+    assert isinstance(loaded.ids, np.memmap)
+    assert (loaded.ids == cache.ids).all() and (loaded.lengths == cache.lengths).all()
+
+
+def test_cls_pooling_and_label_tower(tmp_path):
+    enc = Encoder("tiny", pooling="cls", label_tower=True, max_length=8)
+    q = enc.encode(["x y"], progress=False)
+    z = enc.encode(["x y"], tower="label", progress=False)
+    assert np.allclose(q, z, atol=1e-6)  # the label tower starts as a copy
+    with torch.no_grad():
+        next(enc.label_backbone.parameters()).add_(0.5)
+    assert not np.allclose(enc.encode(["x y"], tower="label", progress=False), q, atol=1e-3)
+    enc.save(tmp_path / "enc")
+    again = Encoder.load(tmp_path / "enc")
+    assert again.pooling == "cls" and again.label_backbone is not None
+    assert again.fingerprint() == enc.fingerprint()
+    assert np.allclose(again.encode(["x y"], tower="label", progress=False),
+                       enc.encode(["x y"], tower="label", progress=False), atol=1e-6)
+
+
+def test_fingerprint_changes_with_weights(tiny):
+    before = tiny.fingerprint()
+    other = Encoder("tiny", seed=1)
+    assert other.fingerprint() != before
+
+
+def test_unknown_encoder_lists_what_is_available():
+    with pytest.raises(ValueError, match="never downloads") as info:
+        resolve_encoder("no-such-model-anywhere")
+    assert "all-MiniLM-L6-v2" in str(info.value) and "tiny" in str(info.value)
+    assert "tiny" in available_encoders()
+
+
+def test_bad_encoder_options():
+    with pytest.raises(ValueError, match="pooling"):
+        Encoder("tiny", pooling="max")
+    with pytest.raises(ValueError, match="max_length"):
+        Encoder("tiny", max_length=1)
+    with pytest.raises(ValueError, match="not a saved ramen Encoder"):
+        Encoder.load("/nonexistent/dir")
+
+
+def test_train_config_validation_and_files(tmp_path):
+    with pytest.raises(ValueError, match="margin"):
+        TrainConfig(margin=-1).validate()
+    with pytest.raises(ValueError, match="num_negatives"):
+        TrainConfig(num_negatives=0).validate()
+    with pytest.raises(ValueError, match="unknown TrainConfig fields: bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    (tmp_path / "c.toml").write_text('epochs = 3\nlambdas = { hyperlink = [1.0, 0.5] }\n')
+    cfg = TrainConfig.from_file(tmp_path / "c.toml")
+    assert cfg.epochs == 3 and cfg.lambdas_for("hyperlink") == (1.0, 0.5)
+    assert cfg.lambdas_for("category") == (1.0, 1.0)
+    assert TrainConfig(query_graph=False).lambdas_for("x") == (0.0, 1.0)
+    (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
+    assert TrainConfig.from_file(tmp_path / "c.json") == cfg
+    (tmp_path / "bad.toml").write_text("epochs = = 3")
+    with pytest.raises(ValueError, match="bad.toml"):
+        TrainConfig.from_file(tmp_path / "bad.toml")
