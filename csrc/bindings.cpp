@@ -55,32 +55,36 @@ PYBIND11_MODULE(_C, m) {
     // ---- bindings: io ----
     m.def(
         "read_sparse_text",
-        [](const std::string& path, int num_threads) {
+        [](const std::string& path, int num_threads, int64_t chunk_bytes) {
             ramen::io::SparseMatrix mat;
             {
                 py::gil_scoped_release release;
                 const std::string text = ramen::io::read_file(path);
-                mat = ramen::io::parse_sparse_text(text.data(), static_cast<int64_t>(text.size()), num_threads);
+                mat = ramen::io::parse_sparse_text(text.data(), static_cast<int64_t>(text.size()), num_threads,
+                                                   chunk_bytes);
             }
             return sparse_to_python(std::move(mat));
         },
         py::arg("path"), py::kw_only(), py::arg("num_threads") = 0,
+        py::arg("chunk_bytes") = ramen::io::kDefaultChunkBytes,
         "Reads an XC sparse text file: (rows, cols, indptr int64, indices int32, data float32). "
         "ValueError 'line N: ...' for malformed input.");
     m.def(
         "parse_sparse_text",
-        [](py::buffer text, int num_threads) {
+        [](py::buffer text, int num_threads, int64_t chunk_bytes) {
             const py::buffer_info info = text.request();
             if (info.itemsize != 1 || info.ndim != 1 || (info.size > 1 && info.strides[0] != 1))
                 throw std::invalid_argument("text must be a contiguous buffer of bytes");
             ramen::io::SparseMatrix mat;
             {
                 py::gil_scoped_release release;
-                mat = ramen::io::parse_sparse_text(static_cast<const char*>(info.ptr), info.size, num_threads);
+                mat = ramen::io::parse_sparse_text(static_cast<const char*>(info.ptr), info.size, num_threads,
+                                                   chunk_bytes);
             }
             return sparse_to_python(std::move(mat));
         },
         py::arg("text"), py::kw_only(), py::arg("num_threads") = 0,
+        py::arg("chunk_bytes") = ramen::io::kDefaultChunkBytes,
         "Parses XC sparse text held in a bytes-like object; same result as read_sparse_text.");
     m.def(
         "write_sparse_text",

@@ -27,8 +27,11 @@ std::string read_file(const std::string& path);
 // Parses the text format held in text[0, size). Throws std::invalid_argument("line N: ...") for
 // a malformed header, a header whose row count disagrees with the lines that follow, a column id
 // that is negative, not an integer, >= the header's column count or repeated within its row, and
-// a value that is not a finite number. Rows are sorted by column id.
-SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads);
+// a value that is not a finite number. Rows are sorted by column id. `chunk_bytes`: the text each
+// parallel task parses (whole lines from that many bytes on); it changes no result.
+constexpr int64_t kDefaultChunkBytes = int64_t{1} << 20;
+SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads,
+                               int64_t chunk_bytes = kDefaultChunkBytes);
 
 // Writes a CSR matrix in the text format to `path` (values in their shortest round-trip form).
 // indptr: (rows + 1,), indices/data: (indptr[rows],). Throws std::invalid_argument on I/O errors.

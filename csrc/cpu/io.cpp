@@ -23,8 +23,7 @@
 namespace ramen::io {
 namespace {
 
-constexpr int64_t kChunkBytes = int64_t{1} << 22;  // text per parallel task when parsing
-constexpr int64_t kRowsPerChunk = 8192;           // rows per parallel task when formatting
+constexpr int64_t kRowsPerChunk = 8192;  // rows per parallel task when formatting
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
@@ -213,7 +212,8 @@ std::string read_file(const std::string& path) {
     return text;
 }
 
-SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads) {
+SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads, int64_t chunk_bytes) {
+    if (chunk_bytes < 1) throw std::invalid_argument("chunk_bytes must be >= 1");
     int64_t begin = 0;
     if (size >= 3 && std::memcmp(text, "\xEF\xBB\xBF", 3) == 0) begin = 3;  // UTF-8 byte-order mark
     if (begin == size) fail({1, "the file is empty: expected a header 'rows cols'"});
@@ -222,9 +222,9 @@ SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads) 
     const auto [rows, cols] = parse_header(text + begin, text + header_end);
 
     const int64_t body = std::min(size, header_end + 1);
-    const int64_t num_chunks = std::max<int64_t>(1, (size - body + kChunkBytes - 1) / kChunkBytes);
+    const int64_t num_chunks = std::max<int64_t>(1, (size - body + chunk_bytes - 1) / chunk_bytes);
     std::vector<int64_t> starts(static_cast<size_t>(num_chunks + 1));
-    for (int64_t c = 0; c <= num_chunks; ++c) starts[c] = line_start_from(text, body, size, body + c * kChunkBytes);
+    for (int64_t c = 0; c <= num_chunks; ++c) starts[c] = line_start_from(text, body, size, body + c * chunk_bytes);
 
     std::vector<Count> counts(static_cast<size_t>(num_chunks));
     parallel_for(num_chunks, 1, num_threads, [&](int64_t c0, int64_t c1) {
