@@ -69,16 +69,50 @@ def _isin_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
     return sorted_keys[pos] == keys
 
 
+_BLOCK_CELLS = 1 << 22  # scores ranked at once when ranking rows of a CSR matrix
+
+
+def _block_topk(S: np.ndarray, C: np.ndarray, k: int) -> np.ndarray:
+    """(R, k) ids C of each row's k highest scores S (R, W), ties to the earlier position."""
+    R, W = S.shape
+    if W > k:
+        kth = -np.partition(-S, k - 1, axis=1)[:, k - 1:k]  # the k-th highest score of each row
+        greater = S > kth
+        equal = S == kth
+        chosen = greater | (equal & (np.cumsum(equal, axis=1) <= k - greater.sum(axis=1, keepdims=True)))
+        pos = np.nonzero(chosen)[1].reshape(R, k)  # ascending positions
+        S, C = np.take_along_axis(S, pos, axis=1), np.take_along_axis(C, pos, axis=1)
+    order = np.argsort(-S, axis=1, kind="stable")
+    return np.take_along_axis(C, order, axis=1).astype(np.int64)
+
+
 def _row_topk(indptr: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
-    """(Q, k) columns of each CSR row's k highest scores (ties: lower column first), -1 padded."""
+    """(Q, k) columns of each CSR row's k highest scores (ties: the earlier entry, i.e. the lower
+    column in a sorted row), -1 padded."""
     Q = len(indptr) - 1
     counts = np.diff(indptr)
+    nnz = len(cols)
+    width = max(int(counts.max(initial=0)), k)
     rows = np.repeat(np.arange(Q), counts)
-    order = np.lexsort((cols, -scores, rows))
-    rank = np.arange(len(cols)) - np.repeat(indptr[:-1], counts)
-    keep = rank < k
-    out = np.full((Q, k), -1, dtype=np.int64)
-    out[rows[keep], rank[keep]] = cols[order][keep]
+    pos = np.arange(nnz) - np.repeat(indptr[:-1], counts)
+    if Q * width > 4 * nnz + Q * k:  # very uneven rows: sort all entries by (row, rank of score)
+        rank = np.empty(nnz, dtype=np.int64)
+        rank[np.argsort(-scores, kind="stable")] = np.arange(nnz)
+        order = np.argsort(rows * max(nnz, 1) + rank)
+        keep = pos < k
+        out = np.full((Q, k), -1, dtype=np.int64)
+        out[rows[keep], pos[keep]] = cols[order][keep]
+        return out
+    out = np.empty((Q, k), dtype=np.int64)
+    step = max(1, _BLOCK_CELLS // width)  # rows per block: bounded memory
+    for r0 in range(0, Q, step):
+        r1 = min(Q, r0 + step)
+        lo, hi = indptr[r0], indptr[r1]
+        S = np.full((r1 - r0, width), -np.inf, dtype=np.result_type(scores.dtype, np.float32))
+        C = np.full((r1 - r0, width), -1, dtype=np.int64)
+        S[rows[lo:hi] - r0, pos[lo:hi]] = scores[lo:hi]
+        C[rows[lo:hi] - r0, pos[lo:hi]] = cols[lo:hi]
+        out[r0:r1] = _block_topk(S, C, k)
     return out
 
 
@@ -107,7 +141,13 @@ def _ranked(pred: object, Q: int, L: int, k: int, fkeys: np.ndarray | None) -> n
                              "be integers")
         if np.isnan(p).any():
             raise ValueError("pred score matrix holds NaN scores")
-        return _ranked(np.argsort(-p, axis=1, kind="stable"), Q, L, k, fkeys)  # ties: lower label id first
+        if fkeys is not None and len(fkeys):
+            p = p.copy()
+            p.ravel()[fkeys] = -np.inf  # keys are row * L + label: flat positions
+        ids = np.broadcast_to(np.arange(L), p.shape)
+        top = np.concatenate([_block_topk(p[r0:r0 + 4096], ids[r0:r0 + 4096], min(k, L)) for r0 in range(0, Q, 4096)]
+                             or [np.empty((0, min(k, L)), np.int64)])
+        return _ranked(top, Q, L, k, fkeys)  # ties: lower label id first
     if not np.issubdtype(p.dtype, np.integer):
         raise ValueError(f"pred must hold integer label ids (or be a CSR score matrix), got dtype {p.dtype}")
     p = p.astype(np.int64)
