@@ -59,9 +59,8 @@ PYBIND11_MODULE(_C, m) {
             ramen::io::SparseMatrix mat;
             {
                 py::gil_scoped_release release;
-                const std::string text = ramen::io::read_file(path);
-                mat = ramen::io::parse_sparse_text(text.data(), static_cast<int64_t>(text.size()), num_threads,
-                                                   chunk_bytes);
+                const ramen::io::FileBuffer text = ramen::io::read_file(path);
+                mat = ramen::io::parse_sparse_text(text.data.get(), text.size, num_threads, chunk_bytes);
             }
             return sparse_to_python(std::move(mat));
         },

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,8 +22,14 @@ struct SparseMatrix {
     std::vector<float> data;       // (nnz,)
 };
 
-// The whole content of a file. Throws std::invalid_argument when it cannot be read.
-std::string read_file(const std::string& path);
+// The whole content of a file (not zero-terminated).
+struct FileBuffer {
+    std::unique_ptr<char[]> data;
+    int64_t size = 0;
+};
+
+// Reads a whole file. Throws std::invalid_argument when it cannot be read.
+FileBuffer read_file(const std::string& path);
 
 // Parses the text format held in text[0, size). Throws std::invalid_argument("line N: ...") for
 // a malformed header, a header whose row count disagrees with the lines that follow, a column id

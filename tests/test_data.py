@@ -138,6 +138,36 @@ def test_parser_long_row_spanning_ranges(tmp_path: Path) -> None:
     assert same_csr(m, reference_parse(text))
 
 
+def nearest_float32(text: str) -> np.float32:
+    """The float32 nearest to the decimal `text` (ties to even), computed exactly with fractions."""
+    from fractions import Fraction
+
+    x = Fraction(text)
+    if x == 0:
+        return np.float32(-0.0 if text.startswith("-") else 0.0)
+    f = np.float32(float(x))
+    with np.errstate(over="ignore"):
+        candidates = [np.nextafter(f, np.float32(-np.inf)), f, np.nextafter(f, np.float32(np.inf))]
+    candidates = [c for c in candidates if np.isfinite(c)]
+    key = [(abs(Fraction(float(c)) - x), int(np.array(c).view(np.uint32)) & 1) for c in candidates]
+    return candidates[min(range(len(candidates)), key=key.__getitem__)]
+
+
+def test_values_are_correctly_rounded(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    floats = rng.integers(0, 2**32, 3000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    floats = floats[np.isfinite(floats) & (np.abs(floats) < 1e30) & (np.abs(floats) > 1e-30)]
+    texts = [repr(float(f)) for f in floats]  # the double's shortest form: up to 17 digits
+    texts += [f"{f:.6f}" for f in floats[:500]] + [f"{f:.9e}" for f in floats[500:1000]]
+    texts += ["1.00000005960464477", "1.00000005960464478", "1.000000059604644775390625",  # around a midpoint
+              "0.50000002980232239", "16777217", "16777219", "33554433", "3.4028235e38", "1.1754944e-38",
+              "1e-45", "7.0064923e-45", "-0", "0.0", "-2.5E+3", "1.", ".5", "+0.25", "123456789012345678901234"]
+    path = write(tmp_path, f"1 {len(texts)}\n" + " ".join(f"{i}:{t}" for i, t in enumerate(texts)) + "\n")
+    got = read_sparse(path).data
+    want = np.array([nearest_float32(t.lstrip("+")) for t in texts], dtype=np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
 def test_unsorted_rows_are_sorted(tmp_path: Path) -> None:
     m = read_sparse(write(tmp_path, "2 10\n9:1 2:2 5:3\n1 0\n"))
     np.testing.assert_array_equal(m.indices, [2, 5, 9, 0, 1])

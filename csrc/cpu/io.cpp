@@ -1,9 +1,9 @@
 // Parallel parsing and formatting of the XC repository's sparse text format (see io.h).
 //
-// Parsing makes two passes over fixed byte ranges of whole lines: the first counts lines and
-// entries per range, a prefix sum gives each range its first row and entry, and the second parses
-// straight into the final arrays. Each range records its first error; the earliest one is thrown,
-// so the message is the same for every thread count.
+// Parsing splits the text into fixed byte ranges of whole lines and parses each range in parallel
+// into its own arrays; a prefix sum over the ranges' row and entry counts places them in the
+// result. Each range records its first error; the earliest one is thrown, so the message is the
+// same for every thread count.
 #include "io.h"
 
 #include <algorithm>
@@ -42,30 +42,6 @@ int64_t line_start_from(const char* text, int64_t begin, int64_t end, int64_t po
     if (pos >= end) return end;
     const void* nl = std::memchr(text + pos - 1, '\n', static_cast<size_t>(end - pos + 1));
     return nl == nullptr ? end : static_cast<const char*>(nl) - text + 1;
-}
-
-struct Count {
-    int64_t lines = 0;
-    int64_t entries = 0;
-};
-
-// Lines and whitespace-separated tokens in [p, e), where p starts a line and e ends one.
-Count count_range(const char* p, const char* e) {
-    Count c;
-    if (p >= e) return c;
-    int64_t newlines = 0;
-    int64_t tokens = 0;
-    bool in_token = false;
-    for (const char* q = p; q < e; ++q) {
-        const char ch = *q;
-        const bool sep = ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
-        tokens += static_cast<int64_t>(!sep && !in_token);
-        in_token = !sep;
-        newlines += static_cast<int64_t>(ch == '\n');
-    }
-    c.lines = newlines + static_cast<int64_t>(e[-1] != '\n');
-    c.entries = tokens;
-    return c;
 }
 
 struct Error {
@@ -115,57 +91,153 @@ bool sort_row(int32_t* indices, float* data, int64_t n, int32_t* repeated) {
     return true;
 }
 
-// Parses the lines in [p, e) as rows first_row, first_row + 1, ... with entries written from
-// `first_entry` on. Returns the first error, if any.
-Error parse_range(const char* p, const char* e, int64_t first_row, int64_t first_entry, int64_t cols,
-                  SparseMatrix& out) {
-    int64_t row = first_row;
-    int64_t pos = first_entry;
+constexpr int64_t kColumnCap = int64_t{1} << 40;
+
+// Why the entry starting at t (a token up to the next blank) is malformed.
+std::string explain_entry(const char* t, const char* line_end, int64_t cols) {
+    const char* end = t;
+    while (end < line_end && !is_blank(*end)) ++end;
+    const char* colon = static_cast<const char*>(std::memchr(t, ':', static_cast<size_t>(end - t)));
+    const char* id_end = colon == nullptr ? end : colon;
+    int64_t col = 0;
+    const auto r = std::from_chars(t, id_end, col);
+    if (r.ec == std::errc() && r.ptr == id_end && col < 0) return "negative column id " + quote(t, id_end);
+    if (r.ptr != id_end || t == id_end || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
+        return "column id " + quote(t, id_end) + " is not an integer (entry " + quote(t, end) + ")";
+    if (r.ec == std::errc::result_out_of_range || col >= cols)
+        return "column id " + quote(t, id_end) + " >= the header's column count " + std::to_string(cols);
+    if (colon == nullptr) return "malformed entry " + quote(t, end);
+    return "value " + quote(colon + 1, end) + " is not a finite number (entry " + quote(t, end) + ")";
+}
+
+// Reads a decimal number ([-]digits[.digits][e[+-]digits]) at p as the nearest float; returns the
+// end of the number, or nullptr when the exact slow path (std::from_chars) must decide. Exact
+// (Clinger's fast path): a mantissa below 2^53 scaled by 10^|e|, |e| <= 22, is one correctly
+// rounded double operation, and that double rounds to the right float unless it sits exactly on a
+// midpoint between two floats (then the slow path decides), or outside the normal float range.
+const char* parse_float_fast(const char* p, const char* e, float& out) {
+    static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                        1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    const auto digit = [](char c) { return static_cast<unsigned>(c - '0') < 10u; };
+    const char* q = p;
+    const bool negative = q < e && *q == '-';
+    q += negative;
+    uint64_t m = 0;
+    int exp10 = 0;
+    int digits = 0;
+    const char* start = q;
+    for (; q < e && digit(*q); ++q, ++digits) m = m * 10 + static_cast<uint64_t>(*q - '0');
+    bool any = q > start;
+    if (q < e && *q == '.') {
+        const char* frac = ++q;
+        for (; q < e && digit(*q); ++q, ++digits, --exp10) m = m * 10 + static_cast<uint64_t>(*q - '0');
+        any = any || q > frac;
+    }
+    if (!any || digits > 18) return nullptr;
+    if (q < e && (*q == 'e' || *q == 'E')) {
+        const char* x = q + 1;
+        const bool exp_negative = x < e && *x == '-';
+        x += (x < e && (*x == '-' || *x == '+'));
+        const char* exp_start = x;
+        int value = 0;
+        for (; x < e && digit(*x) && value < 1000; ++x) value = value * 10 + (*x - '0');
+        if (x == exp_start || (x < e && digit(*x))) return nullptr;
+        exp10 += exp_negative ? -value : value;
+        q = x;
+    }
+    double d = 0.0;
+    if (m != 0) {
+        if (m >= (uint64_t{1} << 53) || exp10 < -22 || exp10 > 22) return nullptr;
+        d = exp10 < 0 ? static_cast<double>(m) / kPow10[-exp10] : static_cast<double>(m) * kPow10[exp10];
+        if (d < 0x1p-126 || d >= 0x1p128) return nullptr;
+        uint64_t bits = 0;
+        std::memcpy(&bits, &d, sizeof(bits));
+        if ((bits & ((uint64_t{1} << 29) - 1)) == (uint64_t{1} << 28)) return nullptr;  // a float midpoint
+    }
+    const float f = static_cast<float>(d);
+    out = negative ? -f : f;
+    return q;
+}
+
+// One range of whole lines, parsed: its rows' entries and where each row ends.
+struct Piece {
+    std::vector<int64_t> row_ends;  // entries before the end of each row, counted in this piece
+    std::vector<int32_t> indices;
+    std::vector<float> data;
+    int64_t lines = 0;   // rows of the range, counted to its end even past an error
+    int64_t error_row = -1;  // row (within the range) of the first error, -1 when none
+    std::string error;
+};
+
+// Lines in [p, e), where p starts a line and e ends one (or is the end of the text).
+int64_t count_lines(const char* p, const char* e) {
+    if (p >= e) return 0;
+    return static_cast<int64_t>(std::count(p, e, '\n')) + static_cast<int64_t>(e[-1] != '\n');
+}
+
+// Parses the entries of the line [p, line_end) into `piece`; returns an error message or "".
+std::string parse_line(const char* p, const char* line_end, int64_t cols, Piece& piece) {
+    const size_t row_begin = piece.indices.size();
+    int64_t prev = -1;
+    bool sorted = true;
+    const char* q = p;
+    while (true) {
+        while (q < line_end && is_blank(*q)) ++q;
+        if (q == line_end) break;
+        const char* t = q;
+        int64_t col = 0;  // digits read straight, saturating above any valid id
+        while (q < line_end && static_cast<unsigned>(*q - '0') < 10u) {
+            col = std::min<int64_t>(col * 10 + (*q - '0'), kColumnCap);
+            ++q;
+        }
+        float value = 1.0f;
+        bool ok = q > t;
+        if (ok && q < line_end && *q == ':') {
+            const char* v = q + 1;
+            if (v < line_end && *v == '+') ++v;
+            const char* end = parse_float_fast(v, line_end, value);
+            if (end == nullptr) {
+                const auto r = std::from_chars(v, line_end, value);
+                end = r.ec == std::errc() ? r.ptr : v;
+            }
+            ok = end > v && (end == line_end || is_blank(*end)) && std::isfinite(value);
+            q = end;
+        } else {
+            ok = ok && (q == line_end || is_blank(*q));
+        }
+        if (!ok || col >= cols) return explain_entry(t, line_end, cols);
+        if (col == prev) return "column id " + std::to_string(col) + " appears twice in the row";
+        piece.indices.push_back(static_cast<int32_t>(col));
+        piece.data.push_back(value);
+        sorted = sorted && col > prev;
+        prev = col;
+    }
+    int32_t repeated = 0;
+    const int64_t n = static_cast<int64_t>(piece.indices.size() - row_begin);
+    if (!sorted && !sort_row(piece.indices.data() + row_begin, piece.data.data() + row_begin, n, &repeated))
+        return "column id " + std::to_string(repeated) + " appears twice in the row";
+    return {};
+}
+
+// Parses the lines in [p, e): p starts a line, e ends one (or is the end of the text).
+void parse_range(const char* p, const char* e, int64_t cols, Piece& piece) {
+    const size_t guess = static_cast<size_t>((e - p) / 8);  // a short entry "7:1 " takes 4 bytes
+    piece.indices.reserve(guess);
+    piece.data.reserve(guess);
     while (p < e) {
         const char* nl = static_cast<const char*>(std::memchr(p, '\n', static_cast<size_t>(e - p)));
         const char* line_end = nl == nullptr ? e : nl;
-        const int64_t line = row + 2;
-        const int64_t row_begin = pos;
-        int64_t prev = -1;
-        bool sorted = true;
-        const char* q = p;
-        while (true) {
-            while (q < line_end && is_blank(*q)) ++q;
-            if (q == line_end) break;
-            const char* t = q;
-            while (q < line_end && !is_blank(*q)) ++q;
-            const char* colon = static_cast<const char*>(std::memchr(t, ':', static_cast<size_t>(q - t)));
-            const char* id_end = colon == nullptr ? q : colon;
-            int64_t col = 0;
-            const auto r = std::from_chars(t, id_end, col);
-            if (r.ptr != id_end || t == id_end || (r.ec != std::errc() && r.ec != std::errc::result_out_of_range))
-                return {line, "column id " + quote(t, id_end) + " is not an integer (entry " + quote(t, q) + ")"};
-            if (r.ec == std::errc::result_out_of_range || col >= cols)
-                return {line, "column id " + quote(t, id_end) + " >= the header's column count " + std::to_string(cols)};
-            if (col < 0) return {line, "negative column id " + quote(t, id_end)};
-            float value = 1.0f;
-            if (colon != nullptr) {
-                const char* v = colon + 1;
-                if (v < q && *v == '+') ++v;
-                const auto rv = std::from_chars(v, q, value);
-                if (v == q || rv.ec != std::errc() || rv.ptr != q || !std::isfinite(value))
-                    return {line, "value " + quote(colon + 1, q) + " is not a finite number (entry " + quote(t, q) + ")"};
-            }
-            out.indices[pos] = static_cast<int32_t>(col);
-            out.data[pos] = value;
-            ++pos;
-            if (col == prev) return {line, "column id " + std::to_string(col) + " appears twice in the row"};
-            sorted = sorted && col > prev;
-            prev = col;
+        std::string error = parse_line(p, line_end, cols, piece);
+        if (!error.empty()) {
+            piece.error_row = piece.lines;
+            piece.error = std::move(error);
+            piece.lines += count_lines(p, e);
+            return;
         }
-        int32_t repeated = 0;
-        if (!sorted && !sort_row(&out.indices[row_begin], &out.data[row_begin], pos - row_begin, &repeated))
-            return {line, "column id " + std::to_string(repeated) + " appears twice in the row"};
-        out.indptr[row + 1] = pos;
-        ++row;
+        piece.row_ends.push_back(static_cast<int64_t>(piece.indices.size()));
+        ++piece.lines;
         p = line_end + 1;
     }
-    return {};
 }
 
 // Formats rows [r0, r1) into `s`.
@@ -191,25 +263,27 @@ struct FileCloser {
 
 }  // namespace
 
-std::string read_file(const std::string& path) {
+FileBuffer read_file(const std::string& path) {
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
     if (!f) throw std::invalid_argument("cannot open " + path + ": " + std::strerror(errno));
-    std::string text;
-    char buffer[1 << 16];
+    FileBuffer out;
+    int64_t capacity = 0;
     if (std::fseek(f.get(), 0, SEEK_END) == 0) {
-        const long size = std::ftell(f.get());
-        if (size > 0) text.reserve(static_cast<size_t>(size));
+        capacity = std::max<int64_t>(std::ftell(f.get()), 0);
         std::rewind(f.get());
     }
-    size_t n = 0;
-    if (text.capacity() > 0) {
-        text.resize(text.capacity());
-        n = std::fread(text.data(), 1, text.size(), f.get());
-        text.resize(n);
+    capacity = std::max<int64_t>(capacity, 1 << 16);
+    out.data.reset(new char[static_cast<size_t>(capacity)]);  // uninitialised: filled by fread
+    while (true) {
+        out.size += static_cast<int64_t>(std::fread(out.data.get() + out.size, 1, static_cast<size_t>(capacity - out.size), f.get()));
+        if (out.size < capacity) break;  // end of file (or an error, checked below)
+        capacity *= 2;  // the file grew since ftell: keep reading
+        std::unique_ptr<char[]> bigger(new char[static_cast<size_t>(capacity)]);
+        std::memcpy(bigger.get(), out.data.get(), static_cast<size_t>(out.size));
+        out.data = std::move(bigger);
     }
-    while ((n = std::fread(buffer, 1, sizeof(buffer), f.get())) > 0) text.append(buffer, n);
     if (std::ferror(f.get())) throw std::invalid_argument("cannot read " + path);
-    return text;
+    return out;
 }
 
 SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads, int64_t chunk_bytes) {
@@ -226,35 +300,41 @@ SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads, 
     std::vector<int64_t> starts(static_cast<size_t>(num_chunks + 1));
     for (int64_t c = 0; c <= num_chunks; ++c) starts[c] = line_start_from(text, body, size, body + c * chunk_bytes);
 
-    std::vector<Count> counts(static_cast<size_t>(num_chunks));
+    std::vector<Piece> pieces(static_cast<size_t>(num_chunks));
     parallel_for(num_chunks, 1, num_threads, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) counts[c] = count_range(text + starts[c], text + starts[c + 1]);
+        for (int64_t c = c0; c < c1; ++c) parse_range(text + starts[c], text + starts[c + 1], cols, pieces[c]);
     });
     std::vector<int64_t> first_row(static_cast<size_t>(num_chunks + 1), 0);
     std::vector<int64_t> first_entry(static_cast<size_t>(num_chunks + 1), 0);
     for (int64_t c = 0; c < num_chunks; ++c) {
-        first_row[c + 1] = first_row[c] + counts[c].lines;
-        first_entry[c + 1] = first_entry[c] + counts[c].entries;
+        first_row[c + 1] = first_row[c] + pieces[c].lines;
+        first_entry[c + 1] = first_entry[c] + static_cast<int64_t>(pieces[c].indices.size());
     }
     const int64_t lines = first_row[num_chunks];
     if (lines != rows)
         fail({1, "the header says " + std::to_string(rows) + " rows but " + std::to_string(lines) +
                      " lines follow it (an empty row is an empty line)"});
+    for (int64_t c = 0; c < num_chunks; ++c)
+        if (pieces[c].error_row >= 0) fail({2 + first_row[c] + pieces[c].error_row, pieces[c].error});
 
     SparseMatrix out;
     out.rows = rows;
     out.cols = cols;
     const int64_t nnz = first_entry[num_chunks];
-    out.indptr.assign(static_cast<size_t>(rows + 1), 0);
+    out.indptr.resize(static_cast<size_t>(rows + 1));
+    out.indptr[0] = 0;
     out.indices.resize(static_cast<size_t>(nnz));
     out.data.resize(static_cast<size_t>(nnz));
-    std::vector<Error> errors(static_cast<size_t>(num_chunks));
     parallel_for(num_chunks, 1, num_threads, [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c)
-            errors[c] = parse_range(text + starts[c], text + starts[c + 1], first_row[c], first_entry[c], cols, out);
+        for (int64_t c = c0; c < c1; ++c) {
+            Piece& piece = pieces[c];
+            std::copy(piece.indices.begin(), piece.indices.end(), out.indices.begin() + first_entry[c]);
+            std::copy(piece.data.begin(), piece.data.end(), out.data.begin() + first_entry[c]);
+            for (size_t r = 0; r < piece.row_ends.size(); ++r)
+                out.indptr[first_row[c] + static_cast<int64_t>(r) + 1] = first_entry[c] + piece.row_ends[r];
+            piece = Piece();  // free it
+        }
     });
-    for (const Error& e : errors)
-        if (e.line != 0) fail(e);
     return out;
 }
 
