@@ -62,6 +62,11 @@ class AnchorSet:
         return (self.texts == other.texts and _csr_equal(self.train_X_A, other.train_X_A)
                 and _csr_equal(self.label_A, other.label_A) and _csr_equal(self.test_X_A, other.test_X_A))
 
+    def __repr__(self) -> str:
+        test = "none" if self.test_X_A is None else f"{self.test_X_A.nnz:,}"
+        return (f"AnchorSet(anchors={self.num_anchors:,}, edges: train={self.train_X_A.nnz:,}, "
+                f"label={self.label_A.nnz:,}, test={test})")
+
     @property
     def num_anchors(self) -> int:
         return len(self.texts)
@@ -110,6 +115,12 @@ class Dataset:
                 and _csr_equal(self.test_Y, other.test_Y) and list(self.anchor_sets) == list(other.anchor_sets)
                 and all(a == other.anchor_sets[k] for k, a in self.anchor_sets.items())
                 and filters_equal and self.A == other.A and self.B == other.B and self.name == other.name)
+
+    def __repr__(self) -> str:
+        filt = "none" if self.test_filter is None else f"{len(self.test_filter):,}"
+        return (f"Dataset(name={self.name!r}, train={self.num_train:,}, test={self.num_test:,}, "
+                f"labels={self.num_labels:,}, positives: train={self.train_Y.nnz:,}, test={self.test_Y.nnz:,}, "
+                f"anchor_sets={self.anchor_sets!r}, test_filter={filt}, A={self.A}, B={self.B})")
 
     @property
     def num_train(self) -> int:

@@ -15,7 +15,6 @@
 #include <limits>
 #include <memory>
 #include <stdexcept>
-#include <string_view>
 #include <utility>
 
 #include "parallel.h"
@@ -75,7 +74,7 @@ std::pair<int64_t, int64_t> parse_header(const char* p, const char* e) {
     return {values[0], values[1]};
 }
 
-// Sorts entries [begin, end) of a row by column id; reports a repeated id.
+// Sorts the n entries of one row by column id; false (and *repeated) when an id repeats.
 bool sort_row(int32_t* indices, float* data, int64_t n, int32_t* repeated) {
     std::vector<std::pair<int32_t, float>> row(static_cast<size_t>(n));
     for (int64_t j = 0; j < n; ++j) row[j] = {indices[j], data[j]};
