@@ -81,6 +81,11 @@ def wikispeedia(src_dir: str | os.PathLike, *, seed: int = 0, test_fraction: flo
     - Anchor set "category": the article's categories and all their ancestors below the root
       "subject" (text "Science > Biology"); the nodes reached from task articles.
     A, B are the defaults (0.55, 1.5). The same (src, seed, test_fraction) gives the same Dataset.
+
+    Sizes with the defaults (seed 0): 2,984 train and 745 test queries, 3,729 labels, 20,966 train
+    and 5,504 test positives (7.0 labels a train query); "hyperlink" 3,556 anchors, 21.8 a query
+    and 21.7 a label; "category" 144 anchors, 2.5 a query and a label; 182 labels have no train
+    positive (all their partners drew test).
     """
     from ramen.data import AnchorSet, Dataset
 
