@@ -19,8 +19,12 @@ _LAZY = {
     "save_xc": "ramen.data",
     "read_sparse": "ramen.data",
     "write_sparse": "ramen.data",
+    "describe": "ramen.data",
+    "wikispeedia": "ramen.data",
     "evaluate": "ramen.metrics",
     "inv_propensity": "ramen.metrics",
+    "decile_breakdown": "ramen.metrics",
+    "format_table": "ramen.metrics",
 }
 
 __all__ = ["__version__", *_LAZY]

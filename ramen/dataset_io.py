@@ -1,0 +1,260 @@
+"""Whole datasets on disk: the XC repository's directory layout, and one `.npz` file.
+
+Directory layout (what `save_xc(ds, dir)` writes and `load_xc(dir)` reads):
+
+    trn_X_Y.txt, tst_X_Y.txt          train / test ground truth (sparse text, queries x labels)
+    raw_data/train.raw.txt            one text per line (also read: `id->text` lines)
+    raw_data/test.raw.txt, raw_data/label.raw.txt
+    filter_labels_test.txt            optional: `test_row label` pairs never to predict
+    <name>_trn_X_Y.txt                anchor set <name>: train queries x anchors
+    <name>_lbl_X_Y.txt                labels x anchors
+    <name>_tst_X_Y.txt                optional: test queries x anchors
+    raw_data/<name>.raw.txt           anchor texts
+    ramen.json                        optional: name, propensity constants A and B, anchor set order
+
+Without ramen.json: A = 0.55, B = 1.5, the name is the directory's, anchor sets sorted by name.
+The `.npz` form holds the same in one uncompressed numpy archive (no pickles): `load_xc` reads it
+several times faster than the text files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ramen.xc_format import read_pairs, read_sparse, read_texts, write_pairs, write_sparse, write_texts
+
+if TYPE_CHECKING:
+    from ramen.data import Dataset
+
+META = "ramen.json"
+FORMAT = "ramen.xc"
+VERSION = 1
+DEFAULT_A, DEFAULT_B = 0.55, 1.5
+_TEXTS = {"train_texts": "train", "test_texts": "test", "label_texts": "label"}
+
+
+def _anchor_files(name: str) -> dict[str, str]:
+    return {"train_X_A": f"{name}_trn_X_Y.txt", "label_A": f"{name}_lbl_X_Y.txt", "test_X_A": f"{name}_tst_X_Y.txt"}
+
+
+def _discover_anchor_sets(root: Path) -> list[str]:
+    """Anchor set names from the `<prefix>trn_X_Y.txt` files: the prefix less one trailing '_'."""
+    names = []
+    for p in sorted(root.glob("*trn_X_Y.txt")):
+        prefix = p.name[: -len("trn_X_Y.txt")]
+        if prefix:
+            names.append(prefix[:-1] if prefix.endswith("_") else prefix)
+    return names
+
+
+def _read_meta(root: Path) -> dict:
+    path = root / META
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
+    return meta
+
+
+def _load_dir(root: Path, num_threads: int) -> Dataset:
+    from ramen.data import AnchorSet, Dataset
+
+    meta = _read_meta(root)
+    train_Y = read_sparse(root / "trn_X_Y.txt", num_threads=num_threads)
+    test_Y = read_sparse(root / "tst_X_Y.txt", num_threads=num_threads)
+    if test_Y.shape[1] != train_Y.shape[1]:
+        raise ValueError(f"{root / 'tst_X_Y.txt'}: {test_Y.shape[1]} label columns but trn_X_Y.txt has {train_Y.shape[1]}")
+    raw = root / "raw_data"
+    texts = {
+        "train_texts": read_texts(raw / "train.raw.txt", train_Y.shape[0], "trn_X_Y.txt (rows)"),
+        "test_texts": read_texts(raw / "test.raw.txt", test_Y.shape[0], "tst_X_Y.txt (rows)"),
+        "label_texts": read_texts(raw / "label.raw.txt", train_Y.shape[1], "trn_X_Y.txt (columns)"),
+    }
+    test_filter = read_pairs(root / "filter_labels_test.txt") if (root / "filter_labels_test.txt").is_file() else None
+
+    names = _discover_anchor_sets(root)
+    if "anchor_sets" in meta:
+        if sorted(meta["anchor_sets"]) != sorted(names):
+            raise ValueError(f"{root / META}: lists anchor sets {meta['anchor_sets']} but the directory holds {names}")
+        names = list(meta["anchor_sets"])
+    rows = {"train_X_A": train_Y.shape[0], "label_A": train_Y.shape[1], "test_X_A": test_Y.shape[0]}
+    anchor_sets = {}
+    for name in names:
+        parts = {}
+        for part, fname in _anchor_files(name).items():
+            path = root / fname
+            if part == "test_X_A" and not path.is_file():
+                parts[part] = None
+                continue
+            m = read_sparse(path, num_threads=num_threads)
+            if m.shape[0] != rows[part]:
+                raise ValueError(f"{path}: {m.shape[0]} rows but the dataset has {rows[part]} "
+                                 f"{'labels' if part == 'label_A' else 'queries'}")
+            parts[part] = m
+        cols = {m.shape[1] for m in parts.values() if m is not None}
+        if len(cols) != 1:
+            raise ValueError(f"{root}: anchor set {name!r} files disagree on the number of anchors (columns): {sorted(cols)}")
+        texts_path = raw / f"{name}.raw.txt"
+        anchor_sets[name] = AnchorSet(read_texts(texts_path, cols.pop(), f"{name}_trn_X_Y.txt (columns)"), **parts)
+
+    ds = Dataset(train_Y=train_Y, test_Y=test_Y, anchor_sets=anchor_sets, test_filter=test_filter,
+                 A=meta.get("A", DEFAULT_A), B=meta.get("B", DEFAULT_B), name=meta.get("name", root.name), **texts)
+    try:
+        return ds.validate()
+    except ValueError as e:
+        raise ValueError(f"{root}: {e}") from None
+
+
+def _save_dir(ds: Dataset, root: Path, num_threads: int, progress: bool) -> None:
+    (root / "raw_data").mkdir(parents=True)
+    jobs = [(root / "trn_X_Y.txt", ds.train_Y), (root / "tst_X_Y.txt", ds.test_Y)]
+    jobs += [(root / "raw_data" / f"{stem}.raw.txt", getattr(ds, attr)) for attr, stem in _TEXTS.items()]
+    for name, a in ds.anchor_sets.items():
+        jobs += [(root / fname, getattr(a, part)) for part, fname in _anchor_files(name).items()
+                 if getattr(a, part) is not None]
+        jobs.append((root / "raw_data" / f"{name}.raw.txt", a.texts))
+    if ds.test_filter is not None:
+        write_pairs(root / "filter_labels_test.txt", ds.test_filter)
+    for path, obj in tqdm(jobs, desc=f"writing {root.name}", unit="file", disable=not progress):
+        if isinstance(obj, list):
+            write_texts(path, obj)
+        else:
+            write_sparse(path, obj, num_threads=num_threads)
+    meta = {"format": FORMAT, "version": VERSION, "name": ds.name, "A": ds.A, "B": ds.B,
+            "anchor_sets": list(ds.anchor_sets)}
+    (root / META).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+
+
+def _pack_texts(arrays: dict[str, np.ndarray], key: str, texts: list[str]) -> None:
+    arrays[f"{key}.utf8"] = np.frombuffer("".join(texts).encode("utf-8"), dtype=np.uint8)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    arrays[f"{key}.offsets"] = np.concatenate([[0], np.cumsum(lengths)])  # in characters
+
+
+def _unpack_texts(z, key: str) -> list[str]:
+    s = z[f"{key}.utf8"].tobytes().decode("utf-8")
+    off = z[f"{key}.offsets"].tolist()
+    return [s[a:b] for a, b in zip(off[:-1], off[1:])]
+
+
+def _pack_csr(arrays: dict[str, np.ndarray], key: str, m: sp.csr_matrix) -> None:
+    arrays.update({f"{key}.indptr": m.indptr, f"{key}.indices": m.indices, f"{key}.data": m.data,
+                   f"{key}.shape": np.array(m.shape, dtype=np.int64)})
+
+
+def _unpack_csr(z, key: str) -> sp.csr_matrix | None:
+    if f"{key}.shape" not in z:
+        return None
+    return sp.csr_matrix((z[f"{key}.data"], z[f"{key}.indices"], z[f"{key}.indptr"]), shape=tuple(z[f"{key}.shape"]))
+
+
+def _save_npz(ds: Dataset, path: Path) -> None:
+    arrays: dict[str, np.ndarray] = {}
+    for attr in _TEXTS:
+        _pack_texts(arrays, attr, getattr(ds, attr))
+    _pack_csr(arrays, "train_Y", ds.train_Y)
+    _pack_csr(arrays, "test_Y", ds.test_Y)
+    if ds.test_filter is not None:
+        arrays["test_filter"] = ds.test_filter
+    for i, a in enumerate(ds.anchor_sets.values()):
+        _pack_texts(arrays, f"anchor{i}.texts", a.texts)
+        for part in ("train_X_A", "label_A", "test_X_A"):
+            if getattr(a, part) is not None:
+                _pack_csr(arrays, f"anchor{i}.{part}", getattr(a, part))
+    meta = {"format": FORMAT, "version": VERSION, "name": ds.name, "A": ds.A, "B": ds.B,
+            "anchor_sets": list(ds.anchor_sets)}
+    arrays["meta"] = np.array(json.dumps(meta))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_npz(path: Path) -> Dataset:
+    from ramen.data import AnchorSet, Dataset
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                raise ValueError("not a ramen dataset archive")
+            anchor_sets = {
+                name: AnchorSet(_unpack_texts(z, f"anchor{i}.texts"), _unpack_csr(z, f"anchor{i}.train_X_A"),
+                                _unpack_csr(z, f"anchor{i}.label_A"), _unpack_csr(z, f"anchor{i}.test_X_A"))
+                for i, name in enumerate(meta["anchor_sets"])}
+            ds = Dataset(**{attr: _unpack_texts(z, attr) for attr in _TEXTS},
+                         train_Y=_unpack_csr(z, "train_Y"), test_Y=_unpack_csr(z, "test_Y"), anchor_sets=anchor_sets,
+                         test_filter=z["test_filter"] if "test_filter" in z else None,
+                         A=meta["A"], B=meta["B"], name=meta["name"])
+        return ds.validate()
+    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a valid ramen dataset archive ({e})") from None
+
+
+def load_xc(path: str | os.PathLike, *, num_threads: int = 0) -> Dataset:
+    """Loads a dataset: a directory in the XC repository layout (G-LF anchor sets included), or a
+    `.npz` archive written by `save_xc`. ValueError naming the file (and line) for bad input."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".npz":
+        return _load_npz(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no dataset at {path} (expected a directory with trn_X_Y.txt, or a .npz file)")
+    return _load_dir(path, num_threads)
+
+
+def _looks_like_dataset(root: Path) -> bool:
+    return (root / META).is_file() or (root / "trn_X_Y.txt").is_file()
+
+
+def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, num_threads: int = 0,
+            progress: bool | None = None) -> None:
+    """Saves `ds` atomically: as a directory in the XC layout, or, when `path` ends in `.npz`, as one
+    archive. An existing target is replaced only with overwrite=True (and, for a directory, only
+    one that holds a dataset). progress: a tqdm bar over files (default: for > 10M entries)."""
+    ds.validate()
+    path = Path(path)
+    if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
+        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+    if path.suffix == ".npz":
+        if path.is_dir():
+            raise ValueError(f"{path} is a directory; an .npz target must be a file")
+        _save_npz(ds, path)
+        return
+    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not _looks_like_dataset(path))):
+        raise ValueError(f"refusing to replace {path}: it is not a dataset directory")
+    if progress is None:
+        progress = ds.train_Y.nnz + sum(a.train_X_A.nnz + a.label_A.nnz for a in ds.anchor_sets.values()) > 10_000_000
+    target = path.resolve()
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = target.with_name(f".{target.name}.tmp-{tag}")
+    old = target.with_name(f".{target.name}.old-{tag}")
+    try:
+        _save_dir(ds, tmp, num_threads, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        if old.exists():
+            os.replace(old, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

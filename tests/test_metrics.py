@@ -1,0 +1,277 @@
+"""ramen.metrics: hand-computed cases, a plain per-row reference on random data, every input form
+(id arrays, CSR scores, dense scores), filters, bad input, and the label-frequency breakdown."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ramen.metrics import decile_breakdown, evaluate, format_table, inv_propensity, label_deciles
+
+
+def reference_metrics(pred_rows: list[list[int]], true_rows: list[set[int]], w: np.ndarray | None, K: int) -> dict:
+    """The definitions read one query at a time (pyxclib's, written plainly)."""
+    Q = len(true_rows)
+    out = {m: np.zeros(K) for m in ("P", "nDCG", "R", "psp_num", "psp_den", "psn_num", "psn_den")}
+    for ranked, truth in zip(pred_rows, true_rows):
+        ranked = (list(ranked) + [-1] * K)[:K]
+        best = sorted((w[l] for l in truth), reverse=True)[:K] if w is not None else []
+        for k in range(1, K + 1):
+            hits = [1.0 if (r >= 0 and r in truth) else 0.0 for r in ranked[:k]]
+            out["P"][k - 1] += sum(hits) / k
+            out["R"][k - 1] += sum(hits) / len(truth) if truth else 0.0
+            idcg = sum(1 / math.log2(j + 2) for j in range(min(k, len(truth))))
+            dcg = sum(h / math.log2(j + 2) for j, h in enumerate(hits))
+            out["nDCG"][k - 1] += dcg / idcg if truth else 0.0
+            if w is not None:
+                gains = [h * w[r] for h, r in zip(hits, ranked[:k])]
+                out["psp_num"][k - 1] += sum(gains) / k
+                out["psp_den"][k - 1] += sum(best[:k]) / k
+                if truth:
+                    out["psn_num"][k - 1] += sum(g / math.log2(j + 2) for j, g in enumerate(gains)) / idcg
+                    out["psn_den"][k - 1] += sum(b / math.log2(j + 2) for j, b in enumerate(best[:k])) / idcg
+    res = {"P": out["P"] / Q, "nDCG": out["nDCG"] / Q, "R": out["R"] / Q}
+    if w is not None:
+        res["PSP"] = out["psp_num"] / out["psp_den"]
+        res["PSnDCG"] = out["psn_num"] / out["psn_den"]
+    return res
+
+
+def rows_of(Y: sp.csr_matrix) -> list[set[int]]:
+    return [set(Y.indices[Y.indptr[i]:Y.indptr[i + 1]].tolist()) for i in range(Y.shape[0])]
+
+
+def assert_close(got: dict, want: dict) -> None:
+    assert set(got) == set(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-12, atol=1e-12, err_msg=key)
+
+
+# ---- hand-computed --------------------------------------------------------------------------
+
+Y3 = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=np.float32))
+W3 = np.array([1.0, 2.0, 3.0, 4.0])
+
+
+def test_hand_computed() -> None:
+    # row 0: truth {0, 2}, ranks 2 (hit), 1, pad; row 1: no truth; row 2: truth {1}, rank 1 (hit)
+    pred = np.array([[2, 1, -1], [0, 1, 2], [1, -1, -1]])
+    r = evaluate(pred, Y3, inv_propensity=W3, k=3)
+    assert list(r) == ["P", "nDCG", "PSP", "PSnDCG", "R"]
+    np.testing.assert_allclose(r["P"], [2 / 3, (0.5 + 0.5) / 3, (1 / 3 + 1 / 3) / 3])
+    idcg2 = 1 + 1 / math.log2(3)
+    np.testing.assert_allclose(r["nDCG"], [2 / 3, (1 / idcg2 + 1) / 3, (1 / idcg2 + 1) / 3])
+    np.testing.assert_allclose(r["R"], [0.5, 0.5, 0.5])
+    # PSP@1: (3 + 2) / (3 + 2); PSP@2: (3/2 + 2/2) / ((3+1)/2 + 2/2)
+    np.testing.assert_allclose(r["PSP"], [1.0, 2.5 / 3, 2.5 / 3])
+    ps2 = (3 / idcg2 + 2) / ((3 + 1 / math.log2(3)) / idcg2 + 2)
+    np.testing.assert_allclose(r["PSnDCG"], [1.0, ps2, ps2])
+
+
+def test_fewer_true_labels_than_k() -> None:
+    Y = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 0]], dtype=np.float32))
+    r = evaluate(np.array([[1, 0, 2, 3, 4]]), Y, k=5)
+    np.testing.assert_allclose(r["P"], [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    np.testing.assert_allclose(r["nDCG"], [1, 1, 1, 1, 1])  # ideal DCG over min(k, |y|) = 1 item
+    np.testing.assert_allclose(r["R"], [1, 1, 1, 1, 1])
+    r = evaluate(np.array([[0, 1]]), Y, k=3)  # hit at rank 2; a 2-column pred reads as padded
+    np.testing.assert_allclose(r["P"], [0, 1 / 2, 1 / 3])
+    np.testing.assert_allclose(r["nDCG"], [0, 1 / math.log2(3), 1 / math.log2(3)])
+
+
+def test_rows_without_labels_count_as_zero() -> None:
+    Y = sp.csr_matrix(np.array([[1, 0], [0, 0]], dtype=np.float32))
+    r = evaluate(np.array([[0], [1]]), Y, inv_propensity=np.ones(2), k=1)
+    assert r["P"][0] == 0.5 and r["nDCG"][0] == 0.5 and r["R"][0] == 0.5 and r["PSP"][0] == 1.0
+    empty = evaluate(np.array([[0], [1]]), sp.csr_matrix((2, 2)), inv_propensity=np.ones(2), k=2)
+    assert all(np.all(v == 0) for v in empty.values())  # no labels anywhere: zeros, not NaN
+
+
+def test_padding_anywhere_is_a_miss() -> None:
+    r = evaluate(np.array([[-1, 0, -1, 2]]), Y3[:1], k=4)
+    np.testing.assert_allclose(r["P"], [0, 1 / 2, 1 / 3, 2 / 4])
+
+
+def test_filter_on_ids_compacts_rows() -> None:
+    pred = np.array([[3, 2, 0], [0, 1, 2], [0, 1, 3]])
+    filt = np.array([[0, 3], [2, 0], [2, 2]])  # (2, 2) is not predicted: no effect
+    r = evaluate(pred, Y3, k=2, filter=filt)
+    # row 0 becomes [2, 0] (2 hits), row 2 becomes [1, 3] (hit at 1)
+    np.testing.assert_allclose(r["P"], [(1 + 0 + 1) / 3, (1 + 0 + 0.5) / 3])
+    assert_close(r, evaluate(np.array([[2, 0], [0, 1], [1, 3]]), Y3, k=2))
+
+
+def test_filter_on_scores_lets_the_next_label_in() -> None:
+    scores = sp.csr_matrix(np.array([[0.9, 0.1, 0.5, 0.95], [0, 0, 0, 0], [0.3, 0.2, 0, 0.8]]))
+    r = evaluate(scores, Y3, k=2, filter=np.array([[0, 3], [2, 3]]))
+    assert_close(r, evaluate(np.array([[0, 2], [-1, -1], [0, 1]]), Y3, k=2))
+
+
+def test_scores_ids_and_dense_agree() -> None:
+    rng = np.random.default_rng(0)
+    dense = rng.random((40, 30))
+    dense[dense < 0.5] = 0
+    dense[3] = 0  # a row with no scores at all
+    Y = sp.random(40, 30, density=0.1, format="csr", random_state=rng)
+    ids = np.argsort(-dense, axis=1, kind="stable")[:, :5]
+    ids[dense[np.arange(40)[:, None], ids] == 0] = -1  # CSR rows hold only stored scores
+    w = inv_propensity(Y, 0.55, 1.5)
+    from_ids = evaluate(ids, Y, inv_propensity=w, k=5)
+    assert_close(evaluate(sp.csr_matrix(dense), Y, inv_propensity=w, k=5), from_ids)
+    dense[dense == 0] = -1.0  # dense scores rank every label, ties to the lower id
+    full_ids = np.argsort(-dense, axis=1, kind="stable")[:, :5]
+    assert_close(evaluate(dense, Y, inv_propensity=w, k=5), evaluate(full_ids, Y, inv_propensity=w, k=5))
+    filt = np.array([[0, full_ids[0, 0]], [5, full_ids[5, 2]]])
+    assert_close(evaluate(dense, Y, k=5, filter=filt),
+                 evaluate(np.argsort(-dense, axis=1, kind="stable")[:, :6], Y, k=5, filter=filt))
+
+
+def test_score_ties_go_to_the_lower_label_id() -> None:
+    scores = sp.csr_matrix(np.array([[0.5, 0.5, 0.5, 0.9]]))
+    Y = sp.csr_matrix(np.array([[0, 1, 0, 0]], dtype=np.float32))
+    np.testing.assert_allclose(evaluate(scores, Y, k=3)["P"], [0, 0, 1 / 3])  # order 3, 0, 1
+
+
+# ---- against the per-row reference on random data -------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_reference_on_random_data(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Q, L, K = 300, 50, 7
+    Y = sp.random(Q, L, density=0.06, format="csr", random_state=rng)
+    Y.data[:] = 1
+    train = sp.random(500, L, density=0.05, format="csr", random_state=rng)
+    w = inv_propensity(train, 0.55, 1.5)
+    pred = np.array([rng.permutation(L)[:K] for _ in range(Q)])
+    pred[rng.random(pred.shape) < 0.1] = -1  # padding at random places
+    pred[:, -2:][rng.random((Q, 2)) < 0.5] = -1
+    got = evaluate(pred, Y, inv_propensity=w, k=K)
+    assert_close(got, reference_metrics(pred.tolist(), rows_of(Y), w, K))
+    filt = np.stack([rng.integers(0, Q, 400), rng.integers(0, L, 400)], axis=1)
+    fkeys = set(map(tuple, filt.tolist()))
+    filtered = [[p for p in row if p < 0 or (i, p) not in fkeys] for i, row in enumerate(pred.tolist())]
+    assert_close(evaluate(pred, Y, inv_propensity=w, k=K, filter=filt), reference_metrics(filtered, rows_of(Y), w, K))
+
+
+def test_reference_with_scores_matrix() -> None:
+    rng = np.random.default_rng(5)
+    Q, L, K = 200, 80, 5
+    Y = sp.random(Q, L, density=0.05, format="csr", random_state=rng)
+    S = sp.random(Q, L, density=0.2, format="csr", random_state=rng)
+    S.data = rng.integers(1, 6, S.nnz).astype(np.float64)  # many ties
+    ranked = []
+    for i in range(Q):
+        cols, vals = S.indices[S.indptr[i]:S.indptr[i + 1]], S.data[S.indptr[i]:S.indptr[i + 1]]
+        ranked.append([c for _, c in sorted(zip(-vals, cols))][:K])
+    w = inv_propensity(sp.random(300, L, density=0.05, format="csr", random_state=rng), 0.6, 2.6)
+    assert_close(evaluate(S, Y, inv_propensity=w, k=K), reference_metrics(ranked, rows_of(Y), w, K))
+
+
+@pytest.mark.parametrize("layout", ["uneven", "blocks"])
+def test_row_ranking_paths(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSR ranking takes a sort path for very uneven rows and a blocked path otherwise."""
+    import ramen.metrics as metrics
+
+    rng = np.random.default_rng(7)
+    Q, L, K = 120, 600, 6
+    counts = rng.integers(0, 12, Q)
+    if layout == "uneven":
+        counts[5] = 590  # one long row: the sort path
+    else:
+        monkeypatch.setattr(metrics, "_BLOCK_CELLS", 40)  # many small blocks
+    rows = np.repeat(np.arange(Q), counts)
+    cols = np.concatenate([rng.choice(L, c, replace=False) for c in counts])
+    S = sp.csr_matrix((rng.integers(1, 4, len(cols)).astype(np.float32), (rows, cols)), shape=(Q, L))
+    S.sort_indices()
+    ranked = [[c for _, c in sorted(zip(-S.data[S.indptr[i]:S.indptr[i + 1]], S.indices[S.indptr[i]:S.indptr[i + 1]]))]
+              for i in range(Q)]
+    Y = sp.random(Q, L, density=0.02, format="csr", random_state=rng)
+    w = rng.random(L) + 1
+    assert_close(evaluate(S, Y, inv_propensity=w, k=K), reference_metrics(ranked, rows_of(Y), w, K))
+
+
+# ---- propensity -----------------------------------------------------------------------------
+
+def test_inv_propensity_formula() -> None:
+    train = sp.csr_matrix(np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]], dtype=np.float32))
+    A, B = 0.55, 1.5
+    C = (math.log(4) - 1) * (B + 1) ** A
+    want = [1 + C * (n + B) ** -A for n in (3, 1, 0)]
+    np.testing.assert_allclose(inv_propensity(train, A, B), want)
+    with pytest.raises(ValueError, match="no rows"):
+        inv_propensity(sp.csr_matrix((0, 3)), A, B)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pred,kwargs,message", [
+    (np.array([[0, 4]]), {}, r"label ids must lie in \[0, 4\) or be -1"),
+    (np.array([[0, -2]]), {}, r"label ids must lie in"),
+    (np.array([[1, 1]]), {}, r"pred row 0 lists a label id twice"),
+    (np.array([0, 1]), {}, r"\(queries, k\) array"),
+    (np.zeros((2, 2), dtype=np.int64), {}, r"got shape \(2, 2\) for 1 queries"),
+    (np.array([[0.0, 1.0]]), {}, r"dense score matrix and must have shape \(1, 4\)"),
+    (np.array([["a", "b"]]), {}, r"integer label ids"),
+    (sp.csr_matrix((1, 5)), {}, r"pred score matrix has shape \(1, 5\), expected \(1, 4\)"),
+    (sp.csr_matrix(np.array([[np.nan, 1, 0, 0]])), {}, r"NaN scores"),
+    (np.array([[0]]), {"k": 0}, r"k must be >= 1"),
+    (np.array([[0]]), {"filter": np.array([[0, 4]])}, r"filter pairs must lie in \[0, 1\) x \[0, 4\)"),
+    (np.array([[0]]), {"filter": np.array([0, 1, 2])}, r"filter must be an \(n, 2\) integer array"),
+    (np.array([[0]]), {"inv_propensity": np.ones(3)}, r"one value per label \(4\)"),
+])
+def test_bad_input(pred, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        evaluate(pred, Y3[:1], **kwargs)
+
+
+def test_truth_must_be_sparse() -> None:
+    with pytest.raises(TypeError, match="true_Y must be a scipy sparse matrix"):
+        evaluate(np.array([[0]]), np.eye(2))
+
+
+# ---- label-frequency breakdown --------------------------------------------------------------
+
+def test_label_deciles_equal_shares() -> None:
+    freq = np.array([40, 30, 10, 10, 5, 5, 0, 0])  # 100 positives
+    train = sp.csr_matrix((np.ones(freq.sum(), np.float32), (np.arange(freq.sum()), np.repeat(np.arange(8), freq))),
+                          shape=(100, 8))
+    bins = label_deciles(train, n_bins=5)  # 20 positives a bin: starts 0, 40, 70, 80, 90, 95
+    np.testing.assert_array_equal(bins, [0, 2, 3, 4, 4, 4, 4, 4])
+    np.testing.assert_array_equal(label_deciles(train, 10), [0, 4, 7, 8, 9, 9, 9, 9])
+
+
+def test_breakdown_sums_to_the_totals() -> None:
+    rng = np.random.default_rng(3)
+    Q, L, K = 400, 120, 5
+    train = sp.random(1000, L, density=0.03, format="csr", random_state=rng)
+    Y = sp.random(Q, L, density=0.04, format="csr", random_state=rng)
+    pred = np.array([rng.permutation(L)[:K] for _ in range(Q)])
+    w = inv_propensity(train, 0.55, 1.5)
+    total = evaluate(pred, Y, inv_propensity=w, k=K)
+    d = decile_breakdown(pred, Y, train, inv_propensity=w, k=K)
+    assert d["P"].shape == (10, K) and d["labels"].sum() == L
+    np.testing.assert_allclose(d["P"].sum(axis=0), total["P"])
+    np.testing.assert_allclose(d["PSP"].sum(axis=0), total["PSP"])
+    np.testing.assert_allclose(d["train_share"].sum(), 1.0)
+    assert d["test_positives"].sum() == Y.nnz
+    # R per bin: the bin's test positives found in the top k, counted plainly
+    bins = label_deciles(train)
+    truth = rows_of(Y)
+    for b in range(10):
+        found = sum(1 for i in range(Q) for p in pred[i] if p in truth[i] and bins[p] == b)
+        assert d["R"][b, -1] == pytest.approx(found / max(d["test_positives"][b], 1))
+
+
+def test_format_table() -> None:
+    r = evaluate(np.array([[2, 1, -1], [0, 1, 2], [1, -1, -1]]), Y3, inv_propensity=W3, k=3)
+    table = format_table(r)
+    lines = table.splitlines()
+    assert lines[0].split() == ["metric", "@1", "@2", "@3"]
+    assert lines[2].split() == ["P", "66.67", "33.33", "22.22"]
+    assert format_table(r, ks=[1, 3], digits=1).splitlines()[2].split() == ["P", "66.7", "22.2"]
+    d = decile_breakdown(np.array([[2, 1, -1], [0, 1, 2], [1, -1, -1]]), Y3, Y3, inv_propensity=W3, k=3, n_bins=2)
+    dt = format_table(d, ks=[1])
+    assert dt.splitlines()[0].split() == ["bin", "labels", "train", "%", "P@1", "PSP@1", "R@1"]
+    assert len(dt.splitlines()) == 4
