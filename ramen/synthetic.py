@@ -70,13 +70,15 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ramen._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
+                             pick_neighbour, ragged, replace_rows, text_hash, without_repeats,
+                             zipf_cdf)
 from ramen.data import AnchorSet, Dataset
 
 ANCHOR_SETS = ("hyperlink", "category")
 _ANCHOR_FIELDS = ("anchors", "query_degree", "label_degree", "random_frac", "via_label",
                   "subtopic_frac", "share_word")
 _MAX_LABELS = 20  # cap on the labels drawn per query
-_REDRAWS = 4  # rounds of redrawing repeated labels / edges before they merge
 _ONSETS = np.frombuffer(b"bdfghjklmnprstvz", dtype=np.uint8)
 _VOWELS = np.frombuffer(b"aeiou", dtype=np.uint8)
 _CODAS = np.frombuffer(b"\0nrlsmkt", dtype=np.uint8)  # \0: open syllable
@@ -182,8 +184,8 @@ def _validate(c: SyntheticConfig) -> None:
         fail("subtopic_words", "must be <= topic_words")
     if c.num_labels < c.num_topics * c.subtopics_per_topic:
         fail("num_labels", "must be >= num_topics * subtopics_per_topic (one label per subtopic)")
-    if 2 * c.topic_neighbours >= c.num_topics and c.topic_overlap > 0:
-        fail("topic_neighbours", "2 * topic_neighbours must be < num_topics")
+    if 2 * c.topic_neighbours >= c.num_topics:
+        fail("topic_neighbours", "2 * topic_neighbours must be < num_topics (distinct neighbours)")
     for s in ANCHOR_SETS:
         if getattr(c, f"{s}_anchors") < c.num_topics:
             fail(f"{s}_anchors", "must be >= num_topics (every topic has an anchor)")
@@ -207,10 +209,11 @@ def _validate(c: SyntheticConfig) -> None:
         v = np.asarray(getattr(c, f), dtype=float)
         if v.shape != (n,) or (v < 0).any() or abs(v.sum() - 1.0) > 1e-9:
             fail(f, f"must be {n} non-negative probabilities summing to 1")
-    for f, lo in (("query_len", 1), ("label_len", 1), ("anchor_len", 1)):
+    for f in ("query_len", "label_len", "anchor_len"):
         v = getattr(c, f)
-        if len(v) != 2 or not lo <= v[0] <= v[1] <= 30:
-            fail(f, f"must be (min, max) with {lo} <= min <= max <= 30")
+        if (len(v) != 2 or not all(isinstance(x, (int, np.integer)) for x in v)
+                or not 1 <= v[0] <= v[1] <= 30):
+            fail(f, "must be integers (min, max) with 1 <= min <= max <= 30")
 
 
 def synthetic(size: str = "small", *, seed: int = 0, **overrides: Any) -> Dataset:
@@ -224,6 +227,8 @@ def synthetic(size: str = "small", *, seed: int = 0, **overrides: Any) -> Datase
 
 
 @dataclasses.dataclass
+
+
 class SyntheticTruth:
     """Latent structure behind a synthetic dataset: for tests and analysis, never for training."""
 
@@ -261,8 +266,8 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
                                          vocab.name_base + np.arange(c.num_labels))
 
     # queries: complete ground truth Y*, then texts; test texts unseen in train
-    by_sub = _Grouped(label_sub, popularity, n_sub)
-    by_topic = _Grouped(label_sub // c.subtopics_per_topic, popularity, c.num_topics)
+    by_sub = Grouped(label_sub, popularity, n_sub)
+    by_topic = Grouped(label_sub // c.subtopics_per_topic, popularity, c.num_topics)
     Y_full, query_sub = _draw_relevance(rng["queries"], c, n_query, popularity, label_sub,
                                         by_sub, by_topic)
     texts = _QueryTexts(c, vocab, Y_full, query_sub, label_ptr, label_tok)
@@ -300,6 +305,7 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
 
 # ---- words ----
 
+
 class _Vocab:
     """Word spellings and the word distributions of topics, subtopics and generic words.
 
@@ -319,8 +325,8 @@ class _Vocab:
         self.lens = np.concatenate([len2, len3])
         self.topic_base = c.generic_words
         self.name_base = n_common
-        self.generic_cdf = _zipf_cdf(c.generic_words, c.word_zipf)
-        self.topic_cdf = _zipf_cdf(c.topic_words, c.word_zipf)
+        self.generic_cdf = zipf_cdf(c.generic_words, c.word_zipf)
+        self.topic_cdf = zipf_cdf(c.topic_words, c.word_zipf)
         n_sub = c.num_topics * c.subtopics_per_topic
         pick = np.argsort(rng.random((n_sub, c.topic_words)), axis=1)[:, : c.subtopic_words]
         topic_of_sub = np.arange(n_sub) // c.subtopics_per_topic
@@ -336,9 +342,9 @@ class _Vocab:
         topic = sub[m] // c.subtopics_per_topic
         shift = rng.integers(1, c.topic_neighbours + 1, len(topic)) * rng.choice([-1, 1], len(topic))
         topic = np.where(rng.random(len(topic)) < c.topic_overlap, (topic + shift) % c.num_topics, topic)
-        out[m] = self.topic_base + topic * c.topic_words + _draw(rng, self.topic_cdf, len(topic))
+        out[m] = self.topic_base + topic * c.topic_words + draw_cdf(rng, self.topic_cdf, len(topic))
         m = kind == 2
-        out[m] = _draw(rng, self.generic_cdf, int(m.sum()))
+        out[m] = draw_cdf(rng, self.generic_cdf, int(m.sum()))
         return out
 
     def render(self, ptr: np.ndarray, tok: np.ndarray, chunk: int = 1 << 22) -> list[str]:
@@ -384,100 +390,38 @@ def _distinct_words(rng: np.random.Generator, n: int, n_syl: int) -> tuple[np.nd
     return chars, (chars != 0).sum(axis=1)
 
 
-def _zipf_cdf(n: int, a: float) -> np.ndarray:
-    w = np.cumsum(np.arange(1, n + 1, dtype=np.float64) ** -a)
-    return w / w[-1]
-
-
-def _draw(rng: np.random.Generator, cdf: np.ndarray, size: int) -> np.ndarray:
-    """`size` indices drawn from the distribution with cumulative probabilities `cdf`."""
-    return np.minimum(_search(cdf, rng.random(size)), len(cdf) - 1)
-
-
-def _search(sorted_values: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """np.searchsorted(sorted_values, x, side="right"), with x sorted first when large (the
-    lookups then walk memory in order: several times faster on millions of draws)."""
-    if len(x) < 1 << 16:
-        return np.searchsorted(sorted_values, x, side="right")
-    order = np.argsort(x)
-    out = np.empty(len(x), dtype=np.int64)
-    out[order] = np.searchsorted(sorted_values, x[order], side="right")
-    return out
-
-
 def _lengths(rng: np.random.Generator, n: int, bounds: tuple[int, int], p: float) -> np.ndarray:
     return bounds[0] + rng.binomial(bounds[1] - bounds[0], p, n)
-
-
-def _ragged(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ptr (n + 1,) and the owner of each of the sum(lengths) slots."""
-    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return ptr, np.repeat(np.arange(len(lengths)), lengths)
-
-
-def _without_repeats(ptr: np.ndarray, owner: np.ndarray, draw) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged texts tok = draw(positions) in which a word repeated within a text is drawn again
-    (`_REDRAWS` rounds at most), then dropped."""
-    tok = draw(np.arange(len(owner)))
-    for round_ in range(_REDRAWS + 1):
-        order = np.lexsort((np.arange(len(tok)), tok, owner))
-        same = (owner[order[1:]] == owner[order[:-1]]) & (tok[order[1:]] == tok[order[:-1]])
-        repeat = np.sort(order[1:][same])
-        if len(repeat) == 0 or round_ == _REDRAWS:
-            break
-        tok[repeat] = draw(repeat)
-    keep = np.ones(len(tok), dtype=bool)
-    keep[repeat] = False
-    return _ragged(np.bincount(owner[keep], minlength=len(ptr) - 1))[0], tok[keep]
 
 
 def _entity_texts(rng: np.random.Generator, vocab: _Vocab, sub: np.ndarray,
                   bounds: tuple[int, int], mix: tuple[float, ...], names: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Label/anchor texts: name word then words from subtopic, topic, generic with `mix`."""
-    ptr, owner = _ragged(_lengths(rng, len(sub), bounds, vocab.c.length_p))
-    kind = _draw(rng, np.cumsum(mix), len(owner))
+    ptr, owner = ragged(_lengths(rng, len(sub), bounds, vocab.c.length_p))
+    kind = draw_cdf(rng, np.cumsum(mix), len(owner))
     first = np.zeros(len(owner), dtype=bool)
     first[ptr[:-1]] = True
 
-    def draw(i: np.ndarray) -> np.ndarray:
+    def word_at(i: np.ndarray) -> np.ndarray:
         return np.where(first[i], names[owner[i]], vocab.words(rng, sub[owner[i]], kind[i]))
 
-    return _without_repeats(ptr, owner, draw)
+    return without_repeats(ptr, owner, word_at)
 
 
 # ---- labels and queries ----
 
-class _Grouped:
-    """Items sorted by group with cumulative weights, for weighted draws inside one group."""
-
-    def __init__(self, group: np.ndarray, weight: np.ndarray, n_groups: int) -> None:
-        self.order = np.argsort(group, kind="stable")
-        self.ptr = np.searchsorted(group[self.order], np.arange(n_groups + 1))
-        self.cw = np.cumsum(weight[self.order])
-        cw0 = np.concatenate([[0.0], self.cw])
-        self.base, self.total = cw0[self.ptr[:-1]], cw0[self.ptr[1:]] - cw0[self.ptr[:-1]]
-
-    def size(self, groups: np.ndarray) -> np.ndarray:
-        return self.ptr[groups + 1] - self.ptr[groups]
-
-    def draw(self, rng: np.random.Generator, groups: np.ndarray) -> np.ndarray:
-        """One item per entry of `groups` (each group non-empty), ∝ weight within its group."""
-        target = self.base[groups] + rng.random(len(groups)) * self.total[groups]
-        idx = _search(self.cw, target)
-        return self.order[np.clip(idx, self.ptr[groups], self.ptr[groups + 1] - 1)]
-
 
 def _draw_relevance(rng: np.random.Generator, c: SyntheticConfig, n: int, popularity: np.ndarray,
-                    label_sub: np.ndarray, by_sub: _Grouped, by_topic: _Grouped
+                    label_sub: np.ndarray, by_sub: Grouped, by_topic: Grouped
                     ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Complete ground truth Y* (n x L) and each query's subtopic (n,)."""
-    primary = _draw(rng, np.cumsum(popularity), n)
+    primary = draw_cdf(rng, np.cumsum(popularity), n)
     sub = label_sub[primary]
     extra = np.minimum(rng.poisson(c.labels_per_query - 1.0, n), _MAX_LABELS - 1)
-    _, owner = _ragged(extra)
+    _, owner = ragged(extra)
     # kind 0: primary; 1, 2, 3: from the same subtopic, the same topic, a neighbouring topic
-    kind = np.concatenate([np.zeros(n, dtype=np.int64), 1 + _draw(rng, np.cumsum(c.related_mix), len(owner))])
+    kind = np.concatenate([np.zeros(n, dtype=np.int64), 1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
     rows = np.concatenate([np.arange(n), owner])
 
     def related(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
@@ -491,25 +435,9 @@ def _draw_relevance(rng: np.random.Generator, c: SyntheticConfig, n: int, popula
         out[m] = by_topic.draw(rng, topic[m])
         return out
 
-    rows, cols, kind = _draw_unique(rows, kind, related, c.num_labels)
-    Y, _ = _csr_unique(rows, cols, kind, 4, (n, c.num_labels))
+    rows, cols, kind = draw_unique(rows, kind, related, c.num_labels)
+    Y, _ = csr_unique(rows, cols, kind, 4, (n, c.num_labels))
     return Y, sub
-
-
-def _draw_unique(rows: np.ndarray, kind: np.ndarray, draw, n_cols: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns cols = draw(rows, kind) for pairs (row, col); a pair that repeats is drawn again
-    with its kind, `_REDRAWS` rounds at most. Returns rows, cols, kind sorted by (row, col, kind)."""
-    cols = draw(rows, kind)
-    for round_ in range(_REDRAWS + 1):
-        key = np.sort(((rows.astype(np.int64) * n_cols + cols) << 3) | kind)
-        pair = key >> 3
-        rows, cols, kind = pair // n_cols, pair % n_cols, key & 7
-        again = np.flatnonzero(pair[1:] == pair[:-1]) + 1
-        if len(again) == 0 or round_ == _REDRAWS:
-            break
-        cols[again] = draw(rows[again], kind[again])
-    return rows, cols, kind
 
 
 class _QueryTexts:
@@ -522,55 +450,31 @@ class _QueryTexts:
 
     def draw(self, rng: np.random.Generator, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.c
-        ptr, owner = _ragged(_lengths(rng, len(queries), c.query_len, c.length_p))
+        ptr, owner = ragged(_lengths(rng, len(queries), c.query_len, c.length_p))
         q = queries[owner]
-        kind = _draw(rng, np.cumsum(c.query_mix), len(q))
+        kind = draw_cdf(rng, np.cumsum(c.query_mix), len(q))
 
-        def draw(i: np.ndarray) -> np.ndarray:
+        def word_at(i: np.ndarray) -> np.ndarray:
             tok = np.empty(len(i), dtype=np.int64)
             m = kind[i] == 0  # a word of one of the query's labels
-            label = _pick_neighbour(rng, self.Y.indptr, self.Y.indices, q[i[m]])
-            tok[m] = _pick_neighbour(rng, self.label_ptr, self.label_tok, label)
+            label = pick_neighbour(rng, self.Y.indptr, self.Y.indices, q[i[m]])
+            tok[m] = pick_neighbour(rng, self.label_ptr, self.label_tok, label)
             tok[~m] = self.vocab.words(rng, self.sub[q[i[~m]]], kind[i[~m]] - 1)
             return tok
 
-        return _without_repeats(ptr, owner, draw)
-
-
-def _pick_neighbour(rng: np.random.Generator, ptr: np.ndarray, idx: np.ndarray,
-                    rows: np.ndarray) -> np.ndarray:
-    """A uniform entry of each row of a ragged array (each row non-empty)."""
-    deg = ptr[rows + 1] - ptr[rows]
-    return idx[ptr[rows] + (rng.random(len(rows)) * deg).astype(np.int64)]
-
-
-def _text_hash(ptr: np.ndarray, tok: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each text's word sequence (equal texts hash equal)."""
-    mult = np.random.Generator(np.random.PCG64(0x5EED)).integers(
-        1, 2 ** 63, size=64, dtype=np.uint64) | np.uint64(1)
-    pos = np.arange(len(tok)) - np.repeat(ptr[:-1], np.diff(ptr))
-    h = tok.astype(np.uint64) * mult[pos % 64] + pos.astype(np.uint64)
-    return np.add.reduceat(h, ptr[:-1]) if len(tok) else np.zeros(0, dtype=np.uint64)
+        return without_repeats(ptr, owner, word_at)
 
 
 def _make_unseen(rng: np.random.Generator, texts: _QueryTexts, ptr: np.ndarray, tok: np.ndarray,
                  n_train: int) -> tuple[np.ndarray, np.ndarray]:
     """Redraw test texts (rows >= n_train) equal to a train text until there are none."""
-    train_h = np.unique(_text_hash(ptr[: n_train + 1], tok[: ptr[n_train]]))
+    train_h = np.unique(text_hash(ptr[: n_train + 1], tok[: ptr[n_train]]))
     for _ in range(100):
-        test_ptr = ptr[n_train:] - ptr[n_train]
-        seen = np.flatnonzero(np.isin(_text_hash(test_ptr, tok[ptr[n_train]:]), train_h))
+        test_h = text_hash(ptr[n_train:] - ptr[n_train], tok[ptr[n_train]:])
+        seen = n_train + np.flatnonzero(np.isin(test_h, train_h))
         if len(seen) == 0:
             return ptr, tok
-        new_ptr, new_tok = texts.draw(rng, n_train + seen)
-        lengths = np.diff(ptr)
-        lengths[n_train + seen] = np.diff(new_ptr)
-        out_ptr, owner = _ragged(lengths)
-        keep = ~np.isin(owner, n_train + seen)
-        out_tok = np.empty(out_ptr[-1], dtype=np.int64)
-        out_tok[keep] = tok[~np.isin(np.repeat(np.arange(len(ptr) - 1), np.diff(ptr)), n_train + seen)]
-        out_tok[~keep] = new_tok
-        ptr, tok = out_ptr, out_tok
+        ptr, tok = replace_rows(ptr, tok, seen, *texts.draw(rng, seen))
     raise ValueError("SyntheticConfig: could not make test texts differ from train texts; "
                      "increase query_len, topic_words or subtopic_words")
 
@@ -583,22 +487,11 @@ def _drop_missing(rng: np.random.Generator, c: SyntheticConfig, Y: sp.csr_matrix
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
     emptied = np.bincount(rows, weights=~drop, minlength=Y.shape[0]) == 0
     drop[Y.indptr[:-1][emptied]] = False  # keep the lowest-id label of a query that lost them all
-    return _keep(Y, ~drop)
-
-
-def _csr_unique(rows: np.ndarray, cols: np.ndarray, kind: np.ndarray, random_kind: int,
-                shape: tuple[int, int]) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Binary CSR (sorted, no duplicates) of pairs sorted by (row, col, kind), and for each nonzero
-    whether it was drawn only as `random_kind` (the largest kind)."""
-    first = np.ones(len(rows), dtype=bool)
-    first[1:] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[first], minlength=shape[0]))])
-    csr = sp.csr_matrix((np.ones(int(first.sum()), dtype=np.float32), cols[first].astype(np.int32),
-                         indptr.astype(np.int64)), shape=shape)
-    return csr, kind[first] == random_kind
+    return keep_nonzeros(Y, ~drop)
 
 
 # ---- anchor sets ----
+
 
 def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float], vocab: _Vocab,
                 name_base: int, label_sub: np.ndarray, query_sub: np.ndarray, Y: sp.csr_matrix):
@@ -611,7 +504,7 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
     pop = rng.permutation(n_anchors).astype(np.float64) + 1.0
     pop = pop ** -c.anchor_zipf
     pop /= pop.sum()
-    by_sub, by_topic = _Grouped(a_sub, pop, n_sub), _Grouped(a_sub // S, pop, c.num_topics)
+    by_sub, by_topic = Grouped(a_sub, pop, n_sub), Grouped(a_sub // S, pop, c.num_topics)
     cdf = np.cumsum(pop)
 
     def topical(sub: np.ndarray) -> np.ndarray:
@@ -624,7 +517,7 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
     def edges(n: int, degree: float, node_sub: np.ndarray, Y: sp.csr_matrix | None,
               topical_A: sp.csr_matrix | None) -> tuple[sp.csr_matrix, np.ndarray]:
         """Each node's edges: kind 0 topical, 1 via one of its labels' topical anchors, 2 random."""
-        _, rows = _ragged(1 + rng.poisson(degree - 1.0, n))
+        _, rows = ragged(1 + rng.poisson(degree - 1.0, n))
         rand = rng.random(len(rows)) < p["random_frac"]
         via = ~rand & (rng.random(len(rows)) < p["via_label"]) & (Y is not None)
         kind = np.where(rand, 2, via.astype(np.int64))
@@ -632,22 +525,22 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
         def targets(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
             cols = np.empty(len(rows), dtype=np.int64)
             m = kind == 2
-            cols[m] = _draw(rng, cdf, int(m.sum()))
+            cols[m] = draw_cdf(rng, cdf, int(m.sum()))
             m = kind == 0
             via = np.flatnonzero(kind == 1)
             if len(via):  # a label without topical anchors falls back to a topical edge
-                label = _pick_neighbour(rng, Y.indptr, Y.indices, rows[via])
+                label = pick_neighbour(rng, Y.indptr, Y.indices, rows[via])
                 has = np.diff(topical_A.indptr)[label] > 0
-                cols[via[has]] = _pick_neighbour(rng, topical_A.indptr, topical_A.indices, label[has])
+                cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices, label[has])
                 m[via[~has]] = True
             cols[m] = topical(node_sub[rows[m]])
             return cols
 
-        rows, cols, kind = _draw_unique(rows, kind, targets, n_anchors)
-        return _csr_unique(rows, cols, kind, 2, (n, n_anchors))
+        rows, cols, kind = draw_unique(rows, kind, targets, n_anchors)
+        return csr_unique(rows, cols, kind, 2, (n, n_anchors))
 
     label_A, l_rand = edges(c.num_labels, p["label_degree"], label_sub, None, None)
-    topical_A = _keep(label_A, ~l_rand)
+    topical_A = keep_nonzeros(label_A, ~l_rand)
     X_A, x_rand = edges(Y.shape[0], p["query_degree"], query_sub, Y, topical_A)
 
     # texts: name word, words like a label's, maybe the name word of a topically linked label
@@ -655,22 +548,15 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
                              name_base + np.arange(n_anchors))
     A_topical = topical_A.T.tocsr()
     share = (rng.random(n_anchors) < p["share_word"]) & (np.diff(A_topical.indptr) > 0)
-    shared = vocab.name_base + _pick_neighbour(rng, A_topical.indptr, A_topical.indices,
+    shared = vocab.name_base + pick_neighbour(rng, A_topical.indptr, A_topical.indices,
                                                np.flatnonzero(share))
     lengths = np.diff(ptr) + share
-    new_ptr, _ = _ragged(lengths)
+    new_ptr, _ = ragged(lengths)
     new_tok = np.empty(new_ptr[-1], dtype=np.int64)
     slot = np.arange(len(tok)) + np.repeat(new_ptr[:-1] - ptr[:-1], np.diff(ptr))
     new_tok[slot] = tok
     new_tok[new_ptr[1:][share] - 1] = shared
     return new_ptr, new_tok, X_A, label_A, x_rand, l_rand, a_sub, pop
-
-
-def _keep(A: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
-    """The nonzeros of A where `mask` (aligned with A.data) holds."""
-    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))[mask]
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=A.shape[0]))])
-    return sp.csr_matrix((A.data[mask], A.indices[mask], indptr), shape=A.shape)
 
 
 class _CallableModule(types.ModuleType):
