@@ -25,6 +25,7 @@ _LAZY = {
     "inv_propensity": "ramen.metrics",
     "decile_breakdown": "ramen.metrics",
     "format_table": "ramen.metrics",
+    "synthetic": "ramen.synthetic",
 }
 
 __all__ = ["__version__", *_LAZY]
