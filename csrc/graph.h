@@ -1,0 +1,149 @@
+// Graph kernels over CSR structure: random walks with restart (unipartite and bipartite, top-k
+// visit counts per start) and edge pruning by the dot product of endpoint embeddings.
+//
+// Plain functions over raw pointers and sizes, templated over the index type (int32_t or int64_t)
+// so that scipy's arrays are used as they are. Every kernel gives the same output for any number
+// of threads: random draws are keyed by (seed, start node, hop), never taken from a shared stream.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <new>
+
+namespace ramen {
+
+// The structure of a CSR matrix (values are not used): row r links to indices[indptr[r]:indptr[r+1]].
+// Callers guarantee indptr[0] == 0, indptr non-decreasing and every index in [0, cols).
+template <typename I>
+struct CsrView {
+    const I* indptr;   // (rows + 1,)
+    const I* indices;  // (indptr[rows],)
+    int64_t rows;
+    int64_t cols;
+};
+
+// An array in malloc'd memory that grows by realloc (Linux moves large blocks with mremap, without
+// copying or touching new pages) and whose ownership can be handed over (to numpy) with release().
+template <typename T>
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    Buffer(Buffer&& other) noexcept : data_(other.data_), size_(other.size_), capacity_(other.capacity_) {
+        other.data_ = nullptr;
+        other.size_ = other.capacity_ = 0;
+    }
+    Buffer& operator=(Buffer&& other) noexcept {
+        if (this != &other) {
+            std::free(data_);
+            data_ = other.data_;
+            size_ = other.size_;
+            capacity_ = other.capacity_;
+            other.data_ = nullptr;
+            other.size_ = other.capacity_ = 0;
+        }
+        return *this;
+    }
+    ~Buffer() { std::free(data_); }
+
+    T* data() { return data_; }
+    const T* data() const { return data_; }
+    int64_t size() const { return size_; }
+
+    // Makes room for `n` elements in all (contents kept); geometric growth.
+    void reserve(int64_t n) {
+        if (n <= capacity_) return;
+        int64_t cap = capacity_ < 1024 ? 1024 : capacity_;
+        while (cap < n) cap += cap / 2;
+        reallocate(cap);
+    }
+    void resize(int64_t n) {
+        reserve(n);
+        size_ = n;
+    }
+    // Gives back unused capacity (in place for large blocks).
+    void shrink_to_fit() {
+        if (capacity_ > size_) reallocate(size_ > 0 ? size_ : 1);
+    }
+    // The caller takes the memory over and must free() it.
+    T* release() {
+        T* p = data_;
+        data_ = nullptr;
+        size_ = capacity_ = 0;
+        return p;
+    }
+
+private:
+    void reallocate(int64_t cap) {
+        void* p = std::realloc(data_, static_cast<size_t>(cap) * sizeof(T));
+        if (p == nullptr) throw std::bad_alloc();
+        data_ = static_cast<T*>(p);
+        capacity_ = cap;
+    }
+
+    T* data_ = nullptr;
+    int64_t size_ = 0;
+    int64_t capacity_ = 0;
+};
+
+// A sparse result with one row per start: visit counts (or weights) in CSR.
+template <typename I>
+struct CsrResult {
+    Buffer<int64_t> indptr;  // (rows + 1,)
+    Buffer<I> indices;       // (nnz,) sorted within each row
+    Buffer<float> data;      // (nnz,)
+};
+
+struct WalkOptions {
+    int64_t walk_length = 400;  // hops per start, 1 <= walk_length <= 2^24
+    float restart_prob = 0.8f;  // in (0, 1]
+    int64_t top_k = 0;          // keep the k most visited per row (ties: lower id); 0 keeps all
+    uint64_t seed = 0;
+    int num_threads = 0;        // <= 0: every hardware thread
+};
+
+// Called on the calling thread between batches of starts with the number of starts done so far;
+// it may throw to abandon the walk (e.g. on KeyboardInterrupt).
+using Progress = std::function<void(int64_t done)>;
+
+// Walks on a square adjacency from each start; row r of the result counts the landings of the
+// walk from starts[r] over walk_length hops. Hop 1 leaves the start; before each later hop the
+// walker returns to the start with probability restart_prob; a node without out-edges sends the
+// walker back to the start (that hop lands on the start). Neighbours are uniform over stored
+// entries (a duplicate entry is a parallel edge).
+template <typename I>
+CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* starts, int64_t num_starts,
+                                      const WalkOptions& options, const Progress& progress);
+
+// Walks over the columns of a rows x cols matrix Y (with Yt its transpose, cols x rows): one hop
+// goes column -> uniform linked row -> uniform linked column; restarts as above; landings on
+// columns are counted.
+// - starts_are_rows == false: starts are columns; a restart puts the walker on the start column;
+//   a column without rows sends it back to the start. With keep_extra, each row keeps its start
+//   column even where top-k cut it (weight max(count, 1)).
+// - starts_are_rows == true: starts are rows; a restart hop goes start row -> uniform linked
+//   column (the start's columns are the restart distribution). With keep_extra, each row keeps
+//   the start row's own columns (weight max(count, 1)). Rows without columns give empty rows.
+template <typename I>
+CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int64_t* starts, int64_t num_starts,
+                            bool starts_are_rows, bool keep_extra, const WalkOptions& options,
+                            const Progress& progress);
+
+// Edge pruning: keep[e] = 1 where the dot product of row_emb[r] and col_emb[indices[e]] (edge e in
+// row r) is > threshold, else 0; row_kept[r] counts the kept edges of row r. Embeddings are
+// row-major (rows x dim) and (cols x dim); dot products accumulate in float32.
+template <typename I>
+void prune_mask_f32(const CsrView<I>& E, const float* row_emb, const float* col_emb, int64_t dim, float threshold,
+                    int num_threads, uint8_t* keep, int64_t* row_kept);
+// The same with IEEE half-precision embeddings (raw uint16 bits).
+template <typename I>
+void prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
+                    float threshold, int num_threads, uint8_t* keep, int64_t* row_kept);
+
+// Dot products of single vectors, exposed for tests of the vector code paths.
+float dot_f32(const float* a, const float* b, int64_t dim);
+float dot_f16(const uint16_t* a, const uint16_t* b, int64_t dim);
+
+}  // namespace ramen

@@ -1,0 +1,311 @@
+"""Metadata graphs: densification by random walks with restart, and pruning by embedding similarity.
+
+RAMEN densifies its item-anchor graphs with random walks before training and prunes them with the
+encoder during training. The work runs in multithreaded C++ (`ramen._C`) on scipy CSR matrices as
+they are (int32 or int64 indices, no copies of the graph); every result is the same for any
+number of threads, because each random draw is a pure function of (seed, start node, hop).
+
+Walks use only the structure of a matrix: stored entries are edges (a duplicate entry is a
+parallel edge, an explicit zero is an edge too) and the values are ignored.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from ramen._build import load_C
+
+__all__ = ["random_walk_with_restart", "bipartite_walk", "densify", "prune_edges"]
+
+_MAX_WALK_LENGTH = 1 << 24  # visit counts are float32, exact up to 2^24
+
+
+def random_walk_with_restart(
+    adj: sp.spmatrix | sp.sparray,
+    starts: np.ndarray | None = None,
+    *,
+    walk_length: int = 400,
+    restart_prob: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> sp.csr_matrix:
+    """Visit counts of random walks with restart on a square adjacency: (len(starts), n) float32.
+
+    Row r counts how often each node is landed on by a walk of `walk_length` hops from `starts[r]`
+    (every node when None), uniform over a node's out-edges. Hop 1 leaves the start; before each
+    later hop the walker returns to the start with probability `restart_prob`; a node without
+    out-edges sends the walker back to the start (that hop lands on the start). With `top_k`, each
+    row keeps its k most visited nodes (ties go to the lower node id). Rows are sorted by node id.
+    `progress`: a tqdm bar (None: only on a terminal).
+    """
+    indptr, indices, (n, m) = _csr_structure(adj, "adj")
+    if n != m:
+        raise ValueError(f"adj must be square (a node -> node adjacency), got shape {(n, m)}")
+    starts = _starts(starts, n, "starts")
+    options = _walk_options(walk_length, restart_prob, top_k, seed, num_threads)
+    kernel = load_C().random_walk_with_restart
+    out = _with_progress(
+        len(starts), progress, "random walks",
+        lambda report: kernel(indptr, indices, n, starts, progress=report, **options),
+    )
+    return _csr_result(out, (len(starts), n))
+
+
+def bipartite_walk(
+    Y: sp.spmatrix | sp.sparray,
+    starts: np.ndarray | None = None,
+    *,
+    walk_length: int = 400,
+    restart_prob: float = 0.8,
+    top_k: int | None = None,
+    seed: int = 0,
+    num_threads: int | None = None,
+    self_loops: bool = True,
+    progress: bool | None = None,
+) -> sp.csr_matrix:
+    """Column visit counts of walks column -> row -> column on a rows x cols matrix: (len(starts), cols).
+
+    The walk of ECLARE and SiameseXML: one hop goes from the current column to a uniform linked
+    row of Y and on to a uniform linked column of that row; the restart rule is that of
+    `random_walk_with_restart` (hop 1 leaves the start column, later hops return to it first with
+    probability `restart_prob`, a column without rows sends the walker back to it). `starts` are
+    column ids (every column when None). With `top_k`, each row keeps its k most visited columns
+    (ties to the lower id); with `self_loops`, every start also keeps an edge to itself, weighted by
+    its visit count or 1 if it was never landed on.
+    """
+    indptr, indices, (rows, cols) = _csr_structure(Y, "Y")
+    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols)
+    starts = _starts(starts, cols, "starts")
+    options = _walk_options(walk_length, restart_prob, top_k, seed, num_threads)
+    kernel = load_C().bipartite_walk
+    out = _with_progress(
+        len(starts), progress, "bipartite walks",
+        lambda report: kernel(indptr, indices, t_indptr, t_indices, rows, cols, starts, starts_are_rows=False,
+                              keep_extra=bool(self_loops), progress=report, **options),
+    )
+    return _csr_result(out, (len(starts), cols))
+
+
+def densify(
+    E: sp.spmatrix | sp.sparray,
+    *,
+    walk_length: int = 400,
+    restart_prob: float = 0.8,
+    top_k: int = 10,
+    seed: int = 0,
+    num_threads: int | None = None,
+    progress: bool | None = None,
+) -> sp.csr_matrix:
+    """The augmented items x anchors graph RAMEN trains on: E's edges plus the anchors walks from each item visit.
+
+    How the walk composes with E: it runs on the bipartite item-anchor graph from every item i.
+    A restart hop (hop 1, and each later hop with probability r = `restart_prob`) goes from i to
+    a uniform anchor of E[i]; any other hop goes from the current anchor to a uniform item linked
+    to it and on to a uniform anchor of that item (anchor -> item -> anchor). Every hop lands on
+    an anchor, and landings are counted over `walk_length` = L hops. With P = D_I^-1 E (rows
+    normalised) and T = D_A^-1 E^T D_I^-1 E (the anchor -> item -> anchor transition), row i of
+    counts / L is in expectation the mean of pi_1..pi_L, where pi_1 = P[i] and
+    pi_h = r P[i] + (1 - r) pi_(h-1) T; for long walks this tends to
+    r P[i] (I + (1 - r) T + (1 - r)^2 T^2 + ...): item i's own anchors, smoothed over the anchors
+    that co-occur with them on other items, each further step of co-occurrence damped by (1 - r).
+
+    The result (items x anchors, float32, rows sorted) keeps every edge of E and adds the `top_k`
+    most visited anchors of each row (ties to the lower id), each weighted by its visit frequency
+    (count / L; an edge of E the walk never landed on gets 1 / L). Walks only ever add edges.
+    Why this way: an item's own anchors get at least r / deg of its hops each, so items with many
+    anchors (the head) gain few new ones, while items with fewer than `top_k` anchors (the tail,
+    where missing links hurt most) gain up to top_k - deg anchors reached through items that share
+    their anchors. Walking from items costs items x L hops and bounds the edges added per item row,
+    the rows the training sampler draws anchors from. top_k = 10 is the XC group's choice (ECLARE,
+    SiameseXML keep the top 10 per row). Items without anchors give empty rows.
+    """
+    indptr, indices, (rows, cols) = _csr_structure(E, "E")
+    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols)
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    options = _walk_options(walk_length, restart_prob, top_k, seed, num_threads)
+    starts = np.arange(rows, dtype=np.int64)
+    kernel = load_C().bipartite_walk
+    out = _with_progress(
+        rows, progress, "densify",
+        lambda report: kernel(indptr, indices, t_indptr, t_indices, rows, cols, starts, starts_are_rows=True,
+                              keep_extra=True, progress=report, **options),
+    )
+    weights = out[2]
+    weights /= np.float32(walk_length)  # in place: counts -> visit frequencies
+    return _csr_result(out, (rows, cols))
+
+
+def prune_edges(
+    E: sp.spmatrix | sp.sparray,
+    row_emb: np.ndarray,
+    col_emb: np.ndarray,
+    threshold: float = 0.0,
+    num_threads: int | None = None,
+    *,
+    check_finite: bool = True,
+) -> sp.csr_matrix:
+    """E without the edges whose endpoints' embeddings have a dot product <= threshold: same shape and values.
+
+    row_emb: (E.shape[0], dim) and col_emb: (E.shape[1], dim), float32 or float16 (float64 is
+    converted to float32); the dot product accumulates in float32 (cosine for unit vectors, so
+    threshold=0 drops the edges the encoder finds dissimilar). `check_finite` rejects NaN or
+    infinite embeddings (one extra read of both matrices).
+    """
+    E = _as_csr(E, "E")
+    indptr, indices, (rows, cols) = _csr_structure(E, "E")
+    row_emb, col_emb = _embeddings(row_emb, col_emb, rows, cols)
+    threshold = float(threshold)
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be finite, got {threshold}")
+    if check_finite:
+        _check_finite(row_emb, "row_emb")
+        _check_finite(col_emb, "col_emb")
+    if row_emb.dtype == np.float16:
+        row_emb, col_emb = row_emb.view(np.uint16), col_emb.view(np.uint16)
+    keep, row_kept = load_C().prune_mask(indptr, indices, rows, cols, row_emb, col_emb, threshold=threshold,
+                                         num_threads=_threads(num_threads))
+    new_indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(row_kept, out=new_indptr[1:])
+    mask = keep.view(bool)
+    nnz = int(indptr[-1])
+    return sp.csr_matrix((E.data[:nnz][mask], indices[:nnz][mask], new_indptr), shape=(rows, cols))
+
+
+# ---- validation and plumbing ----------------------------------------------------------------
+
+def _as_csr(matrix: Any, name: str) -> Any:
+    """The matrix itself when it is scipy CSR, else its CSR conversion (a copy)."""
+    if not sp.issparse(matrix):
+        raise TypeError(f"{name} must be a scipy sparse matrix (CSR), got {type(matrix).__name__}")
+    return matrix if matrix.format == "csr" else matrix.tocsr()
+
+
+def _csr_structure(matrix: Any, name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """indptr and indices of a CSR matrix (no copies for scipy CSR), checked: ValueError naming `name`."""
+    matrix = _as_csr(matrix, name)
+    rows, cols = (int(x) for x in matrix.shape)
+    indptr, indices = matrix.indptr, matrix.indices
+    for arr, what in ((indptr, "indptr"), (indices, "indices")):
+        if arr.dtype not in (np.int32, np.int64) or arr.ndim != 1:
+            raise ValueError(f"{name}.{what} must be a 1-d int32 or int64 array, got {arr.dtype} with {arr.ndim} dims")
+    if len(indptr) != rows + 1:
+        raise ValueError(f"{name}.indptr must have {rows + 1} entries (rows + 1), got {len(indptr)}")
+    if indptr[0] != 0:
+        raise ValueError(f"{name}.indptr must start at 0, got {indptr[0]}")
+    if rows > 0:
+        steps = np.diff(indptr)
+        if steps.size and steps.min() < 0:
+            bad = int(np.argmax(steps < 0))
+            raise ValueError(f"{name}.indptr decreases at row {bad} ({indptr[bad]} -> {indptr[bad + 1]})")
+    nnz = int(indptr[-1])
+    if nnz > len(indices):
+        raise ValueError(f"{name}.indptr ends at {nnz} but {name}.indices has only {len(indices)} entries")
+    if nnz:
+        used = indices[:nnz]
+        lo, hi = int(used.min()), int(used.max())
+        if lo < 0 or hi >= cols:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}.indices holds column {bad}, outside [0, {cols}) for shape {(rows, cols)}")
+    if indptr.dtype != indices.dtype:  # the kernels take one index type: cast the smaller array
+        if indices.dtype == np.int64 or nnz <= np.iinfo(np.int32).max:
+            indptr = indptr.astype(indices.dtype)
+        else:
+            indices = indices.astype(np.int64)
+    return np.ascontiguousarray(indptr), np.ascontiguousarray(indices), (rows, cols)
+
+
+def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR structure of the transpose (cols x rows), in the same index dtype."""
+    nnz = int(indptr[-1])
+    pattern = sp.csr_matrix((np.ones(nnz, dtype=bool), indices[:nnz], indptr), shape=(rows, cols), copy=False)
+    t = pattern.tocsc()
+    return t.indptr.astype(indices.dtype, copy=False), t.indices.astype(indices.dtype, copy=False)
+
+
+def _starts(starts: Any, n: int, name: str) -> np.ndarray:
+    if starts is None:
+        return np.arange(n, dtype=np.int64)
+    arr = np.asarray(starts)
+    if arr.ndim != 1 or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+        raise ValueError(f"{name} must be a 1-d array of node ids, got dtype {arr.dtype} with {arr.ndim} dims")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        bad = int(arr.min()) if arr.min() < 0 else int(arr.max())
+        raise ValueError(f"{name} holds node {bad}, outside [0, {n})")
+    return arr
+
+
+def _threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    return int(num_threads)
+
+
+def _walk_options(walk_length: int, restart_prob: float, top_k: int | None, seed: int,
+                  num_threads: int | None) -> dict[str, Any]:
+    if isinstance(walk_length, bool) or not isinstance(walk_length, (int, np.integer)) \
+            or not 1 <= walk_length <= _MAX_WALK_LENGTH:
+        raise ValueError(f"walk_length must be an integer in [1, 2^24], got {walk_length!r}")
+    try:
+        restart_prob = float(restart_prob)
+    except (TypeError, ValueError):
+        raise ValueError(f"restart_prob must be a number in (0, 1], got {restart_prob!r}") from None
+    if not 0.0 < restart_prob <= 1.0:  # also rejects NaN
+        raise ValueError(f"restart_prob must be in (0, 1], got {restart_prob}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
+        raise ValueError(f"top_k must be None or an integer >= 1, got {top_k!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
+    return {"walk_length": int(walk_length), "restart_prob": restart_prob, "top_k": int(top_k or 0),
+            "seed": int(seed), "num_threads": _threads(num_threads)}
+
+
+def _with_progress(total: int, progress: bool | None, desc: str, run: Callable[[Callable[[int], None]], Any]) -> Any:
+    """Runs `run(report)` under a tqdm bar; the kernel calls report(done) between batches of starts."""
+    with tqdm(total=total, desc=desc, unit="start", disable=None if progress is None else not progress,
+              leave=False) as bar:
+        return run(lambda done: bar.update(done - bar.n))
+
+
+def _csr_result(out: tuple[np.ndarray, np.ndarray, np.ndarray], shape: tuple[int, int]) -> sp.csr_matrix:
+    indptr, indices, data = out
+    result = sp.csr_matrix((data, indices, indptr), shape=shape)
+    result.has_sorted_indices = True  # the kernels emit rows sorted, without duplicates
+    return result
+
+
+def _embeddings(row_emb: Any, col_emb: Any, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    row_emb, col_emb = np.asarray(row_emb), np.asarray(col_emb)
+    for arr, name, n, what in ((row_emb, "row_emb", rows, "rows"), (col_emb, "col_emb", cols, "columns")):
+        if arr.ndim != 2:
+            raise ValueError(f"{name} must be 2-d (n, dim), got shape {arr.shape}")
+        if arr.shape[0] != n:
+            raise ValueError(f"{name} has {arr.shape[0]} rows but E has {n} {what}")
+        if arr.dtype not in (np.float16, np.float32, np.float64):
+            raise ValueError(f"{name} must be float16, float32 or float64, got {arr.dtype}")
+    if row_emb.shape[1] != col_emb.shape[1]:
+        raise ValueError(f"row_emb and col_emb differ in dimension: {row_emb.shape[1]} vs {col_emb.shape[1]}")
+    dtype = np.float16 if row_emb.dtype == col_emb.dtype == np.float16 else np.float32
+    return np.ascontiguousarray(row_emb, dtype=dtype), np.ascontiguousarray(col_emb, dtype=dtype)
+
+
+def _check_finite(emb: np.ndarray, name: str, block: int = 1 << 16) -> None:
+    """ValueError naming the first row with a NaN or infinity; reads `block` rows at a time."""
+    for start in range(0, emb.shape[0], block):
+        part = emb[start:start + block]
+        if emb.dtype == np.float16:  # exponent bits all ones: inf or NaN
+            bad = (part.view(np.uint16) & 0x7C00) == 0x7C00
+        else:
+            bad = ~np.isfinite(part)
+        if bad.any():
+            row = start + int(np.argmax(bad.any(axis=1)))
+            raise ValueError(f"{name} has NaN or infinite values (first in row {row})")
