@@ -34,7 +34,7 @@ struct TripletOptions {
 };
 
 // CPU kernel, T = float or double. Writes loss [rows], grad [rows x cols] (every entry) and
-// count [rows]. Rows are spread over num_threads threads (<= 0: all); the output does not depend
+// count [rows]; grad may be the scores' memory (computed in place). Rows are spread over num_threads threads (<= 0: all); the output does not depend
 // on the thread count. Throws std::invalid_argument on a non-finite score, a column id outside
 // [0, cols) or a malformed indptr.
 template <typename T>
@@ -46,7 +46,8 @@ void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnS
 enum class CudaDType : int { float32 = 0, float16 = 1, bfloat16 = 2 };
 
 // CUDA kernel: every pointer is device memory on `device`; the work is queued on `stream` (a
-// cudaStream_t passed as an integer) and the host is never synchronised. One block per row, so
+// cudaStream_t passed as an integer) and the host is never synchronised. grad may be the scores'
+// memory. One block per row, so
 // cols is bounded by the GPU's shared memory (13 bytes a column: about 17K columns on an A100,
 // 17K-25K on an H100); larger cols throw std::invalid_argument. Bad input cannot be reported
 // without a synchronisation, so a row with a non-finite score, a column id outside [0, cols) or a

@@ -21,6 +21,7 @@ _LAZY = {
     "write_sparse": "ramen.data",
     "evaluate": "ramen.metrics",
     "inv_propensity": "ramen.metrics",
+    "triplet_loss": "ramen.ops",
 }
 
 __all__ = ["__version__", *_LAZY]

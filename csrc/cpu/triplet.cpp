@@ -57,8 +57,11 @@ class RowMiner {
     RowMiner(int64_t cols, const ColumnSets& positives, const ColumnSets& exclude, const TripletOptions& options)
         : cols_(cols), positives_(positives), exclude_(exclude), options_(options), status_(cols) {}
 
-    // Mines row i of S (srow) into its grad row; returns the row's loss and triplet count.
-    std::pair<double, int64_t> run(int64_t i, const T* srow, T* grow) {
+    // Mines row i of S (scores) into its grad row, which may be the same memory; returns the
+    // row's loss and triplet count.
+    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow) {
+        row_.assign(scores, scores + cols_);
+        const T* srow = row_.data();
         if (!all_finite(srow, cols_))
             throw std::invalid_argument("scores S = q @ c.T: row " + std::to_string(i) +
                                         " holds NaN or Inf (check q and c)");
@@ -230,7 +233,7 @@ class RowMiner {
     std::vector<uint8_t> status_;
     std::vector<int64_t> pos_;
     std::vector<int64_t> neg_col_;
-    std::vector<T> neg_score_, neg_grad_, weight_;
+    std::vector<T> row_, neg_score_, neg_grad_, weight_;
     std::vector<std::pair<T, int64_t>> pairs_;
 };
 

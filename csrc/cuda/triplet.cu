@@ -188,8 +188,8 @@ __device__ void compact(const uint8_t* status, int cols, int* list, BlockScratch
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-    mine_rows(const T* __restrict__ scores, int cols, ColumnSets pos, ColumnSets exc, float margin,
-              int64_t num_negatives, float temperature, float* __restrict__ loss, T* __restrict__ grad,
+    mine_rows(const T* scores, int cols, ColumnSets pos, ColumnSets exc, float margin,
+              int64_t num_negatives, float temperature, float* __restrict__ loss, T* grad,
               int64_t* __restrict__ count) {
     extern __shared__ float4 dynamic_smem[];
     float* score = reinterpret_cast<float*>(dynamic_smem);
@@ -198,6 +198,7 @@ __global__ void __launch_bounds__(kThreads)
     uint8_t* status = reinterpret_cast<uint8_t*>(list + cols);
     __shared__ BlockScratch sh;
 
+    // grad may alias scores: the row is read whole before its grad row is written.
     const int64_t row = blockIdx.x;
     const T* srow = scores + row * cols;
     T* grow = grad + row * cols;
