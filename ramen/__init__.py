@@ -26,6 +26,7 @@ _LAZY = {
     "decile_breakdown": "ramen.metrics",
     "format_table": "ramen.metrics",
     "synthetic": "ramen.synthetic",
+    "triplet_loss": "ramen.ops",
 }
 
 __all__ = ["__version__", *_LAZY]

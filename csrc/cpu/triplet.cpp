@@ -1,0 +1,407 @@
+// CPU kernel of the fused triplet scoring (see triplet.h): one pass per row, rows spread over
+// threads. Per row, while it is in cache: copy the scores with the non-candidates (positive and
+// excluded columns) set to -inf, select the hardest k with a heap behind a vectorised threshold
+// test (never a full sort), then the hinges, the loss and the row of grad.
+//
+// Hot loops use fixed-width vectors (GCC/Clang vector extensions: AVX-512 with -march=native on
+// this CPU, narrower instructions elsewhere). Their lane order is fixed, so sums come out the same
+// whatever the thread count.
+#include "triplet.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "parallel.h"
+
+namespace ramen {
+namespace {
+
+enum Status : uint8_t { kCandidate = 0, kPositive = 1, kExcluded = 2 };
+
+constexpr int64_t kRowsPerChunk = 8;
+
+template <typename T>
+struct Simd;
+template <>
+struct Simd<float> {
+    typedef float V __attribute__((vector_size(64)));
+};
+template <>
+struct Simd<double> {
+    typedef double V __attribute__((vector_size(64)));
+};
+template <typename T>
+using Vec = typename Simd<T>::V;
+template <typename T>
+constexpr int64_t kWidth = static_cast<int64_t>(sizeof(Vec<T>) / sizeof(T));
+
+// Vectors go by reference, never by value, so the ABI does not depend on the instruction set.
+template <typename T>
+inline void load(Vec<T>& v, const T* p) {
+    std::memcpy(&v, p, sizeof v);
+}
+template <typename T>
+inline void store(T* p, const Vec<T>& v) {
+    std::memcpy(p, &v, sizeof v);
+}
+template <typename T>
+inline double lane_sum(const Vec<T>& v) {
+    double total = 0.0;
+    for (int64_t l = 0; l < kWidth<T>; ++l) total += static_cast<double>(v[l]);
+    return total;
+}
+
+void check_csr(const ColumnSets& sets, int64_t rows, const char* name) {
+    if (sets.indptr == nullptr) return;
+    if (sets.indptr[0] != 0)
+        throw std::invalid_argument(std::string(name) + ": indptr[0] must be 0, got " +
+                                    std::to_string(sets.indptr[0]));
+    for (int64_t i = 0; i < rows; ++i)
+        if (sets.indptr[i + 1] < sets.indptr[i])
+            throw std::invalid_argument(std::string(name) + ": indptr decreases at row " +
+                                        std::to_string(i));
+    if (sets.indptr[rows] != sets.nnz)
+        throw std::invalid_argument(std::string(name) + ": indptr[-1] = " +
+                                    std::to_string(sets.indptr[rows]) + " but there are " +
+                                    std::to_string(sets.nnz) + " indices");
+}
+
+[[noreturn]] void throw_bad_column(const char* name, int64_t row, int64_t col, int64_t cols) {
+    throw std::invalid_argument(std::string(name) + ": column id " + std::to_string(col) + " in row " +
+                                std::to_string(row) + " is outside [0, " + std::to_string(cols) + ")");
+}
+
+// out[0, n) = s[0, n); returns whether every value is finite (v - v is 0 exactly for finite v,
+// NaN for Inf and NaN).
+template <typename T>
+bool copy_finite(const T* s, int64_t n, T* out) {
+    constexpr int64_t W = kWidth<T>;
+    Vec<T> check = {};
+    int64_t j = 0;
+    for (; j + W <= n; j += W) {
+        Vec<T> x;
+        load(x, s + j);
+        store(out + j, x);
+        check += x - x;
+    }
+    bool finite = lane_sum<T>(check) == 0.0;
+    for (; j < n; ++j) {
+        out[j] = s[j];
+        finite &= s[j] - s[j] == T(0);
+    }
+    return finite;
+}
+
+// Plain hinges of one positive (score sp) against negatives s[0, n) (-inf: not a negative):
+// adds 1 to g[b] for every violating b; returns (sum of the hinges, number violating).
+template <typename T>
+std::pair<double, int64_t> hinge_pass(const T* s, int64_t n, T sp, T margin, T* g) {
+    constexpr int64_t W = kWidth<T>;
+    const Vec<T> zero = {};
+    const Vec<T> one = zero + T(1);
+    Vec<T> sum = {}, num = {};
+    int64_t b = 0;
+    for (; b + W <= n; b += W) {
+        Vec<T> x, grad;
+        load(x, s + b);
+        load(grad, g + b);
+        const Vec<T> h = x - sp + margin;
+        const auto violated = h > zero;
+        const Vec<T> add = violated ? one : zero;
+        sum += violated ? h : zero;
+        num += add;
+        store(g + b, grad + add);
+    }
+    double total = lane_sum<T>(sum), count = lane_sum<T>(num);
+    for (; b < n; ++b) {
+        const T h = s[b] - sp + margin;
+        if (h > T(0)) {
+            total += static_cast<double>(h);
+            count += 1.0;
+            g[b] += T(1);
+        }
+    }
+    return {total, static_cast<int64_t>(count)};
+}
+
+// Softmax-weighted hinges of one positive: e[b] is negative b's weight exp((s_b - top) / T), 0
+// where it violates no margin. Adds the normalised weight to g[b] for every violating b; returns
+// the weighted hinge sum (0 if none violates) and whether any did.
+template <typename T>
+std::pair<double, bool> softmax_pass(const T* s, const T* e, int64_t n, T sp, T margin, T* g) {
+    constexpr int64_t W = kWidth<T>;
+    const Vec<T> zero = {};
+    Vec<T> zv = {}, weighted = {};
+    int64_t b = 0;
+    for (; b + W <= n; b += W) {
+        Vec<T> x, w;
+        load(x, s + b);
+        load(w, e + b);
+        const Vec<T> h = x - sp + margin;
+        const auto violated = h > zero;
+        zv += violated ? w : zero;
+        weighted += violated ? w * h : zero;
+    }
+    double z = lane_sum<T>(zv), total = lane_sum<T>(weighted);
+    for (int64_t t = b; t < n; ++t) {
+        const T h = s[t] - sp + margin;
+        if (h > T(0)) {
+            z += static_cast<double>(e[t]);
+            total += static_cast<double>(e[t]) * static_cast<double>(h);
+        }
+    }
+    if (z == 0.0) return {0.0, false};
+    const T inv_z = static_cast<T>(1.0 / z);
+    for (b = 0; b + W <= n; b += W) {
+        Vec<T> x, w, grad;
+        load(x, s + b);
+        load(w, e + b);
+        load(grad, g + b);
+        const Vec<T> h = x - sp + margin;
+        store(g + b, grad + ((h > zero) ? w * inv_z : zero));
+    }
+    for (; b < n; ++b) {
+        const T h = s[b] - sp + margin;
+        if (h > T(0)) g[b] += e[b] * inv_z;
+    }
+    return {total / z, true};
+}
+
+// Scratch for one thread, reused across rows; mines one row at a time.
+template <typename T>
+class RowMiner {
+ public:
+    RowMiner(int64_t cols, const ColumnSets& positives, const ColumnSets& exclude, const TripletOptions& options)
+        : cols_(cols),
+          positives_(positives),
+          exclude_(exclude),
+          options_(options),
+          status_(cols, kCandidate),
+          masked_(cols) {}
+
+    // Mines row i of S (scores) into its grad row, which may be the same memory; returns the
+    // row's loss and triplet count.
+    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow) {
+        if (!copy_finite(scores, cols_, masked_.data()))
+            throw std::invalid_argument("scores S = q @ c.T: row " + std::to_string(i) +
+                                        " holds NaN or Inf (check q and c)");
+        mark(i);
+        const int64_t num_candidates = cols_ - static_cast<int64_t>(marked_.size());
+        pos_score_.clear();
+        for (const int64_t p : pos_) pos_score_.push_back(masked_[p]);
+        for (const int64_t j : marked_) {
+            masked_[j] = -std::numeric_limits<T>::infinity();  // no negative
+            status_[j] = kCandidate;                           // clean for the next row
+        }
+        std::fill(grow, grow + cols_, T(0));  // from here on scores may be gone
+        if (pos_.empty() || num_candidates == 0) return {0.0, 0};
+        const int64_t k = options_.num_negatives;
+        if (k <= 0 || k >= num_candidates) {
+            const double loss = hinges(masked_.data(), cols_, grow);  // every candidate, over the row
+            for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+            return {loss, static_cast<int64_t>(pos_.size()) * num_candidates};
+        }
+        select_hardest(k);
+        neg_grad_.assign(k, T(0));
+        const double loss = hinges(neg_score_.data(), k, neg_grad_.data());
+        for (int64_t b = 0; b < k; ++b) grow[neg_col_[b]] = neg_grad_[b];
+        for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+        return {loss, static_cast<int64_t>(pos_.size()) * k};
+    }
+
+ private:
+    // Marks row i's excluded, then positive columns in status_ (which is all kCandidate between
+    // rows); marked_: the columns marked, each once; pos_: the positive columns, each once.
+    void mark(int64_t i) {
+        marked_.clear();
+        pos_.clear();
+        const auto set = [&](int64_t j, Status status) {
+            if (status_[j] == kCandidate) marked_.push_back(j);
+            status_[j] = status;
+        };
+        if (exclude_.mask != nullptr) {
+            const uint8_t* m = exclude_.mask + i * cols_;
+            for (int64_t j = 0; j < cols_; ++j)
+                if (m[j]) set(j, kExcluded);
+        } else if (exclude_.indptr != nullptr) {
+            for (int64_t e = exclude_.indptr[i]; e < exclude_.indptr[i + 1]; ++e) {
+                const int64_t j = exclude_.indices[e];
+                if (j < 0 || j >= cols_) throw_bad_column("exclude", i, j, cols_);
+                set(j, kExcluded);
+            }
+        }
+        const auto set_positive = [&](int64_t j) {
+            if (status_[j] == kPositive) return;  // a duplicate id counts once
+            set(j, kPositive);
+            pos_.push_back(j);
+        };
+        if (positives_.mask != nullptr) {
+            const uint8_t* m = positives_.mask + i * cols_;
+            for (int64_t j = 0; j < cols_; ++j)
+                if (m[j]) set_positive(j);
+        } else if (positives_.indptr != nullptr) {
+            for (int64_t e = positives_.indptr[i]; e < positives_.indptr[i + 1]; ++e) {
+                const int64_t j = positives_.indices[e];
+                if (j < 0 || j >= cols_) throw_bad_column("positives", i, j, cols_);
+                set_positive(j);
+            }
+        }
+    }
+
+    // neg_col_ / neg_score_: the k hardest candidates (score descending, lower column first on
+    // ties), in column order. Needs 0 < k < number of candidates.
+    //
+    // The k-th highest score t comes from nth_element over a short list. A lower bound of t: split
+    // the columns into L residue classes (j mod L, a few vectors wide) and take the k-th highest
+    // of the classes' maxima, k distinct candidates. Only vector groups reaching the bound can
+    // hold the k hardest; they are listed, then one scan in column order takes every score above
+    // t and the first ties.
+    void select_hardest(int64_t k) {
+        constexpr int64_t W = kWidth<T>;
+        const T* s = masked_.data();
+        const T none = -std::numeric_limits<T>::infinity();
+        const int64_t lanes = W * std::max<int64_t>(1, (4 * k + W - 1) / W);
+        T bound = none;  // every one of the k hardest scores is >= bound
+        if (4 * lanes <= cols_) {
+            lane_max_.assign(lanes, none);
+            int64_t j = 0;
+            for (; j + lanes <= cols_; j += lanes)
+                for (int64_t r = 0; r < lanes; r += W) {
+                    Vec<T> x, m;
+                    load(x, s + j + r);
+                    load(m, lane_max_.data() + r);
+                    store(lane_max_.data() + r, Vec<T>(x > m ? x : m));
+                }
+            values_.clear();
+            for (const T v : lane_max_)
+                if (v > none) values_.push_back(v);
+            for (; j < cols_; ++j)
+                if (s[j] > none) values_.push_back(s[j]);
+            if (static_cast<int64_t>(values_.size()) >= k) bound = kth_highest(k);
+        }
+        values_.clear();
+        groups_.clear();
+        constexpr int64_t G = 4 * W;  // columns tested at once
+        for (int64_t lo = 0; lo < cols_; lo += G) {
+            if (lo + G <= cols_ && !group_reaches(s + lo, bound)) continue;
+            groups_.push_back(lo);
+            for (int64_t j = lo; j < std::min(cols_, lo + G); ++j)
+                if (s[j] > none && s[j] >= bound) values_.push_back(s[j]);
+        }
+        const T kth = kth_highest(k);
+        int64_t ties = k - std::count_if(values_.begin(), values_.end(), [&](T v) { return v > kth; });
+        neg_score_.clear();
+        neg_col_.clear();
+        for (const int64_t lo : groups_)
+            for (int64_t j = lo; j < std::min(cols_, lo + G); ++j)
+                if (s[j] > kth || (s[j] == kth && ties-- > 0)) {
+                    neg_score_.push_back(s[j]);
+                    neg_col_.push_back(j);
+                }
+    }
+
+    // The k-th highest of values_ (reordered).
+    T kth_highest(int64_t k) {
+        std::nth_element(values_.begin(), values_.begin() + (k - 1), values_.end(), std::greater<T>());
+        return values_[k - 1];
+    }
+
+    // Whether any of the 4 vectors at s reaches the bound.
+    static bool group_reaches(const T* s, T bound) {
+        constexpr int64_t W = kWidth<T>;
+        Vec<T> a, b, c, d;
+        load(a, s);
+        load(b, s + W);
+        load(c, s + 2 * W);
+        load(d, s + 3 * W);
+        a = a > b ? a : b;
+        c = c > d ? c : d;
+        a = a > c ? a : c;
+        const auto reach = a >= bound;
+        bool any = false;
+        for (int64_t l = 0; l < W; ++l) any |= reach[l] != 0;
+        return any;
+    }
+
+    // The hinges of every positive against negatives s[0, n) (-inf entries are no negatives),
+    // their grads added to g[0, n) and the positives' grads to pos_grad_; returns the row loss.
+    double hinges(const T* s, int64_t n, T* g) {
+        const T margin = static_cast<T>(options_.margin);
+        const bool softmax = options_.temperature > 0;
+        pos_grad_.assign(pos_.size(), T(0));
+        if (softmax) softmax_weights(s, n);
+        double loss = 0.0;
+        for (size_t a = 0; a < pos_.size(); ++a) {
+            if (softmax) {
+                const auto [weighted, any] = softmax_pass(s, weight_.data(), n, pos_score_[a], margin, g);
+                loss += weighted;
+                pos_grad_[a] = any ? T(-1) : T(0);
+            } else {
+                const auto [sum, violated] = hinge_pass(s, n, pos_score_[a], margin, g);
+                loss += sum;
+                pos_grad_[a] = -static_cast<T>(violated);
+            }
+        }
+        return loss;
+    }
+
+    // weight_[b] = exp((s_b - top) / temperature) for every negative that violates the margin of
+    // some positive (the one of lowest score), 0 elsewhere. The top negative violates whenever any
+    // does (the hinge is monotone in s_b), so a violating set's weights sum to at least 1.
+    void softmax_weights(const T* s, int64_t n) {
+        const T margin = static_cast<T>(options_.margin);
+        const T temperature = static_cast<T>(options_.temperature);
+        const T lowest_pos = *std::min_element(pos_score_.begin(), pos_score_.end());
+        const T top = *std::max_element(s, s + n);
+        weight_.resize(n);
+        for (int64_t b = 0; b < n; ++b)
+            weight_[b] = s[b] - lowest_pos + margin > T(0) ? std::exp((s[b] - top) / temperature) : T(0);
+    }
+
+    const int64_t cols_;
+    const ColumnSets& positives_;
+    const ColumnSets& exclude_;
+    const TripletOptions& options_;
+    std::vector<uint8_t> status_;
+    std::vector<T> masked_;
+    std::vector<int64_t> marked_, pos_, neg_col_;
+    std::vector<T> pos_score_, pos_grad_, neg_score_, neg_grad_, weight_, lane_max_, values_;
+    std::vector<int64_t> groups_;
+};
+
+}  // namespace
+
+template <typename T>
+void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnSets& positives,
+                      const ColumnSets& exclude, const TripletOptions& options, T* loss, T* grad,
+                      int64_t* count, int num_threads) {
+    if (rows < 0 || cols < 0) throw std::invalid_argument("scores: negative shape");
+    if (!(options.margin >= 0.0) || !std::isfinite(options.margin))
+        throw std::invalid_argument("margin must be a finite number >= 0");
+    if (!(options.temperature >= 0.0) || !std::isfinite(options.temperature))
+        throw std::invalid_argument("softmax_temperature must be a finite number > 0");
+    check_csr(positives, rows, "positives");
+    check_csr(exclude, rows, "exclude");
+    parallel_for(rows, kRowsPerChunk, num_threads, [&](int64_t begin, int64_t end) {
+        RowMiner<T> miner(cols, positives, exclude, options);
+        for (int64_t i = begin; i < end; ++i) {
+            const auto [row_loss, row_count] = miner.run(i, scores + i * cols, grad + i * cols);
+            loss[i] = static_cast<T>(row_loss);
+            count[i] = row_count;
+        }
+    });
+}
+
+template void triplet_mine_cpu<float>(const float*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
+                                      const TripletOptions&, float*, float*, int64_t*, int);
+template void triplet_mine_cpu<double>(const double*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
+                                       const TripletOptions&, double*, double*, int64_t*, int);
+
+}  // namespace ramen
