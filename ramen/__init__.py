@@ -21,6 +21,8 @@ _LAZY = {
     "write_sparse": "ramen.data",
     "evaluate": "ramen.metrics",
     "inv_propensity": "ramen.metrics",
+    "LabelIndex": "ramen.index",
+    "ShardedLabelIndex": "ramen.index",
 }
 
 __all__ = ["__version__", *_LAZY]

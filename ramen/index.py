@@ -304,11 +304,12 @@ class LabelIndex:
         """
         k = _check_k(k)
         single = np.ndim(queries) == 1
+        threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
         if self.exact:
             ids, scores = self._search_exact(q, k)
         else:
-            ids, scores = self._search_graph(q, k, _threads(threads))
+            ids, scores = self._search_graph(q, k, threads)
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _search_graph(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -317,8 +318,15 @@ class LabelIndex:
             return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
         wanted = max(k, self.rescore)
         m = self._graph.search(q, wanted, threads=threads)
-        rows = m.keys.astype(np.int64)
-        valid = np.arange(rows.shape[1]) < m.counts[:, None]
+        if m.keys.ndim == 1:  # usearch answers one query with trimmed 1-D Matches
+            rows = np.zeros((1, wanted), np.int64)
+            dist = np.ones((1, wanted), np.float32)
+            rows[0, : len(m.keys)] = m.keys
+            dist[0, : len(m.keys)] = m.distances
+            counts = np.array([len(m.keys)])
+        else:
+            rows, dist, counts = m.keys.astype(np.int64), m.distances, m.counts
+        valid = np.arange(rows.shape[1]) < counts[:, None]
         rows[~valid] = 0
         if self.rescore:
             scores = np.empty(rows.shape, np.float32)
@@ -327,7 +335,7 @@ class LabelIndex:
                 vec = self._vectors[r.ravel()].astype(np.float32).reshape(*r.shape, self.dim)
                 scores[start:start + 1024] = np.matmul(vec, q[start:start + 1024, :, None])[..., 0]
         else:
-            scores = (1.0 - m.distances).astype(np.float32)
+            scores = (1.0 - np.where(valid, dist, 1.0)).astype(np.float32)  # usearch pads with NaN
         ids = self._ids[rows]
         scores[~valid] = -np.inf
         ids[~valid] = -1
