@@ -12,6 +12,7 @@ tombstones (usearch's lazy delete) and in the file until the index is rebuilt.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import shutil
@@ -54,21 +55,28 @@ def normalize(vectors: Any, dim: int, name: str) -> np.ndarray:
     Raises ValueError naming `name` for a wrong shape or dtype, NaN/Inf entries or zero vectors.
     """
     x = np.asarray(vectors)
+    if x.ndim == 1 and x.dtype == np.float32 and x.shape[0] == dim:  # one query: the latency path
+        sq = float(np.dot(x, x))
+        if math.isfinite(sq) and sq > 1e-30:
+            return (x * np.float32(1.0 / math.sqrt(sq)))[None, :]
     if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
         raise ValueError(f"{name} must be a real numeric array, got dtype {x.dtype}")
     if x.ndim == 1:
         x = x[None, :]
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must have shape (n, {dim}) or ({dim},), got {np.shape(vectors)}")
-    x = np.asarray(x, dtype=np.float32)
-    if x.size and not np.isfinite(x).all():
-        bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-        raise ValueError(f"{name} row {bad} contains NaN or Inf")
-    norms = np.linalg.norm(x, axis=1)
-    if x.size and not (norms > 0).all():
-        bad = int(np.flatnonzero(~(norms > 0))[0])
-        raise ValueError(f"{name} row {bad} is a zero vector (or underflows float32): it has no direction")
-    return np.ascontiguousarray(x / norms[:, None], dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    if np.isfinite(sq).all() and (sq > 1e-30).all():  # the common case, kept cheap for single queries
+        return x * (1.0 / np.sqrt(sq))[:, None]
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} row {int(np.flatnonzero(~finite)[0])} contains NaN or Inf")
+    peak = np.abs(x).max(axis=1) if x.size else np.ones(len(x), np.float32)
+    if not (peak > 0).all():
+        raise ValueError(f"{name} row {int(np.flatnonzero(~(peak > 0))[0])} is a zero vector: it has no direction")
+    x = x.astype(np.float64) / peak[:, None]  # huge or tiny entries: rescale before squaring
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def _check_ids(ids: Any, n: int) -> np.ndarray:
@@ -170,15 +178,23 @@ class LabelIndex:
         self._key_rows = np.empty(0, np.int64)  # row of each entry of _keys
         vec_dtype = _NP_DTYPE[dtype] if exact else (np.float16 if rescore else None)
         self._vectors = None if vec_dtype is None else np.empty((0, self.dim), vec_dtype)
+        self._compiled_search: Any = None
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
-        from usearch.index import Index
+        from usearch.index import Index, ScalarKind
 
-        return Index(ndim=self.dim, metric="cos", dtype=self.dtype, connectivity=self.connectivity,
-                     expansion_add=self.expansion_add, expansion_search=self._expansion_search)
+        # Vectors arrive normalised, so inner product is the cosine and its kernel is cheaper (~30%
+        # at f16); i8 keeps usearch's cosine kernel, which compensates quantisation in the norms.
+        metric = "cos" if self.dtype == "i8" else "ip"
+        graph = Index(ndim=self.dim, metric=metric, dtype=self.dtype, connectivity=self.connectivity,
+                      expansion_add=self.expansion_add, expansion_search=self._expansion_search)
+        compiled = getattr(graph, "_compiled", None)
+        self._compiled_search = getattr(compiled, "search_many", None)
+        self._scalar_unknown = ScalarKind.Unknown
+        return graph
 
     @property
     def expansion_search(self) -> int:
@@ -317,29 +333,53 @@ class LabelIndex:
         if len(self) == 0 or n == 0:
             return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
         wanted = max(k, self.rescore)
-        m = self._graph.search(q, wanted, threads=threads)
-        if m.keys.ndim == 1:  # usearch answers one query with trimmed 1-D Matches
-            rows = np.zeros((1, wanted), np.int64)
-            dist = np.ones((1, wanted), np.float32)
-            rows[0, : len(m.keys)] = m.keys
-            dist[0, : len(m.keys)] = m.distances
-            counts = np.array([len(m.keys)])
-        else:
-            rows, dist, counts = m.keys.astype(np.int64), m.distances, m.counts
-        valid = np.arange(rows.shape[1]) < counts[:, None]
-        rows[~valid] = 0
-        if self.rescore:
-            scores = np.empty(rows.shape, np.float32)
-            for start in range(0, n, 1024):  # bounded memory: 1024 queries' candidates at a time
-                r = rows[start:start + 1024]
-                vec = self._vectors[r.ravel()].astype(np.float32).reshape(*r.shape, self.dim)
-                scores[start:start + 1024] = np.matmul(vec, q[start:start + 1024, :, None])[..., 0]
-        else:
-            scores = (1.0 - np.where(valid, dist, 1.0)).astype(np.float32)  # usearch pads with NaN
+        rows, dist, counts = self._graph_search(q, wanted, threads)
         ids = self._ids[rows]
-        scores[~valid] = -np.inf
-        ids[~valid] = -1
-        return top_k(scores, ids, k)
+        if self.rescore:
+            scores = self._rescore(q, rows)
+        else:
+            scores = 1.0 - dist  # usearch's inner-product / cosine distance
+        if int(counts.min()) < wanted:
+            valid = np.arange(wanted) < counts[:, None]
+            scores[~valid] = -np.inf
+            ids[~valid] = -1
+        if self.rescore:  # best k of the re-scored candidates
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return ids, scores.astype(np.float32, copy=False)  # usearch returns best first
+
+    def _rescore(self, q: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Exact scores (n, m) of queries `q` (n, dim) against the stored vectors of `rows` (n, m)."""
+        if len(q) == 1:
+            return (self._vectors[rows[0]].astype(np.float32) @ q[0])[None, :]
+        scores = np.empty(rows.shape, np.float32)
+        for start in range(0, len(q), chunk):  # bounded memory
+            r = rows[start:start + chunk]
+            vec = self._vectors[r.ravel()].astype(np.float32).reshape(*r.shape, self.dim)
+            scores[start:start + chunk] = np.matmul(vec, q[start:start + chunk, :, None])[..., 0]
+        return scores
+
+    def _graph_search(self, q: np.ndarray, wanted: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """usearch search: rows (n, wanted) int64 (0 past counts), distances (n, wanted), counts (n,)."""
+        if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
+            keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=False,
+                                                       dtype=self._scalar_unknown)[:3]
+        else:
+            m = self._graph.search(q, wanted, threads=threads)
+            if m.keys.ndim == 1:  # usearch answers one query with trimmed 1-D Matches
+                keys = np.zeros((1, wanted), np.uint64)
+                dist = np.ones((1, wanted), np.float32)
+                keys[0, : len(m.keys)] = m.keys
+                dist[0, : len(m.keys)] = m.distances
+                counts = np.array([len(m.keys)])
+            else:
+                keys, dist, counts = m.keys, m.distances, m.counts
+        rows = keys.astype(np.int64)
+        if int(counts.min()) < wanted:  # usearch leaves garbage / NaN past counts
+            valid = np.arange(wanted) < counts[:, None]
+            rows[~valid] = 0
+            dist = np.where(valid, dist, 1.0).astype(np.float32)
+        return rows, dist, counts
 
     def _search_exact(self, q: np.ndarray, k: int, block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
         """Blocked matmul over the stored rows with a running top-k; removed rows are skipped."""
