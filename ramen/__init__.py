@@ -27,6 +27,8 @@ _LAZY = {
     "format_table": "ramen.metrics",
     "synthetic": "ramen.synthetic",
     "triplet_loss": "ramen.ops",
+    "LabelIndex": "ramen.index",
+    "ShardedLabelIndex": "ramen.index",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -13,6 +13,7 @@ from ramen.bench.common import Row, format_rows, machine_info
 # suite name -> module with `run(quick: bool) -> list[Row]`
 SUITES: dict[str, str] = {
     "data": "ramen.bench.data",
+    "search": "ramen.bench.search",
 }
 
 

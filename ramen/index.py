@@ -1,0 +1,655 @@
+"""Label index: top-k cosine search over label vectors, approximate (usearch HNSW) or exact (matmul).
+
+Vectors are L2-normalised on `add` and on `search`, so scores are cosine similarities whatever
+the input norms. Labels carry int64 ids chosen by the caller (the label ids of the data set);
+results are `(ids, scores)` of shape (n_queries, k), best first, padded with id -1 and score -inf
+when fewer than k labels are indexed.
+
+Internally each added vector gets a row; usearch keys are rows, never label ids, so removing a
+label and adding the same id again is a fresh insertion. Removed rows stay in the graph as
+tombstones (usearch's lazy delete) and in the file until the index is rebuilt.
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "ramen-label-index"
+FORMAT_VERSION = 1
+_MAGIC = b"RAMENIDX"  # at the start of the file and at its very end (after the header length)
+_ALIGN = 4096
+DTYPES = ("f32", "f16", "i8")
+_NP_DTYPE = {"f32": np.float32, "f16": np.float16}
+
+# Defaults chosen by the `search` benchmark (benchmarks/results/search.md).
+DEFAULT_DTYPE = "f16"
+DEFAULT_CONNECTIVITY = 16
+DEFAULT_EXPANSION_ADD = 128
+DEFAULT_EXPANSION_SEARCH = 64
+
+
+def _threads(threads: int | None) -> int:
+    """Number of worker threads: `None` means every core this process may run on."""
+    if threads is None:
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return int(threads)
+
+
+def normalize(vectors: Any, dim: int, name: str) -> np.ndarray:
+    """Checks `vectors` (n, dim) or (dim,) and returns them L2-normalised as float32 (n, dim).
+
+    Raises ValueError naming `name` for a wrong shape or dtype, NaN/Inf entries or zero vectors.
+    """
+    x = np.asarray(vectors)
+    if x.ndim == 1 and x.dtype == np.float32 and x.shape[0] == dim:  # one query: the latency path
+        sq = float(np.dot(x, x))
+        if math.isfinite(sq) and sq > 1e-30:
+            return (x * np.float32(1.0 / math.sqrt(sq)))[None, :]
+    if x.dtype.kind not in "fiu" or x.dtype.kind == "b":
+        raise ValueError(f"{name} must be a real numeric array, got dtype {x.dtype}")
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (n, {dim}) or ({dim},), got {np.shape(vectors)}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x)
+    if np.isfinite(sq).all() and (sq > 1e-30).all():  # the common case, kept cheap for single queries
+        return x * (1.0 / np.sqrt(sq))[:, None]
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise ValueError(f"{name} row {int(np.flatnonzero(~finite)[0])} contains NaN or Inf")
+    peak = np.abs(x).max(axis=1) if x.size else np.ones(len(x), np.float32)
+    if not (peak > 0).all():
+        raise ValueError(f"{name} row {int(np.flatnonzero(~(peak > 0))[0])} is a zero vector: it has no direction")
+    x = x.astype(np.float64) / peak[:, None]  # huge or tiny entries: rescale before squaring
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _check_ids(ids: Any, n: int) -> np.ndarray:
+    a = np.asarray(ids)
+    if a.ndim == 0:
+        a = a[None]
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+    if a.ndim != 1 or len(a) != n:
+        raise ValueError(f"ids must be a 1-D array of {n} ids (one per vector), got shape {np.shape(ids)}")
+    if a.dtype.kind == "u" and len(a) and a.max() > np.iinfo(np.int64).max:
+        raise ValueError("ids must fit in int64")
+    a = a.astype(np.int64)
+    if len(a) and a.min() < 0:
+        raise ValueError(f"ids must be non-negative (-1 marks padding in results), got {int(a.min())}")
+    return a
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best `k` of each row of `scores` (n, m) with their `ids` (n, m), sorted by score descending
+    then id ascending (a deterministic order for ties); padded with id -1 / score -inf to width k."""
+    n, m = scores.shape
+    if m < k:
+        scores = np.concatenate([scores, np.full((n, k - m), -np.inf, np.float32)], axis=1)
+        ids = np.concatenate([ids, np.full((n, k - m), -1, np.int64)], axis=1)
+        m = k
+    if m > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, part, axis=1)
+        ids = np.take_along_axis(ids, part, axis=1)
+    # padding (-1, -inf) sorts last: order by (-score, id) with -1 ids mapped past every real id
+    tie = np.where(ids < 0, np.iinfo(np.int64).max, ids)
+    order = np.lexsort((tie, -scores), axis=1) if scores.size else np.zeros((n, k), np.intp)
+    scores = np.take_along_axis(scores, order, axis=1)
+    ids = np.take_along_axis(ids, order, axis=1)
+    ids[~np.isfinite(scores)] = -1
+    return np.ascontiguousarray(ids, np.int64), np.ascontiguousarray(scores, np.float32)
+
+
+class LabelIndex:
+    """Cosine top-k index over labels: usearch HNSW (`exact=False`) or blocked matmul (`exact=True`).
+
+    dtype: storage of the vectors: "f32", "f16" or "i8" (i8 only for the approximate graph);
+      None picks DEFAULT_DTYPE for the graph and "f32" for the exact mode.
+    rescore: when > 0, the graph returns max(rescore, k) candidates that are re-scored against
+      float16 copies of the vectors (more memory, higher recall and exact-to-f16 scores).
+    fingerprint: a string naming the model that made the vectors; saved and checked on load.
+    An id already present in `add` raises unless `replace=True`; duplicate ids in one batch raise.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        dtype: str | None = None,
+        connectivity: int = DEFAULT_CONNECTIVITY,
+        expansion_add: int = DEFAULT_EXPANSION_ADD,
+        expansion_search: int = DEFAULT_EXPANSION_SEARCH,
+        exact: bool = False,
+        rescore: int = 0,
+        fingerprint: str = "",
+    ) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        if dtype is None:
+            dtype = "f32" if exact else DEFAULT_DTYPE
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        if exact and dtype not in _NP_DTYPE:
+            raise ValueError(f"exact=True stores float vectors: dtype must be 'f32' or 'f16', got {dtype!r}")
+        for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add),
+                            ("expansion_search", expansion_search)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
+            raise ValueError(f"rescore must be a non-negative integer, got {rescore!r}")
+        if exact and rescore:
+            raise ValueError("rescore applies to the approximate index; exact=True already scores exactly")
+        if not isinstance(fingerprint, str):
+            raise ValueError(f"fingerprint must be a string, got {type(fingerprint).__name__}")
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.exact = bool(exact)
+        self.connectivity = int(connectivity)
+        self.expansion_add = int(expansion_add)
+        self._expansion_search = int(expansion_search)
+        self.rescore = int(rescore)
+        self.fingerprint = fingerprint
+        self.read_only = False
+        self._rows = 0  # rows used (live + removed)
+        self._ids = np.empty(0, np.int64)  # row -> label id, -1 once removed; capacity >= _rows
+        self._keys = np.empty(0, np.int64)  # live label ids, sorted
+        self._key_rows = np.empty(0, np.int64)  # row of each entry of _keys
+        vec_dtype = _NP_DTYPE[dtype] if exact else (np.float16 if rescore else None)
+        self._vectors = None if vec_dtype is None else np.empty((0, self.dim), vec_dtype)
+        self._compiled_search: Any = None
+        self._graph = None if exact else self._new_graph()
+        self._keepalive: Any = None  # the memory map a view reads from
+
+    # ---- construction -------------------------------------------------------------------------
+    def _new_graph(self) -> Any:
+        from usearch.index import Index, ScalarKind
+
+        # Vectors arrive normalised, so inner product is the cosine and its kernel is cheaper (~30%
+        # at f16); i8 keeps usearch's cosine kernel, which compensates quantisation in the norms.
+        metric = "cos" if self.dtype == "i8" else "ip"
+        graph = Index(ndim=self.dim, metric=metric, dtype=self.dtype, connectivity=self.connectivity,
+                      expansion_add=self.expansion_add, expansion_search=self._expansion_search)
+        compiled = getattr(graph, "_compiled", None)
+        self._compiled_search = getattr(compiled, "search_many", None)
+        self._scalar_unknown = ScalarKind.Unknown
+        return graph
+
+    @property
+    def expansion_search(self) -> int:
+        """Breadth of the graph search (usearch's ef): higher is slower with better recall."""
+        return self._expansion_search
+
+    @expansion_search.setter
+    def expansion_search(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"expansion_search must be a positive integer, got {value!r}")
+        self._expansion_search = int(value)
+        if self._graph is not None:
+            self._graph.expansion_search = int(value)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __repr__(self) -> str:
+        mode = "exact" if self.exact else f"hnsw(connectivity={self.connectivity}, ef={self._expansion_search})"
+        extra = f", rescore={self.rescore}" if self.rescore else ""
+        return f"LabelIndex(dim={self.dim}, labels={len(self)}, dtype={self.dtype}, {mode}{extra})"
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The live label ids, sorted (a copy)."""
+        return self._keys.copy()
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """Boolean mask: which of `ids` are in the index."""
+        a = np.atleast_1d(np.asarray(ids))
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+        return self._lookup(a.astype(np.int64))[1]
+
+    def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in _keys, found mask) for each id."""
+        pos = np.searchsorted(self._keys, ids)
+        found = pos < len(self._keys)
+        found[found] = self._keys[pos[found]] == ids[found]
+        return pos, found
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ValueError(f"cannot {what}: this index is a read-only memory-mapped view; "
+                             "load it with view=False to modify it")
+
+    def add(self, ids: Any, vectors: Any, *, replace: bool = False, threads: int | None = None) -> None:
+        """Adds labels `ids` (n,) with `vectors` (n, dim); vectors are L2-normalised.
+
+        An id already in the index raises ValueError unless `replace=True` (then its old vector
+        is removed first). Duplicate ids within one call always raise.
+        """
+        self._writable("add labels")
+        x = normalize(vectors, self.dim, "vectors")
+        ids = _check_ids(ids, len(x))
+        if len(ids) == 0:
+            return
+        uniq, counts = np.unique(ids, return_counts=True)
+        if len(uniq) != len(ids):
+            raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
+        present = self._lookup(ids)[1]
+        if present.any():
+            if not replace:
+                raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
+                                 f"{int(ids[present][0])}; pass replace=True to overwrite them or remove them first")
+            self.remove(ids[present])
+        rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
+        self._grow(self._rows + len(ids))
+        if self._graph is not None:
+            self._graph.add(rows.astype(np.uint64), x, threads=0 if threads is None else _threads(threads))
+        if self._vectors is not None:
+            self._vectors[rows[0]:rows[-1] + 1] = x
+        self._ids[rows[0]:rows[-1] + 1] = ids
+        self._rows += len(ids)
+        order = np.argsort(ids, kind="stable")
+        at = np.searchsorted(self._keys, ids[order])
+        self._keys = np.insert(self._keys, at, ids[order])
+        self._key_rows = np.insert(self._key_rows, at, rows[order])
+
+    def _grow(self, rows: int) -> None:
+        """Ensures capacity for `rows` rows in the id and vector arrays (amortised doubling)."""
+        if rows <= len(self._ids):
+            return
+        cap = max(rows, 2 * len(self._ids), 1024)
+        ids = np.full(cap, -1, np.int64)
+        ids[: self._rows] = self._ids[: self._rows]
+        self._ids = ids
+        if self._vectors is not None:
+            vec = np.empty((cap, self.dim), self._vectors.dtype)
+            vec[: self._rows] = self._vectors[: self._rows]
+            self._vectors = vec
+
+    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Removes labels `ids` without a rebuild; returns how many were removed.
+
+        An id not in the index raises ValueError unless `missing_ok=True`.
+        """
+        self._writable("remove labels")
+        a = np.unique(np.atleast_1d(np.asarray(ids)))
+        if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
+            raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
+        a = a.astype(np.int64)
+        pos, found = self._lookup(a)
+        if not found.all() and not missing_ok:
+            raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
+                             "pass missing_ok=True to ignore them")
+        pos = pos[found]
+        rows = self._key_rows[pos]
+        if self._graph is not None and len(rows):
+            self._graph.remove(rows.astype(np.uint64))
+        self._ids[rows] = -1
+        self._keys = np.delete(self._keys, pos)
+        self._key_rows = np.delete(self._key_rows, pos)
+        return len(rows)
+
+    # ---- search -------------------------------------------------------------------------------
+    def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` labels for `queries` (n, dim) or (dim,): (ids int64, cosine scores float32),
+        each (n, k) (or (k,) for one query), best first, padded with -1 / -inf.
+
+        threads: worker threads for the approximate search (None: all cores; the exact mode
+        uses the BLAS library's threads).
+        """
+        k = _check_k(k)
+        single = np.ndim(queries) == 1
+        threads = _threads(threads)
+        q = normalize(queries, self.dim, "queries")
+        if self.exact:
+            ids, scores = self._search_exact(q, k)
+        else:
+            ids, scores = self._search_graph(q, k, threads)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _search_graph(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        n = len(q)
+        if len(self) == 0 or n == 0:
+            return np.full((n, k), -1, np.int64), np.full((n, k), -np.inf, np.float32)
+        wanted = max(k, self.rescore)
+        rows, dist, counts = self._graph_search(q, wanted, threads)
+        ids = self._ids[rows]
+        if self.rescore:
+            scores = self._rescore(q, rows)
+        else:
+            scores = 1.0 - dist  # usearch's inner-product / cosine distance
+        if int(counts.min()) < wanted:
+            valid = np.arange(wanted) < counts[:, None]
+            scores[~valid] = -np.inf
+            ids[~valid] = -1
+        if self.rescore:  # best k of the re-scored candidates
+            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+            return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        return ids, scores.astype(np.float32, copy=False)  # usearch returns best first
+
+    def _rescore(self, q: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """Exact scores (n, m) of queries `q` (n, dim) against the stored vectors of `rows` (n, m)."""
+        if len(q) == 1:
+            return (self._vectors[rows[0]].astype(np.float32) @ q[0])[None, :]
+        scores = np.empty(rows.shape, np.float32)
+        for start in range(0, len(q), chunk):  # bounded memory
+            r = rows[start:start + chunk]
+            vec = self._vectors[r.ravel()].astype(np.float32).reshape(*r.shape, self.dim)
+            scores[start:start + chunk] = np.matmul(vec, q[start:start + chunk, :, None])[..., 0]
+        return scores
+
+    def _graph_search(self, q: np.ndarray, wanted: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """usearch search: rows (n, wanted) int64 (0 past counts), distances (n, wanted), counts (n,)."""
+        if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
+            keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=False,
+                                                       dtype=self._scalar_unknown)[:3]
+        else:
+            m = self._graph.search(q, wanted, threads=threads)
+            if m.keys.ndim == 1:  # usearch answers one query with trimmed 1-D Matches
+                keys = np.zeros((1, wanted), np.uint64)
+                dist = np.ones((1, wanted), np.float32)
+                keys[0, : len(m.keys)] = m.keys
+                dist[0, : len(m.keys)] = m.distances
+                counts = np.array([len(m.keys)])
+            else:
+                keys, dist, counts = m.keys, m.distances, m.counts
+        rows = keys.astype(np.int64)
+        if int(counts.min()) < wanted:  # usearch leaves garbage / NaN past counts
+            valid = np.arange(wanted) < counts[:, None]
+            rows[~valid] = 0
+            dist = np.where(valid, dist, 1.0).astype(np.float32)
+        return rows, dist, counts
+
+    def _search_exact(self, q: np.ndarray, k: int, block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
+        """Blocked matmul over the stored rows with a running top-k; removed rows are skipped."""
+        n = len(q)
+        best_ids = np.full((n, 0), -1, np.int64)
+        best_scores = np.full((n, 0), -np.inf, np.float32)
+        rows = max(1024, block_bytes // (4 * max(n, 1)))
+        for start in range(0, self._rows, rows):
+            stop = min(start + rows, self._rows)
+            block = np.asarray(self._vectors[start:stop], dtype=np.float32)
+            scores = q @ block.T  # (n, stop - start)
+            ids = self._ids[start:stop]
+            dead = ids < 0
+            if dead.any():
+                scores[:, dead] = -np.inf
+            if scores.shape[1] > k:
+                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+                scores = np.take_along_axis(scores, part, axis=1)
+                ids = ids[part]
+            else:
+                ids = np.broadcast_to(ids, scores.shape)
+            best_scores = np.concatenate([best_scores, scores], axis=1)
+            best_ids = np.concatenate([best_ids, np.where(np.isfinite(scores), ids, -1)], axis=1)
+            if best_scores.shape[1] > 4 * k:
+                best_ids, best_scores = top_k(best_scores, best_ids, k)
+        return top_k(best_scores, best_ids, k)
+
+    # ---- persistence --------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments that recreate this index's configuration."""
+        return {"dim": self.dim, "dtype": self.dtype, "connectivity": self.connectivity,
+                "expansion_add": self.expansion_add, "expansion_search": self._expansion_search,
+                "exact": self.exact, "rescore": self.rescore, "fingerprint": self.fingerprint}
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the index to one file, atomically (a temporary name in the same folder, then rename).
+
+        Layout: "RAMENIDX", then 4096-aligned sections (ids int64, vectors, usearch graph), then
+        a JSON header, its length (u64 little-endian) and "RAMENIDX" again.
+        """
+        path = Path(path)
+        if path.is_dir():
+            raise ValueError(f"cannot save the index to {path}: it is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(_MAGIC)
+                sections = {"ids": _write_section(f, self._ids[: self._rows])}
+                if self._vectors is not None:
+                    sections["vectors"] = _write_section(f, self._vectors[: self._rows])
+                if self._graph is not None:
+                    sections["graph"] = self._write_graph(f, path.parent)
+                header = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.settings(),
+                          "count": len(self), "rows": self._rows, "sections": sections,
+                          "usearch_version": _usearch_version()}
+                blob = json.dumps(header).encode()
+                f.write(blob)
+                f.write(len(blob).to_bytes(8, "little"))
+                f.write(_MAGIC)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _write_graph(self, f: Any, folder: Path) -> list[int]:
+        """Saves the usearch graph to a scratch file and streams it into `f` (no second copy in RAM)."""
+        fd, scratch = tempfile.mkstemp(prefix=".graph.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            self._graph.save(scratch)
+            _pad(f)
+            offset = f.tell()
+            with open(scratch, "rb") as g:
+                shutil.copyfileobj(g, f, 1 << 24)
+            return [offset, f.tell() - offset]
+        finally:
+            Path(scratch).unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, view: bool = False,
+             expected_fingerprint: str | None = None) -> "LabelIndex":
+        """Reads an index saved by `save`. view=True memory-maps it (read-only, pages loaded on use).
+
+        expected_fingerprint: when given, an index made by another model raises ValueError.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no label index at {path}")
+        with open(path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
+        if mm is None:
+            raise ValueError(f"{path} is not a ramen label index (empty file)")
+        header = _read_header(mm, path)
+        if expected_fingerprint is not None and header["fingerprint"] != expected_fingerprint:
+            raise ValueError(f"{path} was built from vectors of model {header['fingerprint']!r}, not the "
+                             f"expected {expected_fingerprint!r}: rebuild the index with this model")
+        index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
+                    expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
+                    exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"])
+        rows = header["rows"]
+        sections = header["sections"]
+        index._ids = _section(mm, sections, "ids", np.int64, (rows,), path).copy()
+        if index._vectors is not None:
+            vec = _section(mm, sections, "vectors", index._vectors.dtype, (rows, index.dim), path)
+            index._vectors = vec if view else vec.copy()
+            del vec  # a non-view load closes the map below: no array may still point into it
+        if index._graph is not None:
+            offset, size = _span(sections, "graph", path, len(mm))
+            buf = memoryview(mm)[offset:offset + size]
+            try:
+                meta = index._graph.metadata(buf)
+                if meta is None or meta.get("dimensions") != index.dim:
+                    raise ValueError("graph dimensions do not match the header")
+                (index._graph.view if view else index._graph.load)(buf)
+            except Exception as e:  # noqa: BLE001 - usearch raises RuntimeError on bad bytes
+                raise ValueError(f"{path}: corrupt usearch graph section ({e})") from e
+            index._graph.expansion_search = index._expansion_search  # not stored by usearch
+            if len(index._graph) != header["count"]:
+                raise ValueError(f"{path}: the graph holds {len(index._graph)} labels, the header says {header['count']}")
+            del buf
+        index._rows = rows
+        live = np.flatnonzero(index._ids >= 0)
+        order = np.argsort(index._ids[live], kind="stable")
+        index._keys = index._ids[live][order]
+        index._key_rows = live[order].astype(np.int64)
+        if len(index._keys) != header["count"] or (len(index._keys) > 1 and (np.diff(index._keys) == 0).any()):
+            raise ValueError(f"{path}: corrupt id section (count or duplicates disagree with the header)")
+        if view:
+            index.read_only = True
+            index._keepalive = mm
+        else:
+            mm.close()
+        return index
+
+
+def _usearch_version() -> str:
+    import usearch
+
+    return getattr(usearch, "__version__", "?")
+
+
+def _pad(f: Any) -> None:
+    f.write(b"\0" * (-f.tell() % _ALIGN))
+
+
+def _write_section(f: Any, array: np.ndarray) -> list[int]:
+    _pad(f)
+    offset = f.tell()
+    data = np.ascontiguousarray(array)
+    f.write(memoryview(data).cast("B"))
+    return [offset, data.nbytes]
+
+
+def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
+    size = len(mm)
+    if size < 24 or mm[:8] != _MAGIC or mm[size - 8:] != _MAGIC:
+        raise ValueError(f"{path} is not a ramen label index, or it is truncated (no {_MAGIC!r} marks)")
+    length = int.from_bytes(mm[size - 16:size - 8], "little")
+    if length > size - 24 or length == 0:
+        raise ValueError(f"{path}: corrupt header length {length}")
+    try:
+        header = json.loads(mm[size - 16 - length:size - 16])
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: corrupt header ({e})") from e
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a ramen label index (format {header.get('format')!r})")
+    if header.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {header.get('format_version')}; this ramen reads "
+                         f"version {FORMAT_VERSION}")
+    required = ("dim", "dtype", "connectivity", "expansion_add", "expansion_search", "exact", "rescore",
+                "fingerprint", "count", "rows", "sections")
+    missing = [key for key in required if key not in header]
+    if missing:
+        raise ValueError(f"{path}: header lacks {missing}")
+    return header
+
+
+def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tuple[int, int]:
+    try:
+        offset, size = (int(v) for v in sections[name])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: missing or bad section {name!r}") from e
+    if offset < 8 or size < 0 or offset + size > file_size - 16:
+        raise ValueError(f"{path}: section {name!r} lies outside the file (truncated?)")
+    return offset, size
+
+
+def _section(mm: mmap.mmap, sections: dict[str, Any], name: str, dtype: Any, shape: tuple[int, ...],
+             path: Path) -> np.ndarray:
+    offset, size = _span(sections, name, path, len(mm))
+    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if size != expected:
+        raise ValueError(f"{path}: section {name!r} has {size} bytes, expected {expected}")
+    return np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+
+
+class ShardedLabelIndex:
+    """Several label indexes (one per label shard, ids global) searched together: merged top-k.
+
+    Build it from LabelIndex objects or saved files (loaded with `view` and checked against
+    `expected_fingerprint`). Shards must share the dimension and fingerprint and hold disjoint ids.
+    """
+
+    def __init__(self, shards: Sequence[LabelIndex | str | os.PathLike], *, view: bool = False,
+                 expected_fingerprint: str | None = None) -> None:
+        if isinstance(shards, (str, os.PathLike, LabelIndex)) or len(shards) == 0:
+            raise ValueError("shards must be a non-empty list of LabelIndex objects or index paths")
+        loaded = [s if isinstance(s, LabelIndex) else LabelIndex.load(s, view=view, expected_fingerprint=expected_fingerprint)
+                  for s in shards]
+        dims = {s.dim for s in loaded}
+        prints = {s.fingerprint for s in loaded}
+        if len(dims) > 1:
+            raise ValueError(f"shards have different dimensions: {sorted(dims)}")
+        if len(prints) > 1:
+            raise ValueError(f"shards were made by different models (fingerprints {sorted(prints)})")
+        if expected_fingerprint is not None and prints != {expected_fingerprint}:
+            raise ValueError(f"shards were made by model {prints.pop()!r}, not the expected {expected_fingerprint!r}")
+        all_ids = np.concatenate([s._keys for s in loaded])
+        if len(np.unique(all_ids)) != len(all_ids):
+            raise ValueError("shards hold overlapping label ids; each label must live in one shard")
+        self.shards = loaded
+        self.dim = loaded[0].dim
+        self.fingerprint = loaded[0].fingerprint
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.shards)
+
+    def __repr__(self) -> str:
+        return f"ShardedLabelIndex(shards={len(self.shards)}, dim={self.dim}, labels={len(self)})"
+
+    def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` over all shards, as `LabelIndex.search` (each shard searched, results merged by score)."""
+        k = _check_k(k)
+        single = np.ndim(queries) == 1
+        q = normalize(queries, self.dim, "queries")
+        parts = [s.search(q, k, threads=threads) for s in self.shards]
+        ids, scores = top_k(np.concatenate([p[1] for p in parts], axis=1),
+                            np.concatenate([p[0] for p in parts], axis=1), k)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def contains(self, ids: Any) -> np.ndarray:
+        """Boolean mask: which of `ids` are in some shard."""
+        return np.logical_or.reduce([s.contains(ids) for s in self.shards])
+
+    def add(self, ids: Any, vectors: Any, *, shard: int = -1, replace: bool = False,
+            threads: int | None = None) -> None:
+        """Adds labels to shard number `shard` (default the last). An id held by another shard
+        raises unless `replace=True`, which moves it."""
+        target = self.shards[shard]
+        a = _check_ids(ids, np.atleast_1d(np.asarray(ids)).shape[0])
+        elsewhere = np.zeros(len(a), bool)
+        for s in self.shards:
+            if s is not target:
+                elsewhere |= s.contains(a)
+        if elsewhere.any():
+            if not replace:
+                raise ValueError(f"{int(elsewhere.sum())} ids are already in another shard, e.g. "
+                                 f"{int(a[elsewhere][0])}; pass replace=True to move them")
+            self.remove(a[elsewhere])
+        target.add(a, vectors, replace=replace, threads=threads)
+
+    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Removes labels from whichever shards hold them; returns how many were removed."""
+        a = np.unique(np.atleast_1d(np.asarray(ids)))
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"ids must be integers, got dtype {a.dtype}")
+        found = self.contains(a)
+        if not found.all() and not missing_ok:
+            raise ValueError(f"{int((~found).sum())} ids are not in any shard, e.g. {int(a[~found][0])}")
+        return sum(s.remove(a, missing_ok=True) for s in self.shards)
