@@ -1,0 +1,166 @@
+"""The training driver end to end on the tiny synthetic dataset with a tiny random encoder."""
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import ramen.train as train_module
+from ramen.config import TrainConfig
+from ramen.model import Model
+from ramen.synthetic import synthetic
+from ramen.train import NonFiniteLoss, train
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return synthetic("tiny", seed=0)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(encoder="tiny", epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
+                walk_length=20, eval_every=1, log_every=1, encode_batch_size=64, dropout=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def records(out, event):
+    lines = (out / "log.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_ramen_run_writes_log_checkpoint_model_and_curves(tiny_data, tmp_path):
+    model = train(tiny_data, tiny_config(), out_dir=tmp_path, progress=False)
+    steps = records(tmp_path, "step")
+    assert steps and all(np.isfinite(r["loss"]) for r in steps)
+    components = set(steps[0]["losses"])
+    for name in tiny_data.anchor_sets:
+        assert {f"Rx/{name}", f"Rz/{name}"} <= components
+    assert "L" in components
+    prunes = records(tmp_path, "prune")
+    assert len(prunes) == 1 and prunes[0]["epoch"] == 1  # warm-up 1 epoch, then pruned
+    for kept, total in prunes[0]["kept"].values():
+        assert 0 <= kept <= total
+    evals = records(tmp_path, "eval")
+    assert len(evals) == 2 and 0 <= evals[-1]["metrics"]["P@1"] <= 1
+    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "curves.png").stat().st_size > 1000
+    loaded = Model.load(tmp_path / "model")
+    ids, scores = loaded.predict(tiny_data.test_texts[:3], k=4)
+    assert ids.shape == (3, 4) and (ids < len(tiny_data.label_texts)).all()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert np.allclose(loaded.encode(tiny_data.test_texts[:2], progress=False),
+                       model.encode(tiny_data.test_texts[:2], progress=False), atol=1e-5)
+
+
+def test_plain_dual_encoder_has_only_the_task_loss(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(graph=False, epochs=1), out_dir=tmp_path, progress=False)
+    assert all(set(r["losses"]) == {"L"} for r in records(tmp_path, "step"))
+    assert not records(tmp_path, "prune")
+
+
+def test_ablation_flags_select_components(tiny_data, tmp_path):
+    name = sorted(tiny_data.anchor_sets)[0]
+    cfg = tiny_config(epochs=1, query_graph=False, anchor_sets=[name], prune=False)
+    train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    assert set(records(tmp_path, "step")[0]["losses"]) == {"L", f"Rz/{name}"}
+
+
+def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=3)
+    full = tmp_path / "full"
+    train(tiny_data, cfg, out_dir=full, progress=False)
+    expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
+
+    calls = {"n": 0}
+    real = train_module.ramen_loss
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == len(expected) // 2 + 1:  # mid-epoch, like Ctrl-C
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(train_module, "ramen_loss", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, cfg, out_dir=part, progress=False)
+    monkeypatch.setattr(train_module, "ramen_loss", real)
+    train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
+    got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
+    assert got == expected
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    real = train_module.ramen_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        total, parts = real(*args, **kwargs)
+        return (total * float("nan"), parts) if calls["n"] > 11 else (total, parts)
+
+    monkeypatch.setattr(train_module, "ramen_loss", poisoned)  # 9 steps per epoch: NaN in epoch 2
+    with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 2 \(global step 11\)"):
+        train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["progress"]["epoch"] == 1  # the last good (end of epoch 1) checkpoint
+
+
+def test_degenerate_data_trains_and_says_so(tiny_data, tmp_path):
+    ds = synthetic("tiny", seed=0)
+    Y = ds.train_Y.tolil()
+    Y[0] = 0  # a query with no label
+    ds.train_Y = Y.tocsr()
+    name = sorted(ds.anchor_sets)[0]
+    a = ds.anchor_sets[name]
+    la = a.label_A.tolil()
+    la[0] = 0  # a label with no anchor
+    a.label_A = la.tocsr()
+    other = sorted(ds.anchor_sets)[-1]
+    ds.anchor_sets[other].train_X_A = sp.csr_matrix(ds.anchor_sets[other].train_X_A.shape, dtype=np.float32)
+    ds.anchor_sets[other].label_A = sp.csr_matrix(ds.anchor_sets[other].label_A.shape, dtype=np.float32)
+    train(ds, tiny_config(epochs=1, densify=False), out_dir=tmp_path, progress=False)
+    text = " ".join(r["text"] for r in records(tmp_path, "info"))
+    assert "no label" in text and "no anchor" in text and "no edges" in text
+
+
+def test_aug_gt_cluster_batching_and_anchor_bank_run(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(epochs=1, aug_gt=True), out_dir=tmp_path / "aug", progress=False)
+    info = " ".join(r["text"] for r in records(tmp_path / "aug", "info"))
+    assert "AugGT" in info
+    assert all(set(r["losses"]) == {"L"} for r in records(tmp_path / "aug", "step"))
+    train(tiny_data, tiny_config(epochs=1, cluster_batching=True, cluster_size=8), out_dir=tmp_path / "cl",
+          progress=False)
+    train(tiny_data, tiny_config(epochs=1, anchor_bank=True), out_dir=tmp_path / "bank", progress=False)
+    assert records(tmp_path / "bank", "step")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu"), out_dir=out, progress=False)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
+    torch.set_num_threads(1)
+    one = train(tiny_data, tiny_config(epochs=1, device="cpu"), out_dir=tmp_path / "one", progress=False)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2)
+    a = [r["loss"] for r in records(tmp_path / "one", "step")]
+    b = [r["loss"] for r in records(tmp_path / "two", "step")]
+    assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
+    two = Model.load(tmp_path / "two" / "model")
+    for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), name
