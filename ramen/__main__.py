@@ -70,7 +70,7 @@ def _config_from_args(args: argparse.Namespace):
 
     values: dict[str, Any] = TrainConfig.from_file(args.config).to_dict() if args.config else {}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    for name in names:
+    for name in names - {"encoder"}:  # --encoder is a top-level option
         if hasattr(args, name):
             values[name] = getattr(args, name)
     if isinstance(values.get("lambdas"), list):
@@ -99,7 +99,7 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
 
     ds = load_dataset(args.data)
     stats = describe(ds)
-    print(stats if isinstance(stats, str) else stats.get("table", json.dumps(stats, indent=1)))
+    print(stats)
     return 0
 
 
