@@ -421,6 +421,9 @@ def test_load_glf_layout(tmp_path: Path) -> None:
     (("filter_labels_test.txt", "0 x\n"), r"filter_labels_test.txt: line 1"),
     (("ramen.json", "{"), r"ramen.json: line 1: not valid JSON"),
     (("ramen.json", '{"format": "ramen.xc", "anchor_sets": ["graph"]}'), r"lists anchor sets \['graph'\]"),
+    (("ramen.json", '{"format": "ramen.xc", "A": "0.5"}'), r"ramen.json: 'A' must be a number"),
+    (("ramen.json", '{"format": "ramen.xc", "version": 99}'), r"ramen.json: written by a newer ramen"),
+    (("ramen.json", '{"format": "other"}'), r"ramen.json: not a ramen dataset description"),
 ])
 def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str) -> None:
     write_glf(tmp_path)
