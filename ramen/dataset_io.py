@@ -65,6 +65,21 @@ def _read_meta(root: Path) -> dict:
         raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
+    return _check_meta(meta, path)
+
+
+def _check_meta(meta: dict, where: Path) -> dict:
+    """The description's fields have the right types and a version this code reads."""
+    if meta.get("version", VERSION) > VERSION:
+        raise ValueError(f"{where}: written by a newer ramen (format version {meta['version']} > {VERSION})")
+    for key in ("A", "B"):
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))):
+            raise ValueError(f"{where}: {key!r} must be a number, got {meta[key]!r}")
+    if "name" in meta and not isinstance(meta["name"], str):
+        raise ValueError(f"{where}: 'name' must be a string, got {meta['name']!r}")
+    if "anchor_sets" in meta and not (isinstance(meta["anchor_sets"], list)
+                                      and all(isinstance(n, str) for n in meta["anchor_sets"])):
+        raise ValueError(f"{where}: 'anchor_sets' must be a list of names, got {meta['anchor_sets']!r}")
     return meta
 
 
@@ -191,8 +206,9 @@ def _load_npz(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
                 raise ValueError("not a ramen dataset archive")
+            _check_meta(meta, path)
             anchor_sets = {
                 name: AnchorSet(_unpack_texts(z, f"anchor{i}.texts"), _unpack_csr(z, f"anchor{i}.train_X_A"),
                                 _unpack_csr(z, f"anchor{i}.label_A"), _unpack_csr(z, f"anchor{i}.test_X_A"))

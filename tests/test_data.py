@@ -245,6 +245,13 @@ def test_write_read_round_trip(tmp_path: Path, shape: tuple, density: float) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.txt"]  # no temporary left behind
 
 
+def test_write_is_the_same_for_any_thread_count(tmp_path: Path) -> None:
+    m = random_csr(np.random.default_rng(3), 50_000, 300, 0.01)  # several 8192-row formatting tasks
+    write_sparse(tmp_path / "a.txt", m, num_threads=1)
+    write_sparse(tmp_path / "b.txt", m, num_threads=3)
+    assert (tmp_path / "a.txt").read_bytes() == (tmp_path / "b.txt").read_bytes()
+
+
 def test_write_format_is_the_xc_one(tmp_path: Path) -> None:
     m = sp.csr_matrix(np.array([[0, 1, 0.5], [0, 0, 0], [2, 0, 0]], dtype=np.float32))
     write_sparse(tmp_path / "y.txt", m)
@@ -421,6 +428,9 @@ def test_load_glf_layout(tmp_path: Path) -> None:
     (("filter_labels_test.txt", "0 x\n"), r"filter_labels_test.txt: line 1"),
     (("ramen.json", "{"), r"ramen.json: line 1: not valid JSON"),
     (("ramen.json", '{"format": "ramen.xc", "anchor_sets": ["graph"]}'), r"lists anchor sets \['graph'\]"),
+    (("ramen.json", '{"format": "ramen.xc", "A": "0.5"}'), r"ramen.json: 'A' must be a number"),
+    (("ramen.json", '{"format": "ramen.xc", "version": 99}'), r"ramen.json: written by a newer ramen"),
+    (("ramen.json", '{"format": "other"}'), r"ramen.json: not a ramen dataset description"),
 ])
 def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str) -> None:
     write_glf(tmp_path)
