@@ -1,64 +1,92 @@
-"""Synthetic extreme-classification benchmark with known structure (`synthetic("small")`).
+"""Synthetic extreme-classification benchmark with known structure: `synthetic("small")`.
 
 Every trait that makes XC hard and that RAMEN claims to address is a parameter of
-`SyntheticConfig`; the presets "tiny" (tests), "small" (quickstart), "medium" and "paper" (the
-scale of LF-WikiSeeAlsoTitles-320K) fix them. The defaults are frozen: never tune them toward a
-method. Same seed, same dataset bit for bit; each stage draws from its own stream (spawned from the
-seed), so overriding an anchor-set parameter leaves the texts and labels unchanged.
+`SyntheticConfig`; the presets "tiny" (tests), "small" (quickstart), "medium" (an hour of CPU
+training) and "paper" (the scale of LF-WikiSeeAlsoTitles-320K) fix them. The defaults were fixed
+in issue 2 for realism and must not be tuned toward any method. The same seed gives the same
+dataset bit for bit; each stage draws from its own stream spawned from the seed, so overriding an
+anchor-set parameter leaves texts and labels unchanged. `generate(config, seed=...)` also returns
+the latent structure (`SyntheticTruth`) for analysis.
 
 Generative process
 ------------------
 T topics (`num_topics`) lie on a ring; the neighbours of topic t are t±1 .. t±r (mod T),
 r = `topic_neighbours`. Each topic has S subtopics (`subtopics_per_topic`). Zipf(n, a) draws rank
-k in 1..n with probability ∝ k^-a; Bin is the binomial law. A text of kind K has
-K_len[0] + Bin(K_len[1] - K_len[0], length_p) words.
+k in 1..n with probability ∝ k^-a. A text of kind K has K_len[0] + Binomial(K_len[1] - K_len[0],
+`length_p`) words; a word repeated within a text is drawn again (4 times at most, then dropped).
 
-1. Words: pronounceable pseudo-words spelled from syllables consonant + vowel + optional final
-   consonant (16 x 5 x 8 = 640 syllables: "kelvora", "tisbun"), no word list. Distinct syllable
-   sequences spell distinct strings, so the pools below are disjoint:
-   - `generic_words` generic 2-syllable words shared by all topics, used with Zipf(·, word_zipf);
-   - `topic_words` own 2-syllable words per topic, used with Zipf(·, word_zipf);
+1. Words: pseudo-words spelled from syllables onset + vowel + optional final consonant (16 x 5 x 8
+   syllables, open with probability 1/2: "kelvora", "tisbun"; WordPiece cuts them into 2-4
+   pieces), no word list. Distinct syllable sequences spell distinct strings, so pools are disjoint:
+   - `generic_words` generic 2-syllable words shared by all topics, used with Zipf(., word_zipf);
+   - `topic_words` own 2-syllable words per topic, used with Zipf(., word_zipf);
    - per subtopic, a vocabulary of `subtopic_words` words: a uniform subset of its topic's own
-     words (subtopics of a topic share words);
+     words (the subtopics of a topic share words);
    - one unique 3-syllable name word per label and per anchor (like "Crown" in "Crown group").
-   A *topic word* of t comes from t's own words with probability 1 - `topic_overlap`, else from
-   those of a uniformly chosen neighbour of t (topic vocabularies overlap: a word hints at a
-   topic, it does not identify it). A *subtopic word* is uniform over the subtopic's vocabulary.
+   A *topic word* of t is one of t's own words with probability 1 - `topic_overlap`, else one of
+   a uniformly chosen neighbour's (topic vocabularies overlap: a word hints at a topic without
+   identifying it). A *subtopic word* is uniform over the subtopic's vocabulary.
 2. Labels (entities): label l gets a subtopic (one label per subtopic, the rest uniform), hence a
    topic, and popularity pi_l ∝ rank_l^-`label_zipf`, rank_l a random permutation of 1..L. Text:
    its name word, then `label_len` - 1 words, each a subtopic word, a topic word or a generic word
    with probabilities `label_mix`.
 3. Queries (train and test alike): a primary label l1 ~ pi gives the query its subtopic and topic.
-   1 + Poisson(`labels_per_query` - 1) labels are drawn in all (at most 20): the others, with
-   probabilities `related_mix`, from the query's subtopic, its topic, or a uniformly chosen
-   neighbouring topic, ∝ pi within that set; repeats merge. This is the complete ground truth Y*.
-   Text: `query_len` words, each, with probabilities `query_mix`, a word of the text of a uniform
-   label of Y*_q, a subtopic word, a topic word or a generic word: informative but ambiguous.
-   The first `num_train` queries train, the next `num_test` test; a test text equal to a train
-   text is redrawn (text only) until none is, so every test query is unseen.
+   Its complete ground truth Y*_q holds 1 + Poisson(`labels_per_query` - 1) labels (at most 20):
+   l1 and others drawn, with probabilities `related_mix`, from its subtopic, its topic or a
+   uniformly chosen neighbouring topic, ∝ pi within that set (a repeat is drawn again, 4 times at
+   most, then merges). Text: `query_len` words, each, with probabilities `query_mix`, a word of
+   the text of a uniform label of Y*_q, a subtopic word, a topic word or a generic word: text is
+   informative but ambiguous. The first `num_train` queries are train, the next `num_test` test;
+   a test text equal to a train text is redrawn (text only) until none is: all test queries are
+   unseen.
 4. Missing labels: each train pair (q, l) of Y* is dropped from train_Y with probability
    `miss_head` + (`miss_tail` - `miss_head`) * (rank_l - 1) / (L - 1): tail labels go missing more
-   often. A query that loses all its labels keeps its lowest-id one. test_Y = Y* (complete).
-5. Anchor sets "hyperlink" (large, noisy) and "category" (small, cleaner): same process, own
-   parameters `<set>_anchors`, `_query_degree`, `_label_degree`, `_random_frac`, `_via_label`,
-   `_subtopic_frac`, `_share_word`. Each anchor gets a subtopic (every topic at least one anchor,
-   otherwise uniform) and popularity ∝ rank^-`anchor_zipf`. A *topical* edge of a node goes, ∝
-   popularity, to an anchor of its subtopic with probability `_subtopic_frac` (of its topic when
-   the subtopic has none), else of its topic; a *random* edge to any anchor ∝ popularity (hubs).
+   often. A query that loses all its labels keeps its lowest-id one. test_Y = Y* (complete);
+   test_filter is empty; propensity constants A = 0.55, B = 1.5 (as LF-WikiSeeAlsoTitles).
+5. Anchor sets "hyperlink" (large, noisy) and "category" (small, cleaner) follow one process with
+   their own parameters `<set>_anchors`, `_query_degree`, `_label_degree`, `_random_frac`,
+   `_via_label`, `_subtopic_frac`, `_share_word`. Each anchor gets a subtopic (every topic at
+   least one anchor, otherwise uniform) and popularity ∝ rank^-`anchor_zipf`. A *topical* edge of
+   a node goes, ∝ popularity, to an anchor of the node's subtopic with probability
+   `_subtopic_frac` (when the subtopic has one), else of its topic; a *random* edge goes to any
+   anchor ∝ popularity (hub pages).
    - label l: 1 + Poisson(`_label_degree` - 1) edges, each random with probability `_random_frac`,
      else topical;
    - query q (train and test): 1 + Poisson(`_query_degree` - 1) edges, each random with
      probability `_random_frac`; else, with probability `_via_label`, an anchor topically linked
-     to a uniform label of Y*_q (missing labels included: the graph knows what train_Y lacks),
-     else topical. Repeats merge; a merged edge is random only if every draw of it was.
+     to a uniform label of Y*_q (missing labels included: the graph knows links that train_Y
+     lacks), else topical.
+   A repeated edge is drawn again with its kind (4 times at most), then merges; a merged edge
+   counts as random only if every draw of it was.
    - anchor text: its name word and `anchor_len` - 1 words drawn like a label's, then, with
      probability `_share_word`, the name word of a uniform label topically linked to it: anchor
      texts share words with their labels, tail labels included.
 
-Presets (seed 0; chance P@1 = mean labels per test query / L; "oracle" is the cosine of TF-IDF
-vectors of the test query and label texts, top 5, no training):
+Presets (seed 0; `benchmarks/synthetic_presets.py`, results in `benchmarks/results/synthetic.md`).
+"Oracle" ranks labels by the cosine of TF-IDF vectors of test query and label texts, no training
+(on "paper", the first 5,000 test queries); chance P@1 = labels per test query / labels.
 
-PRESET_TABLE
+| seed 0                             | tiny  | small  | medium    | paper      |
+|------------------------------------|-------|--------|-----------|------------|
+| train / test queries               | 300 / 100 | 4,000 / 1,000 | 32,000 / 8,000 | 693,082 / 177,515 |
+| labels                             | 150   | 2,000  | 15,000    | 312,330    |
+| labels per train query (test)      | 2.31 (2.32) | 2.09 (2.41) | 2.12 (2.44) | 2.11 (2.41) |
+| train queries per label            | 4.63  | 4.18   | 4.52      | 4.68       |
+| labels with <= 2 (0) train queries | 41% (5%) | 52% (13%) | 51% (12%) | 51% (12%) |
+| missing rate: head 10%, tail 50%   | 5%, 24% | 5%, 28% | 5%, 28% | 5%, 28%   |
+| hyperlink anchors                  | 400   | 5,000  | 60,000    | 2,458,399  |
+|   edges per query, per label       | 6.0, 3.1 | 11.7, 5.0 | 19.4, 6.0 | 38.8, 7.7 |
+|   random edges                     | 36%   | 36%    | 36%       | 36%        |
+| category anchors                   | 40    | 400    | 6,000     | 656,086    |
+|   edges per query, per label       | 1.8, 1.9 | 2.6, 2.5 | 3.6, 3.5 | 4.7, 4.8 |
+|   random edges                     | 11%   | 12%    | 11%       | 10%        |
+| graph edges (both sets, all nodes) | 3,804 | 86,368 | 1,064,312 | 41,757,506 |
+| chance P@1                         | 1.6%  | 0.12%  | 0.016%    | 0.0008%    |
+| TF-IDF oracle P@1, P@5             | 42%, 18% | 36%, 15% | 37%, 14% | 31%, 12% |
+| generation seconds (2 cores)       | 0.016 | 0.07   | 1.4       | 55 (122 at load 3-6) |
+
+LF-WikiSeeAlsoTitles-320K (the paper's Table 9): 2.11 labels per query, 4.67 queries per label,
+hyperlink 38.9 per query and 7.7 per label, category 4.7 and 4.8.
 """
 from __future__ import annotations
 
