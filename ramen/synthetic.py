@@ -56,8 +56,9 @@ k in 1..n with probability ∝ k^-a. A text of kind K has K_len[0] + Binomial(K_
      probability `_random_frac`; else, with probability `_via_label`, an anchor topically linked
      to a uniform label of Y*_q (missing labels included: the graph knows links that train_Y
      lacks), else topical.
-   A repeated edge is drawn again with its kind (4 times at most), then merges; a merged edge
-   counts as random only if every draw of it was.
+   A repeated edge is drawn again (4 times at most, then it merges): a random one at random, any
+   other as a topical edge to the node's topic (any subtopic); a merged edge counts as random
+   only if every draw of it was.
    - anchor text: its name word and `anchor_len` - 1 words drawn like a label's, then, with
      probability `_share_word`, the name word of a uniform label topically linked to it: anchor
      texts share words with their labels, tail labels included.
@@ -192,7 +193,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    category_query_degree=4.0, category_label_degree=4.0),
     "paper": dict(num_train=693082, num_test=177515, num_labels=312330, num_topics=2000,
                   subtopics_per_topic=16, topic_words=80, subtopic_words=12, generic_words=2000,
-                  hyperlink_anchors=2458399, hyperlink_query_degree=40.4,
+                  hyperlink_anchors=2458399, hyperlink_query_degree=38.87,
                   hyperlink_label_degree=7.71, category_anchors=656086,
                   category_query_degree=4.74, category_label_degree=4.82),
 }
@@ -452,7 +453,7 @@ def _draw_relevance(rng: np.random.Generator, c: SyntheticConfig, n: int, popula
     kind = np.concatenate([np.zeros(n, dtype=np.int64), 1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
     rows = np.concatenate([np.arange(n), owner])
 
-    def related(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    def related(rows: np.ndarray, kind: np.ndarray, again: bool) -> np.ndarray:
         topic = sub[rows] // c.subtopics_per_topic
         shift = rng.integers(1, c.topic_neighbours + 1, len(rows)) * rng.choice([-1, 1], len(rows))
         topic = np.where(kind == 3, (topic + shift) % c.num_topics, topic)
@@ -535,8 +536,8 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
     by_sub, by_topic = Grouped(a_sub, pop, n_sub), Grouped(a_sub // S, pop, c.num_topics)
     cdf = np.cumsum(pop)
 
-    def topical(sub: np.ndarray) -> np.ndarray:
-        own = (rng.random(len(sub)) < p["subtopic_frac"]) & (by_sub.size(sub) > 0)
+    def topical(sub: np.ndarray, again: bool) -> np.ndarray:
+        own = (rng.random(len(sub)) < p["subtopic_frac"]) & (by_sub.size(sub) > 0) & (not again)
         out = np.empty(len(sub), dtype=np.int64)
         out[own] = by_sub.draw(rng, sub[own])
         out[~own] = by_topic.draw(rng, sub[~own] // S)
@@ -550,18 +551,21 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
         via = ~rand & (rng.random(len(rows)) < p["via_label"]) & (Y is not None)
         kind = np.where(rand, 2, via.astype(np.int64))
 
-        def targets(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
+        def targets(rows: np.ndarray, kind: np.ndarray, again: bool) -> np.ndarray:
+            """Anchors for edges of `kind`; a repeat (`again`) that is not random is drawn as a
+            topical edge to the node's whole topic."""
             cols = np.empty(len(rows), dtype=np.int64)
             m = kind == 2
             cols[m] = draw_cdf(rng, cdf, int(m.sum()))
             m = kind == 0
-            via = np.flatnonzero(kind == 1)
+            via = np.flatnonzero(kind == 1) if not again else np.zeros(0, dtype=np.int64)
+            m |= (kind == 1) & again
             if len(via):  # a label without topical anchors falls back to a topical edge
                 label = pick_neighbour(rng, Y.indptr, Y.indices, rows[via])
                 has = np.diff(topical_A.indptr)[label] > 0
                 cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices, label[has])
                 m[via[~has]] = True
-            cols[m] = topical(node_sub[rows[m]])
+            cols[m] = topical(node_sub[rows[m]], again)
             return cols
 
         rows, cols, kind = draw_unique(rows, kind, targets, n_anchors)

@@ -72,16 +72,51 @@ def test_shapes_and_csr_validity(size: str) -> None:
         assert len(ds.anchor_sets[s].texts) == m
         shapes |= {f"{s}.train_X_A": (n, m), f"{s}.label_A": (n_labels, m), f"{s}.test_X_A": (n_test, m)}
     for key, M in matrices(ds).items():
-        assert isinstance(M, sp.csr_matrix) and M.shape == shapes[key], key
-        assert M.indptr[0] == 0 and M.indptr[-1] == M.nnz and (np.diff(M.indptr) >= 0).all(), key
-        assert M.nnz > 0 and M.indices.min() >= 0 and M.indices.max() < M.shape[1], key
-        for r in range(M.shape[0]):  # strictly increasing columns: sorted, no duplicates
-            assert (np.diff(M.indices[M.indptr[r]: M.indptr[r + 1]]) > 0).all(), (key, r)
-        assert (M.data == 1).all(), key
+        check_csr(M, shapes[key], key)
+        assert M.nnz > 0 and M.has_sorted_indices, key
     assert (np.diff(ds.train_Y.indptr) >= 1).all()  # every train query keeps a label
     assert (np.diff(ds.test_Y.indptr) >= 1).all()
     assert ds.test_filter.shape == (0, 2) and ds.test_filter.dtype == np.int64
     assert (ds.A, ds.B) == (0.55, 1.5) and ds.name == f"synthetic-{size}-seed0"
+
+
+def check_csr(M: sp.csr_matrix, shape: tuple[int, int], key: str) -> None:
+    assert isinstance(M, sp.csr_matrix) and M.shape == shape, key
+    assert M.indptr[0] == 0 and M.indptr[-1] == M.nnz and (np.diff(M.indptr) >= 0).all(), key
+    if M.nnz:
+        assert M.indices.min() >= 0 and M.indices.max() < M.shape[1], key
+        rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
+        same_row = rows[1:] == rows[:-1]
+        assert (np.diff(M.indices)[same_row] > 0).all(), key  # sorted, no duplicates
+    assert (M.data == 1).all(), key
+
+
+@pytest.mark.parametrize("overrides", [
+    {"num_topics": 3, "topic_neighbours": 1, "subtopics_per_topic": 1, "num_labels": 3},
+    {"hyperlink_anchors": 6, "category_anchors": 6, "hyperlink_query_degree": 50.0,
+     "category_label_degree": 30.0},  # far more edges drawn than anchors: repeats merge
+    {"hyperlink_random_frac": 1.0, "category_via_label": 1.0, "hyperlink_share_word": 1.0,
+     "category_share_word": 0.0, "label_zipf": 0.0, "anchor_zipf": 3.0},
+    {"miss_head": 0.0, "miss_tail": 0.0, "query_len": (1, 1), "label_len": (1, 1),
+     "anchor_len": (1, 1), "labels_per_query": 20.0, "related_mix": (0.0, 0.0, 1.0)},
+    {"miss_head": 0.9, "miss_tail": 0.99, "subtopic_words": 1, "topic_words": 1,
+     "generic_words": 1, "topic_overlap": 1.0, "length_p": 1.0},
+])
+def test_extreme_parameters_still_give_valid_datasets(overrides: dict) -> None:
+    c = SyntheticConfig.preset("tiny", **overrides)
+    ds = synthetic("tiny", **overrides)
+    n, n_test, n_labels = c.num_train, c.num_test, c.num_labels
+    check_csr(ds.train_Y, (n, n_labels), "train_Y")
+    check_csr(ds.test_Y, (n_test, n_labels), "test_Y")
+    assert (np.diff(ds.train_Y.indptr) >= 1).all() and (np.diff(ds.test_Y.indptr) >= 1).all()
+    for s in ANCHOR_SETS:
+        a, m = ds.anchor_sets[s], getattr(c, f"{s}_anchors")
+        check_csr(a.train_X_A, (n, m), s)
+        check_csr(a.label_A, (n_labels, m), s)
+        check_csr(a.test_X_A, (n_test, m), s)
+        assert len(a.texts) == m and all(a.texts)
+    assert not set(ds.train_texts) & set(ds.test_texts)
+    assert all(ds.train_texts) and all(ds.label_texts)
 
 
 def test_texts_are_short_pseudo_word_titles(small) -> None:
