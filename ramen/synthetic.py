@@ -203,6 +203,14 @@ def _validate(c: SyntheticConfig) -> None:
     def fail(field: str, why: str) -> None:
         raise ValueError(f"SyntheticConfig.{field}: {why} (got {getattr(c, field)!r})")
 
+    def real(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+    def in_range(field: str, lo: float, hi: float) -> None:
+        v = getattr(c, field)
+        if not real(v) or not lo <= v <= hi:  # NaN fails too
+            fail(field, f"must be a number in [{lo}, {hi}]")
+
     for f in ("num_train", "num_test", "num_labels", "num_topics", "subtopics_per_topic",
               "topic_words", "subtopic_words", "generic_words", "topic_neighbours",
               *(f"{s}_anchors" for s in ANCHOR_SETS)):
@@ -219,28 +227,24 @@ def _validate(c: SyntheticConfig) -> None:
         if getattr(c, f"{s}_anchors") < c.num_topics:
             fail(f"{s}_anchors", "must be >= num_topics (every topic has an anchor)")
         for f in ("query_degree", "label_degree"):
-            if not 1.0 <= getattr(c, f"{s}_{f}") <= 1e4:
-                fail(f"{s}_{f}", "must be in [1, 1e4]")
+            in_range(f"{s}_{f}", 1.0, 1e4)
         for f in ("random_frac", "via_label", "subtopic_frac", "share_word"):
-            if not 0.0 <= getattr(c, f"{s}_{f}") <= 1.0:
-                fail(f"{s}_{f}", "must be a probability in [0, 1]")
-    for f in ("topic_overlap", "length_p", "miss_head", "miss_tail"):
-        if not 0.0 <= getattr(c, f) <= 1.0:
-            fail(f, "must be a probability in [0, 1]")
-    if c.miss_tail >= 1.0:
-        fail("miss_tail", "must be < 1")
+            in_range(f"{s}_{f}", 0.0, 1.0)
+    for f in ("topic_overlap", "length_p", "miss_head"):
+        in_range(f, 0.0, 1.0)
+    in_range("miss_tail", 0.0, 0.99)
     for f in ("word_zipf", "label_zipf", "anchor_zipf"):
-        if not 0.0 <= getattr(c, f) <= 5.0:
-            fail(f, "must be in [0, 5]")
-    if not 1.0 <= c.labels_per_query <= _MAX_LABELS:
-        fail("labels_per_query", f"must be in [1, {_MAX_LABELS}]")
+        in_range(f, 0.0, 5.0)
+    in_range("labels_per_query", 1.0, _MAX_LABELS)
     for f, n in (("related_mix", 3), ("query_mix", 4), ("label_mix", 3)):
-        v = np.asarray(getattr(c, f), dtype=float)
-        if v.shape != (n,) or (v < 0).any() or abs(v.sum() - 1.0) > 1e-9:
+        v = getattr(c, f)
+        if (not isinstance(v, (tuple, list)) or len(v) != n or not all(real(x) and x >= 0 for x in v)
+                or abs(sum(v) - 1.0) > 1e-9):
             fail(f, f"must be {n} non-negative probabilities summing to 1")
     for f in ("query_len", "label_len", "anchor_len"):
         v = getattr(c, f)
-        if (len(v) != 2 or not all(isinstance(x, (int, np.integer)) for x in v)
+        if (not isinstance(v, (tuple, list)) or len(v) != 2
+                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v)
                 or not 1 <= v[0] <= v[1] <= 30):
             fail(f, "must be integers (min, max) with 1 <= min <= max <= 30")
 

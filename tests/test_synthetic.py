@@ -333,6 +333,11 @@ def test_presets_and_minimal_sizes() -> None:
     ({"query_len": (5, 3)}, "query_len"),
     ({"labels_per_query": 0.5}, "labels_per_query"),
     ({"miss_tail": 1.0}, "miss_tail"),
+    ({"topic_overlap": float("nan")}, "topic_overlap"),
+    ({"hyperlink_via_label": "0.3"}, "hyperlink_via_label"),
+    ({"label_mix": 0.5}, "label_mix"),
+    ({"related_mix": ("a", 0.5, 0.5)}, "related_mix"),
+    ({"anchor_len": 3}, "anchor_len"),
     ({"seed": -1}, "seed"),
 ])
 def test_bad_parameters_raise_naming_them(kwargs: dict, field: str) -> None:
