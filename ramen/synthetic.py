@@ -76,15 +76,15 @@ Presets (seed 0; `benchmarks/synthetic_presets.py`, results in `benchmarks/resul
 | labels with <= 2 (0) train queries | 41% (5%) | 52% (13%) | 51% (12%) | 51% (12%) |
 | missing rate: head 10%, tail 50%   | 5%, 24% | 5%, 28% | 5%, 28% | 5%, 28%   |
 | hyperlink anchors                  | 400   | 5,000  | 60,000    | 2,458,399  |
-|   edges per query, per label       | 6.0, 3.1 | 11.7, 5.0 | 19.4, 6.0 | 38.8, 7.7 |
-|   random edges                     | 36%   | 36%    | 36%       | 36%        |
+|   edges per query, per label       | 6.1, 3.1 | 11.9, 5.0 | 19.9, 6.0 | 38.7, 7.7 |
+|   random edges                     | 35%   | 35%    | 35%       | 35%        |
 | category anchors                   | 40    | 400    | 6,000     | 656,086    |
-|   edges per query, per label       | 1.8, 1.9 | 2.6, 2.5 | 3.6, 3.5 | 4.7, 4.8 |
-|   random edges                     | 11%   | 12%    | 11%       | 10%        |
-| graph edges (both sets, all nodes) | 3,804 | 86,368 | 1,064,312 | 41,757,506 |
+|   edges per query, per label       | 1.9, 1.9 | 2.9, 2.9 | 4.0, 3.9 | 4.7, 4.8 |
+|   random edges                     | 10%   | 11%    | 10%       | 10%        |
+| graph edges (both sets, all nodes) | 3,916 | 89,614 | 1,103,181 | 41,739,013 |
 | chance P@1                         | 1.6%  | 0.12%  | 0.016%    | 0.0008%    |
 | TF-IDF oracle P@1, P@5             | 42%, 18% | 36%, 15% | 37%, 14% | 31%, 12% |
-| generation seconds (2 cores)       | 0.016 | 0.07   | 1.4       | 55 (122 at load 3-6) |
+| generation seconds (2 shared cores) | 0.013 | 0.07  | 1.2       | 93 (58 CPU s), 3.1 GiB |
 
 LF-WikiSeeAlsoTitles-320K (the paper's Table 9): 2.11 labels per query, 4.67 queries per label,
 hyperlink 38.9 per query and 7.7 per label, category 4.7 and 4.8.
