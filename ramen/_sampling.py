@@ -1,4 +1,4 @@
-"""Vectorised sampling over ragged arrays and CSR rows (no Python loop per row), for ramen.synthetic.
+"""Vectorised sampling over ragged arrays and CSR rows (no Python loop per row): ramen.synthetic.
 
 A ragged array is (ptr, values): row i is values[ptr[i]:ptr[i+1]].
 """

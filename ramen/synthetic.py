@@ -69,7 +69,8 @@ Presets (seed 0; `benchmarks/synthetic_presets.py`, results in `benchmarks/resul
 
 | seed 0                             | tiny  | small  | medium    | paper      |
 |------------------------------------|-------|--------|-----------|------------|
-| train / test queries               | 300 / 100 | 4,000 / 1,000 | 32,000 / 8,000 | 693,082 / 177,515 |
+| train queries                      | 300   | 4,000  | 32,000    | 693,082    |
+| test queries                       | 100   | 1,000  | 8,000     | 177,515    |
 | labels                             | 150   | 2,000  | 15,000    | 312,330    |
 | labels per train query (test)      | 2.31 (2.32) | 2.09 (2.41) | 2.12 (2.44) | 2.11 (2.41) |
 | train queries per label            | 4.63  | 4.18   | 4.52      | 4.68       |
@@ -140,13 +141,16 @@ class SyntheticConfig:
     label_zipf: float = 0.75
     anchor_zipf: float = 0.8
     labels_per_query: float = 2.6
-    related_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # same subtopic, same topic, neighbour
+    # P(a further label is from the same subtopic, the same topic, a neighbouring topic)
+    related_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     query_len: tuple[int, int] = (3, 8)
     label_len: tuple[int, int] = (2, 5)
     anchor_len: tuple[int, int] = (2, 5)
     length_p: float = 0.35
-    query_mix: tuple[float, float, float, float] = (0.15, 0.35, 0.3, 0.2)  # label, subtopic, topic, generic
-    label_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # subtopic, topic, generic
+    # P(a query word is a word of one of its labels, a subtopic, topic or generic word)
+    query_mix: tuple[float, float, float, float] = (0.15, 0.35, 0.3, 0.2)
+    # P(a label or anchor word after the name is a subtopic, topic or generic word)
+    label_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)
     miss_head: float = 0.05
     miss_tail: float = 0.4
     hyperlink_random_frac: float = 0.35
@@ -163,7 +167,7 @@ class SyntheticConfig:
 
     @classmethod
     def preset(cls, size: str = "small", **overrides: Any) -> SyntheticConfig:
-        """The preset `size` ("tiny" | "small" | "medium" | "paper") with single parameters changed."""
+        """The preset `size` ("tiny" | "small" | "medium" | "paper"), single fields overridden."""
         if size not in PRESETS:
             raise ValueError(f"size: unknown preset {size!r}; choose one of {sorted(PRESETS)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -238,8 +242,8 @@ def _validate(c: SyntheticConfig) -> None:
     in_range("labels_per_query", 1.0, _MAX_LABELS)
     for f, n in (("related_mix", 3), ("query_mix", 4), ("label_mix", 3)):
         v = getattr(c, f)
-        if (not isinstance(v, (tuple, list)) or len(v) != n or not all(real(x) and x >= 0 for x in v)
-                or abs(sum(v) - 1.0) > 1e-9):
+        if (not isinstance(v, (tuple, list)) or len(v) != n
+                or not all(real(x) and x >= 0 for x in v) or abs(sum(v) - 1.0) > 1e-9):
             fail(f, f"must be {n} non-negative probabilities summing to 1")
     for f in ("query_len", "label_len", "anchor_len"):
         v = getattr(c, f)
@@ -348,8 +352,9 @@ class _Vocab:
         self.c = c
         n_common = c.generic_words + c.num_topics * c.topic_words
         if n_common > _SYLLABLES ** 2 // 2:
-            raise ValueError(f"SyntheticConfig: generic_words + num_topics * topic_words = {n_common}"
-                             f" exceeds the {_SYLLABLES ** 2 // 2} two-syllable words available")
+            raise ValueError(f"SyntheticConfig: generic_words + num_topics * topic_words = "
+                             f"{n_common} exceeds the {_SYLLABLES ** 2 // 2} two-syllable words "
+                             "available")
         chars2, len2 = _distinct_words(rng, n_common, 2)
         chars3, len3 = _distinct_words(rng, n_names, 3)
         self.chars = np.zeros((n_common + n_names, 9), dtype=np.uint8)
@@ -373,8 +378,9 @@ class _Vocab:
         out[m] = self.sub_vocab[sub[m], rng.integers(0, c.subtopic_words, int(m.sum()))]
         m = kind == 1
         topic = sub[m] // c.subtopics_per_topic
-        shift = rng.integers(1, c.topic_neighbours + 1, len(topic)) * rng.choice([-1, 1], len(topic))
-        topic = np.where(rng.random(len(topic)) < c.topic_overlap, (topic + shift) % c.num_topics, topic)
+        shift = _neighbour_shift(rng, c, len(topic))
+        borrow = rng.random(len(topic)) < c.topic_overlap
+        topic = np.where(borrow, (topic + shift) % c.num_topics, topic)
         out[m] = self.topic_base + topic * c.topic_words + draw_cdf(rng, self.topic_cdf, len(topic))
         m = kind == 2
         out[m] = draw_cdf(rng, self.generic_cdf, int(m.sum()))
@@ -393,7 +399,8 @@ class _Vocab:
             for j in range(self.chars.shape[1]):
                 m = lens > j
                 buf[start[m] + j] = self.chars[t[m], j]
-            buf[start[ptr[a + 1: b + 1] - ptr[a] - 1] + lens[ptr[a + 1: b + 1] - ptr[a] - 1]] = ord("\n")
+            last = ptr[a + 1: b + 1] - ptr[a] - 1  # each text's last word
+            buf[start[last] + lens[last]] = ord("\n")
             out.extend(buf.tobytes().decode("ascii").split("\n")[:-1])
         return out
 
@@ -427,6 +434,11 @@ def _lengths(rng: np.random.Generator, n: int, bounds: tuple[int, int], p: float
     return bounds[0] + rng.binomial(bounds[1] - bounds[0], p, n)
 
 
+def _neighbour_shift(rng: np.random.Generator, c: SyntheticConfig, n: int) -> np.ndarray:
+    """n uniform offsets from a topic to one of its neighbours: ±1 .. ±topic_neighbours."""
+    return rng.integers(1, c.topic_neighbours + 1, n) * rng.choice([-1, 1], n)
+
+
 def _entity_texts(rng: np.random.Generator, vocab: _Vocab, sub: np.ndarray,
                   bounds: tuple[int, int], mix: tuple[float, ...], names: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -454,12 +466,13 @@ def _draw_relevance(rng: np.random.Generator, c: SyntheticConfig, n: int, popula
     extra = np.minimum(rng.poisson(c.labels_per_query - 1.0, n), _MAX_LABELS - 1)
     _, owner = ragged(extra)
     # kind 0: primary; 1, 2, 3: from the same subtopic, the same topic, a neighbouring topic
-    kind = np.concatenate([np.zeros(n, dtype=np.int64), 1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
+    kind = np.concatenate([np.zeros(n, dtype=np.int64),
+                           1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
     rows = np.concatenate([np.arange(n), owner])
 
     def related(rows: np.ndarray, kind: np.ndarray, again: bool) -> np.ndarray:
         topic = sub[rows] // c.subtopics_per_topic
-        shift = rng.integers(1, c.topic_neighbours + 1, len(rows)) * rng.choice([-1, 1], len(rows))
+        shift = _neighbour_shift(rng, c, len(rows))
         topic = np.where(kind == 3, (topic + shift) % c.num_topics, topic)
         out = np.where(kind == 0, primary[rows], 0)
         m = kind == 1
@@ -567,7 +580,8 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
             if len(via):  # a label without topical anchors falls back to a topical edge
                 label = pick_neighbour(rng, Y.indptr, Y.indices, rows[via])
                 has = np.diff(topical_A.indptr)[label] > 0
-                cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices, label[has])
+                cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices,
+                                                label[has])
                 m[via[~has]] = True
             cols[m] = topical(node_sub[rows[m]], again)
             return cols
