@@ -99,6 +99,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from ramen._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
                              pick_neighbour, ragged, replace_rows, text_hash, without_repeats,
@@ -264,8 +265,6 @@ def synthetic(size: str = "small", *, seed: int = 0, **overrides: Any) -> Datase
 
 
 @dataclasses.dataclass
-
-
 class SyntheticTruth:
     """Latent structure behind a synthetic dataset: for tests and analysis, never for training."""
 
@@ -289,7 +288,12 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
     rng = {name: np.random.Generator(np.random.PCG64(s)) for name, s in zip(_STREAMS, seqs)}
     n_query = c.num_train + c.num_test
     n_names = c.num_labels + sum(getattr(c, f"{s}_anchors") for s in ANCHOR_SETS)
+    bar = tqdm(total=4 + len(ANCHOR_SETS), desc="synthetic", unit="stage",
+               disable=n_query + n_names < 1_000_000)  # shown from "paper"-like sizes
+    bar.set_postfix_str("words")
     vocab = _Vocab(c, rng["words"], n_names)
+    bar.update()
+    bar.set_postfix_str("labels")
 
     # labels: subtopic, popularity, text (name word first)
     r = rng["labels"]
@@ -302,6 +306,8 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
     label_ptr, label_tok = _entity_texts(r, vocab, label_sub, c.label_len, c.label_mix,
                                          vocab.name_base + np.arange(c.num_labels))
 
+    bar.update()
+    bar.set_postfix_str("queries")
     # queries: complete ground truth Y*, then texts; test texts unseen in train
     by_sub = Grouped(label_sub, popularity, n_sub)
     by_topic = Grouped(label_sub // c.subtopics_per_topic, popularity, c.num_topics)
@@ -313,11 +319,13 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
 
     train_full = Y_full[: c.num_train]
     train_Y = _drop_missing(rng["missing"], c, train_full, label_rank)
+    bar.update()
 
     # anchor sets
     anchor_sets, truth_sub, truth_pop, truth_rand = {}, {}, {}, {}
     name_base = vocab.name_base + c.num_labels
     for s in ANCHOR_SETS:
+        bar.set_postfix_str(f"{s} anchors")
         p = c.anchor_params(s)
         built = _anchor_set(rng[s], c, p, vocab, name_base, label_sub, query_sub, Y_full)
         name_base += p["anchors"]
@@ -328,7 +336,9 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
                                    label_A=label_A, test_X_A=test_X_A)
         truth_sub[s], truth_pop[s] = a_sub, a_pop
         truth_rand[s] = {"train": x_rand[:split], "test": x_rand[split:], "label": l_rand}
+        bar.update()
 
+    bar.set_postfix_str("texts")
     query_texts = vocab.render(q_ptr, q_tok)
     dataset = Dataset(
         train_texts=query_texts[: c.num_train], test_texts=query_texts[c.num_train:],
@@ -337,6 +347,8 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
         test_filter=np.zeros((0, 2), dtype=np.int64), A=0.55, B=1.5, name=f"synthetic-seed{seed}")
     truth = SyntheticTruth(c, label_sub, label_rank, query_sub[: c.num_train],
                            query_sub[c.num_train:], train_full, truth_sub, truth_pop, truth_rand)
+    bar.update()
+    bar.close()
     return dataset, truth
 
 
