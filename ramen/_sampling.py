@@ -1,4 +1,4 @@
-"""Vectorised sampling over ragged arrays and CSR rows (no Python loop per row), for ramen.synthetic.
+"""Vectorised sampling over ragged arrays and CSR rows (no Python loop per row): ramen.synthetic.
 
 A ragged array is (ptr, values): row i is values[ptr[i]:ptr[i+1]].
 """
@@ -88,12 +88,13 @@ class Grouped:
         return self.order[np.clip(idx, self.ptr[groups], self.ptr[groups + 1] - 1)]
 
 
-def draw_unique(rows: np.ndarray, kind: np.ndarray, draw: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                n_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns cols = draw(rows, kind) of pairs (row, col); a pair that repeats is drawn again with
-    its kind (0..7), `REDRAWS` rounds at most. Returns rows, cols, kind sorted by (row, col, kind),
-    repeats left in. Needs n_rows * n_cols < 2^60."""
-    cols = draw(rows, kind)
+def draw_unique(rows: np.ndarray, kind: np.ndarray,
+                draw: Callable[[np.ndarray, np.ndarray, bool], np.ndarray], n_cols: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns cols = draw(rows, kind, again=False) of pairs (row, col); a pair that repeats is
+    drawn again by draw(rows, kind, again=True), `REDRAWS` rounds at most. kind is in 0..7.
+    Returns rows, cols, kind sorted by (row, col, kind), repeats left in. n_rows * n_cols < 2^60."""
+    cols = draw(rows, kind, False)
     for round_ in range(REDRAWS + 1):
         key = np.sort(((rows.astype(np.int64) * n_cols + cols) << 3) | kind)
         pair = key >> 3
@@ -101,7 +102,7 @@ def draw_unique(rows: np.ndarray, kind: np.ndarray, draw: Callable[[np.ndarray, 
         again = np.flatnonzero(pair[1:] == pair[:-1]) + 1
         if len(again) == 0 or round_ == REDRAWS:
             break
-        cols[again] = draw(rows[again], kind[again])
+        cols[again] = draw(rows[again], kind[again], True)
     return rows, cols, kind
 
 

@@ -1,64 +1,94 @@
-"""Synthetic extreme-classification benchmark with known structure (`synthetic("small")`).
+"""Synthetic extreme-classification benchmark with known structure: `synthetic("small")`.
 
 Every trait that makes XC hard and that RAMEN claims to address is a parameter of
-`SyntheticConfig`; the presets "tiny" (tests), "small" (quickstart), "medium" and "paper" (the
-scale of LF-WikiSeeAlsoTitles-320K) fix them. The defaults are frozen: never tune them toward a
-method. Same seed, same dataset bit for bit; each stage draws from its own stream (spawned from the
-seed), so overriding an anchor-set parameter leaves the texts and labels unchanged.
+`SyntheticConfig`; the presets "tiny" (tests), "small" (quickstart), "medium" (an hour of CPU
+training) and "paper" (the scale of LF-WikiSeeAlsoTitles-320K) fix them. The defaults were fixed
+in issue 2 for realism and must not be tuned toward any method. The same seed gives the same
+dataset bit for bit; each stage draws from its own stream spawned from the seed, so overriding an
+anchor-set parameter leaves texts and labels unchanged. `generate(config, seed=...)` also returns
+the latent structure (`SyntheticTruth`) for analysis.
 
 Generative process
 ------------------
 T topics (`num_topics`) lie on a ring; the neighbours of topic t are t±1 .. t±r (mod T),
 r = `topic_neighbours`. Each topic has S subtopics (`subtopics_per_topic`). Zipf(n, a) draws rank
-k in 1..n with probability ∝ k^-a; Bin is the binomial law. A text of kind K has
-K_len[0] + Bin(K_len[1] - K_len[0], length_p) words.
+k in 1..n with probability ∝ k^-a. A text of kind K has K_len[0] + Binomial(K_len[1] - K_len[0],
+`length_p`) words; a word repeated within a text is drawn again (4 times at most, then dropped).
 
-1. Words: pronounceable pseudo-words spelled from syllables consonant + vowel + optional final
-   consonant (16 x 5 x 8 = 640 syllables: "kelvora", "tisbun"), no word list. Distinct syllable
-   sequences spell distinct strings, so the pools below are disjoint:
-   - `generic_words` generic 2-syllable words shared by all topics, used with Zipf(·, word_zipf);
-   - `topic_words` own 2-syllable words per topic, used with Zipf(·, word_zipf);
+1. Words: pseudo-words spelled from syllables onset + vowel + optional final consonant (16 x 5 x 8
+   syllables, open with probability 1/2: "kelvora", "tisbun"; WordPiece cuts them into 2-4
+   pieces), no word list. Distinct syllable sequences spell distinct strings, so pools are disjoint:
+   - `generic_words` generic 2-syllable words shared by all topics, used with Zipf(., word_zipf);
+   - `topic_words` own 2-syllable words per topic, used with Zipf(., word_zipf);
    - per subtopic, a vocabulary of `subtopic_words` words: a uniform subset of its topic's own
-     words (subtopics of a topic share words);
+     words (the subtopics of a topic share words);
    - one unique 3-syllable name word per label and per anchor (like "Crown" in "Crown group").
-   A *topic word* of t comes from t's own words with probability 1 - `topic_overlap`, else from
-   those of a uniformly chosen neighbour of t (topic vocabularies overlap: a word hints at a
-   topic, it does not identify it). A *subtopic word* is uniform over the subtopic's vocabulary.
+   A *topic word* of t is one of t's own words with probability 1 - `topic_overlap`, else one of
+   a uniformly chosen neighbour's (topic vocabularies overlap: a word hints at a topic without
+   identifying it). A *subtopic word* is uniform over the subtopic's vocabulary.
 2. Labels (entities): label l gets a subtopic (one label per subtopic, the rest uniform), hence a
    topic, and popularity pi_l ∝ rank_l^-`label_zipf`, rank_l a random permutation of 1..L. Text:
    its name word, then `label_len` - 1 words, each a subtopic word, a topic word or a generic word
    with probabilities `label_mix`.
 3. Queries (train and test alike): a primary label l1 ~ pi gives the query its subtopic and topic.
-   1 + Poisson(`labels_per_query` - 1) labels are drawn in all (at most 20): the others, with
-   probabilities `related_mix`, from the query's subtopic, its topic, or a uniformly chosen
-   neighbouring topic, ∝ pi within that set; repeats merge. This is the complete ground truth Y*.
-   Text: `query_len` words, each, with probabilities `query_mix`, a word of the text of a uniform
-   label of Y*_q, a subtopic word, a topic word or a generic word: informative but ambiguous.
-   The first `num_train` queries train, the next `num_test` test; a test text equal to a train
-   text is redrawn (text only) until none is, so every test query is unseen.
+   Its complete ground truth Y*_q holds 1 + Poisson(`labels_per_query` - 1) labels (at most 20):
+   l1 and others drawn, with probabilities `related_mix`, from its subtopic, its topic or a
+   uniformly chosen neighbouring topic, ∝ pi within that set (a repeat is drawn again, 4 times at
+   most, then merges). Text: `query_len` words, each, with probabilities `query_mix`, a word of
+   the text of a uniform label of Y*_q, a subtopic word, a topic word or a generic word: text is
+   informative but ambiguous. The first `num_train` queries are train, the next `num_test` test;
+   a test text equal to a train text is redrawn (text only) until none is: all test queries are
+   unseen.
 4. Missing labels: each train pair (q, l) of Y* is dropped from train_Y with probability
    `miss_head` + (`miss_tail` - `miss_head`) * (rank_l - 1) / (L - 1): tail labels go missing more
-   often. A query that loses all its labels keeps its lowest-id one. test_Y = Y* (complete).
-5. Anchor sets "hyperlink" (large, noisy) and "category" (small, cleaner): same process, own
-   parameters `<set>_anchors`, `_query_degree`, `_label_degree`, `_random_frac`, `_via_label`,
-   `_subtopic_frac`, `_share_word`. Each anchor gets a subtopic (every topic at least one anchor,
-   otherwise uniform) and popularity ∝ rank^-`anchor_zipf`. A *topical* edge of a node goes, ∝
-   popularity, to an anchor of its subtopic with probability `_subtopic_frac` (of its topic when
-   the subtopic has none), else of its topic; a *random* edge to any anchor ∝ popularity (hubs).
+   often. A query that loses all its labels keeps its lowest-id one. test_Y = Y* (complete);
+   test_filter is empty; propensity constants A = 0.55, B = 1.5 (as LF-WikiSeeAlsoTitles).
+5. Anchor sets "hyperlink" (large, noisy) and "category" (small, cleaner) follow one process with
+   their own parameters `<set>_anchors`, `_query_degree`, `_label_degree`, `_random_frac`,
+   `_via_label`, `_subtopic_frac`, `_share_word`. Each anchor gets a subtopic (every topic at
+   least one anchor, otherwise uniform) and popularity ∝ rank^-`anchor_zipf`. A *topical* edge of
+   a node goes, ∝ popularity, to an anchor of the node's subtopic with probability
+   `_subtopic_frac` (when the subtopic has one), else of its topic; a *random* edge goes to any
+   anchor ∝ popularity (hub pages).
    - label l: 1 + Poisson(`_label_degree` - 1) edges, each random with probability `_random_frac`,
      else topical;
    - query q (train and test): 1 + Poisson(`_query_degree` - 1) edges, each random with
      probability `_random_frac`; else, with probability `_via_label`, an anchor topically linked
-     to a uniform label of Y*_q (missing labels included: the graph knows what train_Y lacks),
-     else topical. Repeats merge; a merged edge is random only if every draw of it was.
+     to a uniform label of Y*_q (missing labels included: the graph knows links that train_Y
+     lacks), else topical.
+   A repeated edge is drawn again (4 times at most, then it merges): a random one at random, any
+   other as a topical edge to the node's topic (any subtopic); a merged edge counts as random
+   only if every draw of it was.
    - anchor text: its name word and `anchor_len` - 1 words drawn like a label's, then, with
      probability `_share_word`, the name word of a uniform label topically linked to it: anchor
      texts share words with their labels, tail labels included.
 
-Presets (seed 0; chance P@1 = mean labels per test query / L; "oracle" is the cosine of TF-IDF
-vectors of the test query and label texts, top 5, no training):
+Presets (seed 0; `benchmarks/synthetic_presets.py`, results in `benchmarks/results/synthetic.md`).
+"Oracle" ranks labels by the cosine of TF-IDF vectors of test query and label texts, no training
+(on "paper", the first 5,000 test queries); chance P@1 = labels per test query / labels.
 
-PRESET_TABLE
+| seed 0                             | tiny  | small  | medium    | paper      |
+|------------------------------------|-------|--------|-----------|------------|
+| train queries                      | 300   | 4,000  | 32,000    | 693,082    |
+| test queries                       | 100   | 1,000  | 8,000     | 177,515    |
+| labels                             | 150   | 2,000  | 15,000    | 312,330    |
+| labels per train query (test)      | 2.31 (2.32) | 2.09 (2.41) | 2.12 (2.44) | 2.11 (2.41) |
+| train queries per label            | 4.63  | 4.18   | 4.52      | 4.68       |
+| labels with <= 2 (0) train queries | 41% (5%) | 52% (13%) | 51% (12%) | 51% (12%) |
+| missing rate: head 10%, tail 50%   | 5%, 24% | 5%, 28% | 5%, 28% | 5%, 28%   |
+| hyperlink anchors                  | 400   | 5,000  | 60,000    | 2,458,399  |
+|   edges per query, per label       | 6.1, 3.1 | 11.9, 5.0 | 19.9, 6.0 | 38.7, 7.7 |
+|   random edges                     | 35%   | 35%    | 35%       | 35%        |
+| category anchors                   | 40    | 400    | 6,000     | 656,086    |
+|   edges per query, per label       | 1.9, 1.9 | 2.9, 2.9 | 4.0, 3.9 | 4.7, 4.8 |
+|   random edges                     | 10%   | 11%    | 10%       | 10%        |
+| graph edges (both sets, all nodes) | 3,916 | 89,614 | 1,103,181 | 41,739,013 |
+| chance P@1                         | 1.6%  | 0.12%  | 0.016%    | 0.0008%    |
+| TF-IDF oracle P@1, P@5             | 42%, 18% | 36%, 15% | 37%, 14% | 31%, 12% |
+| generation seconds (2 shared cores) | 0.013 | 0.07  | 1.2       | 93 (58 CPU s), 3.1 GiB |
+
+LF-WikiSeeAlsoTitles-320K (the paper's Table 9): 2.11 labels per query, 4.67 queries per label,
+hyperlink 38.9 per query and 7.7 per label, category 4.7 and 4.8.
 """
 from __future__ import annotations
 
@@ -69,6 +99,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from ramen._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
                              pick_neighbour, ragged, replace_rows, text_hash, without_repeats,
@@ -111,13 +142,16 @@ class SyntheticConfig:
     label_zipf: float = 0.75
     anchor_zipf: float = 0.8
     labels_per_query: float = 2.6
-    related_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)  # same subtopic, same topic, neighbour
+    # P(a further label is from the same subtopic, the same topic, a neighbouring topic)
+    related_mix: tuple[float, float, float] = (0.6, 0.3, 0.1)
     query_len: tuple[int, int] = (3, 8)
     label_len: tuple[int, int] = (2, 5)
     anchor_len: tuple[int, int] = (2, 5)
     length_p: float = 0.35
-    query_mix: tuple[float, float, float, float] = (0.15, 0.35, 0.3, 0.2)  # label, subtopic, topic, generic
-    label_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)  # subtopic, topic, generic
+    # P(a query word is a word of one of its labels, a subtopic, topic or generic word)
+    query_mix: tuple[float, float, float, float] = (0.15, 0.35, 0.3, 0.2)
+    # P(a label or anchor word after the name is a subtopic, topic or generic word)
+    label_mix: tuple[float, float, float] = (0.6, 0.25, 0.15)
     miss_head: float = 0.05
     miss_tail: float = 0.4
     hyperlink_random_frac: float = 0.35
@@ -134,7 +168,7 @@ class SyntheticConfig:
 
     @classmethod
     def preset(cls, size: str = "small", **overrides: Any) -> SyntheticConfig:
-        """The preset `size` ("tiny" | "small" | "medium" | "paper") with single parameters changed."""
+        """The preset `size` ("tiny" | "small" | "medium" | "paper"), single fields overridden."""
         if size not in PRESETS:
             raise ValueError(f"size: unknown preset {size!r}; choose one of {sorted(PRESETS)}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -164,7 +198,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                    category_query_degree=4.0, category_label_degree=4.0),
     "paper": dict(num_train=693082, num_test=177515, num_labels=312330, num_topics=2000,
                   subtopics_per_topic=16, topic_words=80, subtopic_words=12, generic_words=2000,
-                  hyperlink_anchors=2458399, hyperlink_query_degree=40.4,
+                  hyperlink_anchors=2458399, hyperlink_query_degree=38.87,
                   hyperlink_label_degree=7.71, category_anchors=656086,
                   category_query_degree=4.74, category_label_degree=4.82),
 }
@@ -173,6 +207,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 def _validate(c: SyntheticConfig) -> None:
     def fail(field: str, why: str) -> None:
         raise ValueError(f"SyntheticConfig.{field}: {why} (got {getattr(c, field)!r})")
+
+    def real(v: Any) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+    def in_range(field: str, lo: float, hi: float) -> None:
+        v = getattr(c, field)
+        if not real(v) or not lo <= v <= hi:  # NaN fails too
+            fail(field, f"must be a number in [{lo}, {hi}]")
 
     for f in ("num_train", "num_test", "num_labels", "num_topics", "subtopics_per_topic",
               "topic_words", "subtopic_words", "generic_words", "topic_neighbours",
@@ -190,28 +232,24 @@ def _validate(c: SyntheticConfig) -> None:
         if getattr(c, f"{s}_anchors") < c.num_topics:
             fail(f"{s}_anchors", "must be >= num_topics (every topic has an anchor)")
         for f in ("query_degree", "label_degree"):
-            if not 1.0 <= getattr(c, f"{s}_{f}") <= 1e4:
-                fail(f"{s}_{f}", "must be in [1, 1e4]")
+            in_range(f"{s}_{f}", 1.0, 1e4)
         for f in ("random_frac", "via_label", "subtopic_frac", "share_word"):
-            if not 0.0 <= getattr(c, f"{s}_{f}") <= 1.0:
-                fail(f"{s}_{f}", "must be a probability in [0, 1]")
-    for f in ("topic_overlap", "length_p", "miss_head", "miss_tail"):
-        if not 0.0 <= getattr(c, f) <= 1.0:
-            fail(f, "must be a probability in [0, 1]")
-    if c.miss_tail >= 1.0:
-        fail("miss_tail", "must be < 1")
+            in_range(f"{s}_{f}", 0.0, 1.0)
+    for f in ("topic_overlap", "length_p", "miss_head"):
+        in_range(f, 0.0, 1.0)
+    in_range("miss_tail", 0.0, 0.99)
     for f in ("word_zipf", "label_zipf", "anchor_zipf"):
-        if not 0.0 <= getattr(c, f) <= 5.0:
-            fail(f, "must be in [0, 5]")
-    if not 1.0 <= c.labels_per_query <= _MAX_LABELS:
-        fail("labels_per_query", f"must be in [1, {_MAX_LABELS}]")
+        in_range(f, 0.0, 5.0)
+    in_range("labels_per_query", 1.0, _MAX_LABELS)
     for f, n in (("related_mix", 3), ("query_mix", 4), ("label_mix", 3)):
-        v = np.asarray(getattr(c, f), dtype=float)
-        if v.shape != (n,) or (v < 0).any() or abs(v.sum() - 1.0) > 1e-9:
+        v = getattr(c, f)
+        if (not isinstance(v, (tuple, list)) or len(v) != n
+                or not all(real(x) and x >= 0 for x in v) or abs(sum(v) - 1.0) > 1e-9):
             fail(f, f"must be {n} non-negative probabilities summing to 1")
     for f in ("query_len", "label_len", "anchor_len"):
         v = getattr(c, f)
-        if (len(v) != 2 or not all(isinstance(x, (int, np.integer)) for x in v)
+        if (not isinstance(v, (tuple, list)) or len(v) != 2
+                or not all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in v)
                 or not 1 <= v[0] <= v[1] <= 30):
             fail(f, "must be integers (min, max) with 1 <= min <= max <= 30")
 
@@ -227,8 +265,6 @@ def synthetic(size: str = "small", *, seed: int = 0, **overrides: Any) -> Datase
 
 
 @dataclasses.dataclass
-
-
 class SyntheticTruth:
     """Latent structure behind a synthetic dataset: for tests and analysis, never for training."""
 
@@ -252,7 +288,12 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
     rng = {name: np.random.Generator(np.random.PCG64(s)) for name, s in zip(_STREAMS, seqs)}
     n_query = c.num_train + c.num_test
     n_names = c.num_labels + sum(getattr(c, f"{s}_anchors") for s in ANCHOR_SETS)
+    bar = tqdm(total=4 + len(ANCHOR_SETS), desc="synthetic", unit="stage",
+               disable=n_query + n_names < 1_000_000)  # shown from "paper"-like sizes
+    bar.set_postfix_str("words")
     vocab = _Vocab(c, rng["words"], n_names)
+    bar.update()
+    bar.set_postfix_str("labels")
 
     # labels: subtopic, popularity, text (name word first)
     r = rng["labels"]
@@ -265,6 +306,8 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
     label_ptr, label_tok = _entity_texts(r, vocab, label_sub, c.label_len, c.label_mix,
                                          vocab.name_base + np.arange(c.num_labels))
 
+    bar.update()
+    bar.set_postfix_str("queries")
     # queries: complete ground truth Y*, then texts; test texts unseen in train
     by_sub = Grouped(label_sub, popularity, n_sub)
     by_topic = Grouped(label_sub // c.subtopics_per_topic, popularity, c.num_topics)
@@ -276,11 +319,13 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
 
     train_full = Y_full[: c.num_train]
     train_Y = _drop_missing(rng["missing"], c, train_full, label_rank)
+    bar.update()
 
     # anchor sets
     anchor_sets, truth_sub, truth_pop, truth_rand = {}, {}, {}, {}
     name_base = vocab.name_base + c.num_labels
     for s in ANCHOR_SETS:
+        bar.set_postfix_str(f"{s} anchors")
         p = c.anchor_params(s)
         built = _anchor_set(rng[s], c, p, vocab, name_base, label_sub, query_sub, Y_full)
         name_base += p["anchors"]
@@ -291,7 +336,9 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
                                    label_A=label_A, test_X_A=test_X_A)
         truth_sub[s], truth_pop[s] = a_sub, a_pop
         truth_rand[s] = {"train": x_rand[:split], "test": x_rand[split:], "label": l_rand}
+        bar.update()
 
+    bar.set_postfix_str("texts")
     query_texts = vocab.render(q_ptr, q_tok)
     dataset = Dataset(
         train_texts=query_texts[: c.num_train], test_texts=query_texts[c.num_train:],
@@ -300,6 +347,8 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
         test_filter=np.zeros((0, 2), dtype=np.int64), A=0.55, B=1.5, name=f"synthetic-seed{seed}")
     truth = SyntheticTruth(c, label_sub, label_rank, query_sub[: c.num_train],
                            query_sub[c.num_train:], train_full, truth_sub, truth_pop, truth_rand)
+    bar.update()
+    bar.close()
     return dataset, truth
 
 
@@ -315,8 +364,9 @@ class _Vocab:
         self.c = c
         n_common = c.generic_words + c.num_topics * c.topic_words
         if n_common > _SYLLABLES ** 2 // 2:
-            raise ValueError(f"SyntheticConfig: generic_words + num_topics * topic_words = {n_common}"
-                             f" exceeds the {_SYLLABLES ** 2 // 2} two-syllable words available")
+            raise ValueError(f"SyntheticConfig: generic_words + num_topics * topic_words = "
+                             f"{n_common} exceeds the {_SYLLABLES ** 2 // 2} two-syllable words "
+                             "available")
         chars2, len2 = _distinct_words(rng, n_common, 2)
         chars3, len3 = _distinct_words(rng, n_names, 3)
         self.chars = np.zeros((n_common + n_names, 9), dtype=np.uint8)
@@ -340,8 +390,9 @@ class _Vocab:
         out[m] = self.sub_vocab[sub[m], rng.integers(0, c.subtopic_words, int(m.sum()))]
         m = kind == 1
         topic = sub[m] // c.subtopics_per_topic
-        shift = rng.integers(1, c.topic_neighbours + 1, len(topic)) * rng.choice([-1, 1], len(topic))
-        topic = np.where(rng.random(len(topic)) < c.topic_overlap, (topic + shift) % c.num_topics, topic)
+        shift = _neighbour_shift(rng, c, len(topic))
+        borrow = rng.random(len(topic)) < c.topic_overlap
+        topic = np.where(borrow, (topic + shift) % c.num_topics, topic)
         out[m] = self.topic_base + topic * c.topic_words + draw_cdf(rng, self.topic_cdf, len(topic))
         m = kind == 2
         out[m] = draw_cdf(rng, self.generic_cdf, int(m.sum()))
@@ -360,7 +411,8 @@ class _Vocab:
             for j in range(self.chars.shape[1]):
                 m = lens > j
                 buf[start[m] + j] = self.chars[t[m], j]
-            buf[start[ptr[a + 1: b + 1] - ptr[a] - 1] + lens[ptr[a + 1: b + 1] - ptr[a] - 1]] = ord("\n")
+            last = ptr[a + 1: b + 1] - ptr[a] - 1  # each text's last word
+            buf[start[last] + lens[last]] = ord("\n")
             out.extend(buf.tobytes().decode("ascii").split("\n")[:-1])
         return out
 
@@ -394,6 +446,11 @@ def _lengths(rng: np.random.Generator, n: int, bounds: tuple[int, int], p: float
     return bounds[0] + rng.binomial(bounds[1] - bounds[0], p, n)
 
 
+def _neighbour_shift(rng: np.random.Generator, c: SyntheticConfig, n: int) -> np.ndarray:
+    """n uniform offsets from a topic to one of its neighbours: ±1 .. ±topic_neighbours."""
+    return rng.integers(1, c.topic_neighbours + 1, n) * rng.choice([-1, 1], n)
+
+
 def _entity_texts(rng: np.random.Generator, vocab: _Vocab, sub: np.ndarray,
                   bounds: tuple[int, int], mix: tuple[float, ...], names: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -421,12 +478,13 @@ def _draw_relevance(rng: np.random.Generator, c: SyntheticConfig, n: int, popula
     extra = np.minimum(rng.poisson(c.labels_per_query - 1.0, n), _MAX_LABELS - 1)
     _, owner = ragged(extra)
     # kind 0: primary; 1, 2, 3: from the same subtopic, the same topic, a neighbouring topic
-    kind = np.concatenate([np.zeros(n, dtype=np.int64), 1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
+    kind = np.concatenate([np.zeros(n, dtype=np.int64),
+                           1 + draw_cdf(rng, np.cumsum(c.related_mix), len(owner))])
     rows = np.concatenate([np.arange(n), owner])
 
-    def related(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
+    def related(rows: np.ndarray, kind: np.ndarray, again: bool) -> np.ndarray:
         topic = sub[rows] // c.subtopics_per_topic
-        shift = rng.integers(1, c.topic_neighbours + 1, len(rows)) * rng.choice([-1, 1], len(rows))
+        shift = _neighbour_shift(rng, c, len(rows))
         topic = np.where(kind == 3, (topic + shift) % c.num_topics, topic)
         out = np.where(kind == 0, primary[rows], 0)
         m = kind == 1
@@ -507,8 +565,8 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
     by_sub, by_topic = Grouped(a_sub, pop, n_sub), Grouped(a_sub // S, pop, c.num_topics)
     cdf = np.cumsum(pop)
 
-    def topical(sub: np.ndarray) -> np.ndarray:
-        own = (rng.random(len(sub)) < p["subtopic_frac"]) & (by_sub.size(sub) > 0)
+    def topical(sub: np.ndarray, again: bool) -> np.ndarray:
+        own = (rng.random(len(sub)) < p["subtopic_frac"]) & (by_sub.size(sub) > 0) & (not again)
         out = np.empty(len(sub), dtype=np.int64)
         out[own] = by_sub.draw(rng, sub[own])
         out[~own] = by_topic.draw(rng, sub[~own] // S)
@@ -522,18 +580,22 @@ def _anchor_set(rng: np.random.Generator, c: SyntheticConfig, p: dict[str, float
         via = ~rand & (rng.random(len(rows)) < p["via_label"]) & (Y is not None)
         kind = np.where(rand, 2, via.astype(np.int64))
 
-        def targets(rows: np.ndarray, kind: np.ndarray) -> np.ndarray:
+        def targets(rows: np.ndarray, kind: np.ndarray, again: bool) -> np.ndarray:
+            """Anchors for edges of `kind`; a repeat (`again`) that is not random is drawn as a
+            topical edge to the node's whole topic."""
             cols = np.empty(len(rows), dtype=np.int64)
             m = kind == 2
             cols[m] = draw_cdf(rng, cdf, int(m.sum()))
             m = kind == 0
-            via = np.flatnonzero(kind == 1)
+            via = np.flatnonzero(kind == 1) if not again else np.zeros(0, dtype=np.int64)
+            m |= (kind == 1) & again
             if len(via):  # a label without topical anchors falls back to a topical edge
                 label = pick_neighbour(rng, Y.indptr, Y.indices, rows[via])
                 has = np.diff(topical_A.indptr)[label] > 0
-                cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices, label[has])
+                cols[via[has]] = pick_neighbour(rng, topical_A.indptr, topical_A.indices,
+                                                label[has])
                 m[via[~has]] = True
-            cols[m] = topical(node_sub[rows[m]])
+            cols[m] = topical(node_sub[rows[m]], again)
             return cols
 
         rows, cols, kind = draw_unique(rows, kind, targets, n_anchors)

@@ -37,8 +37,10 @@ def same(a: Dataset, b: Dataset) -> bool:
     if any(a.anchor_sets[s].texts != b.anchor_sets[s].texts for s in ANCHOR_SETS):
         return False
     ma, mb = matrices(a), matrices(b)
-    return all(all(np.array_equal(getattr(ma[k], f), getattr(mb[k], f))
-                   for f in ("indptr", "indices", "data")) and ma[k].shape == mb[k].shape for k in ma)
+    fields = ("indptr", "indices", "data")
+    return all(ma[k].shape == mb[k].shape
+               and all(np.array_equal(getattr(ma[k], f), getattr(mb[k], f)) for f in fields)
+               for k in ma)
 
 
 # ---- determinism and validity ----
@@ -70,18 +72,54 @@ def test_shapes_and_csr_validity(size: str) -> None:
     for s in ANCHOR_SETS:
         m = getattr(c, f"{s}_anchors")
         assert len(ds.anchor_sets[s].texts) == m
-        shapes |= {f"{s}.train_X_A": (n, m), f"{s}.label_A": (n_labels, m), f"{s}.test_X_A": (n_test, m)}
+        shapes |= {f"{s}.train_X_A": (n, m), f"{s}.label_A": (n_labels, m),
+                   f"{s}.test_X_A": (n_test, m)}
     for key, M in matrices(ds).items():
-        assert isinstance(M, sp.csr_matrix) and M.shape == shapes[key], key
-        assert M.indptr[0] == 0 and M.indptr[-1] == M.nnz and (np.diff(M.indptr) >= 0).all(), key
-        assert M.nnz > 0 and M.indices.min() >= 0 and M.indices.max() < M.shape[1], key
-        for r in range(M.shape[0]):  # strictly increasing columns: sorted, no duplicates
-            assert (np.diff(M.indices[M.indptr[r]: M.indptr[r + 1]]) > 0).all(), (key, r)
-        assert (M.data == 1).all(), key
+        check_csr(M, shapes[key], key)
+        assert M.nnz > 0 and M.has_sorted_indices, key
     assert (np.diff(ds.train_Y.indptr) >= 1).all()  # every train query keeps a label
     assert (np.diff(ds.test_Y.indptr) >= 1).all()
     assert ds.test_filter.shape == (0, 2) and ds.test_filter.dtype == np.int64
     assert (ds.A, ds.B) == (0.55, 1.5) and ds.name == f"synthetic-{size}-seed0"
+
+
+def check_csr(M: sp.csr_matrix, shape: tuple[int, int], key: str) -> None:
+    assert isinstance(M, sp.csr_matrix) and M.shape == shape, key
+    assert M.indptr[0] == 0 and M.indptr[-1] == M.nnz and (np.diff(M.indptr) >= 0).all(), key
+    if M.nnz:
+        assert M.indices.min() >= 0 and M.indices.max() < M.shape[1], key
+        rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
+        same_row = rows[1:] == rows[:-1]
+        assert (np.diff(M.indices)[same_row] > 0).all(), key  # sorted, no duplicates
+    assert (M.data == 1).all(), key
+
+
+@pytest.mark.parametrize("overrides", [
+    {"num_topics": 3, "topic_neighbours": 1, "subtopics_per_topic": 1, "num_labels": 3},
+    {"hyperlink_anchors": 6, "category_anchors": 6, "hyperlink_query_degree": 50.0,
+     "category_label_degree": 30.0},  # far more edges drawn than anchors: repeats merge
+    {"hyperlink_random_frac": 1.0, "category_via_label": 1.0, "hyperlink_share_word": 1.0,
+     "category_share_word": 0.0, "label_zipf": 0.0, "anchor_zipf": 3.0},
+    {"miss_head": 0.0, "miss_tail": 0.0, "query_len": (1, 1), "label_len": (1, 1),
+     "anchor_len": (1, 1), "labels_per_query": 20.0, "related_mix": (0.0, 0.0, 1.0)},
+    {"miss_head": 0.9, "miss_tail": 0.99, "subtopic_words": 1, "topic_words": 1,
+     "generic_words": 1, "topic_overlap": 1.0, "length_p": 1.0},
+])
+def test_extreme_parameters_still_give_valid_datasets(overrides: dict) -> None:
+    c = SyntheticConfig.preset("tiny", **overrides)
+    ds = synthetic("tiny", **overrides)
+    n, n_test, n_labels = c.num_train, c.num_test, c.num_labels
+    check_csr(ds.train_Y, (n, n_labels), "train_Y")
+    check_csr(ds.test_Y, (n_test, n_labels), "test_Y")
+    assert (np.diff(ds.train_Y.indptr) >= 1).all() and (np.diff(ds.test_Y.indptr) >= 1).all()
+    for s in ANCHOR_SETS:
+        a, m = ds.anchor_sets[s], getattr(c, f"{s}_anchors")
+        check_csr(a.train_X_A, (n, m), s)
+        check_csr(a.label_A, (n_labels, m), s)
+        check_csr(a.test_X_A, (n_test, m), s)
+        assert len(a.texts) == m and all(a.texts)
+    assert not set(ds.train_texts) & set(ds.test_texts)
+    assert all(ds.train_texts) and all(ds.label_texts)
 
 
 def test_texts_are_short_pseudo_word_titles(small) -> None:
@@ -148,16 +186,17 @@ def test_unseen_test_texts_impossible_raises() -> None:
         synthetic("tiny", query_len=(1, 1), query_mix=(0.0, 1.0, 0.0, 0.0), subtopic_words=1)
 
 
-def test_topic_vocabularies_overlap(small) -> None:
+def test_words_are_informative_but_ambiguous_about_topics(small) -> None:
     ds, truth = small
-    c = truth.config
-    topic_of_word: dict[str, set[int]] = {}
-    for text, sub in zip(ds.train_texts, truth.train_subtopic):
-        for w in text.split():
-            topic_of_word.setdefault(w, set()).add(int(sub) // c.subtopics_per_topic)
-    frequent = [t for t in topic_of_word.values() if len(t) >= 1]
-    shared = np.mean([len(t) >= 2 for t in frequent])
-    assert 0.2 < shared < 0.9  # informative (most words stay in one topic) yet ambiguous
+    words = [w for t in ds.train_texts for w in t.split()]
+    topics = np.repeat(truth.train_subtopic // truth.config.subtopics_per_topic,
+                       [len(t.split()) for t in ds.train_texts])
+    _, word = np.unique(np.array(words), return_inverse=True)
+    uses = sp.csr_matrix((np.ones(len(word)), (word, topics))).toarray()  # word x topic counts
+    frequent = uses.sum(axis=1) >= 5
+    purity = (uses.max(axis=1) / uses.sum(axis=1))[frequent]  # share of uses in the top topic
+    assert (purity >= 0.5).mean() > 0.7  # most words point to one topic
+    assert (purity < 0.9).mean() > 0.2  # many also appear in other topics
 
 
 def estimate_random_frac(A: sp.csr_matrix, node_topic: np.ndarray, anchor_topic: np.ndarray,
@@ -173,7 +212,8 @@ def estimate_random_frac(A: sp.csr_matrix, node_topic: np.ndarray, anchor_topic:
     return outside.mean() / (1.0 - near[nt]).mean()
 
 
-@pytest.mark.parametrize("override", [{}, {"hyperlink_random_frac": 0.0, "category_random_frac": 0.6}])
+@pytest.mark.parametrize("override", [{}, {"hyperlink_random_frac": 0.0,
+                                          "category_random_frac": 0.6}])
 def test_random_edge_fraction_matches_parameter(override: dict) -> None:
     c = SyntheticConfig.preset("small", **override)
     ds, truth = generate(c, seed=0)
@@ -187,7 +227,8 @@ def test_random_edge_fraction_matches_parameter(override: dict) -> None:
     h, g = ds.anchor_sets["hyperlink"], ds.anchor_sets["category"]
     if not override:  # a large noisy set and a small cleaner one
         assert len(h.texts) > 5 * len(g.texts)
-        assert truth.random_edges["hyperlink"]["train"].mean() > truth.random_edges["category"]["train"].mean() + 0.15
+        noise = {s: truth.random_edges[s]["train"].mean() for s in ANCHOR_SETS}
+        assert noise["hyperlink"] > noise["category"] + 0.15
 
 
 def test_anchor_texts_share_words_with_tail_labels(small) -> None:
@@ -200,8 +241,9 @@ def test_anchor_texts_share_words_with_tail_labels(small) -> None:
     A = a.label_A
 
     def rate(labels: np.ndarray, partners: np.ndarray) -> float:
-        return float(np.mean([any(name[l] in words[j] for j in A.indices[A.indptr[p]: A.indptr[p + 1]])
-                              for l, p in zip(labels, partners)]))
+        linked = [A.indices[A.indptr[p]: A.indptr[p + 1]] for p in partners]
+        return float(np.mean([any(name[lab] in words[j] for j in anchors)
+                              for lab, anchors in zip(labels, linked)]))
 
     linked = rate(tail, tail)
     control = rate(tail, np.random.default_rng(0).permutation(tail))  # another label's anchors
@@ -297,6 +339,11 @@ def test_presets_and_minimal_sizes() -> None:
     ({"query_len": (5, 3)}, "query_len"),
     ({"labels_per_query": 0.5}, "labels_per_query"),
     ({"miss_tail": 1.0}, "miss_tail"),
+    ({"topic_overlap": float("nan")}, "topic_overlap"),
+    ({"hyperlink_via_label": "0.3"}, "hyperlink_via_label"),
+    ({"label_mix": 0.5}, "label_mix"),
+    ({"related_mix": ("a", 0.5, 0.5)}, "related_mix"),
+    ({"anchor_len": 3}, "anchor_len"),
     ({"seed": -1}, "seed"),
 ])
 def test_bad_parameters_raise_naming_them(kwargs: dict, field: str) -> None:
