@@ -251,6 +251,26 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
     return emb
 
 
+def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
+               cfg: TrainConfig, lambdas: dict[str, tuple[float, float]],
+               bank: dict[str, torch.Tensor] | None) -> tuple[float, dict[str, float]]:
+    """One optimisation step on `batch`: (loss, its components). A non-finite loss updates nothing."""
+    emb = embed_batch(module, batch, d, cfg, bank)
+    loss, parts = ramen_loss(emb, batch, lambdas=lambdas, margin=cfg.margin, num_negatives=cfg.num_negatives,
+                             softmax_temperature=cfg.softmax_temperature)
+    value = float(loss.detach())
+    components = {k: float(v.detach()) for k, v in parts.items()}
+    if not math.isfinite(value):
+        return value, components
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return value, components
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -411,30 +431,19 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             try:
                 for batch in prefetch:
                     t0 = time.perf_counter()
-                    emb = embed_batch(module, batch, d, cfg, bank)
-                    loss, parts = ramen_loss(emb, batch, lambdas=lambdas, margin=cfg.margin,
-                                             num_negatives=cfg.num_negatives,
-                                             softmax_temperature=cfg.softmax_temperature)
-                    value = float(loss.detach())
+                    value, parts = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, lambdas, bank)
                     if not math.isfinite(value):
                         raise NonFiniteLoss(
                             f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
                             f"{state.global_step}); components: "
-                            + ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+                            + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
                             + (f". The last good checkpoint is {ckpt_path}" if ckpt_path else ""))
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
                     state.step = batch.step + 1
                     state.global_step += 1
                     elapsed = time.perf_counter() - t0
                     qps = len(batch.query_ids) * (1 if gather else d.world) / elapsed
-                    losses = {k: float(v.detach()) for k, v in parts.items()}
                     log.write({"event": "step", "epoch": epoch + 1, "step": batch.step,
-                               "global_step": state.global_step, "loss": value, "losses": losses,
+                               "global_step": state.global_step, "loss": value, "losses": parts,
                                "lr": scheduler.get_last_lr()[0], "qps": qps,
                                "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
                     bar.set_postfix(loss=f"{value:.4f}", qps=f"{qps:.0f}")

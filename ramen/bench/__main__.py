@@ -14,6 +14,8 @@ from ramen.bench.common import Row, format_rows, machine_info
 SUITES: dict[str, str] = {
     "data": "ramen.bench.data",
     "search": "ramen.bench.search",
+    "encode": "ramen.bench.encode",
+    "train": "ramen.bench.train",
 }
 
 
