@@ -152,8 +152,13 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int) -> int:
     from ramen.model import Model
 
     model = Model.load(run_dir / "model")
-    result = model.evaluate(dataset, k=k, exact=exact)
-    print(metrics.format_table(result) if hasattr(metrics, "format_table") else result)
+    result = model.evaluate(dataset, k=k, exact=exact, deciles=True)
+    deciles = result.pop("deciles")
+    search = "exact search" if exact else "the saved approximate label index"
+    print(f"\ntest metrics (%), {len(dataset.test_texts):,} queries, {search}:")
+    print(metrics.format_table(result))
+    print("\nby label-frequency decile (head to tail; P and PSP are each decile's contribution):")
+    print(metrics.format_table(deciles, ks=[1, k]))
     return 0
 
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from ramen.encoder import Encoder
 
+INDEX_FILE = "labels.index"
+
 
 class Model:
     """Encoder + labels: `predict(texts, k)` embeds the texts and searches the label index by cosine."""
@@ -51,27 +53,34 @@ class Model:
         return self.index.search(queries, k)
 
     def evaluate(self, dataset, *, k: int = 5, exact: bool = True, max_queries: int | None = None,
-                 seed: int = 0, batch_size: int = 256, progress: bool = True) -> dict[str, np.ndarray]:
-        """XC metrics of the test split: P, nDCG, PSP, PSnDCG, R at 1..k (fractions), plus "deciles"."""
+                 seed: int = 0, batch_size: int = 256, deciles: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+        """XC metrics of the test split: "P", "nDCG", "PSP", "PSnDCG", "R", each at 1..k (fractions).
+
+        `exact` searches by matmul instead of the approximate index; `max_queries` evaluates a seeded
+        subset; `deciles` adds "deciles": the label-frequency decile breakdown (head to tail).
+        """
         from ramen import metrics
 
         rows = np.arange(len(dataset.test_texts))
         if max_queries is not None and max_queries < len(rows):
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_queries, replace=False))
-        if self.index is None or exact != getattr(self.index, "exact", exact):
+        if self.index is None or exact != self.index.exact:
             self.build_index(dataset.label_texts, exact=exact, batch_size=batch_size, progress=progress)
-        texts = [dataset.test_texts[i] for i in rows]
-        queries = self.encode(texts, batch_size=batch_size, progress=progress)
+        queries = self.encode([dataset.test_texts[i] for i in rows], batch_size=batch_size, progress=progress)
         filt = _filter_rows(dataset, rows)
         extra = 0 if filt is None else int(np.bincount(filt[:, 0], minlength=len(rows)).max())
         ids, _ = self.index.search(queries, k + extra)  # room for k predictions after filtering
         inv_p = metrics.inv_propensity(dataset.train_Y, dataset.A, dataset.B)
         true = dataset.test_Y[rows]
-        result = metrics.evaluate(ids, true, inv_propensity=inv_p, k=k, filter=filt)
+        result: dict[str, Any] = metrics.evaluate(ids, true, inv_propensity=inv_p, k=k, filter=filt)
+        if deciles:
+            result["deciles"] = metrics.decile_breakdown(ids, true, dataset.train_Y, inv_propensity=inv_p, k=k,
+                                                         filter=filt)
         return result
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the encoder and label texts to directory `path` (atomically)."""
+        """Writes the encoder, label texts and the label index (when built) to directory `path`, atomically."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -79,6 +88,8 @@ class Model:
         self.encoder.save(tmp / "encoder")
         if self.label_texts is not None:
             (tmp / "labels.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in self.label_texts))
+        if self.index is not None:
+            self.index.save(tmp / INDEX_FILE)
         (tmp / "model.json").write_text(json.dumps({"format": 1, "fingerprint": self.encoder.fingerprint(),
                                                     "num_labels": len(self.label_texts or [])}, indent=1))
         old = path.with_name(path.name + ".old")
@@ -89,14 +100,22 @@ class Model:
         shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str = "cpu") -> "Model":
+    def load(cls, path: str | os.PathLike, *, device: str = "cpu", view: bool = True) -> "Model":
+        """Loads a saved Model; its label index (if saved) is memory-mapped with `view` and must
+        have been made by this encoder."""
+        from ramen.index import LabelIndex
+
         path = Path(path)
         if not (path / "model.json").exists():
             raise ValueError(f"{path} is not a saved ramen Model (no model.json)")
         encoder = Encoder.load(path / "encoder").to(device)
         labels_file = path / "labels.txt"
         labels = labels_file.read_text().split("\n")[:-1] if labels_file.exists() else None
-        return cls(encoder, labels)
+        model = cls(encoder, labels)
+        if (path / INDEX_FILE).exists():
+            meta = json.loads((path / "model.json").read_text())
+            model.index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=meta["fingerprint"])
+        return model
 
 
 def _filter_rows(dataset, rows: np.ndarray) -> np.ndarray | None:

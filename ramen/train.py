@@ -463,6 +463,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     evaluate(cfg.epochs - 1)
     model = Model(encoder, dataset.label_texts)
     if out is not None and d.main:
+        model.build_index(progress=progress)  # served as saved: `python -m ramen search RUN_DIR "..."`
         model.save(out / "model")
         plot_curves(log.records, out / "curves.png")
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
