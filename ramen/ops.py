@@ -131,16 +131,16 @@ class _TripletLoss(torch.autograd.Function):
         if ctx.reduction == "none":
             w = grad_out.to(grad.dtype)[:, None]  # (B, 1): dloss_i scales row i of G
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c) * w
+                dq = (grad @ c).mul_(w)
             if ctx.needs_input_grad[1]:
                 dc = grad.T @ (q * w)
         else:
             w = grad_out / rest[0] if ctx.reduction == "mean" else grad_out
             w = w.to(grad.dtype)  # a 0-d scale applied to the (B x D) and (M x D) products
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c) * w
+                dq = (grad @ c).mul_(w)
             if ctx.needs_input_grad[1]:
-                dc = (grad.T @ q) * w
+                dc = (grad.T @ q).mul_(w)
         return dq, dc, None, None, None
 
 
