@@ -7,7 +7,12 @@ the mining pass's bandwidth beside a plain copy of S.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+from collections.abc import Iterator
+
 import torch
+from tqdm import tqdm
 
 from ramen import _C
 from ramen.bench.common import Row, import_peer, peak_rss_during, timeit
@@ -26,9 +31,32 @@ def run(quick: bool) -> list[Row]:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and _C.has_cuda() else [])
     rows: list[Row] = []
     for device in devices:
-        for b, m, d, k in shapes:
-            rows += _bench_shape(peer, device, b, m, d, k, repeat=3 if quick else 5)
+        for b, m, d, k in tqdm(shapes, desc=f"triplet {device} timings", leave=False):
+            rows += _time_shape(peer, device, b, m, d, k, repeat=3 if quick else 7)
+    # memory last: on the CPU it changes malloc's settings for good (see _malloc_returns_memory)
+    for device in devices:
+        for b, m, d, k in tqdm(shapes, desc=f"triplet {device} memory", leave=False):
+            rows.append(_memory_shape(peer, device, b, m, d, k))
     return rows
+
+
+def _steps(peer, x: dict, k: int | None):  # noqa: ANN001, ANN202
+    """Forward plus backward of ours and of the peer on the same inputs."""
+    q, c = x["q"], x["c"]
+
+    def ours() -> torch.Tensor:
+        q.grad = c.grad = None
+        loss = triplet_loss(q, c, x["positives"], exclude=x["exclude"], num_negatives=k)
+        loss.backward()
+        return loss
+
+    def theirs() -> torch.Tensor:
+        q.grad = c.grad = None
+        loss = peer.triplet_loss(q, c, x["pos_idx"], exclude_mask=x["exclude_mask"], num_negatives=k)
+        loss.backward()
+        return loss
+
+    return ours, theirs
 
 
 def _inputs(b: int, m: int, d: int, device: str, seed: int = 0) -> dict:
@@ -47,32 +75,23 @@ def _inputs(b: int, m: int, d: int, device: str, seed: int = 0) -> dict:
     }
 
 
-def _bench_shape(peer, device: str, b: int, m: int, d: int, k: int | None, repeat: int) -> list[Row]:  # noqa: ANN001
+def _case(device: str, b: int, m: int, d: int, k: int | None) -> str:
+    return f"{device} B={b} M={m} D={d} k={k or 'all'}"
+
+
+def _time_shape(peer, device: str, b: int, m: int, d: int, k: int | None, repeat: int) -> list[Row]:  # noqa: ANN001
     x = _inputs(b, m, d, device)
-    q, c = x["q"], x["c"]
-
-    def ours() -> torch.Tensor:
-        q.grad = c.grad = None
-        loss = triplet_loss(q, c, x["positives"], exclude=x["exclude"], num_negatives=k)
-        loss.backward()
-        return loss
-
-    def theirs() -> torch.Tensor:
-        q.grad = c.grad = None
-        loss = peer.triplet_loss(q, c, x["pos_idx"], exclude_mask=x["exclude_mask"], num_negatives=k)
-        loss.backward()
-        return loss
-
+    ours, theirs = _steps(peer, x, k)
     grad = torch.randn(b, m, device=device)
-    qd, cd = q.detach(), c.detach()
+    qd, cd = x["q"].detach(), x["c"].detach()
 
     def floor() -> None:
         qd @ cd.T
         grad @ cd
         grad.T @ qd
 
-    ours_loss, ours_dq = ours().item(), q.grad.clone()
-    peer_loss, peer_dq = theirs().item(), q.grad.clone()
+    ours_loss, ours_dq = ours().item(), x["q"].grad.clone()
+    peer_loss, peer_dq = theirs().item(), x["q"].grad.clone()
     if abs(ours_loss - peer_loss) > 1e-4 * max(1.0, abs(peer_loss)) or not torch.allclose(ours_dq, peer_dq, atol=1e-6):
         raise AssertionError(f"ours and the peer disagree: loss {ours_loss} vs {peer_loss}")
 
@@ -80,22 +99,28 @@ def _bench_shape(peer, device: str, b: int, m: int, d: int, k: int | None, repea
     t_ours = timeit(ours, repeat=repeat, sync=sync) * 1e3
     t_peer = timeit(theirs, repeat=repeat, sync=sync) * 1e3
     t_floor = timeit(floor, repeat=repeat, sync=sync) * 1e3
-    mem_ours, mem_peer = _peak_mb(ours, device), _peak_mb(theirs, device)
-
-    case = f"{device} B={b} M={m} D={d} k={k or 'all'}"
-    settings = {"threads": torch.get_num_threads(), "dtype": "float32", "loss": round(ours_loss, 6)}
+    case = _case(device, b, m, d, k)
+    settings = {"threads": torch.get_num_threads(), "dtype": "float32", "repeat": repeat, "loss": round(ours_loss, 6)}
     rows = [
         Row(SUITE, case, "fwd+bwd vs peer", t_ours, t_peer, PEER, "ms", "lower", settings),
         Row(SUITE, case, "fwd+bwd vs GEMM floor", t_ours, t_floor, "3 GEMMs (floor)", "ms", "lower"),
-        Row(SUITE, case, "peak extra memory", mem_ours, mem_peer, PEER, "MB", "lower"),
     ]
     if device == "cuda":
         rows.append(_mining_bandwidth(x, k, case, repeat))
     return rows
 
 
+def _memory_shape(peer, device: str, b: int, m: int, d: int, k: int | None) -> Row:  # noqa: ANN001
+    x = _inputs(b, m, d, device)
+    ours, theirs = _steps(peer, x, k)
+    mem_ours, mem_peer = _peak_mb(ours, device), _peak_mb(theirs, device)
+    return Row(SUITE, _case(device, b, m, d, k), "peak extra memory", mem_ours, mem_peer, PEER, "MB", "lower")
+
+
 def _peak_mb(step, device: str) -> float:  # noqa: ANN001
-    """Peak memory above the start while `step` runs: RSS on the CPU, the allocator's on CUDA."""
+    """Peak memory above the start while `step` runs: the allocator's on CUDA; on the CPU the
+    resident set, with glibc told to map every block over 64 KiB on its own so that a freed tensor
+    leaves the resident set at once (otherwise malloc keeps it and later peaks hide)."""
     if device == "cuda":
         torch.cuda.synchronize()
         start = torch.cuda.memory_allocated()
@@ -103,8 +128,48 @@ def _peak_mb(step, device: str) -> float:  # noqa: ANN001
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - start) / 2**20
-    _, peak = peak_rss_during(step)
-    return peak / 2**20
+    with _malloc_returns_memory():
+        step()  # warm (thread pools, lazily built state)
+        return _resident_peak(step) / 2**20
+
+
+def _resident_peak(step) -> int:  # noqa: ANN001
+    """Bytes by which the resident set's high-water mark rises above the start while `step` runs:
+    Linux's VmHWM, reset first through /proc/self/clear_refs (exact, unlike sampling, which misses
+    peaks while torch holds the GIL). Falls back to sampling elsewhere."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return peak_rss_during(step)[1]
+    start = _status_kib("VmRSS")
+    step()
+    return (_status_kib("VmHWM") - start) * 1024
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+@contextlib.contextmanager
+def _malloc_returns_memory() -> Iterator[None]:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: plain RSS, possibly an underestimate
+        yield
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+    libc.mallopt(m_trim_threshold, 64 * 1024)
+    try:
+        yield
+    finally:  # glibc's initial values (the dynamic adjustment stays off)
+        libc.mallopt(m_mmap_threshold, 128 * 1024)
+        libc.mallopt(m_trim_threshold, 128 * 1024)
 
 
 def _mining_bandwidth(x: dict, k: int | None, case: str, repeat: int) -> Row:
