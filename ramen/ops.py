@@ -109,7 +109,9 @@ class _Sets:
 class _TripletLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, c, pos: _Sets, exc: _Sets | None, options: _Options):  # noqa: ANN001, ANN205
-        scores = q @ c.T  # (B, M); autograd is off inside forward
+        scores = q @ c.T  # (B, M); autograd is off inside forward; autocast may lower its dtype
+        if scores.device.type == "cpu" and scores.dtype not in _CPU_DTYPES:
+            scores = scores.float()
         loss, grad, count = _mine(scores, pos, exc, options, in_place=True)  # grad reuses scores
         ctx.reduction = options.reduction
         if options.reduction == "none":
@@ -127,20 +129,24 @@ class _TripletLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         q, c, grad, *rest = ctx.saved_tensors
+        # products in G's dtype (autocast may have made S, hence G, narrower than q and c)
+        qg, cg = q.to(grad.dtype), c.to(grad.dtype)
         dq = dc = None
         if ctx.reduction == "none":
             w = grad_out.to(grad.dtype)[:, None]  # (B, 1): dloss_i scales row i of G
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c).mul_(w)
+                dq = (grad @ cg).mul_(w)
             if ctx.needs_input_grad[1]:
-                dc = grad.T @ (q * w)
+                dc = grad.T @ (qg * w)
         else:
             w = grad_out / rest[0] if ctx.reduction == "mean" else grad_out
             w = w.to(grad.dtype)  # a 0-d scale applied to the (B x D) and (M x D) products
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c).mul_(w)
+                dq = (grad @ cg).mul_(w)
             if ctx.needs_input_grad[1]:
-                dc = (grad.T @ q).mul_(w)
+                dc = (grad.T @ qg).mul_(w)
+        dq = None if dq is None else dq.to(q.dtype)
+        dc = None if dc is None else dc.to(c.dtype)
         return dq, dc, None, None, None
 
 

@@ -394,3 +394,14 @@ def test_cuda_bad_rows_become_nan_without_validation():
     assert torch.isnan(grad[1]).all() and torch.isfinite(grad[0]).all()
     with pytest.raises(ValueError, match="NaN or Inf"):
         mine_hard_negatives(scores, csr([[0], [1], [2]], "cuda"))
+
+
+def test_cpu_autocast_bfloat16():
+    q, c, pos, exc = random_problem(b=16, m=40, d=8, seed=21, dtype=torch.float32)
+    qq, cc = q.clone().requires_grad_(), c.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = triplet_loss(qq, cc, csr(pos), exclude=csr(exc), num_negatives=5)
+    loss.backward()
+    assert qq.grad.dtype == torch.float32 and cc.grad.dtype == torch.float32
+    ref = triplet_loss(q, c, csr(pos), exclude=csr(exc), num_negatives=5)
+    torch.testing.assert_close(loss.float(), ref, rtol=5e-2, atol=5e-2)
