@@ -405,3 +405,14 @@ def test_cpu_autocast_bfloat16():
     assert qq.grad.dtype == torch.float32 and cc.grad.dtype == torch.float32
     ref = triplet_loss(q, c, csr(pos), exclude=csr(exc), num_negatives=5)
     torch.testing.assert_close(loss.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+def test_cuda_tensor_on_a_build_without_cuda_gets_a_clear_error(monkeypatch):
+    import types
+
+    import ramen.ops as ops
+
+    monkeypatch.setattr(ops, "load_C", lambda: types.SimpleNamespace(has_cuda=lambda: False))
+    fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="no CUDA kernels"):
+        ops._check_dtype("q", fake_cuda_tensor)
