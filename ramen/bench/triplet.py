@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -128,8 +128,9 @@ def _peak_mb(step, device: str) -> float:  # noqa: ANN001
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - start) / 2**20
-    with _malloc_returns_memory():
+    with _malloc_returns_memory() as trim:
         step()  # warm (thread pools, lazily built state)
+        trim()
         return _resident_peak(step) / 2**20
 
 
@@ -156,17 +157,19 @@ def _status_kib(field: str) -> int:
 
 
 @contextlib.contextmanager
-def _malloc_returns_memory() -> Iterator[None]:
+def _malloc_returns_memory() -> Iterator[Callable[[], None]]:
+    """Within: blocks over 64 KiB are mapped on their own (returned to the system when freed);
+    yields a function that returns malloc's cached free memory too (malloc_trim)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: plain RSS, possibly an underestimate
-        yield
+        yield lambda: None
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
     libc.mallopt(m_mmap_threshold, 64 * 1024)
     libc.mallopt(m_trim_threshold, 64 * 1024)
     try:
-        yield
+        yield lambda: libc.malloc_trim(0)
     finally:  # glibc's initial values (the dynamic adjustment stays off)
         libc.mallopt(m_mmap_threshold, 128 * 1024)
         libc.mallopt(m_trim_threshold, 128 * 1024)
