@@ -49,9 +49,10 @@ def triplet_loss(
     `softmax_temperature` weighs each hinge by the softmax of S_in / temperature over the negatives
     violating the margin for (i, p), the weight detached (NGAME's aggressive mode). Gradients flow
     to q and c. dtypes: float32/float64 on the CPU, float32/float16/bfloat16 on CUDA (float32
-    arithmetic, float32 loss). `validate` checks ids and scores for bad values; on CUDA that costs
-    one host synchronisation (the kernel itself never synchronises), and with validate=False a bad
-    row gives a NaN loss instead of a ValueError. The CPU kernel always checks.
+    arithmetic, float32 loss); on CUDA M is bounded by shared memory (about 17K columns on an
+    A100, `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores for bad values; on
+    CUDA that costs one host synchronisation (the kernel itself never synchronises), and with
+    validate=False a bad row gives a NaN loss instead of a ValueError. The CPU kernel always checks.
     """
     _check_embeddings(q, c)
     options = _options(margin, num_negatives, reduction, softmax_temperature, validate)
@@ -75,7 +76,8 @@ def mine_hard_negatives(
     """The kernel pass alone over a score matrix S (B x M), as in `triplet_loss`.
 
     Returns (loss (B,), grad (B x M) = dloss/dS with the softmax weights held constant, count (B,)
-    int64 = |P_i| * |N_i|). num_threads: CPU threads (default torch.get_num_threads()).
+    int64 = |P_i| * |N_i|); on CUDA the loss is float32 and grad has the scores' dtype.
+    num_threads: CPU threads (default torch.get_num_threads()).
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
         raise ValueError("scores must be a 2-D tensor (B x M)")
