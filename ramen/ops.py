@@ -50,9 +50,10 @@ def triplet_loss(
     violating the margin for (i, p), the weight detached (NGAME's aggressive mode). Gradients flow
     to q and c. dtypes: float32/float64 on the CPU, float32/float16/bfloat16 on CUDA (float32
     arithmetic, float32 loss); on CUDA M is bounded by shared memory (about 17K columns on an
-    A100, `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores for bad values; on
-    CUDA that costs one host synchronisation (the kernel itself never synchronises), and with
-    validate=False a bad row gives a NaN loss instead of a ValueError. The CPU kernel always checks.
+    A100, `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores for bad values on
+    CUDA, at the cost of one host synchronisation (the kernel itself never synchronises); with
+    validate=False a bad row there gives a NaN loss instead of a ValueError. On the CPU the kernel
+    always checks them as it goes, at no cost.
     """
     _check_embeddings(q, c)
     options = _options(margin, num_negatives, reduction, softmax_temperature, validate)
@@ -277,7 +278,8 @@ def _column_sets(name: str, value: ColumnSets, b: int, m: int, device: torch.dev
         raise ValueError(f"{name}: indptr must have B + 1 = {b + 1} entries, got {indptr.shape[0]}")
     indptr = indptr.to(torch.int64).contiguous()
     indices = indices.to(torch.int64).contiguous()
-    checks = _csr_checks(name, indptr, indices, m) if validate else {}
+    # the CPU kernel checks the CSR itself as it goes; on CUDA the flags are read once, later
+    checks = _csr_checks(name, indptr, indices, m) if validate and device.type == "cuda" else {}
     return _Sets(indptr=indptr, indices=indices, checks=checks)
 
 

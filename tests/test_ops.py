@@ -288,8 +288,8 @@ def _bad_calls():
     return [
         ("dimension", lambda: triplet_loss(q, c[:, :3], good)),
         ("2-D", lambda: triplet_loss(q[0], c, good)),
-        ("column ids", lambda: triplet_loss(q, c, (indptr, torch.where(indices == indices[0], 11, indices)))),
-        ("column ids", lambda: triplet_loss(q, c, (indptr, indices - 20))),
+        ("column id", lambda: triplet_loss(q, c, (indptr, torch.where(indices == indices[0], 11, indices)))),
+        ("column id", lambda: triplet_loss(q, c, (indptr, indices - 20))),
         ("B \\+ 1", lambda: triplet_loss(q, c, (indptr[:-1], indices))),
         ("decrease", lambda: triplet_loss(q, c, (torch.tensor([0, 3, 2, 4, 5, 6, 7, 7]), torch.zeros(7).long()))),
         ("indptr\\[-1\\]", lambda: triplet_loss(q, c, (indptr, indices[:-1]))),
@@ -416,3 +416,22 @@ def test_cuda_tensor_on_a_build_without_cuda_gets_a_clear_error(monkeypatch):
     fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
     with pytest.raises(RuntimeError, match="no CUDA kernels"):
         ops._check_dtype("q", fake_cuda_tensor)
+
+
+@pytest.mark.parametrize("indptr, indices, match", [
+    ([1, 2, 3], [0, 1], "indptr\\[0\\]"),
+    ([0, 2, 1], [0, 1], "decrease"),
+    ([0, 1, 3], [0, 1], "indptr\\[-1\\]"),
+    ([0, 1, 2], [0, 5], "column ids"),
+    ([0, 1, 2], [-1, 0], "column ids"),
+])
+def test_device_side_checks(indptr, indices, match):
+    # the checks that run before the CUDA kernel (here on CPU tensors: the same torch code)
+    from ramen.ops import _csr_checks, _raise_if_bad
+
+    checks = _csr_checks("positives", torch.tensor(indptr), torch.tensor(indices), 5)
+    with pytest.raises(ValueError, match="positives: .*" + match):
+        _raise_if_bad(checks, None)
+    _raise_if_bad(_csr_checks("positives", torch.tensor([0, 1, 2]), torch.tensor([0, 4]), 5), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _raise_if_bad({}, torch.tensor([[0.0, float("inf")]]))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -107,7 +109,29 @@ def _time_shape(peer, device: str, b: int, m: int, d: int, k: int | None, repeat
     ]
     if device == "cuda":
         rows.append(_mining_bandwidth(x, k, case, repeat))
+    else:  # CPU seconds of one thread: what other processes on a shared machine disturb least
+        c_ours, c_peer, c_floor = (_thread_cpu_ms(f, repeat) for f in (ours, theirs, floor))
+        rows += [
+            Row(SUITE, case, "1-thread CPU time vs peer", c_ours, c_peer, PEER, "ms", "lower"),
+            Row(SUITE, case, "1-thread CPU time vs GEMM floor", c_ours, c_floor, "3 GEMMs (floor)", "ms", "lower"),
+        ]
     return rows
+
+
+def _thread_cpu_ms(fn, repeat: int) -> float:  # noqa: ANN001
+    """Least CPU time of the calling thread over `repeat` runs of fn, torch (and ours) on 1 thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fn()
+        best = math.inf
+        for _ in range(repeat):
+            t0 = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return best * 1e3
 
 
 def _memory_shape(peer, device: str, b: int, m: int, d: int, k: int | None) -> Row:  # noqa: ANN001
