@@ -435,3 +435,26 @@ def test_device_side_checks(indptr, indices, match):
     _raise_if_bad(_csr_checks("positives", torch.tensor([0, 1, 2]), torch.tensor([0, 4]), 5), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="NaN or Inf"):
         _raise_if_bad({}, torch.tensor([[0.0, float("inf")]]))
+
+
+@pytest.mark.parametrize("num_negatives", [1, 3, 10, 16, 17, 40])
+def test_selection_with_a_bound_matches_reference(num_negatives):
+    # M large enough for the kernel's lower bound from residue-class maxima (M >= 4 * lanes);
+    # scores rounded to 1 decimal: many ties, some straddling the k-th place
+    q, c, pos, exc = random_problem(b=6, m=700, d=4, seed=22, max_pos=3, max_exc=40)
+    q = (q * 10).round() / 10
+    c = (c * 10).round() / 10
+    ours, ref = run_both(q, c, pos, exc, "csr", num_negatives=num_negatives, reduction="none")
+    assert_close(ours, ref, torch.float64)
+
+
+def test_ties_with_a_bound_prefer_lower_columns():
+    row = torch.zeros(2, 1000, dtype=torch.float32)
+    row[:, 999] = 0.2  # the positive
+    row[1, 500:510] = 0.1  # a few above the tie level
+    for k in (7, 16, 17, 30):
+        _, grad, _ = mine_hard_negatives(row, csr([[999], [999]]), num_negatives=k)
+        assert grad[0, :k].eq(1).all() and grad[0, k:999].eq(0).all(), k
+        above = min(k, 10)
+        assert grad[1, 500:500 + above].eq(1).all() and grad[1, :k - above].eq(1).all(), k
+        assert grad[1, :999].sum() == k, k
