@@ -49,9 +49,9 @@ def triplet_loss(
     `softmax_temperature` weighs each hinge by the softmax of S_in / temperature over the negatives
     violating the margin for (i, p), the weight detached (NGAME's aggressive mode). Gradients flow
     to q and c. dtypes: float32/float64 on the CPU, float32/float16/bfloat16 on CUDA (float32
-    arithmetic, float32 loss); on CUDA M is bounded by shared memory (about 17K columns on an
-    A100, `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores for bad values on
-    CUDA, at the cost of one host synchronisation (the kernel itself never synchronises); with
+    arithmetic, float32 loss); on CUDA M is bounded by shared memory (about 12.8K columns on an
+    A100, 17.8K on an H100: `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores
+    for bad values on CUDA, at the cost of one host synchronisation (the kernel never does); with
     validate=False a bad row there gives a NaN loss instead of a ValueError. On the CPU the kernel
     always checks them as it goes, at no cost.
     """
