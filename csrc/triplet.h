@@ -48,8 +48,8 @@ enum class CudaDType : int { float32 = 0, float16 = 1, bfloat16 = 2 };
 // CUDA kernel: every pointer is device memory on `device`; the work is queued on `stream` (a
 // cudaStream_t passed as an integer) and the host is never synchronised. grad may be the scores'
 // memory. One block per row, so
-// cols is bounded by the GPU's shared memory (13 bytes a column: about 17K columns on an A100,
-// 17K-25K on an H100); larger cols throw std::invalid_argument. Bad input cannot be reported
+// cols is bounded by the GPU's shared memory (13 bytes a column: about 12.8K columns on an A100,
+// 17.8K on an H100); larger cols throw std::invalid_argument. Bad input cannot be reported
 // without a synchronisation, so a row with a non-finite score, a column id outside [0, cols) or a
 // malformed indptr gets a NaN loss and a NaN grad row instead (the Python layer checks first).
 void triplet_mine_cuda(CudaDType dtype, const void* scores, int64_t rows, int64_t cols,

@@ -49,9 +49,11 @@ def triplet_loss(
     `softmax_temperature` weighs each hinge by the softmax of S_in / temperature over the negatives
     violating the margin for (i, p), the weight detached (NGAME's aggressive mode). Gradients flow
     to q and c. dtypes: float32/float64 on the CPU, float32/float16/bfloat16 on CUDA (float32
-    arithmetic, float32 loss). `validate` checks ids and scores for bad values; on CUDA that costs
-    one host synchronisation (the kernel itself never synchronises), and with validate=False a bad
-    row gives a NaN loss instead of a ValueError. The CPU kernel always checks.
+    arithmetic, float32 loss); on CUDA M is bounded by shared memory (about 12.8K columns on an
+    A100, 17.8K on an H100: `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores
+    for bad values on CUDA, at the cost of one host synchronisation (the kernel never does); with
+    validate=False a bad row there gives a NaN loss instead of a ValueError. On the CPU the kernel
+    always checks them as it goes, at no cost.
     """
     _check_embeddings(q, c)
     options = _options(margin, num_negatives, reduction, softmax_temperature, validate)
@@ -75,7 +77,8 @@ def mine_hard_negatives(
     """The kernel pass alone over a score matrix S (B x M), as in `triplet_loss`.
 
     Returns (loss (B,), grad (B x M) = dloss/dS with the softmax weights held constant, count (B,)
-    int64 = |P_i| * |N_i|). num_threads: CPU threads (default torch.get_num_threads()).
+    int64 = |P_i| * |N_i|); on CUDA the loss is float32 and grad has the scores' dtype.
+    num_threads: CPU threads (default torch.get_num_threads()).
     """
     if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
         raise ValueError("scores must be a 2-D tensor (B x M)")
@@ -109,7 +112,9 @@ class _Sets:
 class _TripletLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, c, pos: _Sets, exc: _Sets | None, options: _Options):  # noqa: ANN001, ANN205
-        scores = q @ c.T  # (B, M); autograd is off inside forward
+        scores = q @ c.T  # (B, M); autograd is off inside forward; autocast may lower its dtype
+        if scores.device.type == "cpu" and scores.dtype not in _CPU_DTYPES:
+            scores = scores.float()
         loss, grad, count = _mine(scores, pos, exc, options, in_place=True)  # grad reuses scores
         ctx.reduction = options.reduction
         if options.reduction == "none":
@@ -127,20 +132,24 @@ class _TripletLoss(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
         q, c, grad, *rest = ctx.saved_tensors
+        # products in G's dtype (autocast may have made S, hence G, narrower than q and c)
+        qg, cg = q.to(grad.dtype), c.to(grad.dtype)
         dq = dc = None
         if ctx.reduction == "none":
             w = grad_out.to(grad.dtype)[:, None]  # (B, 1): dloss_i scales row i of G
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c) * w
+                dq = (grad @ cg).mul_(w)
             if ctx.needs_input_grad[1]:
-                dc = grad.T @ (q * w)
+                dc = grad.T @ (qg * w)
         else:
             w = grad_out / rest[0] if ctx.reduction == "mean" else grad_out
             w = w.to(grad.dtype)  # a 0-d scale applied to the (B x D) and (M x D) products
             if ctx.needs_input_grad[0]:
-                dq = (grad @ c) * w
+                dq = (grad @ cg).mul_(w)
             if ctx.needs_input_grad[1]:
-                dc = (grad.T @ q) * w
+                dc = (grad.T @ qg).mul_(w)
+        dq = None if dq is None else dq.to(q.dtype)
+        dc = None if dc is None else dc.to(c.dtype)
         return dq, dc, None, None, None
 
 
@@ -269,7 +278,8 @@ def _column_sets(name: str, value: ColumnSets, b: int, m: int, device: torch.dev
         raise ValueError(f"{name}: indptr must have B + 1 = {b + 1} entries, got {indptr.shape[0]}")
     indptr = indptr.to(torch.int64).contiguous()
     indices = indices.to(torch.int64).contiguous()
-    checks = _csr_checks(name, indptr, indices, m) if validate else {}
+    # the CPU kernel checks the CSR itself as it goes; on CUDA the flags are read once, later
+    checks = _csr_checks(name, indptr, indices, m) if validate and device.type == "cuda" else {}
     return _Sets(indptr=indptr, indices=indices, checks=checks)
 
 

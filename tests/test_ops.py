@@ -288,8 +288,8 @@ def _bad_calls():
     return [
         ("dimension", lambda: triplet_loss(q, c[:, :3], good)),
         ("2-D", lambda: triplet_loss(q[0], c, good)),
-        ("column ids", lambda: triplet_loss(q, c, (indptr, torch.where(indices == indices[0], 11, indices)))),
-        ("column ids", lambda: triplet_loss(q, c, (indptr, indices - 20))),
+        ("column id", lambda: triplet_loss(q, c, (indptr, torch.where(indices == indices[0], 11, indices)))),
+        ("column id", lambda: triplet_loss(q, c, (indptr, indices - 20))),
         ("B \\+ 1", lambda: triplet_loss(q, c, (indptr[:-1], indices))),
         ("decrease", lambda: triplet_loss(q, c, (torch.tensor([0, 3, 2, 4, 5, 6, 7, 7]), torch.zeros(7).long()))),
         ("indptr\\[-1\\]", lambda: triplet_loss(q, c, (indptr, indices[:-1]))),
@@ -394,3 +394,67 @@ def test_cuda_bad_rows_become_nan_without_validation():
     assert torch.isnan(grad[1]).all() and torch.isfinite(grad[0]).all()
     with pytest.raises(ValueError, match="NaN or Inf"):
         mine_hard_negatives(scores, csr([[0], [1], [2]], "cuda"))
+
+
+def test_cpu_autocast_bfloat16():
+    q, c, pos, exc = random_problem(b=16, m=40, d=8, seed=21, dtype=torch.float32)
+    qq, cc = q.clone().requires_grad_(), c.clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = triplet_loss(qq, cc, csr(pos), exclude=csr(exc), num_negatives=5)
+    loss.backward()
+    assert qq.grad.dtype == torch.float32 and cc.grad.dtype == torch.float32
+    ref = triplet_loss(q, c, csr(pos), exclude=csr(exc), num_negatives=5)
+    torch.testing.assert_close(loss.float(), ref, rtol=5e-2, atol=5e-2)
+
+
+def test_cuda_tensor_on_a_build_without_cuda_gets_a_clear_error(monkeypatch):
+    import types
+
+    import ramen.ops as ops
+
+    monkeypatch.setattr(ops, "load_C", lambda: types.SimpleNamespace(has_cuda=lambda: False))
+    fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="no CUDA kernels"):
+        ops._check_dtype("q", fake_cuda_tensor)
+
+
+@pytest.mark.parametrize("indptr, indices, match", [
+    ([1, 2, 3], [0, 1], "indptr\\[0\\]"),
+    ([0, 2, 1], [0, 1], "decrease"),
+    ([0, 1, 3], [0, 1], "indptr\\[-1\\]"),
+    ([0, 1, 2], [0, 5], "column ids"),
+    ([0, 1, 2], [-1, 0], "column ids"),
+])
+def test_device_side_checks(indptr, indices, match):
+    # the checks that run before the CUDA kernel (here on CPU tensors: the same torch code)
+    from ramen.ops import _csr_checks, _raise_if_bad
+
+    checks = _csr_checks("positives", torch.tensor(indptr), torch.tensor(indices), 5)
+    with pytest.raises(ValueError, match="positives: .*" + match):
+        _raise_if_bad(checks, None)
+    _raise_if_bad(_csr_checks("positives", torch.tensor([0, 1, 2]), torch.tensor([0, 4]), 5), torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        _raise_if_bad({}, torch.tensor([[0.0, float("inf")]]))
+
+
+@pytest.mark.parametrize("num_negatives", [1, 3, 10, 16, 17, 40])
+def test_selection_with_a_bound_matches_reference(num_negatives):
+    # M large enough for the kernel's lower bound from residue-class maxima (M >= 4 * lanes);
+    # scores rounded to 1 decimal: many ties, some straddling the k-th place
+    q, c, pos, exc = random_problem(b=6, m=700, d=4, seed=22, max_pos=3, max_exc=40)
+    q = (q * 10).round() / 10
+    c = (c * 10).round() / 10
+    ours, ref = run_both(q, c, pos, exc, "csr", num_negatives=num_negatives, reduction="none")
+    assert_close(ours, ref, torch.float64)
+
+
+def test_ties_with_a_bound_prefer_lower_columns():
+    row = torch.zeros(2, 1000, dtype=torch.float32)
+    row[:, 999] = 0.2  # the positive
+    row[1, 500:510] = 0.1  # a few above the tie level
+    for k in (7, 16, 17, 30):
+        _, grad, _ = mine_hard_negatives(row, csr([[999], [999]]), num_negatives=k)
+        assert grad[0, :k].eq(1).all() and grad[0, k:999].eq(0).all(), k
+        above = min(k, 10)
+        assert grad[1, 500:500 + above].eq(1).all() and grad[1, :k - above].eq(1).all(), k
+        assert grad[1, :999].sum() == k, k

@@ -26,6 +26,7 @@ namespace {
 enum Status : uint8_t { kCandidate = 0, kPositive = 1, kExcluded = 2 };
 
 constexpr int64_t kRowsPerChunk = 8;
+constexpr int64_t kSmallK = 16;  // up to this k, selection by a sorted insertion buffer
 
 template <typename T>
 struct Simd;
@@ -256,78 +257,79 @@ class RowMiner {
     }
 
     // neg_col_ / neg_score_: the k hardest candidates (score descending, lower column first on
-    // ties), in column order. Needs 0 < k < number of candidates.
+    // ties), in no particular (but a deterministic) order. Needs 0 < k < number of candidates.
     //
-    // The k-th highest score t comes from nth_element over a short list. A lower bound of t: split
-    // the columns into L residue classes (j mod L, a few vectors wide) and take the k-th highest
-    // of the classes' maxima, k distinct candidates. Only vector groups reaching the bound can
-    // hold the k hardest; they are listed, then one scan in column order takes every score above
-    // t and the first ties.
+    // First a lower bound of the k-th highest score: split the columns into L residue classes
+    // (j mod L, a few vectors wide) and take the k-th highest of the classes' maxima, k distinct
+    // candidates. Only the candidates reaching the bound (about k to 2k of them) go to
+    // nth_element.
     void select_hardest(int64_t k) {
         constexpr int64_t W = kWidth<T>;
         const T* s = masked_.data();
         const T none = -std::numeric_limits<T>::infinity();
         const int64_t lanes = W * std::max<int64_t>(1, (4 * k + W - 1) / W);
+        const int64_t full = 4 * lanes <= cols_ ? cols_ / lanes * lanes : 0;  // columns in whole chunks
         T bound = none;  // every one of the k hardest scores is >= bound
-        if (4 * lanes <= cols_) {
-            lane_max_.assign(lanes, none);
-            int64_t j = 0;
-            for (; j + lanes <= cols_; j += lanes)
-                for (int64_t r = 0; r < lanes; r += W) {
-                    Vec<T> x, m;
-                    load(x, s + j + r);
-                    load(m, lane_max_.data() + r);
-                    store(lane_max_.data() + r, Vec<T>(x > m ? x : m));
+        if (full > 0) {
+            lane_max_.resize(lanes);
+            for (int64_t r = 0; r < lanes; r += W) {
+                Vec<T> m, x;
+                load(m, s + r);
+                for (int64_t j = lanes + r; j < full; j += lanes) {
+                    load(x, s + j);
+                    m = m > x ? m : x;
                 }
+                store(lane_max_.data() + r, m);
+            }
             values_.clear();
             for (const T v : lane_max_)
                 if (v > none) values_.push_back(v);
-            for (; j < cols_; ++j)
+            for (int64_t j = full; j < cols_; ++j)
                 if (s[j] > none) values_.push_back(s[j]);
             if (static_cast<int64_t>(values_.size()) >= k) bound = kth_highest(k);
         }
-        values_.clear();
-        groups_.clear();
-        constexpr int64_t G = 4 * W;  // columns tested at once
-        for (int64_t lo = 0; lo < cols_; lo += G) {
-            if (lo + G <= cols_ && !group_reaches(s + lo, bound)) continue;
-            groups_.push_back(lo);
-            for (int64_t j = lo; j < std::min(cols_, lo + G); ++j)
-                if (s[j] > none && s[j] >= bound) values_.push_back(s[j]);
+        // Every candidate >= bound (only the classes whose maximum reaches it can hold one), then
+        // the k hardest of them by (score descending, column ascending).
+        const auto harder = [](const std::pair<T, int64_t>& a, const std::pair<T, int64_t>& b) {
+            return a.first > b.first || (a.first == b.first && a.second < b.second);
+        };
+        pairs_.clear();
+        const auto take = [&](int64_t j) {
+            if (s[j] > none && s[j] >= bound) pairs_.emplace_back(s[j], j);
+        };
+        if (bound > none) {
+            for (int64_t r = 0; r < lanes; ++r)
+                if (lane_max_[r] >= bound)
+                    for (int64_t j = r; j < full; j += lanes) take(j);
+            for (int64_t j = full; j < cols_; ++j) take(j);
+        } else {
+            for (int64_t j = 0; j < cols_; ++j) take(j);
         }
-        const T kth = kth_highest(k);
-        int64_t ties = k - std::count_if(values_.begin(), values_.end(), [&](T v) { return v > kth; });
-        neg_score_.clear();
-        neg_col_.clear();
-        for (const int64_t lo : groups_)
-            for (int64_t j = lo; j < std::min(cols_, lo + G); ++j)
-                if (s[j] > kth || (s[j] == kth && ties-- > 0)) {
-                    neg_score_.push_back(s[j]);
-                    neg_col_.push_back(j);
-                }
+        std::nth_element(pairs_.begin(), pairs_.begin() + (k - 1), pairs_.end(), harder);
+        neg_score_.resize(k);
+        neg_col_.resize(k);
+        for (int64_t b = 0; b < k; ++b) {
+            neg_score_[b] = pairs_[b].first;
+            neg_col_[b] = pairs_[b].second;
+        }
     }
 
-    // The k-th highest of values_ (reordered).
+    // The k-th highest of values_ (reordered): for small k a sorted buffer of the k highest seen
+    // (few values beat its last once it is full), else nth_element.
     T kth_highest(int64_t k) {
-        std::nth_element(values_.begin(), values_.begin() + (k - 1), values_.end(), std::greater<T>());
-        return values_[k - 1];
-    }
-
-    // Whether any of the 4 vectors at s reaches the bound.
-    static bool group_reaches(const T* s, T bound) {
-        constexpr int64_t W = kWidth<T>;
-        Vec<T> a, b, c, d;
-        load(a, s);
-        load(b, s + W);
-        load(c, s + 2 * W);
-        load(d, s + 3 * W);
-        a = a > b ? a : b;
-        c = c > d ? c : d;
-        a = a > c ? a : c;
-        const auto reach = a >= bound;
-        bool any = false;
-        for (int64_t l = 0; l < W; ++l) any |= reach[l] != 0;
-        return any;
+        if (k > kSmallK) {
+            std::nth_element(values_.begin(), values_.begin() + (k - 1), values_.end(), std::greater<T>());
+            return values_[k - 1];
+        }
+        T top[kSmallK];
+        int64_t size = 0;
+        for (const T v : values_) {
+            if (size == k && !(v > top[k - 1])) continue;
+            int64_t at = size < k ? size++ : k - 1;
+            for (; at > 0 && top[at - 1] < v; --at) top[at] = top[at - 1];
+            top[at] = v;
+        }
+        return top[k - 1];
     }
 
     // The hinges of every positive against negatives s[0, n) (-inf entries are no negatives),
@@ -373,7 +375,7 @@ class RowMiner {
     std::vector<T> masked_;
     std::vector<int64_t> marked_, pos_, neg_col_;
     std::vector<T> pos_score_, pos_grad_, neg_score_, neg_grad_, weight_, lane_max_, values_;
-    std::vector<int64_t> groups_;
+    std::vector<std::pair<T, int64_t>> pairs_;
 };
 
 }  // namespace

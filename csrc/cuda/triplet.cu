@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int b = threadIdx.x; b < num_neg; b += kThreads) top = fmaxf(top, score[neg[b]]);
         top = block_max(top, sh);
     }
-    float row_loss = 0.0f;  // the same in every thread
+    double row_loss = 0.0;  // the same in every thread; double: a row may sum many positives
     for (int a = 0; a < num_pos; ++a) {
         const int p = list[a];
         const float sp = score[p];
@@ -290,12 +290,12 @@ __global__ void __launch_bounds__(kThreads)
             if (h > 0.0f) gacc[neg[b]] += softmax ? expf((sn - top) / temperature) * scale : 1.0f;
         }
         if (threadIdx.x == 0) gacc[p] = softmax ? -1.0f : -violated;
-        row_loss += weighted * scale;
+        row_loss += static_cast<double>(weighted * scale);
     }
     __syncthreads();
     for (int j = threadIdx.x; j < cols; j += kThreads) store(grow + j, gacc[j]);
     if (threadIdx.x == 0) {
-        loss[row] = row_loss;
+        loss[row] = static_cast<float>(row_loss);
         count[row] = static_cast<int64_t>(num_pos) * num_neg;
     }
 }

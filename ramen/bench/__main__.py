@@ -16,6 +16,7 @@ SUITES: dict[str, str] = {
     "search": "ramen.bench.search",
     "encode": "ramen.bench.encode",
     "train": "ramen.bench.train",
+    "triplet": "ramen.bench.triplet",
 }
 
 
