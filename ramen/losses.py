@@ -14,9 +14,10 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, lambdas: dict[str,
 
     `emb["query"]` (B x D) and `emb["label"]` (L x D) give the task loss L; for each anchor set
     with a non-zero weight, `emb["anchor:<name>"]` (A x D) gives R_x (queries vs anchors) and R_z
-    (labels vs anchors). Components are returned detached-free so that callers can log them.
+    (labels vs anchors). Components keep their graph, so callers may log or weight them.
     """
-    kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature)
+    # the sampler builds valid ids, and a NaN shows as a non-finite loss: no host sync on GPUs
+    kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature, validate=False)
     q, z = emb["query"], emb["label"]
     parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
     total = parts["L"]
