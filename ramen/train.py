@@ -13,7 +13,9 @@ import hashlib
 import json
 import math
 import os
+import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +471,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     d.barrier()
     return model
+
+
+class _CallableModule(types.ModuleType):
+    """`ramen.train` is both this module and, through `ramen`'s lazy names, the function `train`;
+    whichever a user's imports leave there, `ramen.train(dataset, config)` works."""
+
+    def __call__(self, dataset: Dataset, config: TrainConfig | None = None, **kwargs: Any) -> Model:
+        return train(dataset, config, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
