@@ -41,20 +41,25 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     from ramen.config import TrainConfig
 
     group = parser.add_argument_group("training settings (TrainConfig fields; see the README)")
+    helps = TrainConfig.field_help()
+    defaults = TrainConfig()
     for f in dataclasses.fields(TrainConfig):
+        text = f"{helps.get(f.name, '')} (default: {getattr(defaults, f.name)})".strip()
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
         base = kind.replace(" | None", "").strip()
         if f.name in ("encoder",):
             continue  # a top-level option
         if base == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=text)
         elif base.startswith("list["):
             item = int if "int" in base else str
-            group.add_argument(flag, dest=f.name, nargs="*", type=item, default=argparse.SUPPRESS, metavar="X")
+            group.add_argument(flag, dest=f.name, nargs="*", type=item, default=argparse.SUPPRESS, metavar="X",
+                               help=text)
         elif base.startswith("dict["):
             group.add_argument(flag, dest=f.name, nargs="*", default=argparse.SUPPRESS, metavar="SET=LX,LZ",
-                               help="per anchor set weights, e.g. hyperlink=1,0.5")
+                               help=text + "; e.g. hyperlink=1,0.5")
         else:
             caster = {"int": int, "float": float, "str": str}[base]
             optional = "None" in kind
@@ -62,7 +67,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             def parse(text: str, caster=caster, optional=optional) -> Any:
                 return None if optional and text.lower() == "none" else caster(text)
 
-            group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=base.upper())
+            group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=base.upper(),
+                               help=text)
 
 
 def _config_from_args(args: argparse.Namespace):

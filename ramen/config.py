@@ -18,55 +18,54 @@ class TrainConfig:
     """
 
     # encoder
-    encoder: str = "all-MiniLM-L6-v2"
-    pooling: str = "mean"
-    max_length: int = 32
-    label_tower: bool = False
+    encoder: str = "all-MiniLM-L6-v2"  # a built-in name or a local Hugging Face model directory
+    pooling: str = "mean"  # "mean" or "cls"
+    max_length: int = 32  # tokens per text (longer texts are truncated)
+    label_tower: bool = False  # a separate encoder tower for labels
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # optimisation
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 5e-5
-    weight_decay: float = 0.01
+    epochs: int = 10  # passes over the training queries
+    batch_size: int = 128  # queries per step
+    lr: float = 5e-5  # AdamW peak learning rate
+    weight_decay: float = 0.01  # AdamW weight decay (not on biases and norms)
     warmup: float = 0.05  # fraction of all steps with a linear learning-rate warm-up
-    grad_clip: float = 1.0
-    margin: float = 0.3
+    grad_clip: float = 1.0  # gradient norm clipping (0: off)
+    margin: float = 0.3  # triplet margin gamma
     num_negatives: int | None = 10  # hardest in-batch negatives per positive (None: all)
     softmax_temperature: float | None = None  # NGAME's "aggressive" weighting of hinge terms
     positives_all: bool = False  # every in-batch true label/anchor is a positive (default: the sampled one)
     # graph regularisation
-    graph: bool = True
+    graph: bool = True  # graph regularisation (off: the plain dual encoder)
     anchor_sets: list[str] | None = None  # which anchor sets to use (None: all of the dataset's)
     query_graph: bool = True  # R_x: queries vs anchors
     label_graph: bool = True  # R_z: labels vs anchors
-    lambda_x: float = 1.0
-    lambda_z: float = 1.0
+    lambda_x: float = 1.0  # weight of R_x (queries vs anchors)
+    lambda_z: float = 1.0  # weight of R_z (labels vs anchors)
     lambdas: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # name -> [lambda_x, lambda_z]
     densify: bool = True  # random walk with restart before training
-    walk_length: int = 400
-    restart_prob: float = 0.8
-    densify_top_k: int = 10
-    prune: bool = True
+    walk_length: int = 400  # hops per walk
+    restart_prob: float = 0.8  # probability of returning to the start before a hop
+    densify_top_k: int = 10  # most visited anchors added per row
+    prune: bool = True  # prune edges with the encoder during training
     warmup_epochs: int = 10  # epochs on the unpruned graph before the first pruning
-    prune_every: int = 5
+    prune_every: int = 5  # epochs between prunings
     prune_threshold: float = 0.0  # keep edges with cosine > threshold
-    aug_gt: bool = False
+    aug_gt: bool = False  # AugGT ablation: add labels through the graph, no regulariser
     aug_gt_top_k: int = 10  # labels added per training query by label propagation
     anchor_bank: bool = False  # anchors embedded without gradient, refreshed every epoch
     # batching
-    cluster_batching: bool = False
-    cluster_size: int = 8
-    cluster_refresh: int = 5
-    cluster_double_at: list[int] = dataclasses.field(default_factory=list)
+    cluster_batching: bool = False  # batches of whole balanced clusters of query embeddings (NGAME)
+    cluster_size: int = 8  # queries per cluster
+    cluster_refresh: int = 5  # epochs between re-clusterings
+    cluster_double_at: list[int] = dataclasses.field(default_factory=list)  # epochs where cluster_size doubles
     # evaluation, logging, checkpoints, hardware
     eval_every: int = 1  # epochs between evaluations on the test split (0: only at the end)
-    eval_k: int = 5
+    eval_k: int = 5  # metrics at 1..eval_k
     eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries during training
-    log_every: int = 10
-    seed: int = 0
+    seed: int = 0  # every random choice derives from it
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     bf16: bool = True  # bf16 autocast on GPU
-    encode_batch_size: int = 256
+    encode_batch_size: int = 256  # texts per batch when embedding without gradient
     gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
 
     def validate(self) -> "TrainConfig":
@@ -103,6 +102,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's trailing comment in this file: the CLI's help text."""
+        import inspect
+        import re
+
+        found = re.findall(r"^    (\w+): [^#\n]*#\s*(.+)$", inspect.getsource(cls), flags=re.M)
+        return dict(found)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":

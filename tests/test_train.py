@@ -22,7 +22,7 @@ def tiny_data():
 
 def tiny_config(**kw) -> TrainConfig:
     base = dict(encoder="tiny", epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
-                walk_length=20, eval_every=1, log_every=1, encode_batch_size=64, dropout=0.0)
+                walk_length=20, eval_every=1, encode_batch_size=64, dropout=0.0)
     base.update(kw)
     return TrainConfig(**base)
 
