@@ -100,6 +100,35 @@ def empty_csr(num_rows: int) -> Csr:
     return _pairs_to_csr(np.zeros((2, 0), np.int64), num_rows)
 
 
+def _pairs(csr: Csr) -> np.ndarray:
+    indptr, indices = (t.numpy() for t in csr)
+    return np.stack([np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), indices])
+
+
+def _key(pairs: np.ndarray) -> np.ndarray:
+    return pairs[0] * (1 << 32) + pairs[1]
+
+
+def union_csr(a: Csr, b: Csr, num_rows: int) -> Csr:
+    return _pairs_to_csr(np.concatenate([_pairs(a), _pairs(b)], axis=1), num_rows)
+
+
+def minus_csr(a: Csr, b: Csr, num_rows: int) -> Csr:
+    """The entries of a that are not in b."""
+    pa = _pairs(a)
+    return _pairs_to_csr(pa[:, ~np.isin(_key(pa), _key(_pairs(b)))], num_rows)
+
+
+def with_identity(pos: Csr, excl: Csr, same: Csr, mode: str, num_rows: int) -> tuple[Csr, Csr]:
+    """Adds the in-batch anchors that stand for a row's own label(s) (`same`) to its exclusions
+    (mode "exclude") or its positives (mode "positive"); an entry is never both."""
+    if mode == "positive":
+        pos = union_csr(pos, same, num_rows)
+    else:
+        excl = union_csr(excl, same, num_rows)
+    return pos, minus_csr(excl, pos, num_rows)
+
+
 @dataclasses.dataclass
 class Graphs:
     """The training graphs of one anchor set (after densification and pruning)."""
@@ -112,7 +141,8 @@ class BatchSampler:
     """Deterministic batches: the query order of an epoch and every draw come from (seed, epoch, step)."""
 
     def __init__(self, train_Y: sp.csr_matrix, graphs: dict[str, Graphs], batch_size: int, *, seed: int = 0,
-                 positives_all: bool = False, drop_last: bool = True, rank: int = 0, world: int = 1):
+                 positives_all: bool = False, drop_last: bool = True, rank: int = 0, world: int = 1,
+                 identity: dict[str, Graphs] | None = None, identity_mode: str = "exclude"):
         self.Y = train_Y.tocsr()
         self.graphs = graphs
         self.batch_size = int(batch_size)
@@ -120,6 +150,10 @@ class BatchSampler:
         self.positives_all = positives_all
         self.drop_last = drop_last
         self.rank, self.world = rank, world  # each rank takes rows rank::world of every batch
+        # per anchor set: queries x anchors / labels x anchors links from a row's label to the
+        # anchor that stands for the same entity (see `identity_graphs`)
+        self.identity = identity or {}
+        self.identity_mode = identity_mode
         self.pool = np.nonzero(np.diff(self.Y.indptr) > 0)[0]  # queries with at least one label
         self.batches: list[np.ndarray] | None = None  # explicit batches (cluster batching)
         if len(self.pool) == 0:
@@ -165,8 +199,35 @@ class BatchSampler:
                       else (empty_csr(len(q)), empty_csr(len(q))))
             lp, le = (link_masks(g.label, label_ids, l_anchor, ids, self.positives_all) if g.label is not None
                       else (empty_csr(len(label_ids)), empty_csr(len(label_ids))))
+            same = self.identity.get(name)
+            if same is not None and len(ids):
+                if same.query is not None:
+                    qs = link_masks(same.query, q, none_q, ids)[1]
+                    qp, qe = with_identity(qp, qe, qs, self.identity_mode, len(q))
+                if same.label is not None:
+                    ls = link_masks(same.label, label_ids, none_l, ids)[1]
+                    lp, le = with_identity(lp, le, ls, self.identity_mode, len(label_ids))
             anchors[name] = AnchorBatch(ids, qp, qe, lp, le)
         return Batch(step, q, label_ids, label_pos, label_excl, anchors)
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def identity_graphs(train_Y: sp.csr_matrix, label_texts: list[str], anchor_texts: list[str]) -> Graphs:
+    """Anchors that stand for the same entity as a label (the same text, ignoring case and spacing):
+    queries x anchors (a query's true label is the anchor) and labels x anchors (the label itself)."""
+    label_of = {}
+    for i, t in enumerate(label_texts):
+        label_of.setdefault(_normalise(t), i)
+    pairs = [(label_of[_normalise(t)], a) for a, t in enumerate(anchor_texts) if _normalise(t) in label_of]
+    rows = np.array([p[0] for p in pairs], dtype=np.int64)
+    cols = np.array([p[1] for p in pairs], dtype=np.int64)
+    same = sp.csr_matrix((np.ones(len(pairs), np.float32), (rows, cols)), shape=(len(label_texts), len(anchor_texts)))
+    query = (train_Y.astype(np.float32) @ same).tocsr()
+    query.sort_indices()
+    return Graphs(query=query, label=same)
 
 
 def attach_tokens(batch: Batch, queries: TokenCache, labels: TokenCache, anchors: dict[str, TokenCache]) -> Batch:

@@ -53,6 +53,16 @@ class TrainConfig:
     aug_gt: bool = False  # AugGT ablation: add labels through the graph, no regulariser
     aug_gt_top_k: int = 10  # labels added per training query by label propagation
     anchor_bank: bool = False  # anchors embedded without gradient, refreshed every epoch
+    # levers that make the graph pay (issue 8); all off by default
+    densify_sets: list[str] | None = None  # anchor sets to densify when densify is on (None: all)
+    prune_quantile: float | None = None  # prune below this quantile of each graph's edge cosines (overrides the threshold)
+    soft_prune: bool = False  # weight each regulariser row by its current cosine to its positive anchor
+    regulariser: str = "triplet"  # "triplet" (in-batch anchor negatives) or "pull" (1 - cosine to the positive only)
+    anchor_identity: str = "off"  # anchors with a label's text: "off", "exclude" (never a negative for that label's rows) or "positive"
+    reliance: str = "fixed"  # per-anchor-set weights: "fixed", "bandit" (adapted from gradient agreement) or "schedule"
+    reliance_lr: float = 0.01  # learning rate of the reliance bandit
+    lambda_warmup: float = 0.0  # "schedule": fraction of training over which lambdas ramp up from 0
+    lambda_decay_from: float = 1.0  # "schedule": fraction of training after which lambdas decay linearly to 0
     # batching
     cluster_batching: bool = False  # batches of whole balanced clusters of query embeddings (NGAME)
     cluster_size: int = 8  # queries per cluster
@@ -86,6 +96,14 @@ class TrainConfig:
             (self.cluster_refresh >= 1, "cluster_refresh must be >= 1"),
             (self.eval_every >= 0, "eval_every must be >= 0"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.prune_quantile is None or 0 <= self.prune_quantile < 1, "prune_quantile must be in [0, 1)"),
+            (self.regulariser in ("triplet", "pull"), "regulariser must be 'triplet' or 'pull'"),
+            (self.anchor_identity in ("off", "exclude", "positive"),
+             "anchor_identity must be 'off', 'exclude' or 'positive'"),
+            (self.reliance in ("fixed", "bandit", "schedule"), "reliance must be 'fixed', 'bandit' or 'schedule'"),
+            (self.reliance_lr > 0, "reliance_lr must be > 0"),
+            (0 <= self.lambda_warmup <= self.lambda_decay_from <= 1,
+             "need 0 <= lambda_warmup <= lambda_decay_from <= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -99,6 +117,13 @@ class TrainConfig:
         """(lambda_x, lambda_z) of anchor set `name`, zero for a disabled side."""
         lx, lz = self.lambdas.get(name, (self.lambda_x, self.lambda_z))
         return (float(lx) if self.query_graph else 0.0, float(lz) if self.label_graph else 0.0)
+
+    def component_weights(self, anchor_sets: list[str]) -> dict[str, float]:
+        """Base lambda of each regulariser component: {"Rx/<set>": lambda_x, "Rz/<set>": lambda_z}."""
+        weights = {}
+        for name in anchor_sets:
+            weights[f"Rx/{name}"], weights[f"Rz/{name}"] = self.lambdas_for(name)
+        return weights
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

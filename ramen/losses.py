@@ -3,18 +3,64 @@ from __future__ import annotations
 
 import torch
 
-from ramen.batching import Batch
+from ramen.batching import Batch, Csr
 from ramen.ops import triplet_loss
 
 
-def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, lambdas: dict[str, tuple[float, float]],
-               margin: float = 0.3, num_negatives: int | None = 10,
-               softmax_temperature: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def component_names(anchor_sets: list[str]) -> list[str]:
+    """The regulariser components of these anchor sets, in a fixed order: Rx/<set>, Rz/<set>."""
+    return [f"{side}/{name}" for name in anchor_sets for side in ("Rx", "Rz")]
+
+
+def _row_of(csr: Csr) -> torch.Tensor:
+    indptr = csr[0]
+    return torch.repeat_interleave(torch.arange(len(indptr) - 1, device=indptr.device), indptr.diff())
+
+
+def positive_cosines(rows: torch.Tensor, cols: torch.Tensor, positives: Csr) -> torch.Tensor:
+    """(R,) mean cosine of each row to its positive columns (0 for rows without one), detached."""
+    indptr, indices = (t.to(rows.device) for t in positives)
+    counts = indptr.diff()
+    row_of = _row_of((indptr, indices))
+    cos = (rows.detach()[row_of] * cols.detach()[indices]).sum(-1)
+    total = torch.zeros(rows.shape[0], dtype=cos.dtype, device=rows.device).index_add_(0, row_of, cos)
+    return total / counts.clamp_min(1)
+
+
+def weighted_triplet(q: torch.Tensor, c: torch.Tensor, positives: Csr, exclude: Csr, row_weights: torch.Tensor,
+                     **kw) -> torch.Tensor:
+    """The triplet loss with each row's triplets weighted: sum_i w_i loss_i / sum_i w_i n_i (n_i: triplets)."""
+    per_row = triplet_loss(q, c, positives, exclude=exclude, reduction="none", **kw)  # (R,)
+    n_pos = positives[0].diff().to(q.device)
+    n_excl = exclude[0].diff().to(q.device)
+    available = (c.shape[0] - n_pos - n_excl).clamp_min(0)
+    k = kw.get("num_negatives")
+    n_neg = available if k is None else available.clamp_max(k)
+    triplets = (n_pos * n_neg).to(per_row.dtype)
+    # rows with no weight or no triplets add 0 / tiny = 0: no branch, so no host sync on GPUs
+    return (row_weights * per_row).sum() / (row_weights * triplets).sum().clamp_min(1e-12)
+
+
+def pull_loss(q: torch.Tensor, c: torch.Tensor, positives: Csr) -> torch.Tensor:
+    """Mean of 1 - cos(row, positive) over (row, positive) pairs: the positive term alone, no negatives."""
+    indptr, indices = (t.to(q.device) for t in positives)
+    if indices.numel() == 0:
+        return q.sum() * 0.0
+    row_of = _row_of((indptr, indices))
+    return (1.0 - (q[row_of] * c[indices]).sum(-1)).mean()
+
+
+def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str, float], margin: float = 0.3,
+               num_negatives: int | None = 10, softmax_temperature: float | None = None,
+               regulariser: str = "triplet", soft_prune: bool = False
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total loss, its components) for embeddings keyed like `batch.tokens`.
 
-    `emb["query"]` (B x D) and `emb["label"]` (L x D) give the task loss L; for each anchor set
-    with a non-zero weight, `emb["anchor:<name>"]` (A x D) gives R_x (queries vs anchors) and R_z
-    (labels vs anchors). Components keep their graph, so callers may log or weight them.
+    `emb["query"]` (B x D) and `emb["label"]` (L x D) give the task loss L; `emb["anchor:<set>"]`
+    (A x D) gives R_x (queries vs anchors) and R_z (labels vs anchors) of each anchor set whose
+    component ("Rx/<set>", "Rz/<set>") has a non-zero weight. `regulariser="pull"` keeps only the
+    positive term; `soft_prune` weights each row by its (detached, clipped at 0) cosine to its
+    positive anchor. Components keep their graph, so callers may log or weight them.
     """
     # the sampler builds valid ids, and a NaN shows as a non-finite loss: no host sync on GPUs
     kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature, validate=False)
@@ -22,14 +68,19 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, lambdas: dict[str,
     parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
     total = parts["L"]
     for name, ab in batch.anchors.items():
-        lx, lz = lambdas.get(name, (0.0, 0.0))
-        if len(ab.ids) == 0 or (lx == 0 and lz == 0):
+        if len(ab.ids) == 0:
             continue
         a = emb[f"anchor:{name}"]
-        if lx:
-            parts[f"Rx/{name}"] = triplet_loss(q, a, ab.query_pos, exclude=ab.query_excl, **kw)
-            total = total + lx * parts[f"Rx/{name}"]
-        if lz and len(batch.label_ids):
-            parts[f"Rz/{name}"] = triplet_loss(z, a, ab.label_pos, exclude=ab.label_excl, **kw)
-            total = total + lz * parts[f"Rz/{name}"]
+        for side, rows, pos, excl in (("Rx", q, ab.query_pos, ab.query_excl), ("Rz", z, ab.label_pos, ab.label_excl)):
+            weight = weights.get(f"{side}/{name}", 0.0)
+            if not weight or rows.shape[0] == 0:
+                continue
+            if regulariser == "pull":
+                part = pull_loss(rows, a, pos)
+            elif soft_prune:
+                part = weighted_triplet(rows, a, pos, excl, positive_cosines(rows, a, pos).clamp_min(0), **kw)
+            else:
+                part = triplet_loss(rows, a, pos, exclude=excl, **kw)
+            parts[f"{side}/{name}"] = part
+            total = total + weight * part
     return total, parts

@@ -24,11 +24,12 @@ import scipy.sparse as sp
 import torch
 
 from ramen import distributed
-from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
+from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens, identity_graphs
 from ramen.config import TrainConfig
 from ramen.data import Dataset
 from ramen.encoder import Encoder
-from ramen.losses import ramen_loss
+from ramen.losses import component_names, ramen_loss
+from ramen.reliance import Reliance, gradient_agreement
 from ramen.model import Model
 from ramen.runlog import RunLog, plot_curves
 from ramen.tokens import TokenCache
@@ -86,9 +87,10 @@ def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
     return [n for n in names if any(cfg.lambdas_for(n))]
 
 
-def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: str, log: RunLog) -> sp.csr_matrix:
-    """E after the random walk with restart (cached on disk), or E itself when densify is off."""
-    if not cfg.densify:
+def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: str, log: RunLog,
+              name: str = "") -> sp.csr_matrix:
+    """E after the random walk with restart (cached on disk), or E itself when densify is off for it."""
+    if not cfg.densify or (cfg.densify_sets is not None and name not in cfg.densify_sets):
         return E.tocsr()
     from ramen.graph import densify
 
@@ -121,8 +123,8 @@ def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log
         if no_anchor:
             log.info(f"anchor set {name!r}: {no_anchor:,} labels have no anchor (they add nothing to R_z)")
         graphs[name] = Graphs(
-            query=densified(aset.train_X_A, cfg, cache_dir, f"{name}-query", log) if lx else None,
-            label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log) if lz else None,
+            query=densified(aset.train_X_A, cfg, cache_dir, f"{name}-query", log, name) if lx else None,
+            label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log, name) if lz else None,
         )
     return graphs
 
@@ -170,17 +172,34 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
         query = label = None
         if g.query is not None:
             q_emb = encoder.encode(dataset.train_texts, bs, desc="embed queries") if q_emb is None else q_emb
-            query = prune_edges(g.query, q_emb, anchors, threshold=cfg.prune_threshold)
+            query = prune_edges(g.query, q_emb, anchors, threshold=prune_threshold(g.query, q_emb, anchors, cfg))
             report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
         if g.label is not None:
             l_emb = encoder.encode(dataset.label_texts, bs, tower="label", desc="embed labels") if l_emb is None else l_emb
-            label = prune_edges(g.label, l_emb, anchors, threshold=cfg.prune_threshold)
+            label = prune_edges(g.label, l_emb, anchors, threshold=prune_threshold(g.label, l_emb, anchors, cfg))
             report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
         pruned[name] = Graphs(query, label)
     text = ", ".join(f"{k} kept {v[0]:,}/{v[1]:,}" for k, v in report.items())
     log.write({"event": "prune", "epoch": epoch, "global_step": global_step, "kept": report},
               message=f"pruned at epoch {epoch + 1}: {text}")
     return pruned
+
+
+def edge_cosines(E: sp.csr_matrix, row_emb: np.ndarray, col_emb: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+    """(nnz,) dot products of every edge's endpoint embeddings, in CSR order."""
+    rows = np.repeat(np.arange(E.shape[0]), np.diff(E.indptr))
+    out = np.empty(E.nnz, dtype=np.float32)
+    for s in range(0, E.nnz, chunk):
+        r, c = rows[s:s + chunk], E.indices[s:s + chunk]
+        out[s:s + chunk] = np.einsum("ij,ij->i", row_emb[r], col_emb[c])
+    return out
+
+
+def prune_threshold(E: sp.csr_matrix, row_emb: np.ndarray, col_emb: np.ndarray, cfg: TrainConfig) -> float:
+    """cfg.prune_threshold, or the cfg.prune_quantile of this graph's edge cosines."""
+    if cfg.prune_quantile is None or E.nnz == 0:
+        return cfg.prune_threshold
+    return float(np.quantile(edge_cosines(E, row_emb, col_emb), cfg.prune_quantile))
 
 
 def prunes_at(epoch: int, cfg: TrainConfig) -> bool:
@@ -254,16 +273,23 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
 
 
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
-               cfg: TrainConfig, lambdas: dict[str, tuple[float, float]],
-               bank: dict[str, torch.Tensor] | None) -> tuple[float, dict[str, float]]:
-    """One optimisation step on `batch`: (loss, its components). A non-finite loss updates nothing."""
+               cfg: TrainConfig, weights: dict[str, float], bank: dict[str, torch.Tensor] | None,
+               reliance: Reliance | None = None) -> tuple[float, dict[str, float]]:
+    """One optimisation step on `batch`: (loss, its components). A non-finite loss updates nothing.
+
+    `weights` are the regulariser components' lambdas for this step; with a bandit `reliance`,
+    the step also measures each component's gradient agreement with the task loss.
+    """
     emb = embed_batch(module, batch, d, cfg, bank)
-    loss, parts = ramen_loss(emb, batch, lambdas=lambdas, margin=cfg.margin, num_negatives=cfg.num_negatives,
-                             softmax_temperature=cfg.softmax_temperature)
+    loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
+                             softmax_temperature=cfg.softmax_temperature, regulariser=cfg.regulariser,
+                             soft_prune=cfg.soft_prune)
     value = float(loss.detach())
     components = {k: float(v.detach()) for k, v in parts.items()}
     if not math.isfinite(value):
         return value, components
+    if reliance is not None and reliance.mode == "bandit":
+        reliance.update(gradient_agreement(parts, emb))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
@@ -278,7 +304,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
 
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
-                    bank: dict[str, torch.Tensor] | None) -> None:
+                    bank: dict[str, torch.Tensor] | None, reliance: Reliance) -> None:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
     state = {
         "format": 1,
@@ -294,6 +320,7 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
                    for name, g in graphs.items()},
         "batches": batches,
         "bank": None if bank is None else {k: v.cpu() for k, v in bank.items()},
+        "reliance": reliance.state_dict(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -351,8 +378,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     tokens_a = {n: tokenize_cached(encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}") for n in graphs}
 
     gather = d.enabled and cfg.gather_across_ranks
+    identity = ({n: identity_graphs(train_Y, dataset.label_texts, dataset.anchor_sets[n].texts) for n in graphs}
+                if cfg.anchor_identity != "off" else None)
+    if identity:
+        shown = ", ".join(f"{n}: {g.label.nnz:,}" for n, g in identity.items())
+        log.info(f"anchors standing for a label (anchor_identity={cfg.anchor_identity}): {shown}")
     sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
-                           rank=0 if gather else d.rank, world=1 if gather else d.world)
+                           rank=0 if gather else d.rank, world=1 if gather else d.world,
+                           identity=identity, identity_mode=cfg.anchor_identity)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
     module: torch.nn.Module = BatchEncoder(encoder)
     if d.enabled:
@@ -363,7 +396,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
-    lambdas = {name: cfg.lambdas_for(name) for name in graphs}
+    base_weights = cfg.component_weights(list(graphs))
+    components = [c for c in component_names(list(graphs)) if base_weights[c]]
+    reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr, total_steps=total_steps,
+                        warmup=cfg.lambda_warmup, decay_from=cfg.lambda_decay_from)
     state = Progress()
     bank: dict[str, torch.Tensor] | None = None
 
@@ -381,13 +417,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         sampler.graphs = graphs
         sampler.set_batches(ckpt["batches"])
         bank = None if ckpt["bank"] is None else {k: v.to(d.device) for k, v in ckpt["bank"].items()}
+        reliance.load_state_dict(ckpt["reliance"])
         state = Progress(**ckpt["progress"])
         log.truncate(state.global_step)
         log.info(f"resumed from {ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
 
     def checkpoint() -> None:
         if ckpt_path is not None and d.main:
-            save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank)
+            save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
+                            reliance)
 
     def evaluate(epoch: int) -> None:
         if d.main:
@@ -433,7 +471,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             try:
                 for batch in prefetch:
                     t0 = time.perf_counter()
-                    value, parts = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, lambdas, bank)
+                    mult = reliance.multipliers(state.global_step)
+                    weights = {c: base_weights[c] * mult[c] for c in components}
+                    value, parts = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
+                                              reliance)
                     if not math.isfinite(value):
                         raise NonFiniteLoss(
                             f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
@@ -454,6 +495,12 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                 prefetch.close()
                 bar.close()
             state.epoch, state.step = epoch + 1, 0
+            if cfg.reliance != "fixed" and components:
+                summary = reliance.summary(state.global_step)
+                shown = ", ".join(f"{c} x{v['multiplier']:.2f} (reward {v['mean_reward']:+.3f})"
+                                  for c, v in summary.items())
+                log.write({"event": "reliance", "epoch": epoch + 1, "global_step": state.global_step,
+                           "components": summary}, message=f"reliance after epoch {epoch + 1}: {shown}")
             if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
                 evaluate(epoch)
             checkpoint()

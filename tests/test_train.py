@@ -69,10 +69,14 @@ def test_ablation_flags_select_components(tiny_data, tmp_path):
 
 
 def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch):
-    cfg = tiny_config(epochs=3)
+    # issue 8's stateful levers on, so that their state must survive the interruption too
+    cfg = tiny_config(epochs=3, reliance="bandit", soft_prune=True, prune_quantile=0.1, anchor_identity="exclude")
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
     expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
+    reliance = records(full, "reliance")
+    assert len(reliance) == 3 and set(reliance[-1]["components"]) == {
+        f"{side}/{name}" for name in tiny_data.anchor_sets for side in ("Rx", "Rz")}
 
     calls = {"n": 0}
     real = train_module.ramen_loss
@@ -91,6 +95,7 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
     got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
     assert got == expected
+    assert records(part, "reliance")[-1] == reliance[-1]
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
@@ -126,6 +131,17 @@ def test_degenerate_data_trains_and_says_so(tiny_data, tmp_path):
     train(ds, tiny_config(epochs=1, densify=False), out_dir=tmp_path, progress=False)
     text = " ".join(r["text"] for r in records(tmp_path, "info"))
     assert "no label" in text and "no anchor" in text and "no edges" in text
+
+
+def test_schedule_pull_and_per_set_densification_run(tiny_data, tmp_path):
+    name = sorted(tiny_data.anchor_sets)[0]
+    cfg = tiny_config(epochs=2, reliance="schedule", lambda_warmup=0.3, lambda_decay_from=0.6, regulariser="pull",
+                      densify_sets=[name], anchor_identity="positive")
+    train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    info = " ".join(r["text"] for r in records(tmp_path, "info"))
+    assert info.count("densified") == 2 and f"densified {name}-query" in info  # only the chosen set's graphs
+    multipliers = [r["components"][f"Rx/{name}"]["multiplier"] for r in records(tmp_path, "reliance")]
+    assert multipliers[-1] == 0.0  # decayed to zero by the end
 
 
 def test_aug_gt_cluster_batching_and_anchor_bank_run(tiny_data, tmp_path):

@@ -40,22 +40,22 @@ def _setup(dataset, cfg, device: torch.device):
     if cfg.anchor_bank:
         bank = {n: torch.from_numpy(encoder.encode(ta[n], 256, progress=False)).to(device) for n in names}
     batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(8, sampler.steps_per_epoch()))]
-    lambdas = {n: cfg.lambdas_for(n) for n in names}
-    return BatchEncoder(encoder), encoder, optimizer, scheduler, d, lambdas, bank, batches
+    weights = cfg.component_weights(names)
+    return BatchEncoder(encoder), encoder, optimizer, scheduler, d, weights, bank, batches
 
 
 def _measure(dataset, cfg, device: torch.device, steps: int) -> dict[str, float]:
     from ramen.train import train_step
 
-    module, encoder, opt, sched, d, lambdas, bank, batches = _setup(dataset, cfg, device)
+    module, encoder, opt, sched, d, weights, bank, batches = _setup(dataset, cfg, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    train_step(module, encoder, opt, sched, batches[0], d, cfg, lambdas, bank)  # warm-up
+    train_step(module, encoder, opt, sched, batches[0], d, cfg, weights, bank)  # warm-up
     times, texts, tokens = [], [], []
     for i in range(steps):
         b = batches[(i + 1) % len(batches)]
         sync()
         t0 = time.perf_counter()
-        train_step(module, encoder, opt, sched, b, d, cfg, lambdas, bank)
+        train_step(module, encoder, opt, sched, b, d, cfg, weights, bank)
         sync()
         times.append(time.perf_counter() - t0)
         encoded = [v for k, v in b.tokens.items() if not (bank is not None and k.startswith("anchor:"))]

@@ -1,0 +1,132 @@
+"""Issue 8's levers: weighted and pull-only regularisers, reliance schedule and bandit, anchor identity."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from ramen.batching import BatchSampler, Graphs, identity_graphs
+from ramen.losses import positive_cosines, pull_loss, weighted_triplet
+from ramen.ops import triplet_loss
+from ramen.reliance import Reliance, gradient_agreement
+
+
+def csr(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    indptr = np.cumsum([0] + [len(r) for r in rows])
+    return torch.tensor(indptr, dtype=torch.int64), torch.tensor([c for r in rows for c in r], dtype=torch.int64)
+
+
+def unit(n: int, d: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(n, d, generator=g, dtype=torch.float64), dim=1)
+
+
+def reference_weighted(q, c, pos_rows, excl_rows, w, margin, k):
+    """Loop reference: sum_i w_i sum_(p, n) hinge / sum_i w_i (#triplets of row i)."""
+    num, den = 0.0, 0.0
+    S = q @ c.T
+    for i in range(q.shape[0]):
+        banned = set(pos_rows[i]) | set(excl_rows[i])
+        cand = sorted((j for j in range(c.shape[0]) if j not in banned), key=lambda j: (-float(S[i, j].detach()), j))[:k]
+        for p in pos_rows[i]:
+            for n in cand:
+                num = num + w[i] * torch.relu(S[i, n] - S[i, p] + margin)
+                den += float(w[i])
+    return num / den if den else num * 0
+
+
+def test_weighted_triplet_matches_a_loop_reference_and_reduces_to_the_mean():
+    q, c = unit(5, 8, 0).requires_grad_(), unit(9, 8, 1).requires_grad_()
+    pos_rows, excl_rows = [[0], [1, 2], [], [3], [8]], [[4], [], [5], [], [0, 1, 2, 3, 4, 5, 6]]
+    pos, excl = csr(pos_rows), csr(excl_rows)
+    w = torch.tensor([0.5, 1.0, 0.3, 0.0, 2.0], dtype=torch.float64)
+    got = weighted_triplet(q, c, pos, excl, w, margin=0.3, num_negatives=3)
+    ref = reference_weighted(q, c, pos_rows, excl_rows, w, 0.3, 3)
+    assert torch.allclose(got, ref)
+    g1 = torch.autograd.grad(got, [q, c])
+    g2 = torch.autograd.grad(ref, [q, c])
+    assert all(torch.allclose(a, b) for a, b in zip(g1, g2))
+    ones = weighted_triplet(q, c, pos, excl, torch.ones(5, dtype=torch.float64), margin=0.3, num_negatives=3)
+    assert torch.allclose(ones, triplet_loss(q, c, pos, exclude=excl, margin=0.3, num_negatives=3))
+
+
+def test_weighted_triplet_without_weight_is_zero_not_nan():
+    q, c = unit(2, 4, 0), unit(3, 4, 1)
+    out = weighted_triplet(q, c, csr([[0], [1]]), csr([[], []]), torch.zeros(2, dtype=torch.float64),
+                           margin=0.3, num_negatives=2)
+    assert float(out) == 0.0
+
+
+def test_pull_loss_and_positive_cosines():
+    q, c = unit(3, 6, 2).requires_grad_(), unit(4, 6, 3)
+    pos = csr([[1], [0, 3], []])
+    expected = torch.stack([1 - q[0] @ c[1], 1 - q[1] @ c[0], 1 - q[1] @ c[3]]).mean()
+    assert torch.allclose(pull_loss(q, c, pos), expected)
+    cos = positive_cosines(q, c, pos)
+    assert torch.allclose(cos, torch.stack([q[0] @ c[1], (q[1] @ c[0] + q[1] @ c[3]) / 2, q.new_zeros(())]))
+    assert not cos.requires_grad
+
+
+def test_reliance_schedule_ramps_holds_and_decays():
+    r = Reliance(["Rx/a"], mode="schedule", total_steps=100, warmup=0.2, decay_from=0.6)
+    values = [r.multipliers(s)["Rx/a"] for s in (0, 10, 20, 50, 60, 80, 100)]
+    assert values == pytest.approx([0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0])
+    assert Reliance(["Rx/a"], mode="fixed").multipliers(5) == {"Rx/a": 1.0}
+
+
+def test_bandit_starts_at_one_and_follows_rewards():
+    r = Reliance(["Rx/a", "Rz/a", "Rx/b"], mode="bandit", lr=0.5)
+    assert r.multipliers(0) == pytest.approx({"Rx/a": 1.0, "Rz/a": 1.0, "Rx/b": 1.0})
+    for _ in range(20):
+        r.update({"Rx/a": 0.8, "Rz/a": 0.0, "Rx/b": -0.8})
+    m = r.multipliers(0)
+    assert m["Rx/a"] > 1.0 > m["Rx/b"] and m["Rx/b"] < 0.05
+    assert sum(m.values()) < 4  # the "none" arm keeps its share: total reliance is bounded
+    state = r.state_dict()
+    other = Reliance(["Rx/a", "Rz/a", "Rx/b"], mode="bandit", lr=0.5)
+    other.load_state_dict(state)
+    assert other.multipliers(0) == m
+    summary = r.summary(0)
+    assert summary["Rx/a"]["mean_reward"] == pytest.approx(0.8)
+
+
+def test_gradient_agreement_is_the_cosine_of_embedding_gradients():
+    q = unit(4, 5, 0).requires_grad_()
+    z = unit(3, 5, 1).requires_grad_()
+    a = unit(6, 5, 2)
+    L = (q @ z.T).pow(2).sum()
+    parts = {"L": L, "Rx/s": (q @ a.T).sum(), "Rz/s": -(z @ a.T).sum()}
+    rewards = gradient_agreement(parts, {"query": q, "label": z})
+    gL = torch.autograd.grad(L, q, retain_graph=True)[0].flatten()
+    gR = torch.autograd.grad(parts["Rx/s"], q)[0].flatten()
+    assert rewards["Rx/s"] == pytest.approx(float(gL @ gR / gL.norm() / gR.norm()))
+    assert -1 <= rewards["Rz/s"] <= 1
+
+
+@pytest.mark.parametrize("mode", ["exclude", "positive"])
+def test_anchor_identity_never_makes_a_true_label_a_negative(mode):
+    rng = np.random.default_rng(0)
+    labels = [f"label {i}" for i in range(30)]
+    anchors = [f"Label  {i}" if i % 2 == 0 else f"anchor {i}" for i in range(40)]  # even anchors = labels
+    Y = sp.random(50, 30, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    Y.data[:] = 1
+    XA = sp.csr_matrix((np.ones(200, np.float32), (rng.integers(0, 50, 200), rng.integers(0, 40, 200))), shape=(50, 40))
+    LA = sp.csr_matrix((np.ones(90, np.float32), (rng.integers(0, 30, 90), rng.integers(0, 40, 90))), shape=(30, 40))
+    XA.sum_duplicates(), LA.sum_duplicates()
+    same = identity_graphs(Y, labels, anchors)
+    assert same.label.nnz == 15 and same.label[4, 4] == 1  # anchor "Label  4" is label 4 (case, spacing)
+    sampler = BatchSampler(Y, {"s": Graphs(XA, LA)}, 16, seed=2, identity={"s": same}, identity_mode=mode)
+    for step in range(sampler.steps_per_epoch()):
+        b = sampler.batch(0, step)
+        ab = b.anchors["s"]
+        for rows, graph_same, pos, excl in ((b.query_ids, same.query, ab.query_pos, ab.query_excl),
+                                            (b.label_ids, same.label, ab.label_pos, ab.label_excl)):
+            P = np.zeros((len(rows), len(ab.ids)), bool)
+            E = np.zeros_like(P)
+            for r in range(len(rows)):
+                P[r, pos[1][pos[0][r]:pos[0][r + 1]].numpy()] = True
+                E[r, excl[1][excl[0][r]:excl[0][r + 1]].numpy()] = True
+            assert not (P & E).any()
+            S = graph_same[rows][:, ab.ids].toarray() > 0
+            assert (S <= (P | E)).all()  # never a negative
+            if mode == "positive":
+                assert (S <= P).all()
