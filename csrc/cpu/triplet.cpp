@@ -1,7 +1,8 @@
 // CPU kernel of the fused triplet scoring (see triplet.h): one pass per row, rows spread over
 // threads. Per row, while it is in cache: copy the scores with the non-candidates (positive and
 // excluded columns) set to -inf, select the hardest k with a heap behind a vectorised threshold
-// test (never a full sort), then the hinges, the loss and the row of grad.
+// test (never a full sort), then the hinges, the loss and the row of grad: dense, or its nonzeros
+// appended to the chunk's sparse sink (the chunks are joined into one CSR at the end).
 //
 // Hot loops use fixed-width vectors (GCC/Clang vector extensions: AVX-512 with -march=native on
 // this CPU, narrower instructions elsewhere). Their lane order is fixed, so sums come out the same
@@ -175,6 +176,24 @@ std::pair<double, bool> softmax_pass(const T* s, const T* e, int64_t n, T sp, T 
     return {total / z, true};
 }
 
+// The nonzeros of G's rows in one chunk of rows, in row order; row_nnz counts them per row.
+template <typename T>
+struct SparseSink {
+    std::vector<int64_t> indices;
+    std::vector<T> values;
+    int64_t* row_nnz = nullptr;  // the current row's counter
+
+    void append(int64_t j, T v) {
+        if (v == T(0)) return;
+        indices.push_back(j);
+        values.push_back(v);
+        ++*row_nnz;
+    }
+    void append_nonzeros(const T* g, int64_t n) {
+        for (int64_t j = 0; j < n; ++j) append(j, g[j]);
+    }
+};
+
 // Scratch for one thread, reused across rows; mines one row at a time.
 template <typename T>
 class RowMiner {
@@ -187,9 +206,10 @@ class RowMiner {
           status_(cols, kCandidate),
           masked_(cols) {}
 
-    // Mines row i of S (scores) into its grad row, which may be the same memory; returns the
-    // row's loss and triplet count.
-    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow) {
+    // Mines row i of S (scores) into its grad row, which may be the same memory, or with a
+    // sink appends the row's nonzeros to it instead (grow is then scratch); returns the row's loss
+    // and triplet count.
+    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow, SparseSink<T>* sink) {
         if (!copy_finite(scores, cols_, masked_.data()))
             throw std::invalid_argument("scores S = q @ c.T: row " + std::to_string(i) +
                                         " holds NaN or Inf (check q and c)");
@@ -201,19 +221,30 @@ class RowMiner {
             masked_[j] = -std::numeric_limits<T>::infinity();  // no negative
             status_[j] = kCandidate;                           // clean for the next row
         }
-        std::fill(grow, grow + cols_, T(0));  // from here on scores may be gone
-        if (pos_.empty() || num_candidates == 0) return {0.0, 0};
+        // from here on scores may be gone
+        if (pos_.empty() || num_candidates == 0) {
+            if (sink == nullptr) std::fill(grow, grow + cols_, T(0));
+            return {0.0, 0};
+        }
         const int64_t k = options_.num_negatives;
         if (k <= 0 || k >= num_candidates) {
+            std::fill(grow, grow + cols_, T(0));
             const double loss = hinges(masked_.data(), cols_, grow);  // every candidate, over the row
             for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+            if (sink != nullptr) sink->append_nonzeros(grow, cols_);
             return {loss, static_cast<int64_t>(pos_.size()) * num_candidates};
         }
         select_hardest(k);
         neg_grad_.assign(k, T(0));
         const double loss = hinges(neg_score_.data(), k, neg_grad_.data());
-        for (int64_t b = 0; b < k; ++b) grow[neg_col_[b]] = neg_grad_[b];
-        for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+        if (sink != nullptr) {
+            for (int64_t b = 0; b < k; ++b) sink->append(neg_col_[b], neg_grad_[b]);
+            for (size_t a = 0; a < pos_.size(); ++a) sink->append(pos_[a], pos_grad_[a]);
+        } else {
+            std::fill(grow, grow + cols_, T(0));
+            for (int64_t b = 0; b < k; ++b) grow[neg_col_[b]] = neg_grad_[b];
+            for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+        }
         return {loss, static_cast<int64_t>(pos_.size()) * k};
     }
 
@@ -383,7 +414,7 @@ class RowMiner {
 template <typename T>
 void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnSets& positives,
                       const ColumnSets& exclude, const TripletOptions& options, T* loss, T* grad,
-                      int64_t* count, int num_threads) {
+                      int64_t* count, int num_threads, SparseGrad<T>* sparse) {
     if (rows < 0 || cols < 0) throw std::invalid_argument("scores: negative shape");
     if (!(options.margin >= 0.0) || !std::isfinite(options.margin))
         throw std::invalid_argument("margin must be a finite number >= 0");
@@ -391,19 +422,37 @@ void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnS
         throw std::invalid_argument("softmax_temperature must be a finite number > 0");
     check_csr(positives, rows, "positives");
     check_csr(exclude, rows, "exclude");
+    // sparse G: each chunk of rows appends to its own sink; then an exclusive scan over the rows'
+    // counts places the chunks, in row order, into one CSR
+    std::vector<SparseSink<T>> sinks(sparse != nullptr ? (rows + kRowsPerChunk - 1) / kRowsPerChunk : 0);
+    std::vector<int64_t> row_nnz(sparse != nullptr ? rows : 0, 0);
     parallel_for(rows, kRowsPerChunk, num_threads, [&](int64_t begin, int64_t end) {
         RowMiner<T> miner(cols, positives, exclude, options);
+        SparseSink<T>* sink = sparse != nullptr ? &sinks[begin / kRowsPerChunk] : nullptr;
         for (int64_t i = begin; i < end; ++i) {
-            const auto [row_loss, row_count] = miner.run(i, scores + i * cols, grad + i * cols);
+            if (sink != nullptr) sink->row_nnz = &row_nnz[i];
+            const auto [row_loss, row_count] = miner.run(i, scores + i * cols, grad + i * cols, sink);
             loss[i] = static_cast<T>(row_loss);
             count[i] = row_count;
+        }
+    });
+    if (sparse == nullptr) return;
+    sparse->indptr.assign(rows + 1, 0);
+    for (int64_t i = 0; i < rows; ++i) sparse->indptr[i + 1] = sparse->indptr[i] + row_nnz[i];
+    sparse->indices.resize(sparse->indptr[rows]);
+    sparse->values.resize(sparse->indptr[rows]);
+    parallel_for(static_cast<int64_t>(sinks.size()), 1, num_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t s = begin; s < end; ++s) {
+            const int64_t at = sparse->indptr[s * kRowsPerChunk];
+            std::copy(sinks[s].indices.begin(), sinks[s].indices.end(), sparse->indices.begin() + at);
+            std::copy(sinks[s].values.begin(), sinks[s].values.end(), sparse->values.begin() + at);
         }
     });
 }
 
 template void triplet_mine_cpu<float>(const float*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
-                                      const TripletOptions&, float*, float*, int64_t*, int);
+                                      const TripletOptions&, float*, float*, int64_t*, int, SparseGrad<float>*);
 template void triplet_mine_cpu<double>(const double*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
-                                       const TripletOptions&, double*, double*, int64_t*, int);
+                                       const TripletOptions&, double*, double*, int64_t*, int, SparseGrad<double>*);
 
 }  // namespace ramen
