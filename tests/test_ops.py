@@ -138,6 +138,23 @@ def test_gradcheck(reduction, num_negatives, grad_form):
     assert torch.autograd.gradcheck(f, (q, c), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 4e-7), (torch.float64, 1e-15)])
+def test_softmax_weights_accurate_to_a_few_ulp(dtype, rtol):
+    # the kernel's vectorised exp against exp in float64 of the same (rounded) arguments, down to
+    # arguments where exp underflows (temperature 0.001: exp(-300))
+    g = torch.Generator().manual_seed(27)
+    s = torch.cat([torch.zeros(1), torch.linspace(-9, 0.29, 2001)[1:] + torch.rand(2000, generator=g) * 1e-3]).to(dtype)
+    for temperature in (0.05, 0.01, 0.001):
+        _, grad, _ = mine_hard_negatives(s[None], csr([[0]]), margin=0.3, softmax_temperature=temperature)
+        neg = s[1:]
+        arg = ((neg - neg.max()) / torch.tensor(temperature, dtype=dtype)).double()
+        w = torch.where(neg + 0.3 > 0, arg.exp(), 0.0)
+        ref = w / w.sum()
+        big = ref > 1e-30
+        torch.testing.assert_close(grad[0, 1:].double()[big], ref[big], rtol=rtol, atol=0)
+        assert grad[0, 1:][~big].abs().max() <= 1e-30
+
+
 def test_mine_hard_negatives_grad_is_dloss_dscores():
     q, c, pos, exc = random_problem(b=6, m=9, seed=5)
     scores = (q @ c.T).requires_grad_()

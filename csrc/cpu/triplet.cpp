@@ -60,6 +60,55 @@ inline double lane_sum(const Vec<T>& v) {
     return total;
 }
 
+// exp of a vector of arguments <= 0 (e.g. -inf), lanewise, for the softmax weights: x = n ln2 + r
+// with |r| <= ln2 / 2 (ln2 split in two so that n ln2 is exact), a Taylor polynomial in r
+// (degree 7 for float, 13 for double: truncation below 1e-8 and 1e-17 relative), times 2^n built
+// in the exponent bits. Lanes below `low`, where exp is under the smallest normal, give 0.
+template <typename T>
+struct ExpTraits;
+template <>
+struct ExpTraits<float> {
+    typedef int32_t I __attribute__((vector_size(64)));
+    static constexpr float low = -87.0f, magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    static constexpr int bias = 127, mantissa_bits = 23, degree = 7;
+};
+template <>
+struct ExpTraits<double> {
+    typedef int64_t I __attribute__((vector_size(64)));
+    static constexpr double low = -708.0, magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double ln2_hi = 0.693145751953125, ln2_lo = 1.42860682030941723212e-6;
+    static constexpr int bias = 1023, mantissa_bits = 52, degree = 13;
+};
+
+template <typename T>
+inline void exp_nonpositive(Vec<T>& v) {
+    using E = ExpTraits<T>;
+    using I = typename E::I;
+    static_assert(sizeof(I) == sizeof(Vec<T>), "lane counts must match");
+    const Vec<T> zero = {};
+    const Vec<T> low = zero + E::low, magic = zero + E::magic;
+    const auto below = v < low;
+    const Vec<T> x = below ? low : v;
+    const Vec<T> t = x * T(1.4426950408889634) + magic;  // magic + round(x / ln2)
+    const Vec<T> n = t - magic;
+    const Vec<T> r = (x - n * E::ln2_hi) - n * E::ln2_lo;
+    T coef = T(1);  // 1 / degree!
+    for (int d = 2; d <= E::degree; ++d) coef /= T(d);
+    Vec<T> p = zero + coef;
+    for (int d = E::degree; d >= 1; --d) {
+        coef *= T(d);  // now 1 / (d - 1)!
+        p = p * r + coef;
+    }
+    I t_bits, magic_bits, scale_bits;
+    std::memcpy(&t_bits, &t, sizeof t);
+    std::memcpy(&magic_bits, &magic, sizeof magic);
+    scale_bits = (t_bits - magic_bits + E::bias) << E::mantissa_bits;  // 2^n
+    Vec<T> scale;
+    std::memcpy(&scale, &scale_bits, sizeof scale);
+    v = below ? zero : p * scale;
+}
+
 void check_csr(const ColumnSets& sets, int64_t rows, const char* name) {
     if (sets.indptr == nullptr) return;
     if (sets.indptr[0] != 0)
@@ -394,7 +443,17 @@ class RowMiner {
         const T lowest_pos = *std::min_element(pos_score_.begin(), pos_score_.end());
         const T top = *std::max_element(s, s + n);
         weight_.resize(n);
-        for (int64_t b = 0; b < n; ++b)
+        constexpr int64_t W = kWidth<T>;
+        const Vec<T> zero = {};
+        int64_t b = 0;
+        for (; b + W <= n; b += W) {
+            Vec<T> x;
+            load(x, s + b);
+            Vec<T> e = (x - top) / temperature;
+            exp_nonpositive<T>(e);
+            store(weight_.data() + b, (x - lowest_pos + margin > zero) ? e : zero);
+        }
+        for (; b < n; ++b)
             weight_[b] = s[b] - lowest_pos + margin > T(0) ? std::exp((s[b] - top) / temperature) : T(0);
     }
 
