@@ -68,7 +68,8 @@ def triplet_loss(
     validate=False a bad row there gives a NaN loss instead of a ValueError. On the CPU the kernel
     always checks them as it goes, at no cost. On the CPU with num_negatives small against M (G =
     dloss/dS then at most 1/16 nonzero) the backward multiplies only G's nonzeros, and the (B x M)
-    score buffer is freed after the forward pass; results do not depend on the thread count.
+    score buffer is freed after the forward pass; ramen's kernels give the same output for any
+    thread count.
     """
     _check_embeddings(q, c)
     options = _options(margin, num_negatives, reduction, softmax_temperature, validate)
