@@ -18,6 +18,8 @@ namespace py = pybind11;
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "triplet.h"
 // ---- includes: io ----
@@ -220,26 +222,43 @@ ramen::ColumnSets column_sets(const std::optional<py::array>& indptr, const std:
     return sets;
 }
 
+// A vector's buffer as a 1-D numpy array that owns it (no copy).
 template <typename T>
-void triplet_mine_cpu_typed(const py::array& scores, const ramen::ColumnSets& pos, const ramen::ColumnSets& exc,
-                            const ramen::TripletOptions& options, py::array& loss, py::array& grad, py::array& count,
-                            int num_threads) {
+py::array_t<T> owned_array(std::vector<T>&& v) {
+    auto* owned = new std::vector<T>(std::move(v));
+    py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+    return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
+                          owned->data(), owner);
+}
+
+template <typename T>
+py::object triplet_mine_cpu_typed(const py::array& scores, const ramen::ColumnSets& pos, const ramen::ColumnSets& exc,
+                                  const ramen::TripletOptions& options, py::array& loss, py::array& grad,
+                                  py::array& count, int num_threads, bool sparse) {
     const int64_t rows = scores.shape(0), cols = scores.shape(1);
     const T* s = static_cast<const T*>(scores.data());
     T* l = static_cast<T*>(loss.mutable_data());
     T* g = static_cast<T*>(grad.mutable_data());
     int64_t* c = static_cast<int64_t*>(count.mutable_data());
-    py::gil_scoped_release release;
-    ramen::triplet_mine_cpu<T>(s, rows, cols, pos, exc, options, l, g, c, num_threads);
+    ramen::SparseGrad<T> out;
+    {
+        py::gil_scoped_release release;
+        ramen::triplet_mine_cpu<T>(s, rows, cols, pos, exc, options, l, g, c, num_threads, sparse ? &out : nullptr);
+    }
+    if (!sparse) return py::none();
+    return py::make_tuple(owned_array(std::move(out.indptr)), owned_array(std::move(out.indices)),
+                          owned_array(std::move(out.values)));
 }
 
-// The CPU entry: scores float32/float64 (rows x cols); writes loss [rows] and grad (rows x cols)
-// of the same dtype and count [rows] int64 in place.
-void triplet_mine_cpu_binding(const py::array& scores, const std::optional<py::array>& pos_indptr,
-                              const std::optional<py::array>& pos_indices, const std::optional<py::array>& pos_mask,
-                              const std::optional<py::array>& exc_indptr, const std::optional<py::array>& exc_indices,
-                              const std::optional<py::array>& exc_mask, double margin, int64_t num_negatives,
-                              double temperature, py::array loss, py::array grad, py::array count, int num_threads) {
+// The CPU entry: scores float32/float64 (rows x cols); writes loss [rows] and count [rows] int64 in
+// place, and G into grad (rows x cols, the scores' dtype), or with sparse=True returns G as a CSR
+// (indptr, indices, values) and uses grad as scratch.
+py::object triplet_mine_cpu_binding(const py::array& scores, const std::optional<py::array>& pos_indptr,
+                                    const std::optional<py::array>& pos_indices, const std::optional<py::array>& pos_mask,
+                                    const std::optional<py::array>& exc_indptr, const std::optional<py::array>& exc_indices,
+                                    const std::optional<py::array>& exc_mask, double margin, int64_t num_negatives,
+                                    double temperature, py::array loss, py::array grad, py::array count, int num_threads,
+                                    bool sparse) {
     const ssize_t itemsize = scores.dtype().itemsize();
     if (itemsize != 4 && itemsize != 8) throw std::invalid_argument("scores: must be float32 or float64");
     check_array(scores, "scores", "f", itemsize, 2);
@@ -255,9 +274,61 @@ void triplet_mine_cpu_binding(const py::array& scores, const std::optional<py::a
     const ramen::ColumnSets exc = column_sets(exc_indptr, exc_indices, exc_mask, rows, cols, "exclude");
     const ramen::TripletOptions options{margin, num_negatives, temperature};
     if (itemsize == 4)
-        triplet_mine_cpu_typed<float>(scores, pos, exc, options, loss, grad, count, num_threads);
+        return triplet_mine_cpu_typed<float>(scores, pos, exc, options, loss, grad, count, num_threads, sparse);
+    return triplet_mine_cpu_typed<double>(scores, pos, exc, options, loss, grad, count, num_threads, sparse);
+}
+
+template <typename T>
+void triplet_sparse_backward_typed(const py::array& indptr, const py::array& indices, const py::array& values,
+                                   int64_t cols, const py::array& q, const py::array& c,
+                                   const std::optional<py::array>& row_scale, double scale,
+                                   const std::optional<py::array>& dq, const std::optional<py::array>& dc,
+                                   int num_threads) {
+    const int64_t rows = q.shape(0), dim = q.shape(1);
+    const T* rs = row_scale ? static_cast<const T*>(row_scale->data()) : nullptr;
+    T* dq_ptr = dq ? static_cast<T*>(const_cast<void*>(dq->data())) : nullptr;
+    T* dc_ptr = dc ? static_cast<T*>(const_cast<void*>(dc->data())) : nullptr;
+    py::gil_scoped_release release;
+    ramen::triplet_sparse_backward_cpu<T>(static_cast<const int64_t*>(indptr.data()),
+                                          static_cast<const int64_t*>(indices.data()),
+                                          static_cast<const T*>(values.data()), indices.shape(0), rows, cols,
+                                          static_cast<const T*>(q.data()), static_cast<const T*>(c.data()), dim, rs,
+                                          static_cast<T>(scale), dq_ptr, dc_ptr, num_threads);
+}
+
+// dq = scale * diag(row_scale) G c and dc = scale * G^T diag(row_scale) q from G as a CSR (rows of
+// q x rows of c); q, c, values, row_scale, dq, dc all of one float dtype; dq / dc written in place.
+void triplet_sparse_backward_binding(const py::array& indptr, const py::array& indices, const py::array& values,
+                                     const py::array& q, const py::array& c, const std::optional<py::array>& row_scale,
+                                     double scale, const std::optional<py::array>& dq,
+                                     const std::optional<py::array>& dc, int num_threads) {
+    const ssize_t itemsize = values.dtype().itemsize();
+    if (itemsize != 4 && itemsize != 8) throw std::invalid_argument("values: must be float32 or float64");
+    check_array(indptr, "indptr", "i", 8, 1);
+    check_array(indices, "indices", "i", 8, 1);
+    check_array(values, "values", "f", itemsize, 1);
+    check_array(q, "q", "f", itemsize, 2);
+    check_array(c, "c", "f", itemsize, 2);
+    const int64_t rows = q.shape(0), cols = c.shape(0), dim = q.shape(1);
+    if (c.shape(1) != dim) throw std::invalid_argument("q and c must have the same number of columns");
+    if (indptr.shape(0) != rows + 1) throw std::invalid_argument("indptr must have len(q) + 1 entries");
+    if (values.shape(0) != indices.shape(0)) throw std::invalid_argument("values and indices differ in length");
+    if (row_scale) {
+        check_array(*row_scale, "row_scale", "f", itemsize, 1);
+        if (row_scale->shape(0) != rows) throw std::invalid_argument("row_scale must have len(q) entries");
+    }
+    const auto check_out = [&](const std::optional<py::array>& out, const char* name, const char* like, int64_t n) {
+        if (!out) return;
+        check_array(*out, name, "f", itemsize, 2);
+        if (out->shape(0) != n || out->shape(1) != dim || !out->writeable())
+            throw std::invalid_argument(std::string(name) + ": must be writeable and shaped like " + like);
+    };
+    check_out(dq, "dq", "q", rows);
+    check_out(dc, "dc", "c", cols);
+    if (itemsize == 4)
+        triplet_sparse_backward_typed<float>(indptr, indices, values, cols, q, c, row_scale, scale, dq, dc, num_threads);
     else
-        triplet_mine_cpu_typed<double>(scores, pos, exc, options, loss, grad, count, num_threads);
+        triplet_sparse_backward_typed<double>(indptr, indices, values, cols, q, c, row_scale, scale, dq, dc, num_threads);
 }
 
 #ifdef RAMEN_WITH_CUDA
@@ -322,7 +393,12 @@ PYBIND11_MODULE(_C, m) {
           py::kw_only(), py::arg("scores"), py::arg("pos_indptr") = py::none(), py::arg("pos_indices") = py::none(),
           py::arg("pos_mask") = py::none(), py::arg("exc_indptr") = py::none(), py::arg("exc_indices") = py::none(),
           py::arg("exc_mask") = py::none(), py::arg("margin"), py::arg("num_negatives"), py::arg("temperature"),
-          py::arg("loss"), py::arg("grad"), py::arg("count"), py::arg("num_threads") = 0);
+          py::arg("loss"), py::arg("grad"), py::arg("count"), py::arg("num_threads") = 0, py::arg("sparse") = false);
+    m.def("triplet_sparse_backward_cpu", &triplet_sparse_backward_binding,
+          "dq = G c and dc = G^T q (scaled) from the triplet op's sparse G on the CPU; deterministic.",
+          py::kw_only(), py::arg("indptr"), py::arg("indices"), py::arg("values"), py::arg("q"), py::arg("c"),
+          py::arg("row_scale") = py::none(), py::arg("scale") = 1.0, py::arg("dq") = py::none(),
+          py::arg("dc") = py::none(), py::arg("num_threads") = 0);
 #ifdef RAMEN_WITH_CUDA
     m.def("triplet_mine_cuda", &triplet_mine_cuda_binding,
           "Fused hard-negative triplet scoring on CUDA: device pointers and a stream as integers, no host sync.",

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace ramen {
 
@@ -33,14 +34,38 @@ struct TripletOptions {
     double temperature = 0.0;   // > 0: softmax-weighted hinges; 0: plain hinges
 };
 
-// CPU kernel, T = float or double. Writes loss [rows], grad [rows x cols] (every entry) and
-// count [rows]; grad may be the scores' memory (computed in place). Rows are spread over num_threads threads (<= 0: all); the output does not depend
-// on the thread count. Throws std::invalid_argument on a non-finite score, a column id outside
-// [0, cols) or a malformed indptr.
+// G = dloss/dS as compressed sparse rows: row i's nonzeros are at columns
+// indices[indptr[i] .. indptr[i + 1]) with the matching values. With num_negatives = k > 0 a row
+// has at most k + |P_i| of them (its selected negatives, then its positives).
+template <typename T>
+struct SparseGrad {
+    std::vector<int64_t> indptr;  // [rows + 1]
+    std::vector<int64_t> indices;
+    std::vector<T> values;
+};
+
+// CPU kernel, T = float or double. Writes loss [rows] and count [rows], and G either densely into
+// grad [rows x cols] (every entry; sparse == nullptr) or into *sparse, when given, with grad then
+// used as scratch (its contents unspecified on return). grad may be the scores' memory (computed
+// in place). Rows are spread over num_threads threads (<= 0: all); the output does not depend on
+// the thread count, nor G's values on the form it is written in. Throws std::invalid_argument on
+// a non-finite score, a column id outside [0, cols) or a malformed indptr.
 template <typename T>
 void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnSets& positives,
                       const ColumnSets& exclude, const TripletOptions& options, T* loss, T* grad,
-                      int64_t* count, int num_threads);
+                      int64_t* count, int num_threads, SparseGrad<T>* sparse = nullptr);
+
+// The backward products from a sparse G (rows x cols; CSR arrays as in SparseGrad, nnz entries):
+//   dq = scale * diag(row_scale) G c     (rows x dim), written when dq != nullptr
+//   dc = scale * G^T diag(row_scale) q   (cols x dim), written when dc != nullptr
+// q (rows x dim) and c (cols x dim) row-major; row_scale [rows] may be null (all ones). Each
+// output row sums its terms in a fixed order (dq: the row's entries in order; dc: ascending rows
+// of G), so the result does not depend on num_threads. Throws std::invalid_argument on a
+// malformed indptr or a column id outside [0, cols).
+template <typename T>
+void triplet_sparse_backward_cpu(const int64_t* indptr, const int64_t* indices, const T* values, int64_t nnz,
+                                 int64_t rows, int64_t cols, const T* q, const T* c, int64_t dim,
+                                 const T* row_scale, T scale, T* dq, T* dc, int num_threads);
 
 // Scalar types of the CUDA kernel's scores and grad (the loss is always float32).
 enum class CudaDType : int { float32 = 0, float16 = 1, bfloat16 = 2 };

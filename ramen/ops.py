@@ -2,7 +2,10 @@
 
 `triplet_loss(q, c, positives)` scores every row of q against every row of c (S = q @ c.T, by
 BLAS/cuBLAS), then one kernel pass mines the hardest negatives, computes the hinges and writes the
-loss and dloss/dS; the backward pass is two more matrix products (dq = G c, dc = G^T q).
+loss and G = dloss/dS; the backward pass is two more matrix products (dq = G c, dc = G^T q). On
+the CPU with few negatives a row (num_negatives = k given), G has at most k + |P_i| nonzeros in
+row i: the kernel then writes it as a CSR and the backward multiplies only those (see
+`_sparse_grad` for the rule), skipping the zero work of the dense products.
 """
 from __future__ import annotations
 
@@ -23,6 +26,16 @@ _CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _REDUCTIONS = ("mean", "sum", "none")
 
 __all__ = ["ColumnSets", "mine_hard_negatives", "triplet_loss"]
+
+# The form of G on the CPU: None follows the rule in `_sparse_grad`; True / False force the sparse
+# or the dense form (for tests and benchmarks).
+_FORCE_SPARSE_GRAD: bool | None = None
+# G goes sparse when its nonzeros can be at most this fraction of B x M. In the two backward
+# products a nonzero costs 6x to 23x what a dense entry costs in MKL's GEMMs (one thread, B = 1024,
+# M = 1024 to 4096, D = 384 and 768), so the sparse form is faster below a density of 1/8 to 1/13;
+# 1/16 keeps a margin, and there the CSR (12 or 16 bytes a nonzero) takes at most a quarter of
+# the dense G's memory.
+_SPARSE_MAX_DENSITY = 1 / 16
 
 
 def triplet_loss(
@@ -53,7 +66,10 @@ def triplet_loss(
     A100, 17.8K on an H100: `ramen._C.triplet_cuda_max_cols`). `validate` checks ids and scores
     for bad values on CUDA, at the cost of one host synchronisation (the kernel never does); with
     validate=False a bad row there gives a NaN loss instead of a ValueError. On the CPU the kernel
-    always checks them as it goes, at no cost.
+    always checks them as it goes, at no cost. On the CPU with num_negatives small against M (G =
+    dloss/dS then at most 1/16 nonzero) the backward multiplies only G's nonzeros, and the (B x M)
+    score buffer is freed after the forward pass; ramen's kernels give the same output for any
+    thread count.
     """
     _check_embeddings(q, c)
     options = _options(margin, num_negatives, reduction, softmax_temperature, validate)
@@ -115,42 +131,86 @@ class _TripletLoss(torch.autograd.Function):
         scores = q @ c.T  # (B, M); autograd is off inside forward; autocast may lower its dtype
         if scores.device.type == "cpu" and scores.dtype not in _CPU_DTYPES:
             scores = scores.float()
-        loss, grad, count = _mine(scores, pos, exc, options, in_place=True)  # grad reuses scores
+        ctx.sparse = _sparse_grad(scores, pos, options)
+        # G: the dense (B, M) grad, reusing the scores' memory, or a CSR (indptr, indices, values)
+        loss, grad, count = _mine(scores, pos, exc, options, in_place=True, sparse=ctx.sparse)
+        del scores  # with a sparse G the (B, M) buffer is freed here
+        g_parts = grad if ctx.sparse else (grad,)
         ctx.reduction = options.reduction
+        triplets = None
         if options.reduction == "none":
-            ctx.save_for_backward(q, c, grad)
-            return loss
-        total = loss.sum()
-        if options.reduction == "sum":
-            ctx.save_for_backward(q, c, grad)
-            return total
-        triplets = count.sum().clamp_min(1).to(loss.dtype)
-        ctx.save_for_backward(q, c, grad, triplets)
-        return total / triplets
+            out = loss
+        else:
+            out = loss.sum()
+            if options.reduction == "mean":
+                triplets = count.sum().clamp_min(1).to(loss.dtype)
+                out = out / triplets
+        ctx.save_for_backward(q, c, triplets, *g_parts)
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):  # noqa: ANN001, ANN205
-        q, c, grad, *rest = ctx.saved_tensors
-        # products in G's dtype (autocast may have made S, hence G, narrower than q and c)
-        qg, cg = q.to(grad.dtype), c.to(grad.dtype)
-        dq = dc = None
+        q, c, triplets, *g_parts = ctx.saved_tensors
+        dtype = g_parts[-1].dtype  # G's (autocast may have made S, hence G, narrower than q and c)
+        # dloss_i scales row i of G ("none"), or a 0-d scale applies to both products
         if ctx.reduction == "none":
-            w = grad_out.to(grad.dtype)[:, None]  # (B, 1): dloss_i scales row i of G
-            if ctx.needs_input_grad[0]:
-                dq = (grad @ cg).mul_(w)
-            if ctx.needs_input_grad[1]:
-                dc = grad.T @ (qg * w)
+            w = grad_out.to(dtype)
         else:
-            w = grad_out / rest[0] if ctx.reduction == "mean" else grad_out
-            w = w.to(grad.dtype)  # a 0-d scale applied to the (B x D) and (M x D) products
-            if ctx.needs_input_grad[0]:
-                dq = (grad @ cg).mul_(w)
-            if ctx.needs_input_grad[1]:
-                dc = (grad.T @ qg).mul_(w)
+            w = (grad_out / triplets if ctx.reduction == "mean" else grad_out).to(dtype)
+        need_dq, need_dc = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.sparse:
+            dq, dc = _sparse_backward(g_parts, q.to(dtype), c.to(dtype), w, need_dq, need_dc)
+        else:
+            dq, dc = _dense_backward(g_parts[0], q.to(dtype), c.to(dtype), w, need_dq, need_dc)
         dq = None if dq is None else dq.to(q.dtype)
         dc = None if dc is None else dc.to(c.dtype)
         return dq, dc, None, None, None
+
+
+def _dense_backward(grad: torch.Tensor, q: torch.Tensor, c: torch.Tensor, w: torch.Tensor, need_dq: bool,
+                    need_dc: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """dq = w G c and dc = G^T (w q) by BLAS; w is (B,) (row scales) or 0-d."""
+    dq = (grad @ c).mul_(w[:, None] if w.dim() else w) if need_dq else None
+    if not need_dc:
+        return dq, None
+    return dq, (grad.T @ (q * w[:, None]) if w.dim() else (grad.T @ q).mul_(w))
+
+
+def _sparse_backward(g_parts: list[torch.Tensor], q: torch.Tensor, c: torch.Tensor, w: torch.Tensor, need_dq: bool,
+                     need_dc: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The same products from G as a CSR (indptr, indices, values), by the C++ kernel (deterministic
+    for any thread count)."""
+    indptr, indices, values = g_parts
+    q, c = q.contiguous(), c.contiguous()
+    dq = torch.empty_like(q) if need_dq else None
+    dc = torch.empty_like(c) if need_dc else None
+    row_scale = w.contiguous().numpy() if w.dim() else None
+    load_C().triplet_sparse_backward_cpu(
+        indptr=indptr.numpy(), indices=indices.numpy(), values=values.numpy(), q=q.numpy(), c=c.numpy(),
+        row_scale=row_scale, scale=1.0 if w.dim() else w.item(),
+        dq=None if dq is None else dq.numpy(), dc=None if dc is None else dc.numpy(),
+        num_threads=torch.get_num_threads(),
+    )
+    return dq, dc
+
+
+def _sparse_grad(scores: torch.Tensor, pos: _Sets, options: _Options) -> bool:
+    """Whether the kernel writes G as a CSR: on the CPU, when num_negatives = k is given and G's
+    nonzeros, at most B * min(k, M) plus the number of positive ids, are at most
+    _SPARSE_MAX_DENSITY of B x M. With every negative (k None) G is dense anyway."""
+    if scores.device.type != "cpu":
+        return False
+    if _FORCE_SPARSE_GRAD is not None:
+        return _FORCE_SPARSE_GRAD
+    if options.num_negatives == 0:
+        return False
+    b, m = scores.shape
+    if pos.indices is not None:
+        positive_ids = pos.indices.numel()
+    else:
+        positive_ids = 0 if pos.mask is None else int(torch.count_nonzero(pos.mask))
+    return b * min(options.num_negatives, m) + positive_ids <= _SPARSE_MAX_DENSITY * b * m
 
 
 def _mine(
@@ -161,8 +221,10 @@ def _mine(
     *,
     in_place: bool,
     num_threads: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Runs the kernel on scores' device; with in_place the grad overwrites the scores."""
+    sparse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Runs the kernel on scores' device; with in_place the grad overwrites the scores. With sparse
+    (CPU only) G comes back as a CSR (indptr, indices, values) and the scores' memory is scratch."""
     _C = load_C()
     b, m = scores.shape
     device = scores.device
@@ -173,13 +235,15 @@ def _mine(
     count = torch.empty(b, dtype=torch.int64, device=device)
     if device.type == "cpu":
         loss = torch.empty(b, dtype=scores.dtype)
-        _C.triplet_mine_cpu(
+        csr = _C.triplet_mine_cpu(
             scores=scores.numpy(), **_numpy_sets("pos", pos), **_numpy_sets("exc", exc),
             margin=options.margin, num_negatives=options.num_negatives, temperature=options.temperature,
             loss=loss.numpy(), grad=grad.numpy(), count=count.numpy(),
-            num_threads=torch.get_num_threads() if num_threads is None else num_threads,
+            num_threads=torch.get_num_threads() if num_threads is None else num_threads, sparse=sparse,
         )
-        return loss, grad, count
+        return loss, (tuple(torch.from_numpy(a) for a in csr) if sparse else grad), count
+    if sparse:
+        raise ValueError("a sparse G is only written on the CPU")
     loss = torch.empty(b, dtype=torch.float32, device=device)
     _C.triplet_mine_cuda(
         dtype=_CUDA_DTYPES[scores.dtype], scores=scores.data_ptr(), rows=b, cols=m,

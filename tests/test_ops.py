@@ -6,6 +6,7 @@ import itertools
 import pytest
 import torch
 
+import ramen.ops as ops
 from ramen import _C
 from ramen.ops import mine_hard_negatives, triplet_loss
 
@@ -97,13 +98,20 @@ def assert_close(ours, ref, dtype):
         torch.testing.assert_close(a, b, **tol)
 
 
+@pytest.fixture(params=["dense", "sparse"])
+def grad_form(request, monkeypatch):
+    """Forces the CPU op to keep G = dloss/dS dense (BLAS backward) or sparse (the CSR kernels)."""
+    monkeypatch.setattr(ops, "_FORCE_SPARSE_GRAD", request.param == "sparse")
+    return request.param
+
+
 # ---- values and gradients against the reference ----
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("num_negatives", [None, 1, 3, 30])
 @pytest.mark.parametrize("with_exclude", [False, True])
 @pytest.mark.parametrize("temperature", [None, 0.1])
-def test_matches_reference(reduction, num_negatives, with_exclude, temperature):
+def test_matches_reference(reduction, num_negatives, with_exclude, temperature, grad_form):
     for seed, dtype, fmt in ((0, torch.float64, "csr"), (1, torch.float32, "mask")):
         q, c, pos, exc = random_problem(seed=seed, dtype=dtype)
         ours, ref = run_both(q, c, pos, exc if with_exclude else None, fmt, reduction=reduction,
@@ -112,7 +120,7 @@ def test_matches_reference(reduction, num_negatives, with_exclude, temperature):
 
 
 @pytest.mark.parametrize("num_negatives", [5, 16, 17, 40])  # insertion buffer (<= 16) and nth_element
-def test_selection_paths_match_reference(num_negatives):
+def test_selection_paths_match_reference(num_negatives, grad_form):
     q, c, pos, exc = random_problem(b=12, m=64, d=8, seed=3, max_pos=4, max_exc=6)
     ours, ref = run_both(q, c, pos, exc, "csr", num_negatives=num_negatives, reduction="sum")
     assert_close(ours, ref, torch.float64)
@@ -120,7 +128,7 @@ def test_selection_paths_match_reference(num_negatives):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("num_negatives", [None, 2])
-def test_gradcheck(reduction, num_negatives):
+def test_gradcheck(reduction, num_negatives, grad_form):
     q, c, pos, exc = random_problem(b=5, m=8, d=3, seed=4)
     q.requires_grad_()
     c.requires_grad_()
@@ -128,6 +136,23 @@ def test_gradcheck(reduction, num_negatives):
                                     reduction=reduction, margin=0.5)
     assert f(q, c).abs().sum() > 0  # not a trivially zero loss
     assert torch.autograd.gradcheck(f, (q, c), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype, rtol", [(torch.float32, 4e-7), (torch.float64, 1e-15)])
+def test_softmax_weights_accurate_to_a_few_ulp(dtype, rtol):
+    # the kernel's vectorised exp against exp in float64 of the same (rounded) arguments, down to
+    # arguments where exp underflows (temperature 0.001: exp(-300))
+    g = torch.Generator().manual_seed(27)
+    s = torch.cat([torch.zeros(1), torch.linspace(-9, 0.29, 2001)[1:] + torch.rand(2000, generator=g) * 1e-3]).to(dtype)
+    for temperature in (0.05, 0.01, 0.001):
+        _, grad, _ = mine_hard_negatives(s[None], csr([[0]]), margin=0.3, softmax_temperature=temperature)
+        neg = s[1:]
+        arg = ((neg - neg.max()) / torch.tensor(temperature, dtype=dtype)).double()
+        w = torch.where(neg + 0.3 > 0, arg.exp(), 0.0)
+        ref = w / w.sum()
+        big = ref > 1e-30
+        torch.testing.assert_close(grad[0, 1:].double()[big], ref[big], rtol=rtol, atol=0)
+        assert grad[0, 1:][~big].abs().max() <= 1e-30
 
 
 def test_mine_hard_negatives_grad_is_dloss_dscores():
@@ -148,7 +173,7 @@ def test_mine_hard_negatives_grad_is_dloss_dscores():
 
 # ---- edge cases ----
 
-def test_rows_without_positives_add_nothing():
+def test_rows_without_positives_add_nothing(grad_form):
     q, c, _, _ = random_problem(seed=6)
     pos = [[], [2], [], [0, 5], [], [], [1]]
     ours, ref = run_both(q, c, pos, None, "csr", reduction="none")
@@ -157,7 +182,7 @@ def test_rows_without_positives_add_nothing():
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_no_triplets_gives_zero_loss_and_grads(reduction):
+def test_no_triplets_gives_zero_loss_and_grads(reduction, grad_form):
     q, c, _, _ = random_problem(seed=7)
     qq, cc = q.clone().requires_grad_(), c.clone().requires_grad_()
     loss = triplet_loss(qq, cc, csr([[]] * 7), reduction=reduction)
@@ -166,7 +191,7 @@ def test_no_triplets_gives_zero_loss_and_grads(reduction):
     assert qq.grad.eq(0).all() and cc.grad.eq(0).all()
 
 
-def test_every_column_excluded():
+def test_every_column_excluded(grad_form):
     q, c, _, _ = random_problem(seed=8)
     pos = [[0]] * 7
     everything = [list(range(11))] * 7
@@ -178,7 +203,7 @@ def test_every_column_excluded():
     assert ours[0][1::2].eq(0).all() and ours[0][0::2].gt(0).any()
 
 
-def test_fewer_candidates_than_num_negatives():
+def test_fewer_candidates_than_num_negatives(grad_form):
     q, c, pos, exc = random_problem(b=6, m=8, seed=9)
     for reduction in ("mean", "none"):
         a = triplet_loss(q, c, csr(pos), exclude=csr(exc), num_negatives=100, reduction=reduction)
@@ -186,7 +211,7 @@ def test_fewer_candidates_than_num_negatives():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_many_positives_and_huge_degree():
+def test_many_positives_and_huge_degree(grad_form):
     q, c, _, _ = random_problem(b=4, m=200, d=6, seed=10)
     pos = [list(range(0, 200, 2)), list(range(150)), [7], list(range(200))]  # the last: no candidates
     for k in (None, 10):
@@ -194,7 +219,7 @@ def test_many_positives_and_huge_degree():
         assert_close(ours, ref, torch.float64)
 
 
-def test_duplicate_positive_ids_count_once():
+def test_duplicate_positive_ids_count_once(grad_form):
     q, c, _, _ = random_problem(seed=11)
     once = [[1], [2, 3], [], [4], [0], [5], [6]]
     repeated = [[1, 1, 1], [3, 2, 3, 2], [], [4, 4], [0], [5, 5], [6]]
@@ -206,7 +231,7 @@ def test_duplicate_positive_ids_count_once():
         torch.testing.assert_close(a, m, rtol=0, atol=0)
 
 
-def test_positive_also_excluded_stays_positive():
+def test_positive_also_excluded_stays_positive(grad_form):
     q, c, _, _ = random_problem(seed=12)
     pos = [[1]] * 7
     a = triplet_loss(q, c, csr(pos), exclude=csr([[1, 4]] * 7), reduction="none")
@@ -253,7 +278,7 @@ def test_inputs_left_untouched_and_int32_csr_accepted():
     assert torch.equal(q, q0) and torch.equal(c, c0) and torch.equal(a, b)
 
 
-def test_empty_batches():
+def test_empty_batches(grad_form):
     d = 4
     q, c = torch.zeros(0, d, requires_grad=True), torch.randn(5, d, requires_grad=True)
     loss = triplet_loss(q, c, csr([]))
@@ -263,7 +288,7 @@ def test_empty_batches():
     assert triplet_loss(q, c, csr([[], [], []]), reduction="sum").item() == 0.0
 
 
-def test_negative_control_different_positives_different_gradients():
+def test_negative_control_different_positives_different_gradients(grad_form):
     q, c, _, _ = random_problem(seed=15)
     grads = []
     for pos in ([[0], [1], [2], [3], [4], [5], [6]], [[6], [5], [4], [3], [2], [1], [0]]):
@@ -272,6 +297,127 @@ def test_negative_control_different_positives_different_gradients():
         grads.append(qq.grad)
     assert not torch.allclose(grads[0], grads[1])
     assert not torch.allclose(grads[0][:3], grads[1][:3])  # rows whose positive changed
+
+
+# ---- the sparse G (CPU) ----
+
+def _adversarial_rows(m=40, b=12, seed=23):
+    """Rows with many positives, duplicates, every column excluded, no positives, a huge degree."""
+    q, c, pos, exc = random_problem(b=b, m=m, d=6, seed=seed, max_pos=3, max_exc=4)
+    pos[0] = list(range(0, m, 2))  # half the columns positive
+    pos[1] = [3, 3, 3, 7, 7]  # duplicates
+    pos[2], exc[2] = [5], list(range(m))  # every other column excluded: no candidates
+    pos[3] = []  # no positives
+    pos[4] = list(range(m))  # every column positive
+    exc[5] = list(range(1, m - 3))  # fewer candidates than k
+    return q, c, pos, exc
+
+
+@pytest.mark.parametrize("num_negatives", [None, 1, 3, 10, 100])
+@pytest.mark.parametrize("temperature", [None, 0.1])
+def test_sparse_grad_is_the_dense_grad(num_negatives, temperature):
+    q, c, pos, exc = _adversarial_rows()
+    scores = (q @ c.T).float()
+    options = ops._options(0.3, num_negatives, "none", temperature, True)
+    p, e = ops._column_sets("positives", csr(pos), 12, 40, scores.device, True), None
+    e = ops._column_sets("exclude", csr(exc), 12, 40, scores.device, True)
+    loss, grad, count = ops._mine(scores.clone(), p, e, options, in_place=True)
+    s_loss, (indptr, indices, values), s_count = ops._mine(scores.clone(), p, e, options, in_place=True, sparse=True)
+    assert torch.equal(loss, s_loss) and torch.equal(count, s_count)
+    assert torch.equal(indptr, torch.cat([torch.zeros(1, dtype=torch.int64), grad.ne(0).sum(1).cumsum(0)]))
+    dense = torch.zeros_like(grad)
+    for i in range(12):
+        cols = indices[indptr[i]:indptr[i + 1]]
+        assert cols.unique().numel() == cols.numel()  # each column once a row
+        dense[i, cols] = values[indptr[i]:indptr[i + 1]]
+        if num_negatives is not None:
+            assert cols.numel() <= num_negatives + len(set(pos[i]))
+    assert values.ne(0).all() and torch.equal(dense, grad)
+
+
+def test_sparse_backward_kernel_matches_dense_products_for_any_thread_count():
+    g = torch.Generator().manual_seed(24)
+    b, m, d = 50, 30, 7
+    q, c = torch.randn(b, d, generator=g, dtype=torch.float64), torch.randn(m, d, generator=g, dtype=torch.float64)
+    dense = torch.randn(b, m, generator=g, dtype=torch.float64) * (torch.rand(b, m, generator=g) < 0.2)
+    dense[:, 4] = 1.5  # a column in every row
+    dense[10:20] = 0  # empty rows
+    indptr = torch.cat([torch.zeros(1, dtype=torch.int64), dense.ne(0).sum(1).cumsum(0)])
+    indices = dense.nonzero()[:, 1].contiguous()
+    values = dense[dense.ne(0)].contiguous()
+    row_scale = torch.randn(b, generator=g, dtype=torch.float64)
+    outs = []
+    for threads in (1, 2, 3, 7):
+        dq, dc = torch.empty(b, d, dtype=torch.float64), torch.empty(m, d, dtype=torch.float64)
+        _C.triplet_sparse_backward_cpu(indptr=indptr.numpy(), indices=indices.numpy(), values=values.numpy(),
+                                       q=q.numpy(), c=c.numpy(), row_scale=row_scale.numpy(), scale=0.5,
+                                       dq=dq.numpy(), dc=dc.numpy(), num_threads=threads)
+        outs.append((dq, dc))
+    torch.testing.assert_close(outs[0][0], 0.5 * row_scale[:, None] * (dense @ c), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(outs[0][1], 0.5 * dense.T @ (row_scale[:, None] * q), rtol=1e-12, atol=1e-12)
+    for dq, dc in outs[1:]:
+        assert torch.equal(dq, outs[0][0]) and torch.equal(dc, outs[0][1])
+
+
+def test_sparse_op_independent_of_thread_count(monkeypatch):
+    monkeypatch.setattr(ops, "_FORCE_SPARSE_GRAD", True)
+    q, c, pos, exc = random_problem(b=100, m=300, d=16, seed=25, dtype=torch.float32, max_pos=5, max_exc=5)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3, 7):
+            torch.set_num_threads(t)
+            qq, cc = q.clone().requires_grad_(), c.clone().requires_grad_()
+            loss = triplet_loss(qq, cc, csr(pos), exclude=csr(exc), num_negatives=10, reduction="none")
+            (loss * torch.linspace(0.5, 1.5, 100)).sum().backward()
+            outs.append((loss.detach(), qq.grad, cc.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)
+
+
+def test_rule_picks_the_sparse_grad_for_few_negatives():
+    def sparse(b, m, k, positives):
+        scores = torch.empty(b, m)
+        pos = ops._column_sets("positives", positives, b, m, scores.device, False)
+        return ops._sparse_grad(scores, pos, ops._options(0.3, k, "mean", None, False))
+
+    one_each = (torch.arange(1025), torch.zeros(1024, dtype=torch.int64))
+    assert sparse(1024, 1024, 10, one_each)  # the paper's task loss: 11 nonzeros in 1024 a row
+    assert not sparse(1024, 1024, None, one_each)  # every negative: G is dense
+    assert not sparse(1024, 1024, 100, one_each)  # 101 in 1024: above 1/16
+    assert not sparse(1024, 64, 10, one_each)  # M small against k
+    many = torch.zeros(1024, 4096, dtype=torch.bool)
+    assert sparse(1024, 4096, 10, many)
+    many[:, :300] = True  # 300 positives a row: the bound counts them
+    assert not sparse(1024, 4096, 10, many)
+
+
+def test_sparse_grad_frees_the_score_matrix(grad_form):
+    q, c, pos, _ = random_problem(b=64, m=512, d=8, seed=26)
+    loss = triplet_loss(q.requires_grad_(), c, csr(pos), num_negatives=5)
+    saved = [t.numel() for t in loss.grad_fn.saved_tensors if t is not None]
+    assert (64 * 512 in saved) == (grad_form == "dense")
+
+
+@pytest.mark.parametrize("indptr, indices, match", [
+    ([1, 1, 2], [0, 1], "indptr"),
+    ([0, 3, 2], [0, 1], "decrease"),
+    ([0, 1, 2], [0, 3], "column id"),
+    ([0, 1, 2], [-1, 0], "column id"),
+])
+def test_sparse_backward_kernel_rejects_bad_csr(indptr, indices, match):
+    q, c = torch.zeros(2, 4), torch.zeros(3, 4)
+    with pytest.raises(ValueError, match=match):
+        _C.triplet_sparse_backward_cpu(indptr=torch.tensor(indptr).numpy(), indices=torch.tensor(indices).numpy(),
+                                       values=torch.ones(2).numpy(), q=q.numpy(), c=c.numpy(),
+                                       dq=torch.empty(2, 4).numpy(), dc=torch.empty(3, 4).numpy())
+    with pytest.raises(ValueError, match="dc"):
+        _C.triplet_sparse_backward_cpu(indptr=torch.tensor([0, 1, 2]).numpy(), indices=torch.tensor([0, 1]).numpy(),
+                                       values=torch.ones(2).numpy(), q=q.numpy(), c=c.numpy(),
+                                       dc=torch.empty(2, 4).numpy())
 
 
 # ---- bad input ----
@@ -396,7 +542,7 @@ def test_cuda_bad_rows_become_nan_without_validation():
         mine_hard_negatives(scores, csr([[0], [1], [2]], "cuda"))
 
 
-def test_cpu_autocast_bfloat16():
+def test_cpu_autocast_bfloat16(grad_form):
     q, c, pos, exc = random_problem(b=16, m=40, d=8, seed=21, dtype=torch.float32)
     qq, cc = q.clone().requires_grad_(), c.clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -438,7 +584,7 @@ def test_device_side_checks(indptr, indices, match):
 
 
 @pytest.mark.parametrize("num_negatives", [1, 3, 10, 16, 17, 40])
-def test_selection_with_a_bound_matches_reference(num_negatives):
+def test_selection_with_a_bound_matches_reference(num_negatives, grad_form):
     # M large enough for the kernel's lower bound from residue-class maxima (M >= 4 * lanes);
     # scores rounded to 1 decimal: many ties, some straddling the k-th place
     q, c, pos, exc = random_problem(b=6, m=700, d=4, seed=22, max_pos=3, max_exc=40)

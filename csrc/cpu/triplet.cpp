@@ -1,7 +1,8 @@
 // CPU kernel of the fused triplet scoring (see triplet.h): one pass per row, rows spread over
 // threads. Per row, while it is in cache: copy the scores with the non-candidates (positive and
 // excluded columns) set to -inf, select the hardest k with a heap behind a vectorised threshold
-// test (never a full sort), then the hinges, the loss and the row of grad.
+// test (never a full sort), then the hinges, the loss and the row of grad: dense, or its nonzeros
+// appended to the chunk's sparse sink (the chunks are joined into one CSR at the end).
 //
 // Hot loops use fixed-width vectors (GCC/Clang vector extensions: AVX-512 with -march=native on
 // this CPU, narrower instructions elsewhere). Their lane order is fixed, so sums come out the same
@@ -57,6 +58,55 @@ inline double lane_sum(const Vec<T>& v) {
     double total = 0.0;
     for (int64_t l = 0; l < kWidth<T>; ++l) total += static_cast<double>(v[l]);
     return total;
+}
+
+// exp of a vector of arguments <= 0 (e.g. -inf), lanewise, for the softmax weights: x = n ln2 + r
+// with |r| <= ln2 / 2 (ln2 split in two so that n ln2 is exact), a Taylor polynomial in r
+// (degree 7 for float, 13 for double: truncation below 1e-8 and 1e-17 relative), times 2^n built
+// in the exponent bits. Lanes below `low`, where exp is under the smallest normal, give 0.
+template <typename T>
+struct ExpTraits;
+template <>
+struct ExpTraits<float> {
+    typedef int32_t I __attribute__((vector_size(64)));
+    static constexpr float low = -87.0f, magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+    static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    static constexpr int bias = 127, mantissa_bits = 23, degree = 7;
+};
+template <>
+struct ExpTraits<double> {
+    typedef int64_t I __attribute__((vector_size(64)));
+    static constexpr double low = -708.0, magic = 6755399441055744.0;  // 1.5 * 2^52
+    static constexpr double ln2_hi = 0.693145751953125, ln2_lo = 1.42860682030941723212e-6;
+    static constexpr int bias = 1023, mantissa_bits = 52, degree = 13;
+};
+
+template <typename T>
+inline void exp_nonpositive(Vec<T>& v) {
+    using E = ExpTraits<T>;
+    using I = typename E::I;
+    static_assert(sizeof(I) == sizeof(Vec<T>), "lane counts must match");
+    const Vec<T> zero = {};
+    const Vec<T> low = zero + E::low, magic = zero + E::magic;
+    const auto below = v < low;
+    const Vec<T> x = below ? low : v;
+    const Vec<T> t = x * T(1.4426950408889634) + magic;  // magic + round(x / ln2)
+    const Vec<T> n = t - magic;
+    const Vec<T> r = (x - n * E::ln2_hi) - n * E::ln2_lo;
+    T coef = T(1);  // 1 / degree!
+    for (int d = 2; d <= E::degree; ++d) coef /= T(d);
+    Vec<T> p = zero + coef;
+    for (int d = E::degree; d >= 1; --d) {
+        coef *= T(d);  // now 1 / (d - 1)!
+        p = p * r + coef;
+    }
+    I t_bits, magic_bits, scale_bits;
+    std::memcpy(&t_bits, &t, sizeof t);
+    std::memcpy(&magic_bits, &magic, sizeof magic);
+    scale_bits = (t_bits - magic_bits + E::bias) << E::mantissa_bits;  // 2^n
+    Vec<T> scale;
+    std::memcpy(&scale, &scale_bits, sizeof scale);
+    v = below ? zero : p * scale;
 }
 
 void check_csr(const ColumnSets& sets, int64_t rows, const char* name) {
@@ -175,6 +225,24 @@ std::pair<double, bool> softmax_pass(const T* s, const T* e, int64_t n, T sp, T 
     return {total / z, true};
 }
 
+// The nonzeros of G's rows in one chunk of rows, in row order; row_nnz counts them per row.
+template <typename T>
+struct SparseSink {
+    std::vector<int64_t> indices;
+    std::vector<T> values;
+    int64_t* row_nnz = nullptr;  // the current row's counter
+
+    void append(int64_t j, T v) {
+        if (v == T(0)) return;
+        indices.push_back(j);
+        values.push_back(v);
+        ++*row_nnz;
+    }
+    void append_nonzeros(const T* g, int64_t n) {
+        for (int64_t j = 0; j < n; ++j) append(j, g[j]);
+    }
+};
+
 // Scratch for one thread, reused across rows; mines one row at a time.
 template <typename T>
 class RowMiner {
@@ -187,9 +255,10 @@ class RowMiner {
           status_(cols, kCandidate),
           masked_(cols) {}
 
-    // Mines row i of S (scores) into its grad row, which may be the same memory; returns the
-    // row's loss and triplet count.
-    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow) {
+    // Mines row i of S (scores) into its grad row, which may be the same memory, or with a
+    // sink appends the row's nonzeros to it instead (grow is then scratch); returns the row's loss
+    // and triplet count.
+    std::pair<double, int64_t> run(int64_t i, const T* scores, T* grow, SparseSink<T>* sink) {
         if (!copy_finite(scores, cols_, masked_.data()))
             throw std::invalid_argument("scores S = q @ c.T: row " + std::to_string(i) +
                                         " holds NaN or Inf (check q and c)");
@@ -201,19 +270,30 @@ class RowMiner {
             masked_[j] = -std::numeric_limits<T>::infinity();  // no negative
             status_[j] = kCandidate;                           // clean for the next row
         }
-        std::fill(grow, grow + cols_, T(0));  // from here on scores may be gone
-        if (pos_.empty() || num_candidates == 0) return {0.0, 0};
+        // from here on scores may be gone
+        if (pos_.empty() || num_candidates == 0) {
+            if (sink == nullptr) std::fill(grow, grow + cols_, T(0));
+            return {0.0, 0};
+        }
         const int64_t k = options_.num_negatives;
         if (k <= 0 || k >= num_candidates) {
+            std::fill(grow, grow + cols_, T(0));
             const double loss = hinges(masked_.data(), cols_, grow);  // every candidate, over the row
             for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+            if (sink != nullptr) sink->append_nonzeros(grow, cols_);
             return {loss, static_cast<int64_t>(pos_.size()) * num_candidates};
         }
         select_hardest(k);
         neg_grad_.assign(k, T(0));
         const double loss = hinges(neg_score_.data(), k, neg_grad_.data());
-        for (int64_t b = 0; b < k; ++b) grow[neg_col_[b]] = neg_grad_[b];
-        for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+        if (sink != nullptr) {
+            for (int64_t b = 0; b < k; ++b) sink->append(neg_col_[b], neg_grad_[b]);
+            for (size_t a = 0; a < pos_.size(); ++a) sink->append(pos_[a], pos_grad_[a]);
+        } else {
+            std::fill(grow, grow + cols_, T(0));
+            for (int64_t b = 0; b < k; ++b) grow[neg_col_[b]] = neg_grad_[b];
+            for (size_t a = 0; a < pos_.size(); ++a) grow[pos_[a]] = pos_grad_[a];
+        }
         return {loss, static_cast<int64_t>(pos_.size()) * k};
     }
 
@@ -363,7 +443,17 @@ class RowMiner {
         const T lowest_pos = *std::min_element(pos_score_.begin(), pos_score_.end());
         const T top = *std::max_element(s, s + n);
         weight_.resize(n);
-        for (int64_t b = 0; b < n; ++b)
+        constexpr int64_t W = kWidth<T>;
+        const Vec<T> zero = {};
+        int64_t b = 0;
+        for (; b + W <= n; b += W) {
+            Vec<T> x;
+            load(x, s + b);
+            Vec<T> e = (x - top) / temperature;
+            exp_nonpositive<T>(e);
+            store(weight_.data() + b, (x - lowest_pos + margin > zero) ? e : zero);
+        }
+        for (; b < n; ++b)
             weight_[b] = s[b] - lowest_pos + margin > T(0) ? std::exp((s[b] - top) / temperature) : T(0);
     }
 
@@ -383,7 +473,7 @@ class RowMiner {
 template <typename T>
 void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnSets& positives,
                       const ColumnSets& exclude, const TripletOptions& options, T* loss, T* grad,
-                      int64_t* count, int num_threads) {
+                      int64_t* count, int num_threads, SparseGrad<T>* sparse) {
     if (rows < 0 || cols < 0) throw std::invalid_argument("scores: negative shape");
     if (!(options.margin >= 0.0) || !std::isfinite(options.margin))
         throw std::invalid_argument("margin must be a finite number >= 0");
@@ -391,19 +481,37 @@ void triplet_mine_cpu(const T* scores, int64_t rows, int64_t cols, const ColumnS
         throw std::invalid_argument("softmax_temperature must be a finite number > 0");
     check_csr(positives, rows, "positives");
     check_csr(exclude, rows, "exclude");
+    // sparse G: each chunk of rows appends to its own sink; then an exclusive scan over the rows'
+    // counts places the chunks, in row order, into one CSR
+    std::vector<SparseSink<T>> sinks(sparse != nullptr ? (rows + kRowsPerChunk - 1) / kRowsPerChunk : 0);
+    std::vector<int64_t> row_nnz(sparse != nullptr ? rows : 0, 0);
     parallel_for(rows, kRowsPerChunk, num_threads, [&](int64_t begin, int64_t end) {
         RowMiner<T> miner(cols, positives, exclude, options);
+        SparseSink<T>* sink = sparse != nullptr ? &sinks[begin / kRowsPerChunk] : nullptr;
         for (int64_t i = begin; i < end; ++i) {
-            const auto [row_loss, row_count] = miner.run(i, scores + i * cols, grad + i * cols);
+            if (sink != nullptr) sink->row_nnz = &row_nnz[i];
+            const auto [row_loss, row_count] = miner.run(i, scores + i * cols, grad + i * cols, sink);
             loss[i] = static_cast<T>(row_loss);
             count[i] = row_count;
+        }
+    });
+    if (sparse == nullptr) return;
+    sparse->indptr.assign(rows + 1, 0);
+    for (int64_t i = 0; i < rows; ++i) sparse->indptr[i + 1] = sparse->indptr[i] + row_nnz[i];
+    sparse->indices.resize(sparse->indptr[rows]);
+    sparse->values.resize(sparse->indptr[rows]);
+    parallel_for(static_cast<int64_t>(sinks.size()), 1, num_threads, [&](int64_t begin, int64_t end) {
+        for (int64_t s = begin; s < end; ++s) {
+            const int64_t at = sparse->indptr[s * kRowsPerChunk];
+            std::copy(sinks[s].indices.begin(), sinks[s].indices.end(), sparse->indices.begin() + at);
+            std::copy(sinks[s].values.begin(), sinks[s].values.end(), sparse->values.begin() + at);
         }
     });
 }
 
 template void triplet_mine_cpu<float>(const float*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
-                                      const TripletOptions&, float*, float*, int64_t*, int);
+                                      const TripletOptions&, float*, float*, int64_t*, int, SparseGrad<float>*);
 template void triplet_mine_cpu<double>(const double*, int64_t, int64_t, const ColumnSets&, const ColumnSets&,
-                                       const TripletOptions&, double*, double*, int64_t*, int);
+                                       const TripletOptions&, double*, double*, int64_t*, int, SparseGrad<double>*);
 
 }  // namespace ramen

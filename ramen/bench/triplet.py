@@ -3,7 +3,9 @@
 Forward plus backward of the paper's shapes: B = 1024 rows, M = 1024 to 4096 in-batch candidates,
 D = 384 or 768, the 10 hardest or all negatives, one positive and two excluded columns a row. The
 floor is the three matrix products any implementation needs (S = q c^T, G c, G^T q). On CUDA also
-the mining pass's bandwidth beside a plain copy of S.
+the mining pass's bandwidth beside a plain copy of S. On the CPU with k given, ours keeps G =
+dloss/dS sparse (ramen.ops's rule) and so skips most of the floor's G c and G^T q; a row times
+ours forced to the dense G as well, to show what that saves.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator
 import torch
 from tqdm import tqdm
 
+import ramen.ops
 from ramen import _C
 from ramen.bench.common import Row, import_peer, peak_rss_during, timeit
 from ramen.ops import mine_hard_negatives, triplet_loss
@@ -115,7 +118,22 @@ def _time_shape(peer, device: str, b: int, m: int, d: int, k: int | None, repeat
             Row(SUITE, case, "1-thread CPU time vs peer", c_ours, c_peer, PEER, "ms", "lower"),
             Row(SUITE, case, "1-thread CPU time vs GEMM floor", c_ours, c_floor, "3 GEMMs (floor)", "ms", "lower"),
         ]
+        if k is not None:
+            with _dense_grad():
+                c_dense = _thread_cpu_ms(ours, repeat)
+            rows.append(Row(SUITE, case, "1-thread CPU time vs ours with dense G", c_ours, c_dense,
+                            "ours, dense G (BLAS backward)", "ms", "lower"))
     return rows
+
+
+@contextlib.contextmanager
+def _dense_grad() -> Iterator[None]:
+    """Within: ramen.ops keeps G = dloss/dS dense on the CPU whatever its rule says."""
+    ramen.ops._FORCE_SPARSE_GRAD = False
+    try:
+        yield
+    finally:
+        ramen.ops._FORCE_SPARSE_GRAD = None
 
 
 def _thread_cpu_ms(fn, repeat: int) -> float:  # noqa: ANN001
