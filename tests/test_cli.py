@@ -1,0 +1,52 @@
+"""`python -m ramen`: data, train, evaluate and search from the command line."""
+import subprocess
+import sys
+
+import pytest
+
+from ramen.__main__ import main
+from ramen.data import load_xc
+from ramen.synthetic import synthetic
+
+
+def test_help_lists_the_subcommands():
+    out = subprocess.run([sys.executable, "-m", "ramen", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("data", "train", "evaluate", "search"):
+        assert command in out
+
+
+def test_data_describe_and_synth(tmp_path, capsys):
+    assert main(["data", "describe", "synthetic:tiny"]) == 0
+    assert "labels L" in capsys.readouterr().out
+    assert main(["data", "synth", "--size", "tiny", "--out", str(tmp_path / "ds")]) == 0
+    assert load_xc(tmp_path / "ds") == synthetic("tiny")
+    assert main(["data", "describe", str(tmp_path / "ds")]) == 0
+
+
+def test_train_evaluate_search(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(run), "--epochs", "1",
+            "--batch-size", "32", "--lr", "1e-3", "--walk-length", "10", "--no-prune", "--eval-every", "0",
+            "--lambdas", "category=0.5,0", "--num-negatives", "none"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "P" in out and "by label-frequency decile" in out
+    assert (run / "model" / "labels.index").exists()
+    assert main(["evaluate", str(run), "--exact", "-k", "3"]) == 0
+    assert "@3" in capsys.readouterr().out
+    assert main(["search", str(run), synthetic("tiny").test_texts[0], "-k", "4"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].split()[0] == "1"
+
+
+def test_bad_input_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="no such directory"):
+        main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+    with pytest.raises(SystemExit, match="margin"):
+        main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "r"), "--margin", "-1"])
+    with pytest.raises(SystemExit, match="SET=LAMBDA_X,LAMBDA_Z"):
+        main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "r"), "--lambdas", "oops"])
+    assert main(["train", "--data", "synthetic:tiny", "--out", str(tmp_path / "r"), "--encoder", "nope"]) == 2
+    assert "never downloads" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no trained model"):
+        main(["evaluate", str(tmp_path / "r")])
