@@ -21,6 +21,10 @@ _LAZY = {
     "write_sparse": "ramen.data",
     "evaluate": "ramen.metrics",
     "inv_propensity": "ramen.metrics",
+    "random_walk_with_restart": "ramen.graph",
+    "bipartite_walk": "ramen.graph",
+    "densify": "ramen.graph",
+    "prune_edges": "ramen.graph",
 }
 
 __all__ = ["__version__", *_LAZY]
