@@ -197,6 +197,8 @@ PYBIND11_MODULE(_C, m) {
     def_graph<int64_t>(m);
     m.def("philox4x32", &philox_binding, py::arg("counter"), py::arg("key"),
           "Philox-4x32-10 block function (for known-answer tests).");
+    m.def("walk_draw", &ramen::walk_draw, py::arg("seed"), py::arg("start"), py::arg("hop"), py::arg("which"),
+          py::arg("range"), "The walks' uniform edge choice in [0, range) (for tests of its rare paths).");
     m.def("dot", &dot_binding, py::arg("a"), py::arg("b"), "Dot product by the pruning kernel's vector code.");
     // ---- bindings: triplet ----
     // ---- bindings: io ----

@@ -142,6 +142,12 @@ template <typename I>
 void prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
                     float threshold, int num_threads, uint8_t* keep, int64_t* row_kept);
 
+// The walks' edge choice: a uniform integer in [0, range) for draw `which` (1 or 2) of hop `hop` of
+// the walk from `start` (Philox keyed by seed; first word `which` of block 0, retries from blocks
+// which, which + 2, ...). Exposed so that tests can check the rare paths (rejections, ranges of
+// 2^32 or more) without graphs of that degree.
+uint64_t walk_draw(uint64_t seed, int64_t start, uint32_t hop, uint32_t which, uint64_t range);
+
 // Dot products of single vectors, exposed for tests of the vector code paths.
 float dot_f32(const float* a, const float* b, int64_t dim);
 float dot_f16(const uint16_t* a, const uint16_t* b, int64_t dim);

@@ -144,6 +144,72 @@ def test_philox_known_answers() -> None:
         0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
 
 
+class HopWords:
+    """The kernels' random draws for one (seed, start, hop), from the scalar Philox: restart from
+    word 0 of block 0, the edge choice from word 1 (retries: blocks 1, 3, 5, ...)."""
+
+    def __init__(self, seed: int, start: int, hop: int) -> None:
+        self.seed, self.start, self.hop = seed, start, hop
+
+    def block(self, b: int) -> tuple[int, ...]:
+        return _C.philox4x32([self.hop, self.start & 0xFFFFFFFF, self.start >> 32, b],
+                             [self.seed & 0xFFFFFFFF, self.seed >> 32])
+
+    def restart(self, r: float) -> bool:
+        threshold = int(np.ceil(np.float64(np.float32(r)) * 2**24))
+        return (self.block(0)[0] >> 8) < threshold
+
+    def choose(self, deg: int, which: int = 1) -> int:
+        """Lemire's bounded draw: first word `which` of block 0, then the retry stream (blocks which,
+        which + 2, ...); ranges of 2^32 or more draw 64-bit words from the retry stream only."""
+        deg = int(deg)
+        retry = (w for b in range(which, 1 << 20, 2) for w in self.block(b))
+        if deg < 2**32:
+            x, bits = self.block(0)[which], 32
+        else:
+            x, bits = next(retry) | next(retry) << 32, 64
+        threshold = (2**bits - deg) % deg
+        while (x * deg) % 2**bits < threshold:
+            x = next(retry) if bits == 32 else next(retry) | next(retry) << 32
+        return (x * deg) >> bits
+
+
+def reference_walk(adj: sp.csr_matrix, s: int, L: int, r: float, seed: int) -> np.ndarray:
+    """The unipartite walk from s replayed in Python with the kernels' random draws: landing counts."""
+    counts = np.zeros(adj.shape[0])
+    cur = s
+    for h in range(L):
+        words = HopWords(seed, s, h)
+        if h == 0 or words.restart(r):
+            cur = s
+        lo, hi = adj.indptr[cur], adj.indptr[cur + 1]
+        cur = s if hi == lo else adj.indices[lo + words.choose(hi - lo)]
+        counts[cur] += 1
+    return counts
+
+
+def test_walks_replay_the_documented_random_draws() -> None:
+    # the vectorised Philox of the kernels equals the scalar one, keyed by (seed, start, hop); a
+    # degree near 2^31 is not needed to reach Lemire's retry path: see test_lemire_retry_path
+    adj = random_graph(70, 3, seed=4)
+    starts = [0, 5, 69, 33] + list(range(6, 70, 7))  # more starts than one 16-lane register
+    seed = 0x123456789ABCDEF
+    out = graph.random_walk_with_restart(adj, starts, walk_length=25, restart_prob=0.6, seed=seed).toarray()
+    for row, s in enumerate(starts):
+        assert np.array_equal(out[row], reference_walk(adj, s, 25, 0.6, seed)), s
+
+
+@pytest.mark.parametrize("deg", [1, 2, 3, 1000, 3 * 2**30, 2**32 - 1, 2**32, 2**32 + 5, 3 * 2**61])
+def test_edge_choice_matches_reference_on_rare_paths(deg: int) -> None:
+    # 3 * 2^30 rejects the first word with probability 1/4; 2^32 and beyond take 64-bit draws
+    words = [HopWords(0xDEADBEEF, s, h) for s in (0, 1, 2**33 + 7) for h in range(40)]
+    ours = [_C.walk_draw(seed=w.seed, start=w.start, hop=w.hop, which=2, range=deg) for w in words]
+    assert ours == [w.choose(deg, which=2) for w in words]
+    assert all(0 <= x < deg for x in ours)
+    if deg == 3 * 2**30:  # the retry path was taken
+        assert any((w.block(0)[2] * deg) % 2**32 < (2**32 - deg) % deg for w in words)
+
+
 # ---- walks against their definitions ---------------------------------------------------------
 
 

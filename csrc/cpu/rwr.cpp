@@ -471,6 +471,14 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
 
 }  // namespace
 
+uint64_t walk_draw(uint64_t seed, int64_t start, uint32_t hop, uint32_t which, uint64_t range) {
+    if (range < 1 || range > static_cast<uint64_t>(INT64_MAX) || which < 1 || which > 2)
+        throw std::invalid_argument("walk_draw: range must be in [1, 2^63) and which 1 or 2");
+    const Words4 first = philox4x32(hop, static_cast<uint32_t>(start), static_cast<uint32_t>(static_cast<uint64_t>(start) >> 32),
+                                    0, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    return static_cast<uint64_t>(choose(0, static_cast<int64_t>(range), first.w[which], seed, start, hop, which));
+}
+
 template <typename I>
 CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* starts, int64_t num_starts,
                                       const WalkOptions& options, const Progress& progress) {
