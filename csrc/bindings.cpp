@@ -172,6 +172,22 @@ py::tuple philox_binding(const std::vector<uint32_t>& counter, const std::vector
     return py::make_tuple(w.w[0], w.w[1], w.w[2], w.w[3]);
 }
 
+int64_t first_non_finite_binding(const py::array& emb, int num_threads) {
+    if (emb.ndim() != 2) throw std::invalid_argument("embeddings must be 2-d");
+    const int64_t rows = emb.shape(0), dim = emb.shape(1);
+    if (py::isinstance<CArray<float>>(emb) && emb.dtype().is(py::dtype::of<float>())) {
+        const float* p = CArray<float>(emb).data();
+        py::gil_scoped_release release;
+        return ramen::first_non_finite_f32(p, rows, dim, num_threads);
+    }
+    if (py::isinstance<CArray<uint16_t>>(emb) && emb.dtype().is(py::dtype::of<uint16_t>())) {
+        const uint16_t* p = CArray<uint16_t>(emb).data();
+        py::gil_scoped_release release;
+        return ramen::first_non_finite_f16(p, rows, dim, num_threads);
+    }
+    throw std::invalid_argument("embeddings must be C-contiguous float32 or uint16 (float16 bits)");
+}
+
 float dot_binding(const py::array& a, const py::array& b) {
     if (a.ndim() != 1 || b.ndim() != 1 || a.size() != b.size() || !a.dtype().is(b.dtype()))
         throw std::invalid_argument("a and b must be 1-d arrays of one dtype and size");
@@ -199,6 +215,8 @@ PYBIND11_MODULE(_C, m) {
           "Philox-4x32-10 block function (for known-answer tests).");
     m.def("walk_draw", &ramen::walk_draw, py::arg("seed"), py::arg("start"), py::arg("hop"), py::arg("which"),
           py::arg("range"), "The walks' uniform edge choice in [0, range) (for tests of its rare paths).");
+    m.def("first_non_finite", &first_non_finite_binding, py::arg("emb"), py::kw_only(), py::arg("num_threads"),
+          "The first row of a 2-d float32 / float16-bits array with a NaN or infinity, or -1.");
     m.def("dot", &dot_binding, py::arg("a"), py::arg("b"), "Dot product by the pruning kernel's vector code.");
     // ---- bindings: triplet ----
     // ---- bindings: io ----

@@ -142,6 +142,10 @@ template <typename I>
 void prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
                     float threshold, int num_threads, uint8_t* keep, int64_t* row_kept);
 
+// The first row of a (rows x dim) matrix holding a NaN or an infinity, or -1 (for input checks).
+int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int num_threads);
+int64_t first_non_finite_f16(const uint16_t* data, int64_t rows, int64_t dim, int num_threads);
+
 // The walks' edge choice: a uniform integer in [0, range) for draw `which` (1 or 2) of hop `hop` of
 // the walk from `start` (Philox keyed by seed; first word `which` of block 0, retries from blocks
 // which, which + 2, ...). Exposed so that tests can check the rare paths (rejections, ranges of

@@ -165,8 +165,8 @@ def prune_edges(
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite, got {threshold}")
     if check_finite:
-        _check_finite(row_emb, "row_emb")
-        _check_finite(col_emb, "col_emb")
+        _check_finite(row_emb, "row_emb", num_threads)
+        _check_finite(col_emb, "col_emb", num_threads)
     if row_emb.dtype == np.float16:
         row_emb, col_emb = row_emb.view(np.uint16), col_emb.view(np.uint16)
     keep, row_kept = load_C().prune_mask(indptr, indices, rows, cols, row_emb, col_emb, threshold=threshold,
@@ -298,14 +298,9 @@ def _embeddings(row_emb: Any, col_emb: Any, rows: int, cols: int) -> tuple[np.nd
     return np.ascontiguousarray(row_emb, dtype=dtype), np.ascontiguousarray(col_emb, dtype=dtype)
 
 
-def _check_finite(emb: np.ndarray, name: str, block: int = 1 << 16) -> None:
-    """ValueError naming the first row with a NaN or infinity; reads `block` rows at a time."""
-    for start in range(0, emb.shape[0], block):
-        part = emb[start:start + block]
-        if emb.dtype == np.float16:  # exponent bits all ones: inf or NaN
-            bad = (part.view(np.uint16) & 0x7C00) == 0x7C00
-        else:
-            bad = ~np.isfinite(part)
-        if bad.any():
-            row = start + int(np.argmax(bad.any(axis=1)))
-            raise ValueError(f"{name} has NaN or infinite values (first in row {row})")
+def _check_finite(emb: np.ndarray, name: str, num_threads: int | None) -> None:
+    """ValueError naming the first row of `emb` with a NaN or an infinity (one parallel pass in C++)."""
+    bits = emb.view(np.uint16) if emb.dtype == np.float16 else emb
+    row = load_C().first_non_finite(bits, num_threads=_threads(num_threads))
+    if row >= 0:
+        raise ValueError(f"{name} has NaN or infinite values (first in row {row})")

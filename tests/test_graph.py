@@ -592,3 +592,18 @@ def test_bad_pruning_inputs(dtype) -> None:
     bad = R.copy()
     bad[:] = np.nan
     assert graph.prune_edges(E, bad, C, check_finite=False).nnz == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_non_finite_scan_reports_the_first_bad_row(dtype) -> None:
+    emb = np.ones((100_000, 8), dtype)  # several scan chunks of 2^15 rows
+    assert _C.first_non_finite(emb.view(np.uint16) if dtype == np.float16 else emb, num_threads=3) == -1
+    emb[90_000, 7] = -np.inf
+    emb[70_001, 0] = np.nan
+    emb[70_001, 3] = np.inf
+    for threads in (1, 2, 7):
+        bits = emb.view(np.uint16) if dtype == np.float16 else emb
+        assert _C.first_non_finite(bits, num_threads=threads) == 70_001
+    emb[5, 5] = np.finfo(dtype).max  # large but finite values pass
+    assert _C.first_non_finite(emb[:70_000].view(np.uint16) if dtype == np.float16 else emb[:70_000],
+                               num_threads=2) == -1

@@ -11,7 +11,9 @@ from pathlib import Path
 from ramen.bench.common import Row, format_rows, machine_info
 
 # suite name -> module with `run(quick: bool) -> list[Row]`
-SUITES: dict[str, str] = {}
+SUITES: dict[str, str] = {
+    "graph": "ramen.bench.graph",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
