@@ -145,7 +145,22 @@ py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64
 }
 
 template <typename I>
+py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols) {
+    const auto mat = csr_view(indptr, indices, rows, cols, "matrix");
+    py::array_t<I> t_indptr(cols + 1), t_indices(static_cast<py::ssize_t>(mat.indptr[rows]));
+    I* p = t_indptr.mutable_data();
+    I* q = t_indices.mutable_data();
+    {
+        py::gil_scoped_release release;
+        ramen::transpose_structure(mat, p, q);
+    }
+    return py::make_tuple(t_indptr, t_indices);
+}
+
+template <typename I>
 void def_graph(py::module_& m) {
+    m.def("transpose_structure", &transpose_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+          py::arg("rows"), py::arg("cols"), "CSR structure of the transpose: (t_indptr, t_indices), same dtype.");
     m.def("random_walk_with_restart", &rwr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("num_nodes"), py::arg("starts").noconvert(), py::kw_only(), py::arg("walk_length"),
           py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"), py::arg("progress"),

@@ -131,6 +131,11 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
                             bool starts_are_rows, bool keep_extra, const WalkOptions& options,
                             const Progress& progress);
 
+// The structure of the transpose (cols x rows) of m: t_indptr (cols + 1) and t_indices (nnz), each
+// column's rows in increasing order (duplicates kept). A counting sort: O(nnz + cols), one thread.
+template <typename I>
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices);
+
 // Edge pruning: keep[e] = 1 where the dot product of row_emb[r] and col_emb[indices[e]] (edge e in
 // row r) is > threshold, else 0; row_kept[r] counts the kept edges of row r. Embeddings are
 // row-major (rows x dim) and (cols x dim); dot products accumulate in float32.

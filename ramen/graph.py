@@ -222,11 +222,8 @@ def _csr_structure(matrix: Any, name: str) -> tuple[np.ndarray, np.ndarray, tupl
 
 
 def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR structure of the transpose (cols x rows), in the same index dtype."""
-    nnz = int(indptr[-1])
-    pattern = sp.csr_matrix((np.ones(nnz, dtype=bool), indices[:nnz], indptr), shape=(rows, cols), copy=False)
-    t = pattern.tocsc()
-    return t.indptr.astype(indices.dtype, copy=False), t.indices.astype(indices.dtype, copy=False)
+    """The CSR structure of the transpose (cols x rows), in the same index dtype (one C++ pass)."""
+    return load_C().transpose_structure(indptr, indices, rows, cols)
 
 
 def _starts(starts: Any, n: int, name: str) -> np.ndarray:

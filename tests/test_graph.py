@@ -607,3 +607,14 @@ def test_non_finite_scan_reports_the_first_bad_row(dtype) -> None:
     emb[5, 5] = np.finfo(dtype).max  # large but finite values pass
     assert _C.first_non_finite(emb[:70_000].view(np.uint16) if dtype == np.float16 else emb[:70_000],
                                num_threads=2) == -1
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_transpose_structure_matches_scipy(dtype) -> None:
+    rng = np.random.default_rng(0)
+    m = csr_from_edges(np.r_[rng.integers(0, 40, 300), 3, 3], np.r_[rng.integers(0, 25, 300), 7, 7], (50, 30))
+    m.indptr, m.indices = m.indptr.astype(dtype), m.indices.astype(dtype)  # scipy would downcast int64
+    t_indptr, t_indices = _C.transpose_structure(m.indptr, m.indices, 50, 30)
+    ref = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape).tocsc()  # keeps duplicates
+    assert t_indptr.dtype == dtype and t_indices.dtype == dtype
+    assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)

@@ -509,6 +509,20 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
         });
 }
 
+template <typename I>
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices) {
+    const int64_t nnz = m.indptr[m.rows];
+    std::fill(t_indptr, t_indptr + m.cols + 1, I{0});
+    for (int64_t e = 0; e < nnz; ++e) ++t_indptr[m.indices[e] + 1];
+    for (int64_t c = 0; c < m.cols; ++c) t_indptr[c + 1] += t_indptr[c];
+    std::vector<I> cursor(t_indptr, t_indptr + m.cols);
+    for (int64_t r = 0; r < m.rows; ++r)
+        for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) t_indices[cursor[m.indices[e]]++] = static_cast<I>(r);
+}
+
+template void transpose_structure(const CsrView<int32_t>&, int32_t*, int32_t*);
+template void transpose_structure(const CsrView<int64_t>&, int64_t*, int64_t*);
+
 template CsrResult<int32_t> random_walk_with_restart(const CsrView<int32_t>&, const int64_t*, int64_t,
                                                      const WalkOptions&, const Progress&);
 template CsrResult<int64_t> random_walk_with_restart(const CsrView<int64_t>&, const int64_t*, int64_t,

@@ -11,6 +11,7 @@ in GB/s of embedding reads beside the memory bandwidth measured in the same run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import io
 import os
@@ -38,6 +39,7 @@ class Scale:
 
 FULL = Scale("hyperlink-scale", 700_000, 2_500_000, 27_700_000, 100_000)
 SMALL = Scale("10x-smaller", 70_000, 250_000, 2_770_000, 20_000)
+QUICK = dataclasses.replace(SMALL, starts=8_000)
 
 
 def power_law_bipartite(items: int, anchors: int, edges: int, seed: int = 0) -> sp.csr_matrix:
@@ -97,6 +99,19 @@ def memory_latency_ns(nbytes: int, steps: int) -> float:
     return (time.perf_counter() - t) / steps * 1e9
 
 
+def _release_free_memory() -> None:
+    """Hands freed heap memory back to the OS (glibc), so that peak-RSS growth counts new memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _measured_peak(fn):
+    _release_free_memory()
+    return peak_rss_during(fn)
+
+
 def _hops_row(case: str, metric: str, hops: int, threads: int, ours_s: float, peer_s: float | None,
               peer_name: str, settings: dict) -> Row:
     per_core = lambda s: hops / s / threads  # noqa: E731
@@ -132,10 +147,10 @@ def _walk_rows(scale: Scale, E: sp.csr_matrix, A: sp.csr_matrix, thread_counts: 
             numba.set_num_threads(t)
             settings = {"graph": scale.name, "threads": t, "starts": len(starts), "walk_length": WALK_LENGTH,
                         "restart_prob": RESTART, "nodes": A.shape[0] if walk == "unipartite" else E.shape[1]}
-            ours_s = timeit(lambda: ours(starts, t, progress=False), repeat=3, warmup=1)
+            ours_s = timeit(lambda: ours(starts, t, progress=False), repeat=2 if quick else 3, warmup=1)
             times[t] = ours_s
-            out, peak = peak_rss_during(lambda: ours(starts, t, progress=False))
-            peer_walk_s = timeit(lambda: peer_walk(starts), repeat=1 if not quick and walk == "bipartite" else 2,
+            out, peak = _measured_peak(lambda: ours(starts, t, progress=False))
+            peer_walk_s = timeit(lambda: peer_walk(starts), repeat=1 if quick or walk == "bipartite" else 2,
                                  warmup=0)
             landings = peer_walk(starts)
             count_s = timeit(lambda: peer.count_landings(landings, num_cols), repeat=1, warmup=0)
@@ -157,11 +172,11 @@ def _walk_rows(scale: Scale, E: sp.csr_matrix, A: sp.csr_matrix, thread_counts: 
                             None, "", "x", "higher", {"threads": tn}))
         # top-10 rows (the XC group's setting) and the cost of the progress bar
         t = thread_counts[-1]
-        top_s = timeit(lambda: ours(starts, t, top_k=10, progress=False), repeat=3, warmup=0)
+        top_s = timeit(lambda: ours(starts, t, top_k=10, progress=False), repeat=1 if quick else 3, warmup=0)
         rows.append(_hops_row(f"{walk} {scale.name}", f"top_k=10, {t} thread(s)", hops, t, top_s, None, "",
                               {"threads": t}))
         with contextlib.redirect_stderr(io.StringIO()):
-            bar_s = timeit(lambda: ours(starts, t, progress=True), repeat=3, warmup=0)
+            bar_s = timeit(lambda: ours(starts, t, progress=True), repeat=2 if quick else 3, warmup=0)
         rows.append(Row(SUITE, f"{walk} {scale.name}", f"time with tqdm bar / without, {t} thread(s)", bar_s,
                         times[t], "no bar", "s", "lower", {"threads": t}))
     return rows
@@ -179,8 +194,20 @@ def _densify_rows(scale: Scale, E: sp.csr_matrix, threads: int) -> list[Row]:
                  "items_gaining_edges": int((added > 0).sum()), "mean_added": round(float(added.mean()), 2)})]
 
 
+def gather_bandwidth(C: np.ndarray, rows: np.ndarray, batch: int = 1 << 16) -> float:
+    """GB/s of numpy copying C[rows] (batch by batch): the same random row reads as pruning, one thread."""
+    buf = np.empty((batch, C.shape[1]), dtype=C.dtype)
+
+    def gather() -> None:
+        for b in range(0, len(rows), batch):
+            part = rows[b:b + batch]
+            np.take(C, part, axis=0, out=buf[:len(part)])
+
+    return len(rows) * C.shape[1] * C.itemsize / timeit(gather, repeat=2, warmup=1) / 1e9
+
+
 def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth: dict[int, float],
-                dim: int = 384) -> list[Row]:
+                quick: bool, dim: int = 384) -> list[Row]:
     from ramen import graph
 
     rng = np.random.default_rng(2)
@@ -194,16 +221,23 @@ def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth
     R, C = embeddings(E.shape[0]), embeddings(E.shape[1])
     moved = E.nnz * dim * 2 + E.shape[0] * dim * 2 + E.nnz * 5  # column rows per edge, row rows, indices + mask
     rows = []
+    floor = gather_bandwidth(C, E.indices[: min(E.nnz, 4_000_000)])
+    rows.append(Row(SUITE, f"prune {name}", "numpy gather of the same column rows, 1 thread", floor, bandwidth[1],
+                    "numpy sum bandwidth", "GB/s", "higher", {"rows_gathered": min(E.nnz, 4_000_000)}))
     for t in thread_counts:
-        kernel_s = timeit(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=t, check_finite=False), repeat=3)
+        kernel_s = timeit(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=t, check_finite=False),
+                          repeat=2 if quick else 3)
         full_s = timeit(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=t), repeat=1, warmup=0)
         settings = {"edges": E.nnz, "dim": dim, "dtype": "float16", "threads": t, "bytes_read_GB": round(moved / 1e9, 2)}
         rows.append(Row(SUITE, f"prune {name}", f"GB/s vs read bandwidth, {t} thread(s)", moved / kernel_s / 1e9,
                         bandwidth[t], "numpy sum bandwidth", "GB/s", "higher", settings))
+        if t == 1:
+            rows.append(Row(SUITE, f"prune {name}", "GB/s vs numpy gather of the same rows, 1 thread",
+                            moved / kernel_s / 1e9, floor, "numpy gather", "GB/s", "higher", settings))
         rows.append(Row(SUITE, f"prune {name}", f"time incl. NaN check, {t} thread(s)", full_s, kernel_s,
                         "without check", "s", "lower", settings))
     peer = import_peer("numba_walk")
-    sub = E[: max(1, E.shape[0] // 20)]
+    sub = E[: max(1, E.shape[0] // (50 if quick else 20))]
     peer_s = timeit(lambda: peer.prune_edges(sub, R[: sub.shape[0]], C), repeat=1, warmup=0)
     ours_1 = timeit(lambda: graph.prune_edges(sub, R[: sub.shape[0]], C, num_threads=1, check_finite=False), repeat=3)
     rows.append(Row(SUITE, f"prune {name}", "edges/s, 1 thread", sub.nnz / ours_1, sub.nnz / peer_s,
@@ -225,7 +259,7 @@ def run(quick: bool) -> list[Row]:
     rows.append(Row(SUITE, "machine", "dependent-load latency", latency, None, "", "ns", "lower", {"bytes": nbytes}))
     rows.append(Row(SUITE, "machine", "load average at start (1 min)", load[0], None, "", "", "lower",
                     {"cores": cores, "load_5min": round(load[1], 2)}))
-    for scale in [SMALL] if quick else [SMALL, FULL]:
+    for scale in [QUICK] if quick else [SMALL, FULL]:
         E = power_law_bipartite(scale.items, scale.anchors, scale.edges)
         A = item_anchor_adjacency(E)
         rows += _walk_rows(scale, E, A, thread_counts, quick)
@@ -233,5 +267,5 @@ def run(quick: bool) -> list[Row]:
             rows += _densify_rows(scale, E, cores)
         del A
         if quick or scale is FULL:
-            rows += _prune_rows(E, scale.name, thread_counts, bandwidth)
+            rows += _prune_rows(E, scale.name, thread_counts, bandwidth, quick)
     return rows
