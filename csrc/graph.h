@@ -125,7 +125,9 @@ CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* star
 //   column even where top-k cut it (weight max(count, 1)).
 // - starts_are_rows == true: starts are rows; a restart hop goes start row -> uniform linked
 //   column (the start's columns are the restart distribution). With keep_extra, each row keeps
-//   the start row's own columns (weight max(count, 1)). Rows without columns give empty rows.
+//   the start row's own columns (weight max(count, 1)) and the top k is taken among the other
+//   columns (k new columns per row), equal counts ordered by a hash of (seed, start, column)
+//   instead of by id. Rows without columns give empty rows.
 template <typename I>
 CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int64_t* starts, int64_t num_starts,
                             bool starts_are_rows, bool keep_extra, const WalkOptions& options,

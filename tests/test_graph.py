@@ -277,17 +277,42 @@ def test_densify_keeps_originals_and_adds_top_k_by_frequency() -> None:
     D = graph.densify(E, walk_length=L, top_k=k, seed=1)
     counts = _raw_densify_counts(E, L, seed=1)
     assert D.shape == E.shape and D.dtype == np.float32
+    gained = 0
     for i in range(E.shape[0]):
         c = counts[i]
-        visited = np.flatnonzero(c)
-        order = visited[np.lexsort((visited, -c[visited]))][:k]
         originals = np.unique(E.indices[E.indptr[i]:E.indptr[i + 1]])
+        new = np.setdiff1d(np.flatnonzero(c), originals)  # the top k is ranked among new anchors only
+        ties = np.array([tie_hash(1, i, int(a)) & (2**39 - 1) for a in new], dtype=np.uint64)
+        order = new[np.lexsort((new, ties, -c[new]))][:k]
+        gained += len(order)
         expect_cols = np.union1d(order, originals)
         row = D[i]
         assert np.array_equal(row.indices, expect_cols), i
         assert np.allclose(row.data, np.maximum(c[expect_cols], 1) / L)
     assert (E.astype(bool) > D.astype(bool)).nnz == 0  # walks only add edges
-    assert D.nnz > len(np.unique(E.indices + E.shape[1] * np.repeat(np.arange(300), np.diff(E.indptr))))
+    assert gained > 0.5 * k * E.shape[0]  # most items gain edges, whatever their degree
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return z ^ (z >> 31)
+
+
+def tie_hash(seed: int, item: int, anchor: int) -> int:
+    """densify's order among equally visited anchors (SplitMix64 finaliser of seed, item, anchor)."""
+    return mix64(seed ^ mix64((item + 0x9E3779B97F4A7C15 * (anchor + 1)) & (2**64 - 1)))
+
+
+def test_densify_ties_do_not_favour_low_ids() -> None:
+    # one item linked to anchor 0; anchor 0 is shared with 200 items of one anchor each (1..200):
+    # every new anchor is reached with about the same frequency, so the top 5 come down to ties
+    rows = [0] + list(range(1, 201)) * 2
+    cols = [0] + [0] * 200 + list(range(1, 201))
+    E = csr_from_edges(rows, cols, (201, 201))
+    picked = np.concatenate([np.setdiff1d(graph.densify(E, top_k=5, seed=s, walk_length=30)[0].indices, [0])
+                             for s in range(40)])
+    assert picked.mean() > 60  # lower-id ties would pick from anchors 1..~10 only; uniform: mean ~100
 
 
 def _raw_densify_counts(E: sp.csr_matrix, L: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "graph.h"
@@ -261,6 +262,14 @@ public:
         }
     }
 
+    // The count of id, set to 0 in the table (it then takes no part in the top k).
+    uint32_t take(I id) {
+        for (size_t s = slot_of(id);; s = (s + 1) & mask_) {
+            if (slots_[s].id == id) return std::exchange(slots_[s].count, 0u);
+            if (slots_[s].id == kEmpty) return 0;
+        }
+    }
+
     int64_t size() const { return static_cast<int64_t>(used_.size()); }
 
     template <typename F>
@@ -357,32 +366,72 @@ void sort_by_id(std::vector<uint64_t>& keys, std::vector<uint64_t>& tmp, int id_
 
 // Scratch for emit_row.
 struct RowScratch {
-    std::vector<uint64_t> keys, tmp;
+    std::vector<uint64_t> keys, extra_keys, tmp;
+    std::vector<std::pair<uint64_t, uint64_t>> ranked;
     int id_bits = 1;  // bits of the largest node id
 };
 
-// One row of output from a walk's counts: the top k (count descending, then id ascending), plus the
-// `extra` ids with weight max(count, 1), sorted by id without duplicates.
+// What a row keeps beside the top k of its walk's counts.
+struct Extra {
+    const void* ids = nullptr;  // I*: ids the row keeps whatever the top k says
+    int64_t size = 0;
+    bool outside_top_k = false;  // rank the top k among the other ids only
+    bool hashed_ties = false;    // equal counts ordered by tie_hash(seed, start, id), not by id
+};
+
+// SplitMix64's finaliser: a bijective 64-bit mixer.
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// A reproducible, uniform order among equally visited ids of the row of `start`.
+inline uint64_t tie_hash(uint64_t seed, int64_t start, uint64_t id) {
+    return mix64(seed ^ mix64(static_cast<uint64_t>(start) + 0x9E3779B97F4A7C15ull * (id + 1)));
+}
+
+// One row of output from a walk's counts: the top k (count descending, then id ascending) and the
+// extra ids with weight max(count, 1), sorted by id without duplicates. With extra.outside_top_k
+// the top k is taken among the ids that are not extra (densify: k new anchors per item).
 template <typename I>
-void emit_row(const VisitCounter<I>& counter, int64_t top_k, const I* extra, int64_t num_extra,
+void emit_row(VisitCounter<I>& counter, int64_t top_k, const Extra& extra, uint64_t seed, int64_t start,
               RowScratch& scratch, ChunkRows<I>& out) {
-    std::vector<uint64_t>& keys = scratch.keys;
     using Slot = typename VisitCounter<I>::Slot;
+    std::vector<uint64_t>& keys = scratch.keys;
+    std::vector<uint64_t>& extra_keys = scratch.extra_keys;
+    extra_keys.clear();
+    const I* ids = static_cast<const I*>(extra.ids);
+    for (int64_t i = 0; i < extra.size; ++i) extra_keys.push_back(static_cast<uint64_t>(ids[i]) << kCountBits);
+    sort_by_id(extra_keys, scratch.tmp, scratch.id_bits);
+    extra_keys.erase(std::unique(extra_keys.begin(), extra_keys.end()), extra_keys.end());
+    for (uint64_t& k : extra_keys) {
+        const I id = static_cast<I>(k >> kCountBits);
+        k |= std::max<uint32_t>(extra.outside_top_k ? counter.take(id) : counter.count(id), 1);
+    }
     keys.clear();
-    if (top_k > 0 && counter.size() > top_k) {
-        counter.for_each([&](const Slot& s) { keys.push_back(by_rank(static_cast<uint64_t>(s.id), s.count)); });
+    counter.for_each([&](const Slot& s) {
+        if (s.count > 0) keys.push_back(by_id(static_cast<uint64_t>(s.id), s.count));
+    });
+    if (top_k > 0 && static_cast<int64_t>(keys.size()) > top_k && extra.hashed_ties) {
+        auto& ranked = scratch.ranked;  // (count descending, then tie hash) beside the by_id key
+        ranked.clear();
+        for (const uint64_t k : keys)
+            ranked.emplace_back(by_rank(tie_hash(seed, start, k >> kCountBits) & kIdMask, k & kCountMask), k);
+        std::nth_element(ranked.begin(), ranked.begin() + top_k, ranked.end());
+        for (int64_t i = 0; i < top_k; ++i) keys[static_cast<size_t>(i)] = ranked[static_cast<size_t>(i)].second;
+        keys.resize(static_cast<size_t>(top_k));
+    } else if (top_k > 0 && static_cast<int64_t>(keys.size()) > top_k) {
+        for (uint64_t& k : keys) k = by_rank(k >> kCountBits, k & kCountMask);
         std::nth_element(keys.begin(), keys.begin() + top_k, keys.end());
         keys.resize(static_cast<size_t>(top_k));
         for (uint64_t& k : keys) k = by_id(k & kIdMask, kCountMask - (k >> kIdBits));
-    } else {
-        counter.for_each([&](const Slot& s) { keys.push_back(by_id(static_cast<uint64_t>(s.id), s.count)); });
     }
-    for (int64_t i = 0; i < num_extra; ++i)
-        keys.push_back(by_id(static_cast<uint64_t>(extra[i]), std::max<uint32_t>(counter.count(extra[i]), 1)));
+    keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
     sort_by_id(keys, scratch.tmp, scratch.id_bits);
     int64_t n = 0;
     for (size_t i = 0; i < keys.size(); ++i) {
-        if (i > 0 && (keys[i] >> kCountBits) == (keys[i - 1] >> kCountBits)) continue;  // an extra id also kept
+        if (i > 0 && (keys[i] >> kCountBits) == (keys[i - 1] >> kCountBits)) continue;  // an extra id also in the top k
         out.indices.push_back(static_cast<I>(keys[i] >> kCountBits));
         out.data.push_back(static_cast<float>(keys[i] & kCountMask));
         ++n;
@@ -399,8 +448,8 @@ int lanes_for(int64_t walk_length) {
 
 // The driver shared by all walks: batches of starts (progress is reported between batches), each
 // batch split into fixed chunks over the threads, rows assembled into the result in start order.
-// walk_group(lanes, visits) fills visits[lane * L + hop]; extra(start, &one, &ids) points ids at the
-// ids that row keeps whatever top-k says (`one` is storage for a single id) and returns their number.
+// walk_group(lanes, visits) fills visits[lane * L + hop]; extra(start, &one) gives the ids the row
+// keeps whatever the top k says (`one` is storage for a single id).
 template <typename I, typename WalkGroup, typename Extra>
 CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_nodes, const WalkOptions& o,
                        const Progress& progress, WalkGroup&& walk_group, Extra&& extra) {
@@ -441,9 +490,7 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
                     for (int64_t h = 0; h < L; ++h)
                         if (v[h] >= 0) counter.add(v[h]);
                     I one = 0;
-                    const I* ids = nullptr;
-                    const int64_t num_ids = extra(lanes.start[l], &one, &ids);
-                    emit_row(counter, o.top_k, ids, num_ids, scratch, out);
+                    emit_row(counter, o.top_k, extra(lanes.start[l], &one), o.seed, lanes.start[l], scratch, out);
                 }
             }
         });
@@ -486,7 +533,7 @@ CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* star
     return run_walks<I>(
         starts, num_starts, adj.rows, options, progress,
         [&](const Lanes& lanes, I* visits) { walk_unipartite(adj, lanes, options, visits); },
-        [](int64_t, I*, const I**) -> int64_t { return 0; });
+        [](int64_t, I*) { return Extra{}; });
 }
 
 template <typename I>
@@ -497,15 +544,13 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
     return run_walks<I>(
         starts, num_starts, Y.cols, options, progress,
         [&](const Lanes& lanes, I* visits) { walk_bipartite(Y, Yt, starts_are_rows, lanes, options, visits); },
-        [&](int64_t start, I* one, const I** ids) -> int64_t {
-            if (!keep_extra) return 0;
-            if (starts_are_rows) {
-                *ids = Y.indices + Y.indptr[start];
-                return static_cast<int64_t>(Y.indptr[start + 1]) - Y.indptr[start];
-            }
-            *one = static_cast<I>(start);
-            *ids = one;
-            return 1;
+        [&](int64_t start, I* one) {
+            if (!keep_extra) return Extra{};
+            if (starts_are_rows)  // densify: the item's own anchors, and top_k new ones
+                return Extra{Y.indices + Y.indptr[start], static_cast<int64_t>(Y.indptr[start + 1]) - Y.indptr[start],
+                             true, true};
+            *one = static_cast<I>(start);  // the self-loop, competing in the top k like any column
+            return Extra{one, 1, false};
         });
 }
 

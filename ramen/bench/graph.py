@@ -43,11 +43,12 @@ QUICK = dataclasses.replace(SMALL, starts=8_000)
 
 
 def power_law_bipartite(items: int, anchors: int, edges: int, seed: int = 0) -> sp.csr_matrix:
-    """An items x anchors CSR graph: Pareto item degrees (mean edges / items), Zipf(0.75) anchor
-    popularity over randomly permuted ids, duplicates removed. Deterministic for a seed."""
+    """An items x anchors CSR graph: lognormal item degrees (sigma 1.3, mean edges / items, so a
+    long tail of items with 1-5 anchors), Zipf(0.75) anchor popularity over randomly permuted ids,
+    duplicates removed. Deterministic for a seed."""
     rng = np.random.default_rng(seed)
-    weight = rng.pareto(2.0, items) + 1.0
-    degree = np.maximum(1, np.floor(weight * (edges / weight.sum()))).astype(np.int64)
+    weight = rng.lognormal(0.0, 1.3, items)
+    degree = np.clip(np.round(weight * (edges / weight.sum())), 1, anchors // 4).astype(np.int64)
     u = rng.random(int(degree.sum()))
     rank = (anchors * (u * u) ** 2).astype(np.int64)  # density ~ rank^-0.75
     cols = rng.permutation(anchors)[np.minimum(rank, anchors - 1)]
