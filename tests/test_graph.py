@@ -305,14 +305,28 @@ def tie_hash(seed: int, item: int, anchor: int) -> int:
 
 
 def test_densify_ties_do_not_favour_low_ids() -> None:
-    # one item linked to anchor 0; anchor 0 is shared with 200 items of one anchor each (1..200):
-    # every new anchor is reached with about the same frequency, so the top 5 come down to ties
-    rows = [0] + list(range(1, 201)) * 2
-    cols = [0] + [0] * 200 + list(range(1, 201))
-    E = csr_from_edges(rows, cols, (201, 201))
-    picked = np.concatenate([np.setdiff1d(graph.densify(E, top_k=5, seed=s, walk_length=30)[0].indices, [0])
-                             for s in range(40)])
-    assert picked.mean() > 60  # lower-id ties would pick from anchors 1..~10 only; uniform: mean ~100
+    # where equally visited new anchors straddle the top-k cut, the chosen ones are not simply the
+    # lowest ids (they would be every time under a lower-id rule)
+    E = random_graph(400, 4, seed=9, square=False, cols=300)
+    k, lowest, cut_ties = 3, 0, 0
+    for seed in range(3):
+        counts = _raw_densify_counts(E, 400, seed=seed)
+        D = graph.densify(E, top_k=k, seed=seed)
+        for i in range(E.shape[0]):
+            new = np.setdiff1d(np.flatnonzero(counts[i]), E.indices[E.indptr[i]:E.indptr[i + 1]])
+            if len(new) <= k:
+                continue
+            c = counts[i, new]
+            cut = np.sort(c)[::-1][k - 1]
+            tied, room = new[c == cut], k - int((c > cut).sum())
+            if len(tied) <= room:
+                continue
+            chosen = np.intersect1d(D[i].indices, tied)
+            assert len(chosen) == room
+            cut_ties += 1
+            lowest += bool(np.array_equal(chosen, tied[:room]))
+    assert cut_ties > 100
+    assert lowest < 0.5 * cut_ties
 
 
 def _raw_densify_counts(E: sp.csr_matrix, L: int, seed: int) -> np.ndarray:
