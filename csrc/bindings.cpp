@@ -158,7 +158,26 @@ py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, i
 }
 
 template <typename I>
+py::tuple check_csr_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t cols, int num_threads) {
+    if (indptr.ndim() != 1 || indptr.size() < 1 || indices.ndim() != 1)
+        throw std::invalid_argument("indptr and indices must be 1-d, indptr non-empty");
+    const I* p = indptr.data();
+    const I* q = indices.data();
+    const int64_t rows = indptr.size() - 1, n = indices.size();
+    ramen::CsrProblem problem;
+    {
+        py::gil_scoped_release release;
+        problem = ramen::check_csr(p, rows, q, n, cols, num_threads);
+    }
+    return py::make_tuple(problem.kind, problem.at, problem.value);
+}
+
+template <typename I>
 void def_graph(py::module_& m) {
+    m.def("check_csr", &check_csr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+          py::arg("cols"), py::kw_only(), py::arg("num_threads"),
+          "First problem of a CSR structure: (kind, at, value); kind 0 = none, 1 = indptr[0] != 0, "
+          "2 = indptr decreases after row `at`, 3 = indptr[-1] > len(indices), 4 = index out of range at entry `at`.");
     m.def("transpose_structure", &transpose_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), "CSR structure of the transpose: (t_indptr, t_indices), same dtype.");
     m.def("random_walk_with_restart", &rwr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),

@@ -133,6 +133,20 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
                             bool starts_are_rows, bool keep_extra, const WalkOptions& options,
                             const Progress& progress);
 
+// The first problem of a CSR structure, for error messages: kind, where (row or entry) and value.
+struct CsrProblem {
+    enum Kind { kNone = 0, kIndptrStart, kIndptrDecreasing, kIndptrEnd, kIndexRange };
+    int kind = kNone;
+    int64_t at = -1;
+    int64_t value = 0;
+};
+
+// Checks indptr[0] == 0, indptr non-decreasing, indptr[rows] <= num_indices and every used index in
+// [0, cols), in one parallel pass; reports the first problem found.
+template <typename I>
+CsrProblem check_csr(const I* indptr, int64_t rows, const I* indices, int64_t num_indices, int64_t cols,
+                     int num_threads);
+
 // The structure of the transpose (cols x rows) of m: t_indptr (cols + 1) and t_indices (nnz), each
 // column's rows in increasing order (duplicates kept). A counting sort: O(nnz + cols), one thread.
 template <typename I>

@@ -210,28 +210,29 @@ def _csr_structure(matrix: Any, name: str) -> tuple[np.ndarray, np.ndarray, tupl
             raise ValueError(f"{name}.{what} must be a 1-d int32 or int64 array, got {arr.dtype} with {arr.ndim} dims")
     if len(indptr) != rows + 1:
         raise ValueError(f"{name}.indptr must have {rows + 1} entries (rows + 1), got {len(indptr)}")
-    if indptr[0] != 0:
-        raise ValueError(f"{name}.indptr must start at 0, got {indptr[0]}")
-    if rows > 0:
-        steps = np.diff(indptr)
-        if steps.size and steps.min() < 0:
-            bad = int(np.argmax(steps < 0))
-            raise ValueError(f"{name}.indptr decreases at row {bad} ({indptr[bad]} -> {indptr[bad + 1]})")
-    nnz = int(indptr[-1])
-    if nnz > len(indices):
-        raise ValueError(f"{name}.indptr ends at {nnz} but {name}.indices has only {len(indices)} entries")
-    if nnz:
-        used = indices[:nnz]
-        lo, hi = int(used.min()), int(used.max())
-        if lo < 0 or hi >= cols:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name}.indices holds column {bad}, outside [0, {cols}) for shape {(rows, cols)}")
-    if indptr.dtype != indices.dtype:  # the kernels take one index type: cast the smaller array
-        if indices.dtype == np.int64 or nnz <= np.iinfo(np.int32).max:
-            indptr = indptr.astype(indices.dtype)
-        else:
-            indices = indices.astype(np.int64)
-    return np.ascontiguousarray(indptr), np.ascontiguousarray(indices), (rows, cols)
+    indptr, indices = _same_index_dtype(np.ascontiguousarray(indptr), np.ascontiguousarray(indices))
+    kind, at, value = load_C().check_csr(indptr, indices, cols, num_threads=0)
+    if kind == 1:
+        raise ValueError(f"{name}.indptr must start at 0, got {value}")
+    if kind == 2:
+        raise ValueError(f"{name}.indptr decreases at row {at} ({indptr[at]} -> {value})")
+    if kind == 3:
+        raise ValueError(f"{name}.indptr ends at {value} but {name}.indices has only {len(indices)} entries")
+    if kind == 4:
+        raise ValueError(f"{name}.indices holds column {value} (entry {at}), outside [0, {cols}) for shape {(rows, cols)}")
+    return indptr, indices, (rows, cols)
+
+
+def _same_index_dtype(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels take one index type: widen, or narrow indptr (the short array) when its values fit."""
+    if indptr.dtype == indices.dtype:
+        return indptr, indices
+    if indices.dtype == np.int64:
+        return indptr.astype(np.int64), indices
+    small = np.iinfo(np.int32)
+    if len(indptr) == 0 or (indptr.min() >= small.min and indptr.max() <= small.max):
+        return indptr.astype(np.int32), indices
+    return indptr, indices.astype(np.int64)
 
 
 def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:

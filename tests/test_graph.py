@@ -494,8 +494,8 @@ def corrupted(m: sp.csr_matrix, field: str, index: int, value: int) -> sp.csr_ma
 
 @pytest.mark.parametrize("bad, match", [
     (lambda a: a[:, :5], "adj must be square"),
-    (lambda a: corrupted(a, "indices", 3, 10), "adj.indices holds column 10"),
-    (lambda a: corrupted(a, "indices", 0, -1), "adj.indices holds column -1"),
+    (lambda a: corrupted(a, "indices", 3, 10), "adj.indices holds column 10 \\(entry 3\\)"),
+    (lambda a: corrupted(a, "indices", 0, -1), "adj.indices holds column -1 \\(entry 0\\)"),
     (lambda a: corrupted(a, "indptr", 2, 0), "adj.indptr decreases"),
     (lambda a: corrupted(a, "indptr", 1, -3), "adj.indptr decreases"),
     (lambda a: corrupted(a, "indptr", 0, 1), "adj.indptr must start at 0"),
