@@ -312,9 +312,10 @@ private:
     int bits_ = 0;
 };
 
-// The rows of one chunk of starts, before they are copied into the result.
+// The rows of one chunk of starts, before they are copied into the result. Cache-line aligned:
+// neighbouring chunks are filled by different threads at once.
 template <typename I>
-struct ChunkRows {
+struct alignas(64) ChunkRows {
     std::vector<int64_t> row_nnz;
     std::vector<I> indices;
     std::vector<float> data;
