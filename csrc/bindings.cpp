@@ -66,7 +66,7 @@ py::array_t<T> take(ramen::Buffer<T>& buffer) {
     const py::ssize_t n = buffer.size();
     T* data = buffer.release();
     if (data == nullptr) return py::array_t<T>(0);
-    py::capsule owner(data, [](void* p) { std::free(p); });
+    py::capsule owner(data, [](void* p) { ramen::free_buffer(p); });
     return py::array_t<T>({n}, {static_cast<py::ssize_t>(sizeof(T))}, data, owner);
 }
 

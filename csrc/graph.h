@@ -6,10 +6,9 @@
 // of threads: random draws are keyed by (seed, start node, hop), never taken from a shared stream.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
-#include <new>
 
 namespace ramen {
 
@@ -23,8 +22,14 @@ struct CsrView {
     int64_t cols;
 };
 
-// An array in malloc'd memory that grows by realloc (Linux moves large blocks with mremap, without
-// copying or touching new pages) and whose ownership can be handed over (to numpy) with release().
+// Memory for Buffer: on Linux an anonymous mapping of its own, grown by mremap (pages move, nothing
+// is copied) and unmapped on free, so a growing output never leaves copies behind; elsewhere
+// realloc. A 64-byte header before the data records the size, so that free_buffer needs only the
+// data pointer (numpy frees released buffers through it).
+void* grow_buffer(void* data, size_t bytes);
+void free_buffer(void* data);
+
+// A growable array whose ownership can be handed over (to numpy) with release().
 template <typename T>
 class Buffer {
 public:
@@ -37,7 +42,7 @@ public:
     }
     Buffer& operator=(Buffer&& other) noexcept {
         if (this != &other) {
-            std::free(data_);
+            free_buffer(data_);
             data_ = other.data_;
             size_ = other.size_;
             capacity_ = other.capacity_;
@@ -46,7 +51,7 @@ public:
         }
         return *this;
     }
-    ~Buffer() { std::free(data_); }
+    ~Buffer() { free_buffer(data_); }
 
     T* data() { return data_; }
     const T* data() const { return data_; }
@@ -63,11 +68,11 @@ public:
         reserve(n);
         size_ = n;
     }
-    // Gives back unused capacity (in place for large blocks).
+    // Gives back unused capacity (in place).
     void shrink_to_fit() {
         if (capacity_ > size_) reallocate(size_ > 0 ? size_ : 1);
     }
-    // The caller takes the memory over and must free() it.
+    // The caller takes the memory over and must free it with free_buffer().
     T* release() {
         T* p = data_;
         data_ = nullptr;
@@ -77,9 +82,7 @@ public:
 
 private:
     void reallocate(int64_t cap) {
-        void* p = std::realloc(data_, static_cast<size_t>(cap) * sizeof(T));
-        if (p == nullptr) throw std::bad_alloc();
-        data_ = static_cast<T*>(p);
+        data_ = static_cast<T*>(grow_buffer(data_, static_cast<size_t>(cap) * sizeof(T)));
         capacity_ = cap;
     }
 
