@@ -75,8 +75,10 @@ py::tuple take_csr(ramen::CsrResult<I>& r) {
     return py::make_tuple(take(r.indptr), take(r.indices), take(r.data));
 }
 
-ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_t top_k, uint64_t seed, int num_threads) {
+ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_t top_k, uint64_t seed, int num_threads,
+                                int64_t batch_starts) {
     ramen::WalkOptions o;
+    o.batch_starts = batch_starts;
     o.walk_length = walk_length;
     o.restart_prob = static_cast<float>(restart_prob);
     o.top_k = top_k;
@@ -88,10 +90,10 @@ ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_
 template <typename I>
 py::tuple rwr_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t num_nodes,
                       const CArray<int64_t>& starts, int64_t walk_length, double restart_prob, int64_t top_k,
-                      uint64_t seed, int num_threads, const py::object& progress) {
+                      uint64_t seed, int num_threads, const py::object& progress, int64_t batch_starts) {
     const auto adj = csr_view(indptr, indices, num_nodes, num_nodes, "adj");
     check_starts(starts, num_nodes);
-    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads);
+    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads, batch_starts);
     const auto report = progress_fn(progress);
     ramen::CsrResult<I> result;
     {
@@ -105,12 +107,13 @@ template <typename I>
 py::tuple bipartite_binding(const CArray<I>& indptr, const CArray<I>& indices, const CArray<I>& t_indptr,
                             const CArray<I>& t_indices, int64_t rows, int64_t cols, const CArray<int64_t>& starts,
                             bool starts_are_rows, bool keep_extra, int64_t walk_length, double restart_prob,
-                            int64_t top_k, uint64_t seed, int num_threads, const py::object& progress) {
+                            int64_t top_k, uint64_t seed, int num_threads, const py::object& progress,
+                            int64_t batch_starts) {
     const auto Y = csr_view(indptr, indices, rows, cols, "Y");
     const auto Yt = csr_view(t_indptr, t_indices, cols, rows, "Y transposed");
     if (Y.indptr[rows] != Yt.indptr[cols]) throw std::invalid_argument("Y and its transpose differ in nnz");
     check_starts(starts, starts_are_rows ? rows : cols);
-    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads);
+    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads, batch_starts);
     const auto report = progress_fn(progress);
     ramen::CsrResult<I> result;
     {
@@ -183,12 +186,13 @@ void def_graph(py::module_& m) {
     m.def("random_walk_with_restart", &rwr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("num_nodes"), py::arg("starts").noconvert(), py::kw_only(), py::arg("walk_length"),
           py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"), py::arg("progress"),
+          py::arg("batch_starts") = 0,
           "Visit counts of walks with restart from each start: (indptr int64, indices, data float32).");
     m.def("bipartite_walk", &bipartite_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("t_indptr").noconvert(), py::arg("t_indices").noconvert(), py::arg("rows"), py::arg("cols"),
           py::arg("starts").noconvert(), py::kw_only(), py::arg("starts_are_rows"), py::arg("keep_extra"),
           py::arg("walk_length"), py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"),
-          py::arg("progress"),
+          py::arg("progress"), py::arg("batch_starts") = 0,
           "Column visit counts of column -> row -> column walks with restart: (indptr, indices, data).");
     m.def("prune_mask", &prune_binding<I, float>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), py::arg("row_emb").noconvert(), py::arg("col_emb").noconvert(),

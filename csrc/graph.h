@@ -105,6 +105,7 @@ struct WalkOptions {
     int64_t top_k = 0;          // keep the k most visited per row (ties: lower id); 0 keeps all
     uint64_t seed = 0;
     int num_threads = 0;        // <= 0: every hardware thread
+    int64_t batch_starts = 0;   // starts per progress batch; 0: automatic (tests set it to cut chunks)
 };
 
 // Called on the calling thread between batches of starts with the number of starts done so far;

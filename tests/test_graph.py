@@ -388,7 +388,6 @@ def test_same_output_for_any_thread_count(kind: str) -> None:
     adj = random_graph(9000, 4, seed=21)
     emb = np.random.default_rng(0).standard_normal((9000, 48)).astype(np.float16)
     run = {
-        # walk_length 2000 gives chunks of 32 starts: several batches at every thread count
         "rwr": lambda t: graph.random_walk_with_restart(adj, walk_length=2000, top_k=20, seed=8, num_threads=t),
         "bipartite": lambda t: graph.bipartite_walk(adj[:, :6000], walk_length=300, seed=8, num_threads=t),
         "densify": lambda t: graph.densify(adj[:, :6000], walk_length=300, seed=8, num_threads=t),
@@ -401,6 +400,30 @@ def test_same_output_for_any_thread_count(kind: str) -> None:
         assert np.array_equal(base.indptr, other.indptr)
         assert np.array_equal(base.indices, other.indices)
         assert np.array_equal(base.data, other.data)
+
+
+@pytest.mark.parametrize("rows_mode", [None, False, True])
+def test_same_output_for_any_batching(rows_mode) -> None:
+    # batches of 1, 37 and 100 starts cut chunks (64 starts) and lane groups anywhere; with up to 7
+    # threads, every batch's rows must land at the same place
+    adj = random_graph(700, 4, seed=3)
+    starts = np.random.default_rng(2).integers(0, 700, 500)
+    t = sp.csr_matrix((np.ones(adj.nnz, bool), adj.indices, adj.indptr), shape=adj.shape).tocsc()
+
+    def run(threads: int, batch: int):
+        common = dict(walk_length=60, restart_prob=0.7, top_k=5, seed=3, num_threads=threads, progress=None,
+                      batch_starts=batch)
+        if rows_mode is None:
+            return _C.random_walk_with_restart(adj.indptr, adj.indices, 700, starts, **common)
+        return _C.bipartite_walk(adj.indptr, adj.indices, t.indptr.astype(np.int32), t.indices.astype(np.int32),
+                                 700, 700, starts, starts_are_rows=rows_mode, keep_extra=True, **common)
+
+    base = run(1, 0)
+    assert len(base[1]) > 500
+    for threads, batch in [(1, 1), (2, 37), (3, 100), (7, 37), (7, 1)]:
+        out = run(threads, batch)
+        for a, b in zip(base, out):
+            assert np.array_equal(a, b), (threads, batch)
 
 
 def test_seed_changes_walks_and_int64_indices_match_int32() -> None:
@@ -474,6 +497,12 @@ def test_progress_bar_and_callback_errors() -> None:
     adj = random_graph(200, 3, seed=1)
     out = graph.random_walk_with_restart(adj, walk_length=10, progress=True)
     assert out.shape == (200, 200)
+
+    seen: list[int] = []
+    _C.random_walk_with_restart(adj.indptr, adj.indices, 200, np.arange(200, dtype=np.int64), walk_length=10,
+                                restart_prob=0.8, top_k=0, seed=0, num_threads=2, progress=seen.append,
+                                batch_starts=64)
+    assert seen == [64, 128, 192, 200]  # one report per batch of starts
 
     def stop(done: int) -> None:
         raise KeyError("stop")
