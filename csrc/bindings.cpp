@@ -226,6 +226,18 @@ int64_t first_non_finite_binding(const py::array& emb, int num_threads) {
     throw std::invalid_argument("embeddings must be C-contiguous float32 or uint16 (float16 bits)");
 }
 
+// uniform01 of each word, and whether the kernels' integer test below(word, threshold24(p)) holds.
+py::tuple uniform01_binding(const CArray<uint32_t>& words, float p) {
+    py::array_t<float> u(words.size());
+    py::array_t<bool> restart(words.size());
+    const uint32_t threshold = ramen::threshold24(p);
+    for (py::ssize_t i = 0; i < words.size(); ++i) {
+        u.mutable_data()[i] = ramen::uniform01(words.data()[i]);
+        restart.mutable_data()[i] = ramen::below(words.data()[i], threshold);
+    }
+    return py::make_tuple(u, restart);
+}
+
 float dot_binding(const py::array& a, const py::array& b) {
     if (a.ndim() != 1 || b.ndim() != 1 || a.size() != b.size() || !a.dtype().is(b.dtype()))
         throw std::invalid_argument("a and b must be 1-d arrays of one dtype and size");
@@ -255,6 +267,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("range"), "The walks' uniform edge choice in [0, range) (for tests of its rare paths).");
     m.def("first_non_finite", &first_non_finite_binding, py::arg("emb"), py::kw_only(), py::arg("num_threads"),
           "The first row of a 2-d float32 / float16-bits array with a NaN or infinity, or -1.");
+    m.def("uniform01", &uniform01_binding, py::arg("words").noconvert(), py::arg("p"),
+          "(uniform01(words), below(words, threshold24(p))): the RNG's float draw and the walks' restart test.");
     m.def("dot", &dot_binding, py::arg("a"), py::arg("b"), "Dot product by the pruning kernel's vector code.");
     // ---- bindings: triplet ----
     // ---- bindings: io ----

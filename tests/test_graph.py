@@ -144,6 +144,20 @@ def test_philox_known_answers() -> None:
         0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
 
 
+@pytest.mark.parametrize("p", [0.8, 0.3, 1.0, 1e-7, 0.5 + 2**-25, float(np.nextafter(np.float32(1), 0))])
+def test_restart_test_equals_uniform_float_comparison(p: float) -> None:
+    # the kernels compare integers: (word >> 8) < ceil(float32(p) * 2^24), exactly uniform01(word) < p
+    words = np.concatenate([np.random.default_rng(0).integers(0, 2**32, 200_000, dtype=np.uint32),
+                            np.arange(0, 2**32, 2**24 - 255, dtype=np.uint32)]).astype(np.uint32)
+    u, restart = _C.uniform01(words, p)
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1
+    assert np.array_equal(u, (words >> 8).astype(np.float32) * np.float32(2**-24))
+    assert np.array_equal(restart, u < np.float32(p))
+    threshold = int(np.ceil(np.float64(np.float32(p)) * 2**24))
+    edge = np.array([(threshold - 1) << 8, threshold << 8 if threshold < 2**24 else 2**32 - 1], dtype=np.uint32)
+    assert _C.uniform01(edge, p)[1].tolist() == [True, threshold >= 2**24]
+
+
 class HopWords:
     """The kernels' random draws for one (seed, start, hop), from the scalar Philox: restart from
     word 0 of block 0, the edge choice from word 1 (retries: blocks 1, 3, 5, ...)."""
