@@ -109,7 +109,7 @@ def densify(
     num_threads: int | None = None,
     progress: bool | None = None,
 ) -> sp.csr_matrix:
-    """The augmented items x anchors graph RAMEN trains on: E's edges plus up to `top_k` anchors per item that walks find.
+    """The items x anchors graph RAMEN trains on: E's edges plus up to `top_k` new anchors per item.
 
     How the walk composes with E: it runs on the bipartite item-anchor graph from every item i.
     A restart hop (hop 1, and each later hop with probability r = `restart_prob`) goes from i to
@@ -124,19 +124,22 @@ def densify(
 
     The result (items x anchors, float32, rows sorted) keeps every edge of E and adds, per item,
     the `top_k` most visited anchors that E[i] lacks; every edge is weighted by its visit frequency
-    (count / L; an edge of E the walk never landed on gets 1 / L). Walks only ever add edges. Ties
-    among equally visited anchors go by a hash of (seed, item, anchor), uniform and reproducible,
-    not by id: at the paper's settings most new anchors are landed on once (88% on the power-law
-    benchmark graph), and ranking those by id would favour low anchor ids. Keep only the new edges
-    with weight >= 2 / L for the ones visited more than once. Why new anchors are ranked apart from E's: an item's own anchors take at least
-    r / deg of its hops each, so they always top the visit ranking, and a top k over all anchors
-    would add nothing to any item with k or more anchors (most items: 38.9 anchors per query on
-    average in LF-WikiSeeAlsoTitles-320K). Ranked apart, every item gains up to top_k anchors
-    reached through items sharing its anchors, the missing links densification is for; the noisy
-    ones are what `prune_edges` removes during training. top_k = 10 is the XC group's choice
-    (ECLARE and SiameseXML keep the top 10 per row). Walking from items costs items x L hops and
-    bounds the edges added per item row, the rows the training sampler draws anchors from. Items
-    without anchors give empty rows.
+    (count / L; an edge of E the walk never landed on gets 1 / L). Walks only ever add edges.
+
+    Why new anchors are ranked apart from E's: an item's own anchors take at least r / deg of its
+    hops each, so they always top the visit ranking, and a top k over all anchors would add nothing
+    to any item with k or more anchors (most items: 38.9 anchors per query on average in
+    LF-WikiSeeAlsoTitles-320K). Ranked apart, every item gains up to top_k anchors reached through
+    items sharing its anchors, the missing links densification is for; the noisy ones are what
+    `prune_edges` removes during training. top_k = 10 is the XC group's choice (ECLARE and
+    SiameseXML keep the top 10 per row). Walking from items costs items x L hops and bounds the
+    edges added per item row, the rows the training sampler draws anchors from.
+
+    Ties among equally visited anchors go by a hash of (seed, item, anchor), uniform and
+    reproducible, not by id: at the paper's settings most new anchors are landed on once (88% on
+    the power-law benchmark graph), and ranking those by id would favour low anchor ids. Keep the
+    new edges with weight >= 2 / L for those visited more than once. Items without anchors give
+    empty rows.
     """
     indptr, indices, (rows, cols) = _csr_structure(E, "E")
     t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols)
@@ -219,7 +222,8 @@ def _csr_structure(matrix: Any, name: str) -> tuple[np.ndarray, np.ndarray, tupl
     if kind == 3:
         raise ValueError(f"{name}.indptr ends at {value} but {name}.indices has only {len(indices)} entries")
     if kind == 4:
-        raise ValueError(f"{name}.indices holds column {value} (entry {at}), outside [0, {cols}) for shape {(rows, cols)}")
+        raise ValueError(f"{name}.indices holds column {value} (entry {at}), "
+                         f"outside [0, {cols}) for shape {(rows, cols)}")
     return indptr, indices, (rows, cols)
 
 
@@ -235,7 +239,8 @@ def _same_index_dtype(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarr
     return indptr, indices.astype(np.int64)
 
 
-def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int,
+                         cols: int) -> tuple[np.ndarray, np.ndarray]:
     """The CSR structure of the transpose (cols x rows), in the same index dtype (one C++ pass)."""
     return load_C().transpose_structure(indptr, indices, rows, cols)
 

@@ -257,7 +257,8 @@ def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth
         kernel_s, kernel_cpu = timed(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=t, check_finite=False),
                                      repeat=2 if quick else 3)
         full_s = timeit(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=t), repeat=1, warmup=0)
-        settings = {"edges": E.nnz, "dim": dim, "dtype": "float16", "threads": t, "bytes_read_GB": round(moved / 1e9, 2)}
+        settings = {"edges": E.nnz, "dim": dim, "dtype": "float16", "threads": t,
+                    "bytes_read_GB": round(moved / 1e9, 2)}
         rows.append(Row(SUITE, f"prune {name}", f"GB/s vs read bandwidth, {t} thread(s)", moved / kernel_s / 1e9,
                         bandwidth[t], "numpy sum bandwidth", "GB/s", "higher", settings))
         rows.append(Row(SUITE, f"prune {name}", f"GB/s per CPU-second, {t} thread(s)", moved / kernel_cpu / 1e9,
