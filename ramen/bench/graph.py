@@ -174,7 +174,8 @@ def _walk_rows(scale: Scale, E: sp.csr_matrix, A: sp.csr_matrix, thread_counts: 
             del landings
             case = f"{walk} {scale.name}"
             rows.append(_hops_row(case, f"walk+count, {t} thread(s)", hops, t, ours_s, peer_s + count_s,
-                                  "numba walk + scipy count", settings))
+                                  "numba walk + scipy count",
+                                  {**settings, "ours_s": round(ours_s, 3), "peer_s": round(peer_s + count_s, 3)}))
             rows.append(_hops_row(case, f"vs peer walk kernel only, {t} thread(s)", hops, t, ours_s, peer_s,
                                   "numba walk only", settings))
             # per CPU-second: the same comparison, immune to other load on the machine
