@@ -75,7 +75,7 @@ py::array_t<T> take(ramen::Buffer<T>& buffer) {
     const py::ssize_t n = buffer.size();
     T* data = buffer.release();
     if (data == nullptr) return py::array_t<T>(0);
-    py::capsule owner(data, [](void* p) { std::free(p); });
+    py::capsule owner(data, [](void* p) { ramen::free_buffer(p); });
     return py::array_t<T>({n}, {static_cast<py::ssize_t>(sizeof(T))}, data, owner);
 }
 
@@ -84,8 +84,10 @@ py::tuple take_csr(ramen::CsrResult<I>& r) {
     return py::make_tuple(take(r.indptr), take(r.indices), take(r.data));
 }
 
-ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_t top_k, uint64_t seed, int num_threads) {
+ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_t top_k, uint64_t seed, int num_threads,
+                                int64_t batch_starts) {
     ramen::WalkOptions o;
+    o.batch_starts = batch_starts;
     o.walk_length = walk_length;
     o.restart_prob = static_cast<float>(restart_prob);
     o.top_k = top_k;
@@ -97,10 +99,10 @@ ramen::WalkOptions walk_options(int64_t walk_length, double restart_prob, int64_
 template <typename I>
 py::tuple rwr_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t num_nodes,
                       const CArray<int64_t>& starts, int64_t walk_length, double restart_prob, int64_t top_k,
-                      uint64_t seed, int num_threads, const py::object& progress) {
+                      uint64_t seed, int num_threads, const py::object& progress, int64_t batch_starts) {
     const auto adj = csr_view(indptr, indices, num_nodes, num_nodes, "adj");
     check_starts(starts, num_nodes);
-    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads);
+    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads, batch_starts);
     const auto report = progress_fn(progress);
     ramen::CsrResult<I> result;
     {
@@ -114,12 +116,13 @@ template <typename I>
 py::tuple bipartite_binding(const CArray<I>& indptr, const CArray<I>& indices, const CArray<I>& t_indptr,
                             const CArray<I>& t_indices, int64_t rows, int64_t cols, const CArray<int64_t>& starts,
                             bool starts_are_rows, bool keep_extra, int64_t walk_length, double restart_prob,
-                            int64_t top_k, uint64_t seed, int num_threads, const py::object& progress) {
+                            int64_t top_k, uint64_t seed, int num_threads, const py::object& progress,
+                            int64_t batch_starts) {
     const auto Y = csr_view(indptr, indices, rows, cols, "Y");
     const auto Yt = csr_view(t_indptr, t_indices, cols, rows, "Y transposed");
     if (Y.indptr[rows] != Yt.indptr[cols]) throw std::invalid_argument("Y and its transpose differ in nnz");
     check_starts(starts, starts_are_rows ? rows : cols);
-    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads);
+    const auto options = walk_options(walk_length, restart_prob, top_k, seed, num_threads, batch_starts);
     const auto report = progress_fn(progress);
     ramen::CsrResult<I> result;
     {
@@ -154,16 +157,51 @@ py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64
 }
 
 template <typename I>
+py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols) {
+    const auto mat = csr_view(indptr, indices, rows, cols, "matrix");
+    py::array_t<I> t_indptr(cols + 1), t_indices(static_cast<py::ssize_t>(mat.indptr[rows]));
+    I* p = t_indptr.mutable_data();
+    I* q = t_indices.mutable_data();
+    {
+        py::gil_scoped_release release;
+        ramen::transpose_structure(mat, p, q);
+    }
+    return py::make_tuple(t_indptr, t_indices);
+}
+
+template <typename I>
+py::tuple check_csr_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t cols, int num_threads) {
+    if (indptr.ndim() != 1 || indptr.size() < 1 || indices.ndim() != 1)
+        throw std::invalid_argument("indptr and indices must be 1-d, indptr non-empty");
+    const I* p = indptr.data();
+    const I* q = indices.data();
+    const int64_t rows = indptr.size() - 1, n = indices.size();
+    ramen::CsrProblem problem;
+    {
+        py::gil_scoped_release release;
+        problem = ramen::check_csr(p, rows, q, n, cols, num_threads);
+    }
+    return py::make_tuple(problem.kind, problem.at, problem.value);
+}
+
+template <typename I>
 void def_graph(py::module_& m) {
+    m.def("check_csr", &check_csr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+          py::arg("cols"), py::kw_only(), py::arg("num_threads"),
+          "First problem of a CSR structure: (kind, at, value); kind 0 = none, 1 = indptr[0] != 0, "
+          "2 = indptr decreases after row `at`, 3 = indptr[-1] > len(indices), 4 = index out of range at entry `at`.");
+    m.def("transpose_structure", &transpose_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+          py::arg("rows"), py::arg("cols"), "CSR structure of the transpose: (t_indptr, t_indices), same dtype.");
     m.def("random_walk_with_restart", &rwr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("num_nodes"), py::arg("starts").noconvert(), py::kw_only(), py::arg("walk_length"),
           py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"), py::arg("progress"),
+          py::arg("batch_starts") = 0,
           "Visit counts of walks with restart from each start: (indptr int64, indices, data float32).");
     m.def("bipartite_walk", &bipartite_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("t_indptr").noconvert(), py::arg("t_indices").noconvert(), py::arg("rows"), py::arg("cols"),
           py::arg("starts").noconvert(), py::kw_only(), py::arg("starts_are_rows"), py::arg("keep_extra"),
           py::arg("walk_length"), py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"),
-          py::arg("progress"),
+          py::arg("progress"), py::arg("batch_starts") = 0,
           "Column visit counts of column -> row -> column walks with restart: (indptr, indices, data).");
     m.def("prune_mask", &prune_binding<I, float>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), py::arg("row_emb").noconvert(), py::arg("col_emb").noconvert(),
@@ -179,6 +217,34 @@ py::tuple philox_binding(const std::vector<uint32_t>& counter, const std::vector
     if (counter.size() != 4 || key.size() != 2) throw std::invalid_argument("counter must have 4 words and key 2");
     const ramen::Words4 w = ramen::philox4x32(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
     return py::make_tuple(w.w[0], w.w[1], w.w[2], w.w[3]);
+}
+
+int64_t first_non_finite_binding(const py::array& emb, int num_threads) {
+    if (emb.ndim() != 2) throw std::invalid_argument("embeddings must be 2-d");
+    const int64_t rows = emb.shape(0), dim = emb.shape(1);
+    if (py::isinstance<CArray<float>>(emb) && emb.dtype().is(py::dtype::of<float>())) {
+        const float* p = CArray<float>(emb).data();
+        py::gil_scoped_release release;
+        return ramen::first_non_finite_f32(p, rows, dim, num_threads);
+    }
+    if (py::isinstance<CArray<uint16_t>>(emb) && emb.dtype().is(py::dtype::of<uint16_t>())) {
+        const uint16_t* p = CArray<uint16_t>(emb).data();
+        py::gil_scoped_release release;
+        return ramen::first_non_finite_f16(p, rows, dim, num_threads);
+    }
+    throw std::invalid_argument("embeddings must be C-contiguous float32 or uint16 (float16 bits)");
+}
+
+// uniform01 of each word, and whether the kernels' integer test below(word, threshold24(p)) holds.
+py::tuple uniform01_binding(const CArray<uint32_t>& words, float p) {
+    py::array_t<float> u(words.size());
+    py::array_t<bool> restart(words.size());
+    const uint32_t threshold = ramen::threshold24(p);
+    for (py::ssize_t i = 0; i < words.size(); ++i) {
+        u.mutable_data()[i] = ramen::uniform01(words.data()[i]);
+        restart.mutable_data()[i] = ramen::below(words.data()[i], threshold);
+    }
+    return py::make_tuple(u, restart);
 }
 
 float dot_binding(const py::array& a, const py::array& b) {
@@ -386,6 +452,12 @@ PYBIND11_MODULE(_C, m) {
     def_graph<int64_t>(m);
     m.def("philox4x32", &philox_binding, py::arg("counter"), py::arg("key"),
           "Philox-4x32-10 block function (for known-answer tests).");
+    m.def("walk_draw", &ramen::walk_draw, py::arg("seed"), py::arg("start"), py::arg("hop"), py::arg("which"),
+          py::arg("range"), "The walks' uniform edge choice in [0, range) (for tests of its rare paths).");
+    m.def("first_non_finite", &first_non_finite_binding, py::arg("emb"), py::kw_only(), py::arg("num_threads"),
+          "The first row of a 2-d float32 / float16-bits array with a NaN or infinity, or -1.");
+    m.def("uniform01", &uniform01_binding, py::arg("words").noconvert(), py::arg("p"),
+          "(uniform01(words), below(words, threshold24(p))): the RNG's float draw and the walks' restart test.");
     m.def("dot", &dot_binding, py::arg("a"), py::arg("b"), "Dot product by the pruning kernel's vector code.");
     // ---- bindings: triplet ----
     m.def("triplet_mine_cpu", &triplet_mine_cpu_binding,

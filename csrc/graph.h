@@ -6,10 +6,9 @@
 // of threads: random draws are keyed by (seed, start node, hop), never taken from a shared stream.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <functional>
-#include <new>
 
 namespace ramen {
 
@@ -23,8 +22,14 @@ struct CsrView {
     int64_t cols;
 };
 
-// An array in malloc'd memory that grows by realloc (Linux moves large blocks with mremap, without
-// copying or touching new pages) and whose ownership can be handed over (to numpy) with release().
+// Memory for Buffer: on Linux an anonymous mapping of its own, grown by mremap (pages move, nothing
+// is copied) and unmapped on free, so a growing output never leaves copies behind; elsewhere
+// realloc. A 64-byte header before the data records the size, so that free_buffer needs only the
+// data pointer (numpy frees released buffers through it).
+void* grow_buffer(void* data, size_t bytes);
+void free_buffer(void* data);
+
+// A growable array whose ownership can be handed over (to numpy) with release().
 template <typename T>
 class Buffer {
 public:
@@ -37,7 +42,7 @@ public:
     }
     Buffer& operator=(Buffer&& other) noexcept {
         if (this != &other) {
-            std::free(data_);
+            free_buffer(data_);
             data_ = other.data_;
             size_ = other.size_;
             capacity_ = other.capacity_;
@@ -46,7 +51,7 @@ public:
         }
         return *this;
     }
-    ~Buffer() { std::free(data_); }
+    ~Buffer() { free_buffer(data_); }
 
     T* data() { return data_; }
     const T* data() const { return data_; }
@@ -63,11 +68,11 @@ public:
         reserve(n);
         size_ = n;
     }
-    // Gives back unused capacity (in place for large blocks).
+    // Gives back unused capacity (in place).
     void shrink_to_fit() {
         if (capacity_ > size_) reallocate(size_ > 0 ? size_ : 1);
     }
-    // The caller takes the memory over and must free() it.
+    // The caller takes the memory over and must free it with free_buffer().
     T* release() {
         T* p = data_;
         data_ = nullptr;
@@ -77,9 +82,7 @@ public:
 
 private:
     void reallocate(int64_t cap) {
-        void* p = std::realloc(data_, static_cast<size_t>(cap) * sizeof(T));
-        if (p == nullptr) throw std::bad_alloc();
-        data_ = static_cast<T*>(p);
+        data_ = static_cast<T*>(grow_buffer(data_, static_cast<size_t>(cap) * sizeof(T)));
         capacity_ = cap;
     }
 
@@ -102,6 +105,7 @@ struct WalkOptions {
     int64_t top_k = 0;          // keep the k most visited per row (ties: lower id); 0 keeps all
     uint64_t seed = 0;
     int num_threads = 0;        // <= 0: every hardware thread
+    int64_t batch_starts = 0;   // starts per progress batch; 0: automatic (tests set it to cut chunks)
 };
 
 // Called on the calling thread between batches of starts with the number of starts done so far;
@@ -125,11 +129,32 @@ CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* star
 //   column even where top-k cut it (weight max(count, 1)).
 // - starts_are_rows == true: starts are rows; a restart hop goes start row -> uniform linked
 //   column (the start's columns are the restart distribution). With keep_extra, each row keeps
-//   the start row's own columns (weight max(count, 1)). Rows without columns give empty rows.
+//   the start row's own columns (weight max(count, 1)) and the top k is taken among the other
+//   columns (k new columns per row), equal counts ordered by a hash of (seed, start, column)
+//   instead of by id. Rows without columns give empty rows.
 template <typename I>
 CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int64_t* starts, int64_t num_starts,
                             bool starts_are_rows, bool keep_extra, const WalkOptions& options,
                             const Progress& progress);
+
+// The first problem of a CSR structure, for error messages: kind, where (row or entry) and value.
+struct CsrProblem {
+    enum Kind { kNone = 0, kIndptrStart, kIndptrDecreasing, kIndptrEnd, kIndexRange };
+    int kind = kNone;
+    int64_t at = -1;
+    int64_t value = 0;
+};
+
+// Checks indptr[0] == 0, indptr non-decreasing, indptr[rows] <= num_indices and every used index in
+// [0, cols), in one parallel pass; reports the first problem found.
+template <typename I>
+CsrProblem check_csr(const I* indptr, int64_t rows, const I* indices, int64_t num_indices, int64_t cols,
+                     int num_threads);
+
+// The structure of the transpose (cols x rows) of m: t_indptr (cols + 1) and t_indices (nnz), each
+// column's rows in increasing order (duplicates kept). A counting sort: O(nnz + cols), one thread.
+template <typename I>
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices);
 
 // Edge pruning: keep[e] = 1 where the dot product of row_emb[r] and col_emb[indices[e]] (edge e in
 // row r) is > threshold, else 0; row_kept[r] counts the kept edges of row r. Embeddings are
@@ -141,6 +166,16 @@ void prune_mask_f32(const CsrView<I>& E, const float* row_emb, const float* col_
 template <typename I>
 void prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
                     float threshold, int num_threads, uint8_t* keep, int64_t* row_kept);
+
+// The first row of a (rows x dim) matrix holding a NaN or an infinity, or -1 (for input checks).
+int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int num_threads);
+int64_t first_non_finite_f16(const uint16_t* data, int64_t rows, int64_t dim, int num_threads);
+
+// The walks' edge choice: a uniform integer in [0, range) for draw `which` (1 or 2) of hop `hop` of
+// the walk from `start` (Philox keyed by seed; first word `which` of block 0, retries from blocks
+// which, which + 2, ...). Exposed so that tests can check the rare paths (rejections, ranges of
+// 2^32 or more) without graphs of that degree.
+uint64_t walk_draw(uint64_t seed, int64_t start, uint32_t hop, uint32_t which, uint64_t range);
 
 // Dot products of single vectors, exposed for tests of the vector code paths.
 float dot_f32(const float* a, const float* b, int64_t dim);

@@ -48,6 +48,18 @@ RAMEN_HD float uniform01(uint32_t word) {
     return static_cast<float>(word >> 8) * 5.9604644775390625e-8f;  // 2^-24
 }
 
+// The integer test equivalent to uniform01(word) < p: (word >> 8) < threshold24(p), where
+// threshold24(p) = ceil(p * 2^24) (k / 2^24 < p exactly when k < ceil(p * 2^24) for integer k).
+RAMEN_HD uint32_t threshold24(float p) {
+    if (!(p > 0.0f)) return 0;
+    if (p >= 1.0f) return 1u << 24;
+    const double scaled = static_cast<double>(p) * 16777216.0;  // exact: p has a 24-bit significand
+    const uint32_t floor = static_cast<uint32_t>(scaled);
+    return floor + (static_cast<double>(floor) < scaled ? 1u : 0u);
+}
+
+RAMEN_HD bool below(uint32_t word, uint32_t threshold) { return (word >> 8) < threshold; }
+
 // Further words for one (key, stream, hop), computed only when asked for: word i is word i % 4
 // of the Philox block at counter (hop, stream_lo, stream_hi, first_block + (i / 4) * block_step).
 // A kernel takes the first word of each draw from a block it computed in bulk (vectorised over

@@ -33,6 +33,10 @@ _LAZY = {
     "triplet_loss": "ramen.ops",
     "LabelIndex": "ramen.index",
     "ShardedLabelIndex": "ramen.index",
+    "random_walk_with_restart": "ramen.graph",
+    "bipartite_walk": "ramen.graph",
+    "densify": "ramen.graph",
+    "prune_edges": "ramen.graph",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -144,6 +144,86 @@ def test_philox_known_answers() -> None:
         0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)
 
 
+@pytest.mark.parametrize("p", [0.8, 0.3, 1.0, 1e-7, 0.5 + 2**-25, float(np.nextafter(np.float32(1), 0))])
+def test_restart_test_equals_uniform_float_comparison(p: float) -> None:
+    # the kernels compare integers: (word >> 8) < ceil(float32(p) * 2^24), exactly uniform01(word) < p
+    words = np.concatenate([np.random.default_rng(0).integers(0, 2**32, 200_000, dtype=np.uint32),
+                            np.arange(0, 2**32, 2**24 - 255, dtype=np.uint32)]).astype(np.uint32)
+    u, restart = _C.uniform01(words, p)
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1
+    assert np.array_equal(u, (words >> 8).astype(np.float32) * np.float32(2**-24))
+    assert np.array_equal(restart, u < np.float32(p))
+    threshold = int(np.ceil(np.float64(np.float32(p)) * 2**24))
+    edge = np.array([(threshold - 1) << 8, threshold << 8 if threshold < 2**24 else 2**32 - 1], dtype=np.uint32)
+    assert _C.uniform01(edge, p)[1].tolist() == [True, threshold >= 2**24]
+
+
+class HopWords:
+    """The kernels' random draws for one (seed, start, hop), from the scalar Philox: restart from
+    word 0 of block 0, the edge choice from word 1 (retries: blocks 1, 3, 5, ...)."""
+
+    def __init__(self, seed: int, start: int, hop: int) -> None:
+        self.seed, self.start, self.hop = seed, start, hop
+
+    def block(self, b: int) -> tuple[int, ...]:
+        return _C.philox4x32([self.hop, self.start & 0xFFFFFFFF, self.start >> 32, b],
+                             [self.seed & 0xFFFFFFFF, self.seed >> 32])
+
+    def restart(self, r: float) -> bool:
+        threshold = int(np.ceil(np.float64(np.float32(r)) * 2**24))
+        return (self.block(0)[0] >> 8) < threshold
+
+    def choose(self, deg: int, which: int = 1) -> int:
+        """Lemire's bounded draw: first word `which` of block 0, then the retry stream (blocks which,
+        which + 2, ...); ranges of 2^32 or more draw 64-bit words from the retry stream only."""
+        deg = int(deg)
+        retry = (w for b in range(which, 1 << 20, 2) for w in self.block(b))
+        if deg < 2**32:
+            x, bits = self.block(0)[which], 32
+        else:
+            x, bits = next(retry) | next(retry) << 32, 64
+        threshold = (2**bits - deg) % deg
+        while (x * deg) % 2**bits < threshold:
+            x = next(retry) if bits == 32 else next(retry) | next(retry) << 32
+        return (x * deg) >> bits
+
+
+def reference_walk(adj: sp.csr_matrix, s: int, L: int, r: float, seed: int) -> np.ndarray:
+    """The unipartite walk from s replayed in Python with the kernels' random draws: landing counts."""
+    counts = np.zeros(adj.shape[0])
+    cur = s
+    for h in range(L):
+        words = HopWords(seed, s, h)
+        if h == 0 or words.restart(r):
+            cur = s
+        lo, hi = adj.indptr[cur], adj.indptr[cur + 1]
+        cur = s if hi == lo else adj.indices[lo + words.choose(hi - lo)]
+        counts[cur] += 1
+    return counts
+
+
+def test_walks_replay_the_documented_random_draws() -> None:
+    # the vectorised Philox of the kernels equals the scalar one, keyed by (seed, start, hop); a
+    # degree near 2^31 is not needed to reach Lemire's retry path: see test_lemire_retry_path
+    adj = random_graph(70, 3, seed=4)
+    starts = [0, 5, 69, 33] + list(range(6, 70, 7))  # more starts than one 16-lane register
+    seed = 0x123456789ABCDEF
+    out = graph.random_walk_with_restart(adj, starts, walk_length=25, restart_prob=0.6, seed=seed).toarray()
+    for row, s in enumerate(starts):
+        assert np.array_equal(out[row], reference_walk(adj, s, 25, 0.6, seed)), s
+
+
+@pytest.mark.parametrize("deg", [1, 2, 3, 1000, 3 * 2**30, 2**32 - 1, 2**32, 2**32 + 5, 3 * 2**61])
+def test_edge_choice_matches_reference_on_rare_paths(deg: int) -> None:
+    # 3 * 2^30 rejects the first word with probability 1/4; 2^32 and beyond take 64-bit draws
+    words = [HopWords(0xDEADBEEF, s, h) for s in (0, 1, 2**33 + 7) for h in range(40)]
+    ours = [_C.walk_draw(seed=w.seed, start=w.start, hop=w.hop, which=2, range=deg) for w in words]
+    assert ours == [w.choose(deg, which=2) for w in words]
+    assert all(0 <= x < deg for x in ours)
+    if deg == 3 * 2**30:  # the retry path was taken
+        assert any((w.block(0)[2] * deg) % 2**32 < (2**32 - deg) % deg for w in words)
+
+
 # ---- walks against their definitions ---------------------------------------------------------
 
 
@@ -211,17 +291,56 @@ def test_densify_keeps_originals_and_adds_top_k_by_frequency() -> None:
     D = graph.densify(E, walk_length=L, top_k=k, seed=1)
     counts = _raw_densify_counts(E, L, seed=1)
     assert D.shape == E.shape and D.dtype == np.float32
+    gained = 0
     for i in range(E.shape[0]):
         c = counts[i]
-        visited = np.flatnonzero(c)
-        order = visited[np.lexsort((visited, -c[visited]))][:k]
         originals = np.unique(E.indices[E.indptr[i]:E.indptr[i + 1]])
+        new = np.setdiff1d(np.flatnonzero(c), originals)  # the top k is ranked among new anchors only
+        ties = np.array([tie_hash(1, i, int(a)) & (2**39 - 1) for a in new], dtype=np.uint64)
+        order = new[np.lexsort((new, ties, -c[new]))][:k]
+        gained += len(order)
         expect_cols = np.union1d(order, originals)
         row = D[i]
         assert np.array_equal(row.indices, expect_cols), i
         assert np.allclose(row.data, np.maximum(c[expect_cols], 1) / L)
     assert (E.astype(bool) > D.astype(bool)).nnz == 0  # walks only add edges
-    assert D.nnz > len(np.unique(E.indices + E.shape[1] * np.repeat(np.arange(300), np.diff(E.indptr))))
+    assert gained > 0.5 * k * E.shape[0]  # most items gain edges, whatever their degree
+
+
+def mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return z ^ (z >> 31)
+
+
+def tie_hash(seed: int, item: int, anchor: int) -> int:
+    """densify's order among equally visited anchors (SplitMix64 finaliser of seed, item, anchor)."""
+    return mix64(seed ^ mix64((item + 0x9E3779B97F4A7C15 * (anchor + 1)) & (2**64 - 1)))
+
+
+def test_densify_ties_do_not_favour_low_ids() -> None:
+    # where equally visited new anchors straddle the top-k cut, the chosen ones are not simply the
+    # lowest ids (they would be every time under a lower-id rule)
+    E = random_graph(400, 4, seed=9, square=False, cols=300)
+    k, lowest, cut_ties = 3, 0, 0
+    for seed in range(3):
+        counts = _raw_densify_counts(E, 400, seed=seed)
+        D = graph.densify(E, top_k=k, seed=seed)
+        for i in range(E.shape[0]):
+            new = np.setdiff1d(np.flatnonzero(counts[i]), E.indices[E.indptr[i]:E.indptr[i + 1]])
+            if len(new) <= k:
+                continue
+            c = counts[i, new]
+            cut = np.sort(c)[::-1][k - 1]
+            tied, room = new[c == cut], k - int((c > cut).sum())
+            if len(tied) <= room:
+                continue
+            chosen = np.intersect1d(D[i].indices, tied)
+            assert len(chosen) == room
+            cut_ties += 1
+            lowest += bool(np.array_equal(chosen, tied[:room]))
+    assert cut_ties > 100
+    assert lowest < 0.5 * cut_ties
 
 
 def _raw_densify_counts(E: sp.csr_matrix, L: int, seed: int) -> np.ndarray:
@@ -283,7 +402,6 @@ def test_same_output_for_any_thread_count(kind: str) -> None:
     adj = random_graph(9000, 4, seed=21)
     emb = np.random.default_rng(0).standard_normal((9000, 48)).astype(np.float16)
     run = {
-        # walk_length 2000 gives chunks of 32 starts: several batches at every thread count
         "rwr": lambda t: graph.random_walk_with_restart(adj, walk_length=2000, top_k=20, seed=8, num_threads=t),
         "bipartite": lambda t: graph.bipartite_walk(adj[:, :6000], walk_length=300, seed=8, num_threads=t),
         "densify": lambda t: graph.densify(adj[:, :6000], walk_length=300, seed=8, num_threads=t),
@@ -296,6 +414,30 @@ def test_same_output_for_any_thread_count(kind: str) -> None:
         assert np.array_equal(base.indptr, other.indptr)
         assert np.array_equal(base.indices, other.indices)
         assert np.array_equal(base.data, other.data)
+
+
+@pytest.mark.parametrize("rows_mode", [None, False, True])
+def test_same_output_for_any_batching(rows_mode) -> None:
+    # batches of 1, 37 and 100 starts cut chunks (64 starts) and lane groups anywhere; with up to 7
+    # threads, every batch's rows must land at the same place
+    adj = random_graph(700, 4, seed=3)
+    starts = np.random.default_rng(2).integers(0, 700, 500)
+    t = sp.csr_matrix((np.ones(adj.nnz, bool), adj.indices, adj.indptr), shape=adj.shape).tocsc()
+
+    def run(threads: int, batch: int):
+        common = dict(walk_length=60, restart_prob=0.7, top_k=5, seed=3, num_threads=threads, progress=None,
+                      batch_starts=batch)
+        if rows_mode is None:
+            return _C.random_walk_with_restart(adj.indptr, adj.indices, 700, starts, **common)
+        return _C.bipartite_walk(adj.indptr, adj.indices, t.indptr.astype(np.int32), t.indices.astype(np.int32),
+                                 700, 700, starts, starts_are_rows=rows_mode, keep_extra=True, **common)
+
+    base = run(1, 0)
+    assert len(base[1]) > 500
+    for threads, batch in [(1, 1), (2, 37), (3, 100), (7, 37), (7, 1)]:
+        out = run(threads, batch)
+        for a, b in zip(base, out):
+            assert np.array_equal(a, b), (threads, batch)
 
 
 def test_seed_changes_walks_and_int64_indices_match_int32() -> None:
@@ -370,6 +512,12 @@ def test_progress_bar_and_callback_errors() -> None:
     out = graph.random_walk_with_restart(adj, walk_length=10, progress=True)
     assert out.shape == (200, 200)
 
+    seen: list[int] = []
+    _C.random_walk_with_restart(adj.indptr, adj.indices, 200, np.arange(200, dtype=np.int64), walk_length=10,
+                                restart_prob=0.8, top_k=0, seed=0, num_threads=2, progress=seen.append,
+                                batch_starts=64)
+    assert seen == [64, 128, 192, 200]  # one report per batch of starts
+
     def stop(done: int) -> None:
         raise KeyError("stop")
 
@@ -389,8 +537,8 @@ def corrupted(m: sp.csr_matrix, field: str, index: int, value: int) -> sp.csr_ma
 
 @pytest.mark.parametrize("bad, match", [
     (lambda a: a[:, :5], "adj must be square"),
-    (lambda a: corrupted(a, "indices", 3, 10), "adj.indices holds column 10"),
-    (lambda a: corrupted(a, "indices", 0, -1), "adj.indices holds column -1"),
+    (lambda a: corrupted(a, "indices", 3, 10), "adj.indices holds column 10 \\(entry 3\\)"),
+    (lambda a: corrupted(a, "indices", 0, -1), "adj.indices holds column -1 \\(entry 0\\)"),
     (lambda a: corrupted(a, "indptr", 2, 0), "adj.indptr decreases"),
     (lambda a: corrupted(a, "indptr", 1, -3), "adj.indptr decreases"),
     (lambda a: corrupted(a, "indptr", 0, 1), "adj.indptr must start at 0"),
@@ -526,3 +674,29 @@ def test_bad_pruning_inputs(dtype) -> None:
     bad = R.copy()
     bad[:] = np.nan
     assert graph.prune_edges(E, bad, C, check_finite=False).nnz == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_non_finite_scan_reports_the_first_bad_row(dtype) -> None:
+    emb = np.ones((100_000, 8), dtype)  # several scan chunks of 2^15 rows
+    assert _C.first_non_finite(emb.view(np.uint16) if dtype == np.float16 else emb, num_threads=3) == -1
+    emb[90_000, 7] = -np.inf
+    emb[70_001, 0] = np.nan
+    emb[70_001, 3] = np.inf
+    for threads in (1, 2, 7):
+        bits = emb.view(np.uint16) if dtype == np.float16 else emb
+        assert _C.first_non_finite(bits, num_threads=threads) == 70_001
+    emb[5, 5] = np.finfo(dtype).max  # large but finite values pass
+    assert _C.first_non_finite(emb[:70_000].view(np.uint16) if dtype == np.float16 else emb[:70_000],
+                               num_threads=2) == -1
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_transpose_structure_matches_scipy(dtype) -> None:
+    rng = np.random.default_rng(0)
+    m = csr_from_edges(np.r_[rng.integers(0, 40, 300), 3, 3], np.r_[rng.integers(0, 25, 300), 7, 7], (50, 30))
+    m.indptr, m.indices = m.indptr.astype(dtype), m.indices.astype(dtype)  # scipy would downcast int64
+    t_indptr, t_indices = _C.transpose_structure(m.indptr, m.indices, 50, 30)
+    ref = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape).tocsc()  # keeps duplicates
+    assert t_indptr.dtype == dtype and t_indices.dtype == dtype
+    assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)

@@ -5,6 +5,7 @@
 // AVX-512 (with F16C conversion) when the build targets it, a portable loop otherwise.
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "graph.h"
 #include "parallel.h"
@@ -16,7 +17,7 @@
 namespace ramen {
 namespace {
 
-constexpr int kPrefetchEdges = 6;       // how many edges ahead the column rows are fetched
+constexpr int kPrefetchEdges = 8;       // how many edges ahead the column rows are fetched
 constexpr int64_t kEdgesPerChunk = 1 << 14;
 
 // IEEE binary16 -> binary32, exact (subnormals, infinities and NaN included).
@@ -141,7 +142,41 @@ void prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t
     });
 }
 
+// Whether an IEEE value has all exponent bits set (an infinity or a NaN), on its bits.
+inline uint32_t non_finite(uint32_t bits) { return (bits & 0x7F800000u) == 0x7F800000u; }
+inline uint32_t non_finite(uint16_t bits) { return (bits & 0x7C00u) == 0x7C00u; }
+
+// The first row holding a NaN or an infinity (exponent bits all ones), or -1; one parallel pass.
+template <typename Bits>
+int64_t first_non_finite(const Bits* data, int64_t rows, int64_t dim, int num_threads) {
+    const int64_t chunk = std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(dim, 1));
+    std::vector<int64_t> first(static_cast<size_t>((rows + chunk - 1) / chunk), -1);
+    parallel_for(rows, chunk, num_threads, [&](int64_t r0, int64_t r1) {
+        const Bits* p = data + r0 * dim;
+        const int64_t n = (r1 - r0) * dim;
+        uint32_t bad = 0;
+        for (int64_t i = 0; i < n; ++i) bad |= non_finite(p[i]);  // a branch-free reduction: vectorises
+        if (bad == 0) return;
+        for (int64_t r = r0; r < r1; ++r)
+            for (int64_t j = 0; j < dim; ++j)
+                if (non_finite(data[r * dim + j])) {
+                    first[static_cast<size_t>(r0 / chunk)] = r;
+                    return;
+                }
+    });
+    for (const int64_t r : first)
+        if (r >= 0) return r;
+    return -1;
+}
+
 }  // namespace
+
+int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int num_threads) {
+    return first_non_finite(reinterpret_cast<const uint32_t*>(data), rows, dim, num_threads);
+}
+int64_t first_non_finite_f16(const uint16_t* data, int64_t rows, int64_t dim, int num_threads) {
+    return first_non_finite(data, rows, dim, num_threads);
+}
 
 float dot_f32(const float* a, const float* b, int64_t dim) { return dot<float>(a, b, dim); }
 float dot_f16(const uint16_t* a, const uint16_t* b, int64_t dim) { return dot<uint16_t>(a, b, dim); }

@@ -10,61 +10,87 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "graph.h"
 #include "parallel.h"
 #include "rng.h"
 
+#if defined(__AVX512F__)
+// GCC 12 warns falsely about the undefined pass-through operand inside the mask intrinsics.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#endif
+
 namespace ramen {
 namespace {
 
-constexpr int kLanes = 16;               // walkers stepped together by one thread
+// Walkers stepped together by one thread: enough independent cache misses in flight to cover the
+// memory latency (hyperlink-scale graph, one thread: 16 lanes 29 ns/hop, 64 lanes 18, 128 no better).
+constexpr int kLanes = 64;
 constexpr int64_t kVisitBudget = 16 << 20;  // bytes of landing buffer per thread (lanes x walk_length)
 
 inline void prefetch(const void* p) { __builtin_prefetch(p, 0, 3); }
 
 // Philox words of block 0 at counter (hop, start) for every lane: words[i][lane].
-struct LaneWords {
+struct alignas(64) LaneWords {
     uint32_t w[4][kLanes];
 };
 
-// Same values as philox4x32(hop, lo[l], hi[l], 0, k0, k1) for each lane, written lane-innermost so
-// that the compiler vectorises it (one 512-bit register per word).
+#if defined(__AVX512F__)
+// High and low halves of the 32 x 32-bit products of 16 lanes by one multiplier.
+inline __m512i mulhilo(__m512i a, __m512i m, __m512i& lo) {
+    const __m512i even = _mm512_mul_epu32(a, m);                         // lanes 0, 2, ...: 64-bit products
+    const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);  // lanes 1, 3, ...
+    lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+    return _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+}
+#endif
+
+// Same values as philox4x32(hop, lo[l], hi[l], 0, k0, k1) for each lane (tests check it against
+// the scalar function): 16 lanes per 512-bit register where the build has AVX-512.
 void philox_lanes(uint32_t hop, const uint32_t* lo, const uint32_t* hi, uint64_t key, LaneWords& out) {
-    uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-        c0[l] = hop;
-        c1[l] = lo[l];
-        c2[l] = hi[l];
-        c3[l] = 0;
-    }
-    uint32_t k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
-    for (int round = 0; round < 10; ++round) {
-        for (int l = 0; l < kLanes; ++l) {
-            const uint64_t p0 = static_cast<uint64_t>(kPhiloxM0) * c0[l];
-            const uint64_t p1 = static_cast<uint64_t>(kPhiloxM1) * c2[l];
-            const uint32_t n0 = static_cast<uint32_t>(p1 >> 32) ^ c1[l] ^ k0;
-            const uint32_t n2 = static_cast<uint32_t>(p0 >> 32) ^ c3[l] ^ k1;
-            c1[l] = static_cast<uint32_t>(p1);
-            c3[l] = static_cast<uint32_t>(p0);
-            c0[l] = n0;
-            c2[l] = n2;
+    static_assert(kLanes % 16 == 0, "whole 512-bit registers of lanes");
+    const uint32_t key0 = static_cast<uint32_t>(key), key1 = static_cast<uint32_t>(key >> 32);
+#if defined(__AVX512F__)
+    const __m512i m0 = _mm512_set1_epi32(static_cast<int>(kPhiloxM0)), m1 = _mm512_set1_epi32(static_cast<int>(kPhiloxM1));
+    for (int b = 0; b < kLanes; b += 16) {
+        __m512i c0 = _mm512_set1_epi32(static_cast<int>(hop)), c1 = _mm512_loadu_si512(lo + b),
+                c2 = _mm512_loadu_si512(hi + b), c3 = _mm512_setzero_si512();
+        uint32_t k0 = key0, k1 = key1;
+        for (int round = 0; round < 10; ++round) {
+            __m512i lo0, lo1;
+            const __m512i hi0 = mulhilo(c0, m0, lo0), hi1 = mulhilo(c2, m1, lo1);
+            c0 = _mm512_ternarylogic_epi32(hi1, c1, _mm512_set1_epi32(static_cast<int>(k0)), 0x96);  // three-way xor
+            c2 = _mm512_ternarylogic_epi32(hi0, c3, _mm512_set1_epi32(static_cast<int>(k1)), 0x96);
+            c1 = lo1;
+            c3 = lo0;
+            k0 += kPhiloxW0;
+            k1 += kPhiloxW1;
         }
-        k0 += kPhiloxW0;
-        k1 += kPhiloxW1;
+        _mm512_store_si512(out.w[0] + b, c0);
+        _mm512_store_si512(out.w[1] + b, c1);
+        _mm512_store_si512(out.w[2] + b, c2);
+        _mm512_store_si512(out.w[3] + b, c3);
     }
-    std::memcpy(out.w[0], c0, sizeof c0);
-    std::memcpy(out.w[1], c1, sizeof c1);
-    std::memcpy(out.w[2], c2, sizeof c2);
-    std::memcpy(out.w[3], c3, sizeof c3);
+#else
+    for (int l = 0; l < kLanes; ++l) {
+        const Words4 w = philox4x32(hop, lo[l], hi[l], 0, key0, key1);
+        for (int i = 0; i < 4; ++i) out.w[i][l] = w.w[i];
+    }
+#endif
 }
 
 // The walkers of one group: start nodes and their Philox stream (the start id, split in words).
 struct Lanes {
     int n = 0;  // active lanes
     int64_t start[kLanes];
-    uint32_t lo[kLanes], hi[kLanes];
+    alignas(64) uint32_t lo[kLanes];
+    alignas(64) uint32_t hi[kLanes];
 
     Lanes(const int64_t* starts, int count) : n(count) {
         for (int l = 0; l < kLanes; ++l) {
@@ -77,17 +103,27 @@ struct Lanes {
 
 // Uniform position in [lo, lo + deg) for draw `which` (1 or 2) of a hop: its first word comes from
 // the precomputed block, rejections draw from blocks which, which + 2, ... of the same hop.
-inline int64_t choose(int64_t lo, int64_t deg, uint32_t first_word, uint64_t key, int64_t start, uint32_t hop,
-                      uint32_t which) {
+__attribute__((noinline)) int64_t choose_slow(int64_t lo, int64_t deg, uint32_t first_word, uint64_t key,
+                                              int64_t start, uint32_t hop, uint32_t which) {
     CounterStream retry(key, static_cast<uint64_t>(start), hop, which, 2);
     return lo + static_cast<int64_t>(uniform_below(static_cast<uint64_t>(deg), first_word, retry));
+}
+
+// The same, with Lemire's common case inline: a product whose low half is >= deg is accepted
+// (the rejection threshold 2^32 mod deg is below deg), anything else takes the general path.
+inline int64_t choose(int64_t lo, int64_t deg, uint32_t first_word, uint64_t key, int64_t start, uint32_t hop,
+                      uint32_t which) {
+    const uint64_t m = static_cast<uint64_t>(first_word) * static_cast<uint64_t>(deg);
+    if (deg <= 0xFFFFFFFFll && static_cast<uint32_t>(m) >= static_cast<uint64_t>(deg))
+        return lo + static_cast<int64_t>(m >> 32);
+    return choose_slow(lo, deg, first_word, key, start, hop, which);
 }
 
 // Walks of up to kLanes starts on a square adjacency; landings to visits[lane * L + hop].
 template <typename I>
 void walk_unipartite(const CsrView<I>& g, const Lanes& lanes, const WalkOptions& o, I* visits) {
     const int64_t L = o.walk_length;
-    const float r = o.restart_prob;
+    const uint32_t r = threshold24(o.restart_prob);
     const uint64_t key = o.seed;
     int64_t cur[kLanes], pos[kLanes];
     LaneWords now, next;
@@ -95,7 +131,7 @@ void walk_unipartite(const CsrView<I>& g, const Lanes& lanes, const WalkOptions&
     for (int64_t h = 0; h < L; ++h) {
         const uint32_t hop = static_cast<uint32_t>(h);
         for (int l = 0; l < lanes.n; ++l) {  // choose an out-edge (or none: dangling)
-            const bool restart = h == 0 || uniform01(now.w[0][l]) < r;
+            const bool restart = h == 0 || below(now.w[0][l], r);
             const int64_t x = restart ? lanes.start[l] : cur[l];
             const int64_t lo = g.indptr[x], deg = static_cast<int64_t>(g.indptr[x + 1]) - lo;
             if (deg == 0) {
@@ -105,13 +141,12 @@ void walk_unipartite(const CsrView<I>& g, const Lanes& lanes, const WalkOptions&
                 prefetch(g.indices + pos[l]);
             }
         }
-        const bool more = h + 1 < L;
-        if (more) philox_lanes(hop + 1, lanes.lo, lanes.hi, key, next);
+        philox_lanes(hop + 1, lanes.lo, lanes.hi, key, next);  // decides the next hop's restart: what to prefetch
         for (int l = 0; l < lanes.n; ++l) {  // land
             const int64_t y = pos[l] < 0 ? lanes.start[l] : static_cast<int64_t>(g.indices[pos[l]]);
             cur[l] = y;
             visits[l * L + h] = static_cast<I>(y);
-            if (more && !(uniform01(next.w[0][l]) < r)) prefetch(g.indptr + y);
+            prefetch(g.indptr + (below(next.w[0][l], r) ? lanes.start[l] : y));  // the next hop's row
         }
         std::swap(now, next);
     }
@@ -123,7 +158,7 @@ template <typename I>
 void walk_bipartite(const CsrView<I>& Y, const CsrView<I>& Yt, bool starts_are_rows, const Lanes& lanes,
                     const WalkOptions& o, I* visits) {
     const int64_t L = o.walk_length;
-    const float r = o.restart_prob;
+    const uint32_t r = threshold24(o.restart_prob);
     const uint64_t key = o.seed;
     constexpr int64_t kDangling = -1, kFromStartRow = -2;
     int64_t cur[kLanes], row[kLanes], pos_a[kLanes], pos_b[kLanes];
@@ -133,7 +168,7 @@ void walk_bipartite(const CsrView<I>& Y, const CsrView<I>& Yt, bool starts_are_r
     for (int64_t h = 0; h < L; ++h) {
         const uint32_t hop = static_cast<uint32_t>(h);
         for (int l = 0; l < lanes.n; ++l) {  // column -> a linked row: choose the edge
-            const bool restart = h == 0 || uniform01(now.w[0][l]) < r || cur[l] < 0;
+            const bool restart = h == 0 || below(now.w[0][l], r) || cur[l] < 0;
             if (restart && starts_are_rows) {
                 pos_a[l] = kFromStartRow;
                 row[l] = lanes.start[l];
@@ -155,8 +190,7 @@ void walk_bipartite(const CsrView<I>& Y, const CsrView<I>& Yt, bool starts_are_r
                 prefetch(Y.indptr + row[l]);
             }
         }
-        const bool more = h + 1 < L;
-        if (more) philox_lanes(hop + 1, lanes.lo, lanes.hi, key, next);
+        philox_lanes(hop + 1, lanes.lo, lanes.hi, key, next);  // decides the next hop's restart: what to prefetch
         for (int l = 0; l < lanes.n; ++l) {  // row -> a linked column: choose the edge
             if (pos_a[l] == kDangling) {
                 pos_b[l] = kDangling;
@@ -180,7 +214,8 @@ void walk_bipartite(const CsrView<I>& Y, const CsrView<I>& Yt, bool starts_are_r
                 cur[l] = starts_are_rows ? cur[l] : y;
             }
             visits[l * L + h] = static_cast<I>(y);
-            if (more && y >= 0 && !(uniform01(next.w[0][l]) < r)) prefetch(Yt.indptr + y);
+            if (!starts_are_rows) prefetch(Yt.indptr + (below(next.w[0][l], r) || y < 0 ? lanes.start[l] : y));
+            else if (y >= 0) prefetch(Yt.indptr + y);
         }
         std::swap(now, next);
     }
@@ -226,6 +261,16 @@ public:
         }
     }
 
+    // The count of id, set to 0 in the table (it then takes no part in the top k).
+    uint32_t take(I id) {
+        for (size_t s = slot_of(id);; s = (s + 1) & mask_) {
+            if (slots_[s].id == id) return std::exchange(slots_[s].count, 0u);
+            if (slots_[s].id == kEmpty) return 0;
+        }
+    }
+
+    int64_t size() const { return static_cast<int64_t>(used_.size()); }
+
     template <typename F>
     void for_each(F&& f) const {
         for (const uint32_t s : used_) f(slots_[s]);
@@ -266,9 +311,10 @@ private:
     int bits_ = 0;
 };
 
-// The rows of one chunk of starts, before they are copied into the result.
+// The rows of one chunk of starts, before they are copied into the result. Cache-line aligned:
+// neighbouring chunks are filled by different threads at once.
 template <typename I>
-struct ChunkRows {
+struct alignas(64) ChunkRows {
     std::vector<int64_t> row_nnz;
     std::vector<I> indices;
     std::vector<float> data;
@@ -280,27 +326,114 @@ struct ChunkRows {
     }
 };
 
-// One row of output from a walk's counts: the top k (count descending, then id ascending), plus the
-// `extra` ids with weight max(count, 1), sorted by id without duplicates.
-template <typename I>
-void emit_row(const VisitCounter<I>& counter, int64_t top_k, const I* extra, int64_t num_extra,
-              std::vector<typename VisitCounter<I>::Slot>& entries, ChunkRows<I>& out) {
-    using Slot = typename VisitCounter<I>::Slot;
-    entries.clear();
-    counter.for_each([&](const Slot& s) { entries.push_back(s); });
-    if (top_k > 0 && static_cast<int64_t>(entries.size()) > top_k) {
-        std::nth_element(entries.begin(), entries.begin() + top_k, entries.end(), [](const Slot& a, const Slot& b) {
-            return a.count > b.count || (a.count == b.count && a.id < b.id);
-        });
-        entries.resize(top_k);
+// Row entries packed in 64 bits, so that rows sort as integers: a node id (< 2^39) above a count
+// (<= 2^24, the longest walk).
+constexpr int kCountBits = 25;
+constexpr int kIdBits = 64 - kCountBits;
+constexpr uint64_t kCountMask = (uint64_t{1} << kCountBits) - 1;
+constexpr uint64_t kIdMask = (uint64_t{1} << kIdBits) - 1;
+
+inline uint64_t by_id(uint64_t id, uint64_t count) { return (id << kCountBits) | count; }
+// Ascending order of this key is count descending, then id ascending: the top-k order.
+inline uint64_t by_rank(uint64_t id, uint64_t count) { return ((kCountMask - count) << kIdBits) | id; }
+
+// Sorts by_id keys by id: LSD radix on bytes of the id (a row of ~100 entries sorts ~4x faster
+// than with comparisons, whose branches mispredict), std::sort for short rows.
+void sort_by_id(std::vector<uint64_t>& keys, std::vector<uint64_t>& tmp, int id_bits) {
+    const size_t n = keys.size();
+    if (n <= 48) {
+        std::sort(keys.begin(), keys.end());
+        return;
     }
-    for (int64_t i = 0; i < num_extra; ++i) entries.push_back(Slot{extra[i], std::max<uint32_t>(counter.count(extra[i]), 1)});
-    std::sort(entries.begin(), entries.end(), [](const Slot& a, const Slot& b) { return a.id < b.id; });
+    tmp.resize(n);
+    uint64_t* a = keys.data();
+    uint64_t* b = tmp.data();
+    for (int shift = kCountBits; shift < kCountBits + id_bits; shift += 8) {
+        uint32_t count[256] = {};
+        for (size_t i = 0; i < n; ++i) ++count[(a[i] >> shift) & 0xFF];
+        if (count[(a[0] >> shift) & 0xFF] == n) continue;  // one digit for all: nothing to move
+        uint32_t sum = 0;
+        for (int d = 0; d < 256; ++d) {
+            const uint32_t c = count[d];
+            count[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; ++i) b[count[(a[i] >> shift) & 0xFF]++] = a[i];
+        std::swap(a, b);
+    }
+    if (a != keys.data()) std::copy(a, a + n, keys.data());
+}
+
+// Scratch for emit_row.
+struct RowScratch {
+    std::vector<uint64_t> keys, extra_keys, tmp;
+    std::vector<std::pair<uint64_t, uint64_t>> ranked;
+    int id_bits = 1;  // bits of the largest node id
+};
+
+// What a row keeps beside the top k of its walk's counts.
+struct Extra {
+    const void* ids = nullptr;  // I*: ids the row keeps whatever the top k says
+    int64_t size = 0;
+    bool outside_top_k = false;  // rank the top k among the other ids only
+    bool hashed_ties = false;    // equal counts ordered by tie_hash(seed, start, id), not by id
+};
+
+// SplitMix64's finaliser: a bijective 64-bit mixer.
+inline uint64_t mix64(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// A reproducible, uniform order among equally visited ids of the row of `start`.
+inline uint64_t tie_hash(uint64_t seed, int64_t start, uint64_t id) {
+    return mix64(seed ^ mix64(static_cast<uint64_t>(start) + 0x9E3779B97F4A7C15ull * (id + 1)));
+}
+
+// One row of output from a walk's counts: the top k (count descending, then id ascending) and the
+// extra ids with weight max(count, 1), sorted by id without duplicates. With extra.outside_top_k
+// the top k is taken among the ids that are not extra (densify: k new anchors per item).
+template <typename I>
+void emit_row(VisitCounter<I>& counter, int64_t top_k, const Extra& extra, uint64_t seed, int64_t start,
+              RowScratch& scratch, ChunkRows<I>& out) {
+    using Slot = typename VisitCounter<I>::Slot;
+    std::vector<uint64_t>& keys = scratch.keys;
+    std::vector<uint64_t>& extra_keys = scratch.extra_keys;
+    extra_keys.clear();
+    const I* ids = static_cast<const I*>(extra.ids);
+    for (int64_t i = 0; i < extra.size; ++i) extra_keys.push_back(static_cast<uint64_t>(ids[i]) << kCountBits);
+    sort_by_id(extra_keys, scratch.tmp, scratch.id_bits);
+    extra_keys.erase(std::unique(extra_keys.begin(), extra_keys.end()), extra_keys.end());
+    for (uint64_t& k : extra_keys) {
+        const I id = static_cast<I>(k >> kCountBits);
+        k |= std::max<uint32_t>(extra.outside_top_k ? counter.take(id) : counter.count(id), 1);
+    }
+    keys.clear();
+    counter.for_each([&](const Slot& s) {
+        if (s.count > 0) keys.push_back(by_id(static_cast<uint64_t>(s.id), s.count));
+    });
+    if (top_k > 0 && static_cast<int64_t>(keys.size()) > top_k && extra.hashed_ties) {
+        auto& ranked = scratch.ranked;  // (count descending, then tie hash) beside the by_id key
+        ranked.clear();
+        for (const uint64_t k : keys)
+            ranked.emplace_back(by_rank(tie_hash(seed, start, k >> kCountBits) & kIdMask, k & kCountMask), k);
+        std::nth_element(ranked.begin(), ranked.begin() + top_k, ranked.end());
+        for (int64_t i = 0; i < top_k; ++i) keys[static_cast<size_t>(i)] = ranked[static_cast<size_t>(i)].second;
+        keys.resize(static_cast<size_t>(top_k));
+    } else if (top_k > 0 && static_cast<int64_t>(keys.size()) > top_k) {
+        for (uint64_t& k : keys) k = by_rank(k >> kCountBits, k & kCountMask);
+        std::nth_element(keys.begin(), keys.begin() + top_k, keys.end());
+        keys.resize(static_cast<size_t>(top_k));
+        for (uint64_t& k : keys) k = by_id(k & kIdMask, kCountMask - (k >> kIdBits));
+    }
+    keys.insert(keys.end(), extra_keys.begin(), extra_keys.end());
+    sort_by_id(keys, scratch.tmp, scratch.id_bits);
     int64_t n = 0;
-    for (size_t i = 0; i < entries.size(); ++i) {
-        if (i > 0 && entries[i].id == entries[i - 1].id) continue;  // an extra id also in the top k
-        out.indices.push_back(entries[i].id);
-        out.data.push_back(static_cast<float>(entries[i].count));
+    for (size_t i = 0; i < keys.size(); ++i) {
+        if (i > 0 && (keys[i] >> kCountBits) == (keys[i - 1] >> kCountBits)) continue;  // an extra id also in the top k
+        out.indices.push_back(static_cast<I>(keys[i] >> kCountBits));
+        out.data.push_back(static_cast<float>(keys[i] & kCountMask));
         ++n;
     }
     out.row_nnz.push_back(n);
@@ -315,8 +448,8 @@ int lanes_for(int64_t walk_length) {
 
 // The driver shared by all walks: batches of starts (progress is reported between batches), each
 // batch split into fixed chunks over the threads, rows assembled into the result in start order.
-// walk_group(lanes, visits) fills visits[lane * L + hop]; extra(start, &one, &ids) points ids at the
-// ids that row keeps whatever top-k says (`one` is storage for a single id) and returns their number.
+// walk_group(lanes, visits) fills visits[lane * L + hop]; extra(start, &one) gives the ids the row
+// keeps whatever the top k says (`one` is storage for a single id).
 template <typename I, typename WalkGroup, typename Extra>
 CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_nodes, const WalkOptions& o,
                        const Progress& progress, WalkGroup&& walk_group, Extra&& extra) {
@@ -324,13 +457,14 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
         throw std::invalid_argument("walk_length must be in [1, 2^24]");
     if (!(o.restart_prob > 0.0f && o.restart_prob <= 1.0f)) throw std::invalid_argument("restart_prob must be in (0, 1]");
     if (o.top_k < 0) throw std::invalid_argument("top_k must be >= 0");
+    if (num_nodes > static_cast<int64_t>(kIdMask)) throw std::invalid_argument("graphs of 2^39 nodes or more are not supported");
     const int64_t L = o.walk_length;
     const int threads = resolve_threads(o.num_threads);
     const int group = lanes_for<I>(L);
-    // ~64K hops per chunk (a fraction of a millisecond), whole groups; batches of 32 chunks per
-    // thread keep the idle time at a batch's end near 1%.
+    // ~64K hops per chunk (about a millisecond), whole groups; batches of 64 chunks per thread keep
+    // the idle time at a batch's end (half a chunk per thread on average) under 1%.
     const int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(4096, (int64_t{1} << 16) / L) / group) * group;
-    const int64_t batch = chunk * threads * 32;
+    const int64_t batch = o.batch_starts > 0 ? o.batch_starts : chunk * threads * 64;
 
     CsrResult<I> result;
     result.indptr.resize(num_starts + 1);
@@ -345,7 +479,8 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
             out.clear();
             std::vector<I> visits(static_cast<size_t>(group * L));
             VisitCounter<I> counter(expected_distinct);
-            std::vector<typename VisitCounter<I>::Slot> entries;
+            RowScratch scratch;
+            while ((int64_t{1} << scratch.id_bits) < num_nodes) ++scratch.id_bits;
             for (int64_t g0 = begin; g0 < end; g0 += group) {
                 const Lanes lanes(starts + b0 + g0, static_cast<int>(std::min<int64_t>(group, end - g0)));
                 walk_group(lanes, visits.data());
@@ -355,9 +490,7 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
                     for (int64_t h = 0; h < L; ++h)
                         if (v[h] >= 0) counter.add(v[h]);
                     I one = 0;
-                    const I* ids = nullptr;
-                    const int64_t num_ids = extra(lanes.start[l], &one, &ids);
-                    emit_row(counter, o.top_k, ids, num_ids, entries, out);
+                    emit_row(counter, o.top_k, extra(lanes.start[l], &one), o.seed, lanes.start[l], scratch, out);
                 }
             }
         });
@@ -385,6 +518,14 @@ CsrResult<I> run_walks(const int64_t* starts, int64_t num_starts, int64_t num_no
 
 }  // namespace
 
+uint64_t walk_draw(uint64_t seed, int64_t start, uint32_t hop, uint32_t which, uint64_t range) {
+    if (range < 1 || range > static_cast<uint64_t>(INT64_MAX) || which < 1 || which > 2)
+        throw std::invalid_argument("walk_draw: range must be in [1, 2^63) and which 1 or 2");
+    const Words4 first = philox4x32(hop, static_cast<uint32_t>(start), static_cast<uint32_t>(static_cast<uint64_t>(start) >> 32),
+                                    0, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    return static_cast<uint64_t>(choose(0, static_cast<int64_t>(range), first.w[which], seed, start, hop, which));
+}
+
 template <typename I>
 CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* starts, int64_t num_starts,
                                       const WalkOptions& options, const Progress& progress) {
@@ -392,7 +533,7 @@ CsrResult<I> random_walk_with_restart(const CsrView<I>& adj, const int64_t* star
     return run_walks<I>(
         starts, num_starts, adj.rows, options, progress,
         [&](const Lanes& lanes, I* visits) { walk_unipartite(adj, lanes, options, visits); },
-        [](int64_t, I*, const I**) -> int64_t { return 0; });
+        [](int64_t, I*) { return Extra{}; });
 }
 
 template <typename I>
@@ -403,17 +544,29 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
     return run_walks<I>(
         starts, num_starts, Y.cols, options, progress,
         [&](const Lanes& lanes, I* visits) { walk_bipartite(Y, Yt, starts_are_rows, lanes, options, visits); },
-        [&](int64_t start, I* one, const I** ids) -> int64_t {
-            if (!keep_extra) return 0;
-            if (starts_are_rows) {
-                *ids = Y.indices + Y.indptr[start];
-                return static_cast<int64_t>(Y.indptr[start + 1]) - Y.indptr[start];
-            }
-            *one = static_cast<I>(start);
-            *ids = one;
-            return 1;
+        [&](int64_t start, I* one) {
+            if (!keep_extra) return Extra{};
+            if (starts_are_rows)  // densify: the item's own anchors, and top_k new ones
+                return Extra{Y.indices + Y.indptr[start], static_cast<int64_t>(Y.indptr[start + 1]) - Y.indptr[start],
+                             true, true};
+            *one = static_cast<I>(start);  // the self-loop, competing in the top k like any column
+            return Extra{one, 1, false};
         });
 }
+
+template <typename I>
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices) {
+    const int64_t nnz = m.indptr[m.rows];
+    std::fill(t_indptr, t_indptr + m.cols + 1, I{0});
+    for (int64_t e = 0; e < nnz; ++e) ++t_indptr[m.indices[e] + 1];
+    for (int64_t c = 0; c < m.cols; ++c) t_indptr[c + 1] += t_indptr[c];
+    std::vector<I> cursor(t_indptr, t_indptr + m.cols);
+    for (int64_t r = 0; r < m.rows; ++r)
+        for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) t_indices[cursor[m.indices[e]]++] = static_cast<I>(r);
+}
+
+template void transpose_structure(const CsrView<int32_t>&, int32_t*, int32_t*);
+template void transpose_structure(const CsrView<int64_t>&, int64_t*, int64_t*);
 
 template CsrResult<int32_t> random_walk_with_restart(const CsrView<int32_t>&, const int64_t*, int64_t,
                                                      const WalkOptions&, const Progress&);
