@@ -225,9 +225,11 @@ def run(quick: bool) -> list[Row]:
         print(f"{case}: exact ground truth ...", flush=True)
         truth = ground_truth(x, q)
         engines: dict[str, Callable[[], Any]] = {"ramen": lambda: Ours(dim, **default)}
+        configs = {"ramen": default}
         if not quick and n <= 100_000 and dim == 384 and os.environ.get("RAMEN_SEARCH_VARIANTS", "1") != "0":
             for vname, cfg in VARIANTS.items():
-                engines[f"ramen[{vname}]"] = lambda cfg=cfg: Ours(dim, **{**default, **cfg})
+                configs[f"ramen[{vname}]"] = {**default, **cfg}
+                engines[f"ramen[{vname}]"] = lambda cfg=configs[f"ramen[{vname}]"]: Ours(dim, **cfg)
         engines["ramen-exact"] = lambda: Ours(dim, exact=True)
         for p, make in factories.items():
             if make is not None:
@@ -243,13 +245,13 @@ def run(quick: bool) -> list[Row]:
                   f"ef {op['ef']} recall {op['recall']:.3f} p50 {op['p50_us']:.0f} us p99 {op['p99_us']:.0f} us "
                   f"QPS {op['qps']:.0f}", flush=True)
             gc.collect()
-        rows += _rows(case, results, default)
+        rows += _rows(case, results, configs)
         del x, q
         gc.collect()
     return rows
 
 
-def _rows(case: str, results: dict[str, dict[str, Any]], default: dict[str, Any]) -> list[Row]:
+def _rows(case: str, results: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]]) -> list[Row]:
     """Ours (and each variant) against every peer at its operating point."""
     rows: list[Row] = []
     ours_names = [n for n in results if n.startswith("ramen") and n != "ramen-exact"]
@@ -258,7 +260,7 @@ def _rows(case: str, results: dict[str, dict[str, Any]], default: dict[str, Any]
     for ours in ours_names:
         o = results[ours]
         oo = operating_point(o)
-        settings = {**default, "expansion_search": oo["ef"], "sweep": [(p["ef"], round(p["recall"], 4)) for p in o["points"]]}
+        settings = {**configs[ours], "expansion_search": oo["ef"], "sweep": [(p["ef"], round(p["recall"], 4)) for p in o["points"]]}
         first = True
         for peer in peer_names:
             p = results[peer]
