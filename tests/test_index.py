@@ -316,6 +316,9 @@ def test_duplicate_and_present_ids(data, kw):
     with pytest.raises(ValueError, match="not in the index"):
         index.remove([4, 999])
     assert index.remove([4, 999], missing_ok=True) == 1
+    assert index.remove([]) == 0
+    with pytest.raises(ValueError, match="integers"):
+        index.remove([1.5])
 
 
 # ---- sharding ----------------------------------------------------------------------------------
