@@ -43,8 +43,8 @@ FULL_CASES = [("lowrank", 100_000, 384), ("planted", 100_000, 384), ("lowrank", 
 PEERS = ("numpy-exact", "faiss-hnsw", "hnswlib")
 _PEER_MODULE = {"numpy-exact": "exact_topk", "faiss-hnsw": "faiss_hnsw", "hnswlib": "hnswlib_hnsw"}
 # dtype study at 100K x 384: what the default was chosen from
-VARIANTS = {"f32": dict(dtype="f32"), "i8": dict(dtype="i8"), "i8+rescore32": dict(dtype="i8", rescore=32),
-            "f16-c32": dict(dtype="f16", connectivity=32)}
+VARIANTS = {"f32": dict(dtype="f32"), "i8": dict(dtype="i8"), "i8+rescore16": dict(dtype="i8", rescore=16),
+            "i8+rescore32": dict(dtype="i8", rescore=32), "f16-c32": dict(dtype="f16", connectivity=32)}
 
 
 # ---- data ----------------------------------------------------------------------------------------
