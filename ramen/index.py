@@ -8,6 +8,11 @@ when fewer than k labels are indexed.
 Internally each added vector gets a row; usearch keys are rows, never label ids, so removing a
 label and adding the same id again is a fresh insertion. Removed rows stay in the graph as
 tombstones (usearch's lazy delete) and in the file until the index is rebuilt.
+
+The graph is built with usearch's inner-product kernel on the normalised vectors (the cosine, at
+less cost) for f32/f16 and its cosine kernel for i8. A graph built with several threads can differ
+slightly from run to run (insertion order); search over a given graph is deterministic whatever
+the thread count. An index is not safe to modify from several Python threads at once.
 """
 from __future__ import annotations
 
@@ -293,6 +298,8 @@ class LabelIndex:
         An id not in the index raises ValueError unless `missing_ok=True`.
         """
         self._writable("remove labels")
+        if np.size(ids) == 0:
+            return 0
         a = np.unique(np.atleast_1d(np.asarray(ids)))
         if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
             raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
@@ -646,6 +653,8 @@ class ShardedLabelIndex:
 
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Removes labels from whichever shards hold them; returns how many were removed."""
+        if np.size(ids) == 0:
+            return 0
         a = np.unique(np.atleast_1d(np.asarray(ids)))
         if a.dtype.kind not in "iu":
             raise ValueError(f"ids must be integers, got dtype {a.dtype}")

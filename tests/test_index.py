@@ -138,6 +138,12 @@ def test_normalisation_and_single_query(data, kw):
     assert ids1.shape == (5,) and scores1.shape == (5,)
     np.testing.assert_array_equal(ids1, ids[0])
     assert scores.max() <= 1.0 + 1e-3 and scores.min() >= -1.0 - 1e-3
+    for scale in (1e-30, 1e30):  # squares underflow / overflow float32: still normalised correctly
+        big_ids, big_scores = index.search((q[:3].astype(np.float64) * scale), 5)
+        np.testing.assert_array_equal(big_ids, ids)
+        np.testing.assert_allclose(big_scores, scores, atol=1e-5)
+    index.add([10**6], x[600] * 1e-30)
+    assert index.search(x[600], 1)[0][0] == 10**6
 
 
 @pytest.mark.parametrize("kw", ALL)
@@ -172,7 +178,7 @@ def test_save_load_round_trip(tmp_path, data, kw, view):
     before = index.search(q, 10)
     path = tmp_path / "labels.idx"
     index.save(path)
-    assert sorted(os.listdir(tmp_path)) == ["labels.idx"]  # no temporary files left
+    assert os.listdir(tmp_path) == ["labels.idx"]  # no temporary files left
     loaded = LabelIndex.load(path, view=view, expected_fingerprint="model-a")
     assert loaded.settings() == index.settings()
     assert loaded.expansion_search == 77 and len(loaded) == 1498
@@ -188,6 +194,11 @@ def test_save_load_round_trip(tmp_path, data, kw, view):
             loaded.add([9999], x[:1])
         with pytest.raises(ValueError, match="read-only"):
             loaded.remove([1])
+        again = tmp_path / "again.idx"
+        loaded.save(again)  # a view can be saved elsewhere, and onto its own file
+        loaded.save(path)
+        np.testing.assert_array_equal(LabelIndex.load(again).search(q, 10)[0], before[0])
+        np.testing.assert_array_equal(loaded.search(q, 10)[0], before[0])
     else:  # a loaded index keeps growing
         loaded.add([3], x[3])
         assert loaded.search(x[3], 1)[0][0] == 3
@@ -305,6 +316,9 @@ def test_duplicate_and_present_ids(data, kw):
     with pytest.raises(ValueError, match="not in the index"):
         index.remove([4, 999])
     assert index.remove([4, 999], missing_ok=True) == 1
+    assert index.remove([]) == 0
+    with pytest.raises(ValueError, match="integers"):
+        index.remove([1.5])
 
 
 # ---- sharding ----------------------------------------------------------------------------------

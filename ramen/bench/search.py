@@ -3,7 +3,8 @@
 For each data set (labels x dim) and index it measures build time, memory per label, and, over a
 sweep of expansion_search, recall@10 against exact search, single-query latency (one thread, p50
 and p99) and batch QPS (all threads). Each index is reported at its operating point: the smallest
-expansion_search reaching recall@10 >= 0.95, so ratios ours/peer compare equal recall.
+expansion_search reaching recall@10 >= 0.95 (recall comes from the batch search of a sweep), so
+ratios ours/peer compare equal recall.
 
 Data (uniform random vectors are avoided: no graph index reaches recall there, see the notes):
 - lowrank: vectors near a 64-d subspace with a power-law spectrum plus noise, like text embeddings;
@@ -11,8 +12,10 @@ Data (uniform random vectors are avoided: no graph index reaches recall there, s
 - file: RAMEN_SEARCH_VECTORS=labels.npy[:queries.npy] adds a case from vectors on disk (e.g.
   encoder embeddings of label texts; queries default to 2,000 held-out labels).
 Environment knobs for long runs: RAMEN_SEARCH_CASES (e.g. "lowrank-1000000x384,planted-100000x768"),
-RAMEN_SEARCH_PEERS (subset of "numpy-exact,faiss-hnsw,hnswlib"), RAMEN_SEARCH_VARIANTS=0 to skip
-the dtype study.
+RAMEN_SEARCH_PEERS (subset of "numpy-exact,faiss-hnsw,hnswlib"), RAMEN_SEARCH_VARIANTS (cases that
+also run the dtype study, default "lowrank-100000x384"; "" for none).
+Timing is interleaved query by query across the engines of a case, so that load from other
+processes on a shared machine disturbs every engine alike; build times are not (load is printed).
 """
 from __future__ import annotations
 
@@ -40,8 +43,8 @@ FULL_CASES = [("lowrank", 100_000, 384), ("planted", 100_000, 384), ("lowrank", 
 PEERS = ("numpy-exact", "faiss-hnsw", "hnswlib")
 _PEER_MODULE = {"numpy-exact": "exact_topk", "faiss-hnsw": "faiss_hnsw", "hnswlib": "hnswlib_hnsw"}
 # dtype study at 100K x 384: what the default was chosen from
-VARIANTS = {"f32": dict(dtype="f32"), "i8": dict(dtype="i8"), "i8+rescore32": dict(dtype="i8", rescore=32),
-            "f16+rescore32": dict(dtype="f16", rescore=32), "f16-c32": dict(dtype="f16", connectivity=32)}
+VARIANTS = {"f32": dict(dtype="f32"), "i8": dict(dtype="i8"), "i8+rescore16": dict(dtype="i8", rescore=16),
+            "i8+rescore32": dict(dtype="i8", rescore=32), "f16-c32": dict(dtype="f16", connectivity=32)}
 
 
 # ---- data ----------------------------------------------------------------------------------------
@@ -147,42 +150,60 @@ class Ours:
         return os.path.getsize(path)
 
 
-def measure(engine: Any, x: np.ndarray, q: np.ndarray, truth: np.ndarray, efs: tuple[int, ...],
-            n_single: int, label: str) -> dict[str, Any]:
-    """Builds `engine` on `x`, then sweeps expansion_search: recall, latency and QPS per point."""
-    threads = _threads(None)
+def build(engine: Any, x: np.ndarray) -> dict[str, Any]:
+    """Builds `engine` on `x` with all threads: build time and saved size per label."""
     t0 = time.perf_counter()
-    engine.add(x, threads)
+    engine.add(x, _threads(None))
     build_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as folder:  # the saved index: what a server holds in memory
         bytes_per_label = engine.nbytes(folder) / len(x)
+    return {"build_s": build_s, "bytes_per_label": bytes_per_label}
+
+
+def sweep(engine: Any, q: np.ndarray, truth: np.ndarray, efs: tuple[int, ...]) -> list[tuple[int, float]]:
+    """(expansion_search, recall@10) for growing ef, stopping once recall >= 0.995."""
+    engine.set_threads(_threads(None))
     points = []
-    for ef in tqdm(efs, desc=f"  {label}", leave=False):
+    for ef in efs:
         engine.set_expansion_search(ef)
-        engine.set_threads(threads)
-        engine.search(q[:64], K)  # warm-up
-        ids, batch_s = None, np.inf
-        for _ in range(3):  # best of three: other processes share the cores
-            t0 = time.perf_counter()
-            ids, _ = engine.search(q, K)
-            batch_s = min(batch_s, time.perf_counter() - t0)
-        engine.set_threads(1)
-        lat = np.empty(n_single)
-        for i in range(n_single):
-            t0 = time.perf_counter()
-            engine.search(q[i], K)
-            lat[i] = time.perf_counter() - t0
-        points.append({"ef": ef, "recall": recall(np.asarray(ids), truth), "qps": len(q) / batch_s,
-                       "p50_us": float(np.percentile(lat, 50) * 1e6), "p99_us": float(np.percentile(lat, 99) * 1e6)})
-        if points[-1]["recall"] >= 0.995 or len(efs) == 1:
+        points.append((ef, recall(np.asarray(engine.search(q, K)[0]), truth)))
+        if points[-1][1] >= 0.995:
             break
-    return {"build_s": build_s, "bytes_per_label": bytes_per_label, "points": points}
+    return points
 
 
-def operating_point(result: dict[str, Any]) -> dict[str, Any]:
-    """The sweep point with the smallest ef reaching TARGET recall (else the most accurate one)."""
-    ok = [p for p in result["points"] if p["recall"] >= TARGET]
-    return ok[0] if ok else max(result["points"], key=lambda p: p["recall"])
+def operating_ef(points: list[tuple[int, float]]) -> tuple[int, float]:
+    """The smallest ef reaching TARGET recall (else the most accurate point)."""
+    ok = [p for p in points if p[1] >= TARGET]
+    return ok[0] if ok else max(points, key=lambda p: p[1])
+
+
+def time_interleaved(engines: dict[str, Any], q: np.ndarray, n_single: int, rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Batch QPS (all threads, best of `rounds`) and one-thread single-query p50/p99 of every
+    engine, interleaved query by query so that load from other processes hits all engines alike."""
+    threads = _threads(None)
+    out = {name: {"qps": 0.0} for name in engines}
+    lat = {name: [] for name in engines}
+    names = list(engines)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            e = engines[name]
+            e.set_threads(threads)
+            e.search(q[:64], K)  # warm-up
+            t0 = time.perf_counter()
+            e.search(q, K)
+            out[name]["qps"] = max(out[name]["qps"], len(q) / (time.perf_counter() - t0))
+    for e in engines.values():
+        e.set_threads(1)
+    for i in tqdm(range(n_single), desc="  single queries", leave=False):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            t0 = time.perf_counter()
+            engines[name].search(q[i], K)
+            lat[name].append(time.perf_counter() - t0)
+    for name in names:
+        out[name]["p50_us"] = float(np.percentile(lat[name], 50) * 1e6)
+        out[name]["p99_us"] = float(np.percentile(lat[name], 99) * 1e6)
+    return out
 
 
 def _peer_factory(name: str) -> Callable[..., Any] | None:
@@ -214,6 +235,7 @@ def run(quick: bool) -> list[Row]:
     default = dict(dtype=DEFAULT_DTYPE, connectivity=DEFAULT_CONNECTIVITY, expansion_add=DEFAULT_EXPANSION_ADD)
     efs = (16, 32, 64, 128) if quick else EFS
     n_queries, n_single = (1000, 300) if quick else (2000, 2000)
+    variants_at = os.environ.get("RAMEN_SEARCH_VARIANTS", "lowrank-100000x384")
     rows: list[Row] = []
     for data, n, dim in cases:
         if data == "file":
@@ -224,53 +246,61 @@ def run(quick: bool) -> list[Row]:
         case = f"{data} {n // 1000}Kx{dim}"
         print(f"{case}: exact ground truth ...", flush=True)
         truth = ground_truth(x, q)
-        engines: dict[str, Callable[[], Any]] = {"ramen": lambda: Ours(dim, **default)}
-        if not quick and n <= 100_000 and dim == 384 and os.environ.get("RAMEN_SEARCH_VARIANTS", "1") != "0":
-            for vname, cfg in VARIANTS.items():
-                engines[f"ramen[{vname}]"] = lambda cfg=cfg: Ours(dim, **{**default, **cfg})
-        engines["ramen-exact"] = lambda: Ours(dim, exact=True)
+        configs = {"ramen": default}
+        if not quick and f"{data}-{n}x{dim}" in variants_at.split(","):
+            configs.update({f"ramen[{v}]": {**default, **cfg} for v, cfg in VARIANTS.items()})
+        makers: dict[str, Callable[[], Any]] = {name: (lambda cfg=cfg: Ours(dim, **cfg)) for name, cfg in configs.items()}
+        makers["ramen-exact"] = lambda: Ours(dim, exact=True)
         for p, make in factories.items():
             if make is not None:
-                engines[p] = lambda make=make: make(dim, connectivity=default["connectivity"],
-                                                     expansion_add=default["expansion_add"])
-        results: dict[str, dict[str, Any]] = {}
-        for name, make in engines.items():
-            exact = name in ("ramen-exact", "numpy-exact")
-            results[name] = measure(make(), x, q, truth, (0,) if exact else efs,
-                                    min(n_single, 200) if exact else n_single, f"{case} {name}")
-            op = operating_point(results[name])
+                makers[p] = lambda make=make: make(dim, connectivity=default["connectivity"],
+                                                    expansion_add=default["expansion_add"])
+        engines, results = {}, {}
+        for name, make in makers.items():
+            engines[name] = make()
+            results[name] = build(engines[name], x)
+            exact = name in EXACT
+            results[name]["sweep"] = [(0, recall(np.asarray(engines[name].search(q, K)[0]), truth))] if exact \
+                else sweep(engines[name], q, truth, efs)
+            results[name]["ef"], results[name]["recall"] = operating_ef(results[name]["sweep"])
+            engines[name].set_expansion_search(results[name]["ef"])
             print(f"  {name}: build {results[name]['build_s']:.1f} s, {results[name]['bytes_per_label']:.0f} B/label, "
-                  f"ef {op['ef']} recall {op['recall']:.3f} p50 {op['p50_us']:.0f} us p99 {op['p99_us']:.0f} us "
-                  f"QPS {op['qps']:.0f}", flush=True)
-            gc.collect()
-        rows += _rows(case, results, default)
-        del x, q
+                  f"ef {results[name]['ef']} recall {results[name]['recall']:.3f} (load {os.getloadavg()[0]:.2f})",
+                  flush=True)
+        approx = {k: v for k, v in engines.items() if k not in EXACT}
+        exact_engines = {k: v for k, v in engines.items() if k in EXACT}
+        for group, n_lat in ((approx, n_single), (exact_engines, min(n_single, 100))):
+            for name, t in time_interleaved(group, q, n_lat).items():
+                results[name].update(t)
+        for name in engines:
+            r = results[name]
+            print(f"  {name}: p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, QPS {r['qps']:.0f}", flush=True)
+        rows += _rows(case, results, configs)
+        del engines, x, q
         gc.collect()
     return rows
 
 
-def _rows(case: str, results: dict[str, dict[str, Any]], default: dict[str, Any]) -> list[Row]:
-    """Ours (and each variant) against every peer at its operating point."""
+EXACT = ("ramen-exact", "numpy-exact")
+
+
+def _rows(case: str, results: dict[str, dict[str, Any]], configs: dict[str, dict[str, Any]]) -> list[Row]:
+    """Ours (and each variant) against every peer at its operating point (recall@10 >= TARGET)."""
     rows: list[Row] = []
-    ours_names = [n for n in results if n.startswith("ramen") and n != "ramen-exact"]
-    peer_names = ["ramen-exact" if "numpy-exact" not in results else "numpy-exact"]
+    peer_names = ["numpy-exact" if "numpy-exact" in results else "ramen-exact"]
     peer_names += [n for n in results if n in ("faiss-hnsw", "hnswlib")]
-    for ours in ours_names:
+    for ours in configs:
         o = results[ours]
-        oo = operating_point(o)
-        settings = {**default, "expansion_search": oo["ef"], "sweep": [(p["ef"], round(p["recall"], 4)) for p in o["points"]]}
+        settings = {**configs[ours], "expansion_search": o["ef"], "sweep": [(e, round(r, 4)) for e, r in o["sweep"]]}
         first = True
         for peer in peer_names:
             p = results[peer]
-            pp = operating_point(p)
-            exact = peer in ("numpy-exact", "ramen-exact")
-            label = f"{case} {ours}"
-            if not exact:
-                label += f" vs ef={pp['ef']}"
-            metrics = [("recall@10", oo["recall"], pp["recall"], "", "higher"),
-                       ("p50 1-thread", oo["p50_us"], pp["p50_us"], "us", "lower"),
-                       ("p99 1-thread", oo["p99_us"], pp["p99_us"], "us", "lower"),
-                       ("QPS all threads", oo["qps"], pp["qps"], "q/s", "higher")]
+            exact = peer in EXACT
+            label = f"{case} {ours}" + ("" if exact else f" vs ef={p['ef']}")
+            metrics = [("recall@10", o["recall"], p["recall"], "", "higher"),
+                       ("p50 1-thread", o["p50_us"], p["p50_us"], "us", "lower"),
+                       ("p99 1-thread", o["p99_us"], p["p99_us"], "us", "lower"),
+                       ("QPS all threads", o["qps"], p["qps"], "q/s", "higher")]
             if not exact:
                 metrics += [("build", o["build_s"], p["build_s"], "s", "lower"),
                             ("memory", o["bytes_per_label"], p["bytes_per_label"], "B/label", "lower")]
@@ -281,9 +311,9 @@ def _rows(case: str, results: dict[str, dict[str, Any]], default: dict[str, Any]
                 rows.append(Row(SUITE, label, metric, ours_v, peer_v, peer, unit, better,
                                 settings if first and metric == "recall@10" else {}))
             first = False
-    ex = results.get("ramen-exact")
-    if ex and "numpy-exact" in results:
-        a, b = operating_point(ex), operating_point(results["numpy-exact"])
+    if "ramen-exact" in results and "numpy-exact" in results:
+        a, b = results["ramen-exact"], results["numpy-exact"]
         rows.append(Row(SUITE, f"{case} ramen-exact", "QPS all threads", a["qps"], b["qps"], "numpy-exact", "q/s"))
+        rows.append(Row(SUITE, f"{case} ramen-exact", "p50 1-thread", a["p50_us"], b["p50_us"], "numpy-exact", "us", "lower"))
         rows.append(Row(SUITE, f"{case} ramen-exact", "recall@10", a["recall"], b["recall"], "numpy-exact", ""))
     return rows
