@@ -137,7 +137,7 @@ def peak_rss_during(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any
 
 def benchmarks_dir() -> Path | None:
     """The source tree's `benchmarks/` folder (peers and results), when it can be found."""
-    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[2] / "benchmarks"]
+    candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[3] / "benchmarks"]
     for path in candidates:
         if (path / "peers").is_dir():
             return path
