@@ -32,6 +32,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # gradient norm clipping (0: off)
     margin: float = 0.3  # triplet margin gamma
     num_negatives: int | None = 10  # hardest in-batch negatives per positive (None: all)
+    reg_num_negatives: int | None = 10  # hardest in-batch anchor negatives per positive in R_x, R_z (None: all)
     softmax_temperature: float | None = None  # NGAME's "aggressive" weighting of hinge terms
     positives_all: bool = False  # every in-batch true label/anchor is a positive (default: the sampled one)
     # graph regularisation
@@ -86,6 +87,7 @@ class TrainConfig:
             (0 <= self.warmup < 1, "warmup must be in [0, 1)"),
             (self.margin >= 0, "margin must be >= 0"),
             (self.num_negatives is None or self.num_negatives >= 1, "num_negatives must be >= 1 or None"),
+            (self.reg_num_negatives is None or self.reg_num_negatives >= 1, "reg_num_negatives must be >= 1 or None"),
             (self.pooling in ("mean", "cls"), "pooling must be 'mean' or 'cls'"),
             (0 < self.restart_prob <= 1, "restart_prob must be in (0, 1]"),
             (self.walk_length >= 1, "walk_length must be >= 1"),

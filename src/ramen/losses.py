@@ -52,20 +52,21 @@ def pull_loss(q: torch.Tensor, c: torch.Tensor, positives: Csr) -> torch.Tensor:
 
 def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str, float], margin: float = 0.3,
                num_negatives: int | None = 10, softmax_temperature: float | None = None,
-               regulariser: str = "triplet", soft_prune: bool = False
+               regulariser: str = "triplet", soft_prune: bool = False, reg_num_negatives: int | None = 10
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(total loss, its components) for embeddings keyed like `batch.tokens`.
 
     `emb["query"]` (B x D) and `emb["label"]` (L x D) give the task loss L; `emb["anchor:<set>"]`
     (A x D) gives R_x (queries vs anchors) and R_z (labels vs anchors) of each anchor set whose
-    component ("Rx/<set>", "Rz/<set>") has a non-zero weight. `regulariser="pull"` keeps only the
-    positive term; `soft_prune` weights each row by its (detached, clipped at 0) cosine to its
-    positive anchor. Components keep their graph, so callers may log or weight them.
+    component ("Rx/<set>", "Rz/<set>") has a non-zero weight, against its `reg_num_negatives`
+    hardest in-batch anchors. `regulariser="pull"` keeps only the positive term; `soft_prune`
+    weights each row by its (detached, clipped at 0) cosine to its positive anchor. Components keep their graph, so callers may log or weight them.
     """
     # the sampler builds valid ids, and a NaN shows as a non-finite loss: no host sync on GPUs
     kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature, validate=False)
     q, z = emb["query"], emb["label"]
     parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
+    kw = {**kw, "num_negatives": reg_num_negatives}
     total = parts["L"]
     for name, ab in batch.anchors.items():
         if len(ab.ids) == 0:

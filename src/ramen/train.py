@@ -283,7 +283,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
     emb = embed_batch(module, batch, d, cfg, bank)
     loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
                              softmax_temperature=cfg.softmax_temperature, regulariser=cfg.regulariser,
-                             soft_prune=cfg.soft_prune)
+                             soft_prune=cfg.soft_prune, reg_num_negatives=cfg.reg_num_negatives)
     value = float(loss.detach())
     components = {k: float(v.detach()) for k, v in parts.items()}
     if not math.isfinite(value):
