@@ -17,6 +17,7 @@ SUITES: dict[str, str] = {
     "encode": "ramen.bench.encode",
     "train": "ramen.bench.train",
     "triplet": "ramen.bench.triplet",
+    "accuracy": "ramen.bench.accuracy",
 }
 
 
