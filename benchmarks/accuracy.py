@@ -91,10 +91,10 @@ BUDGET: dict[str, Any] = dict(
     prune_threshold=0.0, warmup_epochs=5, prune_every=5, aug_gt_top_k=10,
     cluster_batching=False, anchor_bank=False, eval_every=0,
 )
-# --quick: a tiny random encoder on synthetic("tiny"), pruning after epoch 1.
+# --quick: a tiny random encoder on synthetic("tiny"), one epoch, pruning before it (a pipeline check).
 QUICK_BUDGET: dict[str, Any] = dict(
-    encoder="tiny", max_length=32, epochs=2, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
-    num_negatives=10, walk_length=20, warmup_epochs=1, prune_every=1, prune_threshold=0.0,
+    encoder="tiny", max_length=32, epochs=1, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
+    num_negatives=10, walk_length=20, warmup_epochs=0, prune_every=1, prune_threshold=0.0,
     encode_batch_size=64, dropout=0.0, eval_every=0,
 )
 
@@ -876,7 +876,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate every missing run (resumes interrupted ones)")
-    run.add_argument("--quick", action="store_true", help="synthetic('tiny'), tiny encoder, 1 seed, 2 epochs (~1 min)")
+    run.add_argument("--quick", action="store_true", help="synthetic('tiny'), tiny encoder, 1 seed, 1 epoch (~1 min)")
     run.add_argument("--datasets", nargs="+", help=f"default: {' '.join(FULL_DATASETS)} ({QUICK_DATASETS[0]} with --quick)")
     run.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all")
     run.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (0 with --quick)")

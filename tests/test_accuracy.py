@@ -37,13 +37,13 @@ def test_quick_study_writes_one_sane_result_per_arm(quick_runs):
         m = r["metrics"]
         for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5"):
             assert 0.0 <= m[key] <= 1.0, (r["arm"], key, m[key])
-        assert m["P@1"] > 0.02  # chance P@1 is 1.6%; two epochs of even a tiny encoder beat it
+        assert m["P@1"] > 0.02  # chance P@1 is 1.6%
         d = r["deciles"]
         assert len(d["labels"]) == 10 and sum(d["labels"]) == 150
         for k in (1, 5):  # the deciles' contributions add up to the overall value
             assert math.isclose(sum(row[k - 1] for row in d["P"]), m[f"P@{k}"], abs_tol=1e-9)
             assert math.isclose(sum(row[k - 1] for row in d["PSP"]), m[f"PSP@{k}"], abs_tol=1e-9)
-        assert r["steps"] == 2 * (270 // 32) and r["step_seconds"]["median"] > 0
+        assert r["steps"] == study.QUICK_BUDGET["epochs"] * (270 // 32) and r["step_seconds"]["median"] > 0
         assert r["train_seconds"] > 0 and not r["resumed"]
         assert {"torch", "numpy", "cpu"} <= set(r["machine"])
     by_arm = {r["arm"]: r for r in results}
@@ -115,13 +115,13 @@ def test_killed_run_resumes_to_the_same_result(quick_runs, tmp_path, monkeypatch
     calls = {"n": 0}
     real_step = train_module.train_step
 
-    def killed_at_step_11(*args, **kwargs):
+    def killed_at_step_5(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 11:
+        if calls["n"] == 5:
             raise KeyboardInterrupt  # as Ctrl-C or a kill between checkpoints would
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", killed_at_step_11)
+    monkeypatch.setattr(train_module, "train_step", killed_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         study.run_study(one, tmp_path, progress=False)
     run = study.run_dir(tmp_path, "synthetic-tiny", "plain", 0)
