@@ -26,6 +26,7 @@ Adding an arm is one line in ARMS. This file is both the library and the CLI;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -35,7 +36,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,11 +151,12 @@ class Study:
     oak_m: tuple[int, ...] = OAK_M
     oak_alpha: tuple[float, ...] = OAK_ALPHA
     latency_queries: int = 200
+    threads: int | None = None  # torch threads for training and evaluation (None: torch's default)
 
     @classmethod
     def quick(cls, **overrides: Any) -> "Study":
         return cls(**{**dict(datasets=QUICK_DATASETS, seeds=(0,), oak_m=(1, 5), oak_alpha=(0.0, 0.5),
-                             latency_queries=20), **overrides})
+                             latency_queries=20, threads=1), **overrides})
 
     def validate(self) -> "Study":
         unknown = [a for a in self.arms if a not in ARMS]
@@ -166,7 +168,23 @@ class Study:
             raise ValueError("seeds: give at least one seed")
         if self.oak and (not self.oak_m or min(self.oak_m) < 1 or not self.oak_alpha):
             raise ValueError("oak_m must be positive integers and oak_alpha non-empty")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
         return self
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` (None: unchanged) inside, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def arm_config(budget: dict[str, Any], arm: str, seed: int) -> TrainConfig:
@@ -531,6 +549,11 @@ def run_study(study: Study, runs: str | os.PathLike, *, wikispeedia_dir: str | o
     unknown = [d for d in study.datasets if d not in specs]
     if unknown:
         raise ValueError(f"datasets: unknown {unknown}; known: {list(specs)}")
+    with torch_threads(study.threads):
+        return _run_datasets(study, runs, specs, progress)
+
+
+def _run_datasets(study: Study, runs: Path, specs: dict[str, DatasetSpec], progress: bool) -> list[dict[str, Any]]:
     out = []
     for name in study.datasets:
         spec = specs[name]
@@ -558,6 +581,77 @@ def run_study(study: Study, runs: str | os.PathLike, *, wikispeedia_dir: str | o
                          f"(m={oak['chosen']['m']}, alpha={oak['chosen']['alpha']}), p50 {lat['oak_style']['p50']:.2f} ms "
                          f"vs encoder-only {lat['encoder_only']['p50']:.2f} ms")
     return out
+
+
+# ---------------------------------------------------------------- planning
+
+
+def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3) -> dict[str, float]:
+    """Median seconds of `steps` training steps (after `warm` warm-up steps) of `cfg` on `dataset`, set up
+    as `ramen.train` sets up a run (densified graphs of the arm's sides, AugGT labels, one
+    `train_step` per batch), and the mean number of texts encoded per step."""
+    import torch
+
+    from ramen import distributed
+    from ramen.batching import BatchSampler, attach_tokens
+    from ramen.encoder import Encoder
+    from ramen.runlog import RunLog
+    from ramen.train import BatchEncoder, augment_ground_truth, build_graphs, lr_lambda, train_step
+
+    d = distributed.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.seed).to(d.device)
+    train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
+    graphs = build_graphs(dataset, cfg, None, RunLog(None, echo=False))
+    sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed)
+    tq = encoder.tokenize(dataset.train_texts, progress=False)
+    tl = encoder.tokenize(dataset.label_texts, progress=False)
+    ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in graphs}
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
+    lambdas = {n: cfg.lambdas_for(n) for n in graphs}
+    module = BatchEncoder(encoder)
+    # a few distinct batches, each stepped once untimed first: a long run sees its shapes again
+    batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(warm, sampler.steps_per_epoch()))]
+    times, texts = [], []
+    for i in range(len(batches) + steps):
+        b = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        train_step(module, encoder, optimizer, scheduler, b, d, cfg, lambdas, None)
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= len(batches):
+            times.append(time.perf_counter() - t0)
+            texts.append(sum(ids.shape[0] for ids, _ in b.tokens.values()))
+    return {"step_s": float(np.median(times)), "texts": float(np.mean(texts)),
+            "steps_per_epoch": sampler.steps_per_epoch()}
+
+
+def estimate(study: Study, *, steps: int = 3, wikispeedia_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Measured seconds per training step of each (dataset, arm) and the training time it implies
+    for the study. Leaves out per-run overheads: densification, pruning passes, evaluation, the
+    OAK-style runs."""
+    specs = dataset_specs(wikispeedia_dir)
+    rows = []
+    for name in study.datasets:
+        data = prepare(specs[name], study.held_out)
+        if data is None:
+            _say(f"[accuracy] {name}: data not found: skipped")
+            continue
+        for arm in study.arms:
+            cfg = arm_config(specs[name].budget, arm, 0)
+            load = os.getloadavg()[0]
+            with torch_threads(study.threads):
+                m = time_steps(data.train, cfg, steps)
+            run_steps = cfg.epochs * m["steps_per_epoch"]
+            rows.append({"dataset": name, "arm": arm, "step_s": m["step_s"], "texts_per_step": m["texts"],
+                         "steps_per_run": run_steps, "run_min": run_steps * m["step_s"] / 60,
+                         "study_min": len(study.seeds) * run_steps * m["step_s"] / 60, "load": load})
+            r = rows[-1]
+            _say(f"[accuracy] {name}/{arm}: {r['step_s']:.2f} s/step ({r['texts_per_step']:.0f} texts), "
+                 f"{run_steps} steps a run: {r['run_min']:.1f} min a run, {r['study_min']:.0f} min for "
+                 f"{len(study.seeds)} seeds (load {load:.1f})")
+    return rows
 
 
 # ---------------------------------------------------------------- reading results
@@ -802,7 +896,8 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike) -> tuple[Path,
         "",
         f"- Seeds: {sorted({r['seed'] for r in results})} (initialisation, batch order, densification walks); one fixed "
         "data split per dataset.",
-        f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch threads {machine.get('torch_threads')}"
+        f"- Machine: {machine.get('cpu')}, {machine.get('cores')} cores, torch threads "
+        f"{', '.join(sorted({str(r['machine'].get('torch_threads')) for r in results}))}"
         f"{', GPU ' + machine['gpu'] if 'gpu' in machine else ''}; 1-min load average during the runs "
         f"{min(loads):.1f} to {max(loads):.1f} (the machine is shared: times are indicative).",
         f"- Versions: {versions}; ramen {first['ramen'].get('version')} at commit(s) {', '.join(commits)}.",
@@ -885,22 +980,38 @@ def main(argv: list[str] | None = None) -> int:
                                                       "../shared/data/wikispeedia beside the checkout)")
     run.add_argument("--no-oak", action="store_true", help="skip the OAK-style baseline and latencies")
     run.add_argument("--latency-queries", type=int, help="test queries timed one at a time (default 200, 20 quick)")
+    run.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 with --quick). On a shared "
+                                                 "machine 1 thread avoids OpenMP's slowdown under contention")
     run.add_argument("--report", type=Path, help="also write the report here when done")
     run.add_argument("--no-progress", action="store_true")
+    est = sub.add_parser("estimate", help="measure s/step of each arm and the study's training time it implies")
+    est.add_argument("--quick", action="store_true")
+    est.add_argument("--datasets", nargs="+")
+    est.add_argument("--arms", nargs="+", choices=list(ARMS))
+    est.add_argument("--seeds", nargs="+", type=int)
+    est.add_argument("--steps", type=int, default=3, help="timed steps per arm (after 3 warm-up steps)")
+    est.add_argument("--wikispeedia", type=Path)
+    est.add_argument("--threads", type=int)
     rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
     rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
     args = parser.parse_args(argv)
 
-    if args.command == "run":
+    if args.command in ("run", "estimate"):
         overrides: dict[str, Any] = {}
         for field, value in (("datasets", args.datasets), ("arms", args.arms), ("seeds", args.seeds),
-                             ("latency_queries", args.latency_queries)):
+                             ("latency_queries", getattr(args, "latency_queries", None)),
+                             ("threads", args.threads)):
             if value is not None:
                 overrides[field] = tuple(value) if isinstance(value, list) else value
-        if args.no_oak:
+        if getattr(args, "no_oak", False):
             overrides["oak"] = False
-        study = Study.quick(**overrides) if args.quick else Study(**overrides)
+        study = (Study.quick(**overrides) if args.quick else Study(**overrides)).validate()
+        if args.command == "estimate":
+            rows = estimate(study, steps=args.steps, wikispeedia_dir=args.wikispeedia)
+            total = sum(r["study_min"] for r in rows)
+            print(f"training steps alone: {total:.0f} min ({total / 60:.1f} h) for {len(study.seeds)} seeds")
+            return 0
         runs = args.runs or Path("runs/accuracy-quick" if args.quick else "runs/accuracy")
         run_study(study, runs, wikispeedia_dir=args.wikispeedia, progress=not args.no_progress)
         if args.report:
