@@ -53,7 +53,8 @@ def rows_from(study: ModuleType, results: list[dict[str, Any]], oaks: list[dict[
             for key in ("P@1", "PSP@1"):
                 mean, std, n = m[key]
                 rows.append(Row(SUITE, f"{ds}/{arm}", key, 100 * mean, None if plain is None else 100 * plain[key][0],
-                                "plain", "%", "higher", {**settings, "seeds": n, "sd": round(100 * std, 2)}))
+                                "plain", "%", "higher",
+                                {**settings, "seeds": n, "sd": "-" if n < 2 else round(100 * std, 2)}))
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for o in oaks:
         by.setdefault((o["dataset"], o["arm"]), []).append(o)
