@@ -406,21 +406,15 @@ def time_pipelines(pipelines: dict[str, Callable[[int], list[float]]], rows: np.
     """Each pipeline's timestamps per query, one thread for torch. Each pipeline sweeps all `rows` in
     turn (after `warmup` untimed queries), so that consecutive queries differ as in serving; the
     order of the pipelines reverses every round, so drifting machine load hits each alike."""
-    import torch
-
     out: dict[str, list[list[float]]] = {name: [] for name in pipelines}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        order = list(pipelines)
+    order = list(pipelines)
+    with torch_threads(1):
         for _ in range(rounds):
             for name in order:
                 for r in rows[:warmup]:
                     pipelines[name](int(r))
                 out[name] += [pipelines[name](int(r)) for r in rows]
             order.reverse()
-    finally:
-        torch.set_num_threads(threads)
     return out
 
 
@@ -837,7 +831,7 @@ def _plots(grouped: dict[str, dict[str, list[dict[str, Any]]]], out_dir: Path, s
         ax.set_xlabel("label-frequency decile (equal shares of training positives)")
         ax.set_ylabel(f"contribution to P@{K} (%)")
         ax.set_title(f"{ds}: P@{K} by label decile, mean ± sd over seeds")
-        ax.legend(fontsize=8, ncol=3)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         written.append(_save(fig, out_dir / f"{stem}_{_slug(ds)}_deciles.png"))
         plt.close(fig)
