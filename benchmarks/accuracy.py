@@ -648,6 +648,30 @@ def estimate(study: Study, *, steps: int = 3, wikispeedia_dir: str | os.PathLike
     return rows
 
 
+def write_estimate(rows: list[dict[str, Any]], study: Study, path: Path, *, steps: int) -> None:
+    """Appends the measurements of `estimate` as a Markdown section (command, machine, load) to `path`."""
+    import torch
+
+    from ramen.bench.common import machine_info
+
+    m = machine_info()
+    with torch_threads(study.threads):
+        threads = torch.get_num_threads()
+    total = sum(r["study_min"] for r in rows)
+    lines = [f"## {datetime.datetime.now().isoformat(timespec='minutes')}: `{_command()}`", "",
+             f"{m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} with {threads} thread(s); median of "
+             f"{steps} steps after 3 warm-up steps; 1-min load when each arm started in the table. Training steps "
+             f"only (no densification, pruning passes, evaluation or OAK-style runs).", "",
+             *_table(["dataset", "arm", "s/step", "texts/step", "steps a run", "min a run",
+                      f"min for {len(study.seeds)} seeds", "load"],
+                     [[r["dataset"], r["arm"], f"{r['step_s']:.2f}", f"{r['texts_per_step']:.0f}", str(r["steps_per_run"]),
+                       f"{r['run_min']:.1f}", f"{r['study_min']:.0f}", f"{r['load']:.1f}"] for r in rows]),
+             "", f"Total: {total:.0f} min ({total / 60:.1f} h).", "", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write("\n".join(lines))
+
+
 # ---------------------------------------------------------------- reading results
 
 
@@ -986,6 +1010,7 @@ def main(argv: list[str] | None = None) -> int:
     est.add_argument("--steps", type=int, default=3, help="timed steps per arm (after 3 warm-up steps)")
     est.add_argument("--wikispeedia", type=Path)
     est.add_argument("--threads", type=int)
+    est.add_argument("--out", type=Path, help="append the measurements as a Markdown section to this file")
     rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
     rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
@@ -1005,6 +1030,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = estimate(study, steps=args.steps, wikispeedia_dir=args.wikispeedia)
             total = sum(r["study_min"] for r in rows)
             print(f"training steps alone: {total:.0f} min ({total / 60:.1f} h) for {len(study.seeds)} seeds")
+            if args.out:
+                write_estimate(rows, study, args.out, steps=args.steps)
+                print(f"appended to {args.out}")
             return 0
         runs = args.runs or Path("runs/accuracy-quick" if args.quick else "runs/accuracy")
         run_study(study, runs, wikispeedia_dir=args.wikispeedia, progress=not args.no_progress)

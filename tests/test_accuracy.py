@@ -227,3 +227,11 @@ def test_suite_rows_compare_arms_with_plain_and_oak(quick_runs):
     assert all(r.peer == pytest.approx(100 * plain["P@1"]) and r.peer_name == "plain" for r in p1)
     lat = [r for r in rows if r.unit == "ms"]
     assert len(lat) == 2 and all(r.better == "lower" and r.ours > 0 and r.peer > 0 for r in lat)
+
+
+def test_estimate_times_steps_as_the_arm_trains():
+    rows = study.estimate(study.Study.quick(arms=("plain", "ramen")), steps=1)
+    plain, ramen = rows
+    assert plain["steps_per_run"] == ramen["steps_per_run"] == study.QUICK_BUDGET["epochs"] * (270 // 32)
+    assert plain["step_s"] > 0 and ramen["step_s"] > 0
+    assert ramen["texts_per_step"] > plain["texts_per_step"]  # anchors of two sets besides queries and labels
