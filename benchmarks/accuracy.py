@@ -2,7 +2,9 @@
 graph-at-inference baseline in the spirit of OAK, with the same encoder, budget and seeds.
 
     python benchmarks/accuracy.py run [--quick] [--datasets ...] [--arms ...] [--seeds 0 1 2] [--runs DIR]
+                                      [--threads N]
     python benchmarks/accuracy.py report [--runs DIR] [--out benchmarks/results/accuracy.md]
+    python benchmarks/accuracy.py estimate [--datasets ...] [--arms ...] [--threads N]   # s/step, hours
     python -m ramen.bench --suite accuracy [--quick]        # run, then report
 
 Each (dataset, arm, seed) trains with `ramen.train` into RUNS/<dataset>/<arm>/seed<k>/ (log.jsonl,
@@ -18,7 +20,8 @@ Protocol, identical for every arm of a dataset:
   of `HELD_OUT` of the training queries (seed 0) removed from training for every arm: it chooses
   the OAK-style baseline's m and alpha (and is what issue 8's rewards can use), never the test
   split;
-- the dataset's training budget (DATASETS) with the arm's TrainConfig overrides (ARMS);
+- the dataset's training budget (BUDGET; QUICK_BUDGET for --quick) with the arm's TrainConfig
+  overrides (ARMS);
 - seeds 0, 1, 2 (the seed of initialisation, batches and densification; the split stays fixed).
 Adding an arm is one line in ARMS. This file is both the library and the CLI;
 `ramen/bench/accuracy.py` loads it from the source tree.
