@@ -155,6 +155,12 @@ class Study:
     oak_alpha: tuple[float, ...] = OAK_ALPHA
     latency_queries: int = 200
     threads: int | None = None  # torch threads for training and evaluation (None: torch's default)
+    budget: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig overrides of every budget
+
+    def specs(self, wikispeedia_dir: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+        """The datasets with this study's budget overrides applied."""
+        return {name: dataclasses.replace(spec, budget={**spec.budget, **self.budget})
+                for name, spec in dataset_specs(wikispeedia_dir).items()}
 
     @classmethod
     def quick(cls, **overrides: Any) -> "Study":
@@ -173,6 +179,9 @@ class Study:
             raise ValueError("oak_m must be positive integers and oak_alpha non-empty")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if "seed" in self.budget:
+            raise ValueError("budget: the seed is set per run (seeds), not in the budget")
+        TrainConfig(**self.budget).validate()  # unknown fields and bad values fail here
         return self
 
 
@@ -542,7 +551,7 @@ def run_study(study: Study, runs: str | os.PathLike, *, wikispeedia_dir: str | o
     Seeds are the outer loop, so a study stopped early holds whole seeds of every arm."""
     study = study.validate()
     runs = Path(runs)
-    specs = dataset_specs(wikispeedia_dir)
+    specs = study.specs(wikispeedia_dir)
     unknown = [d for d in study.datasets if d not in specs]
     if unknown:
         raise ValueError(f"datasets: unknown {unknown}; known: {list(specs)}")
@@ -628,7 +637,7 @@ def estimate(study: Study, *, steps: int = 3, wikispeedia_dir: str | os.PathLike
     """Measured seconds per training step of each (dataset, arm) and the training time it implies
     for the study. Leaves out per-run overheads: densification, pruning passes, evaluation, the
     OAK-style runs."""
-    specs = dataset_specs(wikispeedia_dir)
+    specs = study.validate().specs(wikispeedia_dir)
     rows = []
     for name in study.datasets:
         data = prepare(specs[name], study.held_out)
@@ -987,6 +996,16 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike) -> tuple[Path,
 # ---------------------------------------------------------------- CLI
 
 
+def _parse_setting(text: str) -> tuple[str, Any]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise SystemExit(f"--set takes FIELD=VALUE, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value  # a bare string such as an encoder name
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1003,6 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--latency-queries", type=int, help="test queries timed one at a time (default 200, 20 quick)")
     run.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 with --quick). On a shared "
                                                  "machine 1 thread avoids OpenMP's slowdown under contention")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a TrainConfig field of every budget (JSON value), e.g. --set epochs=1 to "
+                          "check the pipeline; runs made so are kept apart from the study's by their config")
     run.add_argument("--report", type=Path, help="also write the report here when done")
     run.add_argument("--no-progress", action="store_true")
     est = sub.add_parser("estimate", help="measure s/step of each arm and the study's training time it implies")
@@ -1028,6 +1050,8 @@ def main(argv: list[str] | None = None) -> int:
                 overrides[field] = tuple(value) if isinstance(value, list) else value
         if getattr(args, "no_oak", False):
             overrides["oak"] = False
+        if getattr(args, "set", None):
+            overrides["budget"] = dict(_parse_setting(x) for x in args.set)
         study = (Study.quick(**overrides) if args.quick else Study(**overrides)).validate()
         if args.command == "estimate":
             rows = estimate(study, steps=args.steps, wikispeedia_dir=args.wikispeedia)
