@@ -951,7 +951,8 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike) -> tuple[Path,
                   f"labels; anchor sets {', '.join(f'{n} ({c:,})' for n, c in info['anchor_sets'].items())}. "
                   f"Budget: {shown}."]
     lines += ["", "Arms (TrainConfig overrides of the budget):", ""]
-    lines += [f"- `{a}`: {ARM_TITLES.get(a, a)}: `{json.dumps(o)}`" for a, o in ARMS.items()]
+    ran = {r["arm"]: r["overrides"] for r in results}
+    lines += [f"- `{a}`: {ARM_TITLES.get(a, a)}: `{json.dumps(o)}`" for a, o in ran.items()]
     lines += ["", "## Results", ""]
     for ds, arms in grouped.items():
         lines += [f"### {ds}", "", *_arm_table(arms), "",
