@@ -823,7 +823,7 @@ def _oak_breakdown(oaks: list[dict[str, Any]]) -> list[str]:
         lat = o["latency_ms"]
         rows.append([o["dataset"], o["arm"], str(o["seed"]), f"{lat['oak_encode']['p50']:.2f}",
                      f"{lat['oak_anchor']['p50']:.3f}", f"{lat['oak_label']['p50']:.3f}",
-                     str(o["latency_setup"]["anchors"]), f"{o['latency_setup']['load'][0]:.1f}"])
+                     f"{o['latency_setup']['anchors']:,}", f"{o['latency_setup']['load'][0]:.1f}"])
     return _table(["dataset", "encoder", "seed", "encode p50 ms", "anchor search + mix p50 ms",
                    "label search p50 ms", "anchors indexed", "load (1 min)"], rows)
 
