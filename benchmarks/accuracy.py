@@ -736,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate every missing run (resumes interrupted ones)")
-    run.add_argument("--quick", action="store_true", help="synthetic('tiny'), tiny encoder, 1 seed, 1 epoch (~1 min)")
+    run.add_argument("--quick", action="store_true", help="synthetic('tiny'), tiny encoder, 1 seed, 1 epoch, 1 thread (~15 s)")
     run.add_argument("--datasets", nargs="+", help=f"default: {' '.join(FULL_DATASETS)} ({QUICK_DATASETS[0]} with --quick)")
     run.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all")
     run.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (0 with --quick)")
@@ -798,4 +798,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ValueError as exc:  # bad settings, a run directory made otherwise, no results: no traceback
+        sys.exit(f"error: {exc}")
