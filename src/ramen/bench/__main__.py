@@ -18,6 +18,7 @@ SUITES: dict[str, str] = {
     "train": "ramen.bench.train",
     "triplet": "ramen.bench.triplet",
     "graph": "ramen.bench.graph",
+    "accuracy": "ramen.bench.accuracy",
 }
 
 

@@ -1,0 +1,804 @@
+"""The accuracy study (issue 7): RAMEN against the plain dual encoder, its ablations, AugGT and a
+graph-at-inference baseline in the spirit of OAK, with the same encoder, budget and seeds.
+
+    python benchmarks/accuracy.py run [--quick] [--datasets ...] [--arms ...] [--seeds 0 1 2] [--runs DIR]
+                                      [--threads N]
+    python benchmarks/accuracy.py report [--runs DIR] [--out benchmarks/results/accuracy.md]
+    python benchmarks/accuracy.py estimate [--datasets ...] [--arms ...] [--threads N]   # s/step, hours
+    python -m ramen.bench --suite accuracy [--quick]        # run, then report
+
+Each (dataset, arm, seed) trains with `ramen.train` into RUNS/<dataset>/<arm>/seed<k>/ (log.jsonl,
+checkpoint.pt, model/), is evaluated once at the end on the test split (exact search, k = 5, with
+the label-decile breakdown) and writes result.json there; the plain and RAMEN runs also write
+oak.json (the OAK-style baseline and single-query latencies). A rerun skips finished runs and
+resumes interrupted ones from their last checkpoint, so the study survives being killed and
+restarted; a run directory made with other settings is an error, never silently reused.
+`report` reads only the JSON files and writes the Markdown report and its PNG plots
+(benchmarks/accuracy_report.py).
+
+Protocol, identical for every arm of a dataset:
+- one fixed split (Wikispeedia: the converter's seeded 80/20 draw, seed 0), and a held-out slice
+  of `HELD_OUT` of the training queries (seed 0) removed from training for every arm: it chooses
+  the OAK-style baseline's m and alpha (and is what issue 8's rewards can use), never the test
+  split;
+- the dataset's training budget (BUDGET; QUICK_BUDGET for --quick) with the arm's TrainConfig
+  overrides (ARMS);
+- seeds 0, 1, 2 (the seed of initialisation, batches and densification; the split stays fixed).
+Adding an arm is one line in ARMS. This file is both the library and the CLI;
+`ramen/bench/accuracy.py` loads it from the source tree.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # `python benchmarks/accuracy.py` uses the checkout's ramen
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from ramen import metrics  # noqa: E402
+from ramen.config import TrainConfig  # noqa: E402
+from ramen.data import Dataset  # noqa: E402
+
+K = 5  # metrics at k = 1..K
+HELD_OUT = 0.1  # fraction of training queries held out of training (chooses the OAK-style m, alpha)
+SPLIT_SEED = 0
+SEEDS = (0, 1, 2)
+
+# ---------------------------------------------------------------- arms and budgets
+
+# arm -> TrainConfig overrides of the dataset's budget
+ARMS: dict[str, dict[str, Any]] = {
+    "plain": {"graph": False},
+    "ramen": {},
+    "no-prune": {"prune": False},
+    "no-query-graph": {"query_graph": False},
+    "no-label-graph": {"label_graph": False},
+    "auggt": {"aug_gt": True},
+}
+ARM_TITLES = {
+    "plain": "plain dual encoder (no graph)",
+    "ramen": "RAMEN",
+    "no-prune": "RAMEN without pruning",
+    "no-query-graph": "RAMEN without the query graph (no R_x)",
+    "no-label-graph": "RAMEN without the label graph (no R_z)",
+    "auggt": "AugGT (graph adds training labels, no regulariser)",
+}
+OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
+OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)
+OAK_ALPHA = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # weight of the anchors' mean (0: the encoder alone)
+
+# The yardstick's budget (../shared/notes/wikispeedia-yardstick.md), every setting pinned so that a
+# change of TrainConfig's defaults cannot change the study silently. RAMEN's graph schedule: walks
+# densify the graphs once; 5 warm-up epochs on the unpruned graph, then prune (cosine > 0) every 5
+# epochs, i.e. once, before epoch 6 of 10.
+BUDGET: dict[str, Any] = dict(
+    encoder="all-MiniLM-L6-v2", pooling="mean", max_length=32, label_tower=False,
+    epochs=10, batch_size=128, lr=5e-5, weight_decay=0.01, warmup=0.05, grad_clip=1.0,
+    margin=0.3, num_negatives=10, softmax_temperature=None, positives_all=False,
+    lambda_x=1.0, lambda_z=1.0, densify=True, walk_length=400, restart_prob=0.8, densify_top_k=10,
+    prune_threshold=0.0, warmup_epochs=5, prune_every=5, aug_gt_top_k=10,
+    cluster_batching=False, anchor_bank=False, eval_every=0,
+)
+# --quick: a tiny random encoder on synthetic("tiny"), one epoch, pruning before it (a pipeline check).
+QUICK_BUDGET: dict[str, Any] = dict(
+    encoder="tiny", max_length=32, epochs=1, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
+    num_negatives=10, walk_length=20, warmup_epochs=0, prune_every=1, prune_threshold=0.0,
+    encode_batch_size=64, dropout=0.0, eval_every=0,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the study: how to load it (None: absent, skipped) and its training budget."""
+
+    name: str
+    load: Callable[[], Dataset | None]
+    budget: dict[str, Any]
+    source: str  # how the data is made, for the report
+
+
+def find_wikispeedia() -> Path:
+    """$RAMEN_WIKISPEEDIA, else shared/data/wikispeedia beside the checkout (or one level up)."""
+    if os.environ.get("RAMEN_WIKISPEEDIA"):
+        return Path(os.environ["RAMEN_WIKISPEEDIA"])
+    candidates = [p / "shared" / "data" / "wikispeedia" for p in (ROOT.parent, ROOT.parent.parent)]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
+
+
+def dataset_specs(wikispeedia_dir: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+    from ramen.data import wikispeedia
+    from ramen.synthetic import synthetic
+
+    wiki = Path(wikispeedia_dir) if wikispeedia_dir else find_wikispeedia()
+    return {
+        "wikispeedia": DatasetSpec("wikispeedia", lambda: wikispeedia(wiki, seed=SPLIT_SEED) if wiki.is_dir() else None,
+                                   BUDGET, f"ramen.data.wikispeedia({str(wiki)!r}, seed={SPLIT_SEED})"),
+        "synthetic-small": DatasetSpec("synthetic-small", lambda: synthetic("small", seed=0), BUDGET,
+                                       "ramen.synthetic.synthetic('small', seed=0) (default parameters)"),
+        "synthetic-medium": DatasetSpec("synthetic-medium", lambda: synthetic("medium", seed=0), BUDGET,
+                                        "ramen.synthetic.synthetic('medium', seed=0) (default parameters)"),
+        "synthetic-tiny": DatasetSpec("synthetic-tiny", lambda: synthetic("tiny", seed=0), QUICK_BUDGET,
+                                      "ramen.synthetic.synthetic('tiny', seed=0), tiny random encoder (--quick)"),
+    }
+
+
+FULL_DATASETS = ("wikispeedia", "synthetic-small")
+QUICK_DATASETS = ("synthetic-tiny",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """What to run: datasets x arms x seeds, and the OAK-style baseline's settings."""
+
+    datasets: tuple[str, ...] = FULL_DATASETS
+    arms: tuple[str, ...] = tuple(ARMS)
+    seeds: tuple[int, ...] = SEEDS
+    held_out: float = HELD_OUT
+    oak: bool = True
+    oak_m: tuple[int, ...] = OAK_M
+    oak_alpha: tuple[float, ...] = OAK_ALPHA
+    latency_queries: int = 200
+    threads: int | None = None  # torch threads for training and evaluation (None: torch's default)
+    budget: dict[str, Any] = dataclasses.field(default_factory=dict)  # TrainConfig overrides of every budget
+
+    def specs(self, wikispeedia_dir: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+        """The datasets with this study's budget overrides applied."""
+        return {name: dataclasses.replace(spec, budget={**spec.budget, **self.budget})
+                for name, spec in dataset_specs(wikispeedia_dir).items()}
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "Study":
+        return cls(**{**dict(datasets=QUICK_DATASETS, seeds=(0,), oak_m=(1, 5), oak_alpha=(0.0, 0.5),
+                             latency_queries=20, threads=1), **overrides})
+
+    def validate(self) -> "Study":
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"arms: unknown {unknown}; known: {list(ARMS)}")
+        if not 0.0 <= self.held_out < 1.0:
+            raise ValueError(f"held_out must be in [0, 1), got {self.held_out}")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one seed")
+        if self.oak and (not self.oak_m or min(self.oak_m) < 1 or not self.oak_alpha):
+            raise ValueError("oak_m must be positive integers and oak_alpha non-empty")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if "seed" in self.budget:
+            raise ValueError("budget: the seed is set per run (seeds), not in the budget")
+        TrainConfig(**self.budget).validate()  # unknown fields and bad values fail here
+        return self
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `n` (None: unchanged) inside, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def arm_config(budget: dict[str, Any], arm: str, seed: int) -> TrainConfig:
+    """The TrainConfig of one run: the dataset's budget, the arm's overrides, the seed."""
+    return TrainConfig(**{**budget, **ARMS[arm], "seed": int(seed)}).validate()
+
+
+# ---------------------------------------------------------------- the held-out slice
+
+
+@dataclasses.dataclass
+class HeldOut:
+    """Training queries kept out of training: texts, labels, graph links, self-label filter."""
+
+    rows: np.ndarray  # their rows in the full training split
+    texts: list[str]
+    Y: sp.csr_matrix
+    links: dict[str, sp.csr_matrix]  # anchor set -> (n, anchors)
+    filter: np.ndarray | None  # (n, 2) (row, label) pairs never to predict
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A dataset ready for the study: the training data of every arm and the held-out slice."""
+
+    name: str
+    train: Dataset  # the dataset with the held-out queries removed from its training split
+    held: HeldOut
+    info: dict[str, Any]  # sizes and split: part of each run's identity
+    source: str
+
+
+def hold_out(dataset: Dataset, fraction: float, seed: int = SPLIT_SEED) -> tuple[Dataset, HeldOut]:
+    """Removes a seeded `fraction` of the training queries from `dataset` (returned as HeldOut).
+
+    Where the dataset filters a test query's own text out of its predictions (Wikispeedia: articles
+    are queries and labels), a held-out query's own label, found by identical text, is filtered too.
+    """
+    n = dataset.num_train
+    held = np.sort(np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))])
+    keep = np.setdiff1d(np.arange(n), held)
+    anchor_sets = {name: dataclasses.replace(a, train_X_A=a.train_X_A[keep]) for name, a in dataset.anchor_sets.items()}
+    train = dataclasses.replace(dataset, train_texts=[dataset.train_texts[i] for i in keep],
+                                train_Y=dataset.train_Y[keep], anchor_sets=anchor_sets).validate()
+    texts = [dataset.train_texts[i] for i in held]
+    filt = None
+    if dataset.test_filter is not None and len(dataset.test_filter):
+        label_of = {t: j for j, t in enumerate(dataset.label_texts)}
+        pairs = [(r, label_of[t]) for r, t in enumerate(texts) if t in label_of]
+        filt = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    links = {name: a.train_X_A[held] for name, a in dataset.anchor_sets.items()}
+    return train, HeldOut(held, texts, dataset.train_Y[held], links, filt)
+
+
+def prepare(spec: DatasetSpec, held_out: float) -> Prepared | None:
+    dataset = spec.load()
+    if dataset is None:
+        return None
+    train, held = hold_out(dataset, held_out)
+    info = {"train": train.num_train, "held_out": len(held.texts), "test": dataset.num_test,
+            "labels": dataset.num_labels, "held_out_fraction": held_out, "split_seed": SPLIT_SEED,
+            "anchor_sets": {n: a.num_anchors for n, a in dataset.anchor_sets.items()}}
+    return Prepared(spec.name, train, held, info, spec.source)
+
+
+# ---------------------------------------------------------------- files
+
+
+def run_dir(runs: Path, dataset: str, arm: str, seed: int) -> Path:
+    return Path(runs) / dataset / arm / f"seed{seed}"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=_jsonable))
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def _roundtrip(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=_jsonable))
+
+
+def ramen_version() -> dict[str, Any]:
+    import ramen
+
+    out: dict[str, Any] = {"version": ramen.__version__}
+    try:
+        out["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                       text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        out["dirty"] = bool(dirty)
+    except (OSError, subprocess.SubprocessError):
+        out["commit"] = None
+    return out
+
+
+def _flat(result: dict[str, Any]) -> dict[str, float]:
+    """{"P@1": ..., "nDCG@5": ...} from metrics.evaluate's arrays (fractions)."""
+    return {f"{name}@{k + 1}": float(v[k]) for name, v in result.items()
+            if isinstance(v, np.ndarray) and v.ndim == 1 for k in range(len(v))}
+
+
+def _deciles(d: dict[str, np.ndarray]) -> dict[str, list]:
+    return {key: np.asarray(v).tolist() for key, v in d.items()}
+
+
+def _claim(path: Path, identity: dict[str, Any]) -> None:
+    """Writes run.json naming the run's settings, or checks that an existing one names the same."""
+    identity = _roundtrip(identity)
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != identity:
+            keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+            if "config" in keys:
+                oc, nc = old.get("config", {}), identity["config"]
+                keys += [f"config.{k}" for k in sorted(set(oc) | set(nc)) if oc.get(k) != nc.get(k)]
+            raise ValueError(f"{path.parent} holds a run with other settings (differing: {', '.join(keys)}); "
+                             "delete that directory or pass another --runs")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, identity)
+
+
+def _say(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(text)
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------- one training run
+
+
+def train_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, *,
+              progress: bool = True) -> tuple[str, dict[str, Any]]:
+    """Trains and evaluates one (dataset, arm, seed), or reads its result: (status, result)."""
+    from ramen.bench.common import machine_info
+    from ramen.train import train
+
+    run = run_dir(runs, data.name, arm, seed)
+    cfg = arm_config(spec.budget, arm, seed)
+    identity = {"dataset": data.name, "arm": arm, "seed": seed, "overrides": ARMS[arm],
+                "config": cfg.to_dict(), "data": data.info}
+    _claim(run / "run.json", identity)
+    result_path = run / "result.json"
+    if result_path.exists():
+        return "skipped", json.loads(result_path.read_text())
+    resume = (run / "checkpoint.pt").exists()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    model = train(data.train, cfg, out_dir=run, resume=resume, progress=progress)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = model.evaluate(data.train, k=K, exact=True, deciles=True, batch_size=cfg.encode_batch_size, progress=False)
+    eval_s = time.perf_counter() - t0
+    steps = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r.get("event") == "step"]
+    step_s = np.array([cfg.batch_size / r["qps"] for r in steps if r.get("qps")])
+    result = {
+        "kind": "ramen-accuracy-run", "format": 1, **identity, "source": data.source,
+        "metrics": _flat(m), "deciles": _deciles(m["deciles"]),
+        "steps": len(steps), "step_seconds": {"median": float(np.median(step_s)) if len(step_s) else None,
+                                              "sum": float(step_s.sum())},
+        "train_seconds": train_s, "resumed": resume, "eval_seconds": eval_s,
+        "load": {"before": list(load_before), "after": list(os.getloadavg())},
+        "machine": machine_info(), "ramen": ramen_version(), "command": _command(),
+        "finished": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    write_json(result_path, result)
+    return ("resumed" if resume else "trained"), _roundtrip(result)
+
+
+def _command() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
+
+
+# ---------------------------------------------------------------- the OAK-style baseline
+
+
+def _sibling(name: str, relative: str):
+    """A module of benchmarks/ loaded by path (benchmarks/ is no package), once."""
+    import importlib.util
+
+    key = f"ramen_benchmark_{name}"
+    if key not in sys.modules:
+        path = Path(__file__).resolve().parent / relative
+        spec = importlib.util.spec_from_file_location(key, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[key] = module
+        spec.loader.exec_module(module)
+    return sys.modules[key]
+
+
+def _oak_peer():
+    """benchmarks/peers/oak_style.py."""
+    return _sibling("peer_oak_style", "peers/oak_style.py")
+
+
+def _search_metrics(index, q: np.ndarray, true_Y: sp.csr_matrix, train_Y: sp.csr_matrix, inv_p: np.ndarray,
+                    filt: np.ndarray | None, deciles: bool = False) -> dict[str, Any]:
+    extra = 0 if filt is None or len(filt) == 0 else int(np.bincount(filt[:, 0], minlength=len(q)).max())
+    ids, _ = index.search(q, K + extra)
+    out: dict[str, Any] = {"metrics": _flat(metrics.evaluate(ids, true_Y, inv_propensity=inv_p, k=K, filter=filt))}
+    if deciles:
+        out["deciles"] = _deciles(metrics.decile_breakdown(ids, true_Y, train_Y, inv_propensity=inv_p, k=K,
+                                                            filter=filt))
+    return out
+
+
+def _percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
+
+
+def time_pipelines(pipelines: dict[str, Callable[[int], list[float]]], rows: np.ndarray, *, rounds: int = 2,
+                   warmup: int = 5) -> dict[str, list[list[float]]]:
+    """Each pipeline's timestamps per query, one thread for torch. Each pipeline sweeps all `rows` in
+    turn (after `warmup` untimed queries), so that consecutive queries differ as in serving; the
+    order of the pipelines reverses every round, so drifting machine load hits each alike."""
+    out: dict[str, list[list[float]]] = {name: [] for name in pipelines}
+    order = list(pipelines)
+    with torch_threads(1):
+        for _ in range(rounds):
+            for name in order:
+                for r in rows[:warmup]:
+                    pipelines[name](int(r))
+                out[name] += [pipelines[name](int(r)) for r in rows]
+            order.reverse()
+    return out
+
+
+def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, study: Study, *,
+            progress: bool = True) -> tuple[str, dict[str, Any]]:
+    """The OAK-style baseline on the encoder of one finished run, and single-query latencies."""
+    from ramen.bench.common import machine_info
+    from ramen.index import LabelIndex
+    from ramen.model import Model
+
+    peer = _oak_peer()
+    run = run_dir(runs, data.name, arm, seed)
+    settings = _roundtrip({"m": study.oak_m, "alpha": study.oak_alpha, "latency_queries": study.latency_queries,
+                           "k": K})
+    path = run / "oak.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("settings") == settings:
+            return "skipped", old
+    ds, held = data.train, data.held
+    model = Model.load(run / "model")
+    bs = arm_config(spec.budget, arm, seed).encode_batch_size  # as in train_run's evaluation: same numbers
+    emb = {"test": model.encode(ds.test_texts, batch_size=bs, progress=False),
+           "held": model.encode(held.texts, batch_size=bs, progress=False),
+           "labels": model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False)}
+    names = list(ds.anchor_sets)
+    anchors = np.concatenate([model.encode(ds.anchor_sets[n].texts, batch_size=bs, progress=False) for n in names])
+    inv_p = metrics.inv_propensity(ds.train_Y, ds.A, ds.B)
+    labels = LabelIndex(model.encoder.dim, exact=True)
+    labels.add(np.arange(len(emb["labels"]), dtype=np.int64), emb["labels"])
+    aug = peer.AnchorAugmented(anchors, exact=True)
+
+    def on_test(q: np.ndarray) -> dict[str, Any]:
+        return _search_metrics(labels, q, ds.test_Y, ds.train_Y, inv_p, ds.test_filter, deciles=True)
+
+    def on_held(q: np.ndarray) -> dict[str, float]:
+        return _search_metrics(labels, q, held.Y, ds.train_Y, inv_p, held.filter)["metrics"]
+
+    if len(held.texts) == 0:
+        raise ValueError("the OAK-style baseline needs held-out training queries to choose m and alpha (held_out > 0)")
+    # choose (m, alpha) by P@1 on the held-out queries; ties go to the smaller alpha, then the smaller m
+    ids, scores = aug.retrieve(emb["held"], max(study.oak_m))
+    grid = []
+    for m in study.oak_m:
+        for alpha in study.oak_alpha:
+            q = peer.mix(emb["held"], aug.anchors, ids[:, :m], scores[:, :m], alpha)
+            grid.append({"m": m, "alpha": alpha, **{k: v for k, v in on_held(q).items() if k in ("P@1", "P@5", "PSP@1")}})
+    best = max(grid, key=lambda g: (g["P@1"], -g["alpha"], -g["m"]))
+    result: dict[str, Any] = {"kind": "ramen-accuracy-oak", "format": 1, "dataset": data.name, "arm": arm,
+                              "seed": seed, "settings": settings, "grid": grid,
+                              "chosen": {"m": best["m"], "alpha": best["alpha"]}}
+    result["encoder_only"] = on_test(emb["test"])
+    result["oak_style"] = on_test(aug.enrich(emb["test"], best["m"], best["alpha"]))
+
+    have_links = all(ds.anchor_sets[n].test_X_A is not None for n in names)
+    if have_links:  # the paper's "OAK + Oracle": the test query's own graph links
+        test_links = sp.hstack([ds.anchor_sets[n].test_X_A for n in names]).tocsr()
+        held_links = sp.hstack([held.links[n] for n in names]).tocsr()
+        oracle_grid = [{"alpha": a, **{k: v for k, v in on_held(peer.enrich_with_links(emb["held"], aug.anchors,
+                                                                                        held_links, a)).items()
+                                       if k in ("P@1", "P@5", "PSP@1")}} for a in study.oak_alpha]
+        best_o = max(oracle_grid, key=lambda g: (g["P@1"], -g["alpha"]))
+        result["oracle_grid"] = oracle_grid
+        result["oracle_links"] = {"alpha": best_o["alpha"],
+                                  **on_test(peer.enrich_with_links(emb["test"], aug.anchors, test_links, best_o["alpha"]))}
+
+    # single-query latency, one thread, approximate (HNSW) indexes as served
+    if model.index is None:
+        model.build_index(progress=False)
+    label_hnsw = model.index
+    anchor_hnsw = peer.AnchorAugmented(anchors, exact=False)
+    m_lat, alpha_lat = best["m"], best["alpha"]
+    encode = model.encoder.encode
+
+    def encoder_only(r: int) -> list[float]:  # what RAMEN serves
+        t = [time.perf_counter()]
+        label_hnsw.search(encode([ds.test_texts[r]], 1, progress=False), K, threads=1)
+        return t + [time.perf_counter()]
+
+    def oak_style(r: int) -> list[float]:  # the anchor search runs even where alpha = 0 was chosen
+        t = [time.perf_counter()]
+        q = encode([ds.test_texts[r]], 1, progress=False)
+        t.append(time.perf_counter())
+        a_ids, a_scores = anchor_hnsw.retrieve(q, m_lat, threads=1)
+        q = peer.mix(q, anchor_hnsw.anchors, a_ids, a_scores, alpha_lat)
+        t.append(time.perf_counter())
+        label_hnsw.search(q, K, threads=1)
+        return t + [time.perf_counter()]
+
+    pipelines = {"encoder_only": encoder_only, "oak_style": oak_style}
+    if have_links:
+        def oracle_links(r: int) -> list[float]:
+            t = [time.perf_counter()]
+            q = encode([ds.test_texts[r]], 1, progress=False)
+            q = peer.enrich_with_links(q, anchor_hnsw.anchors, test_links[r], result["oracle_links"]["alpha"])
+            label_hnsw.search(q, K, threads=1)
+            return t + [time.perf_counter()]
+
+        pipelines["oracle_links"] = oracle_links
+    rows = np.random.default_rng(0).permutation(len(ds.test_texts))[: study.latency_queries]
+    stamps = time_pipelines(pipelines, rows)
+    times = {name: [1e3 * (t[-1] - t[0]) for t in ts] for name, ts in stamps.items()}
+    for i, stage in enumerate(("oak_encode", "oak_anchor", "oak_label")):
+        times[stage] = [1e3 * (t[i + 1] - t[i]) for t in stamps["oak_style"]]
+    result["latency_ms"] = {k: _percentiles(v) for k, v in times.items() if v}
+    result["latency_setup"] = {"queries": int(len(rows)), "rounds": 2, "threads": 1, "label_index": repr(label_hnsw),
+                               "anchor_index": repr(anchor_hnsw.index), "anchors": int(len(anchors)),
+                               "load": list(os.getloadavg())}
+    result["machine"] = machine_info()
+    result["command"] = _command()
+    result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    write_json(path, result)
+    return "done", _roundtrip(result)
+
+
+# ---------------------------------------------------------------- the study
+
+
+def run_study(study: Study, runs: str | os.PathLike, *, wikispeedia_dir: str | os.PathLike | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Runs every missing (dataset, arm, seed) of `study` under `runs`; returns every result dict.
+    Seeds are the outer loop, so a study stopped early holds whole seeds of every arm."""
+    study = study.validate()
+    runs = Path(runs)
+    specs = study.specs(wikispeedia_dir)
+    unknown = [d for d in study.datasets if d not in specs]
+    if unknown:
+        raise ValueError(f"datasets: unknown {unknown}; known: {list(specs)}")
+    with torch_threads(study.threads):
+        return _run_datasets(study, runs, specs, progress)
+
+
+def _run_datasets(study: Study, runs: Path, specs: dict[str, DatasetSpec], progress: bool) -> list[dict[str, Any]]:
+    out = []
+    for name in study.datasets:
+        spec = specs[name]
+        data = prepare(spec, study.held_out)
+        if data is None:
+            _say(f"[accuracy] {name}: data not found ({spec.source}): skipped")
+            continue
+        _say(f"[accuracy] {name}: {data.info['train']:,} training queries ({data.info['held_out']:,} held out), "
+             f"{data.info['test']:,} test, {data.info['labels']:,} labels")
+        total = len(study.seeds) * len(study.arms)
+        done = 0
+        for seed in study.seeds:
+            for arm in study.arms:
+                done += 1
+                where = f"{name}/{arm}/seed{seed}"
+                _say(f"[accuracy] ({done}/{total}) {where}: training")
+                status, result = train_run(data, spec, arm, seed, runs, progress=progress)
+                m = result["metrics"]
+                _say(f"[accuracy] {where}: {status}; P@1 {100 * m['P@1']:.2f}, PSP@1 {100 * m['PSP@1']:.2f}")
+                out.append(result)
+                if study.oak and arm in OAK_ARMS:
+                    status, oak = oak_run(data, spec, arm, seed, runs, study, progress=progress)
+                    lat = oak["latency_ms"]
+                    _say(f"[accuracy] {where}: OAK-style {status}; P@1 {100 * oak['oak_style']['metrics']['P@1']:.2f} "
+                         f"(m={oak['chosen']['m']}, alpha={oak['chosen']['alpha']}), p50 {lat['oak_style']['p50']:.2f} ms "
+                         f"vs encoder-only {lat['encoder_only']['p50']:.2f} ms")
+    return out
+
+
+# ---------------------------------------------------------------- planning
+
+
+def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3) -> dict[str, float]:
+    """Median seconds of `steps` training steps (after `warm` warm-up steps) of `cfg` on `dataset`, set up
+    as `ramen.train` sets up a run (densified graphs of the arm's sides, AugGT labels, one
+    `train_step` per batch), and the mean number of texts encoded per step."""
+    import torch
+
+    from ramen import distributed
+    from ramen.batching import BatchSampler, attach_tokens
+    from ramen.encoder import Encoder
+    from ramen.runlog import RunLog
+    from ramen.train import BatchEncoder, augment_ground_truth, build_graphs, lr_lambda, train_step
+
+    d = distributed.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(cfg.seed)
+    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.seed).to(d.device)
+    train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
+    graphs = build_graphs(dataset, cfg, None, RunLog(None, echo=False))
+    sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed)
+    tq = encoder.tokenize(dataset.train_texts, progress=False)
+    tl = encoder.tokenize(dataset.label_texts, progress=False)
+    ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in graphs}
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
+    lambdas = {n: cfg.lambdas_for(n) for n in graphs}
+    module = BatchEncoder(encoder)
+    # a few distinct batches, each stepped once untimed first: a long run sees its shapes again
+    batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(warm, sampler.steps_per_epoch()))]
+    times, texts = [], []
+    for i in range(len(batches) + steps):
+        b = batches[i % len(batches)]
+        t0 = time.perf_counter()
+        train_step(module, encoder, optimizer, scheduler, b, d, cfg, lambdas, None)
+        if d.device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= len(batches):
+            times.append(time.perf_counter() - t0)
+            texts.append(sum(ids.shape[0] for ids, _ in b.tokens.values()))
+    return {"step_s": float(np.median(times)), "texts": float(np.mean(texts)),
+            "steps_per_epoch": sampler.steps_per_epoch()}
+
+
+def estimate(study: Study, *, steps: int = 3, wikispeedia_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Measured seconds per training step of each (dataset, arm) and the training time it implies
+    for the study. Leaves out per-run overheads: densification, pruning passes, evaluation, the
+    OAK-style runs."""
+    specs = study.validate().specs(wikispeedia_dir)
+    rows = []
+    for name in study.datasets:
+        data = prepare(specs[name], study.held_out)
+        if data is None:
+            _say(f"[accuracy] {name}: data not found: skipped")
+            continue
+        for arm in study.arms:
+            cfg = arm_config(specs[name].budget, arm, 0)
+            load = os.getloadavg()[0]
+            with torch_threads(study.threads):
+                m = time_steps(data.train, cfg, steps)
+            run_steps = cfg.epochs * m["steps_per_epoch"]
+            rows.append({"dataset": name, "arm": arm, "step_s": m["step_s"], "texts_per_step": m["texts"],
+                         "steps_per_run": run_steps, "run_min": run_steps * m["step_s"] / 60,
+                         "study_min": len(study.seeds) * run_steps * m["step_s"] / 60, "load": load})
+            r = rows[-1]
+            _say(f"[accuracy] {name}/{arm}: {r['step_s']:.2f} s/step ({r['texts_per_step']:.0f} texts), "
+                 f"{run_steps} steps a run: {r['run_min']:.1f} min a run, {r['study_min']:.0f} min for "
+                 f"{len(study.seeds)} seeds (load {load:.1f})")
+    return rows
+
+
+def write_estimate(rows: list[dict[str, Any]], study: Study, path: Path, *, steps: int) -> None:
+    """Appends the measurements of `estimate` as a Markdown section (command, machine, load) to `path`."""
+    import torch
+
+    from ramen.bench.common import machine_info
+
+    m = machine_info()
+    with torch_threads(study.threads):
+        threads = torch.get_num_threads()
+    total = sum(r["study_min"] for r in rows)
+    lines = [f"## {datetime.datetime.now().isoformat(timespec='minutes')}: `{_command()}`", "",
+             f"{m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} with {threads} thread(s); median of "
+             f"{steps} steps after 3 warm-up steps; 1-min load when each arm started in the table. Training steps "
+             f"only (no densification, pruning passes, evaluation or OAK-style runs).", "",
+             *_report()._table(["dataset", "arm", "s/step", "texts/step", "steps a run", "min a run",
+                      f"min for {len(study.seeds)} seeds", "load"],
+                     [[r["dataset"], r["arm"], f"{r['step_s']:.2f}", f"{r['texts_per_step']:.0f}", str(r["steps_per_run"]),
+                       f"{r['run_min']:.1f}", f"{r['study_min']:.0f}", f"{r['load']:.1f}"] for r in rows]),
+             "", f"Total: {total:.0f} min ({total / 60:.1f} h).", "", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write("\n".join(lines))
+
+
+# ---------------------------------------------------------------- the report (benchmarks/accuracy_report.py)
+
+
+def _report():
+    return _sibling("accuracy_report", "accuracy_report.py")
+
+
+def load_results(runs: str | os.PathLike) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(run results, OAK results) under `runs`, sorted by dataset, arm (ARMS order), seed."""
+    return _report().load_results(runs, tuple(ARMS))
+
+
+def write_report(runs: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """The Markdown report `out` and its PNG plots beside it, from the result files under `runs`."""
+    return _report().write_report(runs, out, arm_order=tuple(ARMS), arm_titles=ARM_TITLES)
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
+    """dataset -> arm -> metric -> (mean, std, seeds), metrics as fractions."""
+    return _report().summary(results)
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (ddof 1; nan for one value) and count."""
+    return _report().mean_std(values)
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def _parse_setting(text: str) -> tuple[str, Any]:
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise SystemExit(f"--set takes FIELD=VALUE, got {text!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value  # a bare string such as an encoder name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate every missing run (resumes interrupted ones)")
+    run.add_argument("--quick", action="store_true", help="synthetic('tiny'), tiny encoder, 1 seed, 1 epoch, 1 thread (~15 s)")
+    run.add_argument("--datasets", nargs="+", help=f"default: {' '.join(FULL_DATASETS)} ({QUICK_DATASETS[0]} with --quick)")
+    run.add_argument("--arms", nargs="+", choices=list(ARMS), help="default: all")
+    run.add_argument("--seeds", nargs="+", type=int, help="default: 0 1 2 (0 with --quick)")
+    run.add_argument("--runs", type=Path, help="run directories (default runs/accuracy, runs/accuracy-quick)")
+    run.add_argument("--wikispeedia", type=Path, help="Wikispeedia SNAP files (default $RAMEN_WIKISPEEDIA or "
+                                                      "../shared/data/wikispeedia beside the checkout)")
+    run.add_argument("--no-oak", action="store_true", help="skip the OAK-style baseline and latencies")
+    run.add_argument("--latency-queries", type=int, help="test queries timed one at a time (default 200, 20 quick)")
+    run.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 with --quick). On a shared "
+                                                 "machine 1 thread avoids OpenMP's slowdown under contention")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override a TrainConfig field of every budget (JSON value), e.g. --set epochs=1 to "
+                          "check the pipeline; runs made so are kept apart from the study's by their config")
+    run.add_argument("--report", type=Path, help="also write the report here when done")
+    run.add_argument("--no-progress", action="store_true")
+    est = sub.add_parser("estimate", help="measure s/step of each arm and the study's training time it implies")
+    est.add_argument("--quick", action="store_true")
+    est.add_argument("--datasets", nargs="+")
+    est.add_argument("--arms", nargs="+", choices=list(ARMS))
+    est.add_argument("--seeds", nargs="+", type=int)
+    est.add_argument("--steps", type=int, default=3, help="timed steps per arm (after 3 warm-up steps)")
+    est.add_argument("--wikispeedia", type=Path)
+    est.add_argument("--threads", type=int)
+    est.add_argument("--out", type=Path, help="append the measurements as a Markdown section to this file")
+    rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
+    rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
+    rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
+    args = parser.parse_args(argv)
+
+    if args.command in ("run", "estimate"):
+        overrides: dict[str, Any] = {}
+        for field, value in (("datasets", args.datasets), ("arms", args.arms), ("seeds", args.seeds),
+                             ("latency_queries", getattr(args, "latency_queries", None)),
+                             ("threads", args.threads)):
+            if value is not None:
+                overrides[field] = tuple(value) if isinstance(value, list) else value
+        if getattr(args, "no_oak", False):
+            overrides["oak"] = False
+        if getattr(args, "set", None):
+            overrides["budget"] = dict(_parse_setting(x) for x in args.set)
+        study = (Study.quick(**overrides) if args.quick else Study(**overrides)).validate()
+        if args.command == "estimate":
+            rows = estimate(study, steps=args.steps, wikispeedia_dir=args.wikispeedia)
+            total = sum(r["study_min"] for r in rows)
+            print(f"training steps alone: {total:.0f} min ({total / 60:.1f} h) for {len(study.seeds)} seeds")
+            if args.out:
+                write_estimate(rows, study, args.out, steps=args.steps)
+                print(f"appended to {args.out}")
+            return 0
+        runs = args.runs or Path("runs/accuracy-quick" if args.quick else "runs/accuracy")
+        run_study(study, runs, wikispeedia_dir=args.wikispeedia, progress=not args.no_progress)
+        if args.report:
+            path, plots = write_report(runs, args.report)
+            print(f"wrote {path} and {len(plots)} plots")
+        return 0
+    path, plots = write_report(args.runs, args.out)
+    print(f"wrote {path} and {len(plots)} plots: {', '.join(p.name for p in plots)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as exc:  # bad settings, a run directory made otherwise, no results: no traceback
+        sys.exit(f"error: {exc}")

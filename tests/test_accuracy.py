@@ -1,0 +1,238 @@
+"""The accuracy study (benchmarks/accuracy.py) end to end in its quick mode, its resume and skip
+logic, the held-out slice, the OAK-style combiner against a plain loop, and the suite's rows."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import ramen.train as train_module
+from ramen.bench import accuracy as suite
+from ramen.synthetic import synthetic
+
+study = suite.load_study()
+peer = study._oak_peer()
+report_module = study._report()
+QUICK = study.Study.quick(latency_queries=8)
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("accuracy") / "runs"
+    results = study.run_study(QUICK, runs, progress=False)
+    report, plots = study.write_report(runs, runs.parent / "accuracy.md")
+    return runs, results, report, plots
+
+
+def test_quick_study_writes_one_sane_result_per_arm(quick_runs):
+    runs, results, _, _ = quick_runs
+    assert [r["arm"] for r in results] == list(study.ARMS)
+    for r in results:
+        run = study.run_dir(runs, "synthetic-tiny", r["arm"], 0)
+        assert json.loads((run / "result.json").read_text()) == r
+        assert (run / "model" / "model.json").exists() and (run / "checkpoint.pt").exists()
+        assert r["config"] == study.arm_config(study.QUICK_BUDGET, r["arm"], 0).to_dict()
+        assert r["data"]["held_out"] == 30 and r["data"]["train"] == 270
+        m = r["metrics"]
+        for key in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5"):
+            assert 0.0 <= m[key] <= 1.0, (r["arm"], key, m[key])
+        assert m["P@1"] > 0.02  # chance P@1 is 1.6%
+        d = r["deciles"]
+        assert len(d["labels"]) == 10 and sum(d["labels"]) == 150
+        for k in (1, 5):  # the deciles' contributions add up to the overall value
+            assert math.isclose(sum(row[k - 1] for row in d["P"]), m[f"P@{k}"], abs_tol=1e-9)
+            assert math.isclose(sum(row[k - 1] for row in d["PSP"]), m[f"PSP@{k}"], abs_tol=1e-9)
+        assert r["steps"] == study.QUICK_BUDGET["epochs"] * (270 // 32) and r["step_seconds"]["median"] > 0
+        assert r["train_seconds"] > 0 and not r["resumed"]
+        assert {"torch", "numpy", "cpu"} <= set(r["machine"])
+    by_arm = {r["arm"]: r for r in results}
+    logs = {a: (study.run_dir(runs, "synthetic-tiny", a, 0) / "log.jsonl").read_text() for a in by_arm}
+    assert '"Rx/' not in logs["plain"] and '"Rz/' not in logs["plain"] and '"Rx/' not in logs["auggt"]
+    assert '"Rx/' not in logs["no-query-graph"] and '"Rz/' in logs["no-query-graph"]
+    assert '"Rz/' not in logs["no-label-graph"] and '"Rx/' in logs["no-label-graph"]
+    assert '"prune"' in logs["ramen"] and '"prune"' not in logs["no-prune"]
+
+
+def test_oak_style_baseline_reproduces_the_encoder_and_times_three_pipelines(quick_runs):
+    runs, results, _, _ = quick_runs
+    by_arm = {r["arm"]: r for r in results}
+    for arm in study.OAK_ARMS:
+        oak = json.loads((study.run_dir(runs, "synthetic-tiny", arm, 0) / "oak.json").read_text())
+        # its own encode + exact search path gives the toolkit's Model.evaluate numbers exactly
+        assert oak["encoder_only"]["metrics"] == pytest.approx(by_arm[arm]["metrics"], abs=1e-12)
+        assert len(oak["grid"]) == len(QUICK.oak_m) * len(QUICK.oak_alpha)
+        best = max(g["P@1"] for g in oak["grid"])
+        chosen = oak["chosen"]
+        assert chosen["m"] in QUICK.oak_m and chosen["alpha"] in QUICK.oak_alpha
+        assert next(g for g in oak["grid"] if (g["m"], g["alpha"]) == (chosen["m"], chosen["alpha"]))["P@1"] == best
+        if chosen["alpha"] == 0.0:
+            assert oak["oak_style"]["metrics"] == oak["encoder_only"]["metrics"]
+        assert "oracle_links" in oak and oak["oracle_links"]["alpha"] in QUICK.oak_alpha
+        for method in ("encoder_only", "oak_style", "oracle_links"):
+            assert 0.0 <= oak[method]["metrics"]["P@1"] <= 1.0
+            lat = oak["latency_ms"][method]
+            assert 0 < lat["p50"] <= lat["p99"]
+        assert oak["latency_setup"]["queries"] == 8
+
+
+def test_report_has_tables_plots_and_keeps_the_findings(quick_runs):
+    runs, _, report, plots = quick_runs
+    text = report.read_text()
+    assert "| arm | seeds | P@1 | P@3 | P@5 | nDCG@5 | PSP@1 | PSP@5 |" in text
+    for arm in study.ARMS:
+        assert f"| {arm} | 1 |" in text
+    assert "Graph at inference" in text and "OAK-style: retrieved anchors" in text
+    assert "1 (head)" in text and "10 (tail)" in text
+    assert {p.name for p in plots} == {"accuracy_synthetic-tiny_arms.png", "accuracy_synthetic-tiny_deciles.png"}
+    for p in plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+        assert f"]({p.name})" in text
+    # a number in the table is the result's, in percent
+    plain = json.loads((study.run_dir(runs, "synthetic-tiny", "plain", 0) / "result.json").read_text())
+    assert f"| plain | 1 | {100 * plain['metrics']['P@1']:.2f} |" in text
+    # the lead's findings survive a regeneration
+    report.write_text(text.replace(report_module.FINDINGS_PLACEHOLDER, "RAMEN measured X."))
+    study.write_report(runs, report)
+    assert "RAMEN measured X." in report.read_text() and report_module.FINDINGS_PLACEHOLDER not in report.read_text()
+
+
+def test_rerun_skips_finished_runs_without_training(quick_runs, monkeypatch):
+    runs, results, _, _ = quick_runs
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "train", no_training)
+    again = study.run_study(QUICK, runs, progress=False)
+    assert again == results
+
+
+def test_killed_run_resumes_to_the_same_result(quick_runs, tmp_path, monkeypatch):
+    runs, results, _, _ = quick_runs
+    plain = next(r for r in results if r["arm"] == "plain")
+    one = study.Study.quick(arms=("plain",), oak=False)
+    calls = {"n": 0}
+    real_step = train_module.train_step
+
+    def killed_at_step_5(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # as Ctrl-C or a kill between checkpoints would
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", killed_at_step_5)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study(one, tmp_path, progress=False)
+    run = study.run_dir(tmp_path, "synthetic-tiny", "plain", 0)
+    assert (run / "checkpoint.pt").exists() and not (run / "result.json").exists()
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    (resumed,) = study.run_study(one, tmp_path, progress=False)
+    assert resumed["resumed"] and resumed["steps"] == plain["steps"]
+    assert resumed["metrics"] == pytest.approx(plain["metrics"], abs=1e-6)
+
+    # a finished checkpoint without result.json (killed while evaluating) resumes too
+    (run / "result.json").unlink()
+    (again,) = study.run_study(one, tmp_path, progress=False)
+    assert again["resumed"] and again["metrics"] == pytest.approx(plain["metrics"], abs=1e-6)
+
+
+def test_a_run_directory_with_other_settings_is_an_error(quick_runs, tmp_path):
+    runs, _, _, _ = quick_runs
+    src = study.run_dir(runs, "synthetic-tiny", "ramen", 0)
+    dst = study.run_dir(tmp_path, "synthetic-tiny", "ramen", 0)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint.pt", "model", "cache"))
+    claim = json.loads((dst / "run.json").read_text())
+    claim["config"]["lr"] = 0.5
+    (dst / "run.json").write_text(json.dumps(claim))
+    with pytest.raises(ValueError, match=r"other settings \(differing: config, config\.lr\)"):
+        study.run_study(study.Study.quick(arms=("ramen",), oak=False), tmp_path, progress=False)
+
+
+def test_missing_wikispeedia_is_skipped(tmp_path):
+    out = study.run_study(study.Study(datasets=("wikispeedia",)), tmp_path / "runs",
+                          wikispeedia_dir=tmp_path / "absent", progress=False)
+    assert out == [] and not (tmp_path / "runs").exists()
+
+
+def test_bad_study_settings_are_errors(tmp_path):
+    with pytest.raises(ValueError, match="arms: unknown"):
+        study.run_study(study.Study(arms=("ramen", "nope")), tmp_path)
+    with pytest.raises(ValueError, match="datasets: unknown"):
+        study.run_study(study.Study(datasets=("nope",)), tmp_path)
+    with pytest.raises(ValueError, match="held_out"):
+        study.run_study(study.Study(held_out=1.0), tmp_path)
+    with pytest.raises(ValueError, match="no result.json"):
+        study.write_report(tmp_path, tmp_path / "r.md")
+
+
+def test_hold_out_removes_training_queries_everywhere_and_filters_self_labels():
+    ds = synthetic("tiny", seed=0)
+    n = ds.num_train
+    ds.label_texts[7] = ds.train_texts[3]  # an article that is also a label, as in Wikispeedia
+    ds.test_filter = np.array([[0, 1]])
+    train, held = study.hold_out(ds, 0.1, seed=0)
+    assert len(held.rows) == 30 and train.num_train == n - 30
+    kept = np.setdiff1d(np.arange(n), held.rows)
+    assert train.train_texts == [ds.train_texts[i] for i in kept]
+    assert (train.train_Y != ds.train_Y[kept]).nnz == 0 and (held.Y != ds.train_Y[held.rows]).nnz == 0
+    for name, a in ds.anchor_sets.items():
+        assert (train.anchor_sets[name].train_X_A != a.train_X_A[kept]).nnz == 0
+        assert (held.links[name] != a.train_X_A[held.rows]).nnz == 0
+        assert train.anchor_sets[name].label_A.nnz == a.label_A.nnz
+    assert train.test_texts == ds.test_texts and train.label_texts == ds.label_texts
+    if 3 in held.rows:
+        assert [int(np.flatnonzero(held.rows == 3)[0]), 7] in held.filter.tolist()
+    same, _ = study.hold_out(ds, 0.1, seed=0)
+    assert same.train_texts == train.train_texts  # seeded
+    none, empty = study.hold_out(ds, 0.0)
+    assert none.num_train == n and len(empty.texts) == 0
+
+
+def test_mix_matches_a_plain_loop():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((6, 8)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    anchors = rng.standard_normal((10, 8)).astype(np.float32)
+    ids = rng.integers(0, 10, (6, 4))
+    ids[1] = -1  # no anchors: stays q
+    ids[2, 2:] = -1  # padding adds nothing
+    w = rng.uniform(-0.5, 1.0, (6, 4)).astype(np.float32)
+    w[3] = -1.0  # only negative cosines: stays q
+    got = peer.mix(q, anchors, ids, w, 0.7)
+    for i in range(6):
+        num, den = np.zeros(8), 0.0
+        for j in range(4):
+            if ids[i, j] >= 0 and w[i, j] > 0:
+                num += w[i, j] * anchors[ids[i, j]]
+                den += w[i, j]
+        v = q[i] + 0.7 * (num / den if den > 0 else 0)
+        np.testing.assert_allclose(got[i], v / np.linalg.norm(v), atol=1e-6)
+    np.testing.assert_allclose(got[1], q[1], atol=1e-6)
+    np.testing.assert_allclose(peer.mix(q, anchors, ids, w, 0.0), q, atol=1e-6)
+    links = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 0, 2], [4, 9, 1])), shape=(3, 10))
+    mixed = peer.enrich_with_links(q[:3], anchors, links, 1.0)
+    v = q[0] + (anchors[4] + anchors[9]) / 2
+    np.testing.assert_allclose(mixed[0], v / np.linalg.norm(v), atol=1e-6)
+    np.testing.assert_allclose(mixed[1], q[1], atol=1e-6)  # no links
+
+
+def test_suite_rows_compare_arms_with_plain_and_oak(quick_runs):
+    runs, _, _, _ = quick_runs
+    results, oaks = study.load_results(runs)
+    rows = suite.rows_from(study, results, oaks, {"quick": True})
+    plain = next(r for r in results if r["arm"] == "plain")["metrics"]
+    p1 = [r for r in rows if r.metric == "P@1"]
+    assert {r.case for r in p1} == {f"synthetic-tiny/{a}" for a in study.ARMS if a != "plain"}
+    assert all(r.peer == pytest.approx(100 * plain["P@1"]) and r.peer_name == "plain" for r in p1)
+    lat = [r for r in rows if r.unit == "ms"]
+    assert len(lat) == 2 and all(r.better == "lower" and r.ours > 0 and r.peer > 0 for r in lat)
+
+
+def test_estimate_times_steps_as_the_arm_trains():
+    rows = study.estimate(study.Study.quick(arms=("plain", "ramen")), steps=1)
+    plain, ramen = rows
+    assert plain["steps_per_run"] == ramen["steps_per_run"] == study.QUICK_BUDGET["epochs"] * (270 // 32)
+    assert plain["step_s"] > 0 and ramen["step_s"] > 0
+    assert ramen["texts_per_step"] > plain["texts_per_step"]  # anchors of two sets besides queries and labels
