@@ -46,8 +46,8 @@ import numpy as np
 import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parents[1]
-if __name__ == "__main__" and str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `python benchmarks/accuracy.py` uses the checkout's ramen
+if __name__ == "__main__" and any((ROOT / "src" / "ramen").glob("_C*.so")):
+    sys.path.insert(0, str(ROOT / "src"))  # built in place (tools/build-inplace): use the checkout's ramen
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ramen import metrics  # noqa: E402
@@ -89,7 +89,7 @@ OAK_ALPHA = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # weight of the anchors' mean (0: t
 BUDGET: dict[str, Any] = dict(
     encoder="all-MiniLM-L6-v2", pooling="mean", max_length=32, label_tower=False,
     epochs=10, batch_size=128, lr=5e-5, weight_decay=0.01, warmup=0.05, grad_clip=1.0,
-    margin=0.3, num_negatives=10, softmax_temperature=None, positives_all=False,
+    margin=0.3, num_negatives=10, reg_num_negatives=10, softmax_temperature=None, positives_all=False,
     lambda_x=1.0, lambda_z=1.0, densify=True, walk_length=400, restart_prob=0.8, densify_top_k=10,
     prune_threshold=0.0, warmup_epochs=5, prune_every=5, aug_gt_top_k=10,
     cluster_batching=False, anchor_bank=False, eval_every=0,
@@ -622,7 +622,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in graphs}
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
-    lambdas = {n: cfg.lambdas_for(n) for n in graphs}
+    weights = cfg.component_weights(list(graphs))
     module = BatchEncoder(encoder)
     # a few distinct batches, each stepped once untimed first: a long run sees its shapes again
     batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(warm, sampler.steps_per_epoch()))]
@@ -630,7 +630,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     for i in range(len(batches) + steps):
         b = batches[i % len(batches)]
         t0 = time.perf_counter()
-        train_step(module, encoder, optimizer, scheduler, b, d, cfg, lambdas, None)
+        train_step(module, encoder, optimizer, scheduler, b, d, cfg, weights, None)
         if d.device.type == "cuda":
             torch.cuda.synchronize()
         if i >= len(batches):

@@ -20,17 +20,19 @@ SUITES: dict[str, str] = {
     "graph": "ramen.bench.graph",
     "accuracy": "ramen.bench.accuracy",
 }
+# what runs without --suite: the throughput suites (the accuracy study takes hours unless --quick)
+DEFAULT_SUITES = [name for name in SUITES if name != "accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ramen.bench", description=__doc__)
     parser.add_argument("--suite", action="append", choices=sorted(SUITES) or None,
-                        help="suite to run (repeatable; default: all)")
+                        help="suite to run (repeatable; default: every suite but accuracy, which --quick adds)")
     parser.add_argument("--quick", action="store_true", help="small sizes: every suite in about 2 minutes")
     parser.add_argument("--json", type=Path, help="also write the machine and rows to this JSON file")
     args = parser.parse_args(argv)
 
-    suites = args.suite or sorted(SUITES)
+    suites = args.suite or (sorted(SUITES) if args.quick else DEFAULT_SUITES)
     machine = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     rows: list[Row] = []
