@@ -28,7 +28,7 @@ def quick_runs(tmp_path_factory):
 
 def test_quick_study_writes_one_sane_result_per_arm(quick_runs):
     runs, results, _, _ = quick_runs
-    assert [r["arm"] for r in results] == list(study.ARMS)
+    assert [r["arm"] for r in results] == list(study.PAPER_ARMS)
     for r in results:
         run = study.run_dir(runs, "synthetic-tiny", r["arm"], 0)
         assert json.loads((run / "result.json").read_text()) == r
@@ -81,7 +81,7 @@ def test_report_has_tables_plots_and_keeps_the_findings(quick_runs):
     runs, _, report, plots = quick_runs
     text = report.read_text()
     assert "| arm | seeds | P@1 | P@3 | P@5 | nDCG@5 | PSP@1 | PSP@5 |" in text
-    for arm in study.ARMS:
+    for arm in study.PAPER_ARMS:
         assert f"| {arm} | 1 |" in text
     assert "Graph at inference" in text and "OAK-style: retrieved anchors" in text
     assert "1 (head)" in text and "10 (tail)" in text
@@ -224,7 +224,7 @@ def test_suite_rows_compare_arms_with_plain_and_oak(quick_runs):
     rows = suite.rows_from(study, results, oaks, {"quick": True})
     plain = next(r for r in results if r["arm"] == "plain")["metrics"]
     p1 = [r for r in rows if r.metric == "P@1"]
-    assert {r.case for r in p1} == {f"synthetic-tiny/{a}" for a in study.ARMS if a != "plain"}
+    assert {r.case for r in p1} == {f"synthetic-tiny/{a}" for a in study.PAPER_ARMS if a != "plain"}
     assert all(r.peer == pytest.approx(100 * plain["P@1"]) and r.peer_name == "plain" for r in p1)
     lat = [r for r in rows if r.unit == "ms"]
     assert len(lat) == 2 and all(r.better == "lower" and r.ours > 0 and r.peer > 0 for r in lat)
