@@ -633,7 +633,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
 
     d = distributed.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
-    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.seed).to(d.device)
+    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length, seed=cfg.seed).to(d.device).train()
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     graphs = build_graphs(dataset, cfg, None, RunLog(None, echo=False))
     sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed)

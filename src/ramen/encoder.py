@@ -139,6 +139,7 @@ class Encoder(torch.nn.Module):
         self.max_length = int(max_length)
         self.dim = int(self.backbone.config.hidden_size if hasattr(self.backbone.config, "hidden_size")
                        else self.backbone.config.dim)
+        self.eval()  # like a loaded Hugging Face model: dropout only once training calls .train()
 
     @property
     def device(self) -> torch.device:

@@ -363,7 +363,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             for m in encoder.modules():
                 if hasattr(m, name) and isinstance(getattr(m, name), float):
                     setattr(m, name, cfg.dropout)
-    encoder.to(d.device)
+    encoder.to(d.device).train()
 
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:

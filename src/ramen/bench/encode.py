@@ -29,6 +29,7 @@ def titles(n: int, seed: int = 0) -> list[str]:
 def plain_hf_encode(model, tokenizer, texts: list[str], batch_size: int, max_length: int) -> np.ndarray:
     """The straightforward loop: fixed padding, input order, mean pooling, normalise."""
     out = []
+    model.eval()
     with torch.no_grad():
         for s in range(0, len(texts), batch_size):
             enc = tokenizer(texts[s:s + batch_size], padding="max_length", truncation=True,

@@ -27,7 +27,7 @@ def _setup(dataset, cfg, device: torch.device):
     from ramen.train import BatchEncoder, lr_lambda, used_anchor_sets
 
     torch.manual_seed(cfg.seed)
-    encoder = Encoder(cfg.encoder, max_length=cfg.max_length).to(device)
+    encoder = Encoder(cfg.encoder, max_length=cfg.max_length).to(device).train()
     names = used_anchor_sets(dataset, cfg)
     graphs = {n: Graphs(dataset.anchor_sets[n].train_X_A, dataset.anchor_sets[n].label_A) for n in names}
     sampler = BatchSampler(dataset.train_Y, graphs, cfg.batch_size, seed=cfg.seed)
