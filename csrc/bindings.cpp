@@ -426,17 +426,9 @@ void triplet_mine_cuda_binding(int dtype, std::uintptr_t scores, int64_t rows, i
 #endif
 // ---- helpers: io ----
 // Hands a vector's buffer to numpy without copying; the array owns it.
-template <typename T>
-py::array_t<T> vector_to_numpy(std::vector<T>&& v) {
-    auto* owned = new std::vector<T>(std::move(v));
-    py::capsule owner(owned, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-    return py::array_t<T>({static_cast<py::ssize_t>(owned->size())}, {static_cast<py::ssize_t>(sizeof(T))},
-                          owned->data(), owner);
-}
-
 py::tuple sparse_to_python(ramen::io::SparseMatrix&& m) {
-    return py::make_tuple(m.rows, m.cols, vector_to_numpy(std::move(m.indptr)),
-                          vector_to_numpy(std::move(m.indices)), vector_to_numpy(std::move(m.data)));
+    return py::make_tuple(m.rows, m.cols, owned_array(std::move(m.indptr)),
+                          owned_array(std::move(m.indices)), owned_array(std::move(m.data)));
 }
 
 }  // namespace
