@@ -159,7 +159,7 @@ def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
 
 
 def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg: TrainConfig,
-                 log: RunLog, epoch: int, global_step: int) -> dict[str, Graphs]:
+                 log: RunLog, epoch: int, global_step: int, progress: bool = True) -> dict[str, Graphs]:
     """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now."""
     from ramen.graph import prune_edges
 
@@ -168,14 +168,15 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
     report: dict[str, Any] = {}
     q_emb = l_emb = None
     for name, g in raw.items():
-        anchors = encoder.encode(dataset.anchor_sets[name].texts, bs, desc=f"embed {name}")
+        anchors = encoder.encode(dataset.anchor_sets[name].texts, bs, desc=f"embed {name}", progress=progress)
         query = label = None
         if g.query is not None:
-            q_emb = encoder.encode(dataset.train_texts, bs, desc="embed queries") if q_emb is None else q_emb
+            q_emb = encoder.encode(dataset.train_texts, bs, desc="embed queries", progress=progress) if q_emb is None else q_emb
             query = prune_edges(g.query, q_emb, anchors, threshold=prune_threshold(g.query, q_emb, anchors, cfg))
             report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
         if g.label is not None:
-            l_emb = encoder.encode(dataset.label_texts, bs, tower="label", desc="embed labels") if l_emb is None else l_emb
+            l_emb = encoder.encode(dataset.label_texts, bs, tower="label", desc="embed labels",
+                                   progress=progress) if l_emb is None else l_emb
             label = prune_edges(g.label, l_emb, anchors, threshold=prune_threshold(g.label, l_emb, anchors, cfg))
             report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
         pruned[name] = Graphs(query, label)
@@ -444,18 +445,21 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         for epoch in range(state.epoch, cfg.epochs):
             if state.step == 0:  # start of an epoch: the graph and batching schedules
                 if graphs and prunes_at(epoch, cfg):
-                    graphs = prune_graphs(raw_graphs, encoder, dataset, cfg, log, epoch, state.global_step)
+                    graphs = prune_graphs(raw_graphs, encoder, dataset, cfg, log, epoch, state.global_step,
+                                          progress and d.main)
                     sampler.graphs = graphs
                 if cfg.cluster_batching and epoch % cfg.cluster_refresh == 0:
                     from ramen.clustering import cluster_batches
 
-                    q_emb = encoder.encode(tokens_q, cfg.encode_batch_size, desc="cluster queries")
+                    q_emb = encoder.encode(tokens_q, cfg.encode_batch_size, desc="cluster queries",
+                                           progress=progress)
                     pool = sampler.pool
                     sampler.set_batches(cluster_batches(q_emb[pool], pool, cluster_size_at(epoch, cfg),
                                                         cfg.batch_size, seed=cfg.seed + epoch))
                 if cfg.anchor_bank and graphs:
                     bank = {n: torch.from_numpy(encoder.encode(tokens_a[n], cfg.encode_batch_size,
-                                                               desc=f"anchor bank {n}")).to(d.device)
+                                                               desc=f"anchor bank {n}",
+                                                               progress=progress)).to(d.device)
                             for n in graphs}
             queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
             steps = range(state.step, sampler.steps_per_epoch())
