@@ -79,6 +79,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "identity": {"anchor_identity": "exclude"},
     "pull": {"regulariser": "pull"},
     "no-densify": {"densify": False},
+    # combinations
+    "allneg+identity": {"reg_num_negatives": None, "anchor_identity": "exclude"},
 }
 PAPER_ARMS = ("plain", "ramen", "no-prune", "no-query-graph", "no-label-graph", "auggt")  # issue 7
 ARM_TITLES = {
@@ -97,6 +99,7 @@ ARM_TITLES = {
     "identity": "RAMEN, anchors naming a true label never negatives",
     "pull": "RAMEN, pull-only regularisers",
     "no-densify": "RAMEN without densification",
+    "allneg+identity": "RAMEN, all anchor negatives, anchors naming a true label never negatives",
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
 OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)
