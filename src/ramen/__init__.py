@@ -27,6 +27,8 @@ _LAZY = {
     "format_table": "ramen.metrics",
     "synthetic": "ramen.synthetic",
     "TrainConfig": "ramen.config",
+    "recipe": "ramen.recipes",
+    "RECIPES": "ramen.recipes",
     "train": "ramen.train",
     "Model": "ramen.model",
     "Encoder": "ramen.encoder",

@@ -73,8 +73,14 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args: argparse.Namespace):
     from ramen.config import TrainConfig
+    from ramen.recipes import recipe_overrides
 
-    values: dict[str, Any] = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    values: dict[str, Any] = recipe_overrides(args.recipe) if args.recipe else {}
+    if args.config:
+        try:
+            values.update(TrainConfig.read_fields(args.config))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--config: {exc}") from None
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     for name in names - {"encoder"}:  # --encoder is a top-level option
         if hasattr(args, name):
@@ -194,6 +200,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ramen.recipes import RECIPE_HELP, RECIPES
+
     parser = argparse.ArgumentParser(prog="python -m ramen", description="RAMEN: graph-regularised dual encoders "
                                      "for extreme classification.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -218,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help=DATA_HELP + " (default: synthetic)")
     p.add_argument("--encoder", help="all-MiniLM-L6-v2 (default), distilbert-base-uncased, tiny, or a local path")
     p.add_argument("--out", required=True, help="run directory: log, checkpoints, model, curves")
+    p.add_argument("--recipe", choices=list(RECIPES), help="a named preset of settings (config file and flags "
+                   "override it): " + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     _add_config_flags(p)

@@ -150,16 +150,35 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "TrainConfig":
-        """Reads a .toml or .json file of TrainConfig fields."""
+        """Reads a .toml or .json file of TrainConfig fields (the others keep their defaults)."""
+        fields = cls.read_fields(path)
+        try:
+            return cls(**fields).validate()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+
+    @classmethod
+    def read_fields(cls, path: str | os.PathLike) -> dict[str, Any]:
+        """The fields a .toml or .json config file sets, as written (names checked, values not)."""
         path = Path(path)
         text = path.read_text()
         if path.suffix == ".json":
-            return cls.from_dict(json.loads(text))
-        try:
-            import tomllib
-        except ImportError as exc:  # Python 3.10
-            raise ValueError(f"{path}: TOML configs need Python >= 3.11; use a .json config") from exc
-        try:
-            return cls.from_dict(tomllib.loads(text))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
+            try:
+                fields = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+        else:
+            try:
+                import tomllib
+            except ImportError as exc:  # Python 3.10
+                raise ValueError(f"{path}: TOML configs need Python >= 3.11; use a .json config") from exc
+            try:
+                fields = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+        if not isinstance(fields, dict):
+            raise ValueError(f"{path}: expected a table of TrainConfig fields, got {type(fields).__name__}")
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{path}: unknown TrainConfig fields: {', '.join(unknown)}")
+        return fields

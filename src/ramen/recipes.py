@@ -1,0 +1,38 @@
+"""Named training recipes: TrainConfig overrides that a study measured (`--recipe NAME`).
+
+A recipe only names settings; every field it does not set keeps TrainConfig's default, and a
+config file or an explicit flag overrides it. Each entry says where its numbers are.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ramen.config import TrainConfig
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # The plain dual encoder: the baseline every graph recipe must beat.
+    "plain": {"graph": False},
+    # The paper's recipe as written: R_x and R_z with lambda 1 against the 10 hardest in-batch
+    # anchors, densified graphs, 5 warm-up epochs then pruning (cosine > 0) every 5 epochs. It lost
+    # to the plain encoder on Wikispeedia and collapsed on the synthetic benchmark
+    # (benchmarks/results/recipe.md, benchmarks/results/accuracy.md).
+    "paper": {"graph": True, "reg_num_negatives": 10, "lambda_x": 1.0, "lambda_z": 1.0, "densify": True,
+              "prune": True, "warmup_epochs": 5, "prune_every": 5, "prune_threshold": 0.0},
+}
+
+RECIPE_HELP: dict[str, str] = {
+    "plain": "the plain dual encoder (no graph)",
+    "paper": "the paper's recipe as written (10 hardest anchor negatives, lambda 1, prune after 5 epochs)",
+}
+
+
+def recipe(name: str, **overrides: Any) -> TrainConfig:
+    """The TrainConfig of recipe `name`, with `overrides` (TrainConfig fields) on top."""
+    return TrainConfig.from_dict({**recipe_overrides(name), **overrides})
+
+
+def recipe_overrides(name: str) -> dict[str, Any]:
+    """The settings recipe `name` names (a copy)."""
+    if name not in RECIPES:
+        raise ValueError(f"recipe: unknown {name!r}; known: {', '.join(RECIPES)}")
+    return dict(RECIPES[name])

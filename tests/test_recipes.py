@@ -1,0 +1,52 @@
+"""Named recipes (`--recipe`): what they set, and how a config file and flags override them."""
+import json
+from pathlib import Path
+
+import pytest
+
+from ramen import RECIPES, TrainConfig, recipe
+from ramen.__main__ import _config_from_args, build_parser
+
+
+def _cli_config(*argv: str) -> TrainConfig:
+    return _config_from_args(build_parser().parse_args(["train", "--out", "unused", *argv]))
+
+
+def test_every_recipe_is_a_valid_config_that_differs_from_the_defaults():
+    defaults = TrainConfig().to_dict()
+    for name, fields in RECIPES.items():
+        cfg = recipe(name).to_dict()
+        assert {k: cfg[k] for k in fields} == fields, name
+        assert all(cfg[k] == v for k, v in defaults.items() if k not in fields), name
+    assert not recipe("plain").graph
+    assert recipe("paper").reg_num_negatives == 10
+
+
+def test_recipe_overrides_and_unknown_names():
+    assert recipe("paper", epochs=3, reg_num_negatives=None).epochs == 3
+    assert recipe("paper", reg_num_negatives=None).reg_num_negatives is None
+    with pytest.raises(ValueError, match="recipe: unknown 'nope'"):
+        recipe("nope")
+    with pytest.raises(ValueError, match="margin"):
+        recipe("paper", margin=-1)
+
+
+def test_cli_precedence_recipe_then_config_file_then_flags(tmp_path: Path):
+    assert _cli_config("--recipe", "paper") == recipe("paper")
+    # a config file overrides only what it sets, even where it sets a default value
+    (tmp_path / "c.json").write_text(json.dumps({"reg_num_negatives": None, "epochs": 4}))
+    cfg = _cli_config("--recipe", "paper", "--config", str(tmp_path / "c.json"))
+    assert cfg.reg_num_negatives is None and cfg.epochs == 4 and cfg.warmup_epochs == 5
+    cfg = _cli_config("--recipe", "paper", "--config", str(tmp_path / "c.json"), "--epochs", "2")
+    assert cfg.epochs == 2 and cfg.reg_num_negatives is None
+    with pytest.raises(SystemExit):  # argparse names the choices
+        _cli_config("--recipe", "nope")
+    (tmp_path / "bad.json").write_text('{"bogus": 1}')
+    with pytest.raises(SystemExit, match="bad.json: unknown TrainConfig fields: bogus"):
+        _cli_config("--config", str(tmp_path / "bad.json"))
+
+
+def test_readme_documents_every_recipe():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name in RECIPES:
+        assert f"--recipe {name}" in readme, name
