@@ -726,9 +726,13 @@ def load_results(runs: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
     return _report().load_results(runs, tuple(ARMS))
 
 
-def write_report(runs: str | os.PathLike, out: str | os.PathLike) -> tuple[Path, list[Path]]:
-    """The Markdown report `out` and its PNG plots beside it, from the result files under `runs`."""
-    return _report().write_report(runs, out, arm_order=tuple(ARMS), arm_titles=ARM_TITLES)
+def write_report(runs: str | os.PathLike, out: str | os.PathLike, *, arms: Iterable[str] | None = None,
+                 title: str | None = None) -> tuple[Path, list[Path]]:
+    """The Markdown report `out` and its PNG plots beside it, from the result files under `runs`
+    (only `arms`, in that order, where given)."""
+    report = _report()
+    return report.write_report(runs, out, arm_order=tuple(ARMS), arm_titles=ARM_TITLES,
+                               arms=tuple(arms) if arms else None, title=title or report.DEFAULT_TITLE)
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
@@ -787,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
     rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
+    rep.add_argument("--arms", nargs="+", choices=list(ARMS), help="only these arms, in this order (default: all)")
+    rep.add_argument("--title", help="the report's heading")
     args = parser.parse_args(argv)
 
     if args.command in ("run", "estimate"):
@@ -815,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
             path, plots = write_report(runs, args.report)
             print(f"wrote {path} and {len(plots)} plots")
         return 0
-    path, plots = write_report(args.runs, args.out)
+    path, plots = write_report(args.runs, args.out, arms=args.arms, title=args.title)
     print(f"wrote {path} and {len(plots)} plots: {', '.join(p.name for p in plots)}")
     return 0
 
