@@ -79,6 +79,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "identity": {"anchor_identity": "exclude"},
     "pull": {"regulariser": "pull"},
     "no-densify": {"densify": False},
+    "category-only": {"anchor_sets": ["category"]},  # one anchor set at a time (both datasets name
+    "hyperlink-only": {"anchor_sets": ["hyperlink"]},  # theirs hyperlink and category)
     # combinations
     "allneg+identity": {"reg_num_negatives": None, "anchor_identity": "exclude"},
 }
@@ -99,6 +101,8 @@ ARM_TITLES = {
     "identity": "RAMEN, anchors naming a true label never negatives",
     "pull": "RAMEN, pull-only regularisers",
     "no-densify": "RAMEN without densification",
+    "category-only": "RAMEN with the category anchor set alone",
+    "hyperlink-only": "RAMEN with the hyperlink anchor set alone",
     "allneg+identity": "RAMEN, all anchor negatives, anchors naming a true label never negatives",
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on

@@ -98,6 +98,17 @@ def test_report_has_tables_plots_and_keeps_the_findings(quick_runs):
     assert "RAMEN measured X." in report.read_text() and report_module.FINDINGS_PLACEHOLDER not in report.read_text()
 
 
+def test_report_of_chosen_arms_in_their_order(quick_runs, tmp_path):
+    runs, _, _, _ = quick_runs
+    out, _ = study.write_report(runs, tmp_path / "graph_levers.md", arms=["ramen", "plain"], title="Levers")
+    text = out.read_text()
+    assert text.startswith("# Levers\n") and "--arms ramen plain" in text
+    assert text.index("| ramen | 1 |") < text.index("| plain | 1 |") and "| auggt | 1 |" not in text
+    with pytest.raises(ValueError, match="for arms pull"):
+        study.write_report(runs, tmp_path / "none.md", arms=["pull"])
+    assert all(arm in study.ARM_TITLES for arm in study.ARMS)
+
+
 def test_rerun_skips_finished_runs_without_training(quick_runs, monkeypatch):
     runs, results, _, _ = quick_runs
 
