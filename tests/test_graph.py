@@ -613,6 +613,27 @@ def test_prune_matches_numpy(dtype, dim: int) -> None:
     assert np.array_equal(np.diff(out.indptr), np.bincount(edge_rows[ours], minlength=600))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_prune_over_many_blocks_and_column_buckets(threads: int) -> None:
+    """Edges visited block by block in column-bucket order: every edge still gets its own verdict."""
+    rng = np.random.default_rng(7)
+    n_rows, n_cols, dim = 3000, 20_000, 128  # f16 rows of 256 bytes: 1,024 columns per bucket, 20 buckets
+    rows = np.r_[np.sort(rng.integers(0, n_rows - 500, 150_000)), np.full(40_000, n_rows - 1)]  # a huge last row
+    cols = np.r_[rng.integers(0, n_cols, 150_000), rng.integers(0, n_cols, 40_000)]
+    E = csr_from_edges(rows, cols, (n_rows, n_cols))
+    E.data = np.arange(1, E.nnz + 1, dtype=np.float32)
+    R, C = unit_rows(n_rows, dim, 3, np.float16), unit_rows(n_cols, dim, 4, np.float16)
+    out = graph.prune_edges(E, R, C, 0.02, num_threads=threads)
+    edge_rows = np.repeat(np.arange(n_rows), np.diff(E.indptr))
+    score = (R[edge_rows].astype(np.float64) * C[E.indices].astype(np.float64)).sum(axis=1)
+    clear = np.abs(score - 0.02) > 4 * dim * 6e-8
+    ours = np.zeros(E.nnz, bool)
+    ours[out.data.astype(np.int64) - 1] = True
+    assert np.array_equal(ours[clear], (score > 0.02)[clear])
+    reference = graph.prune_edges(E, R, C, 0.02, num_threads=1)
+    assert all(np.array_equal(getattr(out, a), getattr(reference, a)) for a in ("indptr", "indices", "data"))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_prune_threshold_is_strict(dtype) -> None:
     # small integers: dot products are exact, some equal to the threshold

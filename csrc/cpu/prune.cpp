@@ -1,8 +1,13 @@
 // Edge pruning by the dot product of endpoint embeddings (float32 or IEEE half), see graph.h.
 //
-// Edges are split into fixed chunks over the threads; each edge reads its column's embedding at
-// random, so the rows of the next few edges are prefetched while the current dot product runs.
-// AVX-512 (with F16C conversion) when the build targets it, a portable loop otherwise.
+// Each edge reads its column's embedding at random: with millions of columns that is a cache and
+// TLB miss per edge, and the kernel is bound by memory latency, not bandwidth. So edges are taken
+// in blocks over the threads, and inside a block visited in order of column bucket (a counting
+// sort on column >> shift, buckets of about kBucketBytes of column rows): a bucket's rows are
+// reused from L2 and its pages stay mapped, while the rows of the next few edges are prefetched.
+// Each edge's dot product is the same whatever the order, so the output does not depend on the
+// block size or the thread count. AVX-512 (with F16C conversion) when the build targets it, a
+// portable loop otherwise.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -17,8 +22,11 @@
 namespace ramen {
 namespace {
 
-constexpr int kPrefetchEdges = 8;       // how many edges ahead the column rows are fetched
-constexpr int64_t kEdgesPerChunk = 1 << 14;
+constexpr int kPrefetchEdges = 8;                  // how many edges ahead the embedding rows are fetched
+constexpr int64_t kMaxEdgesPerBlock = int64_t{1} << 18;  // edges reordered together (12 bytes of scratch each)
+constexpr int64_t kMinEdgesPerBlock = int64_t{1} << 14;
+constexpr int64_t kBucketBytes = int64_t{1} << 18;     // column rows per bucket: about this many bytes (in L2)
+constexpr int64_t kMaxBuckets = int64_t{1} << 16;
 
 // IEEE binary16 -> binary32, exact (subnormals, infinities and NaN included).
 inline float half_to_float(uint16_t h) {
@@ -114,26 +122,65 @@ float dot<uint16_t>(const uint16_t* a, const uint16_t* b, int64_t dim) {
 #endif
 }
 
+// log2 of the columns per bucket: about kBucketBytes of column rows, at most kMaxBuckets buckets.
+int bucket_shift(int64_t cols, int64_t row_bytes) {
+    int shift = 0;
+    while ((int64_t{2} << shift) * row_bytes <= kBucketBytes) ++shift;
+    while (((cols - 1) >> shift) + 1 > kMaxBuckets) ++shift;
+    return shift;
+}
+
+// Edges per block: a few blocks per thread for balance, few enough edges to keep the scratch small.
+int64_t edges_per_block(int64_t nnz, int num_threads) {
+    const int64_t per_thread = (nnz + 4 * int64_t{num_threads} - 1) / (4 * int64_t{num_threads});
+    return std::clamp(per_thread, kMinEdgesPerBlock, kMaxEdgesPerBlock);
+}
+
+// The edges [e0, e1) as offsets from e0 in order of column bucket (stable: rows ascend in a
+// bucket), and the row of each edge.
+template <typename I>
+void order_by_bucket(const CsrView<I>& E, int64_t e0, int64_t e1, int shift, std::vector<int32_t>& order,
+                     std::vector<int64_t>& row_of) {
+    const int64_t n = e1 - e0;
+    int64_t r = std::upper_bound(E.indptr, E.indptr + E.rows + 1, static_cast<I>(e0)) - E.indptr - 1;
+    int64_t row_end = E.indptr[r + 1];
+    std::vector<int64_t> start(static_cast<size_t>(((E.cols - 1) >> shift) + 2), 0);
+    for (int64_t e = e0; e < e1; ++e) {
+        while (e >= row_end) row_end = E.indptr[++r + 1];
+        row_of[e - e0] = r;
+        ++start[(static_cast<int64_t>(E.indices[e]) >> shift) + 1];
+    }
+    for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+    for (int64_t i = 0; i < n; ++i) order[start[static_cast<int64_t>(E.indices[e0 + i]) >> shift]++] = static_cast<int32_t>(i);
+}
+
 template <typename I, typename T>
 void prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
                 int num_threads, uint8_t* keep, int64_t* row_kept) {
     const int64_t nnz = E.indptr[E.rows];
     const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(T));
-    parallel_for(nnz, kEdgesPerChunk, num_threads, [&](int64_t e0, int64_t e1) {
-        // The row of edge e0: the last row whose first edge is at or before e0.
-        int64_t r = std::upper_bound(E.indptr, E.indptr + E.rows + 1, static_cast<I>(e0)) - E.indptr - 1;
-        int64_t row_end = E.indptr[r + 1];
-        const int64_t ahead = std::min<int64_t>(e1, e0 + kPrefetchEdges);
-        for (int64_t e = e0; e < ahead; ++e) prefetch_row(col_emb + static_cast<int64_t>(E.indices[e]) * dim, row_bytes);
-        for (int64_t e = e0; e < e1; ++e) {
-            while (e >= row_end) row_end = E.indptr[++r + 1];
-            if (e + kPrefetchEdges < e1)
-                prefetch_row(col_emb + static_cast<int64_t>(E.indices[e + kPrefetchEdges]) * dim, row_bytes);
-            const float s = dot<T>(row_emb + r * dim, col_emb + static_cast<int64_t>(E.indices[e]) * dim, dim);
-            keep[e] = s > threshold ? 1 : 0;
+    const int threads = resolve_threads(num_threads);
+    const int shift = bucket_shift(std::max<int64_t>(E.cols, 1), std::max<int64_t>(row_bytes, 1));
+    parallel_for(nnz, edges_per_block(nnz, threads), threads, [&](int64_t e0, int64_t e1) {
+        const int64_t n = e1 - e0;
+        std::vector<int32_t> order(static_cast<size_t>(n));
+        std::vector<int64_t> row_of(static_cast<size_t>(n));
+        order_by_bucket(E, e0, e1, shift, order, row_of);
+        auto col_row = [&](int64_t i) { return col_emb + static_cast<int64_t>(E.indices[e0 + order[i]]) * dim; };
+        auto row_row = [&](int64_t i) { return row_emb + row_of[order[i]] * dim; };
+        for (int64_t i = 0; i < std::min<int64_t>(n, kPrefetchEdges); ++i) {
+            prefetch_row(col_row(i), row_bytes);
+            prefetch_row(row_row(i), row_bytes);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+            if (i + kPrefetchEdges < n) {
+                prefetch_row(col_row(i + kPrefetchEdges), row_bytes);
+                prefetch_row(row_row(i + kPrefetchEdges), row_bytes);
+            }
+            keep[e0 + order[i]] = dot<T>(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
         }
     });
-    parallel_for(E.rows, 1 << 16, num_threads, [&](int64_t r0, int64_t r1) {
+    parallel_for(E.rows, 1 << 16, threads, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             int64_t kept = 0;
             for (int64_t e = E.indptr[r]; e < E.indptr[r + 1]; ++e) kept += keep[e];
