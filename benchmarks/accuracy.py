@@ -85,6 +85,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "no-densify": {"densify": False},
     "category-only": {"anchor_sets": ["category"]},  # one anchor set at a time (both datasets name
     "hyperlink-only": {"anchor_sets": ["hyperlink"]},  # theirs hyperlink and category)
+    "hyperlink-rx-off": {"lambdas": {"hyperlink": [0.0, 1.0]}},  # no R_x for hyperlink; R_z and category kept
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -98,6 +99,7 @@ LEVER_TITLES = {
     "no-densify": "without densification",
     "category-only": "the category anchor set alone",
     "hyperlink-only": "the hyperlink anchor set alone",
+    "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
 }
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
@@ -377,10 +379,8 @@ def _say(text: str) -> None:
 
 def train_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, *,
               progress: bool = True) -> tuple[str, dict[str, Any]]:
-    """Trains and evaluates one (dataset, arm, seed), or reads its result: (status, result)."""
-    from ramen.bench.common import machine_info
-    from ramen.train import train
-
+    """Trains and evaluates one (dataset, arm, seed), or reads its result: (status, result). Status
+    "busy" (and an empty result): another process is training that run now."""
     run = run_dir(runs, data.name, arm, seed)
     cfg = arm_config(spec.budget, arm, seed)
     identity = {"dataset": data.name, "arm": arm, "seed": seed, "overrides": ARMS[arm],
@@ -389,6 +389,39 @@ def train_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path
     result_path = run / "result.json"
     if result_path.exists():
         return "skipped", json.loads(result_path.read_text())
+    with _run_lock(run) as mine:
+        if not mine:
+            return "busy", {}
+        if result_path.exists():  # another process finished it between the check above and the lock
+            return "skipped", json.loads(result_path.read_text())
+        return _train_and_evaluate(data, cfg, identity, run, progress)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path) -> Iterator[bool]:
+    """An exclusive lock on a run directory for as long as one process trains it: yields False
+    where another process holds it, so several study processes share the runs instead of training
+    the same one twice. The operating system drops the lock when its process dies."""
+    import fcntl
+
+    with open(run / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _train_and_evaluate(data: Prepared, cfg: TrainConfig, identity: dict[str, Any], run: Path,
+                        progress: bool) -> tuple[str, dict[str, Any]]:
+    from ramen.bench.common import machine_info
+    from ramen.train import train
+
+    result_path = run / "result.json"
     resume = (run / "checkpoint.pt").exists()
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -621,6 +654,9 @@ def _run_datasets(study: Study, runs: Path, specs: dict[str, DatasetSpec], progr
                 where = f"{name}/{arm}/seed{seed}"
                 _say(f"[accuracy] ({done}/{total}) {where}: training")
                 status, result = train_run(data, spec, arm, seed, runs, progress=progress)
+                if status == "busy":
+                    _say(f"[accuracy] {where}: another process is training it: skipped")
+                    continue
                 m = result["metrics"]
                 _say(f"[accuracy] {where}: {status}; P@1 {100 * m['P@1']:.2f}, PSP@1 {100 * m['PSP@1']:.2f}")
                 out.append(result)

@@ -149,6 +149,20 @@ def test_killed_run_resumes_to_the_same_result(quick_runs, tmp_path, monkeypatch
     assert again["resumed"] and again["metrics"] == pytest.approx(plain["metrics"], abs=1e-6)
 
 
+def test_a_run_another_process_is_training_is_skipped(tmp_path, monkeypatch):
+    import fcntl
+
+    spec = study.Study.quick().specs()["synthetic-tiny"]
+    data = study.prepare(spec, study.HELD_OUT)
+    run = study.run_dir(tmp_path, "synthetic-tiny", "plain", 0)
+    run.mkdir(parents=True)
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained a run another process holds"))
+    with open(run / ".lock", "a") as held:  # what a second study process holds while it trains the run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert study.train_run(data, spec, "plain", 0, tmp_path, progress=False) == ("busy", {})
+    assert not (run / "result.json").exists()
+
+
 def test_a_run_directory_with_other_settings_is_an_error(quick_runs, tmp_path):
     runs, _, _, _ = quick_runs
     src = study.run_dir(runs, "synthetic-tiny", "ramen", 0)
