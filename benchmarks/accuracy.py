@@ -430,7 +430,9 @@ def _train_and_evaluate(data: Prepared, cfg: TrainConfig, identity: dict[str, An
     t0 = time.perf_counter()
     m = model.evaluate(data.train, k=K, exact=True, deciles=True, batch_size=cfg.encode_batch_size, progress=False)
     eval_s = time.perf_counter() - t0
-    steps = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if r.get("event") == "step"]
+    logged = map(json.loads, (run / "log.jsonl").read_text().splitlines())
+    # a resumed run logs again the steps after its last checkpoint: the last entry of a step is the kept one
+    steps = list({r["global_step"]: r for r in logged if r.get("event") == "step"}.values())
     step_s = np.array([cfg.batch_size / r["qps"] for r in steps if r.get("qps")])
     result = {
         "kind": "ramen-accuracy-run", "format": 1, **identity, "source": data.source,
