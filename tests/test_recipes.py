@@ -22,6 +22,17 @@ def test_every_recipe_is_a_valid_config_that_differs_from_the_defaults():
     assert recipe("paper").reg_num_negatives == 10
 
 
+def test_recipes_are_the_accuracy_study_arms_they_cite():
+    from ramen.bench.accuracy import load_study
+
+    study = load_study()
+    for name, arm in (("paper", "ramen"), ("light-graph", "allneg+lambda-0.1")):
+        measured = study.arm_config(study.BUDGET, arm, seed=0).to_dict()
+        ours = recipe(name).to_dict()
+        differ = {k for k in ours if ours[k] != measured[k]}
+        assert differ <= {"eval_every"}, (name, {k: (ours[k], measured[k]) for k in differ})
+
+
 def test_recipe_overrides_and_unknown_names():
     assert recipe("paper", epochs=3, reg_num_negatives=None).epochs == 3
     assert recipe("paper", reg_num_negatives=None).reg_num_negatives is None
