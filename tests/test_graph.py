@@ -589,6 +589,21 @@ def unit_rows(n: int, dim: int, seed: int, dtype) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(dtype)
 
 
+def assert_kept_as_numpy(out: sp.csr_matrix, E: sp.csr_matrix, R: np.ndarray, C: np.ndarray,
+                         threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Checks the edges `prune_edges` kept (E.data numbers the edges 1..nnz) against float64 numpy;
+    returns each edge's row and whether it was kept."""
+    edge_rows = np.repeat(np.arange(E.shape[0]), np.diff(E.indptr))
+    score = (R[edge_rows].astype(np.float64) * C[E.indices].astype(np.float64)).sum(axis=1)
+    # float32 accumulation: only edges within its rounding error of the threshold may differ
+    clear = np.abs(score - threshold) > 4 * R.shape[1] * 6e-8
+    assert clear.mean() > 0.99
+    ours = np.zeros(E.nnz, bool)
+    ours[out.data.astype(np.int64) - 1] = True
+    assert np.array_equal(ours[clear], (score > threshold)[clear])
+    return edge_rows, ours
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("dim", [1, 7, 16, 100, 384])
 def test_prune_matches_numpy(dtype, dim: int) -> None:
@@ -600,14 +615,7 @@ def test_prune_matches_numpy(dtype, dim: int) -> None:
     R, C = unit_rows(600, dim, 1, dtype), unit_rows(900, dim, 2, dtype)
     threshold = 0.05
     out = graph.prune_edges(E, R, C, threshold)
-    edge_rows = np.repeat(np.arange(600), np.diff(E.indptr))
-    score = (R[edge_rows].astype(np.float64) * C[E.indices].astype(np.float64)).sum(axis=1)
-    # float32 accumulation: only edges within its rounding error of the threshold may differ
-    clear = np.abs(score - threshold) > 4 * dim * 6e-8
-    assert clear.mean() > 0.99
-    ours = np.zeros(E.nnz, bool)
-    ours[out.data.astype(np.int64) - 1] = True
-    assert np.array_equal(ours[clear], (score > threshold)[clear])
+    edge_rows, ours = assert_kept_as_numpy(out, E, R, C, threshold)
     assert out.shape == E.shape and out.dtype == E.dtype
     assert np.array_equal(out.indices, E.indices[ours])  # values and columns of the kept edges, in order
     assert np.array_equal(np.diff(out.indptr), np.bincount(edge_rows[ours], minlength=600))
@@ -624,12 +632,7 @@ def test_prune_over_many_blocks_and_column_buckets(threads: int) -> None:
     E.data = np.arange(1, E.nnz + 1, dtype=np.float32)
     R, C = unit_rows(n_rows, dim, 3, np.float16), unit_rows(n_cols, dim, 4, np.float16)
     out = graph.prune_edges(E, R, C, 0.02, num_threads=threads)
-    edge_rows = np.repeat(np.arange(n_rows), np.diff(E.indptr))
-    score = (R[edge_rows].astype(np.float64) * C[E.indices].astype(np.float64)).sum(axis=1)
-    clear = np.abs(score - 0.02) > 4 * dim * 6e-8
-    ours = np.zeros(E.nnz, bool)
-    ours[out.data.astype(np.int64) - 1] = True
-    assert np.array_equal(ours[clear], (score > 0.02)[clear])
+    assert_kept_as_numpy(out, E, R, C, 0.02)
     reference = graph.prune_edges(E, R, C, 0.02, num_threads=1)
     assert all(np.array_equal(getattr(out, a), getattr(reference, a)) for a in ("indptr", "indices", "data"))
 
