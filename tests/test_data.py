@@ -626,3 +626,11 @@ def test_relative_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     save_xc(make_dataset(), "sub")
     assert load_xc("sub") == make_dataset()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel.txt", "sub"]
+
+
+def test_temp_paths_are_unique_and_keep_the_suffix(tmp_path):
+    from ramen.files import temp_path
+
+    names = {temp_path(tmp_path / "cache" / "g.npz") for _ in range(100)}
+    assert len(names) == 100
+    assert all(n.suffix == ".npz" and n.parent == tmp_path / "cache" and n.name.startswith(".g.tmp-") for n in names)

@@ -29,6 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ramen.files import temp_path
 from ramen.xc_format import read_pairs, read_sparse, read_texts, write_pairs, write_sparse, write_texts
 
 if TYPE_CHECKING:
@@ -191,7 +192,7 @@ def _save_npz(ds: Dataset, path: Path) -> None:
     meta = {"format": FORMAT, "version": VERSION, "name": ds.name, "A": ds.A, "B": ds.B,
             "anchor_sets": list(ds.anchor_sets)}
     arrays["meta"] = np.array(json.dumps(meta))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = temp_path(path)
     try:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)

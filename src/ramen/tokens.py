@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ramen.files import temp_path
+
 
 class TokenCache:
     """Token ids (N x max_length, int32, right-padded) and lengths (N,) of a list of texts.
@@ -56,9 +58,9 @@ class TokenCache:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for name, arr in (("ids", self.ids), ("lengths", self.lengths)):
-            tmp = path / f".{name}.tmp.npy"
+            tmp = temp_path(path / f"{name}.npy")
             np.save(tmp, arr)
-            tmp.replace(path / f"{name}.npy")
+            os.replace(tmp, path / f"{name}.npy")
         (path / "pad_id.txt").write_text(str(self.pad_id))
 
     @classmethod

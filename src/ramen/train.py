@@ -28,6 +28,7 @@ from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_token
 from ramen.config import TrainConfig
 from ramen.data import Dataset
 from ramen.encoder import Encoder
+from ramen.files import temp_path
 from ramen.losses import component_names, ramen_loss
 from ramen.reliance import Reliance, gradient_agreement
 from ramen.model import Model
@@ -104,9 +105,9 @@ def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: s
     log.info(f"densified {tag}: {E.nnz:,} -> {out.nnz:,} edges in {time.perf_counter() - t0:.1f} s",
              graph=tag, edges_before=int(E.nnz), edges_after=int(out.nnz))
     if path is not None:
-        tmp = path.with_name(path.stem + ".tmp.npz")
+        tmp = temp_path(path)  # every rank densifies and may write the cache at once
         sp.save_npz(tmp, out)
-        tmp.replace(path)
+        os.replace(tmp, path)
     return out
 
 
