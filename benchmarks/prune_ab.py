@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 import ramen
 from ramen import graph
-from ramen.bench.graph import FULL, SMALL, power_law_bipartite
+from ramen.bench.graph import FULL, SMALL, power_law_bipartite, random_embeddings
 
 scale = SMALL if os.environ.get("RAMEN_PRUNE_SCALE") == "small" else FULL
 cache = Path(tempfile.gettempdir()) / f"ramen_prune_ab_{scale.edges}.npz"
@@ -32,16 +32,7 @@ else:
     E = power_law_bipartite(scale.items, scale.anchors, scale.edges)
     np.savez(cache, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
 rng = np.random.default_rng(2)
-
-
-def embeddings(n: int, dim: int = 384) -> np.ndarray:
-    out = np.empty((n, dim), dtype=np.float16)
-    for b in range(0, n, 1 << 16):
-        out[b:b + (1 << 16)] = rng.random((min(1 << 16, n - b), dim), dtype=np.float32) - 0.5
-    return out
-
-
-R, C = embeddings(E.shape[0]), embeddings(E.shape[1])
+R, C = random_embeddings(E.shape[0], 384, rng), random_embeddings(E.shape[1], 384, rng)
 moved = E.nnz * 384 * 2 + E.shape[0] * 384 * 2 + E.nnz * 5
 where = "in-tree" if "site-packages" not in ramen.__file__ else "installed"
 for t in [int(x) for x in sys.argv[1:]] or [1]:

@@ -235,19 +235,20 @@ def gather_bandwidth(C: np.ndarray, rows: np.ndarray, batch: int = 1 << 16) -> f
     return len(rows) * C.shape[1] * C.itemsize / timeit(gather, repeat=2, warmup=1) / 1e9
 
 
+def random_embeddings(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, dim) float16 uniform in [-0.5, 0.5), drawn in blocks: the pruning benchmarks' embeddings."""
+    out = np.empty((n, dim), dtype=np.float16)
+    for b in range(0, n, 1 << 16):
+        out[b:b + (1 << 16)] = rng.random((min(1 << 16, n - b), dim), dtype=np.float32) - 0.5
+    return out
+
+
 def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth: dict[int, float],
                 quick: bool, dim: int = 384) -> list[Row]:
     from ramen import graph
 
     rng = np.random.default_rng(2)
-
-    def embeddings(n: int) -> np.ndarray:
-        out = np.empty((n, dim), dtype=np.float16)
-        for b in range(0, n, 1 << 16):
-            out[b:b + (1 << 16)] = rng.random((min(1 << 16, n - b), dim), dtype=np.float32) - 0.5
-        return out
-
-    R, C = embeddings(E.shape[0]), embeddings(E.shape[1])
+    R, C = random_embeddings(E.shape[0], dim, rng), random_embeddings(E.shape[1], dim, rng)
     moved = E.nnz * dim * 2 + E.shape[0] * dim * 2 + E.nnz * 5  # column rows per edge, row rows, indices + mask
     rows = []
     gathered = min(E.nnz, 1_000_000)
