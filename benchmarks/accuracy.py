@@ -76,6 +76,8 @@ PAPER_ARM_SETTINGS: dict[str, dict[str, Any]] = {  # issue 7
 LEVERS: dict[str, dict[str, Any]] = {
     "allneg": {"reg_num_negatives": None},
     "lambda-0.1": {"lambda_x": 0.1, "lambda_z": 0.1},
+    "lambda-0.3": {"lambda_x": 0.3, "lambda_z": 0.3},
+    "lambda-0.03": {"lambda_x": 0.03, "lambda_z": 0.03},
     "bandit": {"reliance": "bandit"},
     "schedule": {"reliance": "schedule", "lambda_warmup": 0.1, "lambda_decay_from": 0.7},
     "soft-prune": {"soft_prune": True},
@@ -90,6 +92,8 @@ LEVERS: dict[str, dict[str, Any]] = {
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
     "lambda-0.1": "lambda 0.1",
+    "lambda-0.3": "lambda 0.3",
+    "lambda-0.03": "lambda 0.03",
     "bandit": "reliance bandit (gradient agreement)",
     "schedule": "lambda ramp 10% then decay from 70%",
     "soft-prune": "soft pruning (rows weighted by edge cosine)",
@@ -101,10 +105,13 @@ LEVER_TITLES = {
     "hyperlink-only": "the hyperlink anchor set alone",
     "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
 }
+# Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
+COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
     **{f"allneg+{k}": {**LEVERS["allneg"], **v} for k, v in LEVERS.items() if k not in ("allneg", "pull")},
+    **{name: {k: v for lever in name.split("+") for k, v in LEVERS[lever].items()} for name in COMBINATIONS},
 }
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
@@ -116,6 +123,8 @@ ARM_TITLES = {
     "auggt": "AugGT (graph adds training labels, no regulariser)",
     **{k: f"RAMEN, {v}" for k, v in LEVER_TITLES.items()},
     **{f"allneg+{k}": f"RAMEN, all anchor negatives, {v}" for k, v in LEVER_TITLES.items() if f"allneg+{k}" in ARMS},
+    **{name: "RAMEN, all anchor negatives, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
+       for name in COMBINATIONS},
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
 OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)
