@@ -85,6 +85,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "identity": {"anchor_identity": "exclude"},
     "pull": {"regulariser": "pull"},
     "no-densify": {"densify": False},
+    "bank": {"anchor_bank": True},  # anchors embedded without gradient, refreshed every epoch
     "category-only": {"anchor_sets": ["category"]},  # one anchor set at a time (both datasets name
     "hyperlink-only": {"anchor_sets": ["hyperlink"]},  # theirs hyperlink and category)
     "hyperlink-rx-off": {"lambdas": {"hyperlink": [0.0, 1.0]}},  # no R_x for hyperlink; R_z and category kept
@@ -101,12 +102,13 @@ LEVER_TITLES = {
     "identity": "anchors naming a true label never negatives",
     "pull": "pull-only regularisers",
     "no-densify": "without densification",
+    "bank": "anchors embedded without gradient (refreshed every epoch)",
     "category-only": "the category anchor set alone",
     "hyperlink-only": "the hyperlink anchor set alone",
     "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
 }
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
-COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3")
+COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
