@@ -40,6 +40,7 @@ def test_ramen_run_writes_log_checkpoint_model_and_curves(tiny_data, tmp_path):
     for name in tiny_data.anchor_sets:
         assert {f"Rx/{name}", f"Rz/{name}"} <= components
     assert "L" in components
+    assert all(-1 <= r["spread"][k] <= 1 for r in steps for k in ("query", "label"))
     prunes = records(tmp_path, "prune")
     assert len(prunes) == 1 and prunes[0]["epoch"] == 1  # warm-up 1 epoch, then pruned
     for kept, total in prunes[0]["kept"].values():

@@ -42,7 +42,8 @@ class RunLog:
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """Writes a PNG of the loss components per step and the metrics per epoch; None without matplotlib."""
+    """Writes a PNG of the loss components and the in-batch cosine per step and the metrics per epoch;
+    None without matplotlib."""
     try:
         import matplotlib
 
@@ -52,16 +53,18 @@ def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path 
         return None
     steps = [r for r in records if r.get("event") == "step"]
     evals = [r for r in records if r.get("event") == "eval"]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_spread, ax_metric) = plt.subplots(1, 3, figsize=(15, 4))
     keys = sorted({k for r in steps for k in r.get("losses", {})})
     for key in keys:
-        xs = [r["global_step"] for r in steps if key in r["losses"]]
-        ys = [r["losses"][key] for r in steps if key in r["losses"]]
-        if len(ys) >= 5:  # a running mean keeps noisy components readable
-            w = max(1, len(ys) // 20)
-            ys = np.convolve(ys, np.ones(w) / w, mode="valid").tolist()
-            xs = xs[len(xs) - len(ys):]
-        ax_loss.plot(xs, ys, label=key)
+        _plot_smoothed(ax_loss, [(r["global_step"], r["losses"][key]) for r in steps if key in r["losses"]], key)
+    for key in ("query", "label"):
+        _plot_smoothed(ax_spread, [(r["global_step"], r["spread"][key]) for r in steps
+                                   if key in r.get("spread", {}) and r["spread"][key] == r["spread"][key]], key)
+    ax_spread.set_xlabel("step")
+    ax_spread.set_ylabel("mean cosine")
+    ax_spread.set_title("in-batch cosine (near 1: collapse)")
+    if any("spread" in r for r in steps):
+        ax_spread.legend(fontsize=7)
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("training losses")
@@ -84,3 +87,15 @@ def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path 
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _plot_smoothed(ax, points: list[tuple[int, float]], label: str) -> None:
+    """A running mean (window: a twentieth of the points) keeps noisy curves readable."""
+    if not points:
+        return
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if len(ys) >= 5:
+        w = max(1, len(ys) // 20)
+        ys = np.convolve(ys, np.ones(w) / w, mode="valid").tolist()
+        xs = xs[len(xs) - len(ys):]
+    ax.plot(xs, ys, label=label)

@@ -30,6 +30,7 @@ from ramen.data import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
 from ramen.losses import component_names, ramen_loss
+from ramen.collapse import CollapseWatch, mean_pairwise_cosine
 from ramen.reliance import Reliance, gradient_agreement
 from ramen.model import Model
 from ramen.runlog import RunLog, plot_curves
@@ -276,20 +277,22 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
 
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
                cfg: TrainConfig, weights: dict[str, float], bank: dict[str, torch.Tensor] | None,
-               reliance: Reliance | None = None) -> tuple[float, dict[str, float]]:
-    """One optimisation step on `batch`: (loss, its components). A non-finite loss updates nothing.
+               reliance: Reliance | None = None) -> tuple[float, dict[str, float], dict[str, float]]:
+    """One optimisation step on `batch`: (loss, its components, the mean in-batch cosine of the
+    queries and of the labels). A non-finite loss updates nothing.
 
     `weights` are the regulariser components' lambdas for this step; with a bandit `reliance`,
     the step also measures each component's gradient agreement with the task loss.
     """
     emb = embed_batch(module, batch, d, cfg, bank)
+    spread = {key: mean_pairwise_cosine(emb[key]) for key in ("query", "label")}
     loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
                              softmax_temperature=cfg.softmax_temperature, regulariser=cfg.regulariser,
                              soft_prune=cfg.soft_prune, reg_num_negatives=cfg.reg_num_negatives)
     value = float(loss.detach())
     components = {k: float(v.detach()) for k, v in parts.items()}
     if not math.isfinite(value):
-        return value, components
+        return value, components, spread
     if reliance is not None and reliance.mode == "bandit":
         reliance.update(gradient_agreement(parts, emb))
     optimizer.zero_grad(set_to_none=True)
@@ -298,7 +301,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
         torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
     optimizer.step()
     scheduler.step()
-    return value, components
+    return value, components, spread
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -403,6 +406,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr, total_steps=total_steps,
                         warmup=cfg.lambda_warmup, decay_from=cfg.lambda_decay_from)
     state = Progress()
+    collapse = CollapseWatch()
     bank: dict[str, torch.Tensor] | None = None
 
     if resume:
@@ -478,8 +482,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     t0 = time.perf_counter()
                     mult = reliance.multipliers(state.global_step)
                     weights = {c: base_weights[c] * mult[c] for c in components}
-                    value, parts = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
-                                              reliance)
+                    value, parts, spread = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights,
+                                                      bank, reliance)
                     if not math.isfinite(value):
                         raise NonFiniteLoss(
                             f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
@@ -492,8 +496,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     qps = len(batch.query_ids) * (1 if gather else d.world) / elapsed
                     log.write({"event": "step", "epoch": epoch + 1, "step": batch.step,
                                "global_step": state.global_step, "loss": value, "losses": parts,
-                               "lr": scheduler.get_last_lr()[0], "qps": qps,
+                               "lr": scheduler.get_last_lr()[0], "qps": qps, "spread": spread,
                                "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
+                    warning = collapse.update(spread["label"])
+                    if warning and d.main:
+                        log.info(warning, warning="collapse")
                     bar.set_postfix(loss=f"{value:.4f}", qps=f"{qps:.0f}")
                     bar.update(1)
             finally:

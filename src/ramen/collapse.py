@@ -1,0 +1,46 @@
+"""Watching for representation collapse: the mean cosine between a batch's embeddings.
+
+A triplet loss whose negatives are too hard, or graph regularisers weighted too high, can pull
+every embedding into a narrow cone (benchmarks/results/graph_confusers.md: the paper's recipe on
+Wikispeedia ends with every query-label cosine near 0.99). The loss does not show it; the spread does.
+"""
+from __future__ import annotations
+
+import torch
+
+COLLAPSE_COS = 0.9  # mean in-batch cosine above which the run is warned about
+WINDOW = 20  # steps averaged before warning
+
+
+def mean_pairwise_cosine(x: torch.Tensor) -> float:
+    """Mean cosine over the distinct pairs of rows of `x` (N x D); nan for fewer than 2 rows."""
+    n = x.shape[0]
+    if n < 2:
+        return float("nan")
+    x = torch.nn.functional.normalize(x.detach().float(), dim=-1)
+    total = x.sum(0)
+    return float(((total @ total) - (x * x).sum()) / (n * (n - 1)))
+
+
+class CollapseWatch:
+    """Running mean of the in-batch label cosine; says once when it stays above COLLAPSE_COS."""
+
+    def __init__(self, threshold: float = COLLAPSE_COS, window: int = WINDOW):
+        self.threshold, self.window = threshold, window
+        self.recent: list[float] = []
+        self.warned = False
+
+    def update(self, cos: float) -> str | None:
+        """The warning to show (once), else None."""
+        if cos == cos:  # not nan
+            self.recent = (self.recent + [cos])[-self.window:]
+        if self.warned or len(self.recent) < self.window:
+            return None
+        mean = sum(self.recent) / len(self.recent)
+        if mean <= self.threshold:
+            return None
+        self.warned = True
+        return (f"embeddings are collapsing: the mean cosine between a batch's labels has been {mean:.3f} "
+                f"over the last {self.window} steps (> {self.threshold}); rankings lose resolution. Lower "
+                f"lambda_x / lambda_z, or regularise against all in-batch anchors (reg_num_negatives=None): "
+                f"see benchmarks/results/graph_levers.md")

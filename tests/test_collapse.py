@@ -1,0 +1,52 @@
+"""The collapse watch: the mean pairwise cosine against a loop, and the warning in a training run."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import ramen.train as train_module
+from ramen.collapse import CollapseWatch, mean_pairwise_cosine
+from ramen.config import TrainConfig
+from ramen.synthetic import synthetic
+
+
+def reference(x: np.ndarray) -> float:
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return float(np.mean([x[i] @ x[j] for i, j in itertools.permutations(range(len(x)), 2)]))
+
+
+@pytest.mark.parametrize("n", [2, 3, 17])
+def test_mean_pairwise_cosine_matches_a_loop(n):
+    x = np.random.default_rng(n).normal(size=(n, 8))
+    assert mean_pairwise_cosine(torch.from_numpy(x)) == pytest.approx(reference(x), abs=1e-6)
+
+
+def test_mean_pairwise_cosine_edge_cases():
+    assert np.isnan(mean_pairwise_cosine(torch.zeros(1, 4)))
+    assert np.isnan(mean_pairwise_cosine(torch.zeros(0, 4)))
+    same = torch.ones(5, 3)  # duplicates: a collapsed batch
+    assert mean_pairwise_cosine(same) == pytest.approx(1.0, abs=1e-6)
+    opposite = torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
+    assert mean_pairwise_cosine(opposite) == pytest.approx(-1.0)
+
+
+def test_watch_warns_once_after_a_full_window_above_the_threshold():
+    watch = CollapseWatch(threshold=0.9, window=3)
+    assert [watch.update(c) for c in (0.95, 0.99, float("nan"))] == [None, None, None]  # nan is skipped
+    message = watch.update(0.97)
+    assert message and "collapsing" in message and "lambda_x" in message
+    assert watch.update(0.99) is None  # once
+    calm = CollapseWatch(threshold=0.9, window=3)
+    assert all(calm.update(c) is None for c in (0.95, 0.2, 0.99, 0.5, 0.3))
+
+
+def test_training_logs_the_warning(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "CollapseWatch", lambda: CollapseWatch(threshold=-1.0, window=2))
+    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=20, eval_every=0,
+                      encode_batch_size=64, dropout=0.0, graph=False)
+    train_module.train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path, progress=False)
+    infos = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+             if r["event"] == "info" and r.get("warning") == "collapse"]
+    assert len(infos) == 1 and "mean cosine" in infos[0]["text"]
