@@ -157,14 +157,15 @@ py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64
 }
 
 template <typename I>
-py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols) {
+py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols,
+                            int num_threads) {
     const auto mat = csr_view(indptr, indices, rows, cols, "matrix");
     py::array_t<I> t_indptr(cols + 1), t_indices(static_cast<py::ssize_t>(mat.indptr[rows]));
     I* p = t_indptr.mutable_data();
     I* q = t_indices.mutable_data();
     {
         py::gil_scoped_release release;
-        ramen::transpose_structure(mat, p, q);
+        ramen::transpose_structure(mat, p, q, num_threads);
     }
     return py::make_tuple(t_indptr, t_indices);
 }
@@ -191,7 +192,8 @@ void def_graph(py::module_& m) {
           "First problem of a CSR structure: (kind, at, value); kind 0 = none, 1 = indptr[0] != 0, "
           "2 = indptr decreases after row `at`, 3 = indptr[-1] > len(indices), 4 = index out of range at entry `at`.");
     m.def("transpose_structure", &transpose_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
-          py::arg("rows"), py::arg("cols"), "CSR structure of the transpose: (t_indptr, t_indices), same dtype.");
+          py::arg("rows"), py::arg("cols"), py::kw_only(), py::arg("num_threads") = 0,
+          "CSR structure of the transpose: (t_indptr, t_indices), same dtype; any num_threads gives the same.");
     m.def("random_walk_with_restart", &rwr_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("num_nodes"), py::arg("starts").noconvert(), py::kw_only(), py::arg("walk_length"),
           py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"), py::arg("progress"),

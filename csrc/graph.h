@@ -152,9 +152,10 @@ CsrProblem check_csr(const I* indptr, int64_t rows, const I* indices, int64_t nu
                      int num_threads);
 
 // The structure of the transpose (cols x rows) of m: t_indptr (cols + 1) and t_indices (nnz), each
-// column's rows in increasing order (duplicates kept). A counting sort: O(nnz + cols), one thread.
+// column's rows in increasing order (duplicates kept). A counting sort over column ranges, one
+// range per thread (at most 8); the same output for any num_threads (<= 0: every hardware thread).
 template <typename I>
-void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices);
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices, int num_threads);
 
 // Edge pruning: keep[e] = 1 where the dot product of row_emb[r] and col_emb[indices[e]] (edge e in
 // row r) is > threshold, else 0; row_kept[r] counts the kept edges of row r. Embeddings are

@@ -720,7 +720,24 @@ def test_transpose_structure_matches_scipy(dtype) -> None:
     rng = np.random.default_rng(0)
     m = csr_from_edges(np.r_[rng.integers(0, 40, 300), 3, 3], np.r_[rng.integers(0, 25, 300), 7, 7], (50, 30))
     m.indptr, m.indices = m.indptr.astype(dtype), m.indices.astype(dtype)  # scipy would downcast int64
-    t_indptr, t_indices = _C.transpose_structure(m.indptr, m.indices, 50, 30)
     ref = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=m.shape).tocsc()  # keeps duplicates
-    assert t_indptr.dtype == dtype and t_indices.dtype == dtype
-    assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)
+    for threads in (1, 2, 3, 8, 64, 0):  # 0: every hardware thread; ranges are capped at 8
+        t_indptr, t_indices = _C.transpose_structure(m.indptr, m.indices, 50, 30, num_threads=threads)
+        assert t_indptr.dtype == dtype and t_indices.dtype == dtype
+        assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0), (6, 1), (3, 2), (200, 9)])
+def test_transpose_structure_degenerate_shapes_any_threads(shape) -> None:
+    rows, cols = shape
+    rng = np.random.default_rng(1)
+    n = 0 if 0 in shape else 3 * rows
+    r, c = np.sort(rng.integers(0, max(rows, 1), n)), rng.integers(0, max(cols, 1), n)
+    if rows == 200:  # one column holding almost every edge (a huge degree), next to empty columns
+        c[: n - 5] = 4
+    m = csr_from_edges(r, c, shape)
+    ref = sp.csr_matrix((np.ones(m.nnz), m.indices, m.indptr), shape=shape).tocsc()
+    for threads in (1, 2, 5, 8):
+        t_indptr, t_indices = _C.transpose_structure(m.indptr.astype(np.int64), m.indices.astype(np.int64),
+                                                     rows, cols, num_threads=threads)
+        assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)

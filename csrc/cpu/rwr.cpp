@@ -555,18 +555,40 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
 }
 
 template <typename I>
-void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices) {
+void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices, int num_threads) {
+    // Each task owns a range of columns and scans every edge, counting and then placing only its
+    // own: a column's rows are written by one task in row order, so the output never depends on
+    // the thread count. Scanning all edges per task is cheap (sequential) next to the scattered
+    // writes it splits; ranges are capped so the repeated scans stay a small cost.
     const int64_t nnz = m.indptr[m.rows];
+    const int64_t ranges = std::clamp<int64_t>(resolve_threads(num_threads), 1, std::min<int64_t>(8, m.cols + 1));
+    const int64_t width = (m.cols + ranges - 1) / std::max<int64_t>(ranges, 1);
     std::fill(t_indptr, t_indptr + m.cols + 1, I{0});
-    for (int64_t e = 0; e < nnz; ++e) ++t_indptr[m.indices[e] + 1];
+    parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
+        for (int64_t range = begin; range < end; ++range) {
+            const int64_t lo = range * width, hi = std::min<int64_t>(m.cols, lo + width);
+            for (int64_t e = 0; e < nnz; ++e) {
+                const int64_t c = m.indices[e];
+                if (c >= lo && c < hi) ++t_indptr[c + 1];
+            }
+        }
+    });
     for (int64_t c = 0; c < m.cols; ++c) t_indptr[c + 1] += t_indptr[c];
     std::vector<I> cursor(t_indptr, t_indptr + m.cols);
-    for (int64_t r = 0; r < m.rows; ++r)
-        for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) t_indices[cursor[m.indices[e]]++] = static_cast<I>(r);
+    parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
+        for (int64_t range = begin; range < end; ++range) {
+            const int64_t lo = range * width, hi = std::min<int64_t>(m.cols, lo + width);
+            for (int64_t r = 0; r < m.rows; ++r)
+                for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) {
+                    const int64_t c = m.indices[e];
+                    if (c >= lo && c < hi) t_indices[cursor[c]++] = static_cast<I>(r);
+                }
+        }
+    });
 }
 
-template void transpose_structure(const CsrView<int32_t>&, int32_t*, int32_t*);
-template void transpose_structure(const CsrView<int64_t>&, int64_t*, int64_t*);
+template void transpose_structure(const CsrView<int32_t>&, int32_t*, int32_t*, int);
+template void transpose_structure(const CsrView<int64_t>&, int64_t*, int64_t*, int);
 
 template CsrResult<int32_t> random_walk_with_restart(const CsrView<int32_t>&, const int64_t*, int64_t,
                                                      const WalkOptions&, const Progress&);

@@ -87,9 +87,9 @@ def bipartite_walk(
     its visit count or 1 if it was never landed on.
     """
     indptr, indices, (rows, cols) = _csr_structure(Y, "Y")
-    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols)
     starts = _starts(starts, cols, "starts")
     options = _walk_options(walk_length, restart_prob, top_k, seed, num_threads)
+    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols, options["num_threads"])
     kernel = load_C().bipartite_walk
     out = _with_progress(
         len(starts), progress, "bipartite walks",
@@ -142,10 +142,10 @@ def densify(
     empty rows.
     """
     indptr, indices, (rows, cols) = _csr_structure(E, "E")
-    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols)
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
         raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
     options = _walk_options(walk_length, restart_prob, top_k, seed, num_threads)
+    t_indptr, t_indices = _transpose_structure(indptr, indices, rows, cols, options["num_threads"])
     starts = np.arange(rows, dtype=np.int64)
     kernel = load_C().bipartite_walk
     out = _with_progress(
@@ -239,10 +239,10 @@ def _same_index_dtype(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarr
     return indptr, indices.astype(np.int64)
 
 
-def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int,
-                         cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """The CSR structure of the transpose (cols x rows), in the same index dtype (one C++ pass)."""
-    return load_C().transpose_structure(indptr, indices, rows, cols)
+def _transpose_structure(indptr: np.ndarray, indices: np.ndarray, rows: int, cols: int,
+                         num_threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR structure of the transpose (cols x rows), in the same index dtype (C++, multithreaded)."""
+    return load_C().transpose_structure(indptr, indices, rows, cols, num_threads=num_threads)
 
 
 def _starts(starts: Any, n: int, name: str) -> np.ndarray:
