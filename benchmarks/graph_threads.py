@@ -15,16 +15,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from ramen import _C, graph
-from ramen.bench.graph import FULL, item_anchor_adjacency, power_law_bipartite, random_embeddings, read_bandwidth
+from ramen.bench.graph import FULL, cached_power_law, item_anchor_adjacency, random_embeddings, read_bandwidth
 
 
 @contextlib.contextmanager
@@ -43,16 +40,6 @@ def paused(pattern: str | None) -> Iterator[list[int]]:
                 os.kill(p, signal.SIGCONT)
 
 
-def load_graph() -> sp.csr_matrix:
-    cache = Path(tempfile.gettempdir()) / f"ramen_prune_ab_{FULL.edges}.npz"
-    if cache.exists():
-        z = np.load(cache)
-        return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-    E = power_law_bipartite(FULL.items, FULL.anchors, FULL.edges)
-    np.savez(cache, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
-    return E
-
-
 def wall(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -64,7 +51,7 @@ def main() -> None:
     parser.add_argument("--pause", help="pgrep -f pattern of processes to stop while timing")
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
-    E = load_graph()
+    E = cached_power_law(FULL)
     A = item_anchor_adjacency(E)
     rng = np.random.default_rng(2)
     R, C = random_embeddings(E.shape[0], 384, rng), random_embeddings(E.shape[1], 384, rng)

@@ -12,25 +12,16 @@ the suite counts as read (`ramen.bench.graph`).
 """
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 import ramen
 from ramen import graph
-from ramen.bench.graph import FULL, SMALL, power_law_bipartite, random_embeddings
+from ramen.bench.graph import FULL, SMALL, cached_power_law, random_embeddings
 
 scale = SMALL if os.environ.get("RAMEN_PRUNE_SCALE") == "small" else FULL
-cache = Path(tempfile.gettempdir()) / f"ramen_prune_ab_{scale.edges}.npz"
-if cache.exists():
-    z = np.load(cache)
-    E = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-else:
-    E = power_law_bipartite(scale.items, scale.anchors, scale.edges)
-    np.savez(cache, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
+E = cached_power_law(scale)
 rng = np.random.default_rng(2)
 R, C = random_embeddings(E.shape[0], 384, rng), random_embeddings(E.shape[1], 384, rng)
 moved = E.nnz * 384 * 2 + E.shape[0] * 384 * 2 + E.nnz * 5

@@ -62,6 +62,20 @@ def power_law_bipartite(items: int, anchors: int, edges: int, seed: int = 0) -> 
                          shape=(items, anchors))
 
 
+def cached_power_law(scale: Scale) -> sp.csr_matrix:
+    """power_law_bipartite at `scale`, generated once and cached in $TMPDIR (the A/B scripts' graph)."""
+    import tempfile
+    from pathlib import Path
+
+    cache = Path(tempfile.gettempdir()) / f"ramen_prune_ab_{scale.edges}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    E = power_law_bipartite(scale.items, scale.anchors, scale.edges)
+    np.savez(cache, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
+    return E
+
+
 def item_anchor_adjacency(E: sp.csr_matrix) -> sp.csr_matrix:
     """The square, symmetric adjacency of the item-anchor graph: items first, then anchors."""
     A = sp.bmat([[None, E], [E.T, None]], format="csr")
