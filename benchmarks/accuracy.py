@@ -520,6 +520,61 @@ def time_pipelines(pipelines: dict[str, Callable[[int], list[float]]], rows: np.
     return out
 
 
+def heldout_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path) -> dict[str, float] | None:
+    """Metrics of one finished run's encoder on the held-out training queries (cached in heldout.json):
+    what a user can choose a recipe by without looking at the test split. None if the run is unfinished."""
+    from ramen.index import LabelIndex
+    from ramen.model import Model
+
+    run = run_dir(runs, data.name, arm, seed)
+    path = run / "heldout.json"
+    if path.exists():
+        return json.loads(path.read_text())["metrics"]
+    if not (run / "result.json").exists():
+        return None
+    ds, held = data.train, data.held
+    model = Model.load(run / "model")
+    bs = arm_config(spec.budget, arm, seed).encode_batch_size
+    labels = LabelIndex(model.encoder.dim, exact=True)
+    labels.add(np.arange(ds.num_labels, dtype=np.int64),
+               model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False))
+    q = model.encode(held.texts, batch_size=bs, progress=False)
+    inv_p = metrics.inv_propensity(ds.train_Y, ds.A, ds.B)
+    out = _search_metrics(labels, q, held.Y, ds.train_Y, inv_p, held.filter)["metrics"]
+    write_json(path, {"dataset": data.name, "arm": arm, "seed": seed, "queries": len(held.texts), "metrics": out})
+    return out
+
+
+def heldout_table(study: Study, runs: Path, *, wikispeedia_dir: str | os.PathLike | None = None) -> str:
+    """A Markdown table: held-out and test P@1 / PSP@1 (mean ± sd over the finished seeds) per arm."""
+    specs = dataset_specs(wikispeedia_dir)
+    lines = []
+    for name in study.datasets:
+        data = prepare(specs[name], study.held_out)
+        if data is None:
+            continue
+        lines += [f"{name}: {len(data.held.texts)} held-out training queries", "",
+                  "| arm | seeds | held-out P@1 | held-out PSP@1 | test P@1 | test PSP@1 |", "|---|---|---|---|---|---|"]
+        for arm in study.arms:
+            held, test = [], []
+            for seed in study.seeds:
+                m = heldout_run(data, specs[name], arm, seed, runs)
+                if m is not None:
+                    held.append(m)
+                    test.append(json.loads((run_dir(runs, name, arm, seed) / "result.json").read_text())["metrics"])
+            if not held:
+                continue
+            cells = [_mean_sd([100 * m[k] for m in ms]) for ms in (held, test) for k in ("P@1", "PSP@1")]
+            lines.append(f"| {arm} | {len(held)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _mean_sd(values: list[float]) -> str:
+    mean, sd, n = mean_std(values)
+    return f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}"
+
+
 def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, study: Study, *,
             progress: bool = True) -> tuple[str, dict[str, Any]]:
     """The OAK-style baseline on the encoder of one finished run, and single-query latencies."""
@@ -851,6 +906,13 @@ def main(argv: list[str] | None = None) -> int:
     est.add_argument("--wikispeedia", type=Path)
     est.add_argument("--threads", type=int)
     est.add_argument("--out", type=Path, help="append the measurements as a Markdown section to this file")
+    held = sub.add_parser("heldout", help="held-out-query metrics of finished runs beside their test metrics "
+                                          "(choose a recipe without the test split)")
+    held.add_argument("--datasets", nargs="+", default=["wikispeedia"])
+    held.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
+    held.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    held.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
+    held.add_argument("--wikispeedia", type=Path)
     rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
     rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
@@ -883,6 +945,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             path, plots = write_report(runs, args.report)
             print(f"wrote {path} and {len(plots)} plots")
+        return 0
+    if args.command == "heldout":
+        study = Study(datasets=tuple(args.datasets), arms=tuple(args.arms), seeds=tuple(args.seeds)).validate()
+        print(heldout_table(study, args.runs, wikispeedia_dir=args.wikispeedia))
         return 0
     path, plots = write_report(args.runs, args.out, arms=args.arms, title=args.title)
     print(f"wrote {path} and {len(plots)} plots: {', '.join(p.name for p in plots)}")

@@ -55,6 +55,26 @@ def test_quick_study_writes_one_sane_result_per_arm(quick_runs):
     assert '"prune"' in logs["ramen"] and '"prune"' not in logs["no-prune"]
 
 
+def test_heldout_metrics_match_a_direct_evaluation_and_are_cached(quick_runs):
+    runs, _, _, _ = quick_runs
+    spec = study.dataset_specs()["synthetic-tiny"]
+    data = study.prepare(spec, QUICK.held_out)
+    got = study.heldout_run(data, spec, "plain", 0, runs)
+    # the same encoder evaluated through Model.evaluate on a dataset whose test split is the held-out slice
+    from ramen.model import Model
+    held_as_test = data.train.__class__(train_texts=data.train.train_texts, test_texts=data.held.texts,
+                                        label_texts=data.train.label_texts, train_Y=data.train.train_Y,
+                                        test_Y=data.held.Y).validate()
+    ref = Model.load(study.run_dir(runs, "synthetic-tiny", "plain", 0) / "model").evaluate(held_as_test, progress=False)
+    assert math.isclose(got["P@1"], float(ref["P"][0]), abs_tol=1e-9)
+    assert math.isclose(got["PSP@5"], float(ref["PSP"][4]), abs_tol=1e-9)
+    cached = json.loads((study.run_dir(runs, "synthetic-tiny", "plain", 0) / "heldout.json").read_text())
+    assert cached["metrics"] == got and cached["queries"] == 30
+    assert study.heldout_run(data, spec, "plain", 7, runs) is None  # no such run
+    table = study.heldout_table(study.Study.quick(arms=("plain", "ramen")), runs)
+    assert "| plain | 1 |" in table and "| ramen | 1 |" in table and "held-out P@1" in table
+
+
 def test_oak_style_baseline_reproduces_the_encoder_and_times_three_pipelines(quick_runs):
     runs, results, _, _ = quick_runs
     by_arm = {r["arm"]: r for r in results}
