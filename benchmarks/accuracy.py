@@ -5,6 +5,7 @@ graph-at-inference baseline in the spirit of OAK, with the same encoder, budget 
                                       [--threads N]
     python benchmarks/accuracy.py report [--runs DIR] [--out benchmarks/results/accuracy.md]
     python benchmarks/accuracy.py estimate [--datasets ...] [--arms ...] [--threads N]   # s/step, hours
+    python benchmarks/accuracy.py heldout --arms ... [--seeds ...]   # held-out-query metrics beside test
     python -m ramen.bench --suite accuracy [--quick]        # run, then report
 
 Each (dataset, arm, seed) trains with `ramen.train` into RUNS/<dataset>/<arm>/seed<k>/ (log.jsonl,
