@@ -42,5 +42,5 @@ class CollapseWatch:
         self.warned = True
         return (f"embeddings are collapsing: the mean cosine between a batch's labels has been {mean:.3f} "
                 f"over the last {self.window} steps (> {self.threshold}); rankings lose resolution. Lower "
-                f"lambda_x / lambda_z, or regularise against all in-batch anchors (reg_num_negatives=None): "
-                f"see benchmarks/results/graph_levers.md")
+                f"lambda_x / lambda_z, or push away from all in-batch anchors (regulariser='triplet', "
+                f"reg_num_negatives=None): see benchmarks/results/graph_levers.md")
