@@ -75,8 +75,10 @@ def measure(model: Model, dataset: Dataset, links: sp.csr_matrix) -> dict[str, f
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
-    parser.add_argument("--arms", nargs="+", default=["plain", "ramen", "no-query-graph", "no-label-graph", "auggt", "allneg", "allneg+hyperlink-rx-off",
-                 "allneg+category-only", "allneg+lambda-0.1"])
+    parser.add_argument("--arms", nargs="+", default=[
+        "plain", "ramen", "no-query-graph", "no-label-graph", "auggt", "pull", "allneg", "allneg+hyperlink-rx-off",
+        "allneg+category-only", "allneg+bank", "allneg+lambda-0.3", "allneg+lambda-0.1", "allneg+lambda-0.03",
+        "allneg+bank+lambda-0.1", "allneg+category-only+lambda-0.1"])
     parser.add_argument("--out", type=Path, default=study.ROOT / "benchmarks" / "results" / "graph_confusers.md")
     args = parser.parse_args(argv)
 
