@@ -436,3 +436,50 @@ def test_public_names():
     import ramen
 
     assert ramen.LabelIndex is LabelIndex and ramen.ShardedLabelIndex is ShardedLabelIndex
+
+
+def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n // 20, dim))
+    x = centres[rng.integers(0, len(centres), n)] + 0.6 * rng.normal(size=(n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_tune_picks_the_smallest_ef_reaching_the_target_recall():
+    x = _clustered(6000, 32, 0)
+    q = _clustered(300, 32, 1)
+    index = LabelIndex(32, dtype="f32", connectivity=4, expansion_add=16)
+    index.add(np.arange(len(x)), x)
+    out = index.tune(q, target_recall=0.9, k=10)
+    assert out["reached"] and index.expansion_search == out["expansion_search"]
+    truth = np.argsort(-(q @ x.T), axis=1)[:, :10]
+
+    def recall_at(ef: int) -> float:
+        index.expansion_search = ef
+        ids, _ = index.search(q, 10)
+        return float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids.tolist(), truth.tolist())]))
+
+    chosen = out["expansion_search"]
+    assert recall_at(chosen) >= 0.9 - 0.01  # f32 ties aside, the numpy truth agrees
+    efs = [e for e, _ in out["sweep"]]
+    assert efs == sorted(efs) and efs[-1] == chosen
+    assert len(efs) > 3 and all(r < 0.9 for _, r in out["sweep"][:-1])
+    unreachable = index.tune(q, target_recall=1.0, k=10, candidates=(1, 2))
+    assert not unreachable["reached"] and index.expansion_search == 2
+
+
+def test_tune_bad_input_and_exact_mode():
+    index = LabelIndex(8, exact=True)
+    index.add(np.arange(5), np.eye(8, dtype=np.float32)[:5])
+    assert index.tune(np.eye(8, dtype=np.float32)[:2])["recall"] == 1.0
+    graph = LabelIndex(8)
+    graph.add(np.arange(5), np.eye(8, dtype=np.float32)[:5])
+    for bad in (0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="target_recall"):
+            graph.tune(np.eye(8, dtype=np.float32)[:2], target_recall=bad)
+    with pytest.raises(ValueError, match="queries"):
+        graph.tune(np.zeros((0, 8), np.float32))
+    with pytest.raises(ValueError):
+        graph.tune(np.ones((2, 7), np.float32))  # wrong dimension
+    with pytest.raises(ValueError, match="candidates"):
+        graph.tune(np.eye(8, dtype=np.float32)[:2], candidates=())

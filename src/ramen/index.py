@@ -40,6 +40,7 @@ DEFAULT_DTYPE = "f16"
 DEFAULT_CONNECTIVITY = 16
 DEFAULT_EXPANSION_ADD = 128
 DEFAULT_EXPANSION_SEARCH = 64
+TUNE_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # expansion_search values tune() tries
 
 
 def _threads(threads: int | None) -> int:
@@ -213,6 +214,51 @@ class LabelIndex:
         self._expansion_search = int(value)
         if self._graph is not None:
             self._graph.expansion_search = int(value)
+
+    def tune(self, queries: Any, *, target_recall: float = 0.95, k: int = 10,
+             candidates: Sequence[int] = TUNE_EFS, threads: int | None = None) -> dict[str, Any]:
+        """Sets expansion_search to the smallest candidate whose recall@k against exact search on
+        `queries` reaches `target_recall`, or the largest if none does.
+
+        Real encoder embeddings need a wider search than synthetic ones for the same recall
+        (benchmarks/results/search.md: ef 192 for 0.96 on MiniLM label embeddings, 32 on low-rank
+        vectors), so tune on queries like the ones served. Returns {"expansion_search", "recall",
+        "reached", "sweep": [(ef, recall), ...]}; an exact index is left as it is (recall 1).
+        """
+        if isinstance(target_recall, bool) or not isinstance(target_recall, (int, float)) \
+                or not 0 < target_recall <= 1:
+            raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+        efs = sorted({int(e) for e in candidates})
+        if not efs or efs[0] < 1:
+            raise ValueError(f"candidates must be positive integers, got {list(candidates)!r}")
+        k = _check_k(k)
+        q = normalize(queries, self.dim, "queries")
+        if len(q) == 0:
+            raise ValueError("queries is empty: tune needs at least one query")
+        if self.exact or len(self) == 0:
+            return {"expansion_search": None if self.exact else self._expansion_search, "recall": 1.0,
+                    "reached": True, "sweep": []}
+        threads = _threads(threads)
+        truth = self._exact_rows(q, k, threads)
+        sweep: list[tuple[int, float]] = []
+        for ef in efs:
+            self.expansion_search = ef
+            rows, _, counts = self._graph_search(q, k, threads)
+            hits = [len(set(r[:c].tolist()) & t) for r, c, t in zip(rows, counts, truth)]
+            sweep.append((ef, float(sum(hits) / max(1, sum(len(t) for t in truth)))))
+            if sweep[-1][1] >= target_recall:
+                break
+        return {"expansion_search": self._expansion_search, "recall": sweep[-1][1],
+                "reached": sweep[-1][1] >= target_recall, "sweep": sweep}
+
+    def _exact_rows(self, q: np.ndarray, k: int, threads: int) -> list[set[int]]:
+        """The rows of each query's exact top-k in the graph's own (quantised) vectors."""
+        if self._compiled_search is not None:
+            keys, _, counts = self._compiled_search(q, k, threads=threads, exact=True, dtype=self._scalar_unknown)[:3]
+        else:
+            m = self._graph.search(q, k, threads=threads, exact=True)
+            keys, counts = (m.keys[None], np.array([len(m.keys)])) if m.keys.ndim == 1 else (m.keys, m.counts)
+        return [set(r[:c].astype(np.int64).tolist()) for r, c in zip(keys, counts)]
 
     def __len__(self) -> int:
         return len(self._keys)
