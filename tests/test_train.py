@@ -48,7 +48,11 @@ def test_ramen_run_writes_log_checkpoint_model_and_curves(tiny_data, tmp_path):
     evals = records(tmp_path, "eval")
     assert len(evals) == 2 and 0 <= evals[-1]["metrics"]["P@1"] <= 1
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "curves.png").stat().st_size > 1000
+    tuned = records(tmp_path, "index")
+    assert len(tuned) == 1 and 0 <= tuned[0]["recall@10"] <= 1 and tuned[0]["queries"] == 300
+    assert model.index.expansion_search == tuned[0]["expansion_search"] == model.tuning["expansion_search"]
     loaded = Model.load(tmp_path / "model")
+    assert loaded.index.expansion_search == tuned[0]["expansion_search"]  # saved with the index
     ids, scores = loaded.predict(tiny_data.test_texts[:3], k=4)
     assert ids.shape == (3, 4) and (ids < len(tiny_data.label_texts)).all()
     assert np.all(np.diff(scores, axis=1) <= 1e-6)

@@ -21,6 +21,7 @@ class Model:
         self.encoder = encoder
         self.label_texts = list(label_texts) if label_texts is not None else None
         self.index = None
+        self.tuning: dict | None = None  # LabelIndex.tune's result when build_index tuned the index
 
     def encode(self, texts: list[str], *, batch_size: int = 256, tower: str = "query",
                progress: bool = True) -> np.ndarray:
@@ -28,8 +29,13 @@ class Model:
         return self.encoder.encode(texts, batch_size, tower=tower, progress=progress)
 
     def build_index(self, label_texts: list[str] | None = None, *, exact: bool = False, batch_size: int = 256,
-                    progress: bool = True, **index_options: Any):
-        """Embeds the labels with the label tower and indexes them (ids are label positions)."""
+                    progress: bool = True, tune_texts: list[str] | None = None, target_recall: float = 0.95,
+                    **index_options: Any):
+        """Embeds the labels with the label tower and indexes them (ids are label positions).
+
+        With `tune_texts` (queries like the served ones), the index's search width is tuned to
+        reach `target_recall` recall@10 on them (`LabelIndex.tune`); the result is in `self.tuning`.
+        """
         from ramen.index import LabelIndex
 
         if label_texts is not None:
@@ -40,6 +46,10 @@ class Model:
         index = LabelIndex(self.encoder.dim, exact=exact, fingerprint=self.encoder.fingerprint(), **index_options)
         index.add(np.arange(len(vectors), dtype=np.int64), vectors)
         self.index = index
+        self.tuning = None
+        if tune_texts:
+            queries = self.encode(list(tune_texts), batch_size=batch_size, progress=progress)
+            self.tuning = index.tune(queries, target_recall=target_recall, k=min(10, len(vectors)))
         return index
 
     def predict(self, texts: list[str] | str, k: int = 10, *, batch_size: int = 256,
