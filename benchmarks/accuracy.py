@@ -565,15 +565,11 @@ def heldout_table(study: Study, runs: Path, *, wikispeedia_dir: str | os.PathLik
                     test.append(json.loads((run_dir(runs, name, arm, seed) / "result.json").read_text())["metrics"])
             if not held:
                 continue
-            cells = [_mean_sd([100 * m[k] for m in ms]) for ms in (held, test) for k in ("P@1", "PSP@1")]
+            cells = [_report().plus_minus(*mean_std(m[k] for m in ms)[:2])
+                     for ms in (held, test) for k in ("P@1", "PSP@1")]
             lines.append(f"| {arm} | {len(held)} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
-
-
-def _mean_sd(values: list[float]) -> str:
-    mean, sd, n = mean_std(values)
-    return f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}"
 
 
 def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, study: Study, *,

@@ -66,7 +66,7 @@ FINDINGS_PLACEHOLDER = ("_To be written from the numbers above once the full stu
                         "where it does not, head vs tail, and the cost of graph-at-inference._")
 
 
-def _pm(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+def plus_minus(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
     if math.isnan(mean):
         return "-"
     s = f"{scale * mean:.{digits}f}"
@@ -82,10 +82,10 @@ def _arm_table(arms: dict[str, list[dict[str, Any]]]) -> list[str]:
     rows = []
     for arm, rs in arms.items():
         cells = [f"{arm}", str(len(rs))]
-        cells += [_pm(*mean_std(r["metrics"][k] for r in rs)[:2]) for k in REPORT_METRICS]
+        cells += [plus_minus(*mean_std(r["metrics"][k] for r in rs)[:2]) for k in REPORT_METRICS]
         step = mean_std(r["step_seconds"]["median"] for r in rs if r["step_seconds"]["median"])
         wall = mean_std(r["train_seconds"] / 60 for r in rs if not r.get("resumed"))
-        cells += [_pm(step[0], step[1], 1.0), _pm(wall[0], wall[1], 1.0, 1), str(rs[0]["steps"])]
+        cells += [plus_minus(step[0], step[1], 1.0), plus_minus(wall[0], wall[1], 1.0, 1), str(rs[0]["steps"])]
         rows.append(cells)
     return _table(["arm", "seeds", *REPORT_METRICS, "s/step", "train min", "steps"], rows)
 
@@ -105,7 +105,7 @@ def _delta_table(arms: dict[str, list[dict[str, Any]]]) -> list[str]:
         for k in keys:
             mean, std, n = mean_std(r["metrics"][k] - base[r["seed"]][k] for r in paired)
             mark = "" if n < 2 or math.isnan(std) else (" (>1 sd)" if abs(mean) > std else "")
-            cells.append(("+" if mean > 0 else "") + _pm(mean, std) + mark)
+            cells.append(("+" if mean > 0 else "") + plus_minus(mean, std) + mark)
         rows.append(cells)
     return _table(["arm", "paired seeds", *(f"Δ{k}" for k in keys)], rows)
 
@@ -117,7 +117,7 @@ def _decile_table(arms: dict[str, list[dict[str, Any]]], field: str, col: int) -
     for b in range(n_bins):
         name = f"{b + 1}" + (" (head)" if b == 0 else " (tail)" if b == n_bins - 1 else "")
         cells = [name, f"{first['labels'][b]:,}", f"{100 * first['train_share'][b]:.1f}"]
-        cells += [_pm(*mean_std(r["deciles"][field][b][col] for r in rs)[:2]) for rs in arms.values()]
+        cells += [plus_minus(*mean_std(r["deciles"][field][b][col] for r in rs)[:2]) for rs in arms.values()]
         rows.append(cells)
     return _table(["decile", "labels", "train %", *arms], rows)
 
@@ -136,7 +136,8 @@ def _oak_table(oaks: list[dict[str, Any]]) -> list[str]:
             if not have:
                 continue
             cells = [ds, arm, title]
-            cells += [_pm(*mean_std(o[method]["metrics"][k] for o in have)[:2]) for k in ("P@1", "P@5", "PSP@1", "PSP@5")]
+            cells += [plus_minus(*mean_std(o[method]["metrics"][k] for o in have)[:2])
+                      for k in ("P@1", "P@5", "PSP@1", "PSP@5")]
             if method == "oak_style":
                 chosen = sorted({f"m={o['chosen']['m']}, α={o['chosen']['alpha']}" for o in have})
             elif method == "oracle_links":
@@ -146,7 +147,7 @@ def _oak_table(oaks: list[dict[str, Any]]) -> list[str]:
             cells.append("; ".join(chosen))
             lat = [o["latency_ms"][method] for o in have if method in o["latency_ms"]]
             p50, p99 = mean_std(x["p50"] for x in lat), mean_std(x["p99"] for x in lat)
-            cells += [_pm(p50[0], p50[1], 1.0, 2), _pm(p99[0], p99[1], 1.0, 2),
+            cells += [plus_minus(p50[0], p50[1], 1.0, 2), plus_minus(p99[0], p99[1], 1.0, 2),
                       f"{p50[0] / base_p50:.2f}" if lat and base_p50 > 0 else "-"]
             rows.append(cells)
     return _table(["dataset", "encoder", "inference", "P@1", "P@5", "PSP@1", "PSP@5", "chosen on held-out",
@@ -226,14 +227,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _kept_findings(path: Path) -> str:
-    """The findings text between the markers of an existing report (kept across regenerations)."""
+def kept_findings(path: Path, default: str = FINDINGS_PLACEHOLDER) -> str:
+    """The findings text between the markers of an existing report (kept across regenerations),
+    else `default`."""
     if path.exists():
         text = path.read_text()
         a, b = text.find(FINDINGS_START), text.find(FINDINGS_END)
         if a >= 0 and b > a:
             return text[a + len(FINDINGS_START):b].strip("\n")
-    return FINDINGS_PLACEHOLDER
+    return default
 
 
 DEFAULT_TITLE = "Accuracy study: RAMEN against the plain dual encoder, its ablations, AugGT and graph-at-inference"
@@ -341,7 +343,7 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike, *, arm_order: 
             "", *_oak_table(oaks), "", "Where the OAK-style time goes (p50 per stage):", "", *_oak_breakdown(oaks), ""]
     else:
         lines += ["(not run)", ""]
-    lines += ["## Findings", "", FINDINGS_START, _kept_findings(out), FINDINGS_END, ""]
+    lines += ["## Findings", "", FINDINGS_START, kept_findings(out), FINDINGS_END, ""]
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, out)

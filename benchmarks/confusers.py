@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as study  # noqa: E402  (sets up the import path and offline mode)
 
 from ramen.data import Dataset  # noqa: E402
+from ramen.files import temp_path  # noqa: E402
 from ramen.model import Model  # noqa: E402
 
 TOP = 5
@@ -107,24 +109,18 @@ def write(out: Path, rows: list[dict[str, Any]], per_query: np.ndarray, dataset:
              f"{per_query.mean():.1f} one-way links among the labels on average, so a random ranking would put "
              f"one in {100 * per_query.mean() / dataset.num_labels:.2f}% of its slots.", "",
              "| arm | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    report = study._report()
     for arm in dict.fromkeys(r["arm"] for r in rows):
         mine = [r for r in rows if r["arm"] == arm]
-        cells = []
-        for k in keys:
-            v = np.array([r[k] for r in mine])
-            scale, digits = (1, 3) if k.startswith("cos") else (100, 2)
-            sd = f" ± {scale * v.std(ddof=1):.{digits}f}" if len(v) > 1 else ""
-            cells.append(f"{scale * v.mean():.{digits}f}{sd}")
+        cells = [report.plus_minus(*report.mean_std(r[k] for r in mine)[:2],
+                                   *((1.0, 3) if k.startswith("cos") else (100.0, 2))) for k in keys]
         lines.append(f"| {arm} | {len(mine)} | " + " | ".join(cells) + " |")
+    findings = report.kept_findings(out, default="")  # the hand-written findings survive a rerun
     lines += ["", "P@1 and one-way shares in %; cosines are means over (query, label) pairs.", "",
-              "<!-- findings:start -->", "<!-- findings:end -->", ""]
-    text = "\n".join(lines)
-    if out.exists():  # keep the hand-written findings between the markers
-        old = out.read_text()
-        a, b = old.find("<!-- findings:start -->"), old.find("<!-- findings:end -->")
-        if a >= 0 and b > a:
-            text = text.replace("<!-- findings:start -->\n<!-- findings:end -->", old[a:b + len("<!-- findings:end -->")])
-    out.write_text(text)
+              report.FINDINGS_START, *([findings] if findings else []), report.FINDINGS_END, ""]
+    tmp = temp_path(out)
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out)
     print(f"wrote {out}")
 
 

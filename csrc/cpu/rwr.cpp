@@ -562,28 +562,29 @@ void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices, int num
     // writes it splits; ranges are capped so the repeated scans stay a small cost.
     const int64_t nnz = m.indptr[m.rows];
     const int64_t ranges = std::clamp<int64_t>(resolve_threads(num_threads), 1, std::min<int64_t>(8, m.cols + 1));
-    const int64_t width = (m.cols + ranges - 1) / std::max<int64_t>(ranges, 1);
+    const int64_t width = (m.cols + ranges - 1) / ranges;
+    // body(lo, hi) for each column range [lo, hi), one task per range
+    const auto per_range = [&](auto&& body) {
+        parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
+            for (int64_t range = begin; range < end; ++range)
+                body(range * width, std::min<int64_t>(m.cols, range * width + width));
+        });
+    };
     std::fill(t_indptr, t_indptr + m.cols + 1, I{0});
-    parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
-        for (int64_t range = begin; range < end; ++range) {
-            const int64_t lo = range * width, hi = std::min<int64_t>(m.cols, lo + width);
-            for (int64_t e = 0; e < nnz; ++e) {
-                const int64_t c = m.indices[e];
-                if (c >= lo && c < hi) ++t_indptr[c + 1];
-            }
+    per_range([&](int64_t lo, int64_t hi) {
+        for (int64_t e = 0; e < nnz; ++e) {
+            const int64_t c = m.indices[e];
+            if (c >= lo && c < hi) ++t_indptr[c + 1];
         }
     });
     for (int64_t c = 0; c < m.cols; ++c) t_indptr[c + 1] += t_indptr[c];
     std::vector<I> cursor(t_indptr, t_indptr + m.cols);
-    parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
-        for (int64_t range = begin; range < end; ++range) {
-            const int64_t lo = range * width, hi = std::min<int64_t>(m.cols, lo + width);
-            for (int64_t r = 0; r < m.rows; ++r)
-                for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) {
-                    const int64_t c = m.indices[e];
-                    if (c >= lo && c < hi) t_indices[cursor[c]++] = static_cast<I>(r);
-                }
-        }
+    per_range([&](int64_t lo, int64_t hi) {
+        for (int64_t r = 0; r < m.rows; ++r)
+            for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) {
+                const int64_t c = m.indices[e];
+                if (c >= lo && c < hi) t_indices[cursor[c]++] = static_cast<I>(r);
+            }
     });
 }
 

@@ -239,7 +239,8 @@ class LabelIndex:
             return {"expansion_search": None if self.exact else self._expansion_search, "recall": 1.0,
                     "reached": True, "sweep": []}
         threads = _threads(threads)
-        truth = self._exact_rows(q, k, threads)
+        rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
+        truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
         sweep: list[tuple[int, float]] = []
         for ef in efs:
             self.expansion_search = ef
@@ -250,15 +251,6 @@ class LabelIndex:
                 break
         return {"expansion_search": self._expansion_search, "recall": sweep[-1][1],
                 "reached": sweep[-1][1] >= target_recall, "sweep": sweep}
-
-    def _exact_rows(self, q: np.ndarray, k: int, threads: int) -> list[set[int]]:
-        """The rows of each query's exact top-k in the graph's own (quantised) vectors."""
-        if self._compiled_search is not None:
-            keys, _, counts = self._compiled_search(q, k, threads=threads, exact=True, dtype=self._scalar_unknown)[:3]
-        else:
-            m = self._graph.search(q, k, threads=threads, exact=True)
-            keys, counts = (m.keys[None], np.array([len(m.keys)])) if m.keys.ndim == 1 else (m.keys, m.counts)
-        return [set(r[:c].astype(np.int64).tolist()) for r, c in zip(keys, counts)]
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -412,13 +404,15 @@ class LabelIndex:
             scores[start:start + chunk] = np.matmul(vec, q[start:start + chunk, :, None])[..., 0]
         return scores
 
-    def _graph_search(self, q: np.ndarray, wanted: int, threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """usearch search: rows (n, wanted) int64 (0 past counts), distances (n, wanted), counts (n,)."""
+    def _graph_search(self, q: np.ndarray, wanted: int, threads: int,
+                      exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """usearch search (`exact`: brute force over the graph's vectors): rows (n, wanted) int64
+        (0 past counts), distances (n, wanted), counts (n,)."""
         if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
-            keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=False,
+            keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=exact,
                                                        dtype=self._scalar_unknown)[:3]
         else:
-            m = self._graph.search(q, wanted, threads=threads)
+            m = self._graph.search(q, wanted, threads=threads, exact=exact)
             if m.keys.ndim == 1:  # usearch answers one query with trimmed 1-D Matches
                 keys = np.zeros((1, wanted), np.uint64)
                 dist = np.ones((1, wanted), np.float32)

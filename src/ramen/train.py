@@ -25,12 +25,12 @@ import torch
 
 from ramen import distributed
 from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens, identity_graphs
+from ramen.collapse import CollapseWatch, mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.data import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
 from ramen.losses import component_names, ramen_loss
-from ramen.collapse import CollapseWatch, mean_pairwise_cosine
 from ramen.reliance import Reliance, gradient_agreement
 from ramen.model import Model
 from ramen.runlog import RunLog, plot_curves
