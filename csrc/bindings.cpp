@@ -15,6 +15,7 @@ namespace py = pybind11;
 #include "rng.h"
 // ---- includes: triplet ----
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,8 @@ namespace py = pybind11;
 #include "triplet.h"
 // ---- includes: io ----
 #include "io.h"
+// ---- includes: hnsw ----
+#include "hnsw.h"
 
 namespace {
 
@@ -426,6 +429,99 @@ void triplet_mine_cuda_binding(int dtype, std::uintptr_t scores, int64_t rows, i
                              reinterpret_cast<int64_t*>(count), device, stream);
 }
 #endif
+// ---- helpers: hnsw ----
+// The graph arrays as the kernels see them, after the O(1) shape checks; `nodes`: how many rows
+// every per-node array must hold. Search only reads the links, so read-only (memory-mapped) arrays
+// serve it; insertion checks that they are writeable first.
+template <typename T>
+ramen::HnswGraph<T> hnsw_graph(const CArray<T>& vectors, const CArray<int32_t>& level0, const CArray<int32_t>& upper,
+                               const CArray<int8_t>& level, const CArray<int64_t>& upper_row, int m, int m0,
+                               int64_t nodes) {
+    if (m < 2 || m0 < 2) throw std::invalid_argument("m and m0 must be >= 2");
+    if (vectors.ndim() != 2 || vectors.shape(0) < nodes || vectors.shape(1) < 1)
+        throw std::invalid_argument("vectors must be (capacity, dim) with capacity >= the node count");
+    if (level0.ndim() != 2 || level0.shape(0) < nodes || level0.shape(1) != m0 + 1)
+        throw std::invalid_argument("level0 must be (capacity, m0 + 1)");
+    if (upper.ndim() != 2 || upper.shape(1) != m + 1) throw std::invalid_argument("upper must be (rows, m + 1)");
+    if (level.ndim() != 1 || level.shape(0) < nodes || upper_row.ndim() != 1 || upper_row.shape(0) < nodes)
+        throw std::invalid_argument("level and upper_row must have an entry per node");
+    return ramen::HnswGraph<T>{vectors.data(), vectors.shape(1), const_cast<int32_t*>(level0.data()),
+                               const_cast<int32_t*>(upper.data()), level.data(), upper_row.data(), m, m0};
+}
+
+void check_entry(const CArray<int8_t>& level, int64_t nodes, int64_t entry_node, int entry_level) {
+    if (entry_node < -1 || entry_node >= nodes || (nodes > 0) != (entry_node >= 0))
+        throw std::invalid_argument("entry: a node of the graph, or -1 exactly when it is empty");
+    if (entry_node >= 0 && level.data()[entry_node] != entry_level)
+        throw std::invalid_argument("entry: its level disagrees with level[entry]");
+}
+
+template <typename T>
+py::tuple hnsw_insert_binding(const CArray<T>& vectors, const CArray<int32_t>& level0, const CArray<int32_t>& upper,
+                              const CArray<int8_t>& level, const CArray<int64_t>& upper_row, int m, int m0,
+                              int64_t entry_node, int entry_level, int64_t begin, int64_t end, int ef_construction,
+                              int num_threads) {
+    if (begin < 0 || end < begin) throw std::invalid_argument("need 0 <= begin <= end");
+    if (ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
+    if (!level0.writeable() || !upper.writeable()) throw std::invalid_argument("level0 and upper must be writeable");
+    const auto g = hnsw_graph(vectors, level0, upper, level, upper_row, m, m0, end);
+    if (end > std::numeric_limits<int32_t>::max()) throw std::invalid_argument("at most 2^31 - 1 nodes");
+    check_entry(level, begin, entry_node, entry_level);
+    for (int64_t u = begin; u < end; ++u) {
+        const int top = level.data()[u];
+        if (top < 0 || top > 63) throw std::invalid_argument("level: values must lie in [0, 63]");
+        const int64_t first = upper_row.data()[u];
+        if (top > 0 && (first < 0 || first + top > upper.shape(0)))
+            throw std::invalid_argument("upper_row: a node's upper rows fall outside upper");
+    }
+    ramen::HnswEntry entry{entry_node, entry_level};
+    {
+        py::gil_scoped_release release;
+        entry = ramen::hnsw_insert(g, entry, begin, end, ef_construction, num_threads);
+    }
+    return py::make_tuple(entry.node, entry.level);
+}
+
+template <typename T>
+py::tuple hnsw_search_binding(const CArray<T>& vectors, const CArray<int32_t>& level0, const CArray<int32_t>& upper,
+                              const CArray<int8_t>& level, const CArray<int64_t>& upper_row, int m, int m0,
+                              int64_t entry_node, int entry_level, int64_t nodes, const std::optional<CArray<uint8_t>>& alive,
+                              const CArray<float>& queries, int k, int ef, int num_threads) {
+    const auto g = hnsw_graph(vectors, level0, upper, level, upper_row, m, m0, nodes);
+    check_entry(level, nodes, entry_node, entry_level);
+    if (k < 1 || ef < 1) throw std::invalid_argument("k and ef must be >= 1");
+    if (queries.ndim() != 2 || queries.shape(1) != g.dim) throw std::invalid_argument("queries must be (n, dim)");
+    if (alive && (alive->ndim() != 1 || alive->shape(0) < nodes))
+        throw std::invalid_argument("alive must have an entry per node");
+    const int64_t n = queries.shape(0);
+    py::array_t<int64_t> rows({n, static_cast<int64_t>(k)});
+    py::array_t<float> scores({n, static_cast<int64_t>(k)});
+    int64_t* r = rows.mutable_data();
+    float* s = scores.mutable_data();
+    {
+        py::gil_scoped_release release;
+        ramen::hnsw_search(g, ramen::HnswEntry{entry_node, entry_level}, nodes, alive ? alive->data() : nullptr,
+                           queries.data(), n, k, ef, num_threads, r, s);
+    }
+    return py::make_tuple(rows, scores);
+}
+
+template <typename T>
+void def_hnsw(py::module_& m) {
+    const char* kind = std::is_same_v<T, float> ? "float32" : "float16 (as uint16 bits)";
+    m.def("hnsw_insert", &hnsw_insert_binding<T>, py::arg("vectors").noconvert(), py::arg("level0").noconvert(),
+          py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),
+          py::arg("m"), py::arg("m0"), py::arg("entry_node"), py::arg("entry_level"), py::arg("begin"), py::arg("end"),
+          py::arg("ef_construction"), py::arg("num_threads"),
+          (std::string("Links nodes [begin, end) into the HNSW graph of ") + kind + " vectors; the new entry.").c_str());
+    m.def("hnsw_search", &hnsw_search_binding<T>, py::arg("vectors").noconvert(), py::arg("level0").noconvert(),
+          py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),
+          py::arg("m"), py::arg("m0"), py::arg("entry_node"), py::arg("entry_level"), py::arg("nodes"),
+          py::arg("alive").noconvert(), py::arg("queries").noconvert(), py::arg("k"), py::arg("ef"),
+          py::arg("num_threads"),
+          (std::string("Top-k (rows, inner products) of float32 queries in the HNSW graph of ") + kind + " vectors.").c_str());
+}
+
 // ---- helpers: io ----
 // Hands a vector's buffer to numpy without copying; the array owns it.
 py::tuple sparse_to_python(ramen::io::SparseMatrix&& m) {
@@ -476,6 +572,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("triplet_cuda_max_cols", &ramen::triplet_cuda_max_cols, "Largest M the CUDA triplet kernel takes on a device.",
           py::kw_only(), py::arg("device"));
 #endif
+    // ---- bindings: hnsw ----
+    def_hnsw<float>(m);
+    def_hnsw<uint16_t>(m);
     // ---- bindings: io ----
     m.def(
         "read_sparse_text",

@@ -1,0 +1,406 @@
+// HNSW insertion and search over caller-owned arrays, see hnsw.h.
+//
+// Distances are negated inner products (unit vectors: smaller is nearer); ties go to the lower
+// node id, so every choice is deterministic. A search keeps a min-heap of nodes to expand and a
+// max-heap of the ef best found; before scoring a node's links it filters the unvisited ones and
+// prefetches their vectors, so that their cache misses overlap instead of queueing one by one.
+// Insertion follows the paper's algorithms 1 and 4 (greedy descent, beam search of width
+// ef_construction, the neighbour-diversity heuristic), in batches (see hnsw.h): step 1 links each
+// node of a batch into the graph as it stood before the batch, in parallel; step 2 adds the reverse
+// links, node by node, re-selecting with the heuristic where a node's list overflows.
+#include "hnsw.h"
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "graph.h"
+#include "half.h"
+#include "parallel.h"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace ramen {
+namespace {
+
+constexpr double kBatchFraction = 0.02;  // largest insertion batch, as a fraction of the final size
+constexpr int64_t kSearchChunk = 4;       // queries per parallel task
+
+struct Scored {
+    float dist;
+    int32_t id;
+};
+
+inline bool nearer(const Scored& a, const Scored& b) { return a.dist < b.dist || (a.dist == b.dist && a.id < b.id); }
+struct FarthestOnTop {  // heap order for the ef best found
+    bool operator()(const Scored& a, const Scored& b) const { return nearer(a, b); }
+};
+struct NearestOnTop {  // heap order for the nodes left to expand
+    bool operator()(const Scored& a, const Scored& b) const { return nearer(b, a); }
+};
+
+// Inner product of a float32 query with a stored row.
+inline float query_dot(const float* q, const float* v, int64_t dim) { return dot_f32(q, v, dim); }
+inline float query_dot(const float* q, const uint16_t* v, int64_t dim) {
+#if defined(__AVX512F__)
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= dim; i += 32) {
+        const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)));
+        const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i + 16)));
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), v0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), v1, s1);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < dim; ++i) s += q[i] * half_to_float(v[i]);
+    return s;
+#else
+    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= dim; i += 8)
+        for (int j = 0; j < 8; ++j) s[j] += q[i + j] * half_to_float(v[i + j]);
+    for (; i < dim; ++i) s[0] += q[i] * half_to_float(v[i]);
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+#endif
+}
+
+// Inner product of two stored rows.
+inline float node_dot(const float* a, const float* b, int64_t dim) { return dot_f32(a, b, dim); }
+inline float node_dot(const uint16_t* a, const uint16_t* b, int64_t dim) { return dot_f16(a, b, dim); }
+
+inline void to_float(const float* v, int64_t dim, float* out) { std::copy(v, v + dim, out); }
+inline void to_float(const uint16_t* v, int64_t dim, float* out) {
+    for (int64_t i = 0; i < dim; ++i) out[i] = half_to_float(v[i]);
+}
+
+inline void prefetch_lines(const void* p, int64_t bytes) {
+    const char* c = static_cast<const char*>(p);
+    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
+}
+
+// Which nodes a search has seen: a tag per node, equal to the current generation once seen, so
+// that a new search costs no clearing (except when the 16-bit generation wraps).
+class Visited {
+public:
+    void reset(int64_t n) {
+        if (static_cast<int64_t>(tags_.size()) < n) {
+            tags_.assign(static_cast<size_t>(n), 0);
+            generation_ = 0;
+        }
+        if (++generation_ == 0) {
+            std::fill(tags_.begin(), tags_.end(), 0);
+            generation_ = 1;
+        }
+    }
+    bool first_visit(int32_t v) {
+        if (tags_[static_cast<size_t>(v)] == generation_) return false;
+        tags_[static_cast<size_t>(v)] = generation_;
+        return true;
+    }
+
+private:
+    std::vector<uint16_t> tags_;
+    uint16_t generation_ = 0;
+};
+
+// Per-thread scratch of a search, kept across calls on the same thread.
+struct Scratch {
+    Visited visited;
+    std::vector<Scored> frontier, found, starts, chosen;
+    std::vector<int32_t> fresh;
+    std::vector<float> query;
+};
+
+Scratch& thread_scratch() {
+    thread_local Scratch scratch;
+    return scratch;
+}
+
+template <typename T>
+int32_t* link_row(const HnswGraph<T>& g, int64_t v, int level) {
+    return level == 0 ? g.level0 + v * (g.m0 + 1) : g.upper + (g.upper_row[v] + level - 1) * (g.m + 1);
+}
+
+template <typename T>
+const T* vector_of(const HnswGraph<T>& g, int64_t v) {
+    return g.vectors + v * g.dim;
+}
+
+// Beam search of width ef at one level from `starts` over nodes [0, n): s.found holds the ef
+// nearest (alive ones only, if `alive`), nearest first.
+template <typename T>
+void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int level, const uint8_t* alive,
+                  Scratch& s) {
+    const int64_t row_bytes = g.dim * static_cast<int64_t>(sizeof(T));
+    s.visited.reset(n);
+    s.frontier.clear();
+    s.found.clear();
+    for (const Scored& start : s.starts) {
+        if (!s.visited.first_visit(start.id)) continue;
+        s.frontier.push_back(start);
+        std::push_heap(s.frontier.begin(), s.frontier.end(), NearestOnTop{});
+        if (alive == nullptr || alive[start.id]) {
+            s.found.push_back(start);
+            std::push_heap(s.found.begin(), s.found.end(), FarthestOnTop{});
+        }
+    }
+    while (static_cast<int>(s.found.size()) > ef) {
+        std::pop_heap(s.found.begin(), s.found.end(), FarthestOnTop{});
+        s.found.pop_back();
+    }
+    while (!s.frontier.empty()) {
+        const Scored c = s.frontier.front();
+        if (static_cast<int>(s.found.size()) >= ef && nearer(s.found.front(), c)) break;
+        std::pop_heap(s.frontier.begin(), s.frontier.end(), NearestOnTop{});
+        s.frontier.pop_back();
+        const int32_t* row = link_row(g, c.id, level);
+        s.fresh.clear();
+        for (int j = 1; j <= row[0]; ++j)
+            if (s.visited.first_visit(row[j])) {
+                s.fresh.push_back(row[j]);
+                prefetch_lines(vector_of(g, row[j]), row_bytes);
+            }
+        for (const int32_t v : s.fresh) {
+            const Scored cand{-query_dot(q, vector_of(g, v), g.dim), v};
+            const bool room = static_cast<int>(s.found.size()) < ef;
+            if (!room && !nearer(cand, s.found.front())) continue;
+            s.frontier.push_back(cand);
+            std::push_heap(s.frontier.begin(), s.frontier.end(), NearestOnTop{});
+            if (alive != nullptr && !alive[v]) continue;
+            s.found.push_back(cand);
+            std::push_heap(s.found.begin(), s.found.end(), FarthestOnTop{});
+            if (static_cast<int>(s.found.size()) > ef) {
+                std::pop_heap(s.found.begin(), s.found.end(), FarthestOnTop{});
+                s.found.pop_back();
+            }
+        }
+    }
+    std::sort_heap(s.found.begin(), s.found.end(), FarthestOnTop{});  // nearest first
+}
+
+// Greedy descent from the entry point to level `stop` + 1; leaves the nearest node in s.starts.
+template <typename T>
+void descend(const HnswGraph<T>& g, const float* q, int64_t n, HnswEntry entry, int stop, Scratch& s) {
+    s.starts.assign(1, Scored{-query_dot(q, vector_of(g, entry.node), g.dim), static_cast<int32_t>(entry.node)});
+    for (int level = entry.level; level > stop; --level) {
+        search_level(g, q, n, 1, level, nullptr, s);
+        s.starts.assign(1, s.found.front());
+    }
+}
+
+// The paper's heuristic: from `candidates` (nearest to the base first), keep each one that is
+// nearer to the base than to every one kept so far, up to `cap`.
+template <typename T>
+void select_diverse(const HnswGraph<T>& g, const std::vector<Scored>& candidates, int cap, std::vector<Scored>& chosen) {
+    chosen.clear();
+    for (const Scored& c : candidates) {
+        if (static_cast<int>(chosen.size()) >= cap) break;
+        bool diverse = true;
+        for (const Scored& r : chosen)
+            if (-node_dot(vector_of(g, c.id), vector_of(g, r.id), g.dim) < c.dist) {
+                diverse = false;
+                break;
+            }
+        if (diverse) chosen.push_back(c);
+    }
+}
+
+void write_links(int32_t* row, const std::vector<Scored>& links) {
+    row[0] = static_cast<int32_t>(links.size());
+    for (size_t j = 0; j < links.size(); ++j) row[j + 1] = links[j].id;
+}
+
+// Step 1 for node u: its own links at every level, found in the graph of nodes [0, n).
+template <typename T>
+void link_node(const HnswGraph<T>& g, HnswEntry entry, int64_t n, int64_t u, int ef_construction, Scratch& s) {
+    const int top = g.level[u];
+    for (int level = 0; level <= top; ++level) link_row(g, u, level)[0] = 0;
+    s.query.resize(static_cast<size_t>(g.dim));
+    to_float(vector_of(g, u), g.dim, s.query.data());
+    const float* q = s.query.data();
+    descend(g, q, n, entry, top, s);
+    for (int level = std::min(top, entry.level); level >= 0; --level) {
+        search_level(g, q, n, ef_construction, level, nullptr, s);
+        select_diverse(g, s.found, level == 0 ? g.m0 : g.m, s.chosen);
+        write_links(link_row(g, u, level), s.chosen);
+        s.starts = s.found;
+    }
+}
+
+// Step 2 at one level: every node named by the batch's new links [p0, p1) links back.
+template <typename T>
+void link_back(const HnswGraph<T>& g, int64_t p0, int64_t p1, int level, int num_threads) {
+    std::vector<std::pair<int32_t, int32_t>> pairs;  // (old node, new node linking to it)
+    for (int64_t u = p0; u < p1; ++u) {
+        if (g.level[u] < level) continue;
+        const int32_t* row = link_row(g, u, level);
+        for (int j = 1; j <= row[0]; ++j) pairs.emplace_back(row[j], static_cast<int32_t>(u));
+    }
+    std::sort(pairs.begin(), pairs.end());
+    std::vector<size_t> group_start;
+    for (size_t i = 0; i < pairs.size(); ++i)
+        if (i == 0 || pairs[i].first != pairs[i - 1].first) group_start.push_back(i);
+    group_start.push_back(pairs.size());
+    const int cap = level == 0 ? g.m0 : g.m;
+    parallel_for(static_cast<int64_t>(group_start.size()) - 1, 64, num_threads, [&](int64_t g0, int64_t g1) {
+        std::vector<Scored> candidates, chosen;
+        for (int64_t gi = g0; gi < g1; ++gi) {
+            const int32_t v = pairs[group_start[gi]].first;
+            int32_t* row = link_row(g, v, level);
+            const int64_t incoming = static_cast<int64_t>(group_start[gi + 1] - group_start[gi]);
+            if (row[0] + incoming <= cap) {
+                for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i) row[1 + row[0]++] = pairs[i].second;
+                continue;
+            }
+            candidates.clear();
+            const T* base = vector_of(g, v);
+            for (int j = 1; j <= row[0]; ++j)
+                candidates.push_back({-node_dot(base, vector_of(g, row[j]), g.dim), row[j]});
+            for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i)
+                candidates.push_back({-node_dot(base, vector_of(g, pairs[i].second), g.dim), pairs[i].second});
+            std::sort(candidates.begin(), candidates.end(), nearer);
+            select_diverse(g, candidates, cap, chosen);
+            write_links(row, chosen);
+        }
+    });
+}
+
+// Nodes [0, n) reachable from `from` through level-0 links, added to `reached` (a breadth-first search).
+template <typename T>
+void mark_reachable(const HnswGraph<T>& g, int64_t from, std::vector<uint8_t>& reached, std::vector<int32_t>& todo) {
+    if (reached[static_cast<size_t>(from)]) return;
+    reached[static_cast<size_t>(from)] = 1;
+    todo.assign(1, static_cast<int32_t>(from));
+    while (!todo.empty()) {
+        const int32_t* row = link_row(g, todo.back(), 0);
+        todo.pop_back();
+        for (int j = 1; j <= row[0]; ++j)
+            if (!reached[static_cast<size_t>(row[j])]) {
+                reached[static_cast<size_t>(row[j])] = 1;
+                todo.push_back(row[j]);
+            }
+    }
+}
+
+// Adds the link host -> u at level 0: into a free slot, else over the link whose target has the
+// most other incoming links (never the last one in). False where every target has no other.
+template <typename T>
+bool link_from(const HnswGraph<T>& g, int32_t host, int32_t u, std::vector<int32_t>& indegree) {
+    int32_t* row = link_row(g, host, 0);
+    int slot = -1;
+    if (row[0] < g.m0) {
+        slot = ++row[0];
+    } else {
+        for (int j = 1; j <= row[0]; ++j)
+            if (indegree[static_cast<size_t>(row[j])] > 1 &&
+                (slot < 0 || indegree[static_cast<size_t>(row[j])] > indegree[static_cast<size_t>(row[slot])]))
+                slot = j;
+        if (slot < 0) return false;
+        --indegree[static_cast<size_t>(row[slot])];
+    }
+    row[slot] = u;
+    ++indegree[static_cast<size_t>(u)];
+    return true;
+}
+
+// Heuristic pruning of reverse links can leave a node that no search from the entry reaches: a
+// label that would never be returned. Each such node, in id order, gets a link from its nearest
+// out-neighbour that the entry reaches (else from the first reached node that can take one), until
+// every node is reached.
+template <typename T>
+void repair_reachability(const HnswGraph<T>& g, HnswEntry entry, int64_t n) {
+    std::vector<uint8_t> reached(static_cast<size_t>(n), 0);
+    std::vector<int32_t> indegree(static_cast<size_t>(n), 0), todo;
+    for (int round = 0; round < 8; ++round) {
+        std::fill(reached.begin(), reached.end(), 0);
+        std::fill(indegree.begin(), indegree.end(), 0);
+        for (int64_t v = 0; v < n; ++v) {
+            const int32_t* row = link_row(g, v, 0);
+            for (int j = 1; j <= row[0]; ++j) ++indegree[static_cast<size_t>(row[j])];
+        }
+        mark_reachable(g, entry.node, reached, todo);
+        int64_t missing = 0, host = 0;
+        for (int64_t u = 0; u < n; ++u) {
+            if (reached[static_cast<size_t>(u)]) continue;
+            const int32_t* own = link_row(g, u, 0);
+            bool linked = false;
+            for (int j = 1; j <= own[0] && !linked; ++j)
+                if (reached[static_cast<size_t>(own[j])]) linked = link_from(g, own[j], static_cast<int32_t>(u), indegree);
+            for (; !linked && host < n; host += linked ? 0 : 1)  // a host that cannot take a link never will this round
+                linked = reached[static_cast<size_t>(host)] && host != u &&
+                         link_from(g, static_cast<int32_t>(host), static_cast<int32_t>(u), indegree);
+            if (linked) {
+                mark_reachable(g, u, reached, todo);
+            } else {
+                ++missing;
+            }
+        }
+        if (missing == 0) return;
+    }
+}
+
+}  // namespace
+
+template <typename T>
+HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, int ef_construction,
+                      int num_threads) {
+    int64_t pos = begin;
+    if (entry.node < 0 && pos < end) {  // the first node: the graph's entry, without links
+        for (int level = 0; level <= g.level[pos]; ++level) link_row(g, pos, level)[0] = 0;
+        entry = HnswEntry{pos, g.level[pos]};
+        ++pos;
+    }
+    const int64_t max_batch = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(kBatchFraction * end)));
+    while (pos < end) {
+        const int64_t p0 = pos, p1 = pos + std::min({end - pos, pos, max_batch});  // prefix doubling, then capped
+        const HnswEntry before = entry;
+        parallel_for(p1 - p0, 8, num_threads, [&](int64_t i0, int64_t i1) {
+            Scratch& s = thread_scratch();
+            for (int64_t u = p0 + i0; u < p0 + i1; ++u) link_node(g, before, p0, u, ef_construction, s);
+        });
+        int top = 0;
+        for (int64_t u = p0; u < p1; ++u) top = std::max<int>(top, g.level[u]);
+        for (int level = 0; level <= std::min(top, before.level); ++level) link_back(g, p0, p1, level, num_threads);
+        for (int64_t u = p0; u < p1; ++u)
+            if (g.level[u] > entry.level) entry = HnswEntry{u, g.level[u]};
+        pos = p1;
+    }
+    if (end > begin && end > 1) repair_reachability(g, entry, end);
+    return entry;
+}
+
+template <typename T>
+void hnsw_search(const HnswGraph<T>& g, HnswEntry entry, int64_t n, const uint8_t* alive, const float* queries,
+                 int64_t num_queries, int k, int ef, int num_threads, int64_t* rows, float* scores) {
+    const int width = std::max(ef, k);
+    parallel_for(num_queries, kSearchChunk, num_threads, [&](int64_t q0, int64_t q1) {
+        Scratch& s = thread_scratch();
+        for (int64_t i = q0; i < q1; ++i) {
+            const float* q = queries + i * g.dim;
+            int64_t* out_rows = rows + i * k;
+            float* out_scores = scores + i * k;
+            std::fill(out_rows, out_rows + k, int64_t{-1});
+            std::fill(out_scores, out_scores + k, -INFINITY);
+            if (entry.node < 0 || n == 0) continue;
+            descend(g, q, n, entry, 0, s);
+            search_level(g, q, n, width, 0, alive, s);
+            const int found = std::min<int>(k, static_cast<int>(s.found.size()));
+            for (int j = 0; j < found; ++j) {
+                out_rows[j] = s.found[static_cast<size_t>(j)].id;
+                out_scores[j] = -s.found[static_cast<size_t>(j)].dist;
+            }
+        }
+    });
+}
+
+template HnswEntry hnsw_insert(const HnswGraph<float>&, HnswEntry, int64_t, int64_t, int, int);
+template HnswEntry hnsw_insert(const HnswGraph<uint16_t>&, HnswEntry, int64_t, int64_t, int, int);
+template void hnsw_search(const HnswGraph<float>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,
+                          int, int, int64_t*, float*);
+template void hnsw_search(const HnswGraph<uint16_t>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,
+                          int, int, int64_t*, float*);
+
+}  // namespace ramen

@@ -1,0 +1,49 @@
+// A hierarchical navigable small-world graph (HNSW, Malkov and Yashunin 2018) over unit vectors,
+// scored by inner product (cosine), for the label index.
+//
+// The arrays belong to the caller (numpy), so that they can be saved, memory-mapped and grown
+// from Python; the kernels only read and write them. Insertion runs in batches: every node of a
+// batch searches the graph as it stood before the batch (read-only, so in parallel without
+// locks), then each node that gains reverse links merges them on its own. The graph therefore
+// depends only on the vectors, their order and the levels, never on the number of threads.
+#pragma once
+
+#include <cstdint>
+
+namespace ramen {
+
+// Node v's links at level 0: level0[v * (m0 + 1) + 1 ...], count in level0[v * (m0 + 1)];
+// at level l in [1, level[v]]: upper[(upper_row[v] + l - 1) * (m + 1) + 1 ...], count first.
+template <typename T>
+struct HnswGraph {
+    const T* vectors;          // (capacity, dim), unit rows (float or IEEE half bits)
+    int64_t dim;
+    int32_t* level0;           // (capacity, m0 + 1)
+    int32_t* upper;            // (upper rows, m + 1)
+    const int8_t* level;       // (capacity,) top level of each node
+    const int64_t* upper_row;  // (capacity,) first upper row of each node (unused for level 0)
+    int m;                     // links per node above level 0
+    int m0;                    // links per node at level 0
+};
+
+// The entry point of the search: the first node of the highest level.
+struct HnswEntry {
+    int64_t node = -1;  // -1: empty graph
+    int level = -1;
+};
+
+// Inserts nodes [begin, end) (vectors, levels and upper rows already written; nodes [0, begin)
+// form the graph) and returns the new entry point. ef_construction: search width while linking.
+template <typename T>
+HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, int ef_construction,
+                      int num_threads);
+
+// Top-k search of the graph's nodes [0, n) for each of `num_queries` unit float32 queries
+// (num_queries, dim). Nodes with alive[v] == 0 are traversed but not returned (alive may be null).
+// Writes rows (num_queries, k) best first, padded with -1, and their scores (inner products,
+// padded with -inf).
+template <typename T>
+void hnsw_search(const HnswGraph<T>& g, HnswEntry entry, int64_t n, const uint8_t* alive, const float* queries,
+                 int64_t num_queries, int k, int ef, int num_threads, int64_t* rows, float* scores);
+
+}  // namespace ramen
