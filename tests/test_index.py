@@ -15,6 +15,8 @@ APPROX = [
     pytest.param(dict(dtype="i8"), id="i8"),
     pytest.param(dict(dtype="i8", rescore=32), id="i8-rescore"),
     pytest.param(dict(dtype="f16", rescore=32), id="f16-rescore"),
+    pytest.param(dict(dtype="f16", engine="usearch"), id="usearch-f16"),
+    pytest.param(dict(dtype="f32", engine="usearch"), id="usearch-f32"),
 ]
 EXACT = [pytest.param(dict(exact=True), id="exact-f32"), pytest.param(dict(exact=True, dtype="f16"), id="exact-f16")]
 ALL = APPROX + EXACT
@@ -182,7 +184,7 @@ def test_save_load_round_trip(tmp_path, data, kw, view):
     loaded = LabelIndex.load(path, view=view, expected_fingerprint="model-a")
     assert loaded.settings() == index.settings()
     assert loaded.expansion_search == 77 and len(loaded) == 1498
-    if not loaded.exact:
+    if loaded.engine == "usearch":
         assert loaded._graph.expansion_search == 77  # usearch does not store it: restored from our header
     after = loaded.search(q, 10)
     np.testing.assert_array_equal(before[0], after[0])
@@ -252,18 +254,72 @@ def test_missing_and_corrupt_files(tmp_path, data, kw):
         LabelIndex.load(plain)
 
 
-def test_corrupt_graph_section(tmp_path, data):
+def _header(blob: bytes) -> dict:
+    length = int.from_bytes(blob[-16:-8], "little")
+    return json.loads(bytes(blob[-16 - length:-16]))
+
+
+def _with_header(blob: bytes, header: dict) -> bytes:
+    length = int.from_bytes(blob[-16:-8], "little")
+    text = json.dumps(header).encode()
+    return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]
+
+
+def test_corrupt_usearch_graph_section(tmp_path, data):
     x, _ = data
     path = tmp_path / "a.idx"
-    build(x[:300]).save(path)
+    build(x[:300], engine="usearch").save(path)
     blob = bytearray(path.read_bytes())
-    length = int.from_bytes(blob[-16:-8], "little")
-    header = json.loads(bytes(blob[-16 - length:-16]))
-    offset, _ = header["sections"]["graph"]
+    offset, _ = _header(blob)["sections"]["graph"]
     blob[offset:offset + 64] = b"\xff" * 64  # usearch's own header
     path.write_bytes(bytes(blob))
     with pytest.raises(ValueError, match="a.idx"):
         LabelIndex.load(path)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_corrupt_ramen_graph_sections_raise_instead_of_crashing(tmp_path, data, view):
+    x, q = data
+    good = tmp_path / "good.idx"
+    build(x[:300], connectivity=4).save(good)
+    blob = good.read_bytes()
+    header = _header(blob)
+    m0 = 2 * header["connectivity"]
+
+    def patched(section: str, dtype, row: int, col: int, value: int) -> bytes:
+        out = bytearray(blob)
+        offset, _ = header["sections"][section]
+        width = (m0 + 1) if section == "hnsw_level0" else 1
+        pos = offset + (row * width + col) * np.dtype(dtype).itemsize
+        out[pos:pos + np.dtype(dtype).itemsize] = np.array([value], dtype).tobytes()
+        return bytes(out)
+
+    cases = {
+        "link": patched("hnsw_level0", np.int32, 7, 1, 10_000),
+        "negative link": patched("hnsw_level0", np.int32, 7, 1, -5),
+        "count": patched("hnsw_level0", np.int32, 7, 0, m0 + 1),
+        "level": patched("hnsw_level", np.int8, 9, 0, 64),
+        "entry": _with_header(blob, {**header, "hnsw_entry": [300, 0]}),
+        "no entry": _with_header(blob, {k: v for k, v in header.items() if k != "hnsw_entry"}),
+    }
+    for name, content in cases.items():
+        bad = tmp_path / f"{name}.idx"
+        bad.write_bytes(content)
+        with pytest.raises(ValueError, match=bad.name):
+            LabelIndex.load(bad, view=view)
+    assert LabelIndex.load(good, view=view).search(q, 5)[0].shape == (len(q), 5)
+
+
+def test_files_written_before_engines_load_as_usearch(tmp_path, data):
+    x, q = data
+    index = build(x[:400], engine="usearch")
+    path = tmp_path / "old.idx"
+    index.save(path)
+    blob = path.read_bytes()
+    path.write_bytes(_with_header(blob, {k: v for k, v in _header(blob).items() if k != "engine"}))
+    loaded = LabelIndex.load(path)
+    assert loaded.engine == "usearch"
+    np.testing.assert_array_equal(loaded.search(q, 10)[0], index.search(q, 10)[0])
 
 
 def test_save_to_directory_rejected(tmp_path):

@@ -1,18 +1,21 @@
-"""Label index: top-k cosine search over label vectors, approximate (usearch HNSW) or exact (matmul).
+"""Label index: top-k cosine search over label vectors, approximate (HNSW) or exact (matmul).
 
 Vectors are L2-normalised on `add` and on `search`, so scores are cosine similarities whatever
 the input norms. Labels carry int64 ids chosen by the caller (the label ids of the data set);
 results are `(ids, scores)` of shape (n_queries, k), best first, padded with id -1 and score -inf
 when fewer than k labels are indexed.
 
-Internally each added vector gets a row; usearch keys are rows, never label ids, so removing a
+Internally each added vector gets a row; graph nodes are rows, never label ids, so removing a
 label and adding the same id again is a fresh insertion. Removed rows stay in the graph as
-tombstones (usearch's lazy delete) and in the file until the index is rebuilt.
+tombstones (traversed, never returned) and in the file until the index is rebuilt.
 
-The graph is built with usearch's inner-product kernel on the normalised vectors (the cosine, at
-less cost) for f32/f16 and its cosine kernel for i8. A graph built with several threads can differ
-slightly from run to run (insertion order); search over a given graph is deterministic whatever
-the thread count. An index is not safe to modify from several Python threads at once.
+Two graph engines: "ramen" (the default for f32/f16: ramen.hnsw, our C++ HNSW, whose graph does
+not depend on the thread count and which was faster than usearch, faiss and hnswlib at equal
+recall in benchmarks/results/search.md) and "usearch" (also i8; a graph built with several
+threads can differ from run to run). Both score by inner product on the normalised vectors (the
+cosine, at less cost); usearch's i8 uses its cosine kernel. Search over a given graph is
+deterministic whatever the thread count. An index is not safe to modify from several Python
+threads at once.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ FORMAT_VERSION = 1
 _MAGIC = b"RAMENIDX"  # at the start of the file and at its very end (after the header length)
 _ALIGN = 4096
 DTYPES = ("f32", "f16", "i8")
+ENGINES = ("ramen", "usearch")
 _NP_DTYPE = {"f32": np.float32, "f16": np.float16}
 
 # Defaults chosen by the `search` benchmark (benchmarks/results/search.md).
@@ -129,10 +133,13 @@ def top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.n
 
 
 class LabelIndex:
-    """Cosine top-k index over labels: usearch HNSW (`exact=False`) or blocked matmul (`exact=True`).
+    """Cosine top-k index over labels: an HNSW graph (`exact=False`) or blocked matmul (`exact=True`).
 
     dtype: storage of the vectors: "f32", "f16" or "i8" (i8 only for the approximate graph);
       None picks DEFAULT_DTYPE for the graph and "f32" for the exact mode.
+    engine: the graph's implementation, "ramen" (ramen.hnsw; f32, f16) or "usearch" (f32, f16,
+      i8); None picks "ramen", or "usearch" for i8. Ignored by the exact mode.
+    connectivity, expansion_add, expansion_search: HNSW's M, efConstruction and efSearch.
     rescore: when > 0, the graph returns max(rescore, k) candidates that are re-scored against
       float16 copies of the vectors (more memory, higher recall and exact-to-f16 scores).
     fingerprint: a string naming the model that made the vectors; saved and checked on load.
@@ -150,6 +157,7 @@ class LabelIndex:
         exact: bool = False,
         rescore: int = 0,
         fingerprint: str = "",
+        engine: str | None = None,
     ) -> None:
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -169,6 +177,12 @@ class LabelIndex:
             raise ValueError("rescore applies to the approximate index; exact=True already scores exactly")
         if not isinstance(fingerprint, str):
             raise ValueError(f"fingerprint must be a string, got {type(fingerprint).__name__}")
+        if engine is None:
+            engine = "usearch" if dtype == "i8" else "ramen"
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "ramen" and dtype == "i8":
+            raise ValueError("engine='ramen' stores f32 or f16 vectors; use engine='usearch' for dtype='i8'")
         self.dim = int(dim)
         self.dtype = dtype
         self.exact = bool(exact)
@@ -177,6 +191,7 @@ class LabelIndex:
         self._expansion_search = int(expansion_search)
         self.rescore = int(rescore)
         self.fingerprint = fingerprint
+        self.engine = None if exact else engine
         self.read_only = False
         self._rows = 0  # rows used (live + removed)
         self._ids = np.empty(0, np.int64)  # row -> label id, -1 once removed; capacity >= _rows
@@ -187,9 +202,14 @@ class LabelIndex:
         self._compiled_search: Any = None
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
+        self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
+        if self.engine == "ramen":
+            from ramen.hnsw import HnswGraph
+
+            return HnswGraph(self.dim, dtype=self.dtype, m=self.connectivity, ef_construction=self.expansion_add)
         from usearch.index import Index, ScalarKind
 
         # Vectors arrive normalised, so inner product is the cosine and its kernel is cheaper (~30%
@@ -204,7 +224,7 @@ class LabelIndex:
 
     @property
     def expansion_search(self) -> int:
-        """Breadth of the graph search (usearch's ef): higher is slower with better recall."""
+        """Breadth of the graph search (HNSW's ef): higher is slower with better recall."""
         return self._expansion_search
 
     @expansion_search.setter
@@ -212,7 +232,7 @@ class LabelIndex:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"expansion_search must be a positive integer, got {value!r}")
         self._expansion_search = int(value)
-        if self._graph is not None:
+        if self.engine == "usearch":
             self._graph.expansion_search = int(value)
 
     def tune(self, queries: Any, *, target_recall: float = 0.95, k: int = 10,
@@ -256,7 +276,8 @@ class LabelIndex:
         return len(self._keys)
 
     def __repr__(self) -> str:
-        mode = "exact" if self.exact else f"hnsw(connectivity={self.connectivity}, ef={self._expansion_search})"
+        mode = "exact" if self.exact else \
+            f"{self.engine} hnsw(connectivity={self.connectivity}, ef={self._expansion_search})"
         extra = f", rescore={self.rescore}" if self.rescore else ""
         return f"LabelIndex(dim={self.dim}, labels={len(self)}, dtype={self.dtype}, {mode}{extra})"
 
@@ -306,7 +327,10 @@ class LabelIndex:
             self.remove(ids[present])
         rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
         self._grow(self._rows + len(ids))
-        if self._graph is not None:
+        if self.engine == "ramen":
+            self._graph.add(x, threads=0 if threads is None else _threads(threads))  # nodes are rows, in order
+            self._alive = None
+        elif self._graph is not None:
             self._graph.add(rows.astype(np.uint64), x, threads=0 if threads is None else _threads(threads))
         if self._vectors is not None:
             self._vectors[rows[0]:rows[-1] + 1] = x
@@ -348,8 +372,9 @@ class LabelIndex:
                              "pass missing_ok=True to ignore them")
         pos = pos[found]
         rows = self._key_rows[pos]
-        if self._graph is not None and len(rows):
+        if self.engine == "usearch" and len(rows):
             self._graph.remove(rows.astype(np.uint64))
+        self._alive = None
         self._ids[rows] = -1
         self._keys = np.delete(self._keys, pos)
         self._key_rows = np.delete(self._key_rows, pos)
@@ -406,8 +431,17 @@ class LabelIndex:
 
     def _graph_search(self, q: np.ndarray, wanted: int, threads: int,
                       exact: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """usearch search (`exact`: brute force over the graph's vectors): rows (n, wanted) int64
-        (0 past counts), distances (n, wanted), counts (n,)."""
+        """Graph search (`exact`: brute force over the graph's own vectors): rows (n, wanted) int64
+        (0 past counts), distances 1 - cosine (n, wanted), counts (n,)."""
+        if self.engine == "ramen":
+            if exact:
+                live = np.where(self._ids[: self._rows] >= 0, np.arange(self._rows), -1)
+                rows, scores = _blocked_top_k(q, self._graph.vectors[: self._rows], live, wanted)
+            else:
+                rows, scores = self._graph.search(q, wanted, self._expansion_search, alive=self._alive_mask(),
+                                                  threads=threads)
+            found = rows >= 0
+            return np.where(found, rows, 0), np.where(found, 1.0 - scores, 1.0).astype(np.float32), found.sum(axis=1)
         if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
             keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=exact,
                                                        dtype=self._scalar_unknown)[:3]
@@ -428,44 +462,31 @@ class LabelIndex:
             dist = np.where(valid, dist, 1.0).astype(np.float32)
         return rows, dist, counts
 
+    def _alive_mask(self) -> np.ndarray | None:
+        """uint8 per row, 0 for removed rows (None while nothing was removed); cached until a change."""
+        if len(self) == self._rows:
+            return None
+        if self._alive is None:
+            self._alive = (self._ids[: self._rows] >= 0).view(np.uint8)
+        return self._alive
+
     def _search_exact(self, q: np.ndarray, k: int, block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
         """Blocked matmul over the stored rows with a running top-k; removed rows are skipped."""
-        n = len(q)
-        best_ids = np.full((n, 0), -1, np.int64)
-        best_scores = np.full((n, 0), -np.inf, np.float32)
-        rows = max(1024, block_bytes // (4 * max(n, 1)))
-        for start in range(0, self._rows, rows):
-            stop = min(start + rows, self._rows)
-            block = np.asarray(self._vectors[start:stop], dtype=np.float32)
-            scores = q @ block.T  # (n, stop - start)
-            ids = self._ids[start:stop]
-            dead = ids < 0
-            if dead.any():
-                scores[:, dead] = -np.inf
-            if scores.shape[1] > k:
-                part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-                scores = np.take_along_axis(scores, part, axis=1)
-                ids = ids[part]
-            else:
-                ids = np.broadcast_to(ids, scores.shape)
-            best_scores = np.concatenate([best_scores, scores], axis=1)
-            best_ids = np.concatenate([best_ids, np.where(np.isfinite(scores), ids, -1)], axis=1)
-            if best_scores.shape[1] > 4 * k:
-                best_ids, best_scores = top_k(best_scores, best_ids, k)
-        return top_k(best_scores, best_ids, k)
+        return _blocked_top_k(q, self._vectors[: self._rows], self._ids[: self._rows], k, block_bytes)
 
     # ---- persistence --------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         """The constructor arguments that recreate this index's configuration."""
         return {"dim": self.dim, "dtype": self.dtype, "connectivity": self.connectivity,
                 "expansion_add": self.expansion_add, "expansion_search": self._expansion_search,
-                "exact": self.exact, "rescore": self.rescore, "fingerprint": self.fingerprint}
+                "exact": self.exact, "rescore": self.rescore, "fingerprint": self.fingerprint, "engine": self.engine}
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the index to one file, atomically (a temporary name in the same folder, then rename).
 
-        Layout: "RAMENIDX", then 4096-aligned sections (ids int64, vectors, usearch graph), then
-        a JSON header, its length (u64 little-endian) and "RAMENIDX" again.
+        Layout: "RAMENIDX", then 4096-aligned sections (ids int64, vectors, the graph: ramen's
+        arrays or usearch's file), then a JSON header, its length (u64 little-endian) and
+        "RAMENIDX" again.
         """
         path = Path(path)
         if path.is_dir():
@@ -478,11 +499,16 @@ class LabelIndex:
                 sections = {"ids": _write_section(f, self._ids[: self._rows])}
                 if self._vectors is not None:
                     sections["vectors"] = _write_section(f, self._vectors[: self._rows])
-                if self._graph is not None:
-                    sections["graph"] = self._write_graph(f, path.parent)
                 header = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.settings(),
-                          "count": len(self), "rows": self._rows, "sections": sections,
-                          "usearch_version": _usearch_version()}
+                          "count": len(self), "rows": self._rows, "sections": sections}
+                if self.engine == "ramen":
+                    arrays = self._graph.arrays()
+                    header["hnsw_entry"] = [int(v) for v in arrays.pop("entry")]
+                    header["hnsw_upper_rows"] = self._graph.upper_rows
+                    sections.update({f"hnsw_{name}": _write_section(f, a) for name, a in arrays.items()})
+                elif self.engine == "usearch":
+                    sections["graph"] = self._write_graph(f, path.parent)
+                    header["usearch_version"] = _usearch_version()
                 blob = json.dumps(header).encode()
                 f.write(blob)
                 f.write(len(blob).to_bytes(8, "little"))
@@ -526,9 +552,11 @@ class LabelIndex:
         if expected_fingerprint is not None and header["fingerprint"] != expected_fingerprint:
             raise ValueError(f"{path} was built from vectors of model {header['fingerprint']!r}, not the "
                              f"expected {expected_fingerprint!r}: rebuild the index with this model")
+        engine = header.get("engine", None if header["exact"] else "usearch")  # files before engines: usearch
         index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
                     expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
-                    exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"])
+                    exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"],
+                    engine=engine)
         rows = header["rows"]
         sections = header["sections"]
         index._ids = _section(mm, sections, "ids", np.int64, (rows,), path).copy()
@@ -536,7 +564,9 @@ class LabelIndex:
             vec = _section(mm, sections, "vectors", index._vectors.dtype, (rows, index.dim), path)
             index._vectors = vec if view else vec.copy()
             del vec  # a non-view load closes the map below: no array may still point into it
-        if index._graph is not None:
+        if index.engine == "ramen":
+            _load_hnsw(index._graph, mm, header, view, path)
+        elif index._graph is not None:
             offset, size = _span(sections, "graph", path, len(mm))
             buf = memoryview(mm)[offset:offset + size]
             try:
@@ -565,6 +595,69 @@ class LabelIndex:
         return index
 
 
+def _blocked_top_k(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
+                   block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
+    """Top-`k` (ids, scores) of queries `q` against `vectors` (rows, dim) by blocked matmul with a
+    running top-k; rows whose id is < 0 (removed) are skipped."""
+    n = len(q)
+    best_ids = np.full((n, 0), -1, np.int64)
+    best_scores = np.full((n, 0), -np.inf, np.float32)
+    rows = max(1024, block_bytes // (4 * max(n, 1)))
+    for start in range(0, len(vectors), rows):
+        stop = min(start + rows, len(vectors))
+        block = np.asarray(vectors[start:stop], dtype=np.float32)
+        scores = q @ block.T  # (n, stop - start)
+        block_ids = ids[start:stop]
+        dead = block_ids < 0
+        if dead.any():
+            scores[:, dead] = -np.inf
+        if scores.shape[1] > k:
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            scores = np.take_along_axis(scores, part, axis=1)
+            block_ids = block_ids[part]
+        else:
+            block_ids = np.broadcast_to(block_ids, scores.shape)
+        best_scores = np.concatenate([best_scores, scores], axis=1)
+        best_ids = np.concatenate([best_ids, np.where(np.isfinite(scores), block_ids, -1)], axis=1)
+        if best_scores.shape[1] > 4 * k:
+            best_ids, best_scores = top_k(best_scores, best_ids, k)
+    return top_k(best_scores, best_ids, k)
+
+
+def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, path: Path) -> None:
+    """Fills `graph` (an empty ramen.hnsw.HnswGraph) from the file's hnsw_* sections, checking every
+    link, level and the entry so that a corrupt file raises instead of crashing the search."""
+    rows = header["rows"]
+    try:
+        upper_rows = int(header["hnsw_upper_rows"])
+        entry = tuple(int(v) for v in header["hnsw_entry"])
+        if upper_rows < 0 or len(entry) != 2:
+            raise ValueError
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: missing or bad hnsw_upper_rows / hnsw_entry in the header") from e
+    shapes = {"vectors": (_NP_DTYPE[graph.dtype], (rows, graph.dim)), "level0": (np.int32, (rows, graph.m0 + 1)),
+              "level": (np.int8, (rows,)), "upper_row": (np.int64, (rows,)),
+              "upper": (np.int32, (upper_rows, graph.m + 1))}
+    for name, (dtype, shape) in shapes.items():
+        a = _section(mm, header["sections"], f"hnsw_{name}", dtype, shape, path)
+        setattr(graph, name, a if view else a.copy())
+    graph.n, graph.upper_rows, graph.entry = rows, upper_rows, entry
+    level, first = graph.level.astype(np.int64), graph.upper_row
+    tall = level > 0
+    if (level < 0).any() or (level > 63).any() or (first[tall] < 0).any() or \
+            (first[tall] + level[tall] > upper_rows).any():
+        raise ValueError(f"{path}: corrupt hnsw levels (a level or upper row outside the arrays)")
+    for name, links, cap in (("level0", graph.level0, graph.m0), ("upper", graph.upper, graph.m)):
+        counts = links[:, 0]
+        if (counts < 0).any() or (counts > cap).any():
+            raise ValueError(f"{path}: corrupt hnsw {name} (a link count outside [0, {cap}])")
+        used = links[:, 1:][np.arange(cap)[None, :] < counts[:, None]]
+        if len(used) and (used.min() < 0 or used.max() >= rows):
+            raise ValueError(f"{path}: corrupt hnsw {name} (a link to a node outside [0, {rows}))")
+    if (rows == 0) != (entry[0] < 0) or (rows and not (0 <= entry[0] < rows and level[entry[0]] == entry[1])):
+        raise ValueError(f"{path}: corrupt hnsw entry {list(entry)}")
+
+
 def _usearch_version() -> str:
     import usearch
 
@@ -579,7 +672,8 @@ def _write_section(f: Any, array: np.ndarray) -> list[int]:
     _pad(f)
     offset = f.tell()
     data = np.ascontiguousarray(array)
-    f.write(memoryview(data).cast("B"))
+    if data.size:  # memoryview cannot cast an empty 2-d array
+        f.write(memoryview(data).cast("B"))
     return [offset, data.nbytes]
 
 

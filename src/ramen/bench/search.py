@@ -1,4 +1,4 @@
-"""`search` suite: ramen.LabelIndex beside exact numpy top-k, faiss HNSW and hnswlib.
+"""`search` suite: ramen.LabelIndex beside exact numpy top-k, faiss HNSW, hnswlib and usearch.
 
 For each data set (labels x dim) and index it measures build time, memory per label, and, over a
 sweep of expansion_search, recall@10 against exact search, single-query latency (one thread, p50
@@ -12,7 +12,8 @@ Data (uniform random vectors are avoided: no graph index reaches recall there, s
 - file: RAMEN_SEARCH_VECTORS=labels.npy[:queries.npy] adds a case from vectors on disk (e.g.
   encoder embeddings of label texts; queries default to 2,000 held-out labels).
 Environment knobs for long runs: RAMEN_SEARCH_CASES (e.g. "lowrank-1000000x384,planted-100000x768"),
-RAMEN_SEARCH_PEERS (subset of "numpy-exact,faiss-hnsw,hnswlib"), RAMEN_SEARCH_VARIANTS (cases that
+RAMEN_SEARCH_PEERS (subset of "numpy-exact,faiss-hnsw,hnswlib,usearch"; usearch runs as
+LabelIndex(engine="usearch"), the engine ours replaced, with the same thin wrapper), RAMEN_SEARCH_VARIANTS (cases that
 also run the dtype study, default "lowrank-100000x384"; "" for none).
 Timing is interleaved query by query across the engines of a case, so that load from other
 processes on a shared machine disturbs every engine alike; build times are not (load is printed).
@@ -40,7 +41,8 @@ EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256)
 FULL_CASES = [("lowrank", 100_000, 384), ("planted", 100_000, 384), ("lowrank", 100_000, 768),
               ("planted", 100_000, 768), ("lowrank", 1_000_000, 384), ("planted", 1_000_000, 384),
               ("lowrank", 1_000_000, 768), ("planted", 1_000_000, 768)]
-PEERS = ("numpy-exact", "faiss-hnsw", "hnswlib")
+PEERS = ("numpy-exact", "faiss-hnsw", "hnswlib", "usearch")
+GRAPH_PEERS = ("faiss-hnsw", "hnswlib", "usearch")
 _PEER_MODULE = {"numpy-exact": "exact_topk", "faiss-hnsw": "faiss_hnsw", "hnswlib": "hnswlib_hnsw"}
 # dtype study at 100K x 384: what the default was chosen from
 VARIANTS = {"f32": dict(dtype="f32"), "i8": dict(dtype="i8"), "i8+rescore16": dict(dtype="i8", rescore=16),
@@ -150,6 +152,15 @@ class Ours:
         return os.path.getsize(path)
 
 
+class UsearchEngine(Ours):
+    """LabelIndex on usearch (its engine before ramen's HNSW): the same wrapper, usearch's graph."""
+
+    name = "usearch"
+
+    def __init__(self, dim: int, **config: Any) -> None:
+        super().__init__(dim, dtype=DEFAULT_DTYPE, engine="usearch", **config)
+
+
 def build(engine: Any, x: np.ndarray) -> dict[str, Any]:
     """Builds `engine` on `x` with all threads: build time and saved size per label."""
     t0 = time.perf_counter()
@@ -207,6 +218,8 @@ def time_interleaved(engines: dict[str, Any], q: np.ndarray, n_single: int, roun
 
 
 def _peer_factory(name: str) -> Callable[..., Any] | None:
+    if name == "usearch":
+        return UsearchEngine
     try:
         module = import_peer(_PEER_MODULE[name])
     except ImportError as e:
@@ -288,7 +301,7 @@ def _rows(case: str, results: dict[str, dict[str, Any]], configs: dict[str, dict
     """Ours (and each variant) against every peer at its operating point (recall@10 >= TARGET)."""
     rows: list[Row] = []
     peer_names = ["numpy-exact" if "numpy-exact" in results else "ramen-exact"]
-    peer_names += [n for n in results if n in ("faiss-hnsw", "hnswlib")]
+    peer_names += [n for n in results if n in GRAPH_PEERS]
     for ours in configs:
         o = results[ours]
         settings = {**configs[ours], "expansion_search": o["ef"], "sweep": [(e, round(r, 4)) for e, r in o["sweep"]]}
