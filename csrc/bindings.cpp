@@ -459,8 +459,8 @@ void check_entry(const CArray<int8_t>& level, int64_t nodes, int64_t entry_node,
 template <typename T>
 py::tuple hnsw_insert_binding(const CArray<T>& vectors, const CArray<int32_t>& level0, const CArray<int32_t>& upper,
                               const CArray<int8_t>& level, const CArray<int64_t>& upper_row, int m, int m0,
-                              int64_t entry_node, int entry_level, int64_t begin, int64_t end, int ef_construction,
-                              int num_threads) {
+                              int64_t entry_node, int entry_level, int64_t begin, int64_t end,
+                              const CArray<int64_t>& order, int ef_construction, int num_threads) {
     if (begin < 0 || end < begin) throw std::invalid_argument("need 0 <= begin <= end");
     if (ef_construction < 1) throw std::invalid_argument("ef_construction must be >= 1");
     if (!level0.writeable() || !upper.writeable()) throw std::invalid_argument("level0 and upper must be writeable");
@@ -474,10 +474,18 @@ py::tuple hnsw_insert_binding(const CArray<T>& vectors, const CArray<int32_t>& l
         if (top > 0 && (first < 0 || first + top > upper.shape(0)))
             throw std::invalid_argument("upper_row: a node's upper rows fall outside upper");
     }
+    if (order.ndim() != 1 || order.shape(0) != end - begin)
+        throw std::invalid_argument("order must hold end - begin node ids");
+    std::vector<uint8_t> seen(static_cast<size_t>(end - begin), 0);
+    for (int64_t i = 0; i < end - begin; ++i) {
+        const int64_t u = order.data()[i];
+        if (u < begin || u >= end || seen[static_cast<size_t>(u - begin)]++)
+            throw std::invalid_argument("order must be a permutation of [begin, end)");
+    }
     ramen::HnswEntry entry{entry_node, entry_level};
     {
         py::gil_scoped_release release;
-        entry = ramen::hnsw_insert(g, entry, begin, end, ef_construction, num_threads);
+        entry = ramen::hnsw_insert(g, entry, begin, end, order.data(), ef_construction, num_threads);
     }
     return py::make_tuple(entry.node, entry.level);
 }
@@ -512,7 +520,7 @@ void def_hnsw(py::module_& m) {
     m.def("hnsw_insert", &hnsw_insert_binding<T>, py::arg("vectors").noconvert(), py::arg("level0").noconvert(),
           py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),
           py::arg("m"), py::arg("m0"), py::arg("entry_node"), py::arg("entry_level"), py::arg("begin"), py::arg("end"),
-          py::arg("ef_construction"), py::arg("num_threads"),
+          py::arg("order").noconvert(), py::arg("ef_construction"), py::arg("num_threads"),
           (std::string("Links nodes [begin, end) into the HNSW graph of ") + kind + " vectors; the new entry.").c_str());
     m.def("hnsw_search", &hnsw_search_binding<T>, py::arg("vectors").noconvert(), py::arg("level0").noconvert(),
           py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),

@@ -5,7 +5,7 @@
 // from Python; the kernels only read and write them. Insertion runs in batches: every node of a
 // batch searches the graph as it stood before the batch (read-only, so in parallel without
 // locks), then each node that gains reverse links merges them on its own. The graph therefore
-// depends only on the vectors, their order and the levels, never on the number of threads.
+// depends only on the vectors, the insertion order and the levels, never on the number of threads.
 #pragma once
 
 #include <cstdint>
@@ -32,11 +32,12 @@ struct HnswEntry {
     int level = -1;
 };
 
-// Inserts nodes [begin, end) (vectors, levels and upper rows already written; nodes [0, begin)
-// form the graph) and returns the new entry point. ef_construction: search width while linking.
+// Inserts nodes [begin, end) in the order `order` (a permutation of them; shuffled, so that near
+// neighbours rarely share a batch) and returns the new entry point. Their vectors, levels and
+// upper rows are already written; nodes [0, begin) form the graph. ef_construction: search width.
 template <typename T>
-HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, int ef_construction,
-                      int num_threads);
+HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, const int64_t* order,
+                      int ef_construction, int num_threads);
 
 // Top-k search of the graph's nodes [0, n) for each of `num_queries` unit float32 queries
 // (num_queries, dim). Nodes with alive[v] == 0 are traversed but not returned (alive may be null).

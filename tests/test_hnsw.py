@@ -23,6 +23,10 @@ def lowrank(rng: np.random.Generator, n: int, dim: int, rank: int = 12) -> np.nd
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
 def links(g: HnswGraph, v: int, level: int) -> np.ndarray:
     row = g.level0[v] if level == 0 else g.upper[g.upper_row[v] + level - 1]
     return row[1:1 + row[0]]
@@ -140,6 +144,20 @@ def test_the_graph_does_not_depend_on_the_thread_count():
     np.testing.assert_array_equal(g.search(q, 10, 40, threads=1)[0], g.search(q, 10, 40, threads=2)[0])
 
 
+def test_neighbours_that_arrive_together_still_link_to_each_other():
+    """Tight clusters added contiguously (as labels of one product line often are): the insertion
+    order is shuffled, so nodes of one cluster rarely share a batch and find each other."""
+    rng = np.random.default_rng(6)
+    centres = lowrank(rng, 400, 32)
+    x = unit_rows(np.repeat(centres, 12, axis=0) + 0.05 * rng.standard_normal((4800, 32)))
+    q = unit_rows(centres + 0.05 * rng.standard_normal(centres.shape))
+    g = HnswGraph(32, m=8, ef_construction=64)
+    g.add(x)
+    rows, _ = g.search(q, 10, 32)
+    truth = exact_top(x, q, 10)
+    assert np.mean([len(set(r) & set(t)) / 10 for r, t in zip(rows, truth)]) >= 0.95
+
+
 def test_small_empty_duplicate_and_dead_graphs():
     rng = np.random.default_rng(4)
     g = HnswGraph(8)
@@ -183,15 +201,23 @@ def test_bad_input_raises_value_error():
         _C.hnsw_search(a["vectors"].view(np.uint16), a["level0"], a["upper"], a["level"], a["upper_row"], m=g.m,
                        m0=g.m0, entry_node=50, entry_level=0, nodes=50, alive=None,
                        queries=np.zeros((1, 8), np.float32), k=1, ef=1, num_threads=1)
+    a["level"] = a["level"].copy()
+
+    def insert(level0=None, level=None, order=(48, 49)):
+        entry = (g.entry[0], g.entry[1]) if g.entry[0] < 48 else (0, int(a["level"][0]))
+        _C.hnsw_insert(a["vectors"].view(np.uint16), a["level0"].copy() if level0 is None else level0,
+                       a["upper"].copy(), a["level"] if level is None else level, a["upper_row"], m=g.m, m0=g.m0,
+                       entry_node=entry[0], entry_level=entry[1], begin=48, end=50,
+                       order=np.array(order, np.int64), ef_construction=8, num_threads=1)
+
     bad_level = a["level"].copy()
     bad_level[49] = 70
     with pytest.raises(ValueError, match="level"):
-        _C.hnsw_insert(a["vectors"].view(np.uint16), a["level0"].copy(), a["upper"].copy(), bad_level,
-                       a["upper_row"], m=g.m, m0=g.m0, entry_node=g.entry[0], entry_level=g.entry[1], begin=49,
-                       end=50, ef_construction=8, num_threads=1)
+        insert(level=bad_level)
     frozen = a["level0"].copy()
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="writeable"):
-        _C.hnsw_insert(a["vectors"].view(np.uint16), frozen, a["upper"].copy(), a["level"], a["upper_row"], m=g.m,
-                       m0=g.m0, entry_node=g.entry[0], entry_level=g.entry[1], begin=49, end=50, ef_construction=8,
-                       num_threads=1)
+        insert(level0=frozen)
+    for order in ((48, 48), (48, 50), (49,)):
+        with pytest.raises(ValueError, match="order"):
+            insert(order=order)

@@ -7,7 +7,9 @@
 // Insertion follows the paper's algorithms 1 and 4 (greedy descent, beam search of width
 // ef_construction, the neighbour-diversity heuristic), in batches (see hnsw.h): step 1 links each
 // node of a batch into the graph as it stood before the batch, in parallel; step 2 adds the reverse
-// links, node by node, re-selecting with the heuristic where a node's list overflows.
+// links, node by node, re-selecting with the heuristic where a node's list overflows. Nodes of one
+// batch cannot link to each other, so the caller's insertion order should be shuffled (near
+// neighbours often arrive together) and a batch holds at most 2% of the graph and 1/16 of the call.
 #include "hnsw.h"
 
 #include <algorithm>
@@ -27,6 +29,7 @@ namespace ramen {
 namespace {
 
 constexpr double kBatchFraction = 0.02;  // largest insertion batch, as a fraction of the final size
+constexpr int64_t kBatchesPerCall = 16;   // and at most this fraction of the nodes being inserted
 constexpr int64_t kSearchChunk = 4;       // queries per parallel task
 
 struct Scored {
@@ -213,7 +216,8 @@ void write_links(int32_t* row, const std::vector<Scored>& links) {
     for (size_t j = 0; j < links.size(); ++j) row[j + 1] = links[j].id;
 }
 
-// Step 1 for node u: its own links at every level, found in the graph of nodes [0, n).
+// Step 1 for node u: its own links at every level, found in the graph as it stands (n: the
+// visited tags cover nodes [0, n)).
 template <typename T>
 void link_node(const HnswGraph<T>& g, HnswEntry entry, int64_t n, int64_t u, int ef_construction, Scratch& s) {
     const int top = g.level[u];
@@ -230,11 +234,12 @@ void link_node(const HnswGraph<T>& g, HnswEntry entry, int64_t n, int64_t u, int
     }
 }
 
-// Step 2 at one level: every node named by the batch's new links [p0, p1) links back.
+// Step 2 at one level: every node named by the links of the batch's new nodes links back.
 template <typename T>
-void link_back(const HnswGraph<T>& g, int64_t p0, int64_t p1, int level, int num_threads) {
+void link_back(const HnswGraph<T>& g, const int64_t* batch, int64_t size, int level, int num_threads) {
     std::vector<std::pair<int32_t, int32_t>> pairs;  // (old node, new node linking to it)
-    for (int64_t u = p0; u < p1; ++u) {
+    for (int64_t i = 0; i < size; ++i) {
+        const int64_t u = batch[i];
         if (g.level[u] < level) continue;
         const int32_t* row = link_row(g, u, level);
         for (int j = 1; j <= row[0]; ++j) pairs.emplace_back(row[j], static_cast<int32_t>(u));
@@ -345,28 +350,33 @@ void repair_reachability(const HnswGraph<T>& g, HnswEntry entry, int64_t n) {
 }  // namespace
 
 template <typename T>
-HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, int ef_construction,
-                      int num_threads) {
-    int64_t pos = begin;
-    if (entry.node < 0 && pos < end) {  // the first node: the graph's entry, without links
-        for (int level = 0; level <= g.level[pos]; ++level) link_row(g, pos, level)[0] = 0;
-        entry = HnswEntry{pos, g.level[pos]};
-        ++pos;
+HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, const int64_t* order,
+                      int ef_construction, int num_threads) {
+    const int64_t count = end - begin;
+    int64_t pos = 0;  // position in `order`
+    if (entry.node < 0 && count > 0) {  // the first node: the graph's entry, without links
+        const int64_t first = order[0];
+        for (int level = 0; level <= g.level[first]; ++level) link_row(g, first, level)[0] = 0;
+        entry = HnswEntry{first, g.level[first]};
+        pos = 1;
     }
-    const int64_t max_batch = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(kBatchFraction * end)));
-    while (pos < end) {
-        const int64_t p0 = pos, p1 = pos + std::min({end - pos, pos, max_batch});  // prefix doubling, then capped
+    const int64_t max_batch = std::max<int64_t>(
+        1, std::min(static_cast<int64_t>(std::ceil(kBatchFraction * end)), (count + kBatchesPerCall - 1) / kBatchesPerCall));
+    while (pos < count) {
+        const int64_t in_graph = begin + pos;
+        const int64_t size = std::min({count - pos, in_graph, max_batch});  // prefix doubling, then capped
+        const int64_t* batch = order + pos;
         const HnswEntry before = entry;
-        parallel_for(p1 - p0, 8, num_threads, [&](int64_t i0, int64_t i1) {
+        parallel_for(size, 8, num_threads, [&](int64_t i0, int64_t i1) {
             Scratch& s = thread_scratch();
-            for (int64_t u = p0 + i0; u < p0 + i1; ++u) link_node(g, before, p0, u, ef_construction, s);
+            for (int64_t i = i0; i < i1; ++i) link_node(g, before, end, batch[i], ef_construction, s);
         });
         int top = 0;
-        for (int64_t u = p0; u < p1; ++u) top = std::max<int>(top, g.level[u]);
-        for (int level = 0; level <= std::min(top, before.level); ++level) link_back(g, p0, p1, level, num_threads);
-        for (int64_t u = p0; u < p1; ++u)
-            if (g.level[u] > entry.level) entry = HnswEntry{u, g.level[u]};
-        pos = p1;
+        for (int64_t i = 0; i < size; ++i) top = std::max<int>(top, g.level[batch[i]]);
+        for (int level = 0; level <= std::min(top, before.level); ++level) link_back(g, batch, size, level, num_threads);
+        for (int64_t i = 0; i < size; ++i)
+            if (g.level[batch[i]] > entry.level) entry = HnswEntry{batch[i], g.level[batch[i]]};
+        pos += size;
     }
     if (end > begin && end > 1) repair_reachability(g, entry, end);
     return entry;
@@ -396,8 +406,8 @@ void hnsw_search(const HnswGraph<T>& g, HnswEntry entry, int64_t n, const uint8_
     });
 }
 
-template HnswEntry hnsw_insert(const HnswGraph<float>&, HnswEntry, int64_t, int64_t, int, int);
-template HnswEntry hnsw_insert(const HnswGraph<uint16_t>&, HnswEntry, int64_t, int64_t, int, int);
+template HnswEntry hnsw_insert(const HnswGraph<float>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
+template HnswEntry hnsw_insert(const HnswGraph<uint16_t>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
 template void hnsw_search(const HnswGraph<float>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,
                           int, int, int64_t*, float*);
 template void hnsw_search(const HnswGraph<uint16_t>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,

@@ -1,9 +1,11 @@
 """An HNSW graph over unit vectors, built and searched by ramen._C: the label index's engine.
 
 The graph lives in numpy arrays (vectors, links per level, levels), so it saves as plain arrays
-and loads memory-mapped. Levels are drawn from a seeded generator keyed by the node's position,
-and insertion runs in batches that search the graph as it stood before the batch, so the graph
-depends on the vectors, their order and the seed, never on the number of threads.
+and loads memory-mapped. Levels and the insertion order of each `add` (shuffled: nodes of one
+insertion batch cannot link to each other, and near neighbours often arrive together) come from a
+generator keyed by (seed, first node), and insertion runs in batches that search the graph as it
+stood before the batch, so the graph depends on the vectors, their order and the seed, never on
+the number of threads.
 """
 from __future__ import annotations
 
@@ -48,7 +50,9 @@ class HnswGraph:
         count = len(vectors)
         if count == 0:
             return
-        levels = self._draw_levels(self.n, count)
+        rng = np.random.default_rng([self.seed, self.n])
+        levels = self._draw_levels(rng, count)
+        order = self.n + rng.permutation(count).astype(np.int64)
         first_rows = self.upper_rows + np.concatenate([[0], np.cumsum(levels[:-1], dtype=np.int64)])
         need_upper = self.upper_rows + int(levels.sum())
         self._reserve(self.n + count, need_upper)
@@ -58,7 +62,8 @@ class HnswGraph:
         self.upper_row[begin:end] = np.where(levels > 0, first_rows, -1)
         self.entry = _C.hnsw_insert(self._vector_bits(), self.level0, self.upper, self.level, self.upper_row,
                                     m=self.m, m0=self.m0, entry_node=self.entry[0], entry_level=self.entry[1],
-                                    begin=begin, end=end, ef_construction=self.ef_construction, num_threads=threads)
+                                    begin=begin, end=end, order=order, ef_construction=self.ef_construction,
+                                    num_threads=threads)
         self.n, self.upper_rows = end, need_upper
 
     def search(self, queries: np.ndarray, k: int, ef: int, *, alive: np.ndarray | None = None,
@@ -76,9 +81,9 @@ class HnswGraph:
                 "upper_row": self.upper_row[: self.n], "upper": self.upper[: self.upper_rows],
                 "entry": np.array(self.entry, np.int64)}
 
-    def _draw_levels(self, first: int, count: int) -> np.ndarray:
-        """Each node's top level, geometric with ratio 1/m, keyed by (seed, first node)."""
-        u = np.random.default_rng([self.seed, first]).random(count)
+    def _draw_levels(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """Each node's top level, geometric with ratio 1/m."""
+        u = rng.random(count)
         levels = np.floor(-np.log1p(-u) / math.log(self.m))
         return np.minimum(levels, MAX_LEVEL).astype(np.int8)
 
