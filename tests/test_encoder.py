@@ -101,8 +101,8 @@ def test_train_config_validation_and_files(tmp_path):
     (tmp_path / "c.toml").write_text('epochs = 3\nlambdas = { hyperlink = [1.0, 0.5] }\n')
     cfg = TrainConfig.from_file(tmp_path / "c.toml")
     assert cfg.epochs == 3 and cfg.lambdas_for("hyperlink") == (1.0, 0.5)
-    assert cfg.lambdas_for("category") == (1.0, 1.0)
-    assert TrainConfig(query_graph=False).lambdas_for("x") == (0.0, 1.0)
+    assert cfg.lambdas_for("category") == (cfg.lambda_x, cfg.lambda_z) == (0.1, 0.1)  # the defaults
+    assert TrainConfig(query_graph=False).lambdas_for("x") == (0.0, 0.1)
     (tmp_path / "c.json").write_text(json.dumps(cfg.to_dict()))
     assert TrainConfig.from_file(tmp_path / "c.json") == cfg
     (tmp_path / "bad.toml").write_text("epochs = = 3")
