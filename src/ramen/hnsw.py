@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ramen import _C
+from ramen._arrays import grow_rows
 
 DTYPES = {"f16": np.float16, "f32": np.float32}
 MAX_LEVEL = 30
@@ -91,17 +92,8 @@ class HnswGraph:
         return self.vectors.view(np.uint16) if self.dtype == "f16" else self.vectors
 
     def _reserve(self, nodes: int, upper_rows: int) -> None:
-        if nodes > len(self.vectors):
-            cap = max(nodes, 2 * len(self.vectors), 1024)
-            self.vectors = _grown(self.vectors, cap)
-            self.level0 = _grown(self.level0, cap)
-            self.level = _grown(self.level, cap)
-            self.upper_row = _grown(self.upper_row, cap)
-        if upper_rows > len(self.upper):
-            self.upper = _grown(self.upper, max(upper_rows, 2 * len(self.upper), 64))
-
-
-def _grown(a: np.ndarray, rows: int) -> np.ndarray:
-    out = np.zeros((rows, *a.shape[1:]), a.dtype)
-    out[: len(a)] = a
-    return out
+        self.vectors = grow_rows(self.vectors, nodes)
+        self.level0 = grow_rows(self.level0, nodes)
+        self.level = grow_rows(self.level, nodes)
+        self.upper_row = grow_rows(self.upper_row, nodes)
+        self.upper = grow_rows(self.upper, upper_rows, minimum=64)

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ramen._arrays import grow_rows
+
 FORMAT = "ramen-label-index"
 FORMAT_VERSION = 1
 _MAGIC = b"RAMENIDX"  # at the start of the file and at its very end (after the header length)
@@ -327,11 +329,12 @@ class LabelIndex:
             self.remove(ids[present])
         rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
         self._grow(self._rows + len(ids))
+        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
         if self.engine == "ramen":
-            self._graph.add(x, threads=0 if threads is None else _threads(threads))  # nodes are rows, in order
+            self._graph.add(x, threads=graph_threads)  # nodes are rows, in order
             self._alive = None
         elif self._graph is not None:
-            self._graph.add(rows.astype(np.uint64), x, threads=0 if threads is None else _threads(threads))
+            self._graph.add(rows.astype(np.uint64), x, threads=graph_threads)
         if self._vectors is not None:
             self._vectors[rows[0]:rows[-1] + 1] = x
         self._ids[rows[0]:rows[-1] + 1] = ids
@@ -342,17 +345,10 @@ class LabelIndex:
         self._key_rows = np.insert(self._key_rows, at, rows[order])
 
     def _grow(self, rows: int) -> None:
-        """Ensures capacity for `rows` rows in the id and vector arrays (amortised doubling)."""
-        if rows <= len(self._ids):
-            return
-        cap = max(rows, 2 * len(self._ids), 1024)
-        ids = np.full(cap, -1, np.int64)
-        ids[: self._rows] = self._ids[: self._rows]
-        self._ids = ids
+        """Ensures capacity for `rows` rows in the id and vector arrays."""
+        self._ids = grow_rows(self._ids, rows, fill=-1)
         if self._vectors is not None:
-            vec = np.empty((cap, self.dim), self._vectors.dtype)
-            vec[: self._rows] = self._vectors[: self._rows]
-            self._vectors = vec
+            self._vectors = grow_rows(self._vectors, rows)
 
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Removes labels `ids` without a rebuild; returns how many were removed.
@@ -435,8 +431,7 @@ class LabelIndex:
         (0 past counts), distances 1 - cosine (n, wanted), counts (n,)."""
         if self.engine == "ramen":
             if exact:
-                live = np.where(self._ids[: self._rows] >= 0, np.arange(self._rows), -1)
-                rows, scores = _blocked_top_k(q, self._graph.vectors[: self._rows], live, wanted)
+                rows, scores = _blocked_top_k(q, self._graph.vectors[: self._rows], self._live_rows(), wanted)
             else:
                 rows, scores = self._graph.search(q, wanted, self._expansion_search, alive=self._alive_mask(),
                                                   threads=threads)
@@ -469,6 +464,12 @@ class LabelIndex:
         if self._alive is None:
             self._alive = (self._ids[: self._rows] >= 0).view(np.uint8)
         return self._alive
+
+    def _live_rows(self) -> np.ndarray:
+        """Each row's own number, -1 for removed rows: the ids of a brute-force pass over the graph."""
+        rows = np.arange(self._rows)
+        alive = self._alive_mask()
+        return rows if alive is None else np.where(alive.view(bool), rows, -1)
 
     def _search_exact(self, q: np.ndarray, k: int, block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
         """Blocked matmul over the stored rows with a running top-k; removed rows are skipped."""
