@@ -1,6 +1,7 @@
 """The training driver end to end on the tiny synthetic dataset with a tiny random encoder."""
 import json
 import os
+import signal
 import socket
 
 import numpy as np
@@ -101,6 +102,27 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
     assert got == expected
     assert records(part, "reliance")[-1] == reliance[-1]
+
+
+def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+    real = train_module.ramen_loss
+    calls = {"n": 0}
+
+    def terminated(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:  # a scheduler's stop, mid-epoch 1
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(train_module, "ramen_loss", terminated)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    assert signal.getsignal(signal.SIGTERM) == before
+    progress = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["progress"]
+    assert progress["epoch"] == 0 and progress["step"] in (3, 4)  # the signal lands before or after step 4's loss
+    assert "interrupted: checkpoint saved" in (tmp_path / "log.jsonl").read_text()
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -13,7 +13,9 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -310,6 +312,21 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
 # ---------------------------------------------------------------- checkpoints
 
 
+def _sigterm_interrupts() -> Any:
+    """Makes SIGTERM (a scheduler's or `kill`'s stop) interrupt training like Ctrl-C, so that the
+    run saves its checkpoint before it exits; returns the function that restores the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    previous = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
                     bank: dict[str, torch.Tensor] | None, reliance: Reliance) -> None:
@@ -449,6 +466,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                       message=f"eval after epoch {epoch + 1}: {shown}")
         d.barrier()
 
+    restore_sigterm = _sigterm_interrupts()
     try:
         for epoch in range(state.epoch, cfg.epochs):
             if state.step == 0:  # start of an epoch: the graph and batching schedules
@@ -524,6 +542,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         log.info(f"interrupted: checkpoint saved at epoch {state.epoch + 1}, step {state.step}; "
                  f"continue with resume=True (--resume)")
         raise
+    finally:
+        restore_sigterm()
     evaluate(cfg.epochs - 1)
     model = Model(encoder, dataset.label_texts)
     if out is not None and d.main:
