@@ -82,6 +82,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "bandit": {"reliance": "bandit"},
     "schedule": {"reliance": "schedule", "lambda_warmup": 0.1, "lambda_decay_from": 0.7},
     "soft-prune": {"soft_prune": True},
+    "reg-head": {"reg_head": True},  # regularisers in a learned linear map of the space, not the space itself
     "prune-q20": {"prune_quantile": 0.2},
     "identity": {"anchor_identity": "exclude"},
     "pull": {"regulariser": "pull"},
@@ -99,6 +100,7 @@ LEVER_TITLES = {
     "bandit": "reliance bandit (gradient agreement)",
     "schedule": "lambda ramp 10% then decay from 70%",
     "soft-prune": "soft pruning (rows weighted by edge cosine)",
+    "reg-head": "regularisers on a learned linear head (identity at start), dropped after training",
     "prune-q20": "pruning the lowest 20% of edge cosines",
     "identity": "anchors naming a true label never negatives",
     "pull": "pull-only regularisers",
@@ -761,7 +763,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
     weights = cfg.component_weights(list(graphs))
-    module = BatchEncoder(encoder)
+    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     # a few distinct batches, each stepped once untimed first: a long run sees its shapes again
     batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(warm, sampler.steps_per_epoch()))]
     times, texts = [], []

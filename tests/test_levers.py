@@ -130,3 +130,28 @@ def test_anchor_identity_never_makes_a_true_label_a_negative(mode):
             assert (S <= (P | E)).all()  # never a negative
             if mode == "positive":
                 assert (S <= P).all()
+
+
+def test_ramen_loss_puts_the_regularisers_in_the_reg_head_space_when_given():
+    from types import SimpleNamespace
+
+    from ramen.losses import ramen_loss
+
+    anchors = SimpleNamespace(ids=np.arange(5), query_pos=csr([[0], [1, 2], [], [4]]), query_excl=csr([[], [], [], []]),
+                              label_pos=csr([[3], [0], [1]]), label_excl=csr([[], [], []]))
+    batch = SimpleNamespace(label_pos=csr([[0], [1], [2], [0, 1]]), label_excl=csr([[], [], [], []]),
+                            anchors={"set": anchors})
+    plain = {"query": unit(4, 8, 1), "label": unit(3, 8, 2), "anchor:set": unit(5, 8, 3)}
+    mapped = {"reg:query": unit(4, 8, 4), "reg:label": unit(3, 8, 5), "reg:anchor:set": unit(5, 8, 6)}
+    weights = {"Rx/set": 0.5, "Rz/set": 2.0}
+    kw = dict(weights=weights, num_negatives=None, reg_num_negatives=None)
+    total, parts = ramen_loss({**plain, **mapped}, batch, **kw)
+    base_total, base = ramen_loss(plain, batch, **kw)
+    swapped = {"query": mapped["reg:query"], "label": mapped["reg:label"], "anchor:set": mapped["reg:anchor:set"]}
+    _, in_head = ramen_loss(swapped, batch, **kw)
+    assert torch.equal(parts["L"], base["L"])  # the task loss stays in the retrieval space
+    for comp in ("Rx/set", "Rz/set"):
+        assert torch.equal(parts[comp], in_head[comp])
+        assert not torch.equal(parts[comp], base[comp])
+    assert torch.allclose(total, parts["L"] + 0.5 * parts["Rx/set"] + 2.0 * parts["Rz/set"])
+    assert torch.allclose(base_total, base["L"] + 0.5 * base["Rx/set"] + 2.0 * base["Rz/set"])

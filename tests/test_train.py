@@ -76,7 +76,8 @@ def test_ablation_flags_select_components(tiny_data, tmp_path):
 
 def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch):
     # issue 8's stateful levers on, so that their state must survive the interruption too
-    cfg = tiny_config(epochs=3, reliance="bandit", soft_prune=True, prune_quantile=0.1, anchor_identity="exclude")
+    cfg = tiny_config(epochs=3, reliance="bandit", soft_prune=True, prune_quantile=0.1, anchor_identity="exclude",
+                      reg_head=True)
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
     expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
@@ -123,6 +124,17 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data
     progress = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["progress"]
     assert progress["epoch"] == 0 and progress["step"] in (3, 4)  # the signal lands before or after step 4's loss
     assert "interrupted: checkpoint saved" in (tmp_path / "log.jsonl").read_text()
+
+
+def test_reg_head_learns_is_checkpointed_and_leaves_the_served_encoder_alone(tiny_data, tmp_path):
+    cfg = tiny_config(epochs=1, reg_head=True)
+    model = train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    head = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["reg_head"]["weight"]
+    dim = model.encoder.dim
+    assert head.shape == (dim, dim) and not torch.allclose(head, torch.eye(dim))  # it trained
+    assert not any("reg_head" in k for k in model.encoder.state_dict())
+    with pytest.raises(ValueError, match="reg_head and anchor_bank"):
+        TrainConfig(reg_head=True, anchor_bank=True).validate()
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):

@@ -61,6 +61,7 @@ class TrainConfig:
     densify_sets: list[str] | None = None  # anchor sets to densify when densify is on (None: all)
     prune_quantile: float | None = None  # prune below this quantile of each graph's edge cosines (overrides the threshold)
     soft_prune: bool = False  # weight each regulariser row by its current cosine to its positive anchor
+    reg_head: bool = False  # regularisers act on a learned linear map of the embeddings (identity at start), not on the retrieval space; the map is dropped after training
     regulariser: str = "triplet"  # "triplet" (in-batch anchor negatives) or "pull" (1 - cosine to the positive only)
     anchor_identity: str = "off"  # anchors with a label's text: "off", "exclude" (never a negative for that label's rows) or "positive"
     reliance: str = "fixed"  # per-anchor-set weights: "fixed", "bandit" (adapted from gradient agreement) or "schedule"
@@ -103,6 +104,8 @@ class TrainConfig:
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.prune_quantile is None or 0 <= self.prune_quantile < 1, "prune_quantile must be in [0, 1)"),
             (self.regulariser in ("triplet", "pull"), "regulariser must be 'triplet' or 'pull'"),
+            (not (self.reg_head and self.anchor_bank), "reg_head and anchor_bank cannot be combined (the bank's "
+             "anchors are embedded outside the step, so the head could not map them)"),
             (self.anchor_identity in ("off", "exclude", "positive"),
              "anchor_identity must be 'off', 'exclude' or 'positive'"),
             (self.reliance in ("fixed", "bandit", "schedule"), "reliance must be 'fixed', 'bandit' or 'schedule'"),

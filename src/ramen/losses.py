@@ -60,7 +60,9 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str,
     (A x D) gives R_x (queries vs anchors) and R_z (labels vs anchors) of each anchor set whose
     component ("Rx/<set>", "Rz/<set>") has a non-zero weight, against its `reg_num_negatives`
     hardest in-batch anchors. `regulariser="pull"` keeps only the positive term; `soft_prune`
-    weights each row by its (detached, clipped at 0) cosine to its positive anchor. Components keep their graph, so callers may log or weight them.
+    weights each row by its (detached, clipped at 0) cosine to its positive anchor. Where `emb`
+    holds "reg:<key>" (a regulariser head's map of the same rows), R_x and R_z use those instead.
+    Components keep their graph, so callers may log or weight them.
     """
     # the sampler builds valid ids, and a NaN shows as a non-finite loss: no host sync on GPUs
     kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature, validate=False)
@@ -68,10 +70,11 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str,
     parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
     kw = {**kw, "num_negatives": reg_num_negatives}
     total = parts["L"]
+    q, z = emb.get("reg:query", q), emb.get("reg:label", z)
     for name, ab in batch.anchors.items():
         if len(ab.ids) == 0:
             continue
-        a = emb[f"anchor:{name}"]
+        a = emb.get(f"reg:anchor:{name}", emb[f"anchor:{name}"])
         for side, rows, pos, excl in (("Rx", q, ab.query_pos, ab.query_excl), ("Rz", z, ab.label_pos, ab.label_excl)):
             weight = weights.get(f"{side}/{name}", 0.0)
             if not weight or rows.shape[0] == 0:

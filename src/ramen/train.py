@@ -233,13 +233,28 @@ def lr_lambda(total_steps: int, warmup: float):
 
 
 class BatchEncoder(torch.nn.Module):
-    """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step)."""
+    """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step).
 
-    def __init__(self, encoder: Encoder):
+    With `reg_head`, it also returns each group mapped by a learned linear head (identity at
+    start, unit rows): the space the regularisers act in (TrainConfig.reg_head)."""
+
+    def __init__(self, encoder: Encoder, reg_head: bool = False):
         super().__init__()
         self.encoder = encoder
+        self.reg_head = None
+        if reg_head:
+            self.reg_head = torch.nn.Linear(encoder.dim, encoder.dim, bias=False)
+            with torch.no_grad():
+                self.reg_head.weight.copy_(torch.eye(encoder.dim))
 
-    def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
+    def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        embs = self._embed(groups)
+        if self.reg_head is None:
+            return embs, None
+        return embs, [torch.nn.functional.normalize(self.reg_head(e), dim=-1) for e in embs]
+
+    def _embed(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(groups)
         for tower in ("query", "label"):
             members = [i for i, g in enumerate(groups) if g[2] == tower and g[0].shape[0] > 0]
@@ -257,7 +272,8 @@ class BatchEncoder(torch.nn.Module):
 
 def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig,
                 bank: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """Embeddings of the batch's texts; with gathering, each rank embeds a shard and all see all."""
+    """Embeddings of the batch's texts; with gathering, each rank embeds a shard and all see all.
+    With a regulariser head, its map of each group is under "reg:<key>"."""
     keys = [k for k in batch.tokens if not (bank is not None and k.startswith("anchor:"))]
     gather = d.enabled and cfg.gather_across_ranks
     groups = []
@@ -269,11 +285,13 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
         tower = "label" if key == "label" else "query"
         groups.append((ids.to(d.device, non_blocking=True), mask.to(d.device, non_blocking=True), tower))
     with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" and cfg.bf16):
-        embs = module(groups)
+        embs, mapped = module(groups)
     emb = {}
     for key, e in zip(keys, embs):
         e = e.float()
         emb[key] = distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
+    for key, e in zip(keys, mapped or []):
+        emb[f"reg:{key}"] = distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
     if bank is not None:
         for name, ab in batch.anchors.items():
             emb[f"anchor:{name}"] = bank[name][torch.from_numpy(ab.ids).to(d.device)]
@@ -303,7 +321,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)  # the encoder (and a reg head)
     optimizer.step()
     scheduler.step()
     return value, components, spread
@@ -329,7 +347,8 @@ def _sigterm_interrupts() -> Any:
 
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
-                    bank: dict[str, torch.Tensor] | None, reliance: Reliance) -> None:
+                    bank: dict[str, torch.Tensor] | None, reliance: Reliance,
+                    reg_head: torch.nn.Module | None = None) -> None:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
     state = {
         "format": 1,
@@ -346,6 +365,7 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
         "batches": batches,
         "bank": None if bank is None else {k: v.cpu() for k, v in bank.items()},
         "reliance": reliance.state_dict(),
+        "reg_head": None if reg_head is None else reg_head.state_dict(),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
@@ -412,12 +432,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                            rank=0 if gather else d.rank, world=1 if gather else d.world,
                            identity=identity, identity_mode=cfg.anchor_identity)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
-    module: torch.nn.Module = BatchEncoder(encoder)
+    batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
+    module: torch.nn.Module = batch_encoder
     if d.enabled:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     no_decay = [p for n, p in encoder.named_parameters() if p.ndim < 2]
     decay = [p for n, p in encoder.named_parameters() if p.ndim >= 2]
+    if batch_encoder.reg_head is not None:  # no decay: it would pull the head away from the identity's scale
+        no_decay += list(batch_encoder.reg_head.parameters())
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
@@ -434,6 +457,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             raise ValueError(f"cannot resume: no checkpoint at {ckpt_path}")
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         encoder.load_state_dict(ckpt["encoder"])
+        if batch_encoder.reg_head is not None:
+            batch_encoder.reg_head.load_state_dict(ckpt["reg_head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
@@ -451,7 +476,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     def checkpoint() -> None:
         if ckpt_path is not None and d.main:
             save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
-                            reliance)
+                            reliance, batch_encoder.reg_head)
 
     def evaluate(epoch: int) -> None:
         if d.main:
