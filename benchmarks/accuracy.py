@@ -111,7 +111,8 @@ LEVER_TITLES = {
     "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
 }
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
-COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1")
+COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
+                "allneg+reg-head+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
