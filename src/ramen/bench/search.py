@@ -251,6 +251,8 @@ def run(quick: bool) -> list[Row]:
     variants_at = os.environ.get("RAMEN_SEARCH_VARIANTS", "lowrank-100000x384")
     rows: list[Row] = []
     for data, n, dim in cases:
+        if data != "file" and not _fits(f"{data} {n // 1000}Kx{dim}", n, dim, factories):
+            continue
         if data == "file":
             x, q = from_file(os.environ["RAMEN_SEARCH_VECTORS"], n_queries)
             n, dim = x.shape
@@ -259,39 +261,66 @@ def run(quick: bool) -> list[Row]:
         case = f"{data} {n // 1000}Kx{dim}"
         print(f"{case}: exact ground truth ...", flush=True)
         truth = ground_truth(x, q)
-        configs = {"ramen": default}
-        if not quick and f"{data}-{n}x{dim}" in variants_at.split(","):
-            configs.update({f"ramen[{v}]": {**default, **cfg} for v, cfg in VARIANTS.items()})
-        makers: dict[str, Callable[[], Any]] = {name: (lambda cfg=cfg: Ours(dim, **cfg)) for name, cfg in configs.items()}
-        makers["ramen-exact"] = lambda: Ours(dim, exact=True)
-        for p, make in factories.items():
-            if make is not None:
-                makers[p] = lambda make=make: make(dim, connectivity=default["connectivity"],
-                                                    expansion_add=default["expansion_add"])
-        engines, results = {}, {}
-        for name, make in makers.items():
-            engines[name] = make()
-            results[name] = build(engines[name], x)
-            exact = name in EXACT
-            results[name]["sweep"] = [(0, recall(np.asarray(engines[name].search(q, K)[0]), truth))] if exact \
-                else sweep(engines[name], q, truth, efs)
-            results[name]["ef"], results[name]["recall"] = operating_ef(results[name]["sweep"])
-            engines[name].set_expansion_search(results[name]["ef"])
-            print(f"  {name}: build {results[name]['build_s']:.1f} s, {results[name]['bytes_per_label']:.0f} B/label, "
-                  f"ef {results[name]['ef']} recall {results[name]['recall']:.3f} (load {os.getloadavg()[0]:.2f})",
-                  flush=True)
-        approx = {k: v for k, v in engines.items() if k not in EXACT}
-        exact_engines = {k: v for k, v in engines.items() if k in EXACT}
-        for group, n_lat in ((approx, n_single), (exact_engines, min(n_single, 100))):
-            for name, t in time_interleaved(group, q, n_lat).items():
-                results[name].update(t)
-        for name in engines:
-            r = results[name]
-            print(f"  {name}: p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, QPS {r['qps']:.0f}", flush=True)
-        rows += _rows(case, results, configs)
-        del engines, x, q
+        rows += _case_rows(case, x, q, truth, factories, default, efs, n_single,
+                           with_variants=not quick and f"{data}-{n}x{dim}" in variants_at.split(","))
+        del x, q, truth  # the case's engines went with _case_rows's frame
         gc.collect()
     return rows
+
+
+def _fits(case: str, n: int, dim: int, factories: dict[str, Any]) -> bool:
+    """Whether the case's indexes, held together for interleaved timing, fit in the memory
+    available now (Linux /proc/meminfo; assumed to fit elsewhere); says so when they do not."""
+    f32_engines = 1 + sum(make is not None and p != "usearch" for p, make in factories.items())  # + ramen-exact
+    need = n * (8 * dim + (2 * dim + 160) + f32_engines * (4 * dim + 160))  # data and its copy, ours, f32 rows
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return True
+    if need <= available:
+        return True
+    print(f"{case}: skipped: its indexes need about {need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB are "
+          "available (RAMEN_SEARCH_PEERS=... runs fewer peers beside ours)", flush=True)
+    return False
+
+
+def _case_rows(case: str, x: np.ndarray, q: np.ndarray, truth: np.ndarray,
+               factories: dict[str, Any], default: dict[str, Any], efs: tuple[int, ...], n_single: int, *,
+               with_variants: bool) -> list[Row]:
+    """Builds, sweeps and times every engine of one case; its indexes are freed on return (held
+    together they are the suite's peak memory: about 17 GB at 1M x 768)."""
+    dim = x.shape[1]
+    configs = {"ramen": default}
+    if with_variants:
+        configs.update({f"ramen[{v}]": {**default, **cfg} for v, cfg in VARIANTS.items()})
+    makers: dict[str, Callable[[], Any]] = {name: (lambda cfg=cfg: Ours(dim, **cfg)) for name, cfg in configs.items()}
+    makers["ramen-exact"] = lambda: Ours(dim, exact=True)
+    for p, make in factories.items():
+        if make is not None:
+            makers[p] = lambda make=make: make(dim, connectivity=default["connectivity"],
+                                                expansion_add=default["expansion_add"])
+    engines, results = {}, {}
+    for name, make in makers.items():
+        engines[name] = make()
+        results[name] = build(engines[name], x)
+        exact = name in EXACT
+        results[name]["sweep"] = [(0, recall(np.asarray(engines[name].search(q, K)[0]), truth))] if exact \
+            else sweep(engines[name], q, truth, efs)
+        results[name]["ef"], results[name]["recall"] = operating_ef(results[name]["sweep"])
+        engines[name].set_expansion_search(results[name]["ef"])
+        print(f"  {name}: build {results[name]['build_s']:.1f} s, {results[name]['bytes_per_label']:.0f} B/label, "
+              f"ef {results[name]['ef']} recall {results[name]['recall']:.3f} (load {os.getloadavg()[0]:.2f})",
+              flush=True)
+    approx = {k: v for k, v in engines.items() if k not in EXACT}
+    exact_engines = {k: v for k, v in engines.items() if k in EXACT}
+    for group, n_lat in ((approx, n_single), (exact_engines, min(n_single, 100))):
+        for name, t in time_interleaved(group, q, n_lat).items():
+            results[name].update(t)
+    for name in engines:
+        r = results[name]
+        print(f"  {name}: p50 {r['p50_us']:.0f} us, p99 {r['p99_us']:.0f} us, QPS {r['qps']:.0f}", flush=True)
+    return _rows(case, results, configs)
 
 
 EXACT = ("ramen-exact", "numpy-exact")
