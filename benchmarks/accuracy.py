@@ -370,6 +370,9 @@ def _claim(path: Path, identity: dict[str, Any]) -> None:
     identity = _roundtrip(identity)
     if path.exists():
         old = json.loads(path.read_text())
+        if isinstance(old.get("config"), dict):  # a field added since the run started holds its default there
+            defaults = _roundtrip(TrainConfig().to_dict())
+            old["config"] = {**{k: v for k, v in defaults.items() if k not in old["config"]}, **old["config"]}
         if old != identity:
             keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
             if "config" in keys:

@@ -195,6 +195,19 @@ def test_a_run_directory_with_other_settings_is_an_error(quick_runs, tmp_path):
         study.run_study(study.Study.quick(arms=("ramen",), oak=False), tmp_path, progress=False)
 
 
+def test_a_run_started_before_a_new_config_field_still_resumes(tmp_path):
+    from ramen.config import TrainConfig
+
+    config = json.loads(json.dumps(TrainConfig(lr=1e-4).to_dict()))
+    identity = {"dataset": "d", "arm": "a", "seed": 0, "config": config}
+    older = {**identity, "config": {k: v for k, v in config.items() if k != "reg_head"}}  # before reg_head existed
+    (tmp_path / "run.json").write_text(json.dumps(older))
+    study._claim(tmp_path / "run.json", identity)  # its default reproduces the older run: accepted
+    changed = {**identity, "config": {**config, "reg_head": True}}
+    with pytest.raises(ValueError, match=r"differing: config, config\.reg_head"):
+        study._claim(tmp_path / "run.json", changed)
+
+
 def test_missing_wikispeedia_is_skipped(tmp_path):
     out = study.run_study(study.Study(datasets=("wikispeedia",)), tmp_path / "runs",
                           wikispeedia_dir=tmp_path / "absent", progress=False)
