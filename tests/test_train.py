@@ -105,19 +105,28 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     assert records(part, "reliance")[-1] == reliance[-1]
 
 
-def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data, tmp_path, monkeypatch):
-    cfg = tiny_config(epochs=2)
+def wrap_loss(monkeypatch, hook):
+    """Makes the trainer call hook(call_number, real_loss, *args, **kwargs) in place of ramen_loss."""
     real = train_module.ramen_loss
     calls = {"n": 0}
 
-    def terminated(*args, **kwargs):
+    def wrapped(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:  # a scheduler's stop, mid-epoch 1
+        return hook(calls["n"], real, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "ramen_loss", wrapped)
+
+
+def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data, tmp_path, monkeypatch):
+    cfg = tiny_config(epochs=2)
+
+    def terminated(n, real, *args, **kwargs):
+        if n == 4:  # a scheduler's stop, mid-epoch 1
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
     before = signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(train_module, "ramen_loss", terminated)
+    wrap_loss(monkeypatch, terminated)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         train(tiny_data, cfg, out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGTERM) == before
@@ -139,15 +148,12 @@ def test_reg_head_learns_is_checkpointed_and_leaves_the_served_encoder_alone(tin
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=2)
-    real = train_module.ramen_loss
-    calls = {"n": 0}
 
-    def poisoned(*args, **kwargs):
-        calls["n"] += 1
+    def poisoned(n, real, *args, **kwargs):
         total, parts = real(*args, **kwargs)
-        return (total * float("nan"), parts) if calls["n"] > 11 else (total, parts)
+        return (total * float("nan"), parts) if n > 11 else (total, parts)
 
-    monkeypatch.setattr(train_module, "ramen_loss", poisoned)  # 9 steps per epoch: NaN in epoch 2
+    wrap_loss(monkeypatch, poisoned)  # 9 steps per epoch: NaN in epoch 2
     with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 2 \(global step 11\)"):
         train(tiny_data, cfg, out_dir=tmp_path, progress=False)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
