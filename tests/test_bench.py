@@ -21,3 +21,12 @@ def test_all_suites_quick(tmp_path):
     assert "cpu" in report["machine"] and "machine:" in proc.stdout
     compared = [r for r in report["rows"] if r["peer"] is not None]
     assert compared and all(r["ratio"] is not None and r["ratio"] > 0 for r in compared)
+
+
+def test_search_case_too_large_for_memory_is_skipped_with_a_message(capsys):
+    from ramen.bench.search import _fits
+
+    peers = {"faiss-hnsw": object(), "hnswlib": None}  # None: a peer that is not installed
+    assert _fits("lowrank 1Kx8", 1_000, 8, peers)
+    assert not _fits("lowrank 1000000000Kx768", 10**12, 768, peers)
+    assert "lowrank 1000000000Kx768: skipped: its indexes need about" in capsys.readouterr().out
