@@ -135,10 +135,19 @@ py::tuple bipartite_binding(const CArray<I>& indptr, const CArray<I>& indices, c
     return take_csr(result);
 }
 
+ramen::PruneOrder prune_order(const std::string& name) {
+    if (name == "auto") return ramen::PruneOrder::kAuto;
+    if (name == "csr") return ramen::PruneOrder::kCsr;
+    if (name == "bucket") return ramen::PruneOrder::kBucket;
+    throw std::invalid_argument("edge_order must be 'auto', 'csr' or 'bucket', got '" + name + "'");
+}
+
 template <typename I, typename T>
 py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols,
-                        const CArray<T>& row_emb, const CArray<T>& col_emb, double threshold, int num_threads) {
+                        const CArray<T>& row_emb, const CArray<T>& col_emb, double threshold,
+                        const std::string& edge_order, int num_threads) {
     const auto E = csr_view(indptr, indices, rows, cols, "E");
+    const auto order = prune_order(edge_order);
     if (row_emb.ndim() != 2 || col_emb.ndim() != 2 || row_emb.shape(0) != rows || col_emb.shape(0) != cols ||
         row_emb.shape(1) != col_emb.shape(1))
         throw std::invalid_argument("row_emb must be (rows, dim) and col_emb (cols, dim)");
@@ -147,16 +156,17 @@ py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64
     py::array_t<int64_t> row_kept(rows);
     uint8_t* k = keep.mutable_data();
     int64_t* rk = row_kept.mutable_data();
+    ramen::PruneOrder used;
     {
         py::gil_scoped_release release;
         if constexpr (std::is_same_v<T, float>)
-            ramen::prune_mask_f32(E, row_emb.data(), col_emb.data(), row_emb.shape(1), static_cast<float>(threshold),
-                                  num_threads, k, rk);
+            used = ramen::prune_mask_f32(E, row_emb.data(), col_emb.data(), row_emb.shape(1),
+                                         static_cast<float>(threshold), order, num_threads, k, rk);
         else
-            ramen::prune_mask_f16(E, row_emb.data(), col_emb.data(), row_emb.shape(1), static_cast<float>(threshold),
-                                  num_threads, k, rk);
+            used = ramen::prune_mask_f16(E, row_emb.data(), col_emb.data(), row_emb.shape(1),
+                                         static_cast<float>(threshold), order, num_threads, k, rk);
     }
-    return py::make_tuple(keep, row_kept);
+    return py::make_tuple(keep, row_kept, used == ramen::PruneOrder::kBucket ? "bucket" : "csr");
 }
 
 template <typename I>
@@ -210,11 +220,11 @@ void def_graph(py::module_& m) {
           "Column visit counts of column -> row -> column walks with restart: (indptr, indices, data).");
     m.def("prune_mask", &prune_binding<I, float>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), py::arg("row_emb").noconvert(), py::arg("col_emb").noconvert(),
-          py::kw_only(), py::arg("threshold"), py::arg("num_threads"),
-          "Edges whose endpoint embeddings have a dot product > threshold: (keep uint8, kept per row).");
+          py::kw_only(), py::arg("threshold"), py::arg("edge_order"), py::arg("num_threads"),
+          "Edges whose endpoint embeddings have a dot product > threshold: (keep uint8, kept per row, order used).");
     m.def("prune_mask", &prune_binding<I, uint16_t>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), py::arg("row_emb").noconvert(), py::arg("col_emb").noconvert(),
-          py::kw_only(), py::arg("threshold"), py::arg("num_threads"),
+          py::kw_only(), py::arg("threshold"), py::arg("edge_order"), py::arg("num_threads"),
           "The same with float16 embeddings passed as their uint16 bits.");
 }
 

@@ -621,9 +621,10 @@ def test_prune_matches_numpy(dtype, dim: int) -> None:
     assert np.array_equal(np.diff(out.indptr), np.bincount(edge_rows[ours], minlength=600))
 
 
+@pytest.mark.parametrize("edge_order", ["csr", "bucket"])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_prune_over_many_blocks_and_column_buckets(threads: int) -> None:
-    """Edges visited block by block in column-bucket order: every edge still gets its own verdict."""
+def test_prune_over_many_blocks_and_column_buckets(threads: int, edge_order: str) -> None:
+    """Edges visited block by block, in CSR or column-bucket order: every edge still gets its own verdict."""
     rng = np.random.default_rng(7)
     n_rows, n_cols, dim = 3000, 20_000, 128  # f16 rows of 256 bytes: 1,024 columns per bucket, 20 buckets
     rows = np.r_[np.sort(rng.integers(0, n_rows - 500, 150_000)), np.full(40_000, n_rows - 1)]  # a huge last row
@@ -631,10 +632,32 @@ def test_prune_over_many_blocks_and_column_buckets(threads: int) -> None:
     E = csr_from_edges(rows, cols, (n_rows, n_cols))
     E.data = np.arange(1, E.nnz + 1, dtype=np.float32)
     R, C = unit_rows(n_rows, dim, 3, np.float16), unit_rows(n_cols, dim, 4, np.float16)
-    out = graph.prune_edges(E, R, C, 0.02, num_threads=threads)
+    out = graph.prune_edges(E, R, C, 0.02, num_threads=threads, edge_order=edge_order)
     assert_kept_as_numpy(out, E, R, C, 0.02)
     reference = graph.prune_edges(E, R, C, 0.02, num_threads=1)
     assert all(np.array_equal(getattr(out, a), getattr(reference, a)) for a in ("indptr", "indices", "data"))
+
+
+def test_prune_auto_order_trial_keeps_every_verdict() -> None:
+    """From 4M edges, "auto" scores the first edges in timed trial blocks of both orders, then the
+    rest in the faster: the output is the forced orders' and numpy's whichever it picks."""
+    rng = np.random.default_rng(11)
+    n_rows, n_cols, nnz = 30_000, 200_000, (1 << 22) + 4321
+    indptr = np.r_[0, np.sort(rng.integers(0, nnz + 1, n_rows - 1)), nnz].astype(np.int64)  # empty rows too
+    E = sp.csr_matrix((np.arange(1, nnz + 1, dtype=np.float32), rng.integers(0, n_cols, nnz).astype(np.int32),
+                       indptr), shape=(n_rows, n_cols))
+    R, C = unit_rows(n_rows, 8, 5, np.float16), unit_rows(n_cols, 8, 6, np.float16)
+    out, used = graph.prune_edges_ordered(E, R, C, 0.02, num_threads=2)
+    assert used in ("csr", "bucket")
+    assert_kept_as_numpy(out, E, R, C, 0.02)
+    for order in ("csr", "bucket"):
+        forced, forced_used = graph.prune_edges_ordered(E, R, C, 0.02, num_threads=1, edge_order=order)
+        assert forced_used == order
+        assert all(np.array_equal(getattr(out, a), getattr(forced, a)) for a in ("indptr", "indices", "data"))
+    small = random_graph(50, 4, seed=3, square=False, cols=40)
+    assert graph.prune_edges_ordered(small, R[:50], C[:40])[1] == "csr"  # too few edges to time: CSR order
+    with pytest.raises(ValueError, match="edge_order must be one of"):
+        graph.prune_edges(small, R[:50], C[:40], edge_order="random")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

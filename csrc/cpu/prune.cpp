@@ -1,14 +1,17 @@
 // Edge pruning by the dot product of endpoint embeddings (float32 or IEEE half), see graph.h.
 //
 // Each edge reads its column's embedding at random: with millions of columns that is a cache and
-// TLB miss per edge, and the kernel is bound by memory latency, not bandwidth. So edges are taken
-// in blocks over the threads, and inside a block visited in order of column bucket (a counting
-// sort on column >> shift, buckets of about kBucketBytes of column rows): a bucket's rows are
-// reused from L2 and its pages stay mapped, while the rows of the next few edges are prefetched.
+// TLB miss per edge, and the kernel is bound by memory latency, not bandwidth. Two edge orders:
+// plain CSR order (rows stream, the next few edges' column rows are prefetched), or, inside blocks
+// of edges, order of column bucket (a counting sort on column >> shift, buckets of about
+// kBucketBytes of column rows), so a bucket's rows are reused from L2 and its pages stay mapped.
+// Which is faster depends on the machine (the bucket order won 1.27x on an Intel Xeon and lost
+// 25% on an AMD Zen 4), so by default a timed trial on the call's own first blocks picks it.
 // Each edge's dot product is the same whatever the order, so the output does not depend on the
-// block size or the thread count. AVX-512 (with F16C conversion) when the build targets it, a
-// portable loop otherwise.
+// order, the block size or the thread count. AVX-512 (with F16C conversion) when the build targets
+// it, a portable loop otherwise.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <vector>
 
@@ -28,6 +31,7 @@ constexpr int64_t kMaxEdgesPerBlock = int64_t{1} << 18;  // edges reordered toge
 constexpr int64_t kMinEdgesPerBlock = int64_t{1} << 14;
 constexpr int64_t kBucketBytes = int64_t{1} << 18;     // column rows per bucket: about this many bytes (in L2)
 constexpr int64_t kMaxBuckets = int64_t{1} << 16;
+constexpr int64_t kMinEdgesToTrial = int64_t{1} << 22; // smaller graphs take the CSR order untimed
 
 inline void prefetch_row(const void* row, int64_t bytes) {
     const char* p = static_cast<const char*>(row);
@@ -126,32 +130,86 @@ void order_by_bucket(const CsrView<I>& E, int64_t e0, int64_t e1, int shift, std
     for (int64_t i = 0; i < n; ++i) order[start[static_cast<int64_t>(E.indices[e0 + i]) >> shift]++] = static_cast<int32_t>(i);
 }
 
+// Scores the edges [e0, e1) in CSR order: each row's embedding is read once, the column rows of
+// the next kPrefetchEdges edges are prefetched.
 template <typename I, typename T>
-void prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
-                int num_threads, uint8_t* keep, int64_t* row_kept) {
+void score_csr_order(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
+                     int64_t e0, int64_t e1, uint8_t* keep) {
+    const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(T));
+    auto col_row = [&](int64_t e) { return col_emb + static_cast<int64_t>(E.indices[e]) * dim; };
+    for (int64_t e = e0; e < std::min(e1, e0 + kPrefetchEdges); ++e) prefetch_row(col_row(e), row_bytes);
+    int64_t r = std::upper_bound(E.indptr, E.indptr + E.rows + 1, static_cast<I>(e0)) - E.indptr - 1;
+    for (int64_t e = e0; e < e1; ++r) {
+        const int64_t row_end = std::min<int64_t>(E.indptr[r + 1], e1);
+        const T* row = row_emb + r * dim;
+        if (r + 1 < E.rows) prefetch_row(row + dim, row_bytes);
+        for (; e < row_end; ++e) {
+            if (e + kPrefetchEdges < e1) prefetch_row(col_row(e + kPrefetchEdges), row_bytes);
+            keep[e] = dot<T>(row, col_row(e), dim) > threshold ? 1 : 0;
+        }
+    }
+}
+
+// Scores the edges [e0, e1) in order of column bucket (`shift`: log2 of the columns per bucket).
+template <typename I, typename T>
+void score_bucket_order(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
+                        int shift, int64_t e0, int64_t e1, uint8_t* keep) {
+    const int64_t n = e1 - e0;
+    const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(T));
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    std::vector<int64_t> row_of(static_cast<size_t>(n));
+    order_by_bucket(E, e0, e1, shift, order, row_of);
+    auto col_row = [&](int64_t i) { return col_emb + static_cast<int64_t>(E.indices[e0 + order[i]]) * dim; };
+    auto row_row = [&](int64_t i) { return row_emb + row_of[order[i]] * dim; };
+    for (int64_t i = 0; i < std::min<int64_t>(n, kPrefetchEdges); ++i) {
+        prefetch_row(col_row(i), row_bytes);
+        prefetch_row(row_row(i), row_bytes);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+        if (i + kPrefetchEdges < n) {
+            prefetch_row(col_row(i + kPrefetchEdges), row_bytes);
+            prefetch_row(row_row(i + kPrefetchEdges), row_bytes);
+        }
+        keep[e0 + order[i]] = dot<T>(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
+    }
+}
+
+template <typename I, typename T>
+PruneOrder prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
+                      PruneOrder order, int num_threads, uint8_t* keep, int64_t* row_kept) {
     const int64_t nnz = E.indptr[E.rows];
     const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(T));
     const int threads = resolve_threads(num_threads);
     const int shift = bucket_shift(std::max<int64_t>(E.cols, 1), std::max<int64_t>(row_bytes, 1));
-    parallel_for(nnz, edges_per_block(nnz, threads), threads, [&](int64_t e0, int64_t e1) {
-        const int64_t n = e1 - e0;
-        std::vector<int32_t> order(static_cast<size_t>(n));
-        std::vector<int64_t> row_of(static_cast<size_t>(n));
-        order_by_bucket(E, e0, e1, shift, order, row_of);
-        auto col_row = [&](int64_t i) { return col_emb + static_cast<int64_t>(E.indices[e0 + order[i]]) * dim; };
-        auto row_row = [&](int64_t i) { return row_emb + row_of[order[i]] * dim; };
-        for (int64_t i = 0; i < std::min<int64_t>(n, kPrefetchEdges); ++i) {
-            prefetch_row(col_row(i), row_bytes);
-            prefetch_row(row_row(i), row_bytes);
+    auto score = [&](PruneOrder how, int64_t e0, int64_t e1) {
+        if (how == PruneOrder::kBucket)
+            score_bucket_order(E, row_emb, col_emb, dim, threshold, shift, e0, e1, keep);
+        else
+            score_csr_order(E, row_emb, col_emb, dim, threshold, e0, e1, keep);
+    };
+    const int64_t block = edges_per_block(nnz, threads);
+    int64_t done = 0;  // edges scored by the order trial
+    if (order == PruneOrder::kAuto) {
+        order = PruneOrder::kCsr;
+        // The first blocks, in both orders (CSR-bucket-bucket-CSR, so that a drift along the graph
+        // or in the machine's load weighs on both alike), timed at full size and on all threads
+        // as the rest will run; their verdicts are kept.
+        const int64_t trials = std::min<int64_t>(4 * ((threads + 1) / 2), nnz / (2 * block) / 4 * 4);
+        if (nnz >= kMinEdgesToTrial && trials >= 4) {
+            auto trial_order = [](int64_t c) { return c % 4 == 1 || c % 4 == 2 ? PruneOrder::kBucket : PruneOrder::kCsr; };
+            std::vector<double> seconds(static_cast<size_t>(trials));
+            parallel_for(trials * block, block, threads, [&](int64_t e0, int64_t e1) {
+                const auto t0 = std::chrono::steady_clock::now();
+                score(trial_order(e0 / block), e0, e1);
+                seconds[e0 / block] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            });
+            double csr = 0.0, bucket = 0.0;
+            for (int64_t c = 0; c < trials; ++c) (trial_order(c) == PruneOrder::kBucket ? bucket : csr) += seconds[c];
+            if (bucket < 0.95 * csr) order = PruneOrder::kBucket;  // near-ties keep the simpler order
+            done = trials * block;
         }
-        for (int64_t i = 0; i < n; ++i) {
-            if (i + kPrefetchEdges < n) {
-                prefetch_row(col_row(i + kPrefetchEdges), row_bytes);
-                prefetch_row(row_row(i + kPrefetchEdges), row_bytes);
-            }
-            keep[e0 + order[i]] = dot<T>(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
-        }
-    });
+    }
+    parallel_for(nnz - done, block, threads, [&](int64_t e0, int64_t e1) { score(order, done + e0, done + e1); });
     parallel_for(E.rows, 1 << 16, threads, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
             int64_t kept = 0;
@@ -159,6 +217,7 @@ void prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t
             row_kept[r] = kept;
         }
     });
+    return order;
 }
 
 // Whether an IEEE value has all exponent bits set (an infinity or a NaN), on its bits.
@@ -201,22 +260,24 @@ float dot_f32(const float* a, const float* b, int64_t dim) { return dot<float>(a
 float dot_f16(const uint16_t* a, const uint16_t* b, int64_t dim) { return dot<uint16_t>(a, b, dim); }
 
 template <typename I>
-void prune_mask_f32(const CsrView<I>& E, const float* row_emb, const float* col_emb, int64_t dim, float threshold,
-                    int num_threads, uint8_t* keep, int64_t* row_kept) {
-    prune_mask<I, float>(E, row_emb, col_emb, dim, threshold, num_threads, keep, row_kept);
+PruneOrder prune_mask_f32(const CsrView<I>& E, const float* row_emb, const float* col_emb, int64_t dim,
+                          float threshold, PruneOrder order, int num_threads, uint8_t* keep, int64_t* row_kept) {
+    return prune_mask<I, float>(E, row_emb, col_emb, dim, threshold, order, num_threads, keep, row_kept);
 }
 
 template <typename I>
-void prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
-                    float threshold, int num_threads, uint8_t* keep, int64_t* row_kept) {
-    prune_mask<I, uint16_t>(E, row_emb, col_emb, dim, threshold, num_threads, keep, row_kept);
+PruneOrder prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
+                          float threshold, PruneOrder order, int num_threads, uint8_t* keep, int64_t* row_kept) {
+    return prune_mask<I, uint16_t>(E, row_emb, col_emb, dim, threshold, order, num_threads, keep, row_kept);
 }
 
-template void prune_mask_f32(const CsrView<int32_t>&, const float*, const float*, int64_t, float, int, uint8_t*, int64_t*);
-template void prune_mask_f32(const CsrView<int64_t>&, const float*, const float*, int64_t, float, int, uint8_t*, int64_t*);
-template void prune_mask_f16(const CsrView<int32_t>&, const uint16_t*, const uint16_t*, int64_t, float, int, uint8_t*,
-                             int64_t*);
-template void prune_mask_f16(const CsrView<int64_t>&, const uint16_t*, const uint16_t*, int64_t, float, int, uint8_t*,
-                             int64_t*);
+template PruneOrder prune_mask_f32(const CsrView<int32_t>&, const float*, const float*, int64_t, float, PruneOrder,
+                                   int, uint8_t*, int64_t*);
+template PruneOrder prune_mask_f32(const CsrView<int64_t>&, const float*, const float*, int64_t, float, PruneOrder,
+                                   int, uint8_t*, int64_t*);
+template PruneOrder prune_mask_f16(const CsrView<int32_t>&, const uint16_t*, const uint16_t*, int64_t, float,
+                                   PruneOrder, int, uint8_t*, int64_t*);
+template PruneOrder prune_mask_f16(const CsrView<int64_t>&, const uint16_t*, const uint16_t*, int64_t, float,
+                                   PruneOrder, int, uint8_t*, int64_t*);
 
 }  // namespace ramen

@@ -279,6 +279,7 @@ def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth
                         bandwidth[t], "numpy sum bandwidth", "GB/s", "higher", settings))
         rows.append(Row(SUITE, f"prune {name}", f"GB/s per CPU-second, {t} thread(s)", moved / kernel_cpu / 1e9,
                         bandwidth[1], "numpy sum bandwidth, 1 thread", "GB/s", "higher", settings))
+        rows += _prune_order_rows(E, R, C, name, t, moved, repeat=2 if quick else 3)
         if t == 1:
             rows.append(Row(SUITE, f"prune {name}", "GB/s vs numpy gather of the same rows, 1 thread",
                             moved / kernel_s / 1e9, floor, "numpy gather", "GB/s", "higher", settings))
@@ -291,6 +292,23 @@ def _prune_rows(E: sp.csr_matrix, name: str, thread_counts: list[int], bandwidth
     rows.append(Row(SUITE, f"prune {name}", "edges/s, 1 thread", sub.nnz / ours_1, sub.nnz / peer_s,
                     "numpy batched einsum", "edges/s", "higher", {"edges": sub.nnz, "dim": dim}))
     return rows
+
+
+def _prune_order_rows(E: sp.csr_matrix, R: np.ndarray, C: np.ndarray, name: str, threads: int, moved: int,
+                      repeat: int) -> list[Row]:
+    """The two edge orders forced, bucket beside CSR, and the order that "auto" (the default) chose."""
+    from ramen import graph
+
+    speed = {}
+    for order in ("csr", "bucket"):
+        wall, _ = timed(lambda: graph.prune_edges(E, R, C, 0.0, num_threads=threads, check_finite=False,
+                                                  edge_order=order), repeat=repeat)
+        speed[order] = moved / wall / 1e9
+    chosen = [graph.prune_edges_ordered(E, R, C, 0.0, num_threads=threads, check_finite=False)[1]
+              for _ in range(repeat)]
+    settings = {"edges": E.nnz, "threads": threads, "auto_chose": ",".join(chosen)}
+    return [Row(SUITE, f"prune {name}", f"GB/s, bucket order / CSR order, {threads} thread(s)", speed["bucket"],
+                speed["csr"], "CSR order", "GB/s", "higher", settings)]
 
 
 def run(quick: bool) -> list[Row]:
