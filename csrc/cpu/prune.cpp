@@ -174,6 +174,14 @@ void score_bucket_order(const CsrView<I>& E, const T* row_emb, const T* col_emb,
     }
 }
 
+// The median of a non-empty sample (the mean of the middle two for an even count): a block
+// stalled by another process weighs no more than any other.
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 template <typename I, typename T>
 PruneOrder prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, int64_t dim, float threshold,
                       PruneOrder order, int num_threads, uint8_t* keep, int64_t* row_kept) {
@@ -191,10 +199,10 @@ PruneOrder prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, i
     int64_t done = 0;  // edges scored by the order trial
     if (order == PruneOrder::kAuto) {
         order = PruneOrder::kCsr;
-        // The first blocks, in both orders (CSR-bucket-bucket-CSR, so that a drift along the graph
-        // or in the machine's load weighs on both alike), timed at full size and on all threads
-        // as the rest will run; their verdicts are kept.
-        const int64_t trials = std::min<int64_t>(4 * ((threads + 1) / 2), nnz / (2 * block) / 4 * 4);
+        // The first blocks, in both orders (CSR-bucket-bucket-CSR repeated, so that a drift along
+        // the graph or in the machine's load weighs on both alike), timed at full size and on all
+        // threads as the rest will run; their verdicts are kept.
+        const int64_t trials = std::min<int64_t>(8 * ((threads + 1) / 2), nnz / (2 * block) / 4 * 4);
         if (nnz >= kMinEdgesToTrial && trials >= 4) {
             auto trial_order = [](int64_t c) { return c % 4 == 1 || c % 4 == 2 ? PruneOrder::kBucket : PruneOrder::kCsr; };
             std::vector<double> seconds(static_cast<size_t>(trials));
@@ -203,9 +211,9 @@ PruneOrder prune_mask(const CsrView<I>& E, const T* row_emb, const T* col_emb, i
                 score(trial_order(e0 / block), e0, e1);
                 seconds[e0 / block] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
             });
-            double csr = 0.0, bucket = 0.0;
-            for (int64_t c = 0; c < trials; ++c) (trial_order(c) == PruneOrder::kBucket ? bucket : csr) += seconds[c];
-            if (bucket < 0.95 * csr) order = PruneOrder::kBucket;  // near-ties keep the simpler order
+            std::vector<double> csr, bucket;
+            for (int64_t c = 0; c < trials; ++c) (trial_order(c) == PruneOrder::kBucket ? bucket : csr).push_back(seconds[c]);
+            if (median(bucket) < 0.95 * median(csr)) order = PruneOrder::kBucket;  // near-ties keep the simpler order
             done = trials * block;
         }
     }
