@@ -83,6 +83,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "schedule": {"reliance": "schedule", "lambda_warmup": 0.1, "lambda_decay_from": 0.7},
     "soft-prune": {"soft_prune": True},
     "reg-head": {"reg_head": True},  # regularisers in a learned linear map of the space, not the space itself
+    "reg-head-fast": {"reg_head": True, "reg_head_lr": 1e-3},  # the same map at 20x the encoder's lr
     "prune-q20": {"prune_quantile": 0.2},
     "identity": {"anchor_identity": "exclude"},
     "pull": {"regulariser": "pull"},
@@ -101,6 +102,7 @@ LEVER_TITLES = {
     "schedule": "lambda ramp 10% then decay from 70%",
     "soft-prune": "soft pruning (rows weighted by edge cosine)",
     "reg-head": "regularisers on a learned linear head (identity at start), dropped after training",
+    "reg-head-fast": "regularisers on a learned linear head (identity at start, lr 1e-3), dropped after training",
     "prune-q20": "pruning the lowest 20% of edge cosines",
     "identity": "anchors naming a true label never negatives",
     "pull": "pull-only regularisers",
@@ -753,7 +755,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     from ramen.batching import BatchSampler, attach_tokens
     from ramen.encoder import Encoder
     from ramen.runlog import RunLog
-    from ramen.train import BatchEncoder, augment_ground_truth, build_graphs, lr_lambda, train_step
+    from ramen.train import BatchEncoder, augment_ground_truth, build_graphs, lr_lambda, make_optimizer, train_step
 
     d = distributed.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)
@@ -764,10 +766,10 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     tq = encoder.tokenize(dataset.train_texts, progress=False)
     tl = encoder.tokenize(dataset.label_texts, progress=False)
     ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in graphs}
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
+    optimizer = make_optimizer(module, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
     weights = cfg.component_weights(list(graphs))
-    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     # a few distinct batches, each stepped once untimed first: a long run sees its shapes again
     batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(warm, sampler.steps_per_epoch()))]
     times, texts = [], []

@@ -144,6 +144,26 @@ def test_reg_head_learns_is_checkpointed_and_leaves_the_served_encoder_alone(tin
     assert not any("reg_head" in k for k in model.encoder.state_dict())
     with pytest.raises(ValueError, match="reg_head and anchor_bank"):
         TrainConfig(reg_head=True, anchor_bank=True).validate()
+    with pytest.raises(ValueError, match="reg_head_lr needs reg_head"):
+        TrainConfig(reg_head_lr=1e-3).validate()
+    with pytest.raises(ValueError, match="reg_head_lr must be > 0"):
+        TrainConfig(reg_head=True, reg_head_lr=0.0).validate()
+
+
+def test_reg_head_lr_is_the_heads_own_and_moves_it_further(tiny_data, tmp_path):
+    from ramen.encoder import Encoder
+    from ramen.train import BatchEncoder, make_optimizer
+
+    cfg = tiny_config(epochs=1, reg_head=True, reg_head_lr=100 * tiny_config().lr)
+    groups = make_optimizer(BatchEncoder(Encoder(cfg.encoder, seed=0), reg_head=True), cfg).param_groups
+    assert [g["lr"] for g in groups] == [cfg.lr, cfg.lr, cfg.reg_head_lr]
+    assert [g["weight_decay"] for g in groups] == [cfg.weight_decay, 0.0, 0.0]
+    moved = {}
+    for name, c in (("default", tiny_config(epochs=1, reg_head=True)), ("fast", cfg)):
+        train(tiny_data, c, out_dir=tmp_path / name, progress=False)
+        head = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["reg_head"]["weight"]
+        moved[name] = float((head - torch.eye(head.shape[0])).norm())
+    assert moved["fast"] > 10 * moved["default"] > 0
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):

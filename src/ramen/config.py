@@ -62,6 +62,7 @@ class TrainConfig:
     prune_quantile: float | None = None  # prune below this quantile of each graph's edge cosines (overrides the threshold)
     soft_prune: bool = False  # weight each regulariser row by its current cosine to its positive anchor
     reg_head: bool = False  # regularisers act on a learned linear map of the embeddings (identity at start), not on the retrieval space; the map is dropped after training
+    reg_head_lr: float | None = None  # learning rate of that map (None: lr); larger lets the map, not the encoder, absorb the graph's pull
     regulariser: str = "triplet"  # "triplet" (in-batch anchor negatives) or "pull" (1 - cosine to the positive only)
     anchor_identity: str = "off"  # anchors with a label's text: "off", "exclude" (never a negative for that label's rows) or "positive"
     reliance: str = "fixed"  # per-anchor-set weights: "fixed", "bandit" (adapted from gradient agreement) or "schedule"
@@ -103,6 +104,8 @@ class TrainConfig:
             (self.eval_every >= 0, "eval_every must be >= 0"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.prune_quantile is None or 0 <= self.prune_quantile < 1, "prune_quantile must be in [0, 1)"),
+            (self.reg_head_lr is None or self.reg_head_lr > 0, "reg_head_lr must be > 0 or None"),
+            (self.reg_head or self.reg_head_lr is None, "reg_head_lr needs reg_head"),
             (self.regulariser in ("triplet", "pull"), "regulariser must be 'triplet' or 'pull'"),
             (not (self.reg_head and self.anchor_bank), "reg_head and anchor_bank cannot be combined (the bank's "
              "anchors are embedded outside the step, so the head could not map them)"),

@@ -270,6 +270,18 @@ class BatchEncoder(torch.nn.Module):
         return [o if o is not None else torch.zeros(0, dim, device=groups[0][0].device) for o in out]
 
 
+def make_optimizer(batch_encoder: BatchEncoder, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the encoder (weight decay on matrices only) and the regulariser head, if any
+    (no decay: it would pull the head away from the identity's scale; its own lr if set)."""
+    params = list(batch_encoder.encoder.named_parameters())
+    groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}]
+    if batch_encoder.reg_head is not None:
+        groups.append({"params": list(batch_encoder.reg_head.parameters()), "weight_decay": 0.0,
+                       "lr": cfg.reg_head_lr or cfg.lr})
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
 def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig,
                 bank: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Embeddings of the batch's texts; with gathering, each rank embeds a shard and all see all.
@@ -286,12 +298,11 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
         groups.append((ids.to(d.device, non_blocking=True), mask.to(d.device, non_blocking=True), tower))
     with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" and cfg.bf16):
         embs, mapped = module(groups)
-    emb = {}
-    for key, e in zip(keys, embs):
-        e = e.float()
-        emb[key] = distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
-    for key, e in zip(keys, mapped or []):
-        emb[f"reg:{key}"] = distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
+    def whole(key: str, e: torch.Tensor) -> torch.Tensor:  # every rank's rows of group `key`
+        return distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
+
+    emb = {key: whole(key, e.float()) for key, e in zip(keys, embs)}
+    emb.update({f"reg:{key}": whole(key, e) for key, e in zip(keys, mapped or [])})
     if bank is not None:
         for name, ab in batch.anchors.items():
             emb[f"anchor:{name}"] = bank[name][torch.from_numpy(ab.ids).to(d.device)]
@@ -437,12 +448,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if d.enabled:
         module = torch.nn.parallel.DistributedDataParallel(
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-    no_decay = [p for n, p in encoder.named_parameters() if p.ndim < 2]
-    decay = [p for n, p in encoder.named_parameters() if p.ndim >= 2]
-    if batch_encoder.reg_head is not None:  # no decay: it would pull the head away from the identity's scale
-        no_decay += list(batch_encoder.reg_head.parameters())
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = make_optimizer(batch_encoder, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
     base_weights = cfg.component_weights(list(graphs))
     components = [c for c in component_names(list(graphs)) if base_weights[c]]
