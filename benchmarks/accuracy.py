@@ -86,6 +86,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "reg-head-fast": {"reg_head": True, "reg_head_lr": 1e-3},  # the same map at 20x the encoder's lr
     "prune-q20": {"prune_quantile": 0.2},
     "identity": {"anchor_identity": "exclude"},
+    "identity-positive": {"anchor_identity": "positive"},
     "pull": {"regulariser": "pull"},
     "no-densify": {"densify": False},
     "bank": {"anchor_bank": True},  # anchors embedded without gradient, refreshed every epoch
@@ -105,6 +106,7 @@ LEVER_TITLES = {
     "reg-head-fast": "regularisers on a learned linear head (identity at start, lr 1e-3), dropped after training",
     "prune-q20": "pruning the lowest 20% of edge cosines",
     "identity": "anchors naming a true label never negatives",
+    "identity-positive": "anchors naming a true label counted as positives",
     "pull": "pull-only regularisers",
     "no-densify": "without densification",
     "bank": "anchors embedded without gradient (refreshed every epoch)",
@@ -114,7 +116,7 @@ LEVER_TITLES = {
 }
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
-                "allneg+reg-head+lambda-0.1")
+                "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
