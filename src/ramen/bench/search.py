@@ -251,14 +251,14 @@ def run(quick: bool) -> list[Row]:
     variants_at = os.environ.get("RAMEN_SEARCH_VARIANTS", "lowrank-100000x384")
     rows: list[Row] = []
     for data, n, dim in cases:
-        if data != "file" and not _fits(f"{data} {n // 1000}Kx{dim}", n, dim, factories):
-            continue
         if data == "file":
             x, q = from_file(os.environ["RAMEN_SEARCH_VECTORS"], n_queries)
             n, dim = x.shape
-        else:
-            x, q = (lowrank if data == "lowrank" else planted)(n, dim, n_queries)
         case = f"{data} {n // 1000}Kx{dim}"
+        if data != "file":  # vectors from a file are in memory already: nothing to decide
+            if not _fits(case, n, dim, factories):
+                continue
+            x, q = (lowrank if data == "lowrank" else planted)(n, dim, n_queries)
         print(f"{case}: exact ground truth ...", flush=True)
         truth = ground_truth(x, q)
         rows += _case_rows(case, x, q, truth, factories, default, efs, n_single,
