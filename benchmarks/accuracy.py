@@ -116,7 +116,7 @@ LEVER_TITLES = {
 }
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
-                "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1")
+                "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
