@@ -170,6 +170,38 @@ py::tuple prune_binding(const CArray<I>& indptr, const CArray<I>& indices, int64
 }
 
 template <typename I>
+py::tuple compact_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols,
+                          const CArray<uint8_t>& keep, const CArray<int64_t>& new_indptr,
+                          const std::optional<py::array>& data, int num_threads) {
+    const auto E = csr_view(indptr, indices, rows, cols, "E");
+    const int64_t nnz = E.indptr[rows];
+    if (keep.ndim() != 1 || keep.size() < nnz) throw std::invalid_argument("keep must be 1-d with one entry per edge");
+    if (new_indptr.ndim() != 1 || new_indptr.size() != rows + 1)
+        throw std::invalid_argument("new_indptr must be 1-d with rows + 1 entries");
+    if (data && (data->ndim() != 1 || !(data->flags() & py::array::c_style) || data->size() < nnz))
+        throw std::invalid_argument("data must be a contiguous 1-d array with one entry per edge");
+    const int64_t kept = new_indptr.data()[rows];
+    py::array_t<I> out_indices(kept);
+    I* q = out_indices.mutable_data();
+    py::object out_data = py::none();
+    const void* src = nullptr;
+    void* dst = nullptr;
+    int64_t itemsize = 0;
+    if (data) {
+        py::array out(data->dtype(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(kept)});
+        src = data->data();
+        dst = out.mutable_data();
+        itemsize = data->itemsize();
+        out_data = out;
+    }
+    {
+        py::gil_scoped_release release;
+        ramen::compact_edges(E, keep.data(), new_indptr.data(), q, src, itemsize, dst, num_threads);
+    }
+    return py::make_tuple(out_indices, out_data);
+}
+
+template <typename I>
 py::tuple transpose_binding(const CArray<I>& indptr, const CArray<I>& indices, int64_t rows, int64_t cols,
                             int num_threads) {
     const auto mat = csr_view(indptr, indices, rows, cols, "matrix");
@@ -218,6 +250,11 @@ void def_graph(py::module_& m) {
           py::arg("walk_length"), py::arg("restart_prob"), py::arg("top_k"), py::arg("seed"), py::arg("num_threads"),
           py::arg("progress"), py::arg("batch_starts") = 0,
           "Column visit counts of column -> row -> column walks with restart: (indptr, indices, data).");
+    m.def("compact_edges", &compact_binding<I>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+          py::arg("rows"), py::arg("cols"), py::arg("keep").noconvert(), py::arg("new_indptr").noconvert(),
+          py::arg("data").none(true), py::kw_only(), py::arg("num_threads"),
+          "The kept edges (keep != 0) at offsets new_indptr: (indices, data or None); data of itemsize 1, 2, 4 "
+          "or 8 bytes.");
     m.def("prune_mask", &prune_binding<I, float>, py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
           py::arg("rows"), py::arg("cols"), py::arg("row_emb").noconvert(), py::arg("col_emb").noconvert(),
           py::kw_only(), py::arg("threshold"), py::arg("edge_order"), py::arg("num_threads"),

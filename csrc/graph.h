@@ -174,6 +174,13 @@ template <typename I>
 PruneOrder prune_mask_f16(const CsrView<I>& E, const uint16_t* row_emb, const uint16_t* col_emb, int64_t dim,
                           float threshold, PruneOrder order, int num_threads, uint8_t* keep, int64_t* row_kept);
 
+// The kept edges of E (keep[e] != 0) as a new CSR: out_indices and out_data (itemsize bytes per
+// entry, copied as bytes; itemsize 0 for no data) at the offsets new_indptr (rows + 1, the prefix
+// sums of the kept counts per row). Rows in parallel; the output does not depend on num_threads.
+template <typename I>
+void compact_edges(const CsrView<I>& E, const uint8_t* keep, const int64_t* new_indptr, I* out_indices,
+                   const void* data, int64_t itemsize, void* out_data, int num_threads);
+
 // The first row of a (rows x dim) matrix holding a NaN or an infinity, or -1 (for input checks).
 int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int num_threads);
 int64_t first_non_finite_f16(const uint16_t* data, int64_t rows, int64_t dim, int num_threads);

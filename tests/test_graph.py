@@ -660,6 +660,43 @@ def test_prune_auto_order_trial_keeps_every_verdict() -> None:
         graph.prune_edges(small, R[:50], C[:40], edge_order="random")
 
 
+@pytest.mark.parametrize("data_dtype", [np.float32, np.float64, np.int8, np.int16, np.int64, bool, np.complex128])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_prune_output_keeps_data_type_and_values(data_dtype, index_dtype) -> None:
+    """The kept edges are copied in C++ for data of 1 to 8 bytes (numpy otherwise): same values,
+    same dtype, in row order, whatever the thread count; nothing kept gives an empty matrix."""
+    rng = np.random.default_rng(5)
+    rows = np.r_[np.sort(rng.integers(0, 40_000, 200_000)), np.full(50_000, 41_000)]  # chunks of rows, a huge row
+    E = csr_from_edges(rows, rng.integers(0, 3000, len(rows)), (42_000, 3000))
+    E.data = rng.integers(-100, 100, E.nnz).astype(data_dtype)
+    E.indptr, E.indices = E.indptr.astype(index_dtype), E.indices.astype(index_dtype)
+    R, C = unit_rows(42_000, 8, 1, np.float32), unit_rows(3000, 8, 2, np.float32)
+    edge_rows = np.repeat(np.arange(E.shape[0]), np.diff(E.indptr))
+    keep = (R[edge_rows].astype(np.float64) * C[E.indices]).sum(axis=1) > 0.3
+    for threads in (1, 2, 3):
+        out = graph.prune_edges(E, R, C, 0.3, num_threads=threads)
+        assert out.dtype == E.dtype and out.nnz == keep.sum()
+        assert np.array_equal(out.data, E.data[keep]) and np.array_equal(out.indices, E.indices[keep])
+        assert np.array_equal(np.diff(out.indptr), np.bincount(edge_rows[keep], minlength=E.shape[0]))
+    none_kept = graph.prune_edges(E, R, C, 2.0)
+    assert none_kept.nnz == 0 and none_kept.shape == E.shape and none_kept.dtype == E.dtype
+
+
+def test_compact_edges_checks_its_buffers() -> None:
+    E = random_graph(20, 3, seed=0, square=False, cols=30)
+    keep, new_indptr = np.ones(E.nnz, np.uint8), E.indptr.astype(np.int64)
+    with pytest.raises(ValueError, match="keep must be 1-d"):
+        _C.compact_edges(E.indptr, E.indices, 20, 30, keep[:-1], new_indptr, E.data, num_threads=1)
+    with pytest.raises(ValueError, match="new_indptr must be 1-d"):
+        _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr[:-1], E.data, num_threads=1)
+    with pytest.raises(ValueError, match="data must be a contiguous 1-d array"):
+        _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr, E.data[:-1], num_threads=1)
+    with pytest.raises(ValueError, match="itemsize must be 0, 1, 2, 4 or 8"):
+        _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr, E.data.astype(np.complex128), num_threads=1)
+    indices, data = _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr, None, num_threads=2)
+    assert data is None and np.array_equal(indices, E.indices)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_prune_threshold_is_strict(dtype) -> None:
     # small integers: dot products are exact, some equal to the threshold

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "graph.h"
@@ -255,6 +257,24 @@ int64_t first_non_finite(const Bits* data, int64_t rows, int64_t dim, int num_th
     return -1;
 }
 
+template <typename T>
+struct Tag {
+    using type = T;
+};
+
+// Copies the kept edges of rows [r0, r1); Word is the entry's data as raw bits (void: no data).
+template <typename I, typename Word>
+void compact_rows(const CsrView<I>& E, const uint8_t* keep, const int64_t* new_indptr, I* out_indices,
+                  const Word* data, Word* out_data, int64_t r0, int64_t r1) {
+    int64_t out = new_indptr[r0];
+    for (int64_t e = E.indptr[r0]; e < E.indptr[r1]; ++e) {
+        if (!keep[e]) continue;
+        out_indices[out] = E.indices[e];
+        if constexpr (!std::is_void_v<Word>) out_data[out] = data[e];
+        ++out;
+    }
+}
+
 }  // namespace
 
 int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int num_threads) {
@@ -262,6 +282,26 @@ int64_t first_non_finite_f32(const float* data, int64_t rows, int64_t dim, int n
 }
 int64_t first_non_finite_f16(const uint16_t* data, int64_t rows, int64_t dim, int num_threads) {
     return first_non_finite(data, rows, dim, num_threads);
+}
+
+template <typename I>
+void compact_edges(const CsrView<I>& E, const uint8_t* keep, const int64_t* new_indptr, I* out_indices,
+                   const void* data, int64_t itemsize, void* out_data, int num_threads) {
+    auto run = [&](auto word) {
+        using Word = typename decltype(word)::type;
+        parallel_for(E.rows, 1 << 14, num_threads, [&](int64_t r0, int64_t r1) {
+            compact_rows<I, Word>(E, keep, new_indptr, out_indices, static_cast<const Word*>(data),
+                                  static_cast<Word*>(out_data), r0, r1);
+        });
+    };
+    switch (itemsize) {
+        case 0: return run(Tag<void>{});
+        case 1: return run(Tag<uint8_t>{});
+        case 2: return run(Tag<uint16_t>{});
+        case 4: return run(Tag<uint32_t>{});
+        case 8: return run(Tag<uint64_t>{});
+        default: throw std::invalid_argument("compact_edges: itemsize must be 0, 1, 2, 4 or 8");
+    }
 }
 
 float dot_f32(const float* a, const float* b, int64_t dim) { return dot<float>(a, b, dim); }
@@ -287,5 +327,10 @@ template PruneOrder prune_mask_f16(const CsrView<int32_t>&, const uint16_t*, con
                                    PruneOrder, int, uint8_t*, int64_t*);
 template PruneOrder prune_mask_f16(const CsrView<int64_t>&, const uint16_t*, const uint16_t*, int64_t, float,
                                    PruneOrder, int, uint8_t*, int64_t*);
+
+template void compact_edges(const CsrView<int32_t>&, const uint8_t*, const int64_t*, int32_t*, const void*, int64_t,
+                            void*, int);
+template void compact_edges(const CsrView<int64_t>&, const uint8_t*, const int64_t*, int64_t*, const void*, int64_t,
+                            void*, int);
 
 }  // namespace ramen

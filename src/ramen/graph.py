@@ -211,9 +211,21 @@ def prune_edges_ordered(
                                                edge_order=edge_order, num_threads=_threads(num_threads))
     new_indptr = np.zeros(rows + 1, dtype=np.int64)
     np.cumsum(row_kept, out=new_indptr[1:])
-    mask = keep.view(bool)
+    return sp.csr_matrix(_kept_edges(E, indptr, indices, keep, new_indptr, num_threads), shape=(rows, cols)), used
+
+
+def _kept_edges(E: Any, indptr: np.ndarray, indices: np.ndarray, keep: np.ndarray, new_indptr: np.ndarray,
+                num_threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(data, indices, indptr) of the kept edges: a multithreaded copy (numpy masks for odd data types)."""
+    rows, cols = (int(x) for x in E.shape)
     nnz = int(indptr[-1])
-    return sp.csr_matrix((E.data[:nnz][mask], indices[:nnz][mask], new_indptr), shape=(rows, cols)), used
+    data = E.data[:nnz]
+    if data.dtype.itemsize in (1, 2, 4, 8) and data.dtype.kind in "biuf":
+        new_indices, new_data = load_C().compact_edges(indptr, indices, rows, cols, keep, new_indptr,
+                                                       np.ascontiguousarray(data), num_threads=_threads(num_threads))
+        return new_data, new_indices, new_indptr
+    mask = keep.view(bool)
+    return data[mask], indices[:nnz][mask], new_indptr
 
 
 # ---- validation and plumbing ----------------------------------------------------------------
