@@ -20,6 +20,7 @@
 #include "graph.h"
 #include "half.h"
 #include "parallel.h"
+#include "prefetch.h"
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -77,11 +78,6 @@ inline float node_dot(const uint16_t* a, const uint16_t* b, int64_t dim) { retur
 inline void to_float(const float* v, int64_t dim, float* out) { std::copy(v, v + dim, out); }
 inline void to_float(const uint16_t* v, int64_t dim, float* out) {
     for (int64_t i = 0; i < dim; ++i) out[i] = half_to_float(v[i]);
-}
-
-inline void prefetch_lines(const void* p, int64_t bytes) {
-    const char* c = static_cast<const char*>(p);
-    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(c + off, 0, 3);
 }
 
 // Which nodes a search has seen: a tag per node, equal to the current generation once seen, so

@@ -20,6 +20,7 @@
 #include "graph.h"
 #include "half.h"
 #include "parallel.h"
+#include "prefetch.h"
 
 #if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
@@ -34,11 +35,6 @@ constexpr int64_t kMinEdgesPerBlock = int64_t{1} << 14;
 constexpr int64_t kBucketBytes = int64_t{1} << 18;     // column rows per bucket: about this many bytes (in L2)
 constexpr int64_t kMaxBuckets = int64_t{1} << 16;
 constexpr int64_t kMinEdgesToTrial = int64_t{1} << 22; // smaller graphs take the CSR order untimed
-
-inline void prefetch_row(const void* row, int64_t bytes) {
-    const char* p = static_cast<const char*>(row);
-    for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off, 0, 3);
-}
 
 template <typename T>
 float dot(const T* a, const T* b, int64_t dim);
@@ -139,14 +135,14 @@ void score_csr_order(const CsrView<I>& E, const T* row_emb, const T* col_emb, in
                      int64_t e0, int64_t e1, uint8_t* keep) {
     const int64_t row_bytes = dim * static_cast<int64_t>(sizeof(T));
     auto col_row = [&](int64_t e) { return col_emb + static_cast<int64_t>(E.indices[e]) * dim; };
-    for (int64_t e = e0; e < std::min(e1, e0 + kPrefetchEdges); ++e) prefetch_row(col_row(e), row_bytes);
+    for (int64_t e = e0; e < std::min(e1, e0 + kPrefetchEdges); ++e) prefetch_lines(col_row(e), row_bytes);
     int64_t r = std::upper_bound(E.indptr, E.indptr + E.rows + 1, static_cast<I>(e0)) - E.indptr - 1;
     for (int64_t e = e0; e < e1; ++r) {
         const int64_t row_end = std::min<int64_t>(E.indptr[r + 1], e1);
         const T* row = row_emb + r * dim;
-        if (r + 1 < E.rows) prefetch_row(row + dim, row_bytes);
+        if (r + 1 < E.rows) prefetch_lines(row + dim, row_bytes);
         for (; e < row_end; ++e) {
-            if (e + kPrefetchEdges < e1) prefetch_row(col_row(e + kPrefetchEdges), row_bytes);
+            if (e + kPrefetchEdges < e1) prefetch_lines(col_row(e + kPrefetchEdges), row_bytes);
             keep[e] = dot<T>(row, col_row(e), dim) > threshold ? 1 : 0;
         }
     }
@@ -164,13 +160,13 @@ void score_bucket_order(const CsrView<I>& E, const T* row_emb, const T* col_emb,
     auto col_row = [&](int64_t i) { return col_emb + static_cast<int64_t>(E.indices[e0 + order[i]]) * dim; };
     auto row_row = [&](int64_t i) { return row_emb + row_of[order[i]] * dim; };
     for (int64_t i = 0; i < std::min<int64_t>(n, kPrefetchEdges); ++i) {
-        prefetch_row(col_row(i), row_bytes);
-        prefetch_row(row_row(i), row_bytes);
+        prefetch_lines(col_row(i), row_bytes);
+        prefetch_lines(row_row(i), row_bytes);
     }
     for (int64_t i = 0; i < n; ++i) {
         if (i + kPrefetchEdges < n) {
-            prefetch_row(col_row(i + kPrefetchEdges), row_bytes);
-            prefetch_row(row_row(i + kPrefetchEdges), row_bytes);
+            prefetch_lines(col_row(i + kPrefetchEdges), row_bytes);
+            prefetch_lines(row_row(i + kPrefetchEdges), row_bytes);
         }
         keep[e0 + order[i]] = dot<T>(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
     }
