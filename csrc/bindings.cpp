@@ -14,6 +14,7 @@ namespace py = pybind11;
 #include "graph.h"
 #include "rng.h"
 // ---- includes: triplet ----
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -178,9 +179,12 @@ py::tuple compact_binding(const CArray<I>& indptr, const CArray<I>& indices, int
     if (keep.ndim() != 1 || keep.size() < nnz) throw std::invalid_argument("keep must be 1-d with one entry per edge");
     if (new_indptr.ndim() != 1 || new_indptr.size() != rows + 1)
         throw std::invalid_argument("new_indptr must be 1-d with rows + 1 entries");
+    const int64_t* offsets = new_indptr.data();  // its ranges bound every write below
+    if (offsets[0] != 0 || offsets[rows] > nnz || !std::is_sorted(offsets, offsets + rows + 1))
+        throw std::invalid_argument("new_indptr must start at 0, never decrease and end at most at the edge count");
     if (data && (data->ndim() != 1 || !(data->flags() & py::array::c_style) || data->size() < nnz))
         throw std::invalid_argument("data must be a contiguous 1-d array with one entry per edge");
-    const int64_t kept = new_indptr.data()[rows];
+    const int64_t kept = offsets[rows];
     py::array_t<I> out_indices(kept);
     I* q = out_indices.mutable_data();
     py::object out_data = py::none();
@@ -196,7 +200,7 @@ py::tuple compact_binding(const CArray<I>& indptr, const CArray<I>& indices, int
     }
     {
         py::gil_scoped_release release;
-        ramen::compact_edges(E, keep.data(), new_indptr.data(), q, src, itemsize, dst, num_threads);
+        ramen::compact_edges(E, keep.data(), offsets, q, src, itemsize, dst, num_threads);
     }
     return py::make_tuple(out_indices, out_data);
 }

@@ -689,6 +689,9 @@ def test_compact_edges_checks_its_buffers() -> None:
         _C.compact_edges(E.indptr, E.indices, 20, 30, keep[:-1], new_indptr, E.data, num_threads=1)
     with pytest.raises(ValueError, match="new_indptr must be 1-d"):
         _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr[:-1], E.data, num_threads=1)
+    for bad in (new_indptr + 1, new_indptr[::-1].copy(), new_indptr * 2):  # offset start, decreasing, past the end
+        with pytest.raises(ValueError, match="new_indptr must start at 0, never decrease"):
+            _C.compact_edges(E.indptr, E.indices, 20, 30, keep, bad, E.data, num_threads=1)
     with pytest.raises(ValueError, match="data must be a contiguous 1-d array"):
         _C.compact_edges(E.indptr, E.indices, 20, 30, keep, new_indptr, E.data[:-1], num_threads=1)
     with pytest.raises(ValueError, match="itemsize must be 0, 1, 2, 4 or 8"):
