@@ -93,6 +93,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "category-only": {"anchor_sets": ["category"]},  # one anchor set at a time (both datasets name
     "hyperlink-only": {"anchor_sets": ["hyperlink"]},  # theirs hyperlink and category)
     "hyperlink-rx-off": {"lambdas": {"hyperlink": [0.0, 1.0]}},  # no R_x for hyperlink; R_z and category kept
+    "graph-neg": {"graph_negatives": 1},  # per query, one label its anchors stand for joins the batch as a negative
+    "random-neg": {"random_negatives": 1},  # the control: one uniform label per query
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -113,15 +115,21 @@ LEVER_TITLES = {
     "category-only": "the category anchor set alone",
     "hyperlink-only": "the hyperlink anchor set alone",
     "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
+    "graph-neg": "one label per query that its anchors stand for added as a negative",
+    "random-neg": "one uniformly drawn label per query added as a negative (control)",
 }
+# Levers that act on the task loss alone, also measured without regularisers.
+PLAIN_LEVERS = ("graph-neg", "random-neg")
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
-                "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1")
+                "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
+                "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
     **{f"allneg+{k}": {**LEVERS["allneg"], **v} for k, v in LEVERS.items() if k not in ("allneg", "pull")},
     **{name: {k: v for lever in name.split("+") for k, v in LEVERS[lever].items()} for name in COMBINATIONS},
+    **{f"plain+{k}": {**PAPER_ARM_SETTINGS["plain"], **LEVERS[k]} for k in PLAIN_LEVERS},
 }
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
@@ -135,6 +143,7 @@ ARM_TITLES = {
     **{f"allneg+{k}": f"RAMEN, all anchor negatives, {v}" for k, v in LEVER_TITLES.items() if f"allneg+{k}" in ARMS},
     **{name: "RAMEN, all anchor negatives, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
        for name in COMBINATIONS},
+    **{f"plain+{k}": f"plain dual encoder, {LEVER_TITLES[k]}" for k in PLAIN_LEVERS},
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
 OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)

@@ -155,3 +155,72 @@ def test_ramen_loss_puts_the_regularisers_in_the_reg_head_space_when_given():
         assert not torch.equal(parts[comp], base[comp])
     assert torch.allclose(total, parts["L"] + 0.5 * parts["Rx/set"] + 2.0 * parts["Rz/set"])
     assert torch.allclose(base_total, base["L"] + 0.5 * base["Rx/set"] + 2.0 * base["Rz/set"])
+
+
+def test_anchor_label_negatives_are_the_labels_a_querys_anchors_stand_for_minus_its_own():
+    from ramen.batching import anchor_label_negatives
+
+    rng = np.random.default_rng(3)
+    labels = [f"label {i}" for i in range(12)]
+    anchors = [f"label {i}" if i < 8 else f"other {i}" for i in range(10)] + ["LABEL 3"]  # two anchors for label 3
+    Y = sp.csr_matrix((np.ones(20, np.float32), (rng.integers(0, 9, 20), rng.integers(0, 12, 20))), shape=(9, 12))
+    rows = rng.integers(0, 9, 40)
+    rows[rows == 4] = 5  # query 4 has no anchor
+    XA = sp.csr_matrix((np.ones(40, np.float32), (rows, rng.integers(0, 11, 40))), shape=(9, 11))
+    Y.sum_duplicates(), XA.sum_duplicates()
+    same = identity_graphs(Y, labels, anchors)
+    got = anchor_label_negatives(Y, [XA], [same.label]).toarray()
+    ref = np.zeros((9, 12))
+    for q in range(9):
+        for a in XA[q].indices:
+            t = anchors[a].lower()
+            if t in labels and Y[q, labels.index(t)] == 0:
+                ref[q, labels.index(t)] = 1
+    np.testing.assert_array_equal(got, ref)
+    assert got[4].sum() == 0 and got.sum() >= 5
+    with pytest.raises(ValueError, match="do not fit"):
+        anchor_label_negatives(Y, [XA[:, :5]], [same.label])
+
+
+@pytest.mark.parametrize("kind", ["graph", "random"])
+def test_extra_negatives_join_the_batch_as_negatives_only(kind):
+    rng = np.random.default_rng(0)
+    Y = sp.random(80, 60, density=0.05, format="csr", random_state=4, dtype=np.float32)
+    Y.data[:] = 1
+    N = sp.random(80, 60, density=0.1, format="csr", random_state=5, dtype=np.float32)
+    N.data[:] = 1
+    N = (N - N.multiply(Y)).tocsr()
+    N.eliminate_zeros()
+    XA = sp.csr_matrix((np.ones(100, np.float32), (rng.integers(0, 80, 100), rng.integers(0, 30, 100))), shape=(80, 30))
+    XA.sum_duplicates()
+    graphs = {"s": Graphs(XA, None)}
+    base = BatchSampler(Y, graphs, 16, seed=1)
+    extra = (BatchSampler(Y, graphs, 16, seed=1, negatives=N, num_graph_negatives=2) if kind == "graph"
+             else BatchSampler(Y, graphs, 16, seed=1, num_random_negatives=2))
+    grew = 0
+    for step in range(base.steps_per_epoch()):
+        b0, b1 = base.batch(0, step), extra.batch(0, step)
+        np.testing.assert_array_equal(b0.query_ids, b1.query_ids)
+        assert set(b0.label_ids) <= set(b1.label_ids)  # the sampled positives are kept
+        grew += len(b1.label_ids) - len(b0.label_ids)
+        added = sorted(set(b1.label_ids) - set(b0.label_ids))
+        if kind == "graph":  # every added label is some row's graph negative
+            assert all(N[b1.query_ids][:, a].nnz > 0 for a in added)
+        pos, excl = b1.label_pos, b1.label_excl
+        for r, q in enumerate(b1.query_ids):
+            cols = set(pos[1][pos[0][r]:pos[0][r + 1]].tolist()) | set(excl[1][excl[0][r]:excl[0][r + 1]].tolist())
+            true = {j for j, l in enumerate(b1.label_ids) if Y[q, l] > 0}
+            assert cols == true  # a row's true labels are positive or excluded, never a negative
+    assert grew > 0
+    # without extra negatives the draws are exactly the ones before the lever existed
+    again = BatchSampler(Y, graphs, 16, seed=1, negatives=N, num_graph_negatives=0)
+    np.testing.assert_array_equal(again.batch(0, 0).label_ids, base.batch(0, 0).label_ids)
+
+
+def test_extra_negative_counts_are_validated():
+    from ramen.config import TrainConfig
+
+    with pytest.raises(ValueError, match="graph_negatives"):
+        TrainConfig(graph_negatives=-1).validate()
+    with pytest.raises(ValueError, match="random_negatives"):
+        TrainConfig(random_negatives=True).validate()

@@ -245,3 +245,21 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     two = Model.load(tmp_path / "two" / "model")
     for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name
+
+
+def test_graph_negatives_train_with_anchors_that_stand_for_labels(tiny_data, tmp_path):
+    import dataclasses
+
+    name = sorted(tiny_data.anchor_sets)[0]
+    aset = tiny_data.anchor_sets[name]
+    n = min(aset.num_anchors, tiny_data.num_labels)
+    texts = [tiny_data.label_texts[i] if i < n else t for i, t in enumerate(aset.texts)]  # anchors = labels
+    data = dataclasses.replace(tiny_data, anchor_sets={name: dataclasses.replace(aset, texts=texts)})
+    for cfg in (tiny_config(epochs=1, graph=False, graph_negatives=2), tiny_config(epochs=1, graph_negatives=1)):
+        out = tmp_path / str(cfg.graph)
+        train(data, cfg, out_dir=out, progress=False)
+        info = [r for r in records(out, "info") if "graph_negative_pairs" in r]
+        assert info and info[0]["graph_negative_pairs"] > 0
+        assert all(np.isfinite(r["loss"]) for r in records(out, "step"))
+    with pytest.raises(ValueError, match="graph_negatives: no anchor"):
+        train(tiny_data, tiny_config(epochs=1, graph_negatives=1), progress=False)

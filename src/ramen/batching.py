@@ -1,8 +1,10 @@
 """Mini-batches for graph-regularised training: queries, their labels and anchors, and the masks.
 
 Each step draws B queries; for each, one relevant label and, per anchor set, one linked anchor;
-for each sampled label, per anchor set, one linked anchor. Every in-batch label or anchor that is
-truly linked to a row but was not sampled as its positive is excluded from that row's negatives.
+for each sampled label, per anchor set, one linked anchor. Optionally, per query, extra labels join
+the batch as negatives only: drawn from the labels its anchors stand for (`anchor_label_negatives`)
+or uniformly (the control). Every in-batch label or anchor that is truly linked to a row but was not
+sampled as its positive is excluded from that row's negatives.
 A batch is a pure function of (seed, epoch, step), so training resumes exactly and sampling can
 run on a background thread.
 """
@@ -142,7 +144,8 @@ class BatchSampler:
 
     def __init__(self, train_Y: sp.csr_matrix, graphs: dict[str, Graphs], batch_size: int, *, seed: int = 0,
                  positives_all: bool = False, drop_last: bool = True, rank: int = 0, world: int = 1,
-                 identity: dict[str, Graphs] | None = None, identity_mode: str = "exclude"):
+                 identity: dict[str, Graphs] | None = None, identity_mode: str = "exclude",
+                 negatives: sp.csr_matrix | None = None, num_graph_negatives: int = 0, num_random_negatives: int = 0):
         self.Y = train_Y.tocsr()
         self.graphs = graphs
         self.batch_size = int(batch_size)
@@ -154,6 +157,10 @@ class BatchSampler:
         # anchor that stands for the same entity (see `identity_graphs`)
         self.identity = identity or {}
         self.identity_mode = identity_mode
+        # queries x labels a query's extra negatives are drawn from (see `anchor_label_negatives`)
+        self.negatives = negatives.tocsr() if negatives is not None else None
+        self.num_graph_negatives = int(num_graph_negatives) if negatives is not None else 0
+        self.num_random_negatives = int(num_random_negatives)
         self.pool = np.nonzero(np.diff(self.Y.indptr) > 0)[0]  # queries with at least one label
         self.batches: list[np.ndarray] | None = None  # explicit batches (cluster batching)
         if len(self.pool) == 0:
@@ -187,7 +194,7 @@ class BatchSampler:
         q = q[self.rank::self.world]
         rng = self._rng(epoch, step, self.rank)
         sampled_labels = sample_neighbours(self.Y, q, rng)
-        label_ids = np.unique(sampled_labels[sampled_labels >= 0])
+        label_ids = np.unique(np.concatenate([sampled_labels[sampled_labels >= 0], self._extra_labels(q, rng)]))
         label_pos, label_excl = link_masks(self.Y, q, sampled_labels, label_ids, self.positives_all)
         anchors = {}
         for name, g in self.graphs.items():
@@ -210,6 +217,14 @@ class BatchSampler:
             anchors[name] = AnchorBatch(ids, qp, qe, lp, le)
         return Batch(step, q, label_ids, label_pos, label_excl, anchors)
 
+    def _extra_labels(self, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Labels added to the batch as negatives only (no rng draw when both counts are 0)."""
+        extra = [sample_neighbours(self.negatives, q, rng) for _ in range(self.num_graph_negatives)]
+        if self.num_random_negatives:
+            extra.append(rng.integers(0, self.Y.shape[1], size=len(q) * self.num_random_negatives))
+        extra = np.concatenate(extra) if extra else np.zeros(0, np.int64)
+        return extra[extra >= 0]
+
 
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
@@ -228,6 +243,29 @@ def identity_graphs(train_Y: sp.csr_matrix, label_texts: list[str], anchor_texts
     query = (train_Y.astype(np.float32) @ same).tocsr()
     query.sort_indices()
     return Graphs(query=query, label=same)
+
+
+def anchor_label_negatives(train_Y: sp.csr_matrix, links: list[sp.csr_matrix], same: list[sp.csr_matrix]
+                           ) -> sp.csr_matrix:
+    """Queries x labels: the labels that a query's anchors stand for and that are not its labels.
+
+    `links[i]` (queries x anchors) and `same[i]` (labels x anchors, see `identity_graphs`) are one
+    anchor set each. Where anchors are entities that are also labels (a one-way hyperlink to an
+    article), these are the labels the graph relates to the query without naming them relevant:
+    the hard negatives a plain dual encoder never sees side by side with the query.
+    """
+    Y = train_Y.tocsr()
+    related = sp.csr_matrix(Y.shape, dtype=np.float32)
+    for X_A, S in zip(links, same):
+        if X_A.shape[0] != Y.shape[0] or S.shape[0] != Y.shape[1] or X_A.shape[1] != S.shape[1]:
+            raise ValueError(f"anchor_label_negatives: links {X_A.shape} and same {S.shape} do not fit "
+                             f"train_Y {Y.shape}")
+        related = related + (X_A.tocsr().astype(np.float32) @ S.tocsr().astype(np.float32).T)
+    related = (related > 0).astype(np.float32).tocsr()
+    out = (related - related.multiply(Y > 0)).tocsr()
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
 
 
 def attach_tokens(batch: Batch, queries: TokenCache, labels: TokenCache, anchors: dict[str, TokenCache]) -> Batch:

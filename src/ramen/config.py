@@ -69,6 +69,8 @@ class TrainConfig:
     reliance_lr: float = 0.01  # learning rate of the reliance bandit
     lambda_warmup: float = 0.0  # "schedule": fraction of training over which lambdas ramp up from 0
     lambda_decay_from: float = 1.0  # "schedule": fraction of training after which lambdas decay linearly to 0
+    graph_negatives: int = 0  # per query, labels drawn from those its anchors stand for (same text) that it lacks, added to the batch as task negatives
+    random_negatives: int = 0  # per query, labels drawn uniformly and added to the batch (the control of graph_negatives)
     # batching
     cluster_batching: bool = False  # batches of whole balanced clusters of query embeddings (NGAME)
     cluster_size: int = 8  # queries per cluster
@@ -113,6 +115,8 @@ class TrainConfig:
              "anchor_identity must be 'off', 'exclude' or 'positive'"),
             (self.reliance in ("fixed", "bandit", "schedule"), "reliance must be 'fixed', 'bandit' or 'schedule'"),
             (self.reliance_lr > 0, "reliance_lr must be > 0"),
+            (_count(self.graph_negatives), "graph_negatives must be an integer >= 0"),
+            (_count(self.random_negatives), "random_negatives must be an integer >= 0"),
             (0 <= self.lambda_warmup <= self.lambda_decay_from <= 1,
              "need 0 <= lambda_warmup <= lambda_decay_from <= 1"),
         ]
@@ -190,3 +194,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown TrainConfig fields: {', '.join(unknown)}")
         return fields
+
+
+def _count(value: Any) -> bool:
+    """Whether `value` is a non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -26,7 +26,8 @@ import scipy.sparse as sp
 import torch
 
 from ramen import distributed
-from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens, identity_graphs
+from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
+                            identity_graphs)
 from ramen.collapse import CollapseWatch, mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.data import Dataset
@@ -134,6 +135,22 @@ def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log
             label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log, name) if lz else None,
         )
     return graphs
+
+
+def graph_negative_labels(dataset: Dataset, train_Y: sp.csr_matrix, cfg: TrainConfig, log: RunLog) -> sp.csr_matrix:
+    """Queries x labels that the `graph_negatives` lever draws from: labels the query's anchors
+    (as given, not densified; every set of `anchor_sets`, whatever its lambdas) stand for."""
+    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else list(cfg.anchor_sets)
+    sets = [dataset.anchor_sets[n] for n in names if n in dataset.anchor_sets]
+    same = [identity_graphs(train_Y, dataset.label_texts, a.texts).label for a in sets]
+    out = anchor_label_negatives(train_Y, [a.train_X_A for a in sets], same)
+    has = int((np.diff(out.indptr) > 0).sum())
+    if has == 0:
+        raise ValueError("graph_negatives: no anchor of the anchor sets "
+                         f"{names} has a label's text, so no query has a graph negative to draw")
+    log.info(f"graph negatives: {out.nnz:,} (query, label) pairs through anchors that stand for labels; "
+             f"{has:,} of {train_Y.shape[0]:,} queries have one", graph_negative_pairs=int(out.nnz))
+    return out
 
 
 def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
@@ -439,9 +456,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if identity:
         shown = ", ".join(f"{n}: {g.label.nnz:,}" for n, g in identity.items())
         log.info(f"anchors standing for a label (anchor_identity={cfg.anchor_identity}): {shown}")
+    negatives = graph_negative_labels(dataset, train_Y, cfg, log) if cfg.graph_negatives else None
     sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
                            rank=0 if gather else d.rank, world=1 if gather else d.world,
-                           identity=identity, identity_mode=cfg.anchor_identity)
+                           identity=identity, identity_mode=cfg.anchor_identity, negatives=negatives,
+                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
     batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     module: torch.nn.Module = batch_encoder
