@@ -95,6 +95,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "hyperlink-rx-off": {"lambdas": {"hyperlink": [0.0, 1.0]}},  # no R_x for hyperlink; R_z and category kept
     "graph-neg": {"graph_negatives": 1},  # per query, one label its anchors stand for joins the batch as a negative
     "random-neg": {"random_negatives": 1},  # the control: one uniform label per query
+    "hub-1": {"anchor_degree_power": 1.0},  # a row's anchor drawn in inverse proportion to the anchor's degree
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -117,13 +118,15 @@ LEVER_TITLES = {
     "hyperlink-rx-off": "no R_x for the hyperlink set (its R_z and the category set kept)",
     "graph-neg": "one label per query that its anchors stand for added as a negative",
     "random-neg": "one uniformly drawn label per query added as a negative (control)",
+    "hub-1": "anchors drawn in inverse proportion to their degree",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg")
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
-                "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1")
+                "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
+                "allneg+hub-1+lambda-0.3")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,

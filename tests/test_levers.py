@@ -224,3 +224,47 @@ def test_extra_negative_counts_are_validated():
         TrainConfig(graph_negatives=-1).validate()
     with pytest.raises(ValueError, match="random_negatives"):
         TrainConfig(random_negatives=True).validate()
+
+
+def test_degree_weighted_anchor_draws_follow_inverse_degree():
+    from ramen.batching import degree_cumulative, sample_neighbours
+
+    # row 0 links a hub (col 0, degree 4) and a rare anchor (col 3, degree 1); row 2 has no anchor
+    G = sp.csr_matrix(np.array([[1, 0, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]], np.float32))
+    rows = np.repeat(np.arange(5), 20000)
+    for power in (0.0, 1.0, 2.0):
+        cum = degree_cumulative(G, power) if power else None
+        got = sample_neighbours(G, rows, np.random.default_rng(0), cum)
+        assert (got[rows == 2] == -1).all()
+        degree = np.asarray((G > 0).sum(0)).ravel()
+        for r in (0, 1, 3):
+            cols = G[r].indices
+            p = degree[cols] ** -power / (degree[cols] ** -power).sum()
+            freq = np.array([(got[rows == r] == c).mean() for c in cols])
+            assert set(got[rows == r]) <= set(cols)
+            np.testing.assert_allclose(freq, p, atol=0.01)
+    empty = sp.csr_matrix((3, 4), dtype=np.float32)
+    assert (sample_neighbours(empty, np.arange(3), np.random.default_rng(0), degree_cumulative(empty, 1.0)) == -1).all()
+
+
+def test_degree_power_changes_only_the_anchor_draws():
+    rng = np.random.default_rng(1)
+    Y = sp.random(60, 30, density=0.1, format="csr", random_state=2, dtype=np.float32)
+    Y.data[:] = 1
+    XA = sp.csr_matrix((np.ones(300, np.float32), (rng.integers(0, 60, 300), rng.zipf(1.5, 300) % 25)), shape=(60, 25))
+    LA = sp.csr_matrix((np.ones(150, np.float32), (rng.integers(0, 30, 150), rng.zipf(1.5, 150) % 25)), shape=(30, 25))
+    XA.sum_duplicates(), LA.sum_duplicates()
+    base = BatchSampler(Y, {"s": Graphs(XA, LA)}, 16, seed=3)
+    hub = BatchSampler(Y, {"s": Graphs(XA, LA)}, 16, seed=3, anchor_degree_power=1.0)
+    hubs0 = hubs1 = 0
+    top = np.argsort(-np.bincount(XA.indices, minlength=25))[:3]
+    for epoch in range(20):
+        for step in range(base.steps_per_epoch()):
+            b0, b1 = base.batch(epoch, step), hub.batch(epoch, step)
+            np.testing.assert_array_equal(b0.label_ids, b1.label_ids)
+            for b, a in ((b0, "h0"), (b1, "h1")):
+                pos = b.anchors["s"].query_pos
+                ids = b.anchors["s"].ids[pos[1].numpy()]
+                n = int(np.isin(ids, top).sum())
+                hubs0, hubs1 = (hubs0 + n, hubs1) if a == "h0" else (hubs0, hubs1 + n)
+    assert hubs1 < 0.7 * hubs0  # hubs are drawn less often as a row's positive anchor

@@ -53,17 +53,33 @@ def _csr(indptr: np.ndarray, indices: np.ndarray) -> Csr:
         torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
 
 
-def sample_neighbours(graph: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One uniformly drawn neighbour column per row (-1 where a row has none)."""
+def sample_neighbours(graph: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator,
+                      cumulative: np.ndarray | None = None) -> np.ndarray:
+    """One neighbour column per row (-1 where a row has none): uniform, or, given `cumulative`
+    (the running sum of per-edge weights over graph.data's order, see `degree_cumulative`), drawn
+    in proportion to the weights of the row's edges."""
     indptr = graph.indptr
     start = indptr[rows].astype(np.int64)
     degree = indptr[rows + 1].astype(np.int64) - start
     u = rng.random(len(rows))
-    pick = start + np.minimum((u * degree).astype(np.int64), np.maximum(degree - 1, 0))
+    if cumulative is None or len(cumulative) == 0:
+        pick = start + np.minimum((u * degree).astype(np.int64), np.maximum(degree - 1, 0))
+    else:
+        before = np.where(start > 0, cumulative[np.maximum(start - 1, 0)], 0.0)
+        total = cumulative[np.maximum(start + degree - 1, 0)] - before
+        offset = np.searchsorted(cumulative, before + u * total, side="right") - start
+        pick = start + np.clip(offset, 0, np.maximum(degree - 1, 0))
     out = np.full(len(rows), -1, dtype=np.int64)
     has = degree > 0
     out[has] = graph.indices[pick[has]]
     return out
+
+
+def degree_cumulative(graph: sp.csr_matrix, power: float) -> np.ndarray:
+    """Running sum over graph's edges of column_degree ** -power: a row's neighbour drawn with these
+    weights favours columns linked to few rows (power 1: in inverse proportion to their degree)."""
+    degree = np.bincount(graph.indices, minlength=graph.shape[1]).astype(np.float64)
+    return np.cumsum(degree[graph.indices] ** -float(power))
 
 
 def link_masks(graph: sp.csr_matrix, rows: np.ndarray, positives: np.ndarray, columns: np.ndarray,
@@ -145,7 +161,8 @@ class BatchSampler:
     def __init__(self, train_Y: sp.csr_matrix, graphs: dict[str, Graphs], batch_size: int, *, seed: int = 0,
                  positives_all: bool = False, drop_last: bool = True, rank: int = 0, world: int = 1,
                  identity: dict[str, Graphs] | None = None, identity_mode: str = "exclude",
-                 negatives: sp.csr_matrix | None = None, num_graph_negatives: int = 0, num_random_negatives: int = 0):
+                 negatives: sp.csr_matrix | None = None, num_graph_negatives: int = 0, num_random_negatives: int = 0,
+                 anchor_degree_power: float = 0.0):
         self.Y = train_Y.tocsr()
         self.graphs = graphs
         self.batch_size = int(batch_size)
@@ -161,6 +178,9 @@ class BatchSampler:
         self.negatives = negatives.tocsr() if negatives is not None else None
         self.num_graph_negatives = int(num_graph_negatives) if negatives is not None else 0
         self.num_random_negatives = int(num_random_negatives)
+        # a row's positive anchor is drawn in proportion to anchor degree ** -power (0: uniform)
+        self.anchor_degree_power = float(anchor_degree_power)
+        self._cumulative: dict[int, tuple[sp.csr_matrix, np.ndarray]] = {}  # id(graph) -> (graph, weights)
         self.pool = np.nonzero(np.diff(self.Y.indptr) > 0)[0]  # queries with at least one label
         self.batches: list[np.ndarray] | None = None  # explicit batches (cluster batching)
         if len(self.pool) == 0:
@@ -199,8 +219,9 @@ class BatchSampler:
         anchors = {}
         for name, g in self.graphs.items():
             none_q, none_l = np.full(len(q), -1), np.full(len(label_ids), -1)
-            q_anchor = sample_neighbours(g.query, q, rng) if g.query is not None else none_q
-            l_anchor = sample_neighbours(g.label, label_ids, rng) if g.label is not None else none_l
+            q_anchor = sample_neighbours(g.query, q, rng, self._weights(g.query)) if g.query is not None else none_q
+            l_anchor = (sample_neighbours(g.label, label_ids, rng, self._weights(g.label)) if g.label is not None
+                        else none_l)
             ids = np.unique(np.concatenate([q_anchor[q_anchor >= 0], l_anchor[l_anchor >= 0]]))
             qp, qe = (link_masks(g.query, q, q_anchor, ids, self.positives_all) if g.query is not None
                       else (empty_csr(len(q)), empty_csr(len(q))))
@@ -216,6 +237,17 @@ class BatchSampler:
                     lp, le = with_identity(lp, le, ls, self.identity_mode, len(label_ids))
             anchors[name] = AnchorBatch(ids, qp, qe, lp, le)
         return Batch(step, q, label_ids, label_pos, label_excl, anchors)
+
+    def _weights(self, graph: sp.csr_matrix) -> np.ndarray | None:
+        """The degree weights' running sum of `graph` (cached per graph object; None when uniform)."""
+        if self.anchor_degree_power == 0:
+            return None
+        hit = self._cumulative.get(id(graph))
+        if hit is None or hit[0] is not graph:  # a new graph (after pruning) or a reused id
+            if len(self._cumulative) >= 16:  # forget graphs that pruning replaced
+                self._cumulative.clear()
+            hit = self._cumulative[id(graph)] = (graph, degree_cumulative(graph, self.anchor_degree_power))
+        return hit[1]
 
     def _extra_labels(self, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Labels added to the batch as negatives only (no rng draw when both counts are 0)."""

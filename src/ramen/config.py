@@ -70,6 +70,7 @@ class TrainConfig:
     lambda_warmup: float = 0.0  # "schedule": fraction of training over which lambdas ramp up from 0
     lambda_decay_from: float = 1.0  # "schedule": fraction of training after which lambdas decay linearly to 0
     graph_negatives: int = 0  # per query, labels drawn from those its anchors stand for (same text) that it lacks, added to the batch as task negatives
+    anchor_degree_power: float = 0.0  # a row's positive anchor is drawn in proportion to anchor degree ** -power (0: uniform; 1: hubs drawn in inverse proportion to their degree)
     random_negatives: int = 0  # per query, labels drawn uniformly and added to the batch (the control of graph_negatives)
     # batching
     cluster_batching: bool = False  # batches of whole balanced clusters of query embeddings (NGAME)
@@ -117,6 +118,7 @@ class TrainConfig:
             (self.reliance_lr > 0, "reliance_lr must be > 0"),
             (_count(self.graph_negatives), "graph_negatives must be an integer >= 0"),
             (_count(self.random_negatives), "random_negatives must be an integer >= 0"),
+            (0 <= self.anchor_degree_power <= 4, "anchor_degree_power must be in [0, 4]"),
             (0 <= self.lambda_warmup <= self.lambda_decay_from <= 1,
              "need 0 <= lambda_warmup <= lambda_decay_from <= 1"),
         ]

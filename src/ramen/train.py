@@ -460,7 +460,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
                            rank=0 if gather else d.rank, world=1 if gather else d.world,
                            identity=identity, identity_mode=cfg.anchor_identity, negatives=negatives,
-                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives)
+                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives,
+                           anchor_degree_power=cfg.anchor_degree_power)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
     batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     module: torch.nn.Module = batch_encoder
