@@ -96,6 +96,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "graph-neg": {"graph_negatives": 1},  # per query, one label its anchors stand for joins the batch as a negative
     "random-neg": {"random_negatives": 1},  # the control: one uniform label per query
     "hub-1": {"anchor_degree_power": 1.0},  # a row's anchor drawn in inverse proportion to the anchor's degree
+    "rx-only": {"label_graph": False},  # the paper's ablations, on top of allneg
+    "rz-only": {"query_graph": False},
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -119,6 +121,8 @@ LEVER_TITLES = {
     "graph-neg": "one label per query that its anchors stand for added as a negative",
     "random-neg": "one uniformly drawn label per query added as a negative (control)",
     "hub-1": "anchors drawn in inverse proportion to their degree",
+    "rx-only": "R_x only (no label graph)",
+    "rz-only": "R_z only (no query graph)",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg")
@@ -126,7 +130,7 @@ PLAIN_LEVERS = ("graph-neg", "random-neg")
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
                 "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
-                "allneg+hub-1+lambda-0.3")
+                "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1")
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
