@@ -39,7 +39,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -868,12 +868,21 @@ def load_results(runs: str | os.PathLike) -> tuple[list[dict[str, Any]], list[di
 
 
 def write_report(runs: str | os.PathLike, out: str | os.PathLike, *, arms: Iterable[str] | None = None,
-                 title: str | None = None) -> tuple[Path, list[Path]]:
+                 title: str | None = None, versus: Iterable[Sequence[str]] = ()) -> tuple[Path, list[Path]]:
     """The Markdown report `out` and its PNG plots beside it, from the result files under `runs`
-    (only `arms`, in that order, where given)."""
+    (only `arms`, in that order, where given; `versus`: (control, arm, ...) groups compared by seed
+    to their control as well as to plain)."""
     report = _report()
+    versus = [tuple(v) for v in versus]
+    for group in versus:
+        if len(group) < 2:
+            raise ValueError(f"--versus takes a control arm and at least one arm to compare, got {' '.join(group)!r}")
+        unknown = [a for a in group if a not in ARMS]
+        if unknown:
+            raise ValueError(f"--versus: unknown arm(s) {', '.join(unknown)}")
     return report.write_report(runs, out, arm_order=tuple(ARMS), arm_titles=ARM_TITLES,
-                               arms=tuple(arms) if arms else None, title=title or report.DEFAULT_TITLE)
+                               arms=tuple(arms) if arms else None, title=title or report.DEFAULT_TITLE,
+                               versus=versus)
 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, tuple[float, float, int]]]]:
@@ -941,6 +950,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
     rep.add_argument("--arms", nargs="+", choices=list(ARMS), help="only these arms, in this order (default: all)")
     rep.add_argument("--title", help="the report's heading")
+    rep.add_argument("--versus", nargs="+", action="append", default=[], metavar="ARM",
+                     help="CONTROL ARM...: also compare these arms to their matched control, paired by seed "
+                          "(repeatable)")
     args = parser.parse_args(argv)
 
     if args.command in ("run", "estimate"):
@@ -973,7 +985,7 @@ def main(argv: list[str] | None = None) -> int:
         study = Study(datasets=tuple(args.datasets), arms=tuple(args.arms), seeds=tuple(args.seeds)).validate()
         print(heldout_table(study, args.runs, wikispeedia_dir=args.wikispeedia))
         return 0
-    path, plots = write_report(args.runs, args.out, arms=args.arms, title=args.title)
+    path, plots = write_report(args.runs, args.out, arms=args.arms, title=args.title, versus=args.versus)
     print(f"wrote {path} and {len(plots)} plots: {', '.join(p.name for p in plots)}")
     return 0
 

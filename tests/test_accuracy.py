@@ -126,7 +126,24 @@ def test_report_of_chosen_arms_in_their_order(quick_runs, tmp_path):
     assert text.index("| ramen | 1 |") < text.index("| plain | 1 |") and "| auggt | 1 |" not in text
     with pytest.raises(ValueError, match="for arms pull"):
         study.write_report(runs, tmp_path / "none.md", arms=["pull"])
+    with pytest.raises(ValueError, match="--versus takes a control"):
+        study.write_report(runs, tmp_path / "v.md", versus=[["plain"]])
+    with pytest.raises(ValueError, match="unknown arm.*nosuch"):
+        study.write_report(runs, tmp_path / "v.md", versus=[["plain", "nosuch"]])
     assert all(arm in study.ARM_TITLES for arm in study.ARMS)
+
+
+def test_report_compares_arms_to_a_matched_control(quick_runs, tmp_path):
+    runs, results, _, _ = quick_runs
+    out, _ = study.write_report(runs, tmp_path / "v.md", versus=[["ramen", "no-prune"]])
+    text = out.read_text()
+    assert "--versus ramen no-prune" in text
+    table = text[text.index("Difference to `ramen`, paired by seed"):]
+    table = table[:table.index("\n\n", table.index("| arm |"))]
+    m = {r["arm"]: r["metrics"] for r in results}
+    delta = 100 * (m["no-prune"]["P@1"] - m["ramen"]["P@1"])
+    assert table.count("\n| ") == 2  # the header and no-prune alone
+    assert f"| no-prune | 1 | {'+' if delta > 0 else ''}{delta:.2f}" in table
 
 
 def test_rerun_skips_finished_runs_without_training(quick_runs, monkeypatch):
