@@ -21,8 +21,10 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as study  # noqa: E402  (sets up the import path and offline mode)
 
-from ramen.batching import anchor_label_negatives, identity_graphs  # noqa: E402
+from ramen.config import TrainConfig  # noqa: E402
 from ramen.files import temp_path  # noqa: E402
+from ramen.runlog import RunLog  # noqa: E402
+from ramen.train import graph_negative_labels  # noqa: E402
 
 
 def graph_draw_distribution(candidates: sp.csr_matrix) -> np.ndarray:
@@ -53,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("Wikispeedia not found (set RAMEN_WIKISPEEDIA)")
     data = prepared.train
     Y = data.train_Y.tocsr()
-    sets = list(data.anchor_sets.values())
-    same = [identity_graphs(Y, data.label_texts, a.texts).label for a in sets]
-    candidates = anchor_label_negatives(Y, [a.train_X_A for a in sets], same)
+    candidates = graph_negative_labels(data, Y, TrainConfig(), RunLog(None, echo=False))  # what training draws from
     frequency = np.asarray(Y.sum(0)).ravel().astype(np.float64)
     rows = {"graph negatives": popularity(graph_draw_distribution(candidates), frequency),
             "uniform (random negatives)": popularity(np.full(Y.shape[1], 1.0 / Y.shape[1]), frequency),
