@@ -20,8 +20,8 @@ RECIPES: dict[str, dict[str, Any]] = {
               "prune": True, "warmup_epochs": 5, "prune_every": 5, "prune_threshold": 0.0},
     # The paper's schedule with the graph as a light regulariser: lambda 0.1 for R_x and R_z of every
     # anchor set, each against all in-batch anchors. The best graph recipe of the study on Wikispeedia:
-    # +0.5 P@1 and +0.3 PSP@1 over the plain dual encoder (3 seeds), within seed noise, and 0.3 P@1
-    # below it on held-out training queries; lambda 0.03 and 0.3 did worse (seed 0)
+    # +0.7 P@1 and +0.5 PSP@1 over the plain dual encoder (3 seeds), within seed noise, and 0.3 P@1
+    # below it on held-out training queries; lambda 0.03 (3 seeds) and 0.3 (seed 0) did worse
     # (benchmarks/results/graph_levers.md: the accuracy study's arm "allneg+lambda-0.1").
     "light-graph": {"graph": True, "reg_num_negatives": None, "lambda_x": 0.1, "lambda_z": 0.1, "densify": True,
                     "prune": True, "warmup_epochs": 5, "prune_every": 5, "prune_threshold": 0.0},
