@@ -263,3 +263,23 @@ def test_graph_negatives_train_with_anchors_that_stand_for_labels(tiny_data, tmp
         assert all(np.isfinite(r["loss"]) for r in records(out, "step"))
     with pytest.raises(ValueError, match="graph_negatives: no anchor"):
         train(tiny_data, tiny_config(epochs=1, graph_negatives=1), progress=False)
+
+
+def test_training_steps_run_with_dropout_and_the_result_is_in_eval_mode(tiny_data, monkeypatch):
+    # A Hugging Face backbone loads in eval mode; the first Wikispeedia plain run trained without
+    # dropout because nothing switched it (benchmarks/results/reproduction.md).
+    seen = []
+
+    class Recording(train_module.Encoder):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            for m in self.modules():
+                if isinstance(m, torch.nn.Dropout):
+                    m.register_forward_hook(lambda mod, i, o: seen.append((torch.is_grad_enabled(), mod.training)))
+
+    monkeypatch.setattr(train_module, "Encoder", Recording)
+    model = train(tiny_data, tiny_config(dropout=0.1, epochs=1, eval_every=0), progress=False)
+    with_grad = [training for grad, training in seen if grad]
+    assert with_grad and all(with_grad)  # every optimised forward pass had dropout on
+    assert not any(training for grad, training in seen if not grad)  # encodes (pruning) had it off
+    assert not model.encoder.training and not any(m.training for m in model.encoder.modules())

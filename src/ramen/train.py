@@ -596,6 +596,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     finally:
         restore_sigterm()
     evaluate(cfg.epochs - 1)
+    encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(encoder, dataset.label_texts)
     if out is not None and d.main:
         # served as saved (`python -m ramen search RUN_DIR "..."`), its search width tuned on training queries
