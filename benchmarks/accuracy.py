@@ -98,6 +98,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "hub-1": {"anchor_degree_power": 1.0},  # a row's anchor drawn in inverse proportion to the anchor's degree
     "rx-only": {"label_graph": False},  # the paper's ablations, on top of allneg
     "rz-only": {"query_graph": False},
+    "task-allneg": {"num_negatives": None},  # the task loss against all in-batch labels, not the 10 hardest
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -123,9 +124,12 @@ LEVER_TITLES = {
     "hub-1": "anchors drawn in inverse proportion to their degree",
     "rx-only": "R_x only (no label graph)",
     "rz-only": "R_z only (no query graph)",
+    "task-allneg": "the task loss against all in-batch labels (not the 10 hardest)",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
-PLAIN_LEVERS = ("graph-neg", "random-neg")
+PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
+# Combinations of those on the plain dual encoder: "plain+" then "+"-joined names of LEVERS.
+PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg",)
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
@@ -137,6 +141,8 @@ ARMS: dict[str, dict[str, Any]] = {
     **{f"allneg+{k}": {**LEVERS["allneg"], **v} for k, v in LEVERS.items() if k not in ("allneg", "pull")},
     **{name: {k: v for lever in name.split("+") for k, v in LEVERS[lever].items()} for name in COMBINATIONS},
     **{f"plain+{k}": {**PAPER_ARM_SETTINGS["plain"], **LEVERS[k]} for k in PLAIN_LEVERS},
+    **{name: {**PAPER_ARM_SETTINGS["plain"], **{k: v for lever in name.split("+")[1:] for k, v in LEVERS[lever].items()}}
+       for name in PLAIN_COMBINATIONS},
 }
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
@@ -151,6 +157,8 @@ ARM_TITLES = {
     **{name: "RAMEN, all anchor negatives, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
        for name in COMBINATIONS},
     **{f"plain+{k}": f"plain dual encoder, {LEVER_TITLES[k]}" for k in PLAIN_LEVERS},
+    **{name: "plain dual encoder, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
+       for name in PLAIN_COMBINATIONS},
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
 OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)
