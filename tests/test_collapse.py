@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ramen.train as train_module
-from ramen.collapse import CollapseWatch, mean_pairwise_cosine
+from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.synthetic import synthetic
 
@@ -43,10 +43,25 @@ def test_watch_warns_once_after_a_full_window_above_the_threshold():
 
 
 def test_training_logs_the_warning(tmp_path, monkeypatch):
-    monkeypatch.setattr(train_module, "CollapseWatch", lambda: CollapseWatch(threshold=-1.0, window=2))
+    monkeypatch.setattr(train_module, "CollapseWatch", lambda **kw: CollapseWatch(threshold=-1.0, window=2, **kw))
     cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=20, eval_every=0,
                       encode_batch_size=64, dropout=0.0, graph=False)
     train_module.train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path, progress=False)
     infos = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
              if r["event"] == "info" and r.get("warning") == "collapse"]
     assert len(infos) == 1 and "mean cosine" in infos[0]["text"]
+    # a plain run is told about its own loss, not about graph weights it does not have
+    assert "num_negatives=None, now 10" in infos[0]["text"] and "lambda" not in infos[0]["text"]
+
+
+def test_advice_names_only_the_settings_that_are_on():
+    plain = collapse_advice(TrainConfig(graph=False))
+    assert "num_negatives=None" in plain and "lambda" not in plain and "anchor" not in plain
+    assert collapse_advice(TrainConfig(graph=False, num_negatives=None)) == (
+        "no setting measured to cause a collapse is on")
+    paper = collapse_advice(TrainConfig(num_negatives=10, reg_num_negatives=10))
+    assert "num_negatives=None, now 10" in paper and "reg_num_negatives=None" in paper and "lambda_x" in paper
+    allneg = collapse_advice(TrainConfig(num_negatives=None, reg_num_negatives=None))
+    assert "reg_num_negatives" not in allneg and "lambda_x" in allneg and "num_negatives=None" not in allneg
+    pull = collapse_advice(TrainConfig(num_negatives=None, regulariser="pull"))
+    assert "regulariser='triplet'" in pull and "lambda_x" in pull

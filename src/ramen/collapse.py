@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from ramen.config import TrainConfig
+
 COLLAPSE_COS = 0.9  # mean in-batch cosine above which the run is warned about
 WINDOW = 20  # steps averaged before warning
 
@@ -22,11 +24,26 @@ def mean_pairwise_cosine(x: torch.Tensor) -> float:
     return float(((total @ total) - (x * x).sum()) / (n * (n - 1)))
 
 
+def collapse_advice(cfg: TrainConfig) -> str:
+    """What to change in `cfg` against a collapse: only the settings measured to cause one."""
+    steps = []
+    if cfg.num_negatives is not None:  # with random negatives on the synthetic benchmark
+        steps.append(f"contrast with all in-batch labels (num_negatives=None, now {cfg.num_negatives})")
+    if cfg.graph:
+        if cfg.regulariser == "pull":
+            steps.append("push away from in-batch anchors (regulariser='triplet')")
+        elif cfg.reg_num_negatives is not None:
+            steps.append(f"push away from all in-batch anchors (reg_num_negatives=None, now {cfg.reg_num_negatives})")
+        steps.append("lower lambda_x / lambda_z")
+    return "; ".join(steps) or "no setting measured to cause a collapse is on"
+
+
 class CollapseWatch:
     """Running mean of the in-batch label cosine; says once when it stays above COLLAPSE_COS."""
 
-    def __init__(self, threshold: float = COLLAPSE_COS, window: int = WINDOW):
-        self.threshold, self.window = threshold, window
+    def __init__(self, threshold: float = COLLAPSE_COS, window: int = WINDOW,
+                 advice: str = "lower lambda_x / lambda_z"):  # see collapse_advice
+        self.threshold, self.window, self.advice = threshold, window, advice
         self.recent: list[float] = []
         self.warned = False
 
@@ -41,6 +58,5 @@ class CollapseWatch:
             return None
         self.warned = True
         return (f"embeddings are collapsing: the mean cosine between a batch's labels has been {mean:.3f} "
-                f"over the last {self.window} steps (> {self.threshold}); rankings lose resolution. Lower "
-                f"lambda_x / lambda_z, or push away from all in-batch anchors (regulariser='triplet', "
-                f"reg_num_negatives=None): see benchmarks/results/graph_levers.md")
+                f"over the last {self.window} steps (> {self.threshold}); rankings lose resolution. To avoid it: "
+                f"{self.advice} (benchmarks/results/graph_levers.md)")

@@ -28,7 +28,7 @@ import torch
 from ramen import distributed
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
-from ramen.collapse import CollapseWatch, mean_pairwise_cosine
+from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.data import Dataset
 from ramen.encoder import Encoder
@@ -475,7 +475,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr, total_steps=total_steps,
                         warmup=cfg.lambda_warmup, decay_from=cfg.lambda_decay_from)
     state = Progress()
-    collapse = CollapseWatch()
+    collapse = CollapseWatch(advice=collapse_advice(cfg))
     bank: dict[str, torch.Tensor] | None = None
 
     if resume:
