@@ -135,14 +135,21 @@ COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
                 "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
                 "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1")
+
+
+def _combined(name: str) -> dict[str, Any]:
+    """The overrides of a "+"-joined arm name, each part a paper arm or a lever (later parts win)."""
+    parts = {**PAPER_ARM_SETTINGS, **LEVERS}
+    return {k: v for part in name.split("+") for k, v in parts[part].items()}
+
+
 ARMS: dict[str, dict[str, Any]] = {
     **PAPER_ARM_SETTINGS,
     **LEVERS,
     **{f"allneg+{k}": {**LEVERS["allneg"], **v} for k, v in LEVERS.items() if k not in ("allneg", "pull")},
-    **{name: {k: v for lever in name.split("+") for k, v in LEVERS[lever].items()} for name in COMBINATIONS},
+    **{name: _combined(name) for name in COMBINATIONS},
     **{f"plain+{k}": {**PAPER_ARM_SETTINGS["plain"], **LEVERS[k]} for k in PLAIN_LEVERS},
-    **{name: {**PAPER_ARM_SETTINGS["plain"], **{k: v for lever in name.split("+")[1:] for k, v in LEVERS[lever].items()}}
-       for name in PLAIN_COMBINATIONS},
+    **{name: _combined(name) for name in PLAIN_COMBINATIONS},
 }
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
