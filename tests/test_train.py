@@ -283,3 +283,17 @@ def test_training_steps_run_with_dropout_and_the_result_is_in_eval_mode(tiny_dat
     assert with_grad and all(with_grad)  # every optimised forward pass had dropout on
     assert not any(training for grad, training in seen if not grad)  # encodes (pruning) had it off
     assert not model.encoder.training and not any(m.training for m in model.encoder.modules())
+
+
+def test_anchor_identity_says_when_no_anchor_names_a_label(tmp_path):
+    ds = synthetic("tiny", seed=0)  # the generator's anchors never share a label's text
+    train(ds, tiny_config(epochs=1, anchor_identity="exclude"), out_dir=tmp_path / "none", progress=False)
+    warned = [r for r in records(tmp_path / "none", "info") if r.get("warning") == "identity"]
+    assert len(warned) == 1 and "has no effect" in warned[0]["text"]
+
+    name = sorted(ds.anchor_sets)[0]
+    ds.anchor_sets[name].texts[0] = ds.label_texts[0]
+    train(ds, tiny_config(epochs=1, anchor_identity="exclude"), out_dir=tmp_path / "one", progress=False)
+    info = records(tmp_path / "one", "info")
+    assert not [r for r in info if r.get("warning") == "identity"]
+    assert any(f"{name}: 1" in r["text"] for r in info if "standing for a label" in r["text"])

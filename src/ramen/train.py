@@ -456,6 +456,9 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if identity:
         shown = ", ".join(f"{n}: {g.label.nnz:,}" for n, g in identity.items())
         log.info(f"anchors standing for a label (anchor_identity={cfg.anchor_identity}): {shown}")
+        if not any(g.label.nnz for g in identity.values()):
+            log.info(f"anchor_identity={cfg.anchor_identity} has no effect: no anchor has the text of a label",
+                     warning="identity")
     negatives = graph_negative_labels(dataset, train_Y, cfg, log) if cfg.graph_negatives else None
     sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
                            rank=0 if gather else d.rank, world=1 if gather else d.world,
