@@ -143,14 +143,17 @@ def _combined(name: str) -> dict[str, Any]:
     return {k: v for part in name.split("+") for k, v in parts[part].items()}
 
 
-ARMS: dict[str, dict[str, Any]] = {
-    **PAPER_ARM_SETTINGS,
-    **LEVERS,
-    **{f"allneg+{k}": {**LEVERS["allneg"], **v} for k, v in LEVERS.items() if k not in ("allneg", "pull")},
-    **{name: _combined(name) for name in COMBINATIONS},
-    **{f"plain+{k}": {**PAPER_ARM_SETTINGS["plain"], **LEVERS[k]} for k in PLAIN_LEVERS},
-    **{name: _combined(name) for name in PLAIN_COMBINATIONS},
-}
+def _combined_title(name: str) -> str:
+    """The title of a "+"-joined arm name: its base arm, then the titles of its levers."""
+    base, *levers = name.split("+")
+    return {"allneg": "RAMEN, all anchor negatives, ", "plain": "plain dual encoder, "}[base] + ", ".join(
+        LEVER_TITLES[lever] for lever in levers)
+
+
+# Every arm built from parts: each lever on allneg, the combinations, the task-loss levers on plain.
+COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull")), *COMBINATIONS,
+            *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS)
+ARMS: dict[str, dict[str, Any]] = {**PAPER_ARM_SETTINGS, **LEVERS, **{name: _combined(name) for name in COMBINED}}
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
     "plain": "plain dual encoder (no graph)",
@@ -160,12 +163,7 @@ ARM_TITLES = {
     "no-label-graph": "RAMEN without the label graph (no R_z)",
     "auggt": "AugGT (graph adds training labels, no regulariser)",
     **{k: f"RAMEN, {v}" for k, v in LEVER_TITLES.items()},
-    **{f"allneg+{k}": f"RAMEN, all anchor negatives, {v}" for k, v in LEVER_TITLES.items() if f"allneg+{k}" in ARMS},
-    **{name: "RAMEN, all anchor negatives, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
-       for name in COMBINATIONS},
-    **{f"plain+{k}": f"plain dual encoder, {LEVER_TITLES[k]}" for k in PLAIN_LEVERS},
-    **{name: "plain dual encoder, " + ", ".join(LEVER_TITLES[lever] for lever in name.split("+")[1:])
-       for name in PLAIN_COMBINATIONS},
+    **{name: _combined_title(name) for name in COMBINED},
 }
 OAK_ARMS = ("plain", "ramen")  # encoders the OAK-style baseline is built on
 OAK_M = (1, 3, 5, 10, 20)  # anchors retrieved per query (the grid searched on held-out queries)
