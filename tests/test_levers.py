@@ -268,3 +268,37 @@ def test_degree_power_changes_only_the_anchor_draws():
                 n = int(np.isin(ids, top).sum())
                 hubs0, hubs1 = (hubs0 + n, hubs1) if a == "h0" else (hubs0, hubs1 + n)
     assert hubs1 < 0.7 * hubs0  # hubs are drawn less often as a row's positive anchor
+
+
+def numpy_adamw(p, grads, lr, wd, betas=(0.9, 0.999), eps=1e-8):
+    """Reference AdamW (decoupled decay, bias-corrected moments), one parameter, over a list of gradients."""
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    steps = []
+    for t, g in enumerate(grads, 1):
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        steps.append(-lr * wd * p - lr * (m / (1 - betas[0] ** t)) / (np.sqrt(v / (1 - betas[1] ** t)) + eps))
+    return steps
+
+
+def test_separate_reg_step_is_the_task_adamw_step_plus_a_scaled_adam_step_of_the_regulariser():
+    from ramen.distributed import Dist
+    from ramen.reg_step import make_reg_optimizer, separate_step
+
+    rng = np.random.default_rng(0)
+    w0, x, a = rng.normal(size=(3, 4)), rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    lr, wd, scale = 0.05, 0.01, 0.3
+    w = torch.nn.Parameter(torch.tensor(w0))
+    opt = torch.optim.AdamW([w], lr=lr, weight_decay=wd)
+    reg_opt = make_reg_optimizer(opt)
+    task_g, reg_g, p = [], [], w0.copy()
+    for step in range(4):
+        xs = x * (1 + step)  # other data at each step
+        # reference: the gradients at the current weights, each fed to its own AdamW, the steps summed
+        task_g.append(2 * (p @ xs.T) @ xs)  # of sum((W x)^2)
+        reg_g.append(-a.T @ xs)  # of -sum(a . W x)
+        p = p * (1 - lr * wd) + numpy_adamw(p, task_g, lr, 0.0)[-1] + numpy_adamw(p, reg_g, lr * scale, 0.0)[-1]
+
+        wx = w @ torch.tensor(xs).T
+        separate_step((wx ** 2).sum(), -(torch.tensor(a).T * wx).sum(), scale, opt, reg_opt, Dist(), grad_clip=None)
+        np.testing.assert_allclose(w.detach().numpy(), p, rtol=1e-10, atol=1e-12)

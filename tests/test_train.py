@@ -74,10 +74,11 @@ def test_ablation_flags_select_components(tiny_data, tmp_path):
     assert set(records(tmp_path, "step")[0]["losses"]) == {"L", f"Rz/{name}"}
 
 
-def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reg_step", ["joint", "separate"])
+def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch, reg_step):
     # issue 8's stateful levers on, so that their state must survive the interruption too
     cfg = tiny_config(epochs=3, reliance="bandit", soft_prune=True, prune_quantile=0.1, anchor_identity="exclude",
-                      reg_head=True)
+                      reg_head=True, reg_step=reg_step)
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
     expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
@@ -226,19 +227,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu"), out_dir=out, progress=False)
+    train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu", **overrides), out_dir=out, progress=False)
     torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
+@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}], ids=["joint", "separate"])
+def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     torch.set_num_threads(1)
-    one = train(tiny_data, tiny_config(epochs=1, device="cpu"), out_dir=tmp_path / "one", progress=False)
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2)
+    one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",
+                progress=False)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two"), overrides), nprocs=2)
     a = [r["loss"] for r in records(tmp_path / "one", "step")]
     b = [r["loss"] for r in records(tmp_path / "two", "step")]
     assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
@@ -297,3 +300,13 @@ def test_anchor_identity_says_when_no_anchor_names_a_label(tmp_path):
     info = records(tmp_path / "one", "info")
     assert not [r for r in info if r.get("warning") == "identity"]
     assert any(f"{name}: 1" in r["text"] for r in info if "standing for a label" in r["text"])
+
+
+def test_separate_reg_step_trains_from_the_same_first_loss_to_other_weights(tiny_data, tmp_path):
+    joint = train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path / "joint", progress=False)
+    separate = train(tiny_data, tiny_config(epochs=1, reg_step="separate"), out_dir=tmp_path / "sep", progress=False)
+    a, b = records(tmp_path / "joint", "step"), records(tmp_path / "sep", "step")
+    assert len(a) == len(b) > 1 and a[0]["losses"] == b[0]["losses"]  # same weights and batch at step 1
+    assert a[1]["losses"] != b[1]["losses"]  # then another update
+    p, q = joint.encoder.state_dict(), separate.encoder.state_dict()
+    assert any(not torch.allclose(p[k], q[k]) for k in p)

@@ -72,6 +72,7 @@ class TrainConfig:
     graph_negatives: int = 0  # per query, labels drawn from those its anchors stand for (same text) that it lacks, added to the batch as task negatives
     anchor_degree_power: float = 0.0  # a row's positive anchor is drawn in proportion to anchor degree ** -power (0: uniform; 1: hubs drawn in inverse proportion to their degree)
     random_negatives: int = 0  # per query, labels drawn uniformly and added to the batch (the control of graph_negatives)
+    reg_step: str = "joint"  # "joint": one AdamW step on task + regularisers; "separate": the task and the regularisers each normalised by their own Adam moments, the regularisers' step scaled by the largest lambda (the task's step is then plain's, whatever the graph's weight)
     # batching
     cluster_batching: bool = False  # batches of whole balanced clusters of query embeddings (NGAME)
     cluster_size: int = 8  # queries per cluster
@@ -116,6 +117,8 @@ class TrainConfig:
              "anchor_identity must be 'off', 'exclude' or 'positive'"),
             (self.reliance in ("fixed", "bandit", "schedule"), "reliance must be 'fixed', 'bandit' or 'schedule'"),
             (self.reliance_lr > 0, "reliance_lr must be > 0"),
+            (self.reg_step in ("joint", "separate"), "reg_step must be 'joint' or 'separate'"),
+            (self.graph or self.reg_step == "joint", "reg_step='separate' needs the graph regularisers (graph=True)"),
             (_count(self.graph_negatives), "graph_negatives must be an integer >= 0"),
             (_count(self.random_negatives), "random_negatives must be an integer >= 0"),
             (0 <= self.anchor_degree_power <= 4, "anchor_degree_power must be in [0, 4]"),

@@ -34,6 +34,7 @@ from ramen.data import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
 from ramen.losses import component_names, ramen_loss
+from ramen.reg_step import make_reg_optimizer, separate_step
 from ramen.reliance import Reliance, gradient_agreement
 from ramen.model import Model
 from ramen.runlog import RunLog, plot_curves
@@ -328,12 +329,14 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
 
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
                cfg: TrainConfig, weights: dict[str, float], bank: dict[str, torch.Tensor] | None,
-               reliance: Reliance | None = None) -> tuple[float, dict[str, float], dict[str, float]]:
+               reliance: Reliance | None = None, reg_optimizer: torch.optim.Optimizer | None = None,
+               ) -> tuple[float, dict[str, float], dict[str, float]]:
     """One optimisation step on `batch`: (loss, its components, the mean in-batch cosine of the
     queries and of the labels). A non-finite loss updates nothing.
 
     `weights` are the regulariser components' lambdas for this step; with a bandit `reliance`,
-    the step also measures each component's gradient agreement with the task loss.
+    the step also measures each component's gradient agreement with the task loss. With a
+    `reg_optimizer` (reg_step="separate"), the regularisers take a step of their own (`reg_step`).
     """
     emb = embed_batch(module, batch, d, cfg, bank)
     spread = {key: mean_pairwise_cosine(emb[key]) for key in ("query", "label")}
@@ -346,11 +349,17 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
         return value, components, spread
     if reliance is not None and reliance.mode == "bandit":
         reliance.update(gradient_agreement(parts, emb))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)  # the encoder (and a reg head)
-    optimizer.step()
+    regs = [k for k in parts if k != "L"]
+    if reg_optimizer is not None and regs:
+        scale = max(weights[k] for k in regs)
+        reg = sum(weights[k] / scale * parts[k] for k in regs)
+        separate_step(parts["L"], reg, scale, optimizer, reg_optimizer, d, cfg.grad_clip)
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)  # the encoder (and a reg head)
+        optimizer.step()
     scheduler.step()
     return value, components, spread
 
@@ -376,7 +385,8 @@ def _sigterm_interrupts() -> Any:
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
                     bank: dict[str, torch.Tensor] | None, reliance: Reliance,
-                    reg_head: torch.nn.Module | None = None) -> None:
+                    reg_head: torch.nn.Module | None = None,
+                    reg_optimizer: torch.optim.Optimizer | None = None) -> None:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
     state = {
         "format": 1,
@@ -384,6 +394,7 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
         "progress": dataclasses.asdict(progress),
         "encoder": encoder.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "reg_optimizer": None if reg_optimizer is None else reg_optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -473,6 +484,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     optimizer = make_optimizer(batch_encoder, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
+    reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
     base_weights = cfg.component_weights(list(graphs))
     components = [c for c in component_names(list(graphs)) if base_weights[c]]
     reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr, total_steps=total_steps,
@@ -489,6 +501,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         if batch_encoder.reg_head is not None:
             batch_encoder.reg_head.load_state_dict(ckpt["reg_head"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if reg_optimizer is not None:
+            reg_optimizer.load_state_dict(ckpt["reg_optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
@@ -505,7 +519,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     def checkpoint() -> None:
         if ckpt_path is not None and d.main:
             save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
-                            reliance, batch_encoder.reg_head)
+                            reliance, batch_encoder.reg_head, reg_optimizer)
 
     def evaluate(epoch: int) -> None:
         if d.main:
@@ -558,7 +572,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     mult = reliance.multipliers(state.global_step)
                     weights = {c: base_weights[c] * mult[c] for c in components}
                     value, parts, spread = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights,
-                                                      bank, reliance)
+                                                      bank, reliance, reg_optimizer)
                     if not math.isfinite(value):
                         raise NonFiniteLoss(
                             f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
