@@ -99,6 +99,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "rx-only": {"label_graph": False},  # the paper's ablations, on top of allneg
     "rz-only": {"query_graph": False},
     "task-allneg": {"num_negatives": None},  # the task loss against all in-batch labels, not the 10 hardest
+    "reg-sep": {"reg_step": "separate"},  # task and regularisers normalised by Adam moments of their own
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -125,6 +126,7 @@ LEVER_TITLES = {
     "rx-only": "R_x only (no label graph)",
     "rz-only": "R_z only (no query graph)",
     "task-allneg": "the task loss against all in-batch labels (not the 10 hardest)",
+    "reg-sep": "task and regularisers each normalised by its own Adam (the task's step is plain's)",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
@@ -134,7 +136,8 @@ PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg",)
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
                 "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
-                "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1")
+                "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1",
+                "allneg+reg-sep+lambda-0.1")
 
 
 def _combined(name: str) -> dict[str, Any]:
