@@ -100,6 +100,7 @@ LEVERS: dict[str, dict[str, Any]] = {
     "rz-only": {"query_graph": False},
     "task-allneg": {"num_negatives": None},  # the task loss against all in-batch labels, not the 10 hardest
     "reg-sep": {"reg_step": "separate"},  # task and regularisers normalised by Adam moments of their own
+    "bf16": {"cpu_bf16": True},  # issue 28: the encoder under bf16 autocast on the CPU (AMX), not a lever
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -127,17 +128,18 @@ LEVER_TITLES = {
     "rz-only": "R_z only (no query graph)",
     "task-allneg": "the task loss against all in-batch labels (not the 10 hardest)",
     "reg-sep": "task and regularisers each normalised by its own Adam (the task's step is plain's)",
+    "bf16": "bf16 autocast on the CPU",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
 # Combinations of those on the plain dual encoder: "plain+" then "+"-joined names of LEVERS.
-PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg",)
+PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg", "plain+bf16")
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
                 "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
                 "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1",
-                "allneg+reg-sep+lambda-0.1")
+                "allneg+reg-sep+lambda-0.1", "allneg+lambda-0.1+bf16")
 
 
 def _combined(name: str) -> dict[str, Any]:
@@ -154,7 +156,7 @@ def _combined_title(name: str) -> str:
 
 
 # Every arm built from parts: each lever on allneg, the combinations, the task-loss levers on plain.
-COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull")), *COMBINATIONS,
+COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16")), *COMBINATIONS,
             *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS)
 ARMS: dict[str, dict[str, Any]] = {**PAPER_ARM_SETTINGS, **LEVERS, **{name: _combined(name) for name in COMBINED}}
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)

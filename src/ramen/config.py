@@ -84,7 +84,8 @@ class TrainConfig:
     eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries during training
     seed: int = 0  # every random choice derives from it
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    bf16: bool = True  # bf16 autocast on GPU
+    bf16: bool = True  # bf16 autocast on GPUs (training steps, encoding, pruning, evaluation)
+    cpu_bf16: bool = False  # bf16 autocast on the CPU too, where it computes bf16 natively (AMX or AVX512-BF16; ignored elsewhere)
     encode_batch_size: int = 256  # texts per batch when embedding without gradient
     gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
 

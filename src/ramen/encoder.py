@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ramen import precision
 from ramen.tokens import TokenCache
 
 MINILM = "all-MiniLM-L6-v2"
@@ -139,11 +140,18 @@ class Encoder(torch.nn.Module):
         self.max_length = int(max_length)
         self.dim = int(self.backbone.config.hidden_size if hasattr(self.backbone.config, "hidden_size")
                        else self.backbone.config.dim)
+        # bf16 autocast when embedding: None is the device's default (GPUs yes, CPUs no); training
+        # sets it from TrainConfig.bf16 / cpu_bf16 (ramen.precision)
+        self.bf16: bool | None = None
         self.eval()  # like a loaded Hugging Face model: dropout only once training calls .train()
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def uses_bf16(self, device: torch.device) -> bool:
+        """Whether `encode` on `device` runs under bf16 autocast (see `self.bf16`)."""
+        return precision.bf16_enabled(device, gpu=self.bf16 is not False, cpu=bool(self.bf16))
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "pooling": self.pooling, "max_length": self.max_length,
@@ -167,7 +175,8 @@ class Encoder(torch.nn.Module):
     @torch.no_grad()
     def encode(self, texts: list[str] | TokenCache, batch_size: int = 256, *, tower: str = "query",
                progress: bool = True, desc: str = "encode") -> np.ndarray:
-        """Unit embeddings (N x D, float32 numpy) in input order; batches sorted by length, AMP on GPU."""
+        """Unit embeddings (N x D, float32 numpy) in input order; batches sorted by length, bf16 autocast
+        where `uses_bf16`."""
         cache = texts if isinstance(texts, TokenCache) else self.tokenize(texts, progress=False)
         n = len(cache)
         out = np.empty((n, self.dim), dtype=np.float32)
@@ -182,7 +191,7 @@ class Encoder(torch.nn.Module):
                           leave=False):
                 index = order[s:s + batch_size]
                 ids, mask = cache.batch(index)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with precision.autocast(device, self.uses_bf16(device)):
                     emb = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), tower)
                 out[index] = emb.float().cpu().numpy()
         finally:

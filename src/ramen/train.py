@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import distributed
+from ramen import distributed, precision
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
@@ -314,7 +314,7 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
             ids, mask = ids[part], mask[part]
         tower = "label" if key == "label" else "query"
         groups.append((ids.to(d.device, non_blocking=True), mask.to(d.device, non_blocking=True), tower))
-    with torch.autocast(device_type=d.device.type, dtype=torch.bfloat16, enabled=d.device.type == "cuda" and cfg.bf16):
+    with precision.autocast(d.device, precision.bf16_enabled(d.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)):
         embs, mapped = module(groups)
     def whole(key: str, e: torch.Tensor) -> torch.Tensor:  # every rank's rows of group `key`
         return distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
@@ -448,6 +448,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                 if hasattr(m, name) and isinstance(getattr(m, name), float):
                     setattr(m, name, cfg.dropout)
     encoder.to(d.device).train()
+    encoder.bf16 = precision.bf16_enabled(d.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)
+    if cfg.cpu_bf16 and d.device.type == "cpu" and not encoder.bf16:
+        log.info("cpu_bf16: this CPU has no native bf16 (AMX or AVX512-BF16): training in float32")
+    log.info(f"device {d.device}, encoder in {'bf16' if encoder.bf16 else 'float32'}",
+             device=str(d.device), autocast="bf16" if encoder.bf16 else "float32")
 
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
