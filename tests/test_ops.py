@@ -98,10 +98,12 @@ def assert_close(ours, ref, dtype):
         torch.testing.assert_close(a, b, **tol)
 
 
-@pytest.fixture(params=["dense", "sparse"])
+@pytest.fixture(params=["dense", "sparse", "torch"])
 def grad_form(request, monkeypatch):
-    """Forces the CPU op to keep G = dloss/dS dense (BLAS backward) or sparse (the CSR kernels)."""
+    """Forces the CPU op to keep G = dloss/dS dense (BLAS backward) or sparse (the CSR kernels), or
+    to mine with plain torch ops (`mine_reference`: what a CUDA device runs on a build without CUDA)."""
     monkeypatch.setattr(ops, "_FORCE_SPARSE_GRAD", request.param == "sparse")
+    monkeypatch.setattr(ops, "_FORCE_TORCH", request.param == "torch")
     return request.param
 
 
@@ -319,8 +321,8 @@ def test_sparse_grad_is_the_dense_grad(num_negatives, temperature):
     q, c, pos, exc = _adversarial_rows()
     scores = (q @ c.T).float()
     options = ops._options(0.3, num_negatives, "none", temperature, True)
-    p, e = ops._column_sets("positives", csr(pos), 12, 40, scores.device, True), None
-    e = ops._column_sets("exclude", csr(exc), 12, 40, scores.device, True)
+    p = ops._column_sets("positives", csr(pos), 12, 40, scores.device)
+    e = ops._column_sets("exclude", csr(exc), 12, 40, scores.device)
     loss, grad, count = ops._mine(scores.clone(), p, e, options, in_place=True)
     s_loss, (indptr, indices, values), s_count = ops._mine(scores.clone(), p, e, options, in_place=True, sparse=True)
     assert torch.equal(loss, s_loss) and torch.equal(count, s_count)
@@ -381,8 +383,8 @@ def test_sparse_op_independent_of_thread_count(monkeypatch):
 def test_rule_picks_the_sparse_grad_for_few_negatives():
     def sparse(b, m, k, positives):
         scores = torch.empty(b, m)
-        pos = ops._column_sets("positives", positives, b, m, scores.device, False)
-        return ops._sparse_grad(scores, pos, ops._options(0.3, k, "mean", None, False))
+        pos = ops._column_sets("positives", positives, b, m, scores.device)
+        return ops._sparse_grad(scores.device, b, m, pos, ops._options(0.3, k, "mean", None, False))
 
     one_each = (torch.arange(1025), torch.zeros(1024, dtype=torch.int64))
     assert sparse(1024, 1024, 10, one_each)  # the paper's task loss: 11 nonzeros in 1024 a row
@@ -399,7 +401,7 @@ def test_sparse_grad_frees_the_score_matrix(grad_form):
     q, c, pos, _ = random_problem(b=64, m=512, d=8, seed=26)
     loss = triplet_loss(q.requires_grad_(), c, csr(pos), num_negatives=5)
     saved = [t.numel() for t in loss.grad_fn.saved_tensors if t is not None]
-    assert (64 * 512 in saved) == (grad_form == "dense")
+    assert (64 * 512 in saved) == (grad_form != "sparse")
 
 
 @pytest.mark.parametrize("indptr, indices, match", [
@@ -455,7 +457,7 @@ def _bad_calls():
         ("dtype", lambda: triplet_loss(q.half(), c.half(), good)),
         ("dtype", lambda: triplet_loss(q.long(), c.long(), good)),
         ("float64", lambda: triplet_loss(q, c.float(), good)),
-        ("device", lambda: triplet_loss(q.to("meta"), c.to("meta"), good)),
+        ("indptr is on cpu but q and c are on meta", lambda: triplet_loss(q.float().to("meta"), c.float().to("meta"), good)),
         ("meta", lambda: triplet_loss(q, c.to("meta"), good)),
         ("meta", lambda: triplet_loss(q, c, (indptr.to("meta"), indices))),
         ("meta", lambda: triplet_loss(q, c, mask(pos, 11).to("meta"))),
@@ -553,15 +555,15 @@ def test_cpu_autocast_bfloat16(grad_form):
     torch.testing.assert_close(loss.float(), ref, rtol=5e-2, atol=5e-2)
 
 
-def test_cuda_tensor_on_a_build_without_cuda_gets_a_clear_error(monkeypatch):
-    import types
+def test_cuda_tensors_on_a_build_without_cuda_warn_once_naming_the_rebuild(monkeypatch):
+    import warnings
 
-    import ramen.ops as ops
-
-    monkeypatch.setattr(ops, "load_C", lambda: types.SimpleNamespace(has_cuda=lambda: False))
-    fake_cuda_tensor = types.SimpleNamespace(device=torch.device("cuda", 0), dtype=torch.float32)
-    with pytest.raises(RuntimeError, match="no CUDA kernels"):
-        ops._check_dtype("q", fake_cuda_tensor)
+    monkeypatch.setattr(ops, "_FALLBACK_WARNED", False)
+    with pytest.warns(RuntimeWarning, match="plain torch ops.*RAMEN_CUDA=ON pip install \\."):
+        ops._warn_torch_fallback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ops._warn_torch_fallback()  # once per process
 
 
 @pytest.mark.parametrize("indptr, indices, match", [
@@ -604,3 +606,38 @@ def test_ties_with_a_bound_prefer_lower_columns():
         above = min(k, 10)
         assert grad[1, 500:500 + above].eq(1).all() and grad[1, :k - above].eq(1).all(), k
         assert grad[1, :999].sum() == k, k
+
+
+# ---- the registered op: torch.ops.ramen.triplet_loss, its fake kernel and its autograd ----
+
+def _op_args(q, c, pos, exc, *, reduction="mean", num_negatives=3, sparse=False):
+    (pi, px), (ei, ex) = pos, exc
+    return (q, c, pi, px, None, ei, ex, None, 0.3, num_negatives, 0.0, reduction, q.dtype, False, sparse)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_op_passes_torch_library_opcheck(reduction, sparse):
+    q, c, pos, exc = random_problem(b=6, m=64, d=4, seed=30, dtype=torch.float32)
+    args = _op_args(q.requires_grad_(), c.requires_grad_(), csr(pos), csr(exc), reduction=reduction, sparse=sparse)
+    torch.library.opcheck(torch.ops.ramen.triplet_loss.default, args)
+
+
+def test_op_on_meta_gives_shapes_and_gradients_without_data():
+    q = torch.empty(8, 4, device="meta", requires_grad=True)
+    c = torch.empty(20, 4, device="meta", requires_grad=True)
+    pos = (torch.zeros(9, dtype=torch.int64, device="meta"), torch.zeros(8, dtype=torch.int64, device="meta"))
+    for reduction, shape in (("mean", ()), ("none", (8,))):
+        loss = triplet_loss(q, c, pos, num_negatives=3, reduction=reduction)
+        assert loss.device.type == "meta" and loss.shape == shape and loss.dtype == torch.float32
+        loss.sum().backward()
+        assert q.grad.shape == q.shape and c.grad.shape == c.shape and q.grad.device.type == "meta"
+
+
+def test_op_fake_kernel_rejects_inputs_on_two_devices():
+    q, c, pos, exc = random_problem(b=6, m=64, d=4, seed=31, dtype=torch.float32)
+    args = list(_op_args(q.to("meta"), c.to("meta"), csr(pos), csr(exc)))
+    args[2] = args[2].to("meta")  # indices stay on the CPU: what the harness must catch
+    args[5], args[6] = args[5].to("meta"), args[6].to("meta")
+    with pytest.raises(ValueError, match="pos_indices is on cpu but q is on meta"):
+        torch.ops.ramen.triplet_loss(*args)
