@@ -24,6 +24,7 @@ namespace py = pybind11;
 #include <vector>
 
 #include "triplet.h"
+#include "triplet_launch.h"
 // ---- includes: io ----
 #include "io.h"
 // ---- includes: hnsw ----
@@ -628,9 +629,28 @@ PYBIND11_MODULE(_C, m) {
           py::arg("exc_indptr") = 0, py::arg("exc_indices") = 0, py::arg("exc_nnz") = 0, py::arg("exc_mask") = 0,
           py::arg("margin"), py::arg("num_negatives"), py::arg("temperature"), py::arg("loss"), py::arg("grad"),
           py::arg("count"), py::arg("device"), py::arg("stream"));
-    m.def("triplet_cuda_max_cols", &ramen::triplet_cuda_max_cols, "Largest M the CUDA triplet kernel takes on a device.",
+    m.def("triplet_cuda_max_cols", &ramen::triplet_cuda_max_cols,
+          "Widest M the CUDA triplet kernel keeps in shared memory on a device (wider M: global memory).",
           py::kw_only(), py::arg("device"));
 #endif
+    m.def(
+        "triplet_cuda_launch_plan",
+        [](int64_t rows, int64_t cols, int64_t optin_bytes, int64_t static_bytes, int64_t workspace_budget) {
+            const ramen::TripletLaunch plan =
+                ramen::plan_triplet_launch(rows, cols, optin_bytes, static_bytes, workspace_budget);
+            py::dict out;
+            out["shared"] = plan.shared;
+            out["dynamic_shared"] = plan.dynamic_shared;
+            out["raise_limit"] = plan.raise_limit;
+            out["workspace_stride"] = plan.workspace_stride;
+            out["rows_per_launch"] = plan.rows_per_launch;
+            out["shared_max_cols"] = ramen::triplet_shared_max_cols(optin_bytes, static_bytes);
+            return out;
+        },
+        "The CUDA triplet kernel's launch sizes for rows x cols on a device with the given shared memory "
+        "(host arithmetic: runs in every build).",
+        py::kw_only(), py::arg("rows"), py::arg("cols"), py::arg("optin_bytes"), py::arg("static_bytes"),
+        py::arg("workspace_budget") = ramen::kTripletWorkspaceBudget);
     // ---- bindings: hnsw ----
     def_hnsw<float>(m);
     def_hnsw<uint16_t>(m);

@@ -72,17 +72,19 @@ enum class CudaDType : int { float32 = 0, float16 = 1, bfloat16 = 2 };
 
 // CUDA kernel: every pointer is device memory on `device`; the work is queued on `stream` (a
 // cudaStream_t passed as an integer) and the host is never synchronised. grad may be the scores'
-// memory. One block per row, so
-// cols is bounded by the GPU's shared memory (13 bytes a column: about 12.8K columns on an A100,
-// 17.8K on an H100); larger cols throw std::invalid_argument. Bad input cannot be reported
-// without a synchronisation, so a row with a non-finite score, a column id outside [0, cols) or a
-// malformed indptr gets a NaN loss and a NaN grad row instead (the Python layer checks first).
+// memory. One block per row, its working set (13 bytes a column) in shared memory up to
+// triplet_cuda_max_cols (about 12.8K columns on an A100, 17.8K on an H100) and in a global-memory
+// workspace (stream-ordered, at most 256 MiB a launch) for wider rows, so any cols < 2^31 works
+// (triplet_launch.h). Bad input cannot be reported without a synchronisation, so a row with a
+// non-finite score, a column id outside [0, cols) or a malformed indptr gets a NaN loss and a NaN
+// grad row instead (the Python layer checks first).
 void triplet_mine_cuda(CudaDType dtype, const void* scores, int64_t rows, int64_t cols,
                        const ColumnSets& positives, const ColumnSets& exclude,
                        const TripletOptions& options, float* loss, void* grad, int64_t* count,
                        int device, std::uintptr_t stream);
 
-// The largest cols the CUDA kernel supports on `device`.
+// The widest rows (cols) whose working set the CUDA kernel keeps in shared memory on `device`
+// (wider rows take the global-memory path); device attributes are queried once per device.
 int64_t triplet_cuda_max_cols(int device);
 
 }  // namespace ramen

@@ -98,8 +98,8 @@ def test_gradient_agreement_is_the_cosine_of_embedding_gradients():
     rewards = gradient_agreement(parts, {"query": q, "label": z})
     gL = torch.autograd.grad(L, q, retain_graph=True)[0].flatten()
     gR = torch.autograd.grad(parts["Rx/s"], q)[0].flatten()
-    assert rewards["Rx/s"] == pytest.approx(float(gL @ gR / gL.norm() / gR.norm()))
-    assert -1 <= rewards["Rz/s"] <= 1
+    assert float(rewards["Rx/s"]) == pytest.approx(float(gL @ gR / gL.norm() / gR.norm()))
+    assert -1 <= float(rewards["Rz/s"]) <= 1
 
 
 @pytest.mark.parametrize("mode", ["exclude", "positive"])

@@ -1,6 +1,7 @@
 // CUDA kernel of the fused triplet scoring (see triplet.h): one block per row of S.
 //
-// The block copies its row into shared memory as float32, marks excluded and positive columns,
+// The block copies its row into its working set as float32 (in shared memory, or for rows too
+// wide for it in a global-memory workspace: triplet_launch.h), marks excluded and positive columns,
 // selects the hardest candidates with a radix select over the float bits (four 8-bit passes; ties
 // at the threshold go to the lowest columns, as on the CPU), compacts positives and negatives into
 // lists, computes the hinges (float32 throughout) and writes the loss and the dense grad row.
@@ -9,12 +10,16 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "triplet.h"
+#include "triplet_launch.h"
 
 namespace ramen {
 namespace {
@@ -22,9 +27,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr unsigned kFullMask = 0xffffffffu;
-// Shared memory a column: score (f32), grad accumulator (f32), list slot (i32), status (u8).
-constexpr int64_t kBytesPerColumn = 13;
-constexpr int kDefaultSharedBytes = 48 * 1024;
 
 enum : uint8_t { kCandidate = 0, kPositive = 1, kExcluded = 2, kSelected = 3 };
 
@@ -186,24 +188,27 @@ __device__ void compact(const uint8_t* status, int cols, int* list, BlockScratch
     }
 }
 
-template <typename T>
+// kGlobal: the working set (score f32, grad accumulator f32, list slot i32, status u8 a column) in
+// `workspace`, `stride` bytes a block, instead of dynamic shared memory. Block b scores row row0 + b.
+template <typename T, bool kGlobal>
 __global__ void __launch_bounds__(kThreads)
-    mine_rows(const T* scores, int cols, ColumnSets pos, ColumnSets exc, float margin,
+    mine_rows(const T* scores, int64_t row0, int cols, ColumnSets pos, ColumnSets exc, float margin,
               int64_t num_negatives, float temperature, float* __restrict__ loss, T* grad,
-              int64_t* __restrict__ count) {
+              int64_t* __restrict__ count, char* workspace, int64_t stride) {
     extern __shared__ float4 dynamic_smem[];
-    float* score = reinterpret_cast<float*>(dynamic_smem);
+    char* base = kGlobal ? workspace + static_cast<int64_t>(blockIdx.x) * stride : reinterpret_cast<char*>(dynamic_smem);
+    float* score = reinterpret_cast<float*>(base);
     float* gacc = score + cols;
     int* list = reinterpret_cast<int*>(gacc + cols);
     uint8_t* status = reinterpret_cast<uint8_t*>(list + cols);
     __shared__ BlockScratch sh;
 
     // grad may alias scores: the row is read whole before its grad row is written.
-    const int64_t row = blockIdx.x;
+    const int64_t row = row0 + blockIdx.x;
     const T* srow = scores + row * cols;
     T* grow = grad + row * cols;
 
-    // The row into shared memory, every column a candidate; then exclusions, then positives
+    // The row into the working set, every column a candidate; then exclusions, then positives
     // (a column both positive and excluded ends positive).
     int bad = 0;
     for (int j = threadIdx.x; j < cols; j += kThreads) {
@@ -324,32 +329,86 @@ class DeviceScope {
     int current_ = 0;
 };
 
-int64_t max_cols_on_current_device(int device) {
+// The device's opt-in shared memory per block and the kernel's static shared memory, queried once
+// per device.
+struct DeviceLimits {
+    int64_t optin_bytes = 0;
+    int64_t static_bytes = 0;
+};
+
+template <typename T>
+int64_t static_shared_bytes() {
+    cudaFuncAttributes attributes{};
+    check(cudaFuncGetAttributes(&attributes, mine_rows<T, false>), "kernel attributes");
+    return static_cast<int64_t>(attributes.sharedSizeBytes);
+}
+
+DeviceLimits device_limits(int device) {
+    static std::mutex mutex;
+    static std::unordered_map<int, DeviceLimits> cache;
+    const std::lock_guard<std::mutex> lock(mutex);
+    const auto hit = cache.find(device);
+    if (hit != cache.end()) return hit->second;
     int optin = 0;
     check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device), "shared memory size");
-    cudaFuncAttributes attributes{};
-    check(cudaFuncGetAttributes(&attributes, mine_rows<float>), "kernel attributes");
-    return (static_cast<int64_t>(optin) - static_cast<int64_t>(attributes.sharedSizeBytes)) / kBytesPerColumn;
+    DeviceLimits limits;
+    limits.optin_bytes = optin;
+    limits.static_bytes = std::max({static_shared_bytes<float>(), static_shared_bytes<__half>(),
+                                    static_shared_bytes<__nv_bfloat16>()});
+    cache.emplace(device, limits);
+    return limits;
 }
+
+// Stream-ordered device memory, freed on the same stream when the scope ends.
+class StreamBuffer {
+ public:
+    StreamBuffer(size_t bytes, cudaStream_t stream) : stream_(stream) {
+        check(cudaMallocAsync(&data_, bytes, stream), "allocating the global-memory workspace");
+    }
+    ~StreamBuffer() {
+        if (data_ != nullptr) cudaFreeAsync(data_, stream_);
+    }
+    StreamBuffer(const StreamBuffer&) = delete;
+    StreamBuffer& operator=(const StreamBuffer&) = delete;
+    char* data() const { return static_cast<char*>(data_); }
+
+ private:
+    void* data_ = nullptr;
+    cudaStream_t stream_;
+};
 
 template <typename T>
 void launch(const void* scores, int64_t rows, int cols, const ColumnSets& pos, const ColumnSets& exc,
-            const TripletOptions& options, float* loss, void* grad, int64_t* count, cudaStream_t stream) {
-    const size_t smem = static_cast<size_t>(cols) * kBytesPerColumn;
-    if (smem > static_cast<size_t>(kDefaultSharedBytes))
-        check(cudaFuncSetAttribute(mine_rows<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-              "raising the shared memory limit");
-    mine_rows<T><<<static_cast<unsigned>(rows), kThreads, smem, stream>>>(
-        static_cast<const T*>(scores), cols, pos, exc, static_cast<float>(options.margin), options.num_negatives,
-        static_cast<float>(options.temperature), loss, static_cast<T*>(grad), count);
-    check(cudaGetLastError(), "launch");
+            const TripletOptions& options, float* loss, void* grad, int64_t* count, const TripletLaunch& plan,
+            cudaStream_t stream) {
+    const auto* s = static_cast<const T*>(scores);
+    T* g = static_cast<T*>(grad);
+    const float margin = static_cast<float>(options.margin), temperature = static_cast<float>(options.temperature);
+    if (plan.shared) {
+        if (plan.raise_limit)
+            check(cudaFuncSetAttribute(mine_rows<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(plan.dynamic_shared)),
+                  "raising the shared memory limit");
+        mine_rows<T, false><<<static_cast<unsigned>(rows), kThreads, static_cast<size_t>(plan.dynamic_shared), stream>>>(
+            s, 0, cols, pos, exc, margin, options.num_negatives, temperature, loss, g, count, nullptr, 0);
+        check(cudaGetLastError(), "launch");
+        return;
+    }
+    const StreamBuffer workspace(static_cast<size_t>(plan.rows_per_launch * plan.workspace_stride), stream);
+    for (int64_t row0 = 0; row0 < rows; row0 += plan.rows_per_launch) {
+        const int64_t n = std::min(plan.rows_per_launch, rows - row0);
+        mine_rows<T, true><<<static_cast<unsigned>(n), kThreads, 0, stream>>>(
+            s, row0, cols, pos, exc, margin, options.num_negatives, temperature, loss, g, count, workspace.data(),
+            plan.workspace_stride);
+        check(cudaGetLastError(), "launch");
+    }
 }
 
 }  // namespace
 
 int64_t triplet_cuda_max_cols(int device) {
-    DeviceScope scope(device);
-    return max_cols_on_current_device(device);
+    const DeviceLimits limits = device_limits(device);
+    return triplet_shared_max_cols(limits.optin_bytes, limits.static_bytes);
 }
 
 void triplet_mine_cuda(CudaDType dtype, const void* scores, int64_t rows, int64_t cols, const ColumnSets& positives,
@@ -359,21 +418,19 @@ void triplet_mine_cuda(CudaDType dtype, const void* scores, int64_t rows, int64_
     if (rows > INT_MAX) throw std::invalid_argument("triplet_loss on CUDA takes at most 2^31 - 1 rows");
     if (rows == 0) return;
     DeviceScope scope(device);
-    const int64_t max_cols = max_cols_on_current_device(device);
-    if (cols > max_cols)
-        throw std::invalid_argument("triplet_loss on CUDA takes at most " + std::to_string(max_cols) +
-                                    " candidate columns (c rows) on this GPU, got " + std::to_string(cols));
+    const DeviceLimits limits = device_limits(device);
+    const TripletLaunch plan = plan_triplet_launch(rows, cols, limits.optin_bytes, limits.static_bytes);
     const auto s = reinterpret_cast<cudaStream_t>(stream);
     const int c = static_cast<int>(cols);
     switch (dtype) {
         case CudaDType::float32:
-            launch<float>(scores, rows, c, positives, exclude, options, loss, grad, count, s);
+            launch<float>(scores, rows, c, positives, exclude, options, loss, grad, count, plan, s);
             break;
         case CudaDType::float16:
-            launch<__half>(scores, rows, c, positives, exclude, options, loss, grad, count, s);
+            launch<__half>(scores, rows, c, positives, exclude, options, loss, grad, count, plan, s);
             break;
         case CudaDType::bfloat16:
-            launch<__nv_bfloat16>(scores, rows, c, positives, exclude, options, loss, grad, count, s);
+            launch<__nv_bfloat16>(scores, rows, c, positives, exclude, options, loss, grad, count, plan, s);
             break;
         default:
             throw std::invalid_argument("dtype: float32, float16 or bfloat16");

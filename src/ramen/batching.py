@@ -33,6 +33,7 @@ class AnchorBatch:
     query_excl: Csr  # B x A: other in-batch anchors linked to the query
     label_pos: Csr  # L x A
     label_excl: Csr  # L x A
+    index: torch.Tensor | None = None  # `ids` as an int64 tensor (set by attach_tokens; an anchor bank's rows)
 
 
 @dataclasses.dataclass
@@ -306,6 +307,7 @@ def attach_tokens(batch: Batch, queries: TokenCache, labels: TokenCache, anchors
     batch.tokens["label"] = labels.batch(batch.label_ids)
     for name, ab in batch.anchors.items():
         batch.tokens[f"anchor:{name}"] = anchors[name].batch(ab.ids)
+        ab.index = torch.from_numpy(np.ascontiguousarray(ab.ids, dtype=np.int64))
     return batch
 
 

@@ -14,14 +14,15 @@ COLLAPSE_COS = 0.9  # mean in-batch cosine above which the run is warned about
 WINDOW = 20  # steps averaged before warning
 
 
-def mean_pairwise_cosine(x: torch.Tensor) -> float:
-    """Mean cosine over the distinct pairs of rows of `x` (N x D); nan for fewer than 2 rows."""
+def mean_pairwise_cosine(x: torch.Tensor) -> torch.Tensor:
+    """Mean cosine over the distinct pairs of rows of `x` (N x D), a 0-d tensor on x's device (no
+    host read); nan for fewer than 2 rows."""
     n = x.shape[0]
     if n < 2:
-        return float("nan")
+        return x.new_full((), float("nan"), dtype=torch.float32)
     x = torch.nn.functional.normalize(x.detach().float(), dim=-1)
     total = x.sum(0)
-    return float(((total @ total) - (x * x).sum()) / (n * (n - 1)))
+    return ((total @ total) - (x * x).sum()) / (n * (n - 1))
 
 
 def collapse_advice(cfg: TrainConfig) -> str:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ramen import precision
+from ramen import precision, transfer
 from ramen.tokens import TokenCache
 
 MINILM = "all-MiniLM-L6-v2"
@@ -192,7 +192,8 @@ class Encoder(torch.nn.Module):
                 index = order[s:s + batch_size]
                 ids, mask = cache.batch(index)
                 with precision.autocast(device, self.uses_bf16(device)):
-                    emb = self(ids.to(device, non_blocking=True), mask.to(device, non_blocking=True), tower)
+                    emb = self(transfer.to_device(transfer.pin(ids, device), device),
+                               transfer.to_device(transfer.pin(mask, device), device), tower)
                 out[index] = emb.float().cpu().numpy()
         finally:
             self.train(was_training)

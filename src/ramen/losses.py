@@ -13,13 +13,15 @@ def component_names(anchor_sets: list[str]) -> list[str]:
 
 
 def _row_of(csr: Csr) -> torch.Tensor:
-    indptr = csr[0]
-    return torch.repeat_interleave(torch.arange(len(indptr) - 1, device=indptr.device), indptr.diff())
+    """The row of each CSR entry; the output size is given, so CUDA need not read it back."""
+    indptr, indices = csr
+    return torch.repeat_interleave(torch.arange(len(indptr) - 1, device=indptr.device), indptr.diff(),
+                                   output_size=indices.shape[0])
 
 
 def positive_cosines(rows: torch.Tensor, cols: torch.Tensor, positives: Csr) -> torch.Tensor:
     """(R,) mean cosine of each row to its positive columns (0 for rows without one), detached."""
-    indptr, indices = (t.to(rows.device) for t in positives)
+    indptr, indices = positives
     counts = indptr.diff()
     row_of = _row_of((indptr, indices))
     cos = (rows.detach()[row_of] * cols.detach()[indices]).sum(-1)
@@ -31,8 +33,8 @@ def weighted_triplet(q: torch.Tensor, c: torch.Tensor, positives: Csr, exclude: 
                      **kw) -> torch.Tensor:
     """The triplet loss with each row's triplets weighted: sum_i w_i loss_i / sum_i w_i n_i (n_i: triplets)."""
     per_row = triplet_loss(q, c, positives, exclude=exclude, reduction="none", **kw)  # (R,)
-    n_pos = positives[0].diff().to(q.device)
-    n_excl = exclude[0].diff().to(q.device)
+    n_pos = positives[0].diff()
+    n_excl = exclude[0].diff()
     available = (c.shape[0] - n_pos - n_excl).clamp_min(0)
     k = kw.get("num_negatives")
     n_neg = available if k is None else available.clamp_max(k)
@@ -43,7 +45,7 @@ def weighted_triplet(q: torch.Tensor, c: torch.Tensor, positives: Csr, exclude: 
 
 def pull_loss(q: torch.Tensor, c: torch.Tensor, positives: Csr) -> torch.Tensor:
     """Mean of 1 - cos(row, positive) over (row, positive) pairs: the positive term alone, no negatives."""
-    indptr, indices = (t.to(q.device) for t in positives)
+    indptr, indices = positives
     if indices.numel() == 0:
         return q.sum() * 0.0
     row_of = _row_of((indptr, indices))

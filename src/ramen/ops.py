@@ -444,7 +444,8 @@ def _dense_mask(sets: _Sets, b: int, m: int, device: torch.device) -> torch.Tens
     out = torch.zeros(b, m, dtype=torch.bool, device=device)
     if sets.indices is None or sets.indices.numel() == 0:
         return out
-    rows = torch.repeat_interleave(torch.arange(b, device=device), sets.indptr.diff())
+    rows = torch.repeat_interleave(torch.arange(b, device=device), sets.indptr.diff(),
+                                   output_size=sets.indices.shape[0])  # given: no read-back on CUDA
     return out.index_put_((rows, sets.indices), torch.ones_like(rows, dtype=torch.bool))
 
 

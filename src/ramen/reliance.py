@@ -70,8 +70,9 @@ class Reliance:
         self._reward_n = int(state["reward_n"])
 
 
-def gradient_agreement(parts: dict[str, torch.Tensor], emb: dict[str, torch.Tensor]) -> dict[str, float]:
-    """cos(dL/dx, dR/dx) for each regulariser component R, x its rows' embeddings (queries or labels)."""
+def gradient_agreement(parts: dict[str, torch.Tensor], emb: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """cos(dL/dx, dR/dx) for each regulariser component R, x its rows' embeddings (queries or
+    labels), as 0-d tensors on the embeddings' device (0 where a gradient is missing or zero)."""
     rewards = {}
     task = {}
     for key in ("query", "label"):
@@ -83,8 +84,8 @@ def gradient_agreement(parts: dict[str, torch.Tensor], emb: dict[str, torch.Tens
         key = "query" if comp.startswith("Rx/") else "label"
         g = torch.autograd.grad(value, emb[key], retain_graph=True, allow_unused=True)[0]
         if g is None or task[key] is None:
-            rewards[comp] = 0.0
+            rewards[comp] = emb[key].new_zeros((), dtype=torch.float32)
             continue
         denom = task[key].norm() * g.flatten().norm()
-        rewards[comp] = float(task[key] @ g.flatten() / denom) if float(denom) > 0 else 0.0
+        rewards[comp] = torch.where(denom > 0, task[key] @ g.flatten() / denom.clamp_min(1e-30), 0.0).float()
     return rewards

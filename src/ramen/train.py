@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import distributed, precision
+from ramen import distributed, precision, transfer
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
@@ -302,8 +302,8 @@ def make_optimizer(batch_encoder: BatchEncoder, cfg: TrainConfig) -> torch.optim
 
 def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig,
                 bank: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """Embeddings of the batch's texts; with gathering, each rank embeds a shard and all see all.
-    With a regulariser head, its map of each group is under "reg:<key>"."""
+    """Embeddings of the batch's texts (the batch on d.device); with gathering, each rank embeds a
+    shard and all see all. With a regulariser head, its map of each group is under "reg:<key>"."""
     keys = [k for k in batch.tokens if not (bank is not None and k.startswith("anchor:"))]
     gather = d.enabled and cfg.gather_across_ranks
     groups = []
@@ -312,10 +312,10 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
         if gather:
             part = distributed.shard(ids.shape[0], d)
             ids, mask = ids[part], mask[part]
-        tower = "label" if key == "label" else "query"
-        groups.append((ids.to(d.device, non_blocking=True), mask.to(d.device, non_blocking=True), tower))
+        groups.append((ids, mask, "label" if key == "label" else "query"))
     with precision.autocast(d.device, precision.bf16_enabled(d.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)):
         embs, mapped = module(groups)
+
     def whole(key: str, e: torch.Tensor) -> torch.Tensor:  # every rank's rows of group `key`
         return distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
 
@@ -323,32 +323,49 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
     emb.update({f"reg:{key}": whole(key, e) for key, e in zip(keys, mapped or [])})
     if bank is not None:
         for name, ab in batch.anchors.items():
-            emb[f"anchor:{name}"] = bank[name][torch.from_numpy(ab.ids).to(d.device)]
+            emb[f"anchor:{name}"] = bank[name][ab.index]
     return emb
+
+
+@dataclasses.dataclass
+class StepStats:
+    """What a step reports, as 0-d tensors on the device: read back once, after the optimizer step."""
+
+    loss: torch.Tensor
+    parts: dict[str, torch.Tensor]  # the loss's components: "L", "Rx/<set>", "Rz/<set>"
+    spread: dict[str, torch.Tensor]  # mean in-batch cosine of the queries and of the labels
+    rewards: dict[str, torch.Tensor]  # the bandit's gradient agreement per component (else empty)
+
+    def read(self) -> tuple[float, dict[str, float], dict[str, float], dict[str, float]]:
+        """(loss, parts, spread, rewards) as Python floats, in one device-to-host copy."""
+        groups = (self.parts, self.spread, self.rewards)
+        flat = torch.stack([self.loss.float(), *(v.float() for g in groups for v in g.values())]).tolist()
+        out, i = [], 1
+        for g in groups:
+            out.append(dict(zip(g, flat[i:i + len(g)])))
+            i += len(g)
+        return flat[0], *out
 
 
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
                cfg: TrainConfig, weights: dict[str, float], bank: dict[str, torch.Tensor] | None,
                reliance: Reliance | None = None, reg_optimizer: torch.optim.Optimizer | None = None,
-               ) -> tuple[float, dict[str, float], dict[str, float]]:
-    """One optimisation step on `batch`: (loss, its components, the mean in-batch cosine of the
-    queries and of the labels). A non-finite loss updates nothing.
+               ) -> StepStats:
+    """One optimisation step on `batch` (moved to d.device here, through ramen.transfer). No host
+    read: the step's statistics stay on the device until `StepStats.read` (the caller stops the run
+    on a non-finite loss before any checkpoint is written).
 
     `weights` are the regulariser components' lambdas for this step; with a bandit `reliance`,
     the step also measures each component's gradient agreement with the task loss. With a
     `reg_optimizer` (reg_step="separate"), the regularisers take a step of their own (`reg_step`).
     """
+    batch = transfer.batch_to(batch, d.device)
     emb = embed_batch(module, batch, d, cfg, bank)
     spread = {key: mean_pairwise_cosine(emb[key]) for key in ("query", "label")}
     loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
                              softmax_temperature=cfg.softmax_temperature, regulariser=cfg.regulariser,
                              soft_prune=cfg.soft_prune, reg_num_negatives=cfg.reg_num_negatives)
-    value = float(loss.detach())
-    components = {k: float(v.detach()) for k, v in parts.items()}
-    if not math.isfinite(value):
-        return value, components, spread
-    if reliance is not None and reliance.mode == "bandit":
-        reliance.update(gradient_agreement(parts, emb))
+    rewards = gradient_agreement(parts, emb) if reliance is not None and reliance.mode == "bandit" else {}
     regs = [k for k in parts if k != "L"]
     if reg_optimizer is not None and regs:
         scale = max(weights[k] for k in regs)
@@ -361,7 +378,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
             torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)  # the encoder (and a reg head)
         optimizer.step()
     scheduler.step()
-    return value, components, spread
+    return StepStats(loss.detach(), {k: v.detach() for k, v in parts.items()}, spread, rewards)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -515,7 +532,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         graphs = {n: Graphs(_csr_from(g["query"]), _csr_from(g["label"])) for n, g in ckpt["graphs"].items()}
         sampler.graphs = graphs
         sampler.set_batches(ckpt["batches"])
-        bank = None if ckpt["bank"] is None else {k: v.to(d.device) for k, v in ckpt["bank"].items()}
+        bank = None if ckpt["bank"] is None else {k: transfer.to_device(v, d.device) for k, v in ckpt["bank"].items()}
         reliance.load_state_dict(ckpt["reliance"])
         state = Progress(**ckpt["progress"])
         log.truncate(state.global_step)
@@ -556,15 +573,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     sampler.set_batches(cluster_batches(q_emb[pool], pool, cluster_size_at(epoch, cfg),
                                                         cfg.batch_size, seed=cfg.seed + epoch))
                 if cfg.anchor_bank and graphs:
-                    bank = {n: torch.from_numpy(encoder.encode(tokens_a[n], cfg.encode_batch_size,
-                                                               desc=f"anchor bank {n}",
-                                                               progress=progress)).to(d.device)
+                    bank = {n: transfer.to_device(torch.from_numpy(encoder.encode(
+                        tokens_a[n], cfg.encode_batch_size, desc=f"anchor bank {n}", progress=progress)), d.device)
                             for n in graphs}
             queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
             steps = range(state.step, sampler.steps_per_epoch())
 
-            def make(step: int, epoch=epoch, queries=queries) -> Batch:
-                return attach_tokens(sampler.batch(epoch, step, queries), tokens_q, tokens_l, tokens_a)
+            def make(step: int, epoch=epoch, queries=queries) -> Batch:  # on the prefetch thread
+                batch = attach_tokens(sampler.batch(epoch, step, queries), tokens_q, tokens_l, tokens_a)
+                return transfer.pin_batch(batch, d.device)
 
             prefetch = Prefetcher(make, steps)
             from tqdm.auto import tqdm
@@ -576,14 +593,17 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     t0 = time.perf_counter()
                     mult = reliance.multipliers(state.global_step)
                     weights = {c: base_weights[c] * mult[c] for c in components}
-                    value, parts, spread = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights,
-                                                      bank, reliance, reg_optimizer)
+                    stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
+                                       reliance, reg_optimizer)
+                    value, parts, spread, rewards = stats.read()  # the step's one host synchronisation
                     if not math.isfinite(value):
                         raise NonFiniteLoss(
                             f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
                             f"{state.global_step}); components: "
                             + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
                             + (f". The last good checkpoint is {ckpt_path}" if ckpt_path else ""))
+                    if rewards:
+                        reliance.update(rewards)
                     state.step = batch.step + 1
                     state.global_step += 1
                     elapsed = time.perf_counter() - t0

@@ -1,0 +1,166 @@
+"""The off-host device harness (tests/device_harness.py): training steps, encoding, pruning,
+prediction and evaluation run on the meta device, standing in for a GPU, with no tensor left on
+the host and no host read inside a step. CPU-only CI sees here what a GPU would."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from device_harness import META, DeviceDiscipline, DeviceViolation, StandInEncoder
+from ramen import distributed
+from ramen.batching import BatchSampler, Graphs, attach_tokens
+from ramen.config import TrainConfig
+from ramen.losses import component_names
+from ramen.reg_step import make_reg_optimizer
+from ramen.reliance import Reliance
+from ramen.synthetic import synthetic
+from ramen.train import BatchEncoder, lr_lambda, make_optimizer, train_step, used_anchor_sets
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return synthetic("tiny", seed=0)
+
+
+def step_setup(ds, **overrides):
+    """Everything `train_step` takes, the model on meta and the batch on the host as the sampler makes it."""
+    cfg = TrainConfig(**{**dict(encoder="tiny", batch_size=16, densify=False, prune=False), **overrides}).validate()
+    encoder = StandInEncoder(label_tower=cfg.label_tower).train()
+    names = used_anchor_sets(ds, cfg)
+    graphs = {}
+    for n in names:
+        lx, lz = cfg.lambdas_for(n)
+        a = ds.anchor_sets[n]
+        graphs[n] = Graphs(a.train_X_A.tocsr() if lx else None, a.label_A.tocsr() if lz else None)
+    negatives = ds.train_Y.tocsr()[:, ::-1].tocsr() if cfg.graph_negatives else None  # any labels: the step only
+    sampler = BatchSampler(ds.train_Y, graphs, cfg.batch_size, seed=0, negatives=negatives,
+                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives)
+    tq, tl = encoder.tokenize(ds.train_texts, progress=False), encoder.tokenize(ds.label_texts, progress=False)
+    ta = {n: encoder.tokenize(ds.anchor_sets[n].texts, progress=False) for n in graphs}
+    batch = attach_tokens(sampler.batch(0, 0), tq, tl, ta)
+    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(META)
+    optimizer = make_optimizer(module, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, cfg.warmup))
+    reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
+    weights = {c: w for c, w in cfg.component_weights(list(graphs)).items() if w}
+    reliance = Reliance([c for c in component_names(list(graphs)) if c in weights], mode=cfg.reliance)
+    bank = ({n: torch.empty(len(ds.anchor_sets[n].texts), encoder.dim, device=META) for n in graphs}
+            if cfg.anchor_bank else None)
+    return dict(module=module, encoder=encoder, optimizer=optimizer, scheduler=scheduler, batch=batch,
+                d=distributed.Dist(device=META), cfg=cfg, weights=weights, bank=bank, reliance=reliance,
+                reg_optimizer=reg_optimizer)
+
+
+STEP_OPTIONS = {
+    "plain": dict(graph=False),
+    "ramen": dict(),
+    "paper-recipe": dict(lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10),
+    "anchor-bank": dict(anchor_bank=True),
+    "separate-reg-step": dict(reg_step="separate"),
+    "soft-prune": dict(soft_prune=True),
+    "reg-head": dict(reg_head=True),
+    "random-negatives": dict(random_negatives=1),
+    "graph-negatives": dict(graph_negatives=1),
+    "bandit": dict(reliance="bandit"),
+    "pull": dict(regulariser="pull"),
+    "label-tower": dict(label_tower=True),
+    "softmax": dict(softmax_temperature=0.1),
+}
+
+
+@pytest.mark.parametrize("option", list(STEP_OPTIONS))
+def test_training_step_runs_on_the_device_with_no_host_tensor_and_no_host_read(tiny, option):
+    s = step_setup(tiny, **STEP_OPTIONS[option])
+    before = [p for p in s["module"].parameters()]
+    with DeviceDiscipline(META) as mode:
+        stats = train_step(**s)
+    assert mode.transfers > 0  # the batch crossed, through ramen.transfer
+    values = [stats.loss, *stats.parts.values(), *stats.spread.values(), *stats.rewards.values()]
+    assert all(v.device.type == "meta" and v.dim() == 0 for v in values)
+    assert set(stats.parts) >= {"L"} and (option == "plain") == (len(stats.parts) == 1)
+    assert (option == "bandit") == bool(stats.rewards)
+    assert all(p.device.type == "meta" for p in before)
+    state = [v for st in s["optimizer"].state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    assert state and all(v.device.type == "meta" or v.dim() == 0 for v in state)  # AdamW stepped on the device
+
+
+@pytest.mark.parametrize("option", ["ramen", "separate-reg-step", "anchor-bank"])
+def test_multi_rank_gather_path_stays_on_the_device(tiny, option, monkeypatch):
+    """Rank 0 of 2 with gathered in-batch candidates: the shard, the padding and the gather stay on
+    the device (the collectives stand in: each rank's shard is this rank's)."""
+    import torch.distributed.nn.functional as dist_nn
+
+    monkeypatch.setattr(dist_nn, "all_gather", lambda x: [x, x.clone()])
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)
+    s = step_setup(tiny, **STEP_OPTIONS[option])
+    s["d"] = distributed.Dist(rank=0, world=2, device=META)
+    with DeviceDiscipline(META):
+        stats = train_step(**s)
+    assert stats.loss.device.type == "meta"
+
+
+def test_step_statistics_read_back_in_one_copy():
+    from ramen.train import StepStats
+
+    stats = StepStats(torch.tensor(1.5), {"L": torch.tensor(1.0), "Rx/a": torch.tensor(0.5)},
+                      {"query": torch.tensor(0.1), "label": torch.tensor(0.2)}, {"Rx/a": torch.tensor(-0.25)})
+    assert stats.read() == (1.5, {"L": 1.0, "Rx/a": 0.5}, {"query": pytest.approx(0.1), "label": pytest.approx(0.2)},
+                            {"Rx/a": -0.25})
+
+
+def test_harness_catches_host_tensors_host_reads_and_stray_copies():
+    x = torch.empty(4, 3, device=META)
+    idx = torch.tensor([0, 2])
+    with pytest.raises(DeviceViolation, match="left behind on the host"):
+        with DeviceDiscipline(META):
+            x[idx]  # a CPU index into a device tensor: torch lets it pass on meta
+    with pytest.raises(DeviceViolation, match="host read"):
+        with DeviceDiscipline(META):
+            bool(x.sum() > 0)
+    with pytest.raises(DeviceViolation, match="outside ramen.transfer.to_device"):
+        with DeviceDiscipline(META):
+            idx.to(META)
+    with pytest.raises(DeviceViolation, match="to the host"):
+        with DeviceDiscipline(META):
+            x.cpu()
+    from ramen import transfer
+
+    with DeviceDiscipline(META) as mode:
+        x[transfer.to_device(idx, META)]
+    assert mode.transfers == 1
+
+
+def _meta_encoder(**kw) -> StandInEncoder:
+    return StandInEncoder(**kw).to(META)
+
+
+def test_encode_runs_on_the_device_reading_back_once_per_batch(tiny):
+    enc = _meta_encoder()
+    with DeviceDiscipline(META, host_reads=True) as mode:
+        out = enc.encode(tiny.label_texts, batch_size=32, progress=False)
+    assert out.shape == (len(tiny.label_texts), enc.dim) and out.dtype == np.float32
+    assert mode.host_reads == -(-len(tiny.label_texts) // 32) and mode.transfers == 2 * mode.host_reads
+
+
+def test_pruning_runs_on_the_device(tiny):
+    from ramen.runlog import RunLog
+    from ramen.train import prune_graphs
+
+    cfg = TrainConfig(encoder="tiny", encode_batch_size=64)
+    raw = {n: Graphs(a.train_X_A.tocsr(), a.label_A.tocsr()) for n, a in tiny.anchor_sets.items()}
+    encoder = _meta_encoder()
+    with DeviceDiscipline(META, host_reads=True):
+        pruned = prune_graphs(raw, encoder, tiny, cfg, RunLog(None, echo=False), 0, 0, progress=False)
+    assert set(pruned) == set(raw)
+
+
+def test_predict_and_evaluate_run_on_the_device(tiny):
+    from ramen.model import Model
+
+    model = Model(_meta_encoder(), tiny.label_texts)
+    with DeviceDiscipline(META, host_reads=True):
+        ids, scores = model.predict(tiny.test_texts[:5], k=3)
+        metrics = model.evaluate(tiny, k=3, progress=False)
+    assert ids.shape == (5, 3) and scores.shape == (5, 3)
+    assert metrics["P"].shape == (3,)
