@@ -380,9 +380,13 @@ def _warn_torch_fallback() -> None:
                   stacklevel=3)
 
 
-def cuda_kernels() -> bool:
-    """Whether this ramen build has the CUDA kernels (else CUDA tensors take the plain torch path)."""
-    return bool(load_C().has_cuda())
+def kernels_for(device: torch.device) -> str:
+    """Which implementation `triplet_loss` runs on `device`, in words (a run's first lines say it)."""
+    if device.type == "cpu":
+        return "C++ (CPU)"
+    if device.type == "cuda":
+        return "CUDA" if load_C().has_cuda() else f"plain torch (this ramen build has no CUDA kernels: {REBUILD})"
+    return f"none on {device.type}"
 
 
 def mine_reference(scores: torch.Tensor, pos: _Sets, exc: _Sets, options: _Options

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import distributed, precision, transfer
+from ramen import distributed, ops, precision, transfer
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
@@ -468,8 +468,9 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     encoder.bf16 = precision.bf16_enabled(d.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)
     if cfg.cpu_bf16 and d.device.type == "cpu" and not encoder.bf16:
         log.info("cpu_bf16: this CPU has no native bf16 (AMX or AVX512-BF16): training in float32")
-    log.info(f"device {d.device}, encoder in {'bf16' if encoder.bf16 else 'float32'}",
-             device=str(d.device), autocast="bf16" if encoder.bf16 else "float32")
+    kernels = ops.kernels_for(d.device)
+    log.info(f"device {d.device}, encoder in {'bf16' if encoder.bf16 else 'float32'}, triplet kernels: {kernels}",
+             device=str(d.device), autocast="bf16" if encoder.bf16 else "float32", kernels=kernels)
 
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
