@@ -92,9 +92,12 @@ class DeviceDiscipline(TorchDispatchMode):
 
 def _stand_in_data(shape: torch.Size, dtype: torch.dtype, seed: int) -> torch.Tensor:
     """What a host read of a meta tensor returns: seeded values (floats in [-1, 1), so embeddings
-    normalise and indexes build), zeros for other dtypes."""
-    if not dtype.is_floating_point:
+    normalise and indexes build); integers 0, 1, ... along the last axis (distinct ids in each row,
+    as a top-k gives); booleans false."""
+    if dtype == torch.bool:
         return torch.zeros(shape, dtype=dtype)
+    if not dtype.is_floating_point:
+        return torch.arange(shape[-1] if len(shape) else 1).expand(shape).to(dtype).clone()
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(shape, generator=g) * 2 - 1).to(dtype)
 

@@ -30,3 +30,39 @@ def test_search_case_too_large_for_memory_is_skipped_with_a_message(capsys):
     assert _fits("lowrank 1Kx8", 1_000, 8, peers)
     assert not _fits("lowrank 1000000000Kx768", 10**12, 768, peers)
     assert "lowrank 1000000000Kx768: skipped: its indexes need about" in capsys.readouterr().out
+
+
+def test_gpu_suite_without_a_gpu_checks_the_op_and_says_what_it_skipped(tmp_path):
+    """`python -m ramen.bench --suite gpu` from outside the source tree: on a machine without a GPU
+    the op is checked on the CPU kernels at an H100's M values and every GPU part is a skipped row."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the suite runs in full")
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--suite", "gpu", "--quick", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    checked = [r for r in rows if r["metric"] == "max rel err"]
+    # --quick: the smallest two and the H100's shared-memory limit and one past it
+    assert [r["case"].split(", ")[1] for r in checked] == ["M 1", "M 300", "M 17796", "M 17797"]
+    assert all(r["ours"] <= r["peer"] for r in checked)
+    skipped = [r for r in rows if r["metric"] == "skipped"]
+    assert len(skipped) == 4 and all(r["settings"]["why"] for r in skipped)
+    assert proc.stdout.count("gpu: skipped") == 4
+
+
+def test_gpu_suite_training_parts_run_on_the_cpu():
+    import numpy as np
+    import torch
+
+    from ramen.bench import gpu
+    from ramen.bench.train import make_encoder
+    from ramen.config import TrainConfig
+
+    losses = gpu.training_losses(torch.device("cpu"), 3, encoder="tiny")
+    assert len(losses) == 3 and np.isfinite(losses).all()
+    assert losses == gpu.training_losses(torch.device("cpu"), 3, encoder="tiny")  # the same steps again
+    distilbert = make_encoder("distilbert-random", TrainConfig())
+    assert distilbert.dim == 768 and sum(p.numel() for p in distilbert.parameters()) > 60e6

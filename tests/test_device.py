@@ -164,3 +164,52 @@ def test_predict_and_evaluate_run_on_the_device(tiny):
         metrics = model.evaluate(tiny, k=3, progress=False)
     assert ids.shape == (5, 3) and scores.shape == (5, 3)
     assert metrics["P"].shape == (3,)
+
+
+def test_device_top_k_matches_the_exact_index():
+    from ramen.index import LabelIndex
+    from ramen.model import device_top_k
+
+    rng = np.random.default_rng(0)
+    labels = rng.normal(size=(500, 8)).astype(np.float32)
+    labels /= np.linalg.norm(labels, axis=1, keepdims=True)
+    queries = rng.normal(size=(37, 8)).astype(np.float32)
+    index = LabelIndex(8, exact=True)
+    index.add(np.arange(500), labels)
+    ref, _ = index.search(queries, 7)
+    for block in (1 << 28, 4 * 500 * 5):  # one block, and blocks of 5 queries
+        assert np.array_equal(device_top_k(queries, labels, 7, "cpu", block_bytes=block), ref)
+    padded = device_top_k(queries, labels[:3], 5, "cpu")
+    assert (padded[:, 3:] == -1).all() and np.array_equal(np.sort(padded[:, :3], 1), np.tile([0, 1, 2], (37, 1)))
+
+
+def test_evaluation_on_the_device_path_matches_the_host_path(tiny, monkeypatch):
+    """The accelerator path (blocked top-k where the encoder lives) gives the host path's metrics,
+    with the token caches and label vectors a training run hands it."""
+    from ramen.model import Model
+
+    enc = StandInEncoder(seed=3)
+    host = Model(enc, tiny.label_texts).evaluate(tiny, k=3, progress=False)
+    import ramen.model
+
+    monkeypatch.setattr(ramen.model, "_accelerator", lambda device: True)  # the CPU stands in for one
+    model = Model(enc, tiny.label_texts)
+    q_tokens, l_tokens = enc.tokenize(tiny.test_texts, progress=False), enc.tokenize(tiny.label_texts, progress=False)
+    device = model.evaluate(tiny, k=3, progress=False, query_tokens=q_tokens,
+                            label_vectors=model.label_vectors(l_tokens, progress=False))
+    assert model.index is None  # searched without building an index
+    for key in ("P", "nDCG", "PSP", "R"):
+        np.testing.assert_allclose(device[key], host[key], atol=1e-12)
+
+
+def test_process_group_timeout_covers_rank_zeros_evaluation(monkeypatch):
+    import datetime
+
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout() == datetime.timedelta(hours=3)
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "90")
+    assert distributed.timeout() == datetime.timedelta(seconds=90)
+    for bad in ("0", "-5", "soon", "nan"):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
+        with pytest.raises(ValueError, match="RAMEN_DIST_TIMEOUT_S"):
+            distributed.timeout()

@@ -236,7 +236,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}], ids=["joint", "separate"])
+@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"},
+                                       {"reg_head": True, "reliance": "schedule", "lambda_warmup": 0.5}],
+                         ids=["joint", "separate", "unused-parameters"])  # step 0: lambda 0, the head gets no gradient
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     torch.set_num_threads(1)
     one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",

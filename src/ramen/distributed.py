@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 
 import torch
@@ -40,6 +41,23 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+TIMEOUT_ENV = "RAMEN_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 3 * 3600  # rank 0 evaluates and builds the label index while the others wait
+
+
+def timeout() -> datetime.timedelta:
+    """The process group's timeout: $RAMEN_DIST_TIMEOUT_S seconds, else 3 hours, long enough for rank
+    0's evaluation and label index at the paper's scale (torch's NCCL default, 10 minutes, is not)."""
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def setup(device: str = "auto") -> Dist:
     """Joins the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -51,7 +69,7 @@ def setup(device: str = "auto") -> Dist:
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout())
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
 
 

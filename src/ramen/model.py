@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from ramen.encoder import Encoder
+from ramen.tokens import TokenCache
 
 INDEX_FILE = "labels.index"
 
@@ -23,18 +24,21 @@ class Model:
         self.index = None
         self.tuning: dict | None = None  # LabelIndex.tune's result when build_index tuned the index
 
-    def encode(self, texts: list[str], *, batch_size: int = 256, tower: str = "query",
+    def encode(self, texts: list[str] | TokenCache, *, batch_size: int = 256, tower: str = "query",
                progress: bool = True) -> np.ndarray:
-        """Unit embeddings (N x D float32) of `texts`."""
+        """Unit embeddings (N x D float32) of `texts` (or of their token cache)."""
         return self.encoder.encode(texts, batch_size, tower=tower, progress=progress)
 
     def build_index(self, label_texts: list[str] | None = None, *, exact: bool = False, batch_size: int = 256,
                     progress: bool = True, tune_texts: list[str] | None = None, target_recall: float = 0.95,
+                    label_tokens: TokenCache | None = None, label_vectors: np.ndarray | None = None,
                     **index_options: Any):
         """Embeds the labels with the label tower and indexes them (ids are label positions).
 
         With `tune_texts` (queries like the served ones), the index's search width is tuned to
         reach `target_recall` recall@10 on them (`LabelIndex.tune`); the result is in `self.tuning`.
+        `label_tokens` (the labels' token cache) skips tokenising them again; `label_vectors` (their
+        embeddings by this encoder, as `label_vectors()` gives) skips embedding them again.
         """
         from ramen.index import LabelIndex
 
@@ -42,7 +46,8 @@ class Model:
             self.label_texts = list(label_texts)
         if not self.label_texts:
             raise ValueError("build_index needs label texts (pass label_texts)")
-        vectors = self.encode(self.label_texts, batch_size=batch_size, tower="label", progress=progress)
+        vectors = self.label_vectors(label_tokens, batch_size=batch_size, progress=progress) \
+            if label_vectors is None else label_vectors
         index = LabelIndex(self.encoder.dim, exact=exact, fingerprint=self.encoder.fingerprint(), **index_options)
         index.add(np.arange(len(vectors), dtype=np.int64), vectors)
         self.index = index
@@ -51,6 +56,12 @@ class Model:
             queries = self.encode(list(tune_texts), batch_size=batch_size, progress=progress)
             self.tuning = index.tune(queries, target_recall=target_recall, k=min(10, len(vectors)))
         return index
+
+    def label_vectors(self, label_tokens: TokenCache | None = None, *, batch_size: int = 256,
+                      progress: bool = True) -> np.ndarray:
+        """The labels' unit embeddings (L x D float32) by the label tower (from `label_tokens` when given)."""
+        return self.encode(self.label_texts if label_tokens is None else label_tokens, batch_size=batch_size,
+                           tower="label", progress=progress)
 
     def predict(self, texts: list[str] | str, k: int = 10, *, batch_size: int = 256,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -63,24 +74,38 @@ class Model:
         return self.index.search(queries, k)
 
     def evaluate(self, dataset, *, k: int = 5, exact: bool = True, max_queries: int | None = None,
-                 seed: int = 0, batch_size: int = 256, deciles: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+                 seed: int = 0, batch_size: int = 256, deciles: bool = False, progress: bool = True,
+                 query_tokens: TokenCache | None = None, label_tokens: TokenCache | None = None,
+                 label_vectors: np.ndarray | None = None) -> dict[str, Any]:
         """XC metrics of the test split: "P", "nDCG", "PSP", "PSnDCG", "R", each at 1..k (fractions).
 
-        `exact` searches by matmul instead of the approximate index; `max_queries` evaluates a seeded
-        subset; `deciles` adds "deciles": the label-frequency decile breakdown (head to tail).
+        `exact` searches by matmul instead of the approximate index: on the encoder's device where
+        that is an accelerator (a blocked top-k there), else by the index's blocked matmul on the
+        host; `max_queries` evaluates a seeded subset; `deciles` adds "deciles": the label-frequency
+        decile breakdown (head to tail). `query_tokens` (the test texts' token cache),
+        `label_tokens` and `label_vectors` skip tokenising or embedding again what a caller has.
         """
         from ramen import metrics
 
         rows = np.arange(len(dataset.test_texts))
         if max_queries is not None and max_queries < len(rows):
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_queries, replace=False))
-        if self.index is None or exact != self.index.exact:
-            self.build_index(dataset.label_texts, exact=exact, batch_size=batch_size, progress=progress)
-        queries = self.encode([dataset.test_texts[i] for i in rows], batch_size=batch_size, progress=progress)
+        texts = [dataset.test_texts[i] for i in rows] if query_tokens is None else query_tokens.subset(rows)
+        queries = self.encode(texts, batch_size=batch_size, progress=progress)
         filt = _filter_rows(dataset, rows)
         extra = 0 if filt is None else int(np.bincount(filt[:, 0], minlength=len(rows)).max())
-        ids, _ = self.index.search(queries, k + extra)  # room for k predictions after filtering
+        wanted = k + extra  # room for k predictions after filtering
+        device = self.encoder.device
+        if exact and _accelerator(device):
+            self.label_texts = list(dataset.label_texts)
+            vectors = self.label_vectors(label_tokens, batch_size=batch_size, progress=progress) \
+                if label_vectors is None else label_vectors
+            ids = device_top_k(queries, vectors, wanted, device)
+        else:
+            if self.index is None or exact != self.index.exact:
+                self.build_index(dataset.label_texts, exact=exact, batch_size=batch_size, progress=progress,
+                                 label_tokens=label_tokens, label_vectors=label_vectors)
+            ids, _ = self.index.search(queries, wanted)
         inv_p = metrics.inv_propensity(dataset.train_Y, dataset.A, dataset.B)
         true = dataset.test_Y[rows]
         result: dict[str, Any] = metrics.evaluate(ids, true, inv_propensity=inv_p, k=k, filter=filt)
@@ -126,6 +151,35 @@ class Model:
             meta = json.loads((path / "model.json").read_text())
             model.index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=meta["fingerprint"])
         return model
+
+
+def _accelerator(device) -> bool:
+    """Whether exact search runs on `device` itself rather than on the host."""
+    return device.type != "cpu"
+
+
+def device_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, device, block_bytes: int = 1 << 28
+                 ) -> np.ndarray:
+    """(n, k) int64 ids of the top-k cosine rows of `vectors` per query, by blocked matmul and top-k
+    on `device` (both arrays cross once); -1 pads where there are fewer than k rows. Cost: n x L x D
+    multiply-adds and n x L scores per block of queries, which holds at most `block_bytes`."""
+    import torch
+
+    from ramen import transfer
+
+    device = torch.device(device)
+    n, m = len(queries), len(vectors)
+    out = np.full((n, k), -1, dtype=np.int64)
+    if n == 0 or m == 0 or k == 0:
+        return out
+    labels = transfer.to_device(torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)), device)
+    q_all = transfer.to_device(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32)), device)
+    step = max(1, block_bytes // (4 * m))
+    take = min(k, m)
+    for s in range(0, n, step):
+        top = torch.topk(q_all[s:s + step] @ labels.T, take, dim=1).indices
+        out[s:s + step, :take] = top.cpu().numpy()
+    return out
 
 
 def _filter_rows(dataset, rows: np.ndarray) -> np.ndarray | None:

@@ -45,6 +45,11 @@ class TokenCache:
             lengths[s:s + len(part)] = enc["attention_mask"].sum(axis=1)
         return cls(ids, lengths, tokenizer.pad_token_id or 0)
 
+    def subset(self, rows: np.ndarray | list[int]) -> "TokenCache":
+        """The cache of rows `rows` only (in that order), as a copy."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return TokenCache(np.asarray(self.ids[rows]), np.asarray(self.lengths[rows]), self.pad_id)
+
     def batch(self, index: np.ndarray | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(input_ids, attention_mask) as int64 tensors (n x longest) for rows `index`."""
         index = np.asarray(index, dtype=np.int64)

@@ -184,23 +184,28 @@ def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
 
 
 def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg: TrainConfig,
-                 log: RunLog, epoch: int, global_step: int, progress: bool = True) -> dict[str, Graphs]:
-    """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now."""
+                 log: RunLog, epoch: int, global_step: int, progress: bool = True,
+                 tokens: dict[str, TokenCache] | None = None) -> dict[str, Graphs]:
+    """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now.
+    `tokens` ("query", "label", "anchor:<set>"), where given, are embedded instead of the texts."""
     from ramen.graph import prune_edges
 
+    tokens = tokens or {}
     bs = cfg.encode_batch_size
     pruned = {}
     report: dict[str, Any] = {}
     q_emb = l_emb = None
     for name, g in raw.items():
-        anchors = encoder.encode(dataset.anchor_sets[name].texts, bs, desc=f"embed {name}", progress=progress)
+        anchors = encoder.encode(tokens.get(f"anchor:{name}", dataset.anchor_sets[name].texts), bs,
+                                 desc=f"embed {name}", progress=progress)
         query = label = None
         if g.query is not None:
-            q_emb = encoder.encode(dataset.train_texts, bs, desc="embed queries", progress=progress) if q_emb is None else q_emb
+            q_emb = encoder.encode(tokens.get("query", dataset.train_texts), bs, desc="embed queries",
+                                   progress=progress) if q_emb is None else q_emb
             query = prune_edges(g.query, q_emb, anchors, threshold=prune_threshold(g.query, q_emb, anchors, cfg))
             report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
         if g.label is not None:
-            l_emb = encoder.encode(dataset.label_texts, bs, tower="label", desc="embed labels",
+            l_emb = encoder.encode(tokens.get("label", dataset.label_texts), bs, tower="label", desc="embed labels",
                                    progress=progress) if l_emb is None else l_emb
             label = prune_edges(g.label, l_emb, anchors, threshold=prune_threshold(g.label, l_emb, anchors, cfg))
             report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
@@ -503,8 +508,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     module: torch.nn.Module = batch_encoder
     if d.enabled:
+        # the regulariser head gets no gradient in a step without a regulariser (lambda 0 in a
+        # schedule, or no anchor in the batch): DDP must look for unused parameters then
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+            module, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+            find_unused_parameters=cfg.reg_head)
     optimizer = make_optimizer(batch_encoder, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
     reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
@@ -544,11 +552,19 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
                             reliance, batch_encoder.reg_head, reg_optimizer)
 
-    def evaluate(epoch: int) -> None:
+    test_tokens: list[TokenCache] = []  # the test texts, tokenised at the first evaluation
+
+    def evaluate(epoch: int) -> np.ndarray | None:
+        """Logs the test metrics (rank 0); returns the label embeddings it made, for the index."""
+        vectors = None
         if d.main:
+            if not test_tokens:
+                test_tokens.append(tokenize_cached(encoder, dataset.test_texts, cache_dir, "test"))
             model = Model(encoder, dataset.label_texts)
+            vectors = model.label_vectors(tokens_l, batch_size=cfg.encode_batch_size, progress=False)
             m = model.evaluate(dataset, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
-                               batch_size=cfg.encode_batch_size, progress=False)
+                               batch_size=cfg.encode_batch_size, progress=False, query_tokens=test_tokens[0],
+                               label_vectors=vectors)
             flat = {f"{name}@{k + 1}": float(v[k]) for name, v in m.items()
                     if isinstance(v, np.ndarray) and v.ndim == 1 for k in range(len(v))}
             shown = ", ".join(f"{k} {100 * flat[k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
@@ -556,6 +572,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             log.write({"event": "eval", "epoch": epoch + 1, "global_step": state.global_step, "metrics": flat},
                       message=f"eval after epoch {epoch + 1}: {shown}")
         d.barrier()
+        return vectors
 
     restore_sigterm = _sigterm_interrupts()
     try:
@@ -563,7 +580,9 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             if state.step == 0:  # start of an epoch: the graph and batching schedules
                 if graphs and prunes_at(epoch, cfg):
                     graphs = prune_graphs(raw_graphs, encoder, dataset, cfg, log, epoch, state.global_step,
-                                          progress and d.main)
+                                          progress and d.main,
+                                          {"query": tokens_q, "label": tokens_l,
+                                           **{f"anchor:{n}": t for n, t in tokens_a.items()}})
                     sampler.graphs = graphs
                 if cfg.cluster_batching and epoch % cfg.cluster_refresh == 0:
                     from ramen.clustering import cluster_batches
@@ -638,14 +657,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         raise
     finally:
         restore_sigterm()
-    evaluate(cfg.epochs - 1)
+    label_vectors = evaluate(cfg.epochs - 1)
     encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(encoder, dataset.label_texts)
     if out is not None and d.main:
         # served as saved (`python -m ramen search RUN_DIR "..."`), its search width tuned on training queries
         rng = np.random.default_rng(cfg.seed)
         sample = rng.choice(len(dataset.train_texts), size=min(TUNE_QUERIES, len(dataset.train_texts)), replace=False)
-        model.build_index(progress=progress, tune_texts=[dataset.train_texts[i] for i in np.sort(sample)])
+        model.build_index(progress=progress, tune_texts=[dataset.train_texts[i] for i in np.sort(sample)],
+                          label_tokens=tokens_l, label_vectors=label_vectors)
         if model.tuning is not None:
             t = model.tuning
             log.write({"event": "index", "expansion_search": t["expansion_search"], "recall@10": t["recall"],

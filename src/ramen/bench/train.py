@@ -20,14 +20,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16 tensor-core peaks
 
 
-def _setup(dataset, cfg, device: torch.device):
+def make_encoder(name: str, cfg) -> "Encoder":  # noqa: F821
+    """The encoder `name`, or "distilbert-random": the paper's DistilBERT (768-d, 6 layers) randomly
+    initialised with MiniLM's tokenizer, for speed where no copy of its weights is on the machine."""
+    from ramen.encoder import Encoder
+
+    if name != "distilbert-random":
+        return Encoder(name, max_length=cfg.max_length, seed=cfg.seed)
+    from transformers import AutoModel, DistilBertConfig
+
+    encoder = Encoder("tiny", max_length=cfg.max_length, seed=cfg.seed)
+    encoder.backbone = AutoModel.from_config(DistilBertConfig(vocab_size=len(encoder.tokenizer)))
+    encoder.name, encoder.dim = name, encoder.backbone.config.dim
+    return encoder
+
+
+def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str | None = None):
     from ramen import distributed
     from ramen.batching import BatchSampler, Graphs, attach_tokens
-    from ramen.encoder import Encoder
     from ramen.train import BatchEncoder, lr_lambda, used_anchor_sets
 
     torch.manual_seed(cfg.seed)
-    encoder = Encoder(cfg.encoder, max_length=cfg.max_length).to(device).train()
+    encoder = make_encoder(encoder or cfg.encoder, cfg).to(device).train()
     names = used_anchor_sets(dataset, cfg)
     graphs = {n: Graphs(dataset.anchor_sets[n].train_X_A, dataset.anchor_sets[n].label_A) for n in names}
     sampler = BatchSampler(dataset.train_Y, graphs, cfg.batch_size, seed=cfg.seed)
@@ -39,15 +53,16 @@ def _setup(dataset, cfg, device: torch.device):
     bank = None
     if cfg.anchor_bank:
         bank = {n: torch.from_numpy(encoder.encode(ta[n], 256, progress=False)).to(device) for n in names}
-    batches = [attach_tokens(sampler.batch(0, s), tq, tl, ta) for s in range(min(8, sampler.steps_per_epoch()))]
+    steps = sampler.steps_per_epoch()
+    batches = [attach_tokens(sampler.batch(s // steps, s % steps), tq, tl, ta) for s in range(batches)]
     weights = cfg.component_weights(names)
     return BatchEncoder(encoder), encoder, optimizer, scheduler, d, weights, bank, batches
 
 
-def _measure(dataset, cfg, device: torch.device, steps: int) -> dict[str, float]:
+def _measure(dataset, cfg, device: torch.device, steps: int, *, encoder: str | None = None) -> dict[str, float]:
     from ramen.train import train_step
 
-    module, encoder, opt, sched, d, weights, bank, batches = _setup(dataset, cfg, device)
+    module, encoder, opt, sched, d, weights, bank, batches = _setup(dataset, cfg, device, encoder=encoder)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     train_step(module, encoder, opt, sched, batches[0], d, cfg, weights, bank)  # warm-up
     times, texts, tokens = [], [], []

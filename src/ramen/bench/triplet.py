@@ -27,13 +27,15 @@ SUITE = "triplet"
 PEER = "torch topk composition"
 
 
-def run(quick: bool) -> list[Row]:
+def run(quick: bool, devices: list[str] | None = None) -> list[Row]:
+    """Timings and memory on the CPU and, where there is one, the GPU (or on `devices` only)."""
     peer = import_peer("torch_triplet")
     if quick:
         shapes = [(512, 1024, 384, 10)]
     else:
         shapes = [(1024, m, d, k) for m in (1024, 2048, 4096) for d in (384, 768) for k in (10, None)]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and _C.has_cuda() else [])
+    if devices is None:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and _C.has_cuda() else [])
     rows: list[Row] = []
     for device in devices:
         for b, m, d, k in tqdm(shapes, desc=f"triplet {device} timings", leave=False):
