@@ -213,3 +213,18 @@ def test_process_group_timeout_covers_rank_zeros_evaluation(monkeypatch):
         monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
         with pytest.raises(ValueError, match="RAMEN_DIST_TIMEOUT_S"):
             distributed.timeout()
+
+
+def test_device_setting_is_checked_with_a_clear_error(monkeypatch):
+    assert distributed.pick_device("cpu") == torch.device("cpu")
+    for bad, match in (("gpu", "not a device"), ("meta", "cpu or cuda"), ("cuda:0", "no CUDA GPU")):
+        if bad == "cuda:0" and torch.cuda.is_available():
+            continue
+        with pytest.raises(ValueError, match=match):
+            distributed.pick_device(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.pick_device("cuda", local_rank=1) == torch.device("cuda", 1)
+    assert distributed.pick_device("cuda:0") == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="sees 2 CUDA GPU.*no cuda:7"):
+        distributed.pick_device("cuda:7")

@@ -32,12 +32,25 @@ class Dist:
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' picks the local rank's GPU when there is one, else the CPU."""
+    """'auto' picks the local rank's GPU when there is one, else the CPU; otherwise "cpu", "cuda"
+    (the local rank's GPU) or "cuda:N", checked against the GPUs torch sees (ValueError naming
+    the setting)."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r}: ramen trains on cpu or cuda, not {device.type}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU")
+        index = local_rank if device.index is None else device.index
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s), "
+                             f"so there is no cuda:{index}")
+        device = torch.device("cuda", index)
     return device
 
 
