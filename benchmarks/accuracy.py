@@ -9,7 +9,7 @@ graph-at-inference baseline in the spirit of OAK, with the same encoder, budget 
     python -m ramen.bench --suite accuracy [--quick]        # run, then report
 
 Each (dataset, arm, seed) trains with `ramen.train` into RUNS/<dataset>/<arm>/seed<k>/ (log.jsonl,
-checkpoint.pt, model/), is evaluated once at the end on the test split (exact search, k = 5, with
+checkpoint.safetensors, model/), is evaluated once at the end on the test split (exact search, k = 5, with
 the label-decile breakdown) and writes result.json there; the plain and RAMEN runs also write
 oak.json (the OAK-style baseline and single-query latencies). A rerun skips finished runs and
 resumes interrupted ones from their last checkpoint, so the study survives being killed and
@@ -475,10 +475,10 @@ def _run_lock(run: Path) -> Iterator[bool]:
 def _train_and_evaluate(data: Prepared, cfg: TrainConfig, identity: dict[str, Any], run: Path,
                         progress: bool) -> tuple[str, dict[str, Any]]:
     from ramen.bench.common import machine_info
-    from ramen.train import train
+    from ramen.train import CHECKPOINT, train
 
     result_path = run / "result.json"
-    resume = (run / "checkpoint.pt").exists()
+    resume = (run / CHECKPOINT).exists()
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     model = train(data.train, cfg, out_dir=run, resume=resume, progress=progress)

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 import ramen.train as train_module
 from ramen.bench import accuracy as suite
 from ramen.synthetic import synthetic
+from ramen.train import CHECKPOINT
 
 study = suite.load_study()
 peer = study._oak_peer()
@@ -32,7 +33,7 @@ def test_quick_study_writes_one_sane_result_per_arm(quick_runs):
     for r in results:
         run = study.run_dir(runs, "synthetic-tiny", r["arm"], 0)
         assert json.loads((run / "result.json").read_text()) == r
-        assert (run / "model" / "model.json").exists() and (run / "checkpoint.pt").exists()
+        assert (run / "model" / "model.json").exists() and (run / CHECKPOINT).exists()
         assert r["config"] == study.arm_config(study.QUICK_BUDGET, r["arm"], 0).to_dict()
         assert r["data"]["held_out"] == 30 and r["data"]["train"] == 270
         m = r["metrics"]
@@ -174,7 +175,7 @@ def test_killed_run_resumes_to_the_same_result(quick_runs, tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         study.run_study(one, tmp_path, progress=False)
     run = study.run_dir(tmp_path, "synthetic-tiny", "plain", 0)
-    assert (run / "checkpoint.pt").exists() and not (run / "result.json").exists()
+    assert (run / CHECKPOINT).exists() and not (run / "result.json").exists()
     monkeypatch.setattr(train_module, "train_step", real_step)
     (resumed,) = study.run_study(one, tmp_path, progress=False)
     assert resumed["resumed"] and resumed["steps"] == plain["steps"]
@@ -204,7 +205,7 @@ def test_a_run_directory_with_other_settings_is_an_error(quick_runs, tmp_path):
     runs, _, _, _ = quick_runs
     src = study.run_dir(runs, "synthetic-tiny", "ramen", 0)
     dst = study.run_dir(tmp_path, "synthetic-tiny", "ramen", 0)
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("checkpoint.pt", "model", "cache"))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(CHECKPOINT, "model", "cache"))
     claim = json.loads((dst / "run.json").read_text())
     claim["config"]["lr"] = 0.5
     (dst / "run.json").write_text(json.dumps(claim))

@@ -13,7 +13,8 @@ import ramen.train as train_module
 from ramen.config import TrainConfig
 from ramen.model import Model
 from ramen.synthetic import synthetic
-from ramen.train import NonFiniteLoss, train
+from ramen import checkpoint
+from ramen.train import CHECKPOINT, NonFiniteLoss, train
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_ramen_run_writes_log_checkpoint_model_and_curves(tiny_data, tmp_path):
         assert 0 <= kept <= total
     evals = records(tmp_path, "eval")
     assert len(evals) == 2 and 0 <= evals[-1]["metrics"]["P@1"] <= 1
-    assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "curves.png").stat().st_size > 1000
+    assert (tmp_path / CHECKPOINT).exists() and (tmp_path / "curves.png").stat().st_size > 1000
     tuned = records(tmp_path, "index")
     assert len(tuned) == 1 and 0 <= tuned[0]["recall@10"] <= 1 and tuned[0]["queries"] == 300
     assert model.index.expansion_search == tuned[0]["expansion_search"] == model.tuning["expansion_search"]
@@ -131,7 +132,7 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         train(tiny_data, cfg, out_dir=tmp_path, progress=False)
     assert signal.getsignal(signal.SIGTERM) == before
-    progress = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["progress"]
+    progress = checkpoint.load(tmp_path / CHECKPOINT)["progress"]
     assert progress["epoch"] == 0 and progress["step"] in (3, 4)  # the signal lands before or after step 4's loss
     assert "interrupted: checkpoint saved" in (tmp_path / "log.jsonl").read_text()
 
@@ -139,7 +140,7 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data
 def test_reg_head_learns_is_checkpointed_and_leaves_the_served_encoder_alone(tiny_data, tmp_path):
     cfg = tiny_config(epochs=1, reg_head=True)
     model = train(tiny_data, cfg, out_dir=tmp_path, progress=False)
-    head = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["reg_head"]["weight"]
+    head = checkpoint.load(tmp_path / CHECKPOINT)["reg_head"]["weight"]
     dim = model.encoder.dim
     assert head.shape == (dim, dim) and not torch.allclose(head, torch.eye(dim))  # it trained
     assert not any("reg_head" in k for k in model.encoder.state_dict())
@@ -162,7 +163,7 @@ def test_reg_head_lr_is_the_heads_own_and_moves_it_further(tiny_data, tmp_path):
     moved = {}
     for name, c in (("default", tiny_config(epochs=1, reg_head=True)), ("fast", cfg)):
         train(tiny_data, c, out_dir=tmp_path / name, progress=False)
-        head = torch.load(tmp_path / name / "checkpoint.pt", weights_only=False)["reg_head"]["weight"]
+        head = checkpoint.load(tmp_path / name / CHECKPOINT)["reg_head"]["weight"]
         moved[name] = float((head - torch.eye(head.shape[0])).norm())
     assert moved["fast"] > 10 * moved["default"] > 0
 
@@ -177,7 +178,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_
     wrap_loss(monkeypatch, poisoned)  # 9 steps per epoch: NaN in epoch 2
     with pytest.raises(NonFiniteLoss, match=r"epoch 2, step 2 \(global step 11\)"):
         train(tiny_data, cfg, out_dir=tmp_path, progress=False)
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = checkpoint.load(tmp_path / CHECKPOINT)
     assert ckpt["progress"]["epoch"] == 1  # the last good (end of epoch 1) checkpoint
 
 
@@ -312,3 +313,118 @@ def test_separate_reg_step_trains_from_the_same_first_loss_to_other_weights(tiny
     assert a[1]["losses"] != b[1]["losses"]  # then another update
     p, q = joint.encoder.state_dict(), separate.encoder.state_dict()
     assert any(not torch.allclose(p[k], q[k]) for k in p)
+
+
+# ---- interruptions land at step boundaries: exact resumes with dropout on (issue 27) ----
+
+DROPOUT_RUN = dict(epochs=3, dropout=0.1, eval_every=1)  # pruned before epochs 2 and 3
+
+
+def run_records(out):
+    """What a run reports: each step's losses (the last write of a global step wins: a resumed run
+    rewrites those after its checkpoint), each evaluation's metrics and the saved weights."""
+    steps = {r["global_step"]: (r["loss"], r["losses"]) for r in records(out, "step")}
+    evals = {r["epoch"]: r["metrics"] for r in records(out, "eval")}
+    weights = Model.load(out / "model").encoder.state_dict()
+    return steps, evals, weights
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted")
+    train(tiny_data, tiny_config(**DROPOUT_RUN), out_dir=out, progress=False)
+    return run_records(out)
+
+
+def _interrupt_once(monkeypatch, owner, name: str, at: int) -> None:
+    """Sends this process SIGINT (Ctrl-C) on call number `at` of owner.name."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["mid-step", "between-steps", "evaluation", "pruning", "kill-9"])
+def test_interrupted_run_with_dropout_resumes_exactly(tiny_data, tmp_path, monkeypatch, uninterrupted, where):
+    from ramen.reliance import Reliance
+
+    cfg = tiny_config(**DROPOUT_RUN)
+    with monkeypatch.context() as m:
+        if where == "mid-step":  # inside step 13's loss: the step finishes, then the run stops
+            _interrupt_once(m, train_module, "ramen_loss", 13)
+        elif where == "between-steps":  # at the top of the loop, before step 5
+            _interrupt_once(m, Reliance, "multipliers", 5)
+        elif where == "evaluation":  # evaluating after epoch 1
+            _interrupt_once(m, Model, "evaluate", 1)
+        elif where == "pruning":  # the pruning before epoch 3
+            _interrupt_once(m, train_module, "prune_graphs", 2)
+        else:  # kill -9 in epoch 2: nothing runs, the last checkpoint is epoch 1's
+            def killed(*args, **kwargs):
+                raise SystemExit("killed")
+
+            real = train_module.train_step
+            calls = {"n": 0}
+
+            def step(*args, **kwargs):
+                calls["n"] += 1
+                if calls["n"] == 12:
+                    checkpoint.save = lambda *a, **k: None  # a killed process writes nothing more
+                    raise SystemExit("killed")
+                return real(*args, **kwargs)
+
+            m.setattr(train_module, "train_step", step)
+            m.setattr(checkpoint, "save", checkpoint.save)  # restored after the block
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    train(tiny_data, cfg, out_dir=tmp_path, resume=True, progress=False)
+    steps, evals, weights = run_records(tmp_path)
+    want_steps, want_evals, want_weights = uninterrupted
+    assert steps == want_steps
+    assert evals == want_evals
+    assert all(torch.equal(weights[k], want_weights[k]) for k in want_weights)
+
+
+def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, monkeypatch):
+    from ramen.__main__ import main
+
+    out = tmp_path / "run"
+    args = ["train", "--data", "synthetic:tiny", "--out", str(out), "--encoder", "tiny", "--epochs", "2",
+            "--batch-size", "32", "--lr", "1e-3", "--walk-length", "20", "--warmup-epochs", "1"]
+    _interrupt_once(monkeypatch, train_module, "ramen_loss", 5)
+    assert main(args) == 130  # interrupted; it prints the resume command
+    monkeypatch.undo()
+    saved = json.loads((out / "run.json").read_text())
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    assert json.loads((out / "run.json").read_text()) == saved  # not rewritten with defaults
+    assert records(out, "step")[-1]["global_step"] == 18
+    with pytest.raises(SystemExit, match="lr .*run: 0.001, given: 0.5"):
+        main(["train", "--out", str(out), "--resume", "--lr", "0.5"])
+    with pytest.raises(SystemExit, match="holds no run"):
+        main(["train", "--out", str(tmp_path / "none"), "--resume"])
+
+
+def test_resume_with_other_settings_is_a_clear_error(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"other settings.*lr \(saved 0.001, now 0.01\)"):
+        train(tiny_data, tiny_config(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_diverging_run_stops_naming_the_step_component_and_checkpoint(tiny_data, tmp_path, monkeypatch):
+    """With a huge learning rate the embeddings go non-finite; the CPU kernel's check of the scores
+    must stop the run with where it happened, not a bare kernel message."""
+    def poisoned(n, real, emb, *args, **kwargs):
+        if n == 12:
+            emb = {**emb, "label": emb["label"] * float("nan")}
+        return real(emb, *args, **kwargs)
+
+    wrap_loss(monkeypatch, poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"component L: scores S = q @ c.T.*NaN or Inf.* at epoch 2, step 2 "
+                                            r"\(global step 11\)\. The last good checkpoint is .*checkpoint"):
+        train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False)

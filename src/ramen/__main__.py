@@ -73,6 +73,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def _config_from_args(args: argparse.Namespace):
     from ramen.config import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(_given_settings(args))
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields this command line sets: its recipe, then its config file, then its flags."""
+    from ramen.config import TrainConfig
     from ramen.recipes import recipe_overrides
 
     values: dict[str, Any] = recipe_overrides(args.recipe) if args.recipe else {}
@@ -97,10 +107,34 @@ def _config_from_args(args: argparse.Namespace):
         values["lambdas"] = parsed
     if args.encoder:
         values["encoder"] = args.encoder
+    return values
+
+
+def _resumed_run(args: argparse.Namespace, run_file: Path):
+    """(data spec, TrainConfig) of the run to resume: its own, from run.json; settings given on the
+    command line must agree with them (a run cannot change its settings halfway)."""
+    from ramen.config import TrainConfig
+
+    if not run_file.is_file():
+        raise SystemExit(f"--resume: {run_file} not found: {run_file.parent} holds no run to continue")
     try:
-        return TrainConfig.from_dict(values)
+        run = json.loads(run_file.read_text())
+        saved = TrainConfig.from_dict(run["config"])
+        data_spec = run["data"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise SystemExit(f"--resume: {run_file} is not a readable run record ({exc})") from None
+    if args.data and args.data != data_spec:
+        raise SystemExit(f"--resume: the run trained on --data {data_spec!r}, not {args.data!r}")
+    given = _given_settings(args)
+    try:
+        given_cfg = TrainConfig.from_dict({**saved.to_dict(), **given}).to_dict()
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
+    changed = sorted(k for k in given if k != "device" and given_cfg[k] != saved.to_dict()[k])
+    if changed:
+        raise SystemExit("--resume continues a run with its own settings; these differ from them: "
+                         + ", ".join(f"{k} (run: {saved.to_dict()[k]!r}, given: {given_cfg[k]!r})" for k in changed))
+    return data_spec, TrainConfig.from_dict(given_cfg)
 
 
 # ---------------------------------------------------------------- commands
@@ -135,18 +169,20 @@ def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
-    cfg = _config_from_args(args)
     out = Path(args.out)
     run_file = out / "run.json"
-    if args.resume and run_file.exists():
-        run = json.loads(run_file.read_text())
-        data_spec = args.data or run["data"]
+    if args.resume:
+        data_spec, cfg = _resumed_run(args, run_file)
     else:
+        cfg = _config_from_args(args)
         data_spec = args.data or "synthetic"
-    out.mkdir(parents=True, exist_ok=True)
-    run_file.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict()}, indent=1))
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(run_file)
+        tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict()}, indent=1))
+        os.replace(tmp, run_file)
     dataset = load_dataset(data_spec)
     try:
         train(dataset, cfg, out_dir=out, resume=args.resume)
@@ -229,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", choices=list(RECIPES), help="a named preset of settings (config file and flags "
                    "override it): " + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue RUN_DIR from its checkpoint, with the settings it was started with")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

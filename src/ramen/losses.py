@@ -1,10 +1,22 @@
 """RAMEN's objective as a pure function of a batch's embeddings: L + sum_t (lambda_x R_x^t + lambda_z R_z^t)."""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 from ramen.batching import Batch, Csr
-from ramen.ops import triplet_loss
+from ramen.ops import NonFiniteScores, triplet_loss
+
+
+@contextlib.contextmanager
+def _named(component: str) -> Iterator[None]:
+    """Names the loss component in a NonFiniteScores raised inside the block."""
+    try:
+        yield
+    except NonFiniteScores as exc:
+        raise NonFiniteScores(f"component {component}: {exc}") from None
 
 
 def component_names(anchor_sets: list[str]) -> list[str]:
@@ -69,7 +81,8 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str,
     # the sampler builds valid ids, and a NaN shows as a non-finite loss: no host sync on GPUs
     kw = dict(margin=margin, num_negatives=num_negatives, softmax_temperature=softmax_temperature, validate=False)
     q, z = emb["query"], emb["label"]
-    parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
+    with _named("L"):
+        parts = {"L": triplet_loss(q, z, batch.label_pos, exclude=batch.label_excl, **kw)}
     kw = {**kw, "num_negatives": reg_num_negatives}
     total = parts["L"]
     q, z = emb.get("reg:query", q), emb.get("reg:label", z)
@@ -81,12 +94,13 @@ def ramen_loss(emb: dict[str, torch.Tensor], batch: Batch, *, weights: dict[str,
             weight = weights.get(f"{side}/{name}", 0.0)
             if not weight or rows.shape[0] == 0:
                 continue
-            if regulariser == "pull":
-                part = pull_loss(rows, a, pos)
-            elif soft_prune:
-                part = weighted_triplet(rows, a, pos, excl, positive_cosines(rows, a, pos).clamp_min(0), **kw)
-            else:
-                part = triplet_loss(rows, a, pos, exclude=excl, **kw)
+            with _named(f"{side}/{name}"):
+                if regulariser == "pull":
+                    part = pull_loss(rows, a, pos)
+                elif soft_prune:
+                    part = weighted_triplet(rows, a, pos, excl, positive_cosines(rows, a, pos).clamp_min(0), **kw)
+                else:
+                    part = triplet_loss(rows, a, pos, exclude=excl, **kw)
             parts[f"{side}/{name}"] = part
             total = total + weight * part
     return total, parts

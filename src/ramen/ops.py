@@ -26,7 +26,12 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _REDUCTIONS = ("mean", "sum", "none")
 
-__all__ = ["ColumnSets", "mine_hard_negatives", "triplet_loss"]
+__all__ = ["ColumnSets", "NonFiniteScores", "mine_hard_negatives", "triplet_loss"]
+
+
+class NonFiniteScores(ValueError):
+    """A score S = q @ c.T is NaN or infinite: the embeddings went non-finite (a diverging run)."""
+
 
 # The form of G on the CPU: None follows the rule in `_sparse_grad`; True / False force the sparse
 # or the dense form (for tests and benchmarks).
@@ -314,12 +319,17 @@ def _mine(
     count = torch.empty(b, dtype=torch.int64, device=device)
     if device.type == "cpu":
         loss = torch.empty(b, dtype=scores.dtype)
-        csr = _C.triplet_mine_cpu(
-            scores=scores.numpy(), **_numpy_sets("pos", pos), **_numpy_sets("exc", exc),
-            margin=options.margin, num_negatives=options.num_negatives, temperature=options.temperature,
-            loss=loss.numpy(), grad=grad.numpy(), count=count.numpy(),
-            num_threads=torch.get_num_threads() if num_threads is None else num_threads, sparse=sparse,
-        )
+        try:
+            csr = _C.triplet_mine_cpu(
+                scores=scores.numpy(), **_numpy_sets("pos", pos), **_numpy_sets("exc", exc),
+                margin=options.margin, num_negatives=options.num_negatives, temperature=options.temperature,
+                loss=loss.numpy(), grad=grad.numpy(), count=count.numpy(),
+                num_threads=torch.get_num_threads() if num_threads is None else num_threads, sparse=sparse,
+            )
+        except ValueError as exc:  # the kernel checks every score as it goes
+            if "NaN or Inf" in str(exc):
+                raise NonFiniteScores(str(exc)) from None
+            raise
         return loss, (tuple(torch.from_numpy(a) for a in csr) if sparse else grad), count
     if sparse:
         raise ValueError("a sparse G is only written on the CPU")
@@ -536,4 +546,4 @@ def _raise_if_bad(checks: dict[str, torch.Tensor], scores: torch.Tensor | None) 
     flags = torch.stack(list(checks.values())).cpu().tolist()
     for message, bad in zip(checks, flags):
         if bad:
-            raise ValueError(message)
+            raise (NonFiniteScores if message.startswith("scores S") else ValueError)(message)

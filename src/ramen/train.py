@@ -13,9 +13,7 @@ import hashlib
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 import types
 from pathlib import Path
@@ -25,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import distributed, ops, precision, transfer
+from ramen import checkpoint, distributed, ops, precision, transfer
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
@@ -33,6 +31,7 @@ from ramen.config import TrainConfig
 from ramen.data import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
+from ramen.interrupts import Interrupts
 from ramen.losses import component_names, ramen_loss
 from ramen.reg_step import make_reg_optimizer, separate_step
 from ramen.reliance import Reliance, gradient_agreement
@@ -42,6 +41,8 @@ from ramen.tokens import TokenCache
 
 
 TUNE_QUERIES = 500  # training queries the saved label index's search width is tuned on
+CHECKPOINT = "checkpoint.safetensors"  # in the run directory (ramen.checkpoint: no pickle, a SHA-256)
+RESUME_MAY_CHANGE = ("device",)  # settings a resumed run may change (the rest must be the checkpoint's)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -389,21 +390,6 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
 # ---------------------------------------------------------------- checkpoints
 
 
-def _sigterm_interrupts() -> Any:
-    """Makes SIGTERM (a scheduler's or `kill`'s stop) interrupt training like Ctrl-C, so that the
-    run saves its checkpoint before it exits; returns the function that restores the old handler."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = signal.getsignal(signal.SIGTERM)
-    previous = signal.SIG_DFL if previous is None else previous  # None: set outside Python
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)
-
-
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
                     bank: dict[str, torch.Tensor] | None, reliance: Reliance,
@@ -411,7 +397,6 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
                     reg_optimizer: torch.optim.Optimizer | None = None) -> None:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
     state = {
-        "format": 1,
         "config": cfg.to_dict(),
         "progress": dataclasses.asdict(progress),
         "encoder": encoder.state_dict(),
@@ -428,13 +413,19 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
         "reliance": reliance.state_dict(),
         "reg_head": None if reg_head is None else reg_head.state_dict(),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    checkpoint.save(path, state)
 
 
-def _csr_from(t) -> sp.csr_matrix | None:
-    return None if t is None else sp.csr_matrix((t[2], t[1], t[0]), shape=t[3])
+def _csr_from(t, path: Path) -> sp.csr_matrix | None:
+    """A saved graph (indptr, indices, data, shape), checked: a damaged one is a ValueError."""
+    if t is None:
+        return None
+    try:
+        m = sp.csr_matrix((t[2], t[1], t[0]), shape=tuple(int(v) for v in t[3]))
+        m.check_format(full_check=True)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{path}: a saved graph is malformed ({exc})") from None
+    return m
 
 
 # ---------------------------------------------------------------- the loop
@@ -444,8 +435,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
           resume: bool = False, progress: bool = True) -> Model:
     """Trains an encoder on `dataset` with `config`; returns the Model (also saved in out_dir/model).
 
-    With `out_dir`, writes log.jsonl, checkpoint.pt (every epoch, and on Ctrl-C), curves.png and
-    model/; `resume=True` continues from out_dir/checkpoint.pt exactly.
+    With `out_dir`, writes log.jsonl, checkpoint.safetensors (every epoch, and on Ctrl-C or SIGTERM),
+    curves.png and model/; `resume=True` continues from out_dir/checkpoint.safetensors exactly.
     """
     cfg = (config or TrainConfig()).validate()
     d = distributed.setup(cfg.device)
@@ -455,7 +446,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     cache_dir = (out / "cache") if out is not None else None
     if cache_dir is not None:
         cache_dir.mkdir(exist_ok=True)
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    ckpt_path = out / CHECKPOINT if out is not None else None
     log = RunLog(out / "log.jsonl" if out is not None and d.main else None, echo=progress and d.main)
     torch.manual_seed(cfg.seed)
 
@@ -527,7 +518,13 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
             raise ValueError(f"cannot resume: no checkpoint at {ckpt_path}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = checkpoint.load(ckpt_path)
+        saved_cfg = TrainConfig.from_dict(ckpt["config"])
+        changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE and saved_cfg.to_dict()[k] != v)
+        if changed:
+            raise ValueError(f"cannot resume {ckpt_path} with other settings than it was trained with: "
+                             + ", ".join(f"{k} (saved {saved_cfg.to_dict()[k]!r}, now {getattr(cfg, k)!r})"
+                                         for k in changed))
         encoder.load_state_dict(ckpt["encoder"])
         if batch_encoder.reg_head is not None:
             batch_encoder.reg_head.load_state_dict(ckpt["reg_head"])
@@ -538,7 +535,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         torch.set_rng_state(ckpt["torch_rng"])
         if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        graphs = {n: Graphs(_csr_from(g["query"]), _csr_from(g["label"])) for n, g in ckpt["graphs"].items()}
+        graphs = {n: Graphs(_csr_from(g["query"], ckpt_path), _csr_from(g["label"], ckpt_path))
+                  for n, g in ckpt["graphs"].items()}
         sampler.graphs = graphs
         sampler.set_batches(ckpt["batches"])
         bank = None if ckpt["bank"] is None else {k: transfer.to_device(v, d.device) for k, v in ckpt["bank"].items()}
@@ -547,12 +545,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         log.truncate(state.global_step)
         log.info(f"resumed from {ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
 
-    def checkpoint() -> None:
+    def write_checkpoint() -> None:
         if ckpt_path is not None and d.main:
             save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
                             reliance, batch_encoder.reg_head, reg_optimizer)
 
     test_tokens: list[TokenCache] = []  # the test texts, tokenised at the first evaluation
+
+    def eval_due(epoch: int) -> bool:  # the evaluation after epoch `epoch` (0-based), before the last
+        return bool(cfg.eval_every) and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs
 
     def evaluate(epoch: int) -> np.ndarray | None:
         """Logs the test metrics (rank 0); returns the label embeddings it made, for the index."""
@@ -574,8 +575,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         d.barrier()
         return vectors
 
-    restore_sigterm = _sigterm_interrupts()
+    interrupts = Interrupts().__enter__()
     try:
+        if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and eval_due(state.epoch - 1) and not any(
+                r.get("event") == "eval" and r.get("epoch") == state.epoch for r in log.records):
+            evaluate(state.epoch - 1)  # interrupted while evaluating: the checkpoint was already at the next epoch
         for epoch in range(state.epoch, cfg.epochs):
             if state.step == 0:  # start of an epoch: the graph and batching schedules
                 if graphs and prunes_at(epoch, cfg):
@@ -613,25 +617,29 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     t0 = time.perf_counter()
                     mult = reliance.multipliers(state.global_step)
                     weights = {c: base_weights[c] * mult[c] for c in components}
-                    stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
-                                       reliance, reg_optimizer)
-                    value, parts, spread, rewards = stats.read()  # the step's one host synchronisation
-                    if not math.isfinite(value):
-                        raise NonFiniteLoss(
-                            f"loss is {value} at epoch {epoch + 1}, step {batch.step} (global step "
-                            f"{state.global_step}); components: "
-                            + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-                            + (f". The last good checkpoint is {ckpt_path}" if ckpt_path else ""))
-                    if rewards:
-                        reliance.update(rewards)
-                    state.step = batch.step + 1
-                    state.global_step += 1
-                    elapsed = time.perf_counter() - t0
-                    qps = len(batch.query_ids) * (1 if gather else d.world) / elapsed
-                    log.write({"event": "step", "epoch": epoch + 1, "step": batch.step,
-                               "global_step": state.global_step, "loss": value, "losses": parts,
-                               "lr": scheduler.get_last_lr()[0], "qps": qps, "spread": spread,
-                               "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
+                    where = (f"epoch {epoch + 1}, step {batch.step} (global step {state.global_step})",
+                             f". The last good checkpoint is {ckpt_path}" if ckpt_path else "")
+                    with interrupts.step():  # the update, the progress and the log move together
+                        try:
+                            stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
+                                               reliance, reg_optimizer)
+                        except ops.NonFiniteScores as exc:  # the CPU kernel's check of the embeddings
+                            raise NonFiniteLoss(f"{exc} at {where[0]}{where[1]}") from None
+                        value, parts, spread, rewards = stats.read()  # the step's one host synchronisation
+                        if not math.isfinite(value):
+                            raise NonFiniteLoss(
+                                f"loss is {value} at {where[0]}; components: "
+                                + ", ".join(f"{k}={v:.4g}" for k, v in parts.items()) + where[1])
+                        if rewards:
+                            reliance.update(rewards)
+                        state.step = batch.step + 1
+                        state.global_step += 1
+                        elapsed = time.perf_counter() - t0
+                        qps = len(batch.query_ids) * (1 if gather else d.world) / elapsed
+                        log.write({"event": "step", "epoch": epoch + 1, "step": batch.step,
+                                   "global_step": state.global_step, "loss": value, "losses": parts,
+                                   "lr": scheduler.get_last_lr()[0], "qps": qps, "spread": spread,
+                                   "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
                     warning = collapse.update(spread["label"])
                     if warning and d.main:
                         log.info(warning, warning="collapse")
@@ -640,23 +648,24 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             finally:
                 prefetch.close()
                 bar.close()
-            state.epoch, state.step = epoch + 1, 0
-            if cfg.reliance != "fixed" and components:
-                summary = reliance.summary(state.global_step)
-                shown = ", ".join(f"{c} x{v['multiplier']:.2f} (reward {v['mean_reward']:+.3f})"
-                                  for c, v in summary.items())
-                log.write({"event": "reliance", "epoch": epoch + 1, "global_step": state.global_step,
-                           "components": summary}, message=f"reliance after epoch {epoch + 1}: {shown}")
-            if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs:
+            with interrupts.step():
+                state.epoch, state.step = epoch + 1, 0
+                if cfg.reliance != "fixed" and components:
+                    summary = reliance.summary(state.global_step)
+                    shown = ", ".join(f"{c} x{v['multiplier']:.2f} (reward {v['mean_reward']:+.3f})"
+                                      for c, v in summary.items())
+                    log.write({"event": "reliance", "epoch": epoch + 1, "global_step": state.global_step,
+                               "components": summary}, message=f"reliance after epoch {epoch + 1}: {shown}")
+            if eval_due(epoch):
                 evaluate(epoch)
-            checkpoint()
+            write_checkpoint()
     except KeyboardInterrupt:
-        checkpoint()
+        write_checkpoint()
         log.info(f"interrupted: checkpoint saved at epoch {state.epoch + 1}, step {state.step}; "
                  f"continue with resume=True (--resume)")
         raise
     finally:
-        restore_sigterm()
+        interrupts.__exit__()
     label_vectors = evaluate(cfg.epochs - 1)
     encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(encoder, dataset.label_texts)

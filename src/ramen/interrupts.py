@@ -1,0 +1,61 @@
+"""Interrupts that land between training steps: Ctrl-C and SIGTERM (a scheduler's stop) raise
+KeyboardInterrupt at once, except inside a step, where they are held until the step is done.
+
+A step moves the weights, the optimizer, the RNG (dropout) and the run's progress together; an
+interrupt in its middle would leave a checkpoint whose RNG state holds half a step's draws. Held
+to the step's end, every checkpoint written on an interrupt is at a step boundary, so a resumed run
+continues exactly, dropout on.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupts:
+    """Installs the handlers for its `with` block (main thread only: elsewhere it does nothing)."""
+
+    def __init__(self) -> None:
+        self.pending: int | None = None  # a signal held during the current step
+        self._in_step = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "Interrupts":
+        if threading.current_thread() is threading.main_thread():
+            for sig in _SIGNALS:
+                previous = signal.getsignal(sig)
+                self._previous[sig] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
+                signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._in_step:
+            self.pending = signum
+            return
+        raise KeyboardInterrupt(_describe(signum))
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """A block that an interrupt does not cut: one arriving inside is raised when it ends."""
+        self._in_step = True
+        try:
+            yield
+        finally:
+            self._in_step = False
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise KeyboardInterrupt(_describe(signum) + ", held until the step was done")
+
+
+def _describe(signum: int) -> str:
+    return f"signal {signum} ({signal.Signals(signum).name})"
