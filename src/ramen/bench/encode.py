@@ -41,6 +41,26 @@ def plain_hf_encode(model, tokenizer, texts: list[str], batch_size: int, max_len
     return np.concatenate(out)
 
 
+def _bf16_row(encoder, texts: list[str], batch_size: int, full: np.ndarray, full_s: float,
+              settings: dict, repeat: int) -> Row:
+    """Ours under bf16 autocast against ours in float32 (on a CPU only where bf16 is native)."""
+    from ramen import precision
+
+    device = encoder.device
+    if device.type == "cpu" and not precision.cpu_has_bf16():
+        return Row("encode", "MiniLM short titles, bf16 autocast", "skipped", float("nan"),
+                   settings={"why": "this CPU has no native bf16 (AMX, AVX512-BF16)"})
+    encoder.bf16 = True
+    try:
+        low_s = timeit(lambda: encoder.encode(texts, batch_size, progress=False), repeat=repeat, warmup=1)
+        low = encoder.encode(texts, batch_size, progress=False)
+    finally:
+        encoder.bf16 = None
+    return Row("encode", "MiniLM short titles, bf16 autocast", "texts/s", len(texts) / low_s, len(texts) / full_s,
+               "ours in float32", "texts/s", "higher",
+               {**settings, "max_abs_diff_vs_float32": f"{float(np.abs(low - full).max()):.2e}"})
+
+
 def run(quick: bool = False) -> list[Row]:
     from ramen.encoder import Encoder
 
@@ -60,6 +80,7 @@ def run(quick: bool = False) -> list[Row]:
     max_diff = float(np.abs(ours[:256] - peer).max())
     rows = [Row("encode", "MiniLM short titles", "texts/s", n / ours_s, n / peer_s, "plain HF loop",
                 "texts/s", "higher", {**settings, "max_abs_diff_vs_peer": f"{max_diff:.2e}"})]
+    rows.append(_bf16_row(encoder, texts, batch_size, ours, ours_s, settings, repeat))
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
