@@ -101,6 +101,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "task-allneg": {"num_negatives": None},  # the task loss against all in-batch labels, not the 10 hardest
     "reg-sep": {"reg_step": "separate"},  # task and regularisers normalised by Adam moments of their own
     "bf16": {"cpu_bf16": True},  # issue 28: the encoder under bf16 autocast on the CPU (AMX), not a lever
+    # issue 28's training lengths, evaluated after every epoch on test and held-out queries (curves)
+    "e10": {"eval_every": 1},
+    "e30": {"epochs": 30, "eval_every": 1},
+    "e60": {"epochs": 60, "eval_every": 1},
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -129,17 +133,23 @@ LEVER_TITLES = {
     "task-allneg": "the task loss against all in-batch labels (not the 10 hardest)",
     "reg-sep": "task and regularisers each normalised by its own Adam (the task's step is plain's)",
     "bf16": "bf16 autocast on the CPU",
+    "e10": "10 epochs, evaluated every epoch",
+    "e30": "30 epochs, evaluated every epoch",
+    "e60": "60 epochs, evaluated every epoch",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
 # Combinations of those on the plain dual encoder: "plain+" then "+"-joined names of LEVERS.
-PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg", "plain+bf16")
+LENGTHS = ("e10", "e30", "e60")  # issue 28: plain, light-graph, lambda 1 and lambda 1 with its own step, in bf16
+PLAIN_COMBINATIONS = ("plain+random-neg+task-allneg", "plain+bf16", *(f"plain+bf16+{e}" for e in LENGTHS))
 # Combinations of levers on top of "allneg": each a "+"-joined name of LEVERS.
 COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-0.3", "allneg+bank+lambda-0.1",
                 "allneg+reg-head+lambda-0.1", "allneg+identity-positive+lambda-0.1", "allneg+reg-head-fast+lambda-0.1",
                 "allneg+graph-neg+lambda-0.1", "allneg+random-neg+lambda-0.1", "allneg+hub-1+lambda-0.1",
                 "allneg+hub-1+lambda-0.3", "allneg+rx-only+lambda-0.1", "allneg+rz-only+lambda-0.1",
-                "allneg+reg-sep+lambda-0.1", "allneg+lambda-0.1+bf16")
+                "allneg+reg-sep+lambda-0.1", "allneg+lambda-0.1+bf16",
+                *(f"{arm}+{e}" for arm in ("allneg+lambda-0.1+bf16", "allneg+bf16", "allneg+reg-sep+bf16")
+                  for e in LENGTHS))
 
 
 def _combined(name: str) -> dict[str, Any]:
@@ -156,7 +166,7 @@ def _combined_title(name: str) -> str:
 
 
 # Every arm built from parts: each lever on allneg, the combinations, the task-loss levers on plain.
-COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16")), *COMBINATIONS,
+COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16", *LENGTHS)), *COMBINATIONS,
             *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS)
 ARMS: dict[str, dict[str, Any]] = {**PAPER_ARM_SETTINGS, **LEVERS, **{name: _combined(name) for name in COMBINED}}
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
@@ -184,13 +194,13 @@ BUDGET: dict[str, Any] = dict(
     margin=0.3, num_negatives=10, reg_num_negatives=10, softmax_temperature=None, positives_all=False,
     lambda_x=1.0, lambda_z=1.0, densify=True, walk_length=400, restart_prob=0.8, densify_top_k=10,
     prune_threshold=0.0, warmup_epochs=5, prune_every=5, aug_gt_top_k=10,
-    cluster_batching=False, anchor_bank=False, eval_every=0,
+    cluster_batching=False, anchor_bank=False, eval_every=0, cpu_bf16=False,
 )
 # --quick: a tiny random encoder on synthetic("tiny"), one epoch, pruning before it (a pipeline check).
 QUICK_BUDGET: dict[str, Any] = dict(
     encoder="tiny", max_length=32, epochs=1, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
     num_negatives=10, walk_length=20, warmup_epochs=0, prune_every=1, prune_threshold=0.0,
-    encode_batch_size=64, dropout=0.0, eval_every=0,
+    encode_batch_size=64, dropout=0.0, eval_every=0, cpu_bf16=False,
 )
 
 
@@ -342,6 +352,15 @@ def hold_out(dataset: Dataset, fraction: float, seed: int = SPLIT_SEED) -> tuple
     return train, HeldOut(held, texts, dataset.train_Y[held], links, filt)
 
 
+def held_dataset(data: Prepared) -> Dataset:
+    """The held-out training queries as the test split of the training data: the split a run is
+    also evaluated on during training (what a recipe may be chosen by, never the test split)."""
+    held = data.held
+    anchor_sets = {n: dataclasses.replace(a, test_X_A=held.links[n]) for n, a in data.train.anchor_sets.items()}
+    return dataclasses.replace(data.train, test_texts=list(held.texts), test_Y=held.Y, test_filter=held.filter,
+                               anchor_sets=anchor_sets)
+
+
 def prepare(spec: DatasetSpec, held_out: float) -> Prepared | None:
     dataset = spec.load()
     if dataset is None:
@@ -481,18 +500,25 @@ def _train_and_evaluate(data: Prepared, cfg: TrainConfig, identity: dict[str, An
     resume = (run / CHECKPOINT).exists()
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    model = train(data.train, cfg, out_dir=run, resume=resume, progress=progress)
+    model = train(data.train, cfg, out_dir=run, resume=resume, progress=progress,
+                  eval_sets={"heldout": held_dataset(data)})
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = model.evaluate(data.train, k=K, exact=True, deciles=True, batch_size=cfg.encode_batch_size, progress=False)
     eval_s = time.perf_counter() - t0
-    logged = map(json.loads, (run / "log.jsonl").read_text().splitlines())
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     # a resumed run logs again the steps after its last checkpoint: the last entry of a step is the kept one
     steps = list({r["global_step"]: r for r in logged if r.get("event") == "step"}.values())
+    # the evaluations during training (eval_every), per split: test and the held-out training queries
+    curves: dict[str, dict[int, dict[str, float]]] = {}
+    for r in logged:
+        if r.get("event") == "eval":
+            curves.setdefault(r.get("split", "test"), {})[int(r["epoch"])] = r["metrics"]
     step_s = np.array([cfg.batch_size / r["qps"] for r in steps if r.get("qps")])
     result = {
         "kind": "ramen-accuracy-run", "format": 1, **identity, "source": data.source,
         "metrics": _flat(m), "deciles": _deciles(m["deciles"]),
+        "curves": {split: [{"epoch": e, **m} for e, m in sorted(c.items())] for split, c in curves.items()},
         "steps": len(steps), "step_seconds": {"median": float(np.median(step_s)) if len(step_s) else None,
                                               "sum": float(step_s.sum())},
         "train_seconds": train_s, "resumed": resume, "eval_seconds": eval_s,

@@ -69,6 +69,11 @@ def test_heldout_metrics_match_a_direct_evaluation_and_are_cached(quick_runs):
     ref = Model.load(study.run_dir(runs, "synthetic-tiny", "plain", 0) / "model").evaluate(held_as_test, progress=False)
     assert math.isclose(got["P@1"], float(ref["P"][0]), abs_tol=1e-9)
     assert math.isclose(got["PSP@5"], float(ref["PSP"][4]), abs_tol=1e-9)
+    # the run evaluated the same slice during training (its curves), with the same result at the end
+    curves = json.loads((study.run_dir(runs, "synthetic-tiny", "plain", 0) / "result.json").read_text())["curves"]
+    assert [c["epoch"] for c in curves["heldout"]] == [1] and [c["epoch"] for c in curves["test"]] == [1]
+    assert math.isclose(curves["heldout"][-1]["P@1"], got["P@1"], abs_tol=1e-9)
+    assert math.isclose(curves["heldout"][-1]["PSP@5"], got["PSP@5"], abs_tol=1e-9)
     cached = json.loads((study.run_dir(runs, "synthetic-tiny", "plain", 0) / "heldout.json").read_text())
     assert cached["metrics"] == got and cached["queries"] == 30
     assert study.heldout_run(data, spec, "plain", 7, runs) is None  # no such run

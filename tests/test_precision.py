@@ -60,3 +60,21 @@ def test_encoder_encodes_in_bf16_when_asked_and_float32_by_default():
     assert np.abs(full - low).max() < 0.05  # ... and close to float32
     enc.bf16 = False
     assert np.array_equal(enc.encode(texts, progress=False), full)
+
+
+@pytest.mark.parametrize("cpu_bf16", [True, False])
+def test_training_runs_in_the_dtype_its_config_asks_and_says_so(tmp_path, cpu_bf16):
+    import json
+
+    from ramen.config import TrainConfig
+    from ramen.synthetic import synthetic
+    from ramen.train import train
+
+    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, densify=False, prune=False, eval_every=0,
+                      cpu_bf16=cpu_bf16)
+    assert TrainConfig().cpu_bf16  # the default, where the CPU has native bf16
+    model = train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path, progress=False)
+    first = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    want = "bf16" if cpu_bf16 and precision.cpu_has_bf16() else "float32"
+    assert first["autocast"] == want and f"encoder in {want}" in first["text"]
+    assert model.encoder.uses_bf16(torch.device("cpu")) == (want == "bf16")  # its evaluation ran so too

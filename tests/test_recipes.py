@@ -34,7 +34,9 @@ def test_recipes_are_the_accuracy_study_arms_they_cite():
         measured = study.arm_config(study.BUDGET, arm, seed=0).to_dict()
         ours = recipe(name).to_dict()
         differ = {k for k in ours if ours[k] != measured[k]}
-        assert differ <= {"eval_every"}, (name, {k: (ours[k], measured[k]) for k in differ})
+        # the study ran in float32; bf16 on the CPU, the default since, was measured within seed noise of
+        # it for both recipes' arms (benchmarks/results/bf16.md)
+        assert differ <= {"eval_every", "cpu_bf16"}, (name, {k: (ours[k], measured[k]) for k in differ})
 
 
 def test_recipe_overrides_and_unknown_names():

@@ -23,8 +23,9 @@ def tiny_data():
 
 
 def tiny_config(**kw) -> TrainConfig:
+    # float32: the tiny encoder gains nothing from bf16, and the two-process test compares shards in float32
     base = dict(encoder="tiny", epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
-                walk_length=20, eval_every=1, encode_batch_size=64, dropout=0.0)
+                walk_length=20, eval_every=1, encode_batch_size=64, dropout=0.0, cpu_bf16=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -428,3 +429,19 @@ def test_a_diverging_run_stops_naming_the_step_component_and_checkpoint(tiny_dat
     with pytest.raises(NonFiniteLoss, match=r"component L: scores S = q @ c.T.*NaN or Inf.* at epoch 2, step 2 "
                                             r"\(global step 11\)\. The last good checkpoint is .*checkpoint"):
         train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False)
+
+
+def test_eval_sets_are_evaluated_beside_the_test_split(tiny_data, tmp_path):
+    import dataclasses
+
+    held = dataclasses.replace(tiny_data, test_texts=tiny_data.train_texts[:20], test_Y=tiny_data.train_Y[:20],
+                               test_filter=None, anchor_sets={})
+    train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False, eval_sets={"heldout": held})
+    evals = [(r["split"], r["epoch"]) for r in records(tmp_path, "eval")]
+    assert evals == [("test", 1), ("heldout", 1), ("test", 2), ("heldout", 2)]
+    on_train = [r["metrics"]["P@1"] for r in records(tmp_path, "eval") if r["split"] == "heldout"]
+    ref = Model.load(tmp_path / "model").evaluate(held, k=5, progress=False)
+    assert on_train[-1] == pytest.approx(float(ref["P"][0]), abs=1e-12)  # the same evaluation as a loaded model's
+    other = dataclasses.replace(held, label_texts=list(reversed(held.label_texts)))
+    with pytest.raises(ValueError, match="eval_sets\\['other'\\].*labels"):
+        train(tiny_data, tiny_config(epochs=1), eval_sets={"other": other}, progress=False)

@@ -52,7 +52,7 @@ def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path 
     except ImportError:
         return None
     steps = [r for r in records if r.get("event") == "step"]
-    evals = [r for r in records if r.get("event") == "eval"]
+    evals = [r for r in records if r.get("event") == "eval" and r.get("split", "test") == "test"]
     fig, (ax_loss, ax_spread, ax_metric) = plt.subplots(1, 3, figsize=(15, 4))
     keys = sorted({k for r in steps for k in r.get("losses", {})})
     for key in keys:

@@ -432,13 +432,20 @@ def _csr_from(t, path: Path) -> sp.csr_matrix | None:
 
 
 def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str | os.PathLike | None = None,
-          resume: bool = False, progress: bool = True) -> Model:
+          resume: bool = False, progress: bool = True, eval_sets: dict[str, Dataset] | None = None) -> Model:
     """Trains an encoder on `dataset` with `config`; returns the Model (also saved in out_dir/model).
 
     With `out_dir`, writes log.jsonl, checkpoint.safetensors (every epoch, and on Ctrl-C or SIGTERM),
     curves.png and model/; `resume=True` continues from out_dir/checkpoint.safetensors exactly.
+    `eval_sets` are more splits evaluated beside the test split at every evaluation (each a Dataset
+    over the same labels whose test split holds its queries, e.g. held-out training queries to choose
+    a recipe by); their eval events carry the name as "split".
     """
     cfg = (config or TrainConfig()).validate()
+    splits = {"test": dataset, **(eval_sets or {})}
+    for name, ds in splits.items():
+        if ds is not dataset and (name == "test" or ds.label_texts != dataset.label_texts):
+            raise ValueError(f"eval_sets[{name!r}]: needs a name other than 'test' and the dataset's labels")
     d = distributed.setup(cfg.device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -550,28 +557,30 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
                             reliance, batch_encoder.reg_head, reg_optimizer)
 
-    test_tokens: list[TokenCache] = []  # the test texts, tokenised at the first evaluation
+    test_tokens: dict[str, TokenCache] = {}  # each split's queries, tokenised at the first evaluation
 
     def eval_due(epoch: int) -> bool:  # the evaluation after epoch `epoch` (0-based), before the last
         return bool(cfg.eval_every) and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs
 
     def evaluate(epoch: int) -> np.ndarray | None:
-        """Logs the test metrics (rank 0); returns the label embeddings it made, for the index."""
+        """Logs the metrics of every split (rank 0); returns the label embeddings it made, for the index."""
         vectors = None
         if d.main:
-            if not test_tokens:
-                test_tokens.append(tokenize_cached(encoder, dataset.test_texts, cache_dir, "test"))
             model = Model(encoder, dataset.label_texts)
             vectors = model.label_vectors(tokens_l, batch_size=cfg.encode_batch_size, progress=False)
-            m = model.evaluate(dataset, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
-                               batch_size=cfg.encode_batch_size, progress=False, query_tokens=test_tokens[0],
-                               label_vectors=vectors)
-            flat = {f"{name}@{k + 1}": float(v[k]) for name, v in m.items()
-                    if isinstance(v, np.ndarray) and v.ndim == 1 for k in range(len(v))}
-            shown = ", ".join(f"{k} {100 * flat[k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
-                              if k in flat)
-            log.write({"event": "eval", "epoch": epoch + 1, "global_step": state.global_step, "metrics": flat},
-                      message=f"eval after epoch {epoch + 1}: {shown}")
+            for split, ds in splits.items():
+                if split not in test_tokens:
+                    test_tokens[split] = tokenize_cached(encoder, ds.test_texts, cache_dir, f"eval-{split}")
+                m = model.evaluate(ds, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
+                                   batch_size=cfg.encode_batch_size, progress=False, query_tokens=test_tokens[split],
+                                   label_vectors=vectors)
+                flat = {f"{name}@{k + 1}": float(v[k]) for name, v in m.items()
+                        if isinstance(v, np.ndarray) and v.ndim == 1 for k in range(len(v))}
+                shown = ", ".join(f"{k} {100 * flat[k]:.2f}" for k in ("P@1", "P@3", "P@5", "nDCG@5", "PSP@1", "PSP@5")
+                                  if k in flat)
+                log.write({"event": "eval", "split": split, "epoch": epoch + 1, "global_step": state.global_step,
+                           "metrics": flat},
+                          message=f"eval after epoch {epoch + 1}{'' if split == 'test' else f' ({split})'}: {shown}")
         d.barrier()
         return vectors
 
