@@ -123,6 +123,24 @@ int32_t* link_row(const HnswGraph<T>& g, int64_t v, int level) {
     return level == 0 ? g.level0 + v * (g.m0 + 1) : g.upper + (g.upper_row[v] + level - 1) * (g.m + 1);
 }
 
+// Node v's links at `level` as the search follows them: null where v has no such level or its
+// upper row lies outside `upper` (a corrupt graph), so that the search skips v instead of reading
+// past the arrays; `count` is clamped to the row's capacity.
+template <typename T>
+const int32_t* checked_links(const HnswGraph<T>& g, int64_t v, int level, int& count) {
+    const int cap = level == 0 ? g.m0 : g.m;
+    const int32_t* row = nullptr;
+    if (level == 0) {
+        row = g.level0 + v * (g.m0 + 1);
+    } else {
+        const int64_t r = g.upper_row[v] + level - 1;
+        if (g.level[v] < level || g.upper_row[v] < 0 || r >= g.upper_rows) return nullptr;
+        row = g.upper + r * (g.m + 1);
+    }
+    count = std::clamp<int32_t>(row[0], 0, cap);
+    return row;
+}
+
 template <typename T>
 const T* vector_of(const HnswGraph<T>& g, int64_t v) {
     return g.vectors + v * g.dim;
@@ -155,13 +173,15 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
         if (static_cast<int>(s.found.size()) >= ef && nearer(s.found.front(), c)) break;
         std::pop_heap(s.frontier.begin(), s.frontier.end(), NearestOnTop{});
         s.frontier.pop_back();
-        const int32_t* row = link_row(g, c.id, level);
+        int count = 0;
+        const int32_t* row = checked_links(g, c.id, level, count);
         s.fresh.clear();
-        for (int j = 1; j <= row[0]; ++j)
-            if (s.visited.first_visit(row[j])) {
-                s.fresh.push_back(row[j]);
-                prefetch_lines(vector_of(g, row[j]), row_bytes);
-            }
+        for (int j = 1; row != nullptr && j <= count; ++j) {
+            const int32_t v = row[j];
+            if (v < 0 || v >= n || !s.visited.first_visit(v)) continue;  // outside the graph, or seen
+            s.fresh.push_back(v);
+            prefetch_lines(vector_of(g, v), row_bytes);
+        }
         for (const int32_t v : s.fresh) {
             const Scored cand{-query_dot(q, vector_of(g, v), g.dim), v};
             const bool room = static_cast<int>(s.found.size()) < ef;

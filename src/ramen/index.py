@@ -644,10 +644,13 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
         setattr(graph, name, a if view else a.copy())
     graph.n, graph.upper_rows, graph.entry = rows, upper_rows, entry
     level, first = graph.level.astype(np.int64), graph.upper_row
-    tall = level > 0
+    tall = np.flatnonzero(level > 0)
     if (level < 0).any() or (level > 63).any() or (first[tall] < 0).any() or \
             (first[tall] + level[tall] > upper_rows).any():
         raise ValueError(f"{path}: corrupt hnsw levels (a level or upper row outside the arrays)")
+    by_first = tall[np.argsort(first[tall], kind="stable")]
+    if (first[by_first[:-1]] + level[by_first[:-1]] > first[by_first[1:]]).any():
+        raise ValueError(f"{path}: corrupt hnsw upper_row (two nodes share an upper row)")
     for name, links, cap in (("level0", graph.level0, graph.m0), ("upper", graph.upper, graph.m)):
         counts = links[:, 0]
         if (counts < 0).any() or (counts > cap).any():
@@ -655,8 +658,23 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
         used = links[:, 1:][np.arange(cap)[None, :] < counts[:, None]]
         if len(used) and (used.min() < 0 or used.max() >= rows):
             raise ValueError(f"{path}: corrupt hnsw {name} (a link to a node outside [0, {rows}))")
+    _check_upper_link_levels(graph, level, tall, path)
     if (rows == 0) != (entry[0] < 0) or (rows and not (0 <= entry[0] < rows and level[entry[0]] == entry[1])):
         raise ValueError(f"{path}: corrupt hnsw entry {list(entry)}")
+
+
+def _check_upper_link_levels(graph: Any, level: np.ndarray, tall: np.ndarray, path: Path) -> None:
+    """Every link at level l >= 1 must lead to a node whose level is at least l: the search reads
+    that node's level-l row next (checked in numpy, one row per (node, level) pair)."""
+    height = level[tall]
+    if not len(height):
+        return
+    row_level = np.arange(int(height.sum())) - np.repeat(np.cumsum(height) - height, height) + 1  # 1..height
+    rows = graph.upper[np.repeat(graph.upper_row[tall], height) + row_level - 1]
+    used = np.arange(graph.m)[None, :] < rows[:, :1]
+    target_level = level[np.where(used, rows[:, 1:], 0)]
+    if (used & (target_level < row_level[:, None])).any():
+        raise ValueError(f"{path}: corrupt hnsw upper (a link at level l to a node below level l)")
 
 
 def _usearch_version() -> str:

@@ -1,0 +1,151 @@
+"""Label index robustness (issue 27): hostile index files, the C++ search on a corrupt graph, header
+field types, argument bounds, checksums. Code that may crash runs in a subprocess, so that a
+segfault fails one test instead of killing pytest."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ramen.index import LabelIndex
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Runs `code` in a fresh interpreter on this tree's sources; a crash shows as a negative returncode."""
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def assert_ran(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"returncode {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}"
+
+
+def low_rank(n: int, d: int, seed: int, rank: int = 8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    basis = rng.standard_normal((rank, d)) / np.sqrt(d)
+    z = rng.standard_normal((n, rank)) / (1.0 + np.arange(rank))
+    return (z @ basis + 0.02 * rng.standard_normal((n, d)) / np.sqrt(d)).astype(np.float32)
+
+
+def header_of(blob: bytes) -> dict:
+    length = int.from_bytes(blob[-16:-8], "little")
+    return json.loads(bytes(blob[-16 - length:-16]))
+
+
+def with_header(blob: bytes, header: dict) -> bytes:
+    """`blob` with its JSON header replaced (the checksum, if any, left as it was)."""
+    length = int.from_bytes(blob[-16:-8], "little")
+    text = json.dumps(header).encode()
+    return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]
+
+
+@pytest.fixture(scope="module")
+def small():
+    x = low_rank(400, 16, seed=0)
+    q = low_rank(30, 16, seed=1)
+    index = LabelIndex(16, connectivity=4, fingerprint="m")
+    index.add(np.arange(len(x)) * 3 + 1, x)
+    return index, x, q
+
+
+def section(blob: bytes, name: str, dtype, shape) -> np.ndarray:
+    offset, size = header_of(blob)["sections"][name]
+    return np.frombuffer(blob, dtype, count=size // np.dtype(dtype).itemsize, offset=offset).reshape(shape).copy()
+
+
+def patch_section(blob: bytes, name: str, array: np.ndarray) -> bytes:
+    offset, size = header_of(blob)["sections"][name]
+    data = np.ascontiguousarray(array).tobytes()
+    assert len(data) == size
+    return blob[:offset] + data + blob[offset + size:]
+
+
+# ---- bug 1: an upper-level link to a node below that level ---------------------------------------
+def low_upper_link(blob: bytes) -> bytes:
+    """Every level-1 link of every tall node rewritten to point at one level-0 node, whose upper row
+    is set far outside the upper array: a search that trusts the level reads far out of bounds."""
+    h = header_of(blob)
+    rows, m = h["rows"], h["connectivity"]
+    level = section(blob, "hnsw_level", np.int8, (rows,))
+    first = section(blob, "hnsw_upper_row", np.int64, (rows,))
+    upper = section(blob, "hnsw_upper", np.int32, (h["hnsw_upper_rows"], m + 1))
+    low = int(np.flatnonzero(level == 0)[0])
+    for u in np.flatnonzero(level > 0):
+        row = upper[first[u]]
+        row[1:1 + row[0]] = low
+    first[low] = 1 << 40
+    blob = patch_section(blob, "hnsw_upper", upper)
+    return patch_section(blob, "hnsw_upper_row", first)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_upper_link_to_a_lower_node_is_rejected_on_load(tmp_path, small, view):
+    index, _, q = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    bad = tmp_path / "low-link.idx"
+    blob = low_upper_link(good.read_bytes())
+    bad.write_bytes(with_header(blob, {k: v for k, v in header_of(blob).items() if k != "checksums"}))
+    proc = run_python(f"""
+        import numpy as np
+        from ramen.index import LabelIndex
+        try:
+            index = LabelIndex.load({str(bad)!r}, view={view})
+        except ValueError as e:
+            assert "low-link.idx" in str(e), e
+            print("rejected:", e)
+        else:
+            index.search(np.ones((4, 16), np.float32), 5)
+            raise SystemExit("loaded a graph whose upper-level link points at a level-0 node")
+    """)
+    assert_ran(proc)
+    assert "a link at level l to a node below level l" in proc.stdout
+
+
+def test_cpp_search_skips_links_it_cannot_follow():
+    """The kernel itself, given such a graph without the load checks, neither crashes nor returns
+    a node outside the graph."""
+    proc = run_python(f"""
+        import numpy as np
+        from ramen import _C
+        from ramen.index import LabelIndex
+        from ramen.hnsw import HnswGraph
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((400, 16)).astype(np.float32)
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        g = HnswGraph(16, m=4)
+        g.add(x)
+        a = g.arrays()
+        level, first, upper, level0 = a["level"].copy(), a["upper_row"].copy(), a["upper"].copy(), a["level0"].copy()
+        low = int(np.flatnonzero(level == 0)[0])
+        for u in np.flatnonzero(level > 0):
+            for l in range(1, int(level[u]) + 1):
+                row = upper[first[u] + l - 1]
+                row[1:1 + row[0]] = low
+        first[low] = 1 << 40
+        level0[5, 0] = 1000          # a count past the row
+        level0[6, 1] = 400           # a link past the node count
+        level0[7, 1] = -3            # a negative link
+        upper[0, 0] = -7             # a negative count
+        args = dict(m=g.m, m0=g.m0, entry_node=g.entry[0], entry_level=g.entry[1], nodes=400, alive=None,
+                    queries=x[:50].copy(), k=10, ef=32, num_threads=1)
+        rows, scores = _C.hnsw_search(a["vectors"].view(np.uint16), level0, upper, level, first, **args)
+        assert ((rows >= -1) & (rows < 400)).all(), rows
+        assert np.isfinite(scores[rows >= 0]).all()
+        # the entry's own upper row outside the array
+        first2 = a["upper_row"].copy()
+        first2[g.entry[0]] = 1 << 40
+        rows, scores = _C.hnsw_search(a["vectors"].view(np.uint16), a["level0"], a["upper"], a["level"], first2, **args)
+        assert ((rows >= -1) & (rows < 400)).all(), rows
+        print("ok")
+    """)
+    assert_ran(proc)
