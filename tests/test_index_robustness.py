@@ -149,3 +149,75 @@ def test_cpp_search_skips_links_it_cannot_follow():
         print("ok")
     """)
     assert_ran(proc)
+
+
+# ---- bug 3: header field types, argument bounds ------------------------------------------------
+BAD_FIELDS = [
+    ("rows", "5000"), ("rows", None), ("rows", 5000.0), ("rows", -1), ("rows", True), ("rows", 2**70),
+    ("count", "400"), ("count", 401.0), ("dim", "16"), ("dim", 0), ("dim", 16.0), ("dtype", 16), ("dtype", "f64"),
+    ("exact", "false"), ("exact", 0), ("rescore", None), ("rescore", 1.5), ("connectivity", "4"),
+    ("connectivity", 1), ("expansion_add", [128]), ("expansion_search", 2**31), ("expansion_search", "64"),
+    ("fingerprint", 7), ("engine", "faiss"), ("engine", 3), ("sections", []), ("sections", None),
+    ("hnsw_upper_rows", "12"), ("hnsw_upper_rows", 12.0), ("hnsw_entry", [5.0, 1]), ("hnsw_entry", "5,1"),
+    ("hnsw_entry", [5]),
+]
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_every_header_field_type_is_checked(tmp_path, small, view):
+    index, _, _ = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    header = header_of(blob)
+    for i, (field, value) in enumerate(BAD_FIELDS):
+        bad = tmp_path / f"field-{i}.idx"
+        bad.write_bytes(with_header(blob, {**header, field: value}))
+        with pytest.raises(ValueError, match=rf"field-{i}\.idx.*{field}") as e:
+            LabelIndex.load(bad, view=view)
+        assert not isinstance(e.value, TypeError)
+    sections = dict(header["sections"])
+    for i, value in enumerate((["4096", 3200], [4096.0, 3200], [4096], None, [4096, 2**70])):
+        bad = tmp_path / f"offset-{i}.idx"
+        bad.write_bytes(with_header(blob, {**header, "sections": {**sections, "ids": value}}))
+        with pytest.raises(ValueError, match=rf"offset-{i}\.idx.*ids"):
+            LabelIndex.load(bad, view=view)
+
+
+def test_k_and_widths_past_int32_raise_value_errors(small):
+    index, x, q = small
+    for k in (2**31, 2**40, np.int64(2**31)):
+        with pytest.raises(ValueError, match="k must"):
+            index.search(q, k)
+    with pytest.raises(ValueError, match="expansion_search"):
+        index.expansion_search = 2**31
+    for name in ("expansion_search", "expansion_add", "connectivity", "rescore"):
+        with pytest.raises(ValueError, match=name):
+            LabelIndex(16, **{name: 2**31})
+    with pytest.raises(ValueError, match="threads"):
+        index.search(q, 5, threads=2**31)
+    with pytest.raises(ValueError, match="candidates"):
+        index.tune(q, candidates=[16, 2**31])
+    assert index.expansion_search == 64 and index.search(q, 5)[0].shape == (len(q), 5)
+
+
+def test_huge_k_in_exact_mode_raises_before_allocating():
+    """Run under a 3 GiB address-space limit: without the check the padded result allocates far more."""
+    proc = run_python("""
+        import resource
+        import numpy as np
+        from ramen.index import LabelIndex, ShardedLabelIndex
+        index = LabelIndex(8, exact=True)
+        index.add(np.arange(50), np.random.default_rng(0).standard_normal((50, 8)))
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        for k in (2**31, 2**31 + 5, 2**40):
+            for searcher in (index, ShardedLabelIndex([index])):
+                try:
+                    searcher.search(np.ones((3, 8), np.float32), k)
+                except ValueError as e:
+                    assert "k must" in str(e), e
+                else:
+                    raise SystemExit(f"k={k} was accepted")
+        print("ok")
+    """)
+    assert_ran(proc)

@@ -47,6 +47,7 @@ DEFAULT_CONNECTIVITY = 16
 DEFAULT_EXPANSION_ADD = 128
 DEFAULT_EXPANSION_SEARCH = 64
 TUNE_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # expansion_search values tune() tries
+INT32_MAX = 2**31 - 1  # k, widths, threads and settings reach the C++ kernels as int
 
 
 def _threads(threads: int | None) -> int:
@@ -56,8 +57,8 @@ def _threads(threads: int | None) -> int:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= INT32_MAX:
+        raise ValueError(f"threads must be a positive integer (at most {INT32_MAX}) or None, got {threads!r}")
     return int(threads)
 
 
@@ -107,9 +108,17 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     return a
 
 
+def _check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> int:
+    """`value` as an int in [minimum, maximum], else a ValueError naming `name` (bools are not ints)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return int(value)
+
+
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    """k as an int: positive and at most INT32_MAX, checked before any (n, k) result is allocated."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= INT32_MAX:
+        raise ValueError(f"k must be a positive integer (at most {INT32_MAX}), got {k!r}")
     return int(k)
 
 
@@ -169,12 +178,10 @@ class LabelIndex:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if exact and dtype not in _NP_DTYPE:
             raise ValueError(f"exact=True stores float vectors: dtype must be 'f32' or 'f16', got {dtype!r}")
-        for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add),
-                            ("expansion_search", expansion_search)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
-            raise ValueError(f"rescore must be a non-negative integer, got {rescore!r}")
+        _check_int("connectivity", connectivity, 1, INT32_MAX // 2 - 1)  # level 0 holds 2 * connectivity + 1
+        _check_int("expansion_add", expansion_add, 1)
+        _check_int("expansion_search", expansion_search, 1)
+        _check_int("rescore", rescore, 0)
         if exact and rescore:
             raise ValueError("rescore applies to the approximate index; exact=True already scores exactly")
         if not isinstance(fingerprint, str):
@@ -231,9 +238,7 @@ class LabelIndex:
 
     @expansion_search.setter
     def expansion_search(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"expansion_search must be a positive integer, got {value!r}")
-        self._expansion_search = int(value)
+        self._expansion_search = _check_int("expansion_search", value, 1)
         if self.engine == "usearch":
             self._graph.expansion_search = int(value)
 
@@ -251,8 +256,8 @@ class LabelIndex:
                 or not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
         efs = sorted({int(e) for e in candidates})
-        if not efs or efs[0] < 1:
-            raise ValueError(f"candidates must be positive integers, got {list(candidates)!r}")
+        if not efs or efs[0] < 1 or efs[-1] > INT32_MAX:
+            raise ValueError(f"candidates must be integers in [1, {INT32_MAX}], got {list(candidates)!r}")
         k = _check_k(k)
         q = normalize(queries, self.dim, "queries")
         if len(q) == 0:
@@ -554,10 +559,13 @@ class LabelIndex:
             raise ValueError(f"{path} was built from vectors of model {header['fingerprint']!r}, not the "
                              f"expected {expected_fingerprint!r}: rebuild the index with this model")
         engine = header.get("engine", None if header["exact"] else "usearch")  # files before engines: usearch
-        index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
-                    expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
-                    exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"],
-                    engine=engine)
+        try:
+            index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
+                        expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
+                        exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"],
+                        engine=engine)
+        except ValueError as e:
+            raise ValueError(f"{path}: the header's settings do not make an index ({e})") from e
         rows = header["rows"]
         sections = header["sections"]
         index._ids = _section(mm, sections, "ids", np.int64, (rows,), path).copy()
@@ -629,13 +637,12 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
     """Fills `graph` (an empty ramen.hnsw.HnswGraph) from the file's hnsw_* sections, checking every
     link, level and the entry so that a corrupt file raises instead of crashing the search."""
     rows = header["rows"]
-    try:
-        upper_rows = int(header["hnsw_upper_rows"])
-        entry = tuple(int(v) for v in header["hnsw_entry"])
-        if upper_rows < 0 or len(entry) != 2:
-            raise ValueError
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: missing or bad hnsw_upper_rows / hnsw_entry in the header") from e
+    upper_rows = _header_int(header, "hnsw_upper_rows", path, 0, _MAX_ROWS)
+    entry = header.get("hnsw_entry")
+    if not isinstance(entry, list) or len(entry) != 2 or not all(_is_int(v) for v in entry) \
+            or not -1 <= entry[0] < _MAX_ROWS or not -1 <= entry[1] <= 63:
+        raise ValueError(f"{path}: header field 'hnsw_entry' must be [node, level] (two integers), got {entry!r}")
+    entry = (int(entry[0]), int(entry[1]))
     shapes = {"vectors": (_NP_DTYPE[graph.dtype], (rows, graph.dim)), "level0": (np.int32, (rows, graph.m0 + 1)),
               "level": (np.int8, (rows,)), "upper_row": (np.int64, (rows,)),
               "upper": (np.int32, (upper_rows, graph.m + 1))}
@@ -717,14 +724,47 @@ def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
     missing = [key for key in required if key not in header]
     if missing:
         raise ValueError(f"{path}: header lacks {missing}")
+    _check_header_types(header, path)
     return header
 
 
+_MAX_ROWS = 2**62  # far past any file; keeps row arithmetic inside int64
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _header_int(header: dict[str, Any], field: str, path: Path, minimum: int, maximum: int) -> int:
+    value = header.get(field)
+    if not _is_int(value) or not minimum <= value <= maximum:
+        raise ValueError(f"{path}: header field {field!r} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return value
+
+
+def _check_header_types(header: dict[str, Any], path: Path) -> None:
+    """Each header field has its JSON type and range (a string, float or null where an integer
+    belongs raises ValueError naming the file and the field, not a numpy TypeError later)."""
+    for field in ("dim", "connectivity", "expansion_add", "expansion_search"):
+        _header_int(header, field, path, 1, INT32_MAX)
+    _header_int(header, "rescore", path, 0, INT32_MAX)
+    rows = _header_int(header, "rows", path, 0, _MAX_ROWS)
+    _header_int(header, "count", path, 0, rows)
+    checks = {"dtype": (lambda v: v in DTYPES, f"one of {DTYPES}"),
+              "exact": (lambda v: isinstance(v, bool), "true or false"),
+              "fingerprint": (lambda v: isinstance(v, str), "a string"),
+              "engine": (lambda v: v is None or v in ENGINES, f"null or one of {ENGINES}"),
+              "sections": (lambda v: isinstance(v, dict), "an object of [offset, size] pairs")}
+    for field, (ok, want) in checks.items():
+        if field in header and not (isinstance(header[field], (str, bool, dict, type(None))) and ok(header[field])):
+            raise ValueError(f"{path}: header field {field!r} must be {want}, got {header[field]!r}")
+
+
 def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tuple[int, int]:
-    try:
-        offset, size = (int(v) for v in sections[name])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: missing or bad section {name!r}") from e
+    span = sections.get(name)
+    if not isinstance(span, list) or len(span) != 2 or not all(_is_int(v) for v in span):
+        raise ValueError(f"{path}: missing or bad section {name!r} (want [offset, size] integers, got {span!r})")
+    offset, size = span
     if offset < 8 or size < 0 or offset + size > file_size - 16:
         raise ValueError(f"{path}: section {name!r} lies outside the file (truncated?)")
     return offset, size
@@ -733,10 +773,10 @@ def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tu
 def _section(mm: mmap.mmap, sections: dict[str, Any], name: str, dtype: Any, shape: tuple[int, ...],
              path: Path) -> np.ndarray:
     offset, size = _span(sections, name, path, len(mm))
-    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow on hostile shapes
     if size != expected:
         raise ValueError(f"{path}: section {name!r} has {size} bytes, expected {expected}")
-    return np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+    return np.frombuffer(mm, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 class ShardedLabelIndex:
