@@ -221,3 +221,119 @@ def test_huge_k_in_exact_mode_raises_before_allocating():
         print("ok")
     """)
     assert_ran(proc)
+
+
+# ---- bug 2: searches while another thread adds or removes --------------------------------------
+CONCURRENT = """
+    import sys, threading
+    import numpy as np
+    from ramen.index import LabelIndex
+
+    engine, rounds = sys.argv[1], int(sys.argv[2])
+    rng = np.random.default_rng(7)
+    dim, base, batch, steps = 16, 200, 40, 24
+    x = rng.standard_normal((base + batch * steps, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = rng.standard_normal((6, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+
+    def operations():
+        # (kind, ids, vectors): adds of fresh labels, every third step a removal of earlier ones
+        for s in range(steps):
+            ids = np.arange(base + s * batch, base + (s + 1) * batch)
+            yield "add", ids, x[ids]
+            if engine == "ramen" and s % 3 == 2:
+                yield "remove", ids[::2] - batch, None
+
+    def fresh():
+        index = LabelIndex(dim, engine=engine, connectivity=4, expansion_add=16, expansion_search=16)
+        index.add(np.arange(base), x[:base], threads=1)
+        return index
+
+    def apply(index, op):
+        kind, ids, vectors = op
+        index.add(ids, vectors, threads=1) if kind == "add" else index.remove(ids)
+
+    if engine == "ramen":  # the graph does not depend on the thread count: replay every state
+        index, states = fresh(), set()
+        states.add(index.search(q, 10, threads=1)[0].tobytes())
+        for op in operations():
+            apply(index, op)
+            states.add(index.search(q, 10, threads=1)[0].tobytes())
+
+    for _ in range(rounds):
+        index, done, errors, seen = fresh(), threading.Event(), [], []
+
+        def reader():
+            try:
+                while not done.is_set():
+                    ids, scores = index.search(q, 10, threads=1)
+                    finite = np.isfinite(scores)
+                    assert (ids[finite] >= 0).all(), ("id -1 with a score", ids, scores)
+                    assert (ids[~finite] == -1).all(), ("an id without a score", ids, scores)
+                    assert (ids < len(x)).all(), ("an id never added", ids)
+                    true = np.einsum("qkd,qd->qk", x[np.where(finite, ids, 0)], q)
+                    assert np.allclose(np.where(finite, scores, 0), np.where(finite, true, 0), atol=2e-2), \\
+                        ("a score that is not its id's", ids, scores, true)
+                    if engine == "ramen":
+                        seen.append(ids.tobytes())
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+                done.set()
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for op in operations():
+            apply(index, op)
+        done.set()
+        for t in threads:
+            t.join()
+        assert not errors, errors[0]
+        if engine == "ramen":
+            bad = [s for s in seen if s not in states]
+            assert not bad, f"{len(bad)} of {len(seen)} results match no state of the index"
+    print("ok", len(seen))
+"""
+
+
+@pytest.mark.parametrize("engine", ["ramen", "usearch"])
+def test_search_while_another_thread_adds_and_removes(engine):
+    rounds = int(os.environ.get("RAMEN_CONCURRENCY_ROUNDS", "3"))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CONCURRENT), engine, str(rounds)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+    assert_ran(proc)
+
+
+def test_rwlock_readers_share_and_a_writer_is_alone():
+    import threading
+    import time
+
+    from ramen._rwlock import RWLock
+
+    lock, inside, log = RWLock(), [], []
+    guard = threading.Lock()
+
+    def reader():
+        with lock.read():
+            with guard:
+                inside.append("r")
+                log.append(len(inside))
+            time.sleep(0.05)
+            with guard:
+                inside.remove("r")
+
+    def writer():
+        with lock.write():
+            with guard:
+                log.append(("w", len(inside)))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=reader) for _ in range(4)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert max(v for v in log if isinstance(v, int)) >= 2  # readers overlapped
+    assert [v for v in log if isinstance(v, tuple)] == [("w", 0)]  # the writer saw no reader inside

@@ -14,8 +14,11 @@ not depend on the thread count and which was faster than usearch, faiss and hnsw
 recall in benchmarks/results/search.md) and "usearch" (also i8; a graph built with several
 threads can differ from run to run). Both score by inner product on the normalised vectors (the
 cosine, at less cost); usearch's i8 uses its cosine kernel. Search over a given graph is
-deterministic whatever the thread count. An index is not safe to modify from several Python
-threads at once.
+deterministic whatever the thread count.
+
+Threads: any number of threads may search one index while others add or remove labels; a
+readers-writer lock lets searches run together and each add, remove or tune alone, so a search
+sees the index before or after each change, never part of one.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ramen._arrays import grow_rows
+from ramen._rwlock import RWLock
 
 FORMAT = "ramen-label-index"
 FORMAT_VERSION = 1
@@ -212,6 +216,7 @@ class LabelIndex:
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
+        self._lock = RWLock()  # searches share it; add, remove and tune hold it alone
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
@@ -238,9 +243,14 @@ class LabelIndex:
 
     @expansion_search.setter
     def expansion_search(self, value: int) -> None:
-        self._expansion_search = _check_int("expansion_search", value, 1)
+        value = _check_int("expansion_search", value, 1)
+        with self._lock.write():
+            self._set_expansion_search(value)
+
+    def _set_expansion_search(self, value: int) -> None:
+        self._expansion_search = value
         if self.engine == "usearch":
-            self._graph.expansion_search = int(value)
+            self._graph.expansion_search = value
 
     def tune(self, queries: Any, *, target_recall: float = 0.95, k: int = 10,
              candidates: Sequence[int] = TUNE_EFS, threads: int | None = None) -> dict[str, Any]:
@@ -266,16 +276,17 @@ class LabelIndex:
             return {"expansion_search": None if self.exact else self._expansion_search, "recall": 1.0,
                     "reached": True, "sweep": []}
         threads = _threads(threads)
-        rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
-        truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
-        sweep: list[tuple[int, float]] = []
-        for ef in efs:
-            self.expansion_search = ef
-            rows, _, counts = self._graph_search(q, k, threads)
-            hits = [len(set(r[:c].tolist()) & t) for r, c, t in zip(rows, counts, truth)]
-            sweep.append((ef, float(sum(hits) / max(1, sum(len(t) for t in truth)))))
-            if sweep[-1][1] >= target_recall:
-                break
+        with self._lock.write():  # searches never see the widths the sweep tries
+            rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
+            truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
+            sweep: list[tuple[int, float]] = []
+            for ef in efs:
+                self._set_expansion_search(ef)
+                rows, _, counts = self._graph_search(q, k, threads)
+                hits = [len(set(r[:c].tolist()) & t) for r, c, t in zip(rows, counts, truth)]
+                sweep.append((ef, float(sum(hits) / max(1, sum(len(t) for t in truth)))))
+                if sweep[-1][1] >= target_recall:
+                    break
         return {"expansion_search": self._expansion_search, "recall": sweep[-1][1],
                 "reached": sweep[-1][1] >= target_recall, "sweep": sweep}
 
@@ -301,10 +312,11 @@ class LabelIndex:
         return self._lookup(a.astype(np.int64))[1]
 
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position in _keys, found mask) for each id."""
-        pos = np.searchsorted(self._keys, ids)
-        found = pos < len(self._keys)
-        found[found] = self._keys[pos[found]] == ids[found]
+        """(position in _keys, found mask) for each id; reads _keys once (an add may replace it)."""
+        keys = self._keys
+        pos = np.searchsorted(keys, ids)
+        found = pos < len(keys)
+        found[found] = keys[pos[found]] == ids[found]
         return pos, found
 
     def _writable(self, what: str) -> None:
@@ -326,15 +338,20 @@ class LabelIndex:
         uniq, counts = np.unique(ids, return_counts=True)
         if len(uniq) != len(ids):
             raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
+        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
+        with self._lock.write():
+            self._add(ids, x, replace, graph_threads)
+
+    def _add(self, ids: np.ndarray, x: np.ndarray, replace: bool, graph_threads: int) -> None:
+        """`add` with the write lock held: checked ids, normalised vectors."""
         present = self._lookup(ids)[1]
         if present.any():
             if not replace:
                 raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
                                  f"{int(ids[present][0])}; pass replace=True to overwrite them or remove them first")
-            self.remove(ids[present])
+            self._remove(ids[present])
         rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
         self._grow(self._rows + len(ids))
-        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
         if self.engine == "ramen":
             self._graph.add(x, threads=graph_threads)  # nodes are rows, in order
             self._alive = None
@@ -367,11 +384,16 @@ class LabelIndex:
         if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
             raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
         a = a.astype(np.int64)
-        pos, found = self._lookup(a)
-        if not found.all() and not missing_ok:
-            raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
-                             "pass missing_ok=True to ignore them")
-        pos = pos[found]
+        with self._lock.write():
+            found = self._lookup(a)[1]
+            if not found.all() and not missing_ok:
+                raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
+                                 "pass missing_ok=True to ignore them")
+            return self._remove(a[found])
+
+    def _remove(self, a: np.ndarray) -> int:
+        """`remove` with the write lock held: `a` unique int64 ids, all present."""
+        pos = self._lookup(a)[0]
         rows = self._key_rows[pos]
         if self.engine == "usearch" and len(rows):
             self._graph.remove(rows.astype(np.uint64))
@@ -393,10 +415,15 @@ class LabelIndex:
         single = np.ndim(queries) == 1
         threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
-        if self.exact:
-            ids, scores = self._search_exact(q, k)
-        else:
-            ids, scores = self._search_graph(q, k, threads)
+        lock = self._lock
+        lock.acquire_read()  # not the context manager: this is the single-query latency path
+        try:
+            if self.exact:
+                ids, scores = self._search_exact(q, k)
+            else:
+                ids, scores = self._search_graph(q, k, threads)
+        finally:
+            lock.release_read()
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _search_graph(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -500,7 +527,7 @@ class LabelIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(fd, "wb") as f, self._lock.read():  # no add or remove while the sections are written
                 f.write(_MAGIC)
                 sections = {"ids": _write_section(f, self._ids[: self._rows])}
                 if self._vectors is not None:
