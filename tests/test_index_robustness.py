@@ -8,12 +8,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ramen.index import LabelIndex
+from ramen.index import LabelIndex, _header_crc
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -41,11 +42,24 @@ def header_of(blob: bytes) -> dict:
     return json.loads(bytes(blob[-16 - length:-16]))
 
 
-def with_header(blob: bytes, header: dict) -> bytes:
-    """`blob` with its JSON header replaced (the checksum, if any, left as it was)."""
+def with_header(blob: bytes, header: dict, reseal: bool = True) -> bytes:
+    """`blob` with its JSON header replaced; `reseal`: with the header's checksum recomputed (as a
+    hostile writer would), so that the checks behind the checksum are the ones tested."""
+    if reseal and isinstance(header.get("checksums"), dict):
+        header = {**header, "checksums": {**header["checksums"], "header": _header_crc(header)}}
     length = int.from_bytes(blob[-16:-8], "little")
     text = json.dumps(header).encode()
     return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]
+
+
+def resealed(blob: bytes) -> bytes:
+    """`blob` with every section's checksum and the header's recomputed: only the structural checks
+    stand between a hostile file and the search."""
+    header = header_of(blob)
+    if "checksums" not in header:
+        return blob
+    crcs = {name: zlib.crc32(blob[offset:offset + size]) for name, (offset, size) in header["sections"].items()}
+    return with_header(blob, {**header, "checksums": {**header["checksums"], "sections": crcs}})
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +107,7 @@ def test_upper_link_to_a_lower_node_is_rejected_on_load(tmp_path, small, view):
     good = tmp_path / "good.idx"
     index.save(good)
     bad = tmp_path / "low-link.idx"
-    blob = low_upper_link(good.read_bytes())
-    bad.write_bytes(with_header(blob, {k: v for k, v in header_of(blob).items() if k != "checksums"}))
+    bad.write_bytes(resealed(low_upper_link(good.read_bytes())))
     proc = run_python(f"""
         import numpy as np
         from ramen.index import LabelIndex
@@ -337,3 +350,93 @@ def test_rwlock_readers_share_and_a_writer_is_alone():
         t.join()
     assert max(v for v in log if isinstance(v, int)) >= 2  # readers overlapped
     assert [v for v in log if isinstance(v, tuple)] == [("w", 0)]  # the writer saw no reader inside
+
+
+# ---- bug 4: checksums ----------------------------------------------------------------------------
+CHECKSUM_KINDS = [pytest.param(dict(connectivity=4), id="ramen"), pytest.param(dict(rescore=8), id="ramen-rescore"),
+                  pytest.param(dict(engine="usearch"), id="usearch"), pytest.param(dict(exact=True), id="exact")]
+
+
+@pytest.mark.parametrize("kw", CHECKSUM_KINDS)
+def test_a_flipped_bit_in_any_section_is_caught(tmp_path, small, kw):
+    _, x, q = small
+    index = LabelIndex(16, fingerprint="m", **kw)
+    index.add(np.arange(len(x)), x)
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    header = header_of(blob)
+    assert header["checksums"]["algorithm"] == "crc32"
+    for name, (offset, size) in header["sections"].items():
+        bad = tmp_path / f"flip-{name}.idx"
+        out = bytearray(blob)
+        out[offset + size // 2] ^= 0x10
+        bad.write_bytes(bytes(out))
+        with pytest.raises(ValueError, match=rf"flip-{name}\.idx.*{name}.*checksum"):
+            LabelIndex.load(bad)
+        if name in ("vectors", "hnsw_vectors"):  # a view leaves the vectors to verify()
+            view = LabelIndex.load(bad, view=True)
+            with pytest.raises(ValueError, match=rf"flip-{name}\.idx.*{name}.*checksum"):
+                view.verify()
+        else:
+            with pytest.raises(ValueError, match=rf"flip-{name}\.idx.*{name}.*checksum"):
+                LabelIndex.load(bad, view=True)
+    view = LabelIndex.load(good, view=True)
+    assert view.checksummed and view.verify() and view.verify()
+    np.testing.assert_array_equal(view.search(q, 5)[0], index.search(q, 5)[0])
+
+
+def test_header_edits_are_caught(tmp_path, small):
+    index, _, _ = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    header = header_of(blob)
+    edits = {"expansion_search": 65, "fingerprint": "other", "hnsw_entry": [header["hnsw_entry"][0], 0],
+             "sections": {**header["sections"], "ids": [header["sections"]["ids"][0] + 8, header["sections"]["ids"][1]]}}
+    for i, (field, value) in enumerate(edits.items()):
+        bad = tmp_path / f"edit-{i}.idx"
+        bad.write_bytes(with_header(blob, {**header, field: value}, reseal=False))
+        with pytest.raises(ValueError, match=rf"edit-{i}\.idx.*header does not match its checksum"):
+            LabelIndex.load(bad, view=bool(i % 2))
+    spaced = tmp_path / "spaced.idx"  # the same values spelled differently: still the same header
+    text = json.dumps(header, indent=2).encode()
+    length = int.from_bytes(blob[-16:-8], "little")
+    spaced.write_bytes(blob[:-16 - length] + text + len(text).to_bytes(8, "little") + blob[-8:])
+    assert len(LabelIndex.load(spaced)) == len(index)
+
+
+@pytest.mark.parametrize("view", [False, True])
+def test_files_saved_before_checksums_still_load(tmp_path, small, view):
+    index, _, q = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    old = tmp_path / "old.idx"
+    old.write_bytes(with_header(blob, {k: v for k, v in header_of(blob).items() if k != "checksums"}))
+    loaded = LabelIndex.load(old, view=view)
+    assert loaded.checksummed is False and loaded.verify() is False
+    np.testing.assert_array_equal(loaded.search(q, 5)[0], index.search(q, 5)[0])
+    assert index.checksummed is False and index.verify() is False  # built here: nothing to check against
+    loaded.save(tmp_path / "resaved.idx") if not view else index.save(tmp_path / "resaved.idx")
+    assert LabelIndex.load(tmp_path / "resaved.idx").checksummed
+
+
+def test_bad_checksum_fields(tmp_path, small):
+    index, _, _ = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    header = header_of(blob)
+    sums = header["checksums"]
+    for i, value in enumerate((None, "crc", {**sums, "algorithm": "md5"}, {**sums, "header": "1"},
+                               {**sums, "sections": []}, {k: v for k, v in sums.items() if k != "header"})):
+        bad = tmp_path / f"sums-{i}.idx"
+        bad.write_bytes(with_header(blob, {**header, "checksums": value}, reseal=False))
+        with pytest.raises(ValueError, match=rf"sums-{i}\.idx.*checksums"):
+            LabelIndex.load(bad)
+    no_crc = {k: v for k, v in sums["sections"].items() if k != "hnsw_level0"}
+    bad = tmp_path / "no-crc.idx"
+    bad.write_bytes(with_header(blob, {**header, "checksums": {**sums, "sections": no_crc}}))
+    with pytest.raises(ValueError, match=r"no-crc\.idx.*hnsw_level0"):
+        LabelIndex.load(bad)
