@@ -440,3 +440,33 @@ def test_bad_checksum_fields(tmp_path, small):
     bad.write_bytes(with_header(blob, {**header, "checksums": {**sums, "sections": no_crc}}))
     with pytest.raises(ValueError, match=r"no-crc\.idx.*hnsw_level0"):
         LabelIndex.load(bad)
+
+
+# ---- found by the fuzz test ------------------------------------------------------------------------
+def test_misaligned_section_offset_is_rejected(tmp_path, small):
+    index, _, _ = small
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    header = {k: v for k, v in header_of(blob).items() if k != "checksums"}  # no checksum to catch it first
+    offset, size = header["sections"]["ids"]
+    bad = tmp_path / "shifted.idx"
+    bad.write_bytes(with_header(blob, {**header, "sections": {**header["sections"], "ids": [offset + 8, size]}}))
+    with pytest.raises(ValueError, match=r"shifted\.idx.*'ids'.*multiple of 4096"):
+        LabelIndex.load(bad)
+
+
+def test_usearch_rows_must_match_the_live_ids(tmp_path, small):
+    _, x, q = small
+    index = LabelIndex(16, engine="usearch")
+    index.add(np.arange(len(x)), x)
+    index.remove([7])
+    good = tmp_path / "good.idx"
+    index.save(good)
+    blob = good.read_bytes()
+    ids = section(blob, "ids", np.int64, (len(x),))
+    ids[7], ids[8] = 10**6, -1  # the graph still holds row 8 and not row 7: same counts
+    bad = tmp_path / "swapped.idx"
+    bad.write_bytes(resealed(patch_section(blob, "ids", ids)))
+    with pytest.raises(ValueError, match=r"swapped\.idx.*usearch graph's rows"):
+        LabelIndex.load(bad)

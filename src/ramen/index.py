@@ -631,6 +631,8 @@ class LabelIndex:
             del buf
         index._rows = rows
         live = np.flatnonzero(index._ids >= 0)
+        if index.engine == "usearch" and not np.array_equal(np.sort(np.asarray(index._graph.keys, np.int64)), live):
+            raise ValueError(f"{path}: the usearch graph's rows disagree with the live rows of the id section")
         order = np.argsort(index._ids[live], kind="stable")
         index._keys = index._ids[live][order]
         index._key_rows = live[order].astype(np.int64)
@@ -863,6 +865,8 @@ def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tu
     offset, size = span
     if offset < 8 or size < 0 or offset + size > file_size - 16:
         raise ValueError(f"{path}: section {name!r} lies outside the file (truncated?)")
+    if offset % _ALIGN:  # save aligns every section: a shifted offset would read misaligned rows
+        raise ValueError(f"{path}: section {name!r} starts at {offset}, not a multiple of {_ALIGN}")
     return offset, size
 
 
