@@ -470,3 +470,34 @@ def test_usearch_rows_must_match_the_live_ids(tmp_path, small):
     bad.write_bytes(resealed(patch_section(blob, "ids", ids)))
     with pytest.raises(ValueError, match=r"swapped\.idx.*usearch graph's rows"):
         LabelIndex.load(bad)
+
+
+def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path):
+    """NaN distances broke the strict weak order of the kernel's heaps and sorts (undefined
+    behaviour in std::sort during insertion); the kernel now scores a NaN vector -inf."""
+    proc = run_python(f"""
+        import sys
+        import numpy as np
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_index_robustness import patch_section, resealed, section
+        from ramen.index import LabelIndex
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1000, 16)).astype(np.float32)
+        index = LabelIndex(16, connectivity=4)
+        index.add(np.arange(1000), x)
+        good = {str(tmp_path / "good.idx")!r}
+        index.save(good)
+        blob = open(good, "rb").read()
+        v = section(blob, "hnsw_vectors", np.float16, (1000, 16))
+        v[::3] = np.nan
+        bad = {str(tmp_path / "nan.idx")!r}
+        open(bad, "wb").write(resealed(patch_section(blob, "hnsw_vectors", v)))
+        loaded = LabelIndex.load(bad)
+        for i in range(6):
+            loaded.add(np.arange(10**6 + 300 * i, 10**6 + 300 * (i + 1)), rng.standard_normal((300, 16)), threads=1)
+            ids, scores = loaded.search(x[:20], 10, threads=1)
+            assert not np.isnan(scores).any(), scores
+            assert (ids[~np.isfinite(scores)] == -1).all()
+        print("ok")
+    """)
+    assert_ran(proc)

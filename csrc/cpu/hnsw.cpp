@@ -38,6 +38,10 @@ struct Scored {
     int32_t id;
 };
 
+// The distance of an inner product: its negation, and +inf for NaN (a corrupt vector), so that the
+// heaps and sorts below always see a strict weak order.
+inline float distance(float dot) { return dot == dot ? -dot : INFINITY; }
+
 inline bool nearer(const Scored& a, const Scored& b) { return a.dist < b.dist || (a.dist == b.dist && a.id < b.id); }
 struct FarthestOnTop {  // heap order for the ef best found
     bool operator()(const Scored& a, const Scored& b) const { return nearer(a, b); }
@@ -183,7 +187,7 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
             prefetch_lines(vector_of(g, v), row_bytes);
         }
         for (const int32_t v : s.fresh) {
-            const Scored cand{-query_dot(q, vector_of(g, v), g.dim), v};
+            const Scored cand{distance(query_dot(q, vector_of(g, v), g.dim)), v};
             const bool room = static_cast<int>(s.found.size()) < ef;
             if (!room && !nearer(cand, s.found.front())) continue;
             s.frontier.push_back(cand);
@@ -203,7 +207,7 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
 // Greedy descent from the entry point to level `stop` + 1; leaves the nearest node in s.starts.
 template <typename T>
 void descend(const HnswGraph<T>& g, const float* q, int64_t n, HnswEntry entry, int stop, Scratch& s) {
-    s.starts.assign(1, Scored{-query_dot(q, vector_of(g, entry.node), g.dim), static_cast<int32_t>(entry.node)});
+    s.starts.assign(1, Scored{distance(query_dot(q, vector_of(g, entry.node), g.dim)), static_cast<int32_t>(entry.node)});
     for (int level = entry.level; level > stop; --level) {
         search_level(g, q, n, 1, level, nullptr, s);
         s.starts.assign(1, s.found.front());
@@ -279,9 +283,9 @@ void link_back(const HnswGraph<T>& g, const int64_t* batch, int64_t size, int le
             candidates.clear();
             const T* base = vector_of(g, v);
             for (int j = 1; j <= row[0]; ++j)
-                candidates.push_back({-node_dot(base, vector_of(g, row[j]), g.dim), row[j]});
+                candidates.push_back({distance(node_dot(base, vector_of(g, row[j]), g.dim)), row[j]});
             for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i)
-                candidates.push_back({-node_dot(base, vector_of(g, pairs[i].second), g.dim), pairs[i].second});
+                candidates.push_back({distance(node_dot(base, vector_of(g, pairs[i].second), g.dim)), pairs[i].second});
             std::sort(candidates.begin(), candidates.end(), nearer);
             select_diverse(g, candidates, cap, chosen);
             write_links(row, chosen);

@@ -470,7 +470,7 @@ class LabelIndex:
             else:
                 rows, scores = self._graph.search(q, wanted, self._expansion_search, alive=self._alive_mask(),
                                                   threads=threads)
-            found = rows >= 0
+            found = (rows >= 0) & (scores > -np.inf)  # the kernel scores a NaN vector -inf, last: padding
             return np.where(found, rows, 0), np.where(found, 1.0 - scores, 1.0).astype(np.float32), found.sum(axis=1)
         if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
             keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=exact,
