@@ -40,6 +40,18 @@ def single_queries(index: LabelIndex, q: np.ndarray, k: int, block: int = 250) -
     return best
 
 
+def single_query_cpu_us(index: LabelIndex, q: np.ndarray, k: int, block: int = 250) -> float:
+    """This thread's CPU time per one-query call, in us, the median of blocks of `block` queries: much
+    less disturbed by other jobs on the machine than wall-clock QPS."""
+    per_block = []
+    for start in range(0, len(q), block):
+        t = time.thread_time()
+        for row in q[start:start + block]:
+            index.search(row, k, threads=1)
+        per_block.append((time.thread_time() - t) / len(q[start:start + block]) * 1e6)
+    return float(np.median(per_block))
+
+
 def readers_qps(index: LabelIndex, q: np.ndarray, k: int, readers: int, seconds: float,
                 writer: bool, pool: np.ndarray, first_id: int, pause: float = 0.05) -> tuple[float, int, float]:
     """(total queries/s of `readers` threads, labels the writer added, fraction of the time inside
@@ -120,6 +132,7 @@ def main() -> None:
     added = []
     for _ in range(args.rounds):  # interleaved, so that the machine's load hits every measurement alike
         runs["single_1thread_qps"].append(single_queries(index, q, args.k))
+        runs.setdefault("single_1thread_cpu_us", []).append(single_query_cpu_us(index, q, args.k))
         t = time.perf_counter()
         index.search(q, args.k, threads=1)
         runs["batch_1thread_qps"].append(len(q) / (time.perf_counter() - t))
@@ -141,8 +154,8 @@ def main() -> None:
     out = {"labels": args.labels, "dim": args.dim, "engine": args.engine, "readers": args.readers,
            "writer_pause": args.writer_pause,
            "seconds": args.seconds, "rounds": args.rounds, "build_s": round(build_s, 2),
-           **{name: round(float(np.median(v)), 3 if name == "writer_busy_fraction" else 1) for name, v in runs.items()},
-           "all": {name: [round(v, 3 if name == "writer_busy_fraction" else 1) for v in vals] for name, vals in runs.items()}}
+           **{name: round(float(np.median(v)), 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1) for name, v in runs.items()},
+           "all": {name: [round(v, 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1) for v in vals] for name, vals in runs.items()}}
     if added:
         out["writer_labels_added_per_run"] = added
     print(json.dumps(out))
