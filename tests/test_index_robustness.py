@@ -473,8 +473,8 @@ def test_usearch_rows_must_match_the_live_ids(tmp_path, small):
 
 
 def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path):
-    """NaN distances broke the strict weak order of the kernel's heaps and sorts (undefined
-    behaviour in std::sort during insertion); the kernel now scores a NaN vector -inf."""
+    """NaN distances broke the strict weak order of the insertion's std::sort (undefined behaviour)
+    and came back as NaN scores; insertion now ranks them farthest and the search drops them."""
     proc = run_python(f"""
         import sys
         import numpy as np

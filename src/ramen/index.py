@@ -470,7 +470,7 @@ class LabelIndex:
             else:
                 rows, scores = self._graph.search(q, wanted, self._expansion_search, alive=self._alive_mask(),
                                                   threads=threads)
-            found = (rows >= 0) & (scores > -np.inf)  # the kernel scores a NaN vector -inf, last: padding
+            found = (rows >= 0) & (scores > -np.inf)  # -inf: a corrupt (infinite) vector, last: padding
             return np.where(found, rows, 0), np.where(found, 1.0 - scores, 1.0).astype(np.float32), found.sum(axis=1)
         if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
             keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=exact,
@@ -648,7 +648,7 @@ class LabelIndex:
 
     def verify(self) -> bool:
         """Checks the sections a `view=True` load left unchecked (the vectors) against the file's
-        checksums: about 0.3 s per GB (README). Raises ValueError naming the file and the section on a
+        checksums: about half a second per GB (README). Raises ValueError naming the file and the section on a
         mismatch. True when everything loaded was checked (a copy load checks all at load), False
         when there is nothing to check against (an index built here, or a file saved before checksums)."""
         if not self.checksummed:
