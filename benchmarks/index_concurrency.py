@@ -97,6 +97,10 @@ def readers_qps(index: LabelIndex, q: np.ndarray, k: int, readers: int, seconds:
     return sum(counts) / wall, added[0], busy[0] / wall
 
 
+def digits(name: str) -> int:
+    return 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", type=int, default=20000)
@@ -110,7 +114,8 @@ def main() -> None:
     parser.add_argument("--writer-pause", type=float, default=0.05, help="seconds between the writer's batches of 100")
     parser.add_argument("--index", help="a saved index to load (built and saved there first if missing), so that "
                                         "runs of two trees search the same graph")
-    parser.add_argument("--no-writer-only", action="store_true", help="skip the runs with a writer (a tree without the lock crashes there)")
+    parser.add_argument("--no-writer-only", action="store_true",
+                        help="skip the runs with a writer (a tree without the lock crashes there)")
     args = parser.parse_args()
 
     x = low_rank(args.labels, args.dim, 0)
@@ -154,8 +159,8 @@ def main() -> None:
     out = {"labels": args.labels, "dim": args.dim, "engine": args.engine, "readers": args.readers,
            "writer_pause": args.writer_pause,
            "seconds": args.seconds, "rounds": args.rounds, "build_s": round(build_s, 2),
-           **{name: round(float(np.median(v)), 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1) for name, v in runs.items()},
-           "all": {name: [round(v, 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1) for v in vals] for name, vals in runs.items()}}
+           **{name: round(float(np.median(v)), digits(name)) for name, v in runs.items()},
+           "all": {name: [round(v, digits(name)) for v in vals] for name, vals in runs.items()}}
     if added:
         out["writer_labels_added_per_run"] = added
     print(json.dumps(out))

@@ -81,7 +81,9 @@ def mutate(blob: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
         keys = [k for k in header if k not in ("format", "format_version")]
         key = str(rng.choice(keys))
         old = header[key]
-        pool = FIELD_VALUES + ([old + 1, old - 1, str(old), float(old)] if isinstance(old, int) and not isinstance(old, bool) else [])
+        pool = list(FIELD_VALUES)
+        if isinstance(old, int) and not isinstance(old, bool):
+            pool += [old + 1, old - 1, str(old), float(old)]
         if key == "hnsw_entry":
             pool += [[old[0], old[1] + 1], [old[0] + 1, old[1]], [old[0], 0], [int(rng.integers(0, 400)), 1]]
         header[key] = pool[int(rng.integers(0, len(pool)))]

@@ -216,7 +216,7 @@ class LabelIndex:
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
         self._source: Path | None = None  # the file this index was loaded from
-        self._unverified: list[tuple[str, int, int, int]] = []  # a view's (section, offset, size, crc32) left to verify()
+        self._unverified: list[tuple[str, int, int, int]] = []  # (section, offset, size, crc32) left to verify()
         self.checksummed = False  # loaded from a file with checksums (False: built here, or a file saved before them)
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
         self._lock = RWLock()  # searches share it; add, remove and tune hold it alone
@@ -816,8 +816,8 @@ def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: header lacks {missing}")
     if "checksums" in header:  # files saved before checksums have none: they load unchecked
         sums = header["checksums"]
-        if not isinstance(sums, dict) or sums.get("algorithm") != "crc32" or not isinstance(sums.get("sections"), dict) \
-                or not _is_int(sums.get("header")):
+        if not isinstance(sums, dict) or sums.get("algorithm") != "crc32" \
+                or not isinstance(sums.get("sections"), dict) or not _is_int(sums.get("header")):
             raise ValueError(f"{path}: header field 'checksums' must be {{'algorithm': 'crc32', 'header': int, "
                              f"'sections': {{...}}}}, got {sums!r}"[:400])
         if _header_crc(header) != sums["header"]:
