@@ -501,3 +501,15 @@ def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path):
         print("ok")
     """)
     assert_ran(proc)
+
+
+def test_an_index_still_pickles_and_copies_with_its_own_lock(small):
+    import copy
+    import pickle
+
+    index, x, q = small
+    for twin in (pickle.loads(pickle.dumps(index)), copy.deepcopy(index)):
+        assert twin._lock is not index._lock
+        np.testing.assert_array_equal(twin.search(q, 5)[0], index.search(q, 5)[0])
+        twin.add([10**7], x[:1])
+        assert len(twin) == len(index) + 1

@@ -221,6 +221,17 @@ class LabelIndex:
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
         self._lock = RWLock()  # searches share it; add, remove and tune hold it alone
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies as before the lock: without it (a copy gets its own)."""
+        with self._lock.read():
+            state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = RWLock()
+
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
         if self.engine == "ramen":
