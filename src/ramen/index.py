@@ -659,9 +659,10 @@ class LabelIndex:
 
     def verify(self) -> bool:
         """Checks the sections a `view=True` load left unchecked (the vectors) against the file's
-        checksums: about half a second per GB (README). Raises ValueError naming the file and the section on a
-        mismatch. True when everything loaded was checked (a copy load checks all at load), False
-        when there is nothing to check against (an index built here, or a file saved before checksums)."""
+        checksums: about half a second per GB (README). Raises ValueError naming the file and the
+        section on a mismatch. True when everything loaded was checked (a copy load checks all at
+        load), False when there is nothing to check against (an index built here, or a file saved
+        before checksums)."""
         if not self.checksummed:
             return False
         for name, offset, size, crc in self._unverified:
