@@ -498,7 +498,7 @@ ramen::HnswGraph<T> hnsw_graph(const CArray<T>& vectors, const CArray<int32_t>& 
     if (level.ndim() != 1 || level.shape(0) < nodes || upper_row.ndim() != 1 || upper_row.shape(0) < nodes)
         throw std::invalid_argument("level and upper_row must have an entry per node");
     return ramen::HnswGraph<T>{vectors.data(), vectors.shape(1), const_cast<int32_t*>(level0.data()),
-                               const_cast<int32_t*>(upper.data()), level.data(), upper_row.data(), m, m0};
+                               const_cast<int32_t*>(upper.data()), upper.shape(0), level.data(), upper_row.data(), m, m0};
 }
 
 void check_entry(const CArray<int8_t>& level, int64_t nodes, int64_t entry_node, int entry_level) {

@@ -19,7 +19,8 @@ struct HnswGraph {
     const T* vectors;          // (capacity, dim), unit rows (float or IEEE half bits)
     int64_t dim;
     int32_t* level0;           // (capacity, m0 + 1)
-    int32_t* upper;            // (upper rows, m + 1)
+    int32_t* upper;            // (upper_rows, m + 1)
+    int64_t upper_rows;        // rows of upper: a search never reads past them, whatever upper_row says
     const int8_t* level;       // (capacity,) top level of each node
     const int64_t* upper_row;  // (capacity,) first upper row of each node (unused for level 0)
     int m;                     // links per node above level 0
@@ -41,6 +42,8 @@ HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int
 
 // Top-k search of the graph's nodes [0, n) for each of `num_queries` unit float32 queries
 // (num_queries, dim). Nodes with alive[v] == 0 are traversed but not returned (alive may be null).
+// A corrupt graph cannot make it read out of bounds: links outside [0, n), link counts outside
+// [0, m0] / [0, m], a link at level l to a node below l and upper rows outside `upper` are skipped.
 // Writes rows (num_queries, k) best first, padded with -1, and their scores (inner products,
 // padded with -inf).
 template <typename T>

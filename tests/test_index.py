@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
 
-from ramen.index import LabelIndex, ShardedLabelIndex, normalize
+from ramen.index import LabelIndex, ShardedLabelIndex, _header_crc, normalize
 
 APPROX = [
     pytest.param(dict(dtype="f32"), id="f32"),
@@ -260,6 +261,12 @@ def _header(blob: bytes) -> dict:
 
 
 def _with_header(blob: bytes, header: dict) -> bytes:
+    """`blob` with its header replaced, its checksums (if any) recomputed: a hostile file, which
+    only the structural checks behind the checksums can stop."""
+    if "checksums" in header:
+        crcs = {name: zlib.crc32(blob[offset:offset + size]) for name, (offset, size) in header["sections"].items()}
+        header = {**header, "checksums": {**header["checksums"], "sections": crcs}}
+        header["checksums"]["header"] = _header_crc(header)
     length = int.from_bytes(blob[-16:-8], "little")
     text = json.dumps(header).encode()
     return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]
@@ -292,7 +299,7 @@ def test_corrupt_ramen_graph_sections_raise_instead_of_crashing(tmp_path, data, 
         width = (m0 + 1) if section == "hnsw_level0" else 1
         pos = offset + (row * width + col) * np.dtype(dtype).itemsize
         out[pos:pos + np.dtype(dtype).itemsize] = np.array([value], dtype).tobytes()
-        return bytes(out)
+        return _with_header(bytes(out), header)
 
     cases = {
         "link": patched("hnsw_level0", np.int32, 7, 1, 10_000),
@@ -316,7 +323,8 @@ def test_files_written_before_engines_load_as_usearch(tmp_path, data):
     path = tmp_path / "old.idx"
     index.save(path)
     blob = path.read_bytes()
-    path.write_bytes(_with_header(blob, {k: v for k, v in _header(blob).items() if k != "engine"}))
+    old = {k: v for k, v in _header(blob).items() if k not in ("engine", "checksums")}  # neither existed then
+    path.write_bytes(_with_header(blob, old))
     loaded = LabelIndex.load(path)
     assert loaded.engine == "usearch"
     np.testing.assert_array_equal(loaded.search(q, 10)[0], index.search(q, 10)[0])

@@ -38,6 +38,12 @@ struct Scored {
     int32_t id;
 };
 
+// The distance of an inner product for insertion: its negation, and +inf for NaN (a corrupt
+// vector), so that std::sort sees a strict weak order (with NaN it may run past the range). The
+// search keeps the plain negation (its heaps stay in bounds whatever the order) and drops NaN
+// scores from its output.
+inline float distance(float dot) { return dot == dot ? -dot : INFINITY; }
+
 inline bool nearer(const Scored& a, const Scored& b) { return a.dist < b.dist || (a.dist == b.dist && a.id < b.id); }
 struct FarthestOnTop {  // heap order for the ef best found
     bool operator()(const Scored& a, const Scored& b) const { return nearer(a, b); }
@@ -123,6 +129,27 @@ int32_t* link_row(const HnswGraph<T>& g, int64_t v, int level) {
     return level == 0 ? g.level0 + v * (g.m0 + 1) : g.upper + (g.upper_row[v] + level - 1) * (g.m + 1);
 }
 
+// A row of links as the search follows them: `links[0 .. count)`, none where the graph is corrupt.
+struct Links {
+    const int32_t* links = nullptr;
+    uint32_t count = 0;
+};
+
+// Node v's links at `level`: none where v has no such level or its upper row lies outside `upper`
+// (a corrupt graph), so that the search skips v instead of reading past the arrays; the count is
+// clamped to the row's capacity (a negative one reads as past it, so clamped too).
+template <typename T>
+Links checked_links(const HnswGraph<T>& g, int64_t v, int level) {
+    if (level == 0) {
+        const int32_t* row = g.level0 + v * (g.m0 + 1);
+        return {row + 1, std::min(static_cast<uint32_t>(row[0]), static_cast<uint32_t>(g.m0))};
+    }
+    const int64_t r = g.upper_row[v] + level - 1;
+    if (g.level[v] < level || g.upper_row[v] < 0 || r >= g.upper_rows) return {};
+    const int32_t* row = g.upper + r * (g.m + 1);
+    return {row + 1, std::min(static_cast<uint32_t>(row[0]), static_cast<uint32_t>(g.m))};
+}
+
 template <typename T>
 const T* vector_of(const HnswGraph<T>& g, int64_t v) {
     return g.vectors + v * g.dim;
@@ -134,6 +161,7 @@ template <typename T>
 void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int level, const uint8_t* alive,
                   Scratch& s) {
     const int64_t row_bytes = g.dim * static_cast<int64_t>(sizeof(T));
+    const uint32_t limit = static_cast<uint32_t>(std::min<int64_t>(n, INT32_MAX));  // links are int32
     s.visited.reset(n);
     s.frontier.clear();
     s.found.clear();
@@ -155,13 +183,15 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
         if (static_cast<int>(s.found.size()) >= ef && nearer(s.found.front(), c)) break;
         std::pop_heap(s.frontier.begin(), s.frontier.end(), NearestOnTop{});
         s.frontier.pop_back();
-        const int32_t* row = link_row(g, c.id, level);
+        const Links row = checked_links(g, c.id, level);
         s.fresh.clear();
-        for (int j = 1; j <= row[0]; ++j)
-            if (s.visited.first_visit(row[j])) {
-                s.fresh.push_back(row[j]);
-                prefetch_lines(vector_of(g, row[j]), row_bytes);
+        for (uint32_t j = 0; j < row.count; ++j) {
+            const int32_t v = row.links[j];
+            if (static_cast<uint32_t>(v) < limit && s.visited.first_visit(v)) {  // inside [0, n) (negatives wrap), unseen
+                s.fresh.push_back(v);
+                prefetch_lines(vector_of(g, v), row_bytes);
             }
+        }
         for (const int32_t v : s.fresh) {
             const Scored cand{-query_dot(q, vector_of(g, v), g.dim), v};
             const bool room = static_cast<int>(s.found.size()) < ef;
@@ -259,9 +289,9 @@ void link_back(const HnswGraph<T>& g, const int64_t* batch, int64_t size, int le
             candidates.clear();
             const T* base = vector_of(g, v);
             for (int j = 1; j <= row[0]; ++j)
-                candidates.push_back({-node_dot(base, vector_of(g, row[j]), g.dim), row[j]});
+                candidates.push_back({distance(node_dot(base, vector_of(g, row[j]), g.dim)), row[j]});
             for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i)
-                candidates.push_back({-node_dot(base, vector_of(g, pairs[i].second), g.dim), pairs[i].second});
+                candidates.push_back({distance(node_dot(base, vector_of(g, pairs[i].second), g.dim)), pairs[i].second});
             std::sort(candidates.begin(), candidates.end(), nearer);
             select_diverse(g, candidates, cap, chosen);
             write_links(row, chosen);
@@ -393,10 +423,12 @@ void hnsw_search(const HnswGraph<T>& g, HnswEntry entry, int64_t n, const uint8_
             if (entry.node < 0 || n == 0) continue;
             descend(g, q, n, entry, 0, s);
             search_level(g, q, n, width, 0, alive, s);
-            const int found = std::min<int>(k, static_cast<int>(s.found.size()));
-            for (int j = 0; j < found; ++j) {
-                out_rows[j] = s.found[static_cast<size_t>(j)].id;
-                out_scores[j] = -s.found[static_cast<size_t>(j)].dist;
+            int out = 0;
+            for (size_t j = 0; j < s.found.size() && out < k; ++j) {
+                const Scored& f = s.found[j];
+                if (f.dist != f.dist) continue;  // NaN: a corrupt vector, never returned
+                out_rows[out] = f.id;
+                out_scores[out++] = -f.dist;
             }
         }
     });

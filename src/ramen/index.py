@@ -14,8 +14,11 @@ not depend on the thread count and which was faster than usearch, faiss and hnsw
 recall in benchmarks/results/search.md) and "usearch" (also i8; a graph built with several
 threads can differ from run to run). Both score by inner product on the normalised vectors (the
 cosine, at less cost); usearch's i8 uses its cosine kernel. Search over a given graph is
-deterministic whatever the thread count. An index is not safe to modify from several Python
-threads at once.
+deterministic whatever the thread count.
+
+Threads: any number of threads may search one index while others add or remove labels; a
+readers-writer lock lets searches run together and each add, remove or tune alone, so a search
+sees the index before or after each change, never part of one.
 """
 from __future__ import annotations
 
@@ -23,8 +26,8 @@ import json
 import math
 import mmap
 import os
-import shutil
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ramen._arrays import grow_rows
+from ramen._rwlock import RWLock
 
 FORMAT = "ramen-label-index"
 FORMAT_VERSION = 1
@@ -47,6 +51,7 @@ DEFAULT_CONNECTIVITY = 16
 DEFAULT_EXPANSION_ADD = 128
 DEFAULT_EXPANSION_SEARCH = 64
 TUNE_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # expansion_search values tune() tries
+INT32_MAX = 2**31 - 1  # k, widths, threads and settings reach the C++ kernels as int
 
 
 def _threads(threads: int | None) -> int:
@@ -56,8 +61,8 @@ def _threads(threads: int | None) -> int:
             return len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
             return os.cpu_count() or 1
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= INT32_MAX:
+        raise ValueError(f"threads must be a positive integer (at most {INT32_MAX}) or None, got {threads!r}")
     return int(threads)
 
 
@@ -107,9 +112,17 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     return a
 
 
+def _check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> int:
+    """`value` as an int in [minimum, maximum], else a ValueError naming `name` (bools are not ints)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return int(value)
+
+
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    """k as an int: positive and at most INT32_MAX, checked before any (n, k) result is allocated."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= INT32_MAX:
+        raise ValueError(f"k must be a positive integer (at most {INT32_MAX}), got {k!r}")
     return int(k)
 
 
@@ -169,12 +182,10 @@ class LabelIndex:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         if exact and dtype not in _NP_DTYPE:
             raise ValueError(f"exact=True stores float vectors: dtype must be 'f32' or 'f16', got {dtype!r}")
-        for name, value in (("connectivity", connectivity), ("expansion_add", expansion_add),
-                            ("expansion_search", expansion_search)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(rescore, bool) or not isinstance(rescore, (int, np.integer)) or rescore < 0:
-            raise ValueError(f"rescore must be a non-negative integer, got {rescore!r}")
+        _check_int("connectivity", connectivity, 1, INT32_MAX // 2 - 1)  # level 0 holds 2 * connectivity + 1
+        _check_int("expansion_add", expansion_add, 1)
+        _check_int("expansion_search", expansion_search, 1)
+        _check_int("rescore", rescore, 0)
         if exact and rescore:
             raise ValueError("rescore applies to the approximate index; exact=True already scores exactly")
         if not isinstance(fingerprint, str):
@@ -204,7 +215,22 @@ class LabelIndex:
         self._compiled_search: Any = None
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
+        self._source: Path | None = None  # the file this index was loaded from
+        self._unverified: list[tuple[str, int, int, int]] = []  # (section, offset, size, crc32) left to verify()
+        self.checksummed = False  # loaded from a file with checksums (False: built here, or a file saved before them)
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
+        self._lock = RWLock()  # searches share it; add, remove and tune hold it alone
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles and copies as before the lock: without it (a copy gets its own)."""
+        with self._lock.read():
+            state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = RWLock()
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
@@ -231,11 +257,14 @@ class LabelIndex:
 
     @expansion_search.setter
     def expansion_search(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"expansion_search must be a positive integer, got {value!r}")
-        self._expansion_search = int(value)
+        value = _check_int("expansion_search", value, 1)
+        with self._lock.write():
+            self._set_expansion_search(value)
+
+    def _set_expansion_search(self, value: int) -> None:
+        self._expansion_search = value
         if self.engine == "usearch":
-            self._graph.expansion_search = int(value)
+            self._graph.expansion_search = value
 
     def tune(self, queries: Any, *, target_recall: float = 0.95, k: int = 10,
              candidates: Sequence[int] = TUNE_EFS, threads: int | None = None) -> dict[str, Any]:
@@ -251,8 +280,8 @@ class LabelIndex:
                 or not 0 < target_recall <= 1:
             raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
         efs = sorted({int(e) for e in candidates})
-        if not efs or efs[0] < 1:
-            raise ValueError(f"candidates must be positive integers, got {list(candidates)!r}")
+        if not efs or efs[0] < 1 or efs[-1] > INT32_MAX:
+            raise ValueError(f"candidates must be integers in [1, {INT32_MAX}], got {list(candidates)!r}")
         k = _check_k(k)
         q = normalize(queries, self.dim, "queries")
         if len(q) == 0:
@@ -261,16 +290,17 @@ class LabelIndex:
             return {"expansion_search": None if self.exact else self._expansion_search, "recall": 1.0,
                     "reached": True, "sweep": []}
         threads = _threads(threads)
-        rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
-        truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
-        sweep: list[tuple[int, float]] = []
-        for ef in efs:
-            self.expansion_search = ef
-            rows, _, counts = self._graph_search(q, k, threads)
-            hits = [len(set(r[:c].tolist()) & t) for r, c, t in zip(rows, counts, truth)]
-            sweep.append((ef, float(sum(hits) / max(1, sum(len(t) for t in truth)))))
-            if sweep[-1][1] >= target_recall:
-                break
+        with self._lock.write():  # searches never see the widths the sweep tries
+            rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
+            truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
+            sweep: list[tuple[int, float]] = []
+            for ef in efs:
+                self._set_expansion_search(ef)
+                rows, _, counts = self._graph_search(q, k, threads)
+                hits = [len(set(r[:c].tolist()) & t) for r, c, t in zip(rows, counts, truth)]
+                sweep.append((ef, float(sum(hits) / max(1, sum(len(t) for t in truth)))))
+                if sweep[-1][1] >= target_recall:
+                    break
         return {"expansion_search": self._expansion_search, "recall": sweep[-1][1],
                 "reached": sweep[-1][1] >= target_recall, "sweep": sweep}
 
@@ -296,10 +326,11 @@ class LabelIndex:
         return self._lookup(a.astype(np.int64))[1]
 
     def _lookup(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(position in _keys, found mask) for each id."""
-        pos = np.searchsorted(self._keys, ids)
-        found = pos < len(self._keys)
-        found[found] = self._keys[pos[found]] == ids[found]
+        """(position in _keys, found mask) for each id; reads _keys once (an add may replace it)."""
+        keys = self._keys
+        pos = np.searchsorted(keys, ids)
+        found = pos < len(keys)
+        found[found] = keys[pos[found]] == ids[found]
         return pos, found
 
     def _writable(self, what: str) -> None:
@@ -321,15 +352,20 @@ class LabelIndex:
         uniq, counts = np.unique(ids, return_counts=True)
         if len(uniq) != len(ids):
             raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
+        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
+        with self._lock.write():
+            self._add(ids, x, replace, graph_threads)
+
+    def _add(self, ids: np.ndarray, x: np.ndarray, replace: bool, graph_threads: int) -> None:
+        """`add` with the write lock held: checked ids, normalised vectors."""
         present = self._lookup(ids)[1]
         if present.any():
             if not replace:
                 raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
                                  f"{int(ids[present][0])}; pass replace=True to overwrite them or remove them first")
-            self.remove(ids[present])
+            self._remove(ids[present])
         rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
         self._grow(self._rows + len(ids))
-        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
         if self.engine == "ramen":
             self._graph.add(x, threads=graph_threads)  # nodes are rows, in order
             self._alive = None
@@ -362,11 +398,16 @@ class LabelIndex:
         if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
             raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
         a = a.astype(np.int64)
-        pos, found = self._lookup(a)
-        if not found.all() and not missing_ok:
-            raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
-                             "pass missing_ok=True to ignore them")
-        pos = pos[found]
+        with self._lock.write():
+            found = self._lookup(a)[1]
+            if not found.all() and not missing_ok:
+                raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
+                                 "pass missing_ok=True to ignore them")
+            return self._remove(a[found])
+
+    def _remove(self, a: np.ndarray) -> int:
+        """`remove` with the write lock held: `a` unique int64 ids, all present."""
+        pos = self._lookup(a)[0]
         rows = self._key_rows[pos]
         if self.engine == "usearch" and len(rows):
             self._graph.remove(rows.astype(np.uint64))
@@ -388,10 +429,15 @@ class LabelIndex:
         single = np.ndim(queries) == 1
         threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
-        if self.exact:
-            ids, scores = self._search_exact(q, k)
-        else:
-            ids, scores = self._search_graph(q, k, threads)
+        lock = self._lock
+        lock.acquire_read()  # not the context manager: this is the single-query latency path
+        try:
+            if self.exact:
+                ids, scores = self._search_exact(q, k)
+            else:
+                ids, scores = self._search_graph(q, k, threads)
+        finally:
+            lock.release_read()
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def _search_graph(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +481,7 @@ class LabelIndex:
             else:
                 rows, scores = self._graph.search(q, wanted, self._expansion_search, alive=self._alive_mask(),
                                                   threads=threads)
-            found = rows >= 0
+            found = (rows >= 0) & (scores > -np.inf)  # -inf: a corrupt (infinite) vector, last: padding
             return np.where(found, rows, 0), np.where(found, 1.0 - scores, 1.0).astype(np.float32), found.sum(axis=1)
         if self._compiled_search is not None:  # usearch's compiled call, without its Python wrapper
             keys, dist, counts = self._compiled_search(q, wanted, threads=threads, exact=exact,
@@ -495,21 +541,24 @@ class LabelIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with os.fdopen(fd, "wb") as f, self._lock.read():  # no add or remove while the sections are written
                 f.write(_MAGIC)
-                sections = {"ids": _write_section(f, self._ids[: self._rows])}
+                crcs: dict[str, int] = {}
+                sections = {"ids": _write_section(f, self._ids[: self._rows], crcs, "ids")}
                 if self._vectors is not None:
-                    sections["vectors"] = _write_section(f, self._vectors[: self._rows])
+                    sections["vectors"] = _write_section(f, self._vectors[: self._rows], crcs, "vectors")
                 header = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.settings(),
                           "count": len(self), "rows": self._rows, "sections": sections}
                 if self.engine == "ramen":
                     arrays = self._graph.arrays()
                     header["hnsw_entry"] = [int(v) for v in arrays.pop("entry")]
                     header["hnsw_upper_rows"] = self._graph.upper_rows
-                    sections.update({f"hnsw_{name}": _write_section(f, a) for name, a in arrays.items()})
+                    sections.update({f"hnsw_{name}": _write_section(f, a, crcs, f"hnsw_{name}")
+                                     for name, a in arrays.items()})
                 elif self.engine == "usearch":
-                    sections["graph"] = self._write_graph(f, path.parent)
+                    sections["graph"] = self._write_graph(f, path.parent, crcs)
                     header["usearch_version"] = _usearch_version()
+                header["checksums"] = {"algorithm": "crc32", "header": _header_crc(header), "sections": crcs}
                 blob = json.dumps(header).encode()
                 f.write(blob)
                 f.write(len(blob).to_bytes(8, "little"))
@@ -521,16 +570,21 @@ class LabelIndex:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _write_graph(self, f: Any, folder: Path) -> list[int]:
-        """Saves the usearch graph to a scratch file and streams it into `f` (no second copy in RAM)."""
+    def _write_graph(self, f: Any, folder: Path, crcs: dict[str, int]) -> list[int]:
+        """Saves the usearch graph to a scratch file and streams it into `f` (no second copy in RAM),
+        its CRC-32 into crcs["graph"]."""
         fd, scratch = tempfile.mkstemp(prefix=".graph.", suffix=".tmp", dir=folder)
         os.close(fd)
         try:
             self._graph.save(scratch)
             _pad(f)
             offset = f.tell()
+            crc = 0
             with open(scratch, "rb") as g:
-                shutil.copyfileobj(g, f, 1 << 24)
+                while chunk := g.read(1 << 24):
+                    f.write(chunk)
+                    crc = zlib.crc32(chunk, crc)
+            crcs["graph"] = crc
             return [offset, f.tell() - offset]
         finally:
             Path(scratch).unlink(missing_ok=True)
@@ -550,14 +604,19 @@ class LabelIndex:
         if mm is None:
             raise ValueError(f"{path} is not a ramen label index (empty file)")
         header = _read_header(mm, path)
+        vector_sections = ("vectors", "hnsw_vectors") if view else ()  # a view checks them in verify()
+        unverified = _verify_sections(mm, header, path, skip=vector_sections)
         if expected_fingerprint is not None and header["fingerprint"] != expected_fingerprint:
             raise ValueError(f"{path} was built from vectors of model {header['fingerprint']!r}, not the "
                              f"expected {expected_fingerprint!r}: rebuild the index with this model")
         engine = header.get("engine", None if header["exact"] else "usearch")  # files before engines: usearch
-        index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
-                    expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
-                    exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"],
-                    engine=engine)
+        try:
+            index = cls(header["dim"], dtype=header["dtype"], connectivity=header["connectivity"],
+                        expansion_add=header["expansion_add"], expansion_search=header["expansion_search"],
+                        exact=header["exact"], rescore=header["rescore"], fingerprint=header["fingerprint"],
+                        engine=engine)
+        except ValueError as e:
+            raise ValueError(f"{path}: the header's settings do not make an index ({e})") from e
         rows = header["rows"]
         sections = header["sections"]
         index._ids = _section(mm, sections, "ids", np.int64, (rows,), path).copy()
@@ -583,17 +642,34 @@ class LabelIndex:
             del buf
         index._rows = rows
         live = np.flatnonzero(index._ids >= 0)
+        if index.engine == "usearch" and not np.array_equal(np.sort(np.asarray(index._graph.keys, np.int64)), live):
+            raise ValueError(f"{path}: the usearch graph's rows disagree with the live rows of the id section")
         order = np.argsort(index._ids[live], kind="stable")
         index._keys = index._ids[live][order]
         index._key_rows = live[order].astype(np.int64)
         if len(index._keys) != header["count"] or (len(index._keys) > 1 and (np.diff(index._keys) == 0).any()):
             raise ValueError(f"{path}: corrupt id section (count or duplicates disagree with the header)")
+        index._source, index._unverified, index.checksummed = path, unverified, "checksums" in header
         if view:
             index.read_only = True
             index._keepalive = mm
         else:
             mm.close()
         return index
+
+    def verify(self) -> bool:
+        """Checks the sections a `view=True` load left unchecked (the vectors) against the file's
+        checksums: about half a second per GB (README). Raises ValueError naming the file and the
+        section on a mismatch. True when everything loaded was checked (a copy load checks all at
+        load), False when there is nothing to check against (an index built here, or a file saved
+        before checksums)."""
+        if not self.checksummed:
+            return False
+        for name, offset, size, crc in self._unverified:
+            if zlib.crc32(memoryview(self._keepalive)[offset:offset + size]) != crc:
+                raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
+        self._unverified = []
+        return True
 
 
 def _blocked_top_k(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
@@ -629,13 +705,12 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
     """Fills `graph` (an empty ramen.hnsw.HnswGraph) from the file's hnsw_* sections, checking every
     link, level and the entry so that a corrupt file raises instead of crashing the search."""
     rows = header["rows"]
-    try:
-        upper_rows = int(header["hnsw_upper_rows"])
-        entry = tuple(int(v) for v in header["hnsw_entry"])
-        if upper_rows < 0 or len(entry) != 2:
-            raise ValueError
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: missing or bad hnsw_upper_rows / hnsw_entry in the header") from e
+    upper_rows = _header_int(header, "hnsw_upper_rows", path, 0, _MAX_ROWS)
+    entry = header.get("hnsw_entry")
+    if not isinstance(entry, list) or len(entry) != 2 or not all(_is_int(v) for v in entry) \
+            or not -1 <= entry[0] < _MAX_ROWS or not -1 <= entry[1] <= 63:
+        raise ValueError(f"{path}: header field 'hnsw_entry' must be [node, level] (two integers), got {entry!r}")
+    entry = (int(entry[0]), int(entry[1]))
     shapes = {"vectors": (_NP_DTYPE[graph.dtype], (rows, graph.dim)), "level0": (np.int32, (rows, graph.m0 + 1)),
               "level": (np.int8, (rows,)), "upper_row": (np.int64, (rows,)),
               "upper": (np.int32, (upper_rows, graph.m + 1))}
@@ -644,10 +719,13 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
         setattr(graph, name, a if view else a.copy())
     graph.n, graph.upper_rows, graph.entry = rows, upper_rows, entry
     level, first = graph.level.astype(np.int64), graph.upper_row
-    tall = level > 0
+    tall = np.flatnonzero(level > 0)
     if (level < 0).any() or (level > 63).any() or (first[tall] < 0).any() or \
             (first[tall] + level[tall] > upper_rows).any():
         raise ValueError(f"{path}: corrupt hnsw levels (a level or upper row outside the arrays)")
+    by_first = tall[np.argsort(first[tall], kind="stable")]
+    if (first[by_first[:-1]] + level[by_first[:-1]] > first[by_first[1:]]).any():
+        raise ValueError(f"{path}: corrupt hnsw upper_row (two nodes share an upper row)")
     for name, links, cap in (("level0", graph.level0, graph.m0), ("upper", graph.upper, graph.m)):
         counts = links[:, 0]
         if (counts < 0).any() or (counts > cap).any():
@@ -655,8 +733,23 @@ def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, pa
         used = links[:, 1:][np.arange(cap)[None, :] < counts[:, None]]
         if len(used) and (used.min() < 0 or used.max() >= rows):
             raise ValueError(f"{path}: corrupt hnsw {name} (a link to a node outside [0, {rows}))")
+    _check_upper_link_levels(graph, level, tall, path)
     if (rows == 0) != (entry[0] < 0) or (rows and not (0 <= entry[0] < rows and level[entry[0]] == entry[1])):
         raise ValueError(f"{path}: corrupt hnsw entry {list(entry)}")
+
+
+def _check_upper_link_levels(graph: Any, level: np.ndarray, tall: np.ndarray, path: Path) -> None:
+    """Every link at level l >= 1 must lead to a node whose level is at least l: the search reads
+    that node's level-l row next (checked in numpy, one row per (node, level) pair)."""
+    height = level[tall]
+    if not len(height):
+        return
+    row_level = np.arange(int(height.sum())) - np.repeat(np.cumsum(height) - height, height) + 1  # 1..height
+    rows = graph.upper[np.repeat(graph.upper_row[tall], height) + row_level - 1]
+    used = np.arange(graph.m)[None, :] < rows[:, :1]
+    target_level = level[np.where(used, rows[:, 1:], 0)]
+    if (used & (target_level < row_level[:, None])).any():
+        raise ValueError(f"{path}: corrupt hnsw upper (a link at level l to a node below level l)")
 
 
 def _usearch_version() -> str:
@@ -669,13 +762,45 @@ def _pad(f: Any) -> None:
     f.write(b"\0" * (-f.tell() % _ALIGN))
 
 
-def _write_section(f: Any, array: np.ndarray) -> list[int]:
+def _write_section(f: Any, array: np.ndarray, crcs: dict[str, int], name: str) -> list[int]:
+    """Writes `array` at the next aligned offset; its CRC-32 goes to crcs[name]. [offset, size]."""
     _pad(f)
     offset = f.tell()
     data = np.ascontiguousarray(array)
+    crcs[name] = 0
     if data.size:  # memoryview cannot cast an empty 2-d array
-        f.write(memoryview(data).cast("B"))
+        raw = memoryview(data).cast("B")
+        f.write(raw)
+        crcs[name] = zlib.crc32(raw)
     return [offset, data.nbytes]
+
+
+def _header_crc(header: dict[str, Any]) -> int:
+    """CRC-32 of the header's content without its checksums, as canonical JSON (sorted keys), so
+    that it checks the values read, whatever the spacing."""
+    body = {key: value for key, value in header.items() if key != "checksums"}
+    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _verify_sections(mm: mmap.mmap, header: dict[str, Any], path: Path,
+                     skip: tuple[str, ...]) -> list[tuple[str, int, int, int]]:
+    """Checks every section but `skip` against the header's CRC-32s (the header's own was checked
+    when it was read); returns the skipped ones as (name, offset, size, crc) for `verify`. A file
+    saved before checksums has none to check: nothing is done."""
+    if "checksums" not in header:
+        return []
+    crcs = header["checksums"]["sections"]
+    left = []
+    for name in header["sections"]:
+        offset, size = _span(header["sections"], name, path, len(mm))
+        crc = crcs.get(name)
+        if not _is_int(crc) or not 0 <= crc < 2**32:
+            raise ValueError(f"{path}: header field 'checksums' has no CRC-32 for section {name!r}")
+        if name in skip:
+            left.append((name, offset, size, crc))
+        elif zlib.crc32(memoryview(mm)[offset:offset + size]) != crc:
+            raise ValueError(f"{path}: section {name!r} does not match its checksum (the file is corrupt)")
+    return left
 
 
 def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
@@ -687,38 +812,83 @@ def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: corrupt header length {length}")
     try:
         header = json.loads(mm[size - 16 - length:size - 16])
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupt header ({e})") from e
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a ramen label index (format {header.get('format')!r})")
+    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a huge integer, deep nesting
+        raise ValueError(f"{path}: corrupt header ({str(e)[:200]})") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object)")
+    if header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a ramen label index (format {str(header.get('format'))[:100]!r})")
     if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {header.get('format_version')}; this ramen reads "
+        raise ValueError(f"{path} has format version {str(header.get('format_version'))[:100]}; this ramen reads "
                          f"version {FORMAT_VERSION}")
     required = ("dim", "dtype", "connectivity", "expansion_add", "expansion_search", "exact", "rescore",
                 "fingerprint", "count", "rows", "sections")
     missing = [key for key in required if key not in header]
     if missing:
         raise ValueError(f"{path}: header lacks {missing}")
+    if "checksums" in header:  # files saved before checksums have none: they load unchecked
+        sums = header["checksums"]
+        if not isinstance(sums, dict) or sums.get("algorithm") != "crc32" \
+                or not isinstance(sums.get("sections"), dict) or not _is_int(sums.get("header")):
+            raise ValueError(f"{path}: header field 'checksums' must be {{'algorithm': 'crc32', 'header': int, "
+                             f"'sections': {{...}}}}, got {sums!r}"[:400])
+        if _header_crc(header) != sums["header"]:
+            raise ValueError(f"{path}: the header does not match its checksum (the file is corrupt)")
+    _check_header_types(header, path)
     return header
 
 
+_MAX_ROWS = 2**62  # far past any file; keeps row arithmetic inside int64
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _header_int(header: dict[str, Any], field: str, path: Path, minimum: int, maximum: int) -> int:
+    value = header.get(field)
+    if not _is_int(value) or not minimum <= value <= maximum:
+        raise ValueError(f"{path}: header field {field!r} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return value
+
+
+def _check_header_types(header: dict[str, Any], path: Path) -> None:
+    """Each header field has its JSON type and range (a string, float or null where an integer
+    belongs raises ValueError naming the file and the field, not a numpy TypeError later)."""
+    for field in ("dim", "connectivity", "expansion_add", "expansion_search"):
+        _header_int(header, field, path, 1, INT32_MAX)
+    _header_int(header, "rescore", path, 0, INT32_MAX)
+    rows = _header_int(header, "rows", path, 0, _MAX_ROWS)
+    _header_int(header, "count", path, 0, rows)
+    checks = {"dtype": (lambda v: v in DTYPES, f"one of {DTYPES}"),
+              "exact": (lambda v: isinstance(v, bool), "true or false"),
+              "fingerprint": (lambda v: isinstance(v, str), "a string"),
+              "engine": (lambda v: v is None or v in ENGINES, f"null or one of {ENGINES}"),
+              "sections": (lambda v: isinstance(v, dict), "an object of [offset, size] pairs")}
+    for field, (ok, want) in checks.items():
+        if field in header and not (isinstance(header[field], (str, bool, dict, type(None))) and ok(header[field])):
+            raise ValueError(f"{path}: header field {field!r} must be {want}, got {header[field]!r}")
+
+
 def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tuple[int, int]:
-    try:
-        offset, size = (int(v) for v in sections[name])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: missing or bad section {name!r}") from e
+    span = sections.get(name)
+    if not isinstance(span, list) or len(span) != 2 or not all(_is_int(v) for v in span):
+        raise ValueError(f"{path}: missing or bad section {name!r} (want [offset, size] integers, got {span!r})")
+    offset, size = span
     if offset < 8 or size < 0 or offset + size > file_size - 16:
         raise ValueError(f"{path}: section {name!r} lies outside the file (truncated?)")
+    if offset % _ALIGN:  # save aligns every section: a shifted offset would read misaligned rows
+        raise ValueError(f"{path}: section {name!r} starts at {offset}, not a multiple of {_ALIGN}")
     return offset, size
 
 
 def _section(mm: mmap.mmap, sections: dict[str, Any], name: str, dtype: Any, shape: tuple[int, ...],
              path: Path) -> np.ndarray:
     offset, size = _span(sections, name, path, len(mm))
-    expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow on hostile shapes
     if size != expected:
         raise ValueError(f"{path}: section {name!r} has {size} bytes, expected {expected}")
-    return np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(shape)
+    return np.frombuffer(mm, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
 
 class ShardedLabelIndex:
