@@ -554,8 +554,10 @@ def _sibling(name: str, relative: str):
 
 
 def _oak_peer():
-    """benchmarks/peers/oak_style.py."""
-    return _sibling("peer_oak_style", "peers/oak_style.py")
+    """The OAK-style peer (ramen.bench.peers.oak_style)."""
+    from ramen.bench.peers import oak_style
+
+    return oak_style
 
 
 def _search_metrics(index, q: np.ndarray, true_Y: sp.csr_matrix, train_Y: sp.csr_matrix, inv_p: np.ndarray,

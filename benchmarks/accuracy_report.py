@@ -288,7 +288,7 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike, *, arm_order: 
         f"{' --arms ' + ' '.join(arms) if arms else ''}"
         f"{''.join(' --versus ' + ' '.join(v) for v in versus)}` from {len(results)} runs "
         f"({datetime.datetime.now().isoformat(timespec='minutes')}). Code: `benchmarks/accuracy.py` (protocol in its "
-        "docstring), `benchmarks/accuracy_report.py`, OAK-style peer `benchmarks/peers/oak_style.py`.",
+        "docstring), `benchmarks/accuracy_report.py`, OAK-style peer `src/ramen/bench/peers/oak_style.py`.",
         "",
         "## How it was run",
         "",
@@ -343,7 +343,7 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike, *, arm_order: 
     if oaks:
         lines += [
             "RAMEN's inference is the encoder alone (encode the query, search the labels). The OAK-style baseline "
-            "(`benchmarks/peers/oak_style.py`) takes the same trained encoder and uses the graph at inference: it "
+            "(`src/ramen/bench/peers/oak_style.py`) takes the same trained encoder and uses the graph at inference: it "
             "retrieves the query's top-m anchors (all anchor sets in one index) and searches the labels with "
             "normalize(q + α · cosine-weighted mean of the anchors). m and α are chosen by P@1 on the held-out "
             "training queries (grid m ∈ " + str(list(oaks[0]['settings']['m'])) + ", α ∈ "

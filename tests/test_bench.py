@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_all_suites_quick(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--quick", "--json", str(out)], cwd=ROOT,
+    # from outside the source tree, as a user of the installed package runs it
+    proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--quick", "--json", str(out)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -68,3 +69,22 @@ def test_gpu_suite_training_parts_run_on_the_cpu():
     assert losses == gpu.training_losses(torch.device("cpu"), 3, encoder="tiny")  # the same steps again
     distilbert = make_encoder("distilbert-random", TrainConfig())
     assert distilbert.dim == 768 and sum(p.numel() for p in distilbert.parameters()) > 60e6
+
+
+def test_accuracy_suite_without_the_source_tree_compares_the_recipes(monkeypatch):
+    """From an installed wheel (no benchmarks/ to load the study from), the accuracy suite trains
+    the named recipes against plain with one budget."""
+    from ramen.bench import accuracy
+
+    monkeypatch.setattr(accuracy, "benchmarks_dir", lambda: None)
+    rows = accuracy.run(quick=True)
+    assert [(r.case, r.metric) for r in rows] == [
+        (f"synthetic-tiny-seed0/{name}", key) for name in ("light-graph", "paper") for key in ("P@1", "PSP@1")]
+    assert all(r.peer_name == "plain" and 0 <= r.ours <= 100 and r.peer is not None for r in rows)
+
+
+def test_every_peer_ships_in_the_package():
+    from ramen.bench.common import import_peer
+
+    for name in ("numba_walk", "torch_triplet", "xc_text_parse", "exact_topk", "oak_style"):
+        assert import_peer(name).__name__ == f"ramen.bench.peers.{name}"

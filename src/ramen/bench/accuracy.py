@@ -2,7 +2,9 @@
 graph-at-inference baseline (issue 7).
 
 The study lives in the source tree's `benchmarks/accuracy.py` (library and CLI; protocol in its
-docstring); this suite loads it from there, runs every missing run and writes the report. Full mode
+docstring); from a checkout this suite loads it from there, runs every missing run and writes the
+report. From an installed wheel (no source tree) it trains the named recipes instead (`recipe_rows`:
+plain, light-graph and the paper's, one seed, the same budget) and reports them against plain. Full mode
 trains 36 runs (hours on 2 CPU cores) into runs/accuracy/ and writes
 benchmarks/results/accuracy.md; it resumes where it stopped. Quick mode runs the whole pipeline on
 synthetic('tiny') with a tiny random encoder in a temporary directory.
@@ -71,7 +73,34 @@ def rows_from(study: ModuleType, results: list[dict[str, Any]], oaks: list[dict[
     return rows
 
 
+RECIPES = ("light-graph", "paper")  # measured against "plain" where the study is not at hand
+
+
+def recipe_rows(quick: bool) -> list[Row]:
+    """The named recipes against the plain dual encoder, trained with one budget on the synthetic
+    benchmark (quick: its tiny size and a tiny random encoder, one epoch; else MiniLM on its small
+    size, the study's 10 epochs of batch 128): each recipe's P@1 and PSP@1 beside plain's."""
+    from ramen import recipe, synthetic, train
+
+    dataset = synthetic("tiny" if quick else "small", seed=0)
+    budget = (dict(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=20, warmup_epochs=0,
+                   prune_every=1, dropout=0.0, encode_batch_size=64) if quick else dict(epochs=10, batch_size=128))
+    budget.update(eval_every=0, seed=0)
+    scores = {}
+    for name in ("plain", *RECIPES):
+        model = train(dataset, recipe(name, **budget), progress=False)
+        m = model.evaluate(dataset, k=5, progress=False)
+        scores[name] = {"P@1": 100 * float(m["P"][0]), "PSP@1": 100 * float(m["PSP"][0])}
+    settings = {"quick": quick, "data": dataset.name, "encoder": budget.get("encoder", "all-MiniLM-L6-v2"),
+                "epochs": budget["epochs"], "seeds": 1, "source": "recipes (no source tree: the study is "
+                "benchmarks/accuracy.py in a checkout)"}
+    return [Row(SUITE, f"{dataset.name}/{name}", key, scores[name][key], scores["plain"][key], "plain", "%",
+                "higher", settings) for name in RECIPES for key in ("P@1", "PSP@1")]
+
+
 def run(quick: bool = False) -> list[Row]:
+    if benchmarks_dir() is None:  # an installed wheel
+        return recipe_rows(quick)
     study = load_study()
     if quick:
         with tempfile.TemporaryDirectory(prefix="ramen-accuracy-") as tmp:

@@ -136,31 +136,24 @@ def peak_rss_during(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any
 
 
 def benchmarks_dir() -> Path | None:
-    """The source tree's `benchmarks/` folder (peers and results), when it can be found."""
+    """The source tree's `benchmarks/` folder (the accuracy study and recorded results), when this
+    is a checkout; None from an installed wheel."""
     candidates = [Path.cwd() / "benchmarks", Path(__file__).resolve().parents[3] / "benchmarks"]
     for path in candidates:
-        if (path / "peers").is_dir():
+        if (path / "accuracy.py").is_file():
             return path
     return None
 
 
 def import_peer(name: str) -> Any:
-    """Imports benchmarks/peers/<name>.py from the source tree, or raises ImportError saying why."""
-    import importlib.util
+    """The peer module ramen.bench.peers.<name>; ImportError (with the reason) where the library it
+    wraps is not installed (faiss, hnswlib)."""
+    import importlib
 
-    root = benchmarks_dir()
-    if root is None:
-        raise ImportError(
-            f"peer {name!r} lives in the source tree's benchmarks/peers/: run `python -m ramen.bench` "
-            "from a checkout of the ramen repository"
-        )
-    path = root / "peers" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"ramen_peer_{name}", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load peer {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    try:
+        return importlib.import_module(f"ramen.bench.peers.{name}")
+    except ImportError as exc:
+        raise ImportError(f"peer {name!r} needs a library that is not installed ({exc})") from exc
 
 
 def _fmt(x: float | None) -> str:
