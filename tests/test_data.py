@@ -161,7 +161,10 @@ def test_values_are_correctly_rounded(tmp_path: Path) -> None:
     texts += [f"{f:.6f}" for f in floats[:500]] + [f"{f:.9e}" for f in floats[500:1000]]
     texts += ["1.00000005960464477", "1.00000005960464478", "1.000000059604644775390625",  # around a midpoint
               "0.50000002980232239", "16777217", "16777219", "33554433", "3.4028235e38", "1.1754944e-38",
-              "1e-45", "7.0064923e-45", "-0", "0.0", "-2.5E+3", "1.", ".5", "+0.25", "123456789012345678901234"]
+              "1e-45", "7.0064923e-45", "-0", "0.0", "-2.5E+3", "1.", ".5", "+0.25", "123456789012345678901234",
+              # finite but below half the smallest denormal: they round to +-0 (not "not finite")
+              "1e-50", "-1e-50", "7e-46", "7.1e-46", "1e-400", "-0.5e-999", "+1e-46",
+              "0.000000000000000000000000000000000000000000000000001", "123456e-60", "4e-45"]
     path = write(tmp_path, f"1 {len(texts)}\n" + " ".join(f"{i}:{t}" for i, t in enumerate(texts)) + "\n")
     got = read_sparse(path).data
     want = np.array([nearest_float32(t.lstrip("+")) for t in texts], dtype=np.float32)
@@ -195,6 +198,11 @@ BAD_FILES = [
     ("2 5\n\n:1\n", 3, "is not an integer"),
     ("2 5\n3:1 1:1 3:2\n\n", 2, "column id 3 appears twice"),
     ("2 5\n3:1 3:2\n\n", 2, "column id 3 appears twice"),
+    ("2 5\n\n0:+-1\n", 3, "value '+-1' is not a finite number"),
+    ("2 5\n\n0:++1\n", 3, "value '++1' is not a finite number"),
+    ("2 5\n\n0:+\n", 3, "value '+' is not a finite number"),
+    ("2 5\n\n0:1e39\n", 3, "value '1e39' is not a finite number"),
+    ("2 5\n\n0:-1e99999999999999999999\n", 3, "is not a finite number"),
 ]
 
 
@@ -206,6 +214,23 @@ def test_malformed_sparse_names_file_and_line(tmp_path: Path, text: str, line: i
     assert str(path) in str(info.value)
     assert f"line {line}:" in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text,line,quoted", [
+    (b"2 5\n0:1\n1:\xff\n", 3, r"value '\xff'"),
+    (b"2 5\n\n\xc3\xa9:1\n", 3, r"column id '\xc3\xa9'"),
+    (b"2 \xe2\x82\n\n\n", 1, r"found '2 \xe2\x82'"),
+    (b"1 5\n" + "\u00e9".encode() * 30 + b"\n", 2, r"'\xc3\xa9\xc3\xa9"),  # cut inside a character
+    (b"1 5\n0:1\x00 1:1\n", 2, r"'1\x00'"),
+    (b"1 5\n0:\\\n", 2, r"'\x5c'"),
+], ids=["invalid-utf8-value", "utf8-column-id", "truncated-utf8-header", "cut-inside-a-character", "nul", "backslash"])
+def test_malformed_bytes_keep_file_and_line(tmp_path: Path, text: bytes, line: int, quoted: str) -> None:
+    """A byte that is not printable ASCII is quoted as \\xHH: the message keeps its file and line."""
+    path = write(tmp_path, text, "bad_X_Y.txt")
+    with pytest.raises(ValueError) as info:
+        read_sparse(path)
+    assert str(info.value).startswith(f"{path}: line {line}: ")
+    assert quoted in str(info.value)
 
 
 def test_error_line_numbers_far_into_a_big_file(tmp_path: Path) -> None:

@@ -59,7 +59,8 @@ def read_sparse(path: str | os.PathLike, *, num_threads: int = 0) -> sp.csr_matr
 
     ValueError naming the file and line: a bad header, a header whose row count disagrees with the
     file, a column id that is negative, not an integer, >= the column count or repeated in its
-    row, a value that is not a finite number.
+    row, a value that is not a finite number (one too small for float32 reads as +-0). Bytes that
+    are not printable ASCII are quoted as \\xHH in the message.
     """
     from ramen import _C
 
