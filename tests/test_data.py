@@ -330,7 +330,36 @@ def test_write_texts_round_trip_and_rejects_line_breaks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="text 1 contains a line break"):
         write_texts(tmp_path / "t.txt", ["a", "b\nc"])
     with pytest.raises(ValueError, match="text 0 contains a line break"):
-        write_texts(tmp_path / "t.txt", ["a\r"])
+        write_texts(tmp_path / "t.txt", ["a\n"])
+    with pytest.raises(ValueError, match=r"t.txt: text 1 cannot be written as UTF-8"):
+        write_texts(tmp_path / "t.txt", ["a", "\ud800"])
+
+
+# Texts that read_texts could mistake for something else: a CR (read_texts reads CRLF as LF), a
+# byte-order mark (dropped at the start of a file), `id->text` lines (ids dropped), control characters.
+TRICKY_TEXTS = [
+    ["a\r"], ["\r"], ["a\rb", "c\r", ""], ["x->y"], ["x->y", "a->", "1->2->3"], ["\ufeff"], ["\ufeffabc", "d"],
+    ["\ufeff\ufeffx->y", "k->v\r"], ["\x0bv\x0c", "\x1c\x1d\x1e\x85\u2028\u2029", "\x00\x7f"], ["", "->x"],
+    [" ->x", "a->b"], ["x->y", "plain"], ["\r\r", "\ufeff\r"], [""], [],
+]
+
+
+@pytest.mark.parametrize("texts", TRICKY_TEXTS, ids=lambda t: ascii(t)[:40])
+def test_write_texts_reads_back_exactly(tmp_path: Path, texts: list[str]) -> None:
+    write_texts(tmp_path / "t.txt", texts)
+    assert read_texts(tmp_path / "t.txt", len(texts)) == texts
+
+
+def test_plain_texts_are_written_as_before(tmp_path: Path) -> None:
+    """The id, BOM and CRLF forms are used only where plain lines would not read back."""
+    write_texts(tmp_path / "t.txt", ["a b", "x->y", "", "é\rz"])
+    assert (tmp_path / "t.txt").read_bytes() == "a b\nx->y\n\né\rz\n".encode()
+    write_texts(tmp_path / "t.txt", ["x->y", "a->"])
+    assert (tmp_path / "t.txt").read_bytes() == b"0->x->y\n1->a->\n"
+    write_texts(tmp_path / "t.txt", ["a\r", "b"])
+    assert (tmp_path / "t.txt").read_bytes() == b"a\r\r\nb\r\n"
+    write_texts(tmp_path / "t.txt", ["\ufeffa"])
+    assert (tmp_path / "t.txt").read_bytes() == "\ufeff\ufeffa\n".encode()
 
 
 def test_pairs(tmp_path: Path) -> None:
@@ -341,9 +370,12 @@ def test_pairs(tmp_path: Path) -> None:
     assert out.dtype == np.int64 and np.array_equal(out, pairs)
     assert read_pairs(write(tmp_path, "1\t2\r\n\n 4 5 \n")).tolist() == [[1, 2], [4, 5]]
     assert read_pairs(write(tmp_path, "")).shape == (0, 2)
-    for text, line in [("1 2\n3\n", 2), ("1 2\n3 4 5\n", 2), ("1 x\n", 1), ("1 2\n\n-1 2\n", 3)]:
+    for text, line in [("1 2\n3\n", 2), ("1 2\n3 4 5\n", 2), ("1 x\n", 1), ("1 2\n\n-1 2\n", 3),
+                       ("0 \u0661\n", 1), ("\uff11 2\n", 1), ("1 2\n0 \u00b2\n", 2),  # digits, but not ASCII ones
+                       ("0 99999999999999999999999\n", 1), ("1 2\n1000000000000000000 0\n", 2)]:  # int64 overflow
         with pytest.raises(ValueError, match=rf"filter.txt: line {line}: expected two"):
             read_pairs(write(tmp_path, text, "filter.txt"))
+    assert read_pairs(write(tmp_path, "999999999999999999 0\n")).tolist() == [[999999999999999999, 0]]
 
 
 # ---- whole datasets -------------------------------------------------------------------------
@@ -462,6 +494,80 @@ def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str
     (tmp_path / breakage[0]).write_text(breakage[1])
     with pytest.raises(ValueError, match=message):
         load_xc(tmp_path)
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ((b"ramen.json", b'{"format": "ramen.xc",\n "name": "\xff"}'), r"ramen.json: line 2: not valid UTF-8"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": "1"}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": 1.0}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": true}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": [2]}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": null}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+     r"ramen.json: not valid JSON \(nested too deeply\)"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": 1' + b"0" * 5000 + b"}"), r"ramen.json: not valid JSON"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": 1' + b"0" * 400 + b"}"), r"ramen.json: 'A' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "B": 1e999}'), r"ramen.json: 'B' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": NaN}'), r"ramen.json: 'A' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "anchor_sets": ["graph", "graph", "category"]}'),
+     r"ramen.json: 'anchor_sets' names a set twice"),
+    ((b"ramen.json", b"\xef\xbb\xbf" + b'{"format": "ramen.xc", "name": "bom"}'), None),  # a BOM is fine
+])
+def test_bad_description_names_the_file(tmp_path: Path, breakage: tuple, message: str | None) -> None:
+    write_glf(tmp_path)
+    (tmp_path / breakage[0].decode()).write_bytes(breakage[1])
+    if message is None:
+        assert load_xc(tmp_path).name == "bom"
+        return
+    with pytest.raises(ValueError, match=message):
+        load_xc(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["ramen.json", "filter_labels_test.txt", "graph_tst_X_Y.txt", "trn_X_Y.txt",
+                                  "raw_data/label.raw.txt", "category_lbl_X_Y.txt"])
+def test_a_directory_in_place_of_a_file_is_an_error(tmp_path: Path, name: str) -> None:
+    write_glf(tmp_path)
+    path = tmp_path / name
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    with pytest.raises(ValueError, match=rf"{name}: is a directory, expected a file"):
+        load_xc(tmp_path)
+    path.rmdir()
+    path.symlink_to(tmp_path / "nowhere")  # a broken link is not an absent file either
+    with pytest.raises(ValueError, match=rf"{name}: is not a regular file"):
+        load_xc(tmp_path)
+
+
+def test_loaded_texts_save_and_load_unchanged(tmp_path: Path) -> None:
+    """Whatever texts load_xc accepts, save_xc writes, and they load back the same."""
+    write_glf(tmp_path / "src")
+    (tmp_path / "src/raw_data/label.raw.txt").write_bytes(b"\xef\xbb\xbf\xef\xbb\xbfl\r0\nl1\x0b\x1c\nl2\r")
+    (tmp_path / "src/raw_data/graph.raw.txt").write_bytes(b"7->g->0\n8->g->1\n")
+    (tmp_path / "src/raw_data/category.raw.txt").write_bytes(b"\r\r\n")
+    ds = load_xc(tmp_path / "src")
+    assert ds.label_texts == ["\ufeffl\r0", "l1\x0b\x1c", "l2\r"]
+    assert ds.anchor_sets["graph"].texts == ["g->0", "g->1"] and ds.anchor_sets["category"].texts == ["\r"]
+    for target in ("dir", "ds.npz"):
+        save_xc(ds, tmp_path / target)
+        assert load_xc(tmp_path / target) == ds
+
+
+def test_tricky_texts_round_trip_through_save_xc(tmp_path: Path) -> None:
+    ds = make_dataset()
+    ds.label_texts = [f"{i}->{i}" for i in range(20)]
+    ds.train_texts = ["\ufeffq\r"] + [f"q{i}\r" for i in range(29)]
+    ds.test_texts = [f"\x85t{i}\u2028" for i in range(12)]
+    ds.anchor_sets["also_view"].texts = ["a->", "b->c", "\ufeff"]
+    save_xc(ds, tmp_path / "d")
+    assert load_xc(tmp_path / "d") == ds
+
+
+def test_save_error_names_the_target_file(tmp_path: Path) -> None:
+    ds = make_dataset()
+    ds.test_texts[3] = "two\nlines"
+    with pytest.raises(ValueError) as info:
+        save_xc(ds, tmp_path / "d")
+    assert str(info.value).startswith(f"{tmp_path / 'd' / 'raw_data' / 'test.raw.txt'}: text 3 contains a line break")
 
 
 def test_load_missing_files(tmp_path: Path) -> None:

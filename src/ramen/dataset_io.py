@@ -19,6 +19,7 @@ several times faster than the text files.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -30,7 +31,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ramen.files import temp_path
-from ramen.xc_format import read_pairs, read_sparse, read_texts, write_pairs, write_sparse, write_texts
+from ramen.xc_format import (read_pairs, read_sparse, read_texts, require_file, write_pairs, write_sparse,
+                              write_texts)
 
 if TYPE_CHECKING:
     from ramen.data import Dataset
@@ -56,31 +58,74 @@ def _discover_anchor_sets(root: Path) -> list[str]:
     return names
 
 
+def _optional_file(path: Path) -> bool:
+    """Whether the optional file `path` is there; ValueError naming it when something else is (a
+    directory in its place is a mistake, not an absent file)."""
+    if not os.path.lexists(path):
+        return False
+    require_file(path)
+    return True
+
+
 def _read_meta(root: Path) -> dict:
     path = root / META
-    if not path.is_file():
+    if not _optional_file(path):
         return {}
+    raw = path.read_bytes()
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid UTF-8") from None
+    return _parse_meta(text, path)
+
+
+def _parse_meta(text: str, where: Path) -> dict:
+    """The dataset description in JSON `text`, checked; ValueError naming `where` otherwise."""
+    try:
+        meta = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        raise ValueError(f"{where}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
-    return _check_meta(meta, path)
+        raise ValueError(f"{where}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
+    return _check_meta(meta, where)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(x: int | float) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _check_meta(meta: dict, where: Path) -> dict:
     """The description's fields have the right types and a version this code reads."""
-    if meta.get("version", VERSION) > VERSION:
-        raise ValueError(f"{where}: written by a newer ramen (format version {meta['version']} > {VERSION})")
+    version = meta.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{where}: 'version' must be a positive integer, got {_short(version)}")
+    if version > VERSION:
+        raise ValueError(f"{where}: written by a newer ramen (format version {version} > {VERSION})")
     for key in ("A", "B"):
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))):
-            raise ValueError(f"{where}: {key!r} must be a number, got {meta[key]!r}")
+            raise ValueError(f"{where}: {key!r} must be a number, got {_short(meta[key])}")
+        if key in meta and not _finite(meta[key]):
+            raise ValueError(f"{where}: {key!r} must be a finite number, got {_short(meta[key])}")
     if "name" in meta and not isinstance(meta["name"], str):
-        raise ValueError(f"{where}: 'name' must be a string, got {meta['name']!r}")
+        raise ValueError(f"{where}: 'name' must be a string, got {_short(meta['name'])}")
     if "anchor_sets" in meta and not (isinstance(meta["anchor_sets"], list)
                                       and all(isinstance(n, str) for n in meta["anchor_sets"])):
-        raise ValueError(f"{where}: 'anchor_sets' must be a list of names, got {meta['anchor_sets']!r}")
+        raise ValueError(f"{where}: 'anchor_sets' must be a list of names, got {_short(meta['anchor_sets'])}")
+    if "anchor_sets" in meta and len(set(meta["anchor_sets"])) != len(meta["anchor_sets"]):
+        raise ValueError(f"{where}: 'anchor_sets' names a set twice: {_short(meta['anchor_sets'])}")
     return meta
 
 
@@ -98,7 +143,7 @@ def _load_dir(root: Path, num_threads: int) -> Dataset:
         "test_texts": read_texts(raw / "test.raw.txt", test_Y.shape[0], "tst_X_Y.txt (rows)"),
         "label_texts": read_texts(raw / "label.raw.txt", train_Y.shape[1], "trn_X_Y.txt (columns)"),
     }
-    test_filter = read_pairs(root / "filter_labels_test.txt") if (root / "filter_labels_test.txt").is_file() else None
+    test_filter = read_pairs(root / "filter_labels_test.txt") if _optional_file(root / "filter_labels_test.txt") else None
 
     names = _discover_anchor_sets(root)
     if "anchor_sets" in meta:
@@ -111,7 +156,7 @@ def _load_dir(root: Path, num_threads: int) -> Dataset:
         parts = {}
         for part, fname in _anchor_files(name).items():
             path = root / fname
-            if part == "test_X_A" and not path.is_file():
+            if part == "test_X_A" and not _optional_file(path):
                 parts[part] = None
                 continue
             m = read_sparse(path, num_threads=num_threads)
@@ -262,6 +307,9 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     old = target.with_name(f".{target.name}.old-{tag}")
     try:
         _save_dir(ds, tmp, num_threads, progress)
+    except ValueError as e:  # a text or matrix the format cannot hold: name the target, not the temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(str(e).replace(str(tmp), str(target))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
