@@ -613,6 +613,81 @@ def test_bad_npz(tmp_path: Path) -> None:
         load_xc(tmp_path / "x.npz")
 
 
+def _archive_arrays(tmp_path: Path) -> dict[str, np.ndarray]:
+    save_xc(make_dataset(), tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("damage", ["empty", "npy", "text", "truncated", "flipped_crc", "flipped_name"])
+def test_corrupt_npz_is_a_value_error(tmp_path: Path, damage: str) -> None:
+    save_xc(make_dataset(), tmp_path / "good.npz")
+    good = (tmp_path / "good.npz").read_bytes()
+    data = {"empty": b"", "text": b"2 3\n0:1\n\n", "truncated": good[: len(good) // 2],
+            "flipped_crc": good[:200] + bytes([good[200] ^ 0x10]) + good[201:],  # inside a member: bad CRC
+            "flipped_name": good[:31] + bytes([good[31] ^ 0x01]) + good[32:]}.get(damage)  # local header's name
+    if damage == "npy":
+        np.save(tmp_path / "a.npy", np.zeros(3))
+        data = (tmp_path / "a.npy").read_bytes()
+    path = write(tmp_path, data, "bad.npz")
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid"):
+        load_xc(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda a: a.update({"meta": np.array([1, 2])}), r"'meta' is a int64 array"),
+    (lambda a: a.update({"meta": np.array('{"format": "ramen.xc", "version": 1.5}')}), r"'version' must be"),
+    (lambda a: a.update({"meta": np.array("[" * 100_000)}), r"nested too deeply"),
+    (lambda a: a.pop("train_Y.indptr"), r"no 'train_Y.indptr' array"),
+    (lambda a: a.pop("test_Y.shape"), r"no 'test_Y' matrix"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"].astype(np.float64)}),
+     r"'label_texts.offsets' is a float64 array"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"][::-1].copy()}), r"must ascend from 0"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"] * 2}), r"must ascend from 0"),
+    (lambda a: a.update({"train_texts.utf8": np.frombuffer(b"\xff" * 10, np.uint8)}), r"can't decode"),
+    (lambda a: a.update({"train_Y.indices": a["train_Y.indices"] + 100}), r"train_Y: indices must be < 20"),
+    (lambda a: a.update({"train_Y.indptr": a["train_Y.indptr"][::-1].copy()}), r"train_Y: index pointer"),
+    (lambda a: a.update({"train_Y.shape": np.array([30, -1])}), r"train_Y.shape must be two non-negative"),
+    (lambda a: a.update({"train_Y.data": a["train_Y.data"].astype(np.complex64)}), r"'train_Y.data.npy': unsupported array type <c8"),
+    (lambda a: a.update({"test_filter": np.array([[0.5, 1.0]])}), r"'test_filter' is a float64 array"),
+    (lambda a: a.update({"obj": np.array([{"x": 1}], dtype=object)}), r"unsupported array type"),
+    (lambda a: a.update({"meta": np.array('{"format": "ramen.xc", "version": 1, "A": 1, "B": 1, "name": ""}')}),
+     r"the description lacks \['anchor_sets'\]"),
+])
+def test_npz_contents_are_checked(tmp_path: Path, edit, message: str) -> None:
+    arrays = _archive_arrays(tmp_path)
+    edit(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)  # an object array is pickled
+    with pytest.raises(ValueError, match=r"bad.npz: .*" + message):
+        load_xc(tmp_path / "bad.npz")
+
+
+def test_npz_header_is_checked_before_reading(tmp_path: Path) -> None:
+    """A shape that promises more than the member holds fails before anything that large is allocated."""
+    ds = Dataset([""] * 3000, ["t"], ["a", "b"], sp.csr_matrix((3000, 2)), sp.csr_matrix((1, 2)))
+    save_xc(ds, tmp_path / "good.npz")  # indptr: 12 KB, more than zipfile reads (and checks) at once
+    good = (tmp_path / "good.npz").read_bytes()
+    at = good.index(b"(3001,), }", good.index(b"train_Y.indptr.npy"))  # its header: 3001 entries, then padding
+    old = b"(3001,), }" + b" " * 12
+    assert good[at:at + len(old)] == old
+    bad = good[:at] + b"(99999999999,), }".ljust(len(old)) + good[at + len(old):]  # the zip's sizes unchanged
+    path = write(tmp_path, bad, "bad.npz")
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid .npz archive .*header promises 399999999996 bytes"):
+        load_xc(path)
+
+
+def test_npz_duplicate_members_and_compressed_archives(tmp_path: Path) -> None:
+    import zipfile
+
+    arrays = _archive_arrays(tmp_path)
+    np.savez_compressed(tmp_path / "deflated.npz", **arrays)  # not what save_xc writes, but a valid archive
+    assert load_xc(tmp_path / "deflated.npz") == make_dataset()
+    with zipfile.ZipFile(tmp_path / "good.npz", "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("meta.npy", (tmp_path / "good.npz").read_bytes()[:0])
+    with pytest.raises(ValueError, match=r"good.npz: not a valid .npz archive .*appears twice"):
+        load_xc(tmp_path / "good.npz")
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda d: d.train_texts.pop(), r"train_Y has shape \(30, 20\) but there are 29 train texts"),
     (lambda d: d.label_texts.append("x"), r"train_Y has shape \(30, 20\) but there are 30 train texts and 21"),
