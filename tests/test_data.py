@@ -676,6 +676,22 @@ def test_npz_header_is_checked_before_reading(tmp_path: Path) -> None:
         load_xc(path)
 
 
+@pytest.mark.parametrize("header", [b"{'descr': '<i8', 'fortran_order': False, 'shape': ((3,), }",  # TokenError
+                                    b"{'descr': 5, 'fortran_order': False, 'shape': (3,), }",
+                                    b"{'descr': '<i8', 'fortran_order': False, 'shape': (-3,), }",
+                                    b"{'descr': 'O', 'fortran_order': False, 'shape': (3,), }",
+                                    b"{'descr': [('a', '<i8')], 'fortran_order': False, 'shape': (3,), }"])
+def test_npz_bad_npy_headers(tmp_path: Path, header: bytes) -> None:
+    import struct
+    import zipfile
+
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+        zf.writestr("meta.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(24))
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid .npz archive \(ValueError: member 'meta.npy'"):
+        load_xc(tmp_path / "bad.npz")
+
+
 def test_npz_duplicate_members_and_compressed_archives(tmp_path: Path) -> None:
     import zipfile
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,13 +26,14 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplemente
 
 def _header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     """(shape, fortran order, dtype) of the .npy header at the start of member `f`."""
-    version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
-        raise ValueError(f"member {name!r}: .npy format version {version} is not supported")
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f".npy format version {version} is not supported")
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (ValueError, SyntaxError, TypeError, tokenize.TokenError) as e:  # TokenError: numpy lets it through
+        raise ValueError(f"member {name!r}: not a .npy header ({type(e).__name__}: {e})") from None
     if dtype.kind not in _KINDS or dtype.itemsize == 0 or any(d < 0 for d in shape):
         raise ValueError(f"member {name!r}: unsupported array type {dtype.str} {shape}")
     return shape, fortran, dtype
