@@ -145,7 +145,8 @@ def _load_dir(root: Path, num_threads: int) -> Dataset:
         "test_texts": read_texts(raw / "test.raw.txt", test_Y.shape[0], "tst_X_Y.txt (rows)"),
         "label_texts": read_texts(raw / "label.raw.txt", train_Y.shape[1], "trn_X_Y.txt (columns)"),
     }
-    test_filter = read_pairs(root / "filter_labels_test.txt") if _optional_file(root / "filter_labels_test.txt") else None
+    filter_file = root / "filter_labels_test.txt"
+    test_filter = read_pairs(filter_file) if _optional_file(filter_file) else None
 
     names = _discover_anchor_sets(root)
     if "anchor_sets" in meta:
