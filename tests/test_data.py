@@ -619,13 +619,16 @@ def _archive_arrays(tmp_path: Path) -> dict[str, np.ndarray]:
         return dict(z)
 
 
-@pytest.mark.parametrize("damage", ["empty", "npy", "text", "truncated", "flipped_crc", "flipped_name"])
+@pytest.mark.parametrize("damage", ["empty", "npy", "text", "truncated", "flipped_crc", "flipped_name", "encrypted"])
 def test_corrupt_npz_is_a_value_error(tmp_path: Path, damage: str) -> None:
     save_xc(make_dataset(), tmp_path / "good.npz")
     good = (tmp_path / "good.npz").read_bytes()
     data = {"empty": b"", "text": b"2 3\n0:1\n\n", "truncated": good[: len(good) // 2],
             "flipped_crc": good[:200] + bytes([good[200] ^ 0x10]) + good[201:],  # inside a member: bad CRC
             "flipped_name": good[:31] + bytes([good[31] ^ 0x01]) + good[32:]}.get(damage)  # local header's name
+    if damage == "encrypted":  # the flag bit of the first member in the central directory: RuntimeError in zipfile
+        at = good.index(b"PK\x01\x02") + 8
+        data = good[:at] + bytes([good[at] | 1]) + good[at + 1:]
     if damage == "npy":
         np.save(tmp_path / "a.npy", np.zeros(3))
         data = (tmp_path / "a.npy").read_bytes()

@@ -69,6 +69,8 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 name = info.filename.removesuffix(".npy")
                 if name == info.filename or name in out:
                     raise ValueError(f"member {info.filename!r} is not a .npy array or appears twice")
+                if info.flag_bits & 0x1:  # zipfile would raise RuntimeError: password required
+                    raise ValueError(f"member {info.filename!r} is encrypted")
                 out[name] = _member(zf, info)
     except (ValueError, OSError, *_ZIP_ERRORS) as e:
         raise ValueError(f"{path}: not a valid .npz archive ({type(e).__name__}: {e})") from None
