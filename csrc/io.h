@@ -34,8 +34,9 @@ FileBuffer read_file(const std::string& path);
 // Parses the text format held in text[0, size). Throws std::invalid_argument("line N: ...") for
 // a malformed header, a header whose row count disagrees with the lines that follow, a column id
 // that is negative, not an integer, >= the header's column count or repeated within its row, and
-// a value that is not a finite number. Rows are sorted by column id. `chunk_bytes`: the text each
-// parallel task parses (whole lines from that many bytes on); it changes no result.
+// a value that is not a finite number (a finite one too small for a float reads as +-0). Messages
+// are ASCII (other bytes quoted as \xHH). Rows are sorted by column id. `chunk_bytes`: the text
+// each parallel task parses (whole lines from that many bytes on); it changes no result.
 constexpr int64_t kDefaultChunkBytes = int64_t{1} << 20;
 SparseMatrix parse_sparse_text(const char* text, int64_t size, int num_threads,
                                int64_t chunk_bytes = kDefaultChunkBytes);

@@ -161,7 +161,10 @@ def test_values_are_correctly_rounded(tmp_path: Path) -> None:
     texts += [f"{f:.6f}" for f in floats[:500]] + [f"{f:.9e}" for f in floats[500:1000]]
     texts += ["1.00000005960464477", "1.00000005960464478", "1.000000059604644775390625",  # around a midpoint
               "0.50000002980232239", "16777217", "16777219", "33554433", "3.4028235e38", "1.1754944e-38",
-              "1e-45", "7.0064923e-45", "-0", "0.0", "-2.5E+3", "1.", ".5", "+0.25", "123456789012345678901234"]
+              "1e-45", "7.0064923e-45", "-0", "0.0", "-2.5E+3", "1.", ".5", "+0.25", "123456789012345678901234",
+              # finite but below half the smallest denormal: they round to +-0 (not "not finite")
+              "1e-50", "-1e-50", "7e-46", "7.1e-46", "1e-400", "-0.5e-999", "+1e-46",
+              "0.000000000000000000000000000000000000000000000000001", "123456e-60", "4e-45"]
     path = write(tmp_path, f"1 {len(texts)}\n" + " ".join(f"{i}:{t}" for i, t in enumerate(texts)) + "\n")
     got = read_sparse(path).data
     want = np.array([nearest_float32(t.lstrip("+")) for t in texts], dtype=np.float32)
@@ -195,6 +198,11 @@ BAD_FILES = [
     ("2 5\n\n:1\n", 3, "is not an integer"),
     ("2 5\n3:1 1:1 3:2\n\n", 2, "column id 3 appears twice"),
     ("2 5\n3:1 3:2\n\n", 2, "column id 3 appears twice"),
+    ("2 5\n\n0:+-1\n", 3, "value '+-1' is not a finite number"),
+    ("2 5\n\n0:++1\n", 3, "value '++1' is not a finite number"),
+    ("2 5\n\n0:+\n", 3, "value '+' is not a finite number"),
+    ("2 5\n\n0:1e39\n", 3, "value '1e39' is not a finite number"),
+    ("2 5\n\n0:-1e99999999999999999999\n", 3, "is not a finite number"),
 ]
 
 
@@ -206,6 +214,23 @@ def test_malformed_sparse_names_file_and_line(tmp_path: Path, text: str, line: i
     assert str(path) in str(info.value)
     assert f"line {line}:" in str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text,line,quoted", [
+    (b"2 5\n0:1\n1:\xff\n", 3, r"value '\xff'"),
+    (b"2 5\n\n\xc3\xa9:1\n", 3, r"column id '\xc3\xa9'"),
+    (b"2 \xe2\x82\n\n\n", 1, r"found '2 \xe2\x82'"),
+    (b"1 5\n" + "\u00e9".encode() * 30 + b"\n", 2, r"'\xc3\xa9\xc3\xa9"),  # cut inside a character
+    (b"1 5\n0:1\x00 1:1\n", 2, r"'1\x00'"),
+    (b"1 5\n0:\\\n", 2, r"'\x5c'"),
+], ids=["invalid-utf8-value", "utf8-column-id", "truncated-utf8-header", "cut-inside-a-character", "nul", "backslash"])
+def test_malformed_bytes_keep_file_and_line(tmp_path: Path, text: bytes, line: int, quoted: str) -> None:
+    """A byte that is not printable ASCII is quoted as \\xHH: the message keeps its file and line."""
+    path = write(tmp_path, text, "bad_X_Y.txt")
+    with pytest.raises(ValueError) as info:
+        read_sparse(path)
+    assert str(info.value).startswith(f"{path}: line {line}: ")
+    assert quoted in str(info.value)
 
 
 def test_error_line_numbers_far_into_a_big_file(tmp_path: Path) -> None:
@@ -305,7 +330,36 @@ def test_write_texts_round_trip_and_rejects_line_breaks(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="text 1 contains a line break"):
         write_texts(tmp_path / "t.txt", ["a", "b\nc"])
     with pytest.raises(ValueError, match="text 0 contains a line break"):
-        write_texts(tmp_path / "t.txt", ["a\r"])
+        write_texts(tmp_path / "t.txt", ["a\n"])
+    with pytest.raises(ValueError, match=r"t.txt: text 1 cannot be written as UTF-8"):
+        write_texts(tmp_path / "t.txt", ["a", "\ud800"])
+
+
+# Texts that read_texts could mistake for something else: a CR (read_texts reads CRLF as LF), a
+# byte-order mark (dropped at the start of a file), `id->text` lines (ids dropped), control characters.
+TRICKY_TEXTS = [
+    ["a\r"], ["\r"], ["a\rb", "c\r", ""], ["x->y"], ["x->y", "a->", "1->2->3"], ["\ufeff"], ["\ufeffabc", "d"],
+    ["\ufeff\ufeffx->y", "k->v\r"], ["\x0bv\x0c", "\x1c\x1d\x1e\x85\u2028\u2029", "\x00\x7f"], ["", "->x"],
+    [" ->x", "a->b"], ["x->y", "plain"], ["\r\r", "\ufeff\r"], [""], [],
+]
+
+
+@pytest.mark.parametrize("texts", TRICKY_TEXTS, ids=lambda t: ascii(t)[:40])
+def test_write_texts_reads_back_exactly(tmp_path: Path, texts: list[str]) -> None:
+    write_texts(tmp_path / "t.txt", texts)
+    assert read_texts(tmp_path / "t.txt", len(texts)) == texts
+
+
+def test_plain_texts_are_written_as_before(tmp_path: Path) -> None:
+    """The id, BOM and CRLF forms are used only where plain lines would not read back."""
+    write_texts(tmp_path / "t.txt", ["a b", "x->y", "", "é\rz"])
+    assert (tmp_path / "t.txt").read_bytes() == "a b\nx->y\n\né\rz\n".encode()
+    write_texts(tmp_path / "t.txt", ["x->y", "a->"])
+    assert (tmp_path / "t.txt").read_bytes() == b"0->x->y\n1->a->\n"
+    write_texts(tmp_path / "t.txt", ["a\r", "b"])
+    assert (tmp_path / "t.txt").read_bytes() == b"a\r\r\nb\r\n"
+    write_texts(tmp_path / "t.txt", ["\ufeffa"])
+    assert (tmp_path / "t.txt").read_bytes() == "\ufeff\ufeffa\n".encode()
 
 
 def test_pairs(tmp_path: Path) -> None:
@@ -316,9 +370,12 @@ def test_pairs(tmp_path: Path) -> None:
     assert out.dtype == np.int64 and np.array_equal(out, pairs)
     assert read_pairs(write(tmp_path, "1\t2\r\n\n 4 5 \n")).tolist() == [[1, 2], [4, 5]]
     assert read_pairs(write(tmp_path, "")).shape == (0, 2)
-    for text, line in [("1 2\n3\n", 2), ("1 2\n3 4 5\n", 2), ("1 x\n", 1), ("1 2\n\n-1 2\n", 3)]:
+    for text, line in [("1 2\n3\n", 2), ("1 2\n3 4 5\n", 2), ("1 x\n", 1), ("1 2\n\n-1 2\n", 3),
+                       ("0 \u0661\n", 1), ("\uff11 2\n", 1), ("1 2\n0 \u00b2\n", 2),  # digits, but not ASCII ones
+                       ("0 99999999999999999999999\n", 1), ("1 2\n1000000000000000000 0\n", 2)]:  # int64 overflow
         with pytest.raises(ValueError, match=rf"filter.txt: line {line}: expected two"):
             read_pairs(write(tmp_path, text, "filter.txt"))
+    assert read_pairs(write(tmp_path, "999999999999999999 0\n")).tolist() == [[999999999999999999, 0]]
 
 
 # ---- whole datasets -------------------------------------------------------------------------
@@ -439,6 +496,80 @@ def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str
         load_xc(tmp_path)
 
 
+@pytest.mark.parametrize("breakage,message", [
+    ((b"ramen.json", b'{"format": "ramen.xc",\n "name": "\xff"}'), r"ramen.json: line 2: not valid UTF-8"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": "1"}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": 1.0}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": true}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": [2]}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "version": null}'), r"ramen.json: 'version' must be a positive integer"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+     r"ramen.json: not valid JSON \(nested too deeply\)"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": 1' + b"0" * 5000 + b"}"), r"ramen.json: not valid JSON"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": 1' + b"0" * 400 + b"}"), r"ramen.json: 'A' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "B": 1e999}'), r"ramen.json: 'B' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "A": NaN}'), r"ramen.json: 'A' must be a finite number"),
+    ((b"ramen.json", b'{"format": "ramen.xc", "anchor_sets": ["graph", "graph", "category"]}'),
+     r"ramen.json: 'anchor_sets' names a set twice"),
+    ((b"ramen.json", b"\xef\xbb\xbf" + b'{"format": "ramen.xc", "name": "bom"}'), None),  # a BOM is fine
+])
+def test_bad_description_names_the_file(tmp_path: Path, breakage: tuple, message: str | None) -> None:
+    write_glf(tmp_path)
+    (tmp_path / breakage[0].decode()).write_bytes(breakage[1])
+    if message is None:
+        assert load_xc(tmp_path).name == "bom"
+        return
+    with pytest.raises(ValueError, match=message):
+        load_xc(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["ramen.json", "filter_labels_test.txt", "graph_tst_X_Y.txt", "trn_X_Y.txt",
+                                  "raw_data/label.raw.txt", "category_lbl_X_Y.txt"])
+def test_a_directory_in_place_of_a_file_is_an_error(tmp_path: Path, name: str) -> None:
+    write_glf(tmp_path)
+    path = tmp_path / name
+    path.unlink(missing_ok=True)
+    path.mkdir()
+    with pytest.raises(ValueError, match=rf"{name}: is a directory, expected a file"):
+        load_xc(tmp_path)
+    path.rmdir()
+    path.symlink_to(tmp_path / "nowhere")  # a broken link is not an absent file either
+    with pytest.raises(ValueError, match=rf"{name}: is not a regular file"):
+        load_xc(tmp_path)
+
+
+def test_loaded_texts_save_and_load_unchanged(tmp_path: Path) -> None:
+    """Whatever texts load_xc accepts, save_xc writes, and they load back the same."""
+    write_glf(tmp_path / "src")
+    (tmp_path / "src/raw_data/label.raw.txt").write_bytes(b"\xef\xbb\xbf\xef\xbb\xbfl\r0\nl1\x0b\x1c\nl2\r")
+    (tmp_path / "src/raw_data/graph.raw.txt").write_bytes(b"7->g->0\n8->g->1\n")
+    (tmp_path / "src/raw_data/category.raw.txt").write_bytes(b"\r\r\n")
+    ds = load_xc(tmp_path / "src")
+    assert ds.label_texts == ["\ufeffl\r0", "l1\x0b\x1c", "l2\r"]
+    assert ds.anchor_sets["graph"].texts == ["g->0", "g->1"] and ds.anchor_sets["category"].texts == ["\r"]
+    for target in ("dir", "ds.npz"):
+        save_xc(ds, tmp_path / target)
+        assert load_xc(tmp_path / target) == ds
+
+
+def test_tricky_texts_round_trip_through_save_xc(tmp_path: Path) -> None:
+    ds = make_dataset()
+    ds.label_texts = [f"{i}->{i}" for i in range(20)]
+    ds.train_texts = ["\ufeffq\r"] + [f"q{i}\r" for i in range(29)]
+    ds.test_texts = [f"\x85t{i}\u2028" for i in range(12)]
+    ds.anchor_sets["also_view"].texts = ["a->", "b->c", "\ufeff"]
+    save_xc(ds, tmp_path / "d")
+    assert load_xc(tmp_path / "d") == ds
+
+
+def test_save_error_names_the_target_file(tmp_path: Path) -> None:
+    ds = make_dataset()
+    ds.test_texts[3] = "two\nlines"
+    with pytest.raises(ValueError) as info:
+        save_xc(ds, tmp_path / "d")
+    assert str(info.value).startswith(f"{tmp_path / 'd' / 'raw_data' / 'test.raw.txt'}: text 3 contains a line break")
+
+
 def test_load_missing_files(tmp_path: Path) -> None:
     write_glf(tmp_path)
     (tmp_path / "graph_lbl_X_Y.txt").unlink()
@@ -480,6 +611,107 @@ def test_bad_npz(tmp_path: Path) -> None:
     np.savez(tmp_path / "x.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="x.npz: not a valid ramen dataset archive"):
         load_xc(tmp_path / "x.npz")
+
+
+def _archive_arrays(tmp_path: Path) -> dict[str, np.ndarray]:
+    save_xc(make_dataset(), tmp_path / "good.npz")
+    with np.load(tmp_path / "good.npz") as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("damage", ["empty", "npy", "text", "truncated", "flipped_crc", "flipped_name", "encrypted"])
+def test_corrupt_npz_is_a_value_error(tmp_path: Path, damage: str) -> None:
+    save_xc(make_dataset(), tmp_path / "good.npz")
+    good = (tmp_path / "good.npz").read_bytes()
+    data = {"empty": b"", "text": b"2 3\n0:1\n\n", "truncated": good[: len(good) // 2],
+            "flipped_crc": good[:200] + bytes([good[200] ^ 0x10]) + good[201:],  # inside a member: bad CRC
+            "flipped_name": good[:31] + bytes([good[31] ^ 0x01]) + good[32:]}.get(damage)  # local header's name
+    if damage == "encrypted":  # the flag bit of the first member in the central directory: RuntimeError in zipfile
+        at = good.index(b"PK\x01\x02") + 8
+        data = good[:at] + bytes([good[at] | 1]) + good[at + 1:]
+    if damage == "npy":
+        np.save(tmp_path / "a.npy", np.zeros(3))
+        data = (tmp_path / "a.npy").read_bytes()
+    path = write(tmp_path, data, "bad.npz")
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid"):
+        load_xc(path)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda a: a.update({"meta": np.array([1, 2])}), r"'meta' is a int64 array"),
+    (lambda a: a.update({"meta": np.array('{"format": "ramen.xc", "version": 1.5}')}), r"'version' must be"),
+    (lambda a: a.update({"meta": np.array("[" * 100_000)}), r"nested too deeply"),
+    (lambda a: a.pop("train_Y.indptr"), r"no 'train_Y.indptr' array"),
+    (lambda a: a.pop("test_Y.shape"), r"no 'test_Y' matrix"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"].astype(np.float64)}),
+     r"'label_texts.offsets' is a float64 array"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"][::-1].copy()}), r"must ascend from 0"),
+    (lambda a: a.update({"label_texts.offsets": a["label_texts.offsets"] * 2}), r"must ascend from 0"),
+    (lambda a: a.update({"train_texts.utf8": np.frombuffer(b"\xff" * 10, np.uint8)}), r"can't decode"),
+    (lambda a: a.update({"train_Y.indices": a["train_Y.indices"] + 100}), r"train_Y: \d+ column ids in \[0, 20\)"),
+    (lambda a: a.update({"train_Y.indices": a["train_Y.indices"][:-1].copy()}), r"train_Y.indptr must ascend"),
+    (lambda a: a.update({"train_Y.data": a["train_Y.data"][:-1].copy()}), r"train_Y: \d+ column ids .* as many values"),
+    (lambda a: a.update({"train_Y.indptr": a["train_Y.indptr"][::-1].copy()}), r"train_Y.indptr must ascend"),
+    (lambda a: a.update({"train_Y.indptr": a["train_Y.indptr"][:-1].copy()}), r"train_Y.indptr must ascend"),
+    # scipy's full check passes this one (a negative last value), and sorting its indices then crashes
+    (lambda a: a["anchor0.test_X_A.indptr"].__setitem__(slice(-3, None), [454758640, 612813937, -823439604]),
+     r"anchor0.test_X_A.indptr must ascend"),
+    (lambda a: a.update({"train_Y.shape": np.array([30, -1])}), r"train_Y.shape must be two non-negative"),
+    (lambda a: a.update({"train_Y.data": a["train_Y.data"].astype(np.complex64)}),
+     r"'train_Y.data.npy': unsupported array type <c8"),
+    (lambda a: a.update({"test_filter": np.array([[0.5, 1.0]])}), r"'test_filter' is a float64 array"),
+    (lambda a: a.update({"obj": np.array([{"x": 1}], dtype=object)}), r"unsupported array type"),
+    (lambda a: a.update({"meta": np.array('{"format": "ramen.xc", "version": 1, "A": 1, "B": 1, "name": ""}')}),
+     r"the description lacks \['anchor_sets'\]"),
+])
+def test_npz_contents_are_checked(tmp_path: Path, edit, message: str) -> None:
+    arrays = _archive_arrays(tmp_path)
+    edit(arrays)
+    np.savez(tmp_path / "bad.npz", **arrays)  # an object array is pickled
+    with pytest.raises(ValueError, match=r"bad.npz: .*" + message):
+        load_xc(tmp_path / "bad.npz")
+
+
+def test_npz_header_is_checked_before_reading(tmp_path: Path) -> None:
+    """A shape that promises more than the member holds fails before anything that large is allocated."""
+    ds = Dataset([""] * 3000, ["t"], ["a", "b"], sp.csr_matrix((3000, 2)), sp.csr_matrix((1, 2)))
+    save_xc(ds, tmp_path / "good.npz")  # indptr: 12 KB, more than zipfile reads (and checks) at once
+    good = (tmp_path / "good.npz").read_bytes()
+    at = good.index(b"(3001,), }", good.index(b"train_Y.indptr.npy"))  # its header: 3001 entries, then padding
+    old = b"(3001,), }" + b" " * 12
+    assert good[at:at + len(old)] == old
+    bad = good[:at] + b"(99999999999,), }".ljust(len(old)) + good[at + len(old):]  # the zip's sizes unchanged
+    path = write(tmp_path, bad, "bad.npz")
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid .npz archive .*header promises 399999999996 bytes"):
+        load_xc(path)
+
+
+@pytest.mark.parametrize("header", [b"{'descr': '<i8', 'fortran_order': False, 'shape': ((3,), }",  # TokenError
+                                    b"{'descr': 5, 'fortran_order': False, 'shape': (3,), }",
+                                    b"{'descr': '<i8', 'fortran_order': False, 'shape': (-3,), }",
+                                    b"{'descr': 'O', 'fortran_order': False, 'shape': (3,), }",
+                                    b"{'descr': [('a', '<i8')], 'fortran_order': False, 'shape': (3,), }"])
+def test_npz_bad_npy_headers(tmp_path: Path, header: bytes) -> None:
+    import struct
+    import zipfile
+
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+        zf.writestr("meta.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + bytes(24))
+    with pytest.raises(ValueError, match=r"bad.npz: not a valid .npz archive \(ValueError: member 'meta.npy'"):
+        load_xc(tmp_path / "bad.npz")
+
+
+def test_npz_duplicate_members_and_compressed_archives(tmp_path: Path) -> None:
+    import zipfile
+
+    arrays = _archive_arrays(tmp_path)
+    np.savez_compressed(tmp_path / "deflated.npz", **arrays)  # not what save_xc writes, but a valid archive
+    assert load_xc(tmp_path / "deflated.npz") == make_dataset()
+    with zipfile.ZipFile(tmp_path / "good.npz", "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("meta.npy", (tmp_path / "good.npz").read_bytes()[:0])
+    with pytest.raises(ValueError, match=r"good.npz: not a valid .npz archive .*appears twice"):
+        load_xc(tmp_path / "good.npz")
 
 
 @pytest.mark.parametrize("edit,message", [

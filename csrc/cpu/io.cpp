@@ -26,12 +26,26 @@ constexpr int64_t kRowsPerChunk = 8192;  // rows per parallel task when formatti
 
 bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 
-// A token quoted for an error message, cut to a readable length.
+bool is_digit(char c) { return static_cast<unsigned>(c - '0') < 10u; }
+
+// A token quoted for an error message, cut to a readable length; bytes outside printable ASCII
+// are written \xHH, so the message is ASCII whatever the file holds (Python decodes it as UTF-8).
 std::string quote(const char* begin, const char* end) {
     constexpr int64_t kMax = 40;
+    static constexpr char kHex[] = "0123456789abcdef";
     const int64_t n = end - begin;
-    std::string s(begin, static_cast<size_t>(std::min(n, kMax)));
-    return "'" + s + (n > kMax ? "...'" : "'");
+    std::string s = "'";
+    for (const char* p = begin; p < begin + std::min(n, kMax); ++p) {
+        const auto c = static_cast<unsigned char>(*p);
+        if (c >= 0x20 && c < 0x7f && c != '\\') {
+            s += static_cast<char>(c);
+        } else {
+            s += "\\x";
+            s += kHex[c >> 4];
+            s += kHex[c & 15];
+        }
+    }
+    return s + (n > kMax ? "...'" : "'");
 }
 
 // Position of the first line start at or after `pos` in [begin, end]: a line starts at `begin`
@@ -158,6 +172,43 @@ const char* parse_float_fast(const char* p, const char* e, float& out) {
     return q;
 }
 
+// Whether the decimal number [p, e) ([-]digits[.digits][e[+-]digits]) is below 1 in magnitude:
+// tells a value too small for a float from one too large when std::from_chars says out of range.
+bool below_one(const char* p, const char* e) {
+    constexpr int64_t kCap = int64_t{1} << 40;  // saturates: digits and exponents of any length
+    p += p < e && *p == '-';
+    int64_t leading = 0;  // digits before the point, leading zeros skipped
+    for (; p < e && is_digit(*p); ++p) leading += leading > 0 || *p != '0';
+    int64_t zeros = 0;  // zeros after the point before the first other digit
+    bool nonzero = leading > 0;
+    if (p < e && *p == '.') {
+        for (++p; p < e && is_digit(*p); ++p) {
+            nonzero = nonzero || *p != '0';
+            zeros += !nonzero;
+        }
+    }
+    int64_t exp10 = 0;
+    if (p < e && (*p == 'e' || *p == 'E')) {
+        const bool negative = ++p < e && *p == '-';
+        p += p < e && (*p == '-' || *p == '+');
+        for (; p < e && is_digit(*p); ++p) exp10 = std::min(exp10 * 10 + (*p - '0'), kCap);
+        exp10 = negative ? -exp10 : exp10;
+    }
+    const int64_t magnitude = (leading > 0 ? std::min(leading, kCap) - 1 : -std::min(zeros, kCap) - 1) + exp10;
+    return !nonzero || magnitude < 0;
+}
+
+// std::from_chars for the values the fast path leaves: the end of the number, or p when there is
+// none. A finite decimal too small for a float reads as the float it rounds to (+-0, what the
+// writer reads back) rather than as an error; one too large stays an error.
+const char* parse_float_slow(const char* p, const char* e, float& out) {
+    const auto r = std::from_chars(p, e, out);
+    if (r.ec == std::errc()) return r.ptr;
+    if (r.ec != std::errc::result_out_of_range || !below_one(p, r.ptr)) return p;
+    out = *p == '-' ? -0.0f : 0.0f;
+    return r.ptr;
+}
+
 // One range of whole lines, parsed: its rows' entries and where each row ends.
 struct Piece {
     std::vector<int64_t> row_ends;  // entries before the end of each row, counted in this piece
@@ -193,12 +244,9 @@ std::string parse_line(const char* p, const char* line_end, int64_t cols, Piece&
         bool ok = q > t;
         if (ok && q < line_end && *q == ':') {
             const char* v = q + 1;
-            if (v < line_end && *v == '+') ++v;
+            if (line_end - v > 1 && *v == '+' && (is_digit(v[1]) || v[1] == '.')) ++v;  // not "+-1"
             const char* end = parse_float_fast(v, line_end, value);
-            if (end == nullptr) {
-                const auto r = std::from_chars(v, line_end, value);
-                end = r.ec == std::errc() ? r.ptr : v;
-            }
+            if (end == nullptr) end = parse_float_slow(v, line_end, value);
             ok = end > v && (end == line_end || is_blank(*end)) && std::isfinite(value);
             q = end;
         } else {

@@ -14,11 +14,13 @@ Directory layout (what `save_xc(ds, dir)` writes and `load_xc(dir)` reads):
 
 Without ramen.json: A = 0.55, B = 1.5, the name is the directory's, anchor sets sorted by name.
 The `.npz` form holds the same in one uncompressed numpy archive (no pickles): `load_xc` reads it
-several times faster than the text files.
+several times faster than the text files, checking each array's header, type and structure before
+trusting it (`ramen.archive`), so a corrupt archive is a ValueError naming it.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import uuid
@@ -29,8 +31,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ramen.archive import read_npz
 from ramen.files import temp_path
-from ramen.xc_format import read_pairs, read_sparse, read_texts, write_pairs, write_sparse, write_texts
+from ramen.xc_format import (read_pairs, read_sparse, read_texts, require_file, write_pairs, write_sparse,
+                              write_texts)
 
 if TYPE_CHECKING:
     from ramen.data import Dataset
@@ -56,31 +60,74 @@ def _discover_anchor_sets(root: Path) -> list[str]:
     return names
 
 
+def _optional_file(path: Path) -> bool:
+    """Whether the optional file `path` is there; ValueError naming it when something else is (a
+    directory in its place is a mistake, not an absent file)."""
+    if not os.path.lexists(path):
+        return False
+    require_file(path)
+    return True
+
+
 def _read_meta(root: Path) -> dict:
     path = root / META
-    if not path.is_file():
+    if not _optional_file(path):
         return {}
+    raw = path.read_bytes()
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path}: line {line}: not valid UTF-8") from None
+    return _parse_meta(text, path)
+
+
+def _parse_meta(text: str, where: Path) -> dict:
+    """The dataset description in JSON `text`, checked; ValueError naming `where` otherwise."""
+    try:
+        meta = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        raise ValueError(f"{where}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
-    return _check_meta(meta, path)
+        raise ValueError(f"{where}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
+    return _check_meta(meta, where)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite(x: int | float) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:  # an int beyond the float range
+        return False
 
 
 def _check_meta(meta: dict, where: Path) -> dict:
     """The description's fields have the right types and a version this code reads."""
-    if meta.get("version", VERSION) > VERSION:
-        raise ValueError(f"{where}: written by a newer ramen (format version {meta['version']} > {VERSION})")
+    version = meta.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{where}: 'version' must be a positive integer, got {_short(version)}")
+    if version > VERSION:
+        raise ValueError(f"{where}: written by a newer ramen (format version {version} > {VERSION})")
     for key in ("A", "B"):
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))):
-            raise ValueError(f"{where}: {key!r} must be a number, got {meta[key]!r}")
+            raise ValueError(f"{where}: {key!r} must be a number, got {_short(meta[key])}")
+        if key in meta and not _finite(meta[key]):
+            raise ValueError(f"{where}: {key!r} must be a finite number, got {_short(meta[key])}")
     if "name" in meta and not isinstance(meta["name"], str):
-        raise ValueError(f"{where}: 'name' must be a string, got {meta['name']!r}")
+        raise ValueError(f"{where}: 'name' must be a string, got {_short(meta['name'])}")
     if "anchor_sets" in meta and not (isinstance(meta["anchor_sets"], list)
                                       and all(isinstance(n, str) for n in meta["anchor_sets"])):
-        raise ValueError(f"{where}: 'anchor_sets' must be a list of names, got {meta['anchor_sets']!r}")
+        raise ValueError(f"{where}: 'anchor_sets' must be a list of names, got {_short(meta['anchor_sets'])}")
+    if "anchor_sets" in meta and len(set(meta["anchor_sets"])) != len(meta["anchor_sets"]):
+        raise ValueError(f"{where}: 'anchor_sets' names a set twice: {_short(meta['anchor_sets'])}")
     return meta
 
 
@@ -98,7 +145,8 @@ def _load_dir(root: Path, num_threads: int) -> Dataset:
         "test_texts": read_texts(raw / "test.raw.txt", test_Y.shape[0], "tst_X_Y.txt (rows)"),
         "label_texts": read_texts(raw / "label.raw.txt", train_Y.shape[1], "trn_X_Y.txt (columns)"),
     }
-    test_filter = read_pairs(root / "filter_labels_test.txt") if (root / "filter_labels_test.txt").is_file() else None
+    filter_file = root / "filter_labels_test.txt"
+    test_filter = read_pairs(filter_file) if _optional_file(filter_file) else None
 
     names = _discover_anchor_sets(root)
     if "anchor_sets" in meta:
@@ -111,7 +159,7 @@ def _load_dir(root: Path, num_threads: int) -> Dataset:
         parts = {}
         for part, fname in _anchor_files(name).items():
             path = root / fname
-            if part == "test_X_A" and not path.is_file():
+            if part == "test_X_A" and not _optional_file(path):
                 parts[part] = None
                 continue
             m = read_sparse(path, num_threads=num_threads)
@@ -159,21 +207,55 @@ def _pack_texts(arrays: dict[str, np.ndarray], key: str, texts: list[str]) -> No
     arrays[f"{key}.offsets"] = np.concatenate([[0], np.cumsum(lengths)])  # in characters
 
 
-def _unpack_texts(z, key: str) -> list[str]:
-    s = z[f"{key}.utf8"].tobytes().decode("utf-8")
-    off = z[f"{key}.offsets"].tolist()
+def _array(z: dict[str, np.ndarray], key: str, kinds: str, ndim: int) -> np.ndarray:
+    """z[key], which must have `ndim` dimensions and a dtype kind in `kinds` (ValueError otherwise)."""
+    if key not in z:
+        raise ValueError(f"no {key!r} array")
+    a = z[key]
+    if a.dtype.kind not in kinds or a.ndim != ndim:
+        raise ValueError(f"{key!r} is a {a.dtype} array of shape {a.shape}, expected {ndim}-d of kind {kinds!r}")
+    return a
+
+
+def _unpack_texts(z: dict[str, np.ndarray], key: str) -> list[str]:
+    s = _array(z, f"{key}.utf8", "u", 1).view(np.uint8).tobytes().decode("utf-8")
+    off = _array(z, f"{key}.offsets", "i", 1)
+    if len(off) == 0 or off[0] != 0 or off[-1] != len(s) or (np.diff(off) < 0).any():
+        raise ValueError(f"{key}.offsets must ascend from 0 to the text's {len(s)} characters")
+    off = off.tolist()
     return [s[a:b] for a, b in zip(off[:-1], off[1:])]
 
 
 def _pack_csr(arrays: dict[str, np.ndarray], key: str, m: sp.csr_matrix) -> None:
-    arrays.update({f"{key}.indptr": m.indptr, f"{key}.indices": m.indices, f"{key}.data": m.data,
+    nnz = int(m.indptr[-1])  # the arrays may be longer than the entries: _unpack_csr wants them exact
+    arrays.update({f"{key}.indptr": m.indptr, f"{key}.indices": m.indices[:nnz], f"{key}.data": m.data[:nnz],
                    f"{key}.shape": np.array(m.shape, dtype=np.int64)})
 
 
-def _unpack_csr(z, key: str) -> sp.csr_matrix | None:
+def _unpack_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix | None:
+    """The CSR matrix stored under `key`, None when there is none; its structure is checked in full
+    (ids in range, indptr ascending) before anything sorts or indexes with it."""
     if f"{key}.shape" not in z:
         return None
-    return sp.csr_matrix((z[f"{key}.data"], z[f"{key}.indices"], z[f"{key}.indptr"]), shape=tuple(z[f"{key}.shape"]))
+    shape = _array(z, f"{key}.shape", "i", 1)
+    if len(shape) != 2 or shape.min() < 0:
+        raise ValueError(f"{key}.shape must be two non-negative integers, got {shape.tolist()}")
+    indptr, indices = _array(z, f"{key}.indptr", "i", 1), _array(z, f"{key}.indices", "i", 1)
+    data = _array(z, f"{key}.data", "f", 1)
+    rows, cols = shape.tolist()
+    # scipy's own full check skips indptr when its last value is negative: a crash in sort_indices
+    if len(indptr) != rows + 1 or indptr[0] != 0 or (np.diff(indptr) < 0).any() or indptr[-1] != len(indices):
+        raise ValueError(f"{key}.indptr must ascend from 0 to the {len(indices)} entries, one per row and one more")
+    if len(data) != len(indices) or (len(indices) and (indices.min() < 0 or indices.max() >= cols)):
+        raise ValueError(f"{key}: {len(indices)} column ids in [0, {cols}) and as many values expected")
+    return sp.csr_matrix((data, indices, indptr), shape=(rows, cols))
+
+
+def _required_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix:
+    m = _unpack_csr(z, key)
+    if m is None:
+        raise ValueError(f"no {key!r} matrix")
+    return m
 
 
 def _save_npz(ds: Dataset, path: Path) -> None:
@@ -204,22 +286,24 @@ def _save_npz(ds: Dataset, path: Path) -> None:
 def _load_npz(path: Path) -> Dataset:
     from ramen.data import AnchorSet, Dataset
 
+    z = read_npz(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-                raise ValueError("not a ramen dataset archive")
-            _check_meta(meta, path)
-            anchor_sets = {
-                name: AnchorSet(_unpack_texts(z, f"anchor{i}.texts"), _unpack_csr(z, f"anchor{i}.train_X_A"),
-                                _unpack_csr(z, f"anchor{i}.label_A"), _unpack_csr(z, f"anchor{i}.test_X_A"))
-                for i, name in enumerate(meta["anchor_sets"])}
-            ds = Dataset(**{attr: _unpack_texts(z, attr) for attr in _TEXTS},
-                         train_Y=_unpack_csr(z, "train_Y"), test_Y=_unpack_csr(z, "test_Y"), anchor_sets=anchor_sets,
-                         test_filter=z["test_filter"] if "test_filter" in z else None,
-                         A=meta["A"], B=meta["B"], name=meta["name"])
+        meta = _parse_meta(_array(z, "meta", "U", 0).item(), path)
+        missing = [key for key in ("A", "B", "name", "anchor_sets") if key not in meta]
+        if missing:
+            raise ValueError(f"the description lacks {missing}")
+        anchor_sets = {
+            name: AnchorSet(_unpack_texts(z, f"anchor{i}.texts"), _required_csr(z, f"anchor{i}.train_X_A"),
+                            _required_csr(z, f"anchor{i}.label_A"), _unpack_csr(z, f"anchor{i}.test_X_A"))
+            for i, name in enumerate(meta["anchor_sets"])}
+        ds = Dataset(**{attr: _unpack_texts(z, attr) for attr in _TEXTS},
+                     train_Y=_required_csr(z, "train_Y"), test_Y=_required_csr(z, "test_Y"), anchor_sets=anchor_sets,
+                     test_filter=_array(z, "test_filter", "i", 2) if "test_filter" in z else None,
+                     A=meta["A"], B=meta["B"], name=meta["name"])
         return ds.validate()
-    except (KeyError, ValueError, OSError, json.JSONDecodeError) as e:
+    except ValueError as e:
+        if str(e).startswith(f"{path}: "):  # the description's own check names the file
+            raise
         raise ValueError(f"{path}: not a valid ramen dataset archive ({e})") from None
 
 
@@ -262,6 +346,9 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     old = target.with_name(f".{target.name}.old-{tag}")
     try:
         _save_dir(ds, tmp, num_threads, progress)
+    except ValueError as e:  # a text or matrix the format cannot hold: name the target, not the temporary
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(str(e).replace(str(tmp), str(target))) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

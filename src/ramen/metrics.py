@@ -176,9 +176,18 @@ def _hits(top: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 
 
 def _check_weights(inv_propensity: object, L: int) -> np.ndarray:
-    w = np.asarray(inv_propensity, dtype=np.float64).ravel()
+    """(L,) float64 weights: one finite, non-negative number per label (a NaN or negative weight
+    would make PSP NaN or negative without a word)."""
+    w = np.asarray(inv_propensity)
+    if w.dtype.kind not in "biuf":
+        raise ValueError(f"inv_propensity must hold real numbers, got dtype {w.dtype}")
+    w = w.astype(np.float64).ravel()
     if w.shape != (L,):
         raise ValueError(f"inv_propensity must have one value per label ({L}), got shape {w.shape}")
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        raise ValueError(f"inv_propensity must be finite and non-negative; label {bad[0]} has {w[bad[0]]} "
+                         f"({len(bad)} such labels)")
     return w
 
 

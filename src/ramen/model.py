@@ -122,7 +122,7 @@ class Model:
         tmp.mkdir(parents=True)
         self.encoder.save(tmp / "encoder")
         if self.label_texts is not None:
-            (tmp / "labels.txt").write_text("".join(t.replace("\n", " ") + "\n" for t in self.label_texts))
+            _write_labels(tmp, self.label_texts)
         if self.index is not None:
             self.index.save(tmp / INDEX_FILE)
         (tmp / "model.json").write_text(json.dumps({"format": 1, "fingerprint": self.encoder.fingerprint(),
@@ -143,14 +143,56 @@ class Model:
         path = Path(path)
         if not (path / "model.json").exists():
             raise ValueError(f"{path} is not a saved ramen Model (no model.json)")
+        try:
+            meta = json.loads((path / "model.json").read_bytes())
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path / 'model.json'}: not valid JSON ({e})") from None
         encoder = Encoder.load(path / "encoder").to(device)
-        labels_file = path / "labels.txt"
-        labels = labels_file.read_text().split("\n")[:-1] if labels_file.exists() else None
-        model = cls(encoder, labels)
+        model = cls(encoder, _read_labels(path, meta.get("num_labels") if isinstance(meta, dict) else None))
         if (path / INDEX_FILE).exists():
-            meta = json.loads((path / "model.json").read_text())
             model.index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=meta["fingerprint"])
         return model
+
+
+LABELS_TXT, LABELS_JSON = "labels.txt", "labels.json"
+
+
+def _write_labels(directory: Path, labels: list[str]) -> None:
+    """The label texts as labels.txt, UTF-8, each followed by a line feed, so that _read_labels gives
+    them back exactly (a CR, a byte-order mark, control characters included); as labels.json (a
+    JSON list) when a label itself holds a line feed, which labels.txt cannot."""
+    if any("\n" in t for t in labels):
+        (directory / LABELS_JSON).write_text(json.dumps(labels), encoding="utf-8")
+    else:
+        (directory / LABELS_TXT).write_bytes("".join(t + "\n" for t in labels).encode("utf-8"))
+
+
+def _read_labels(directory: Path, expected: object) -> list[str] | None:
+    """The label texts saved by _write_labels (None when there are none); ValueError naming the
+    file when it is not UTF-8 or holds another count than model.json's `expected` (when an int)."""
+    if (directory / LABELS_JSON).exists():
+        path = directory / LABELS_JSON
+        try:
+            labels = json.loads(path.read_bytes())
+        except (ValueError, RecursionError) as e:
+            raise ValueError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(labels, list) or not all(isinstance(t, str) for t in labels):
+            raise ValueError(f"{path}: expected a JSON list of label texts")
+    elif (directory / LABELS_TXT).exists():
+        path = directory / LABELS_TXT
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")  # not utf-8-sig: a first label may start with a byte-order mark
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise ValueError(f"{path}: line {line}: not valid UTF-8") from None
+        labels = text.split("\n")  # only line feeds end a label: not CR, not str.splitlines' others
+        labels = labels[:-1] if text.endswith("\n") or not text else labels
+    else:
+        return None
+    if isinstance(expected, int) and not isinstance(expected, bool) and len(labels) != expected:
+        raise ValueError(f"{path}: {len(labels)} label texts but model.json says num_labels = {expected}")
+    return labels
 
 
 def _accelerator(device) -> bool:

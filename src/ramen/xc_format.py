@@ -54,18 +54,28 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def require_file(path: Path) -> None:
+    """FileNotFoundError when nothing is at `path`, ValueError naming it when something other than a
+    regular file is (a directory, a broken link, a FIFO that would block the read)."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"{path}: is {what}, expected a file")
+
+
 def read_sparse(path: str | os.PathLike, *, num_threads: int = 0) -> sp.csr_matrix:
     """Reads one sparse matrix text file (rows x cols CSR, float32), parsed in parallel in C++.
 
     ValueError naming the file and line: a bad header, a header whose row count disagrees with the
     file, a column id that is negative, not an integer, >= the column count or repeated in its
-    row, a value that is not a finite number.
+    row, a value that is not a finite number (one too small for float32 reads as +-0). Bytes that
+    are not printable ASCII are quoted as \\xHH in the message.
     """
     from ramen import _C
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    require_file(path)
     try:
         rows, cols, indptr, indices, data = _C.read_sparse_text(str(path), num_threads=num_threads)
     except ValueError as e:
@@ -108,8 +118,7 @@ def read_texts(path: str | os.PathLike, expected: int | None = None, what: str =
     dropped. `expected`: the line count the matching matrix implies (ValueError naming the file
     otherwise)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    require_file(path)
     content = _read_utf8(path)
     text = content[:-1] if content.endswith("\n") else content
     lines = text.split("\n") if content else []
@@ -122,32 +131,51 @@ def read_texts(path: str | os.PathLike, expected: int | None = None, what: str =
 
 
 def write_texts(path: str | os.PathLike, texts: list[str]) -> None:
-    """Writes one text per line (UTF-8), atomically; a text may not contain a line break."""
+    """Writes one text per line (UTF-8), atomically, so that read_texts gives `texts` back: as
+    `i->text` lines when every text would read as `id->text`, with a byte-order mark before a first
+    text that starts with one, and CRLF line ends when a text ends with CR. A text may not contain a
+    line feed. Other texts are written plainly, one per line."""
     path = Path(path)
-    joined = "\n".join(texts)
-    if joined.count("\n") != max(len(texts) - 1, 0) or "\r" in joined:
-        bad = next(i for i, t in enumerate(texts) if "\n" in t or "\r" in t)
+    bad = next((i for i, t in enumerate(texts) if "\n" in t), None)
+    if bad is not None:
         raise ValueError(f"{path}: text {bad} contains a line break, which the one-per-line format cannot hold")
-    data = (joined + "\n").encode("utf-8") if texts else b""
+    if texts and all(_ID_ARROW.match(t) for t in texts):
+        texts = [f"{i}->{t}" for i, t in enumerate(texts)]  # read_texts drops the ids, not the text's arrow
+    end = "\r\n" if any(t.endswith("\r") for t in texts) else "\n"  # read_texts reads CRLF as LF
+    body = "".join(t + end for t in texts)
+    if body.startswith("\ufeff"):
+        body = "\ufeff" + body  # read_texts drops one byte-order mark
+    try:
+        data = body.encode("utf-8")
+    except UnicodeEncodeError as e:
+        bad = next(i for i, t in enumerate(texts) if not _encodes(t))
+        raise ValueError(f"{path}: text {bad} cannot be written as UTF-8 ({e.reason})") from None
     _replace_atomically(path, lambda tmp: tmp.write_bytes(data))
 
 
-_PAIR = re.compile(r"^[ \t]*(\d+)[ \t]+(\d+)[ \t]*$", re.MULTILINE)
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_PAIR = re.compile(r"^[ \t]*([0-9]{1,18})[ \t]+([0-9]{1,18})[ \t]*$", re.MULTILINE)  # ASCII, < 10^18
 
 
 def read_pairs(path: str | os.PathLike) -> np.ndarray:
     """(n, 2) int64 array of the `row col` pairs of a file such as filter_labels_test.txt."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+    require_file(path)
     text = _read_utf8(path)
     found = _PAIR.findall(text)
     lines = [line for line in text.split("\n") if line.strip()]
     if len(found) != len(lines):
         for number, line in enumerate(text.split("\n"), start=1):
             if line.strip() and not _PAIR.fullmatch(line):
-                raise ValueError(f"{path}: line {number}: expected two non-negative integers 'row col', "
-                                 f"found {line[:40]!r}")
+                raise ValueError(f"{path}: line {number}: expected two non-negative integers 'row col' "
+                                 f"(ASCII digits, below 10^18), found {line[:40]!r}")
     return np.array(found, dtype=np.int64).reshape(-1, 2)
 
 

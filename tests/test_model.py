@@ -1,0 +1,56 @@
+"""ramen.model: Model.save / Model.load keep the label texts exactly (positions and characters)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ramen.encoder import Encoder
+from ramen.model import Model
+
+# Labels that a line-based labels.txt could split, merge or alter: CR (universal newlines), control
+# characters that str.splitlines splits on, a byte-order mark first (utf-8-sig drops it), `x->y`.
+TRICKY_LABELS = ["\ufeffbom first", "a\rb", "ends in CR\r", "\r", "", "x->y", "\x0bv\x0ct\x1c\x1d\x1e",
+                 "\x85nel\u2028ls\u2029ps", "\x00nul\x7f", " spaced ", "Åland", "last"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    return Encoder("tiny")
+
+
+def saved(tmp_path: Path, encoder: Encoder, labels: list[str] | None) -> Path:
+    Model(encoder, labels).save(tmp_path / "m")
+    return tmp_path / "m"
+
+
+@pytest.mark.parametrize("labels", [TRICKY_LABELS, ["one"], [], None, ["two\nlines", "a\rb", "\ufeff"]],
+                         ids=["tricky", "one", "empty", "none", "line-feed"])
+def test_label_texts_round_trip(tmp_path: Path, encoder: Encoder, labels: list[str] | None) -> None:
+    loaded = Model.load(saved(tmp_path, encoder, labels))
+    assert loaded.label_texts == labels
+
+
+def test_labels_txt_format_unchanged(tmp_path: Path, encoder: Encoder) -> None:
+    """Labels without a line feed are written as before: UTF-8 lines, each ended by LF."""
+    path = saved(tmp_path, encoder, ["a", "é", "x->y"])
+    assert (path / "labels.txt").read_bytes() == "a\né\nx->y\n".encode()
+    assert not (path / "labels.json").exists()
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"a\nb\n\xff\n", r"labels.txt: line 3: not valid UTF-8"),
+    (b"a\nb\n", r"labels.txt: 2 label texts but model.json says num_labels = 3"),
+    (b"a\nb\nc\nd\n", r"labels.txt: 4 label texts but model.json says num_labels = 3"),
+])
+def test_bad_labels_file(tmp_path: Path, encoder: Encoder, content: bytes, message: str) -> None:
+    path = saved(tmp_path, encoder, ["x", "y", "z"])
+    (path / "labels.txt").write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        Model.load(path)
+
+
+def test_labels_without_final_line_feed(tmp_path: Path, encoder: Encoder) -> None:
+    path = saved(tmp_path, encoder, ["x", "y", "z"])
+    (path / "labels.txt").write_bytes(b"x\ny\nz")  # edited by hand: the last label is kept, not dropped
+    assert Model.load(path).label_texts == ["x", "y", "z"]
