@@ -641,3 +641,11 @@ def test_op_fake_kernel_rejects_inputs_on_two_devices():
     args[5], args[6] = args[5].to("meta"), args[6].to("meta")
     with pytest.raises(ValueError, match="pos_indices is on cpu but q is on meta"):
         torch.ops.ramen.triplet_loss(*args)
+
+
+@pytest.mark.parametrize("huge", [2**31, 2**63, 10**30])
+def test_num_negatives_beyond_any_batch_means_every_candidate(huge):
+    q, c, pos, exc = random_problem(b=6, m=20, d=4, seed=40)
+    for form in (csr(pos), mask(pos, 20)):
+        every = triplet_loss(q, c, form, num_negatives=None)
+        assert torch.equal(triplet_loss(q, c, form, num_negatives=huge), every)

@@ -25,6 +25,7 @@ ColumnSets = Union[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 _REDUCTIONS = ("mean", "sum", "none")
+_MAX_NEGATIVES = 2**31 - 1
 
 __all__ = ["ColumnSets", "NonFiniteScores", "mine_hard_negatives", "triplet_loss"]
 
@@ -491,7 +492,9 @@ def _options(margin: float, num_negatives: int | None, reduction: str, temperatu
         or not math.isfinite(temperature) or temperature <= 0
     ):
         raise ValueError(f"softmax_temperature must be None or a finite number > 0, got {temperature!r}")
-    return _Options(float(margin), num_negatives or 0, float(temperature or 0.0), reduction, bool(validate))
+    # k at or above M means every candidate, and no batch has 2^31 columns: cap what the kernels get
+    k = 0 if num_negatives is None else min(num_negatives, _MAX_NEGATIVES)
+    return _Options(float(margin), k, float(temperature or 0.0), reduction, bool(validate))
 
 
 def _column_sets(name: str, value: ColumnSets, b: int, m: int, device: torch.device) -> _Sets:
