@@ -221,12 +221,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _print_evaluation(run_dir, load_dataset(spec), exact=args.exact, k=args.k)
 
 
-def cmd_search(args: argparse.Namespace) -> int:
+def _load_model(run_dir: str):
+    """The Model saved in RUN_DIR/model, or in RUN_DIR itself."""
     from ramen.model import Model
 
-    run_dir = Path(args.run_dir)
-    model_dir = run_dir / "model" if (run_dir / "model").exists() else run_dir
-    model = Model.load(model_dir)
+    path = Path(run_dir)
+    return Model.load(path / "model" if (path / "model").exists() else path)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = _load_model(args.run_dir).export(args.out, tower=args.tower)
+    print(f"wrote the {args.tower} tower as a sentence-transformers model to {out} "
+          f"(SentenceTransformer({str(out)!r}).encode(texts))")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    model = _load_model(args.run_dir)
     ids, scores = model.predict(args.query, k=args.k)
     for rank, (i, s) in enumerate(zip(ids[0], scores[0]), 1):
         if i < 0:
@@ -283,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10)
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("export", help="write the trained encoder as a sentence-transformers model directory")
+    p.add_argument("run_dir")
+    p.add_argument("out")
+    p.add_argument("--tower", choices=("query", "label"), default="query",
+                   help="which tower (the same unless trained with --label-tower)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -234,6 +234,45 @@ class Encoder(torch.nn.Module):
         else:
             tmp.rename(path)
 
+    def export(self, path: str | os.PathLike, *, tower: str = "query") -> Path:
+        """Writes one tower as a sentence-transformers model directory (Transformer, Pooling,
+        Normalize; float32 weights), atomically, so that it is served by the tools users already run:
+        `SentenceTransformer(path).encode(texts)` gives this encoder's embeddings in float32."""
+        if tower not in ("query", "label"):
+            raise ValueError(f"tower must be 'query' or 'label', got {tower!r}")
+        backbone = self.label_backbone if tower == "label" and self.label_backbone is not None else self.backbone
+        if not hasattr(backbone, "save_pretrained"):
+            raise ValueError(f"the {tower} tower is not a Hugging Face model: it cannot be exported")
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        backbone.save_pretrained(tmp)
+        self.tokenizer.save_pretrained(tmp)
+        modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+        (tmp / "modules.json").write_text(json.dumps(
+            [{"idx": i, "name": n, "path": p, "type": f"sentence_transformers.models.{t}"}
+             for i, (n, p, t) in enumerate(modules)], indent=2))
+        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length,
+                                                                   "do_lower_case": False}, indent=2))
+        (tmp / "1_Pooling").mkdir()
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+            "word_embedding_dimension": self.dim, "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+        (tmp / "2_Normalize").mkdir()
+        (tmp / "ramen_export.json").write_text(json.dumps({**self.spec(), "tower": tower,
+                                                          "fingerprint": self.fingerprint()}, indent=1))
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        tmp.rename(path)
+        return path
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Encoder":
         """Loads an Encoder written by `save`."""

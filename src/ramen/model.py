@@ -114,6 +114,11 @@ class Model:
                                                          filter=filt)
         return result
 
+    def export(self, path: str | os.PathLike, *, tower: str = "query") -> Path:
+        """The encoder's `tower` as a sentence-transformers model directory at `path` (see
+        `Encoder.export`): serve it with sentence-transformers; the label index stays ramen's."""
+        return self.encoder.export(path, tower=tower)
+
     def save(self, path: str | os.PathLike) -> None:
         """Writes the encoder, label texts and the label index (when built) to directory `path`, atomically."""
         path = Path(path)
