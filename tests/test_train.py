@@ -445,3 +445,18 @@ def test_eval_sets_are_evaluated_beside_the_test_split(tiny_data, tmp_path):
     other = dataclasses.replace(held, label_texts=list(reversed(held.label_texts)))
     with pytest.raises(ValueError, match="eval_sets\\['other'\\].*labels"):
         train(tiny_data, tiny_config(epochs=1), eval_sets={"other": other}, progress=False)
+
+
+def test_max_steps_cuts_the_run_short_then_evaluates_and_saves(tiny_data, tmp_path):
+    model = train(tiny_data, tiny_config(epochs=3, max_steps=11), out_dir=tmp_path, progress=False)
+    steps = records(tmp_path, "step")
+    assert [r["global_step"] for r in steps] == list(range(1, 12))  # 9 steps an epoch: epoch 2 cut at step 2
+    assert steps[-1]["lr"] == 0.0  # the schedule spans the 11 steps
+    assert any("max_steps 11 reached at epoch 2, step 2" in r["text"] for r in records(tmp_path, "info"))
+    assert [r["epoch"] for r in records(tmp_path, "eval")] == [1, 2]  # after epoch 1, and in the cut epoch 2
+    assert checkpoint.load(tmp_path / CHECKPOINT)["progress"] == {"epoch": 1, "step": 2, "global_step": 11}
+    assert Model.load(tmp_path / "model").label_texts == model.label_texts
+    train(tiny_data, tiny_config(epochs=3, max_steps=11), out_dir=tmp_path, resume=True, progress=False)
+    assert len(records(tmp_path, "step")) == 11  # resumed at the limit: nothing more to train
+    with pytest.raises(ValueError, match="max_steps"):
+        tiny_config(max_steps=0).validate()

@@ -26,6 +26,7 @@ class TrainConfig:
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # optimisation
     epochs: int = 10  # passes over the training queries
+    max_steps: int | None = None  # stop after this many steps in all (cutting an epoch short), then evaluate and save: a smoke test of a big run
     batch_size: int = 128  # queries per step
     lr: float = 5e-5  # AdamW peak learning rate
     weight_decay: float = 0.01  # AdamW weight decay (not on biases and norms)
@@ -94,6 +95,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or (_count(self.max_steps) and self.max_steps >= 1),
+             "max_steps must be an integer >= 1 or None"),
             (self.batch_size >= 2, "batch_size must be >= 2"),
             (self.lr > 0, "lr must be > 0"),
             (0 <= self.warmup < 1, "warmup must be in [0, 1)"),

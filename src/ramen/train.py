@@ -503,6 +503,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                            num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives,
                            anchor_degree_power=cfg.anchor_degree_power)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
+    if cfg.max_steps is not None:  # the schedule spans the steps the run will take
+        total_steps = min(total_steps, cfg.max_steps)
     batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
     module: torch.nn.Module = batch_encoder
     if d.enabled:
@@ -590,6 +592,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                 r.get("event") == "eval" and r.get("epoch") == state.epoch for r in log.records):
             evaluate(state.epoch - 1)  # interrupted while evaluating: the checkpoint was already at the next epoch
         for epoch in range(state.epoch, cfg.epochs):
+            if state.global_step >= total_steps:  # max_steps reached
+                break
             if state.step == 0:  # start of an epoch: the graph and batching schedules
                 if graphs and prunes_at(epoch, cfg):
                     graphs = prune_graphs(raw_graphs, encoder, dataset, cfg, log, epoch, state.global_step,
@@ -610,7 +614,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                         tokens_a[n], cfg.encode_batch_size, desc=f"anchor bank {n}", progress=progress)), d.device)
                             for n in graphs}
             queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
-            steps = range(state.step, sampler.steps_per_epoch())
+            steps = range(state.step, min(sampler.steps_per_epoch(), state.step + total_steps - state.global_step))
 
             def make(step: int, epoch=epoch, queries=queries) -> Batch:  # on the prefetch thread
                 batch = attach_tokens(sampler.batch(epoch, step, queries), tokens_q, tokens_l, tokens_a)
@@ -657,6 +661,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             finally:
                 prefetch.close()
                 bar.close()
+            if state.step < sampler.steps_per_epoch():  # max_steps cut this epoch short
+                log.info(f"max_steps {cfg.max_steps} reached at epoch {epoch + 1}, step {state.step}")
+                write_checkpoint()
+                break
             with interrupts.step():
                 state.epoch, state.step = epoch + 1, 0
                 if cfg.reliance != "fixed" and components:
@@ -675,7 +683,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         raise
     finally:
         interrupts.__exit__()
-    label_vectors = evaluate(cfg.epochs - 1)
+    label_vectors = evaluate(state.epoch - 1 if state.step == 0 else state.epoch)  # the last epoch trained in
     encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(encoder, dataset.label_texts)
     if out is not None and d.main:
