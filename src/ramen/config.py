@@ -86,8 +86,8 @@ class TrainConfig:
     seed: int = 0  # every random choice derives from it
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     bf16: bool = True  # bf16 autocast on GPUs (training steps, encoding, pruning, evaluation)
-    # on CPUs with native bf16 (AMX or AVX512-BF16; ignored elsewhere): MiniLM steps 2.4x faster, and
-    # P@1 / PSP@1 within seed noise of float32 on Wikispeedia (benchmarks/results/bf16.md)
+    # on CPUs with native bf16 (AMX or AVX512-BF16; ignored elsewhere): Wikispeedia steps 1.5-1.7x
+    # faster, P@1 / PSP@1 within seed noise of float32 (benchmarks/results/bf16.md)
     cpu_bf16: bool = True  # bf16 autocast on the CPU too, where it computes bf16 natively
     encode_batch_size: int = 256  # texts per batch when embedding without gradient
     gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
