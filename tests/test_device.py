@@ -38,6 +38,11 @@ def step_setup(ds, **overrides):
                            num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives)
     tq, tl = encoder.tokenize(ds.train_texts, progress=False), encoder.tokenize(ds.label_texts, progress=False)
     ta = {n: encoder.tokenize(ds.anchor_sets[n].texts, progress=False) for n in graphs}
+    if cfg.cluster_batching:  # NGAME batches: whole clusters of the queries' embeddings (made on the host)
+        from ramen.clustering import cluster_batches
+
+        q_emb = encoder.encode(tq, 64, progress=False)
+        sampler.set_batches(cluster_batches(q_emb[sampler.pool], sampler.pool, cfg.cluster_size, cfg.batch_size, seed=0))
     batch = attach_tokens(sampler.batch(0, 0), tq, tl, ta)
     module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(META)
     optimizer = make_optimizer(module, cfg)
@@ -57,6 +62,7 @@ STEP_OPTIONS = {
     "ramen": dict(),
     "paper-recipe": dict(lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10),
     "anchor-bank": dict(anchor_bank=True),
+    "cluster-batching": dict(cluster_batching=True, cluster_size=4),
     "separate-reg-step": dict(reg_step="separate"),
     "soft-prune": dict(soft_prune=True),
     "reg-head": dict(reg_head=True),
