@@ -49,6 +49,12 @@ class NonFiniteLoss(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def _non_finite(what: str, epoch: int, step: int, global_step: int, ckpt_path: Path | None) -> NonFiniteLoss:
+    """The error that stops a run gone NaN or infinite: what, where, and the checkpoint to go back to."""
+    return NonFiniteLoss(f"{what} at epoch {epoch + 1}, step {step} (global step {global_step})"
+                         + (f". The last good checkpoint is {ckpt_path}" if ckpt_path else ""))
+
+
 @dataclasses.dataclass
 class Progress:
     epoch: int = 0  # the epoch being trained (0-based)
@@ -630,19 +636,17 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     t0 = time.perf_counter()
                     mult = reliance.multipliers(state.global_step)
                     weights = {c: base_weights[c] * mult[c] for c in components}
-                    where = (f"epoch {epoch + 1}, step {batch.step} (global step {state.global_step})",
-                             f". The last good checkpoint is {ckpt_path}" if ckpt_path else "")
                     with interrupts.step():  # the update, the progress and the log move together
                         try:
                             stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
                                                reliance, reg_optimizer)
                         except ops.NonFiniteScores as exc:  # the CPU kernel's check of the embeddings
-                            raise NonFiniteLoss(f"{exc} at {where[0]}{where[1]}") from None
+                            raise _non_finite(str(exc), epoch, batch.step, state.global_step, ckpt_path) from None
                         value, parts, spread, rewards = stats.read()  # the step's one host synchronisation
                         if not math.isfinite(value):
-                            raise NonFiniteLoss(
-                                f"loss is {value} at {where[0]}; components: "
-                                + ", ".join(f"{k}={v:.4g}" for k, v in parts.items()) + where[1])
+                            shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                            raise _non_finite(f"loss is {value} (components: {shown})", epoch, batch.step,
+                                              state.global_step, ckpt_path)
                         if rewards:
                             reliance.update(rewards)
                         state.step = batch.step + 1
