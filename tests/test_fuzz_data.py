@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import ramen
 from ramen.data import AnchorSet, Dataset, save_xc
 
 CASES = int(os.environ.get("RAMEN_FUZZ_CASES", "300"))
@@ -219,7 +220,7 @@ def check(case: dict, result: dict) -> str | None:
 def run_batches(tmp_path: Path, cases: list[dict]) -> tuple[list[str], dict[str, int]]:
     """Runs `cases` in child processes, BATCH at a time; (failures, outcome counts)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+        [str(Path(ramen.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))  # this process's ramen
     failures, counts = [], {}
     for b in range(0, len(cases), BATCH):
         batch = cases[b:b + BATCH]

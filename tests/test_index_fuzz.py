@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ramen
 from ramen.index import LabelIndex
 
 HERE = Path(__file__).resolve().parent
-SRC = str(HERE.parent / "src")
+SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 CASES = int(os.environ.get("RAMEN_FUZZ_CASES", "90"))
 KINDS = {
     "ramen-f16": dict(connectivity=4),

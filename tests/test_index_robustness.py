@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import ramen
 from ramen.index import LabelIndex, _header_crc
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 
 
 def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
