@@ -48,3 +48,19 @@ def test_ramen_cuda_on_without_nvcc_fails_the_build_clearly(tmp_path) -> None:
                          capture_output=True, text=True, env=env)
     assert out.returncode != 0
     assert "RAMEN_CUDA=ON but CMake found no CUDA compiler" in out.stderr
+
+
+def test_the_stub_lists_what_the_extension_has() -> None:
+    """src/ramen/_C.pyi (shipped for editors) names every function of the built module; regenerate
+    it with pybind11-stubgen when a binding changes."""
+    import re
+    from pathlib import Path
+
+    import ramen
+
+    stub = (Path(ramen.__file__).parent / "_C.pyi").read_text()
+    listed = set(re.search(r"__all__: list\[str\] = \[(.*?)\]", stub).group(1).replace("'", "").replace(" ", "").split(","))
+    built = {name for name in dir(_C) if not name.startswith("_") and callable(getattr(_C, name))}
+    cuda_only = {"triplet_mine_cuda", "triplet_cuda_max_cols"}
+    assert built - cuda_only <= listed <= built | cuda_only
+    assert (listed - built) <= cuda_only and (_C.has_cuda() or not cuda_only & built)

@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ramen import _C
 from ramen._arrays import grow_rows
+from ramen._build import load_C
+
+_C = load_C()
 
 DTYPES = {"f16": np.float16, "f32": np.float32}
 MAX_LEVEL = 30

@@ -72,7 +72,8 @@ def read_sparse(path: str | os.PathLike, *, num_threads: int = 0) -> sp.csr_matr
     row, a value that is not a finite number (one too small for float32 reads as +-0). Bytes that
     are not printable ASCII are quoted as \\xHH in the message.
     """
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
 
     path = Path(path)
     require_file(path)
@@ -85,7 +86,8 @@ def read_sparse(path: str | os.PathLike, *, num_threads: int = 0) -> sp.csr_matr
 
 def write_sparse(path: str | os.PathLike, m: object, *, num_threads: int = 0) -> None:
     """Writes a sparse matrix in the text format (float32 values, shortest round-trip form), atomically."""
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
 
     path = Path(path)
     m = canonical_csr(m, "the matrix to write")

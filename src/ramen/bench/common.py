@@ -77,7 +77,8 @@ def machine_info() -> dict[str, Any]:
     except Exception:  # noqa: BLE001
         pass
     try:
-        from ramen import _C
+        from ramen._build import load_C
+        _C = load_C()
 
         info["ramen_cuda_build"] = _C.has_cuda()
     except ImportError:

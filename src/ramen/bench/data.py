@@ -30,7 +30,8 @@ def random_graph(rows: int, cols: int, per_row: float, seed: int = 0) -> sp.csr_
 
 
 def _text_rows(m: sp.csr_matrix, path: Path, quick: bool, peer) -> list[Row]:
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
     from ramen.data import read_sparse, write_sparse
 
     nnz = m.nnz

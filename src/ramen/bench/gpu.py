@@ -33,7 +33,8 @@ STEPS = 30
 
 
 def _cuda() -> bool:
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
 
     return torch.cuda.is_available() and _C.has_cuda()
 
@@ -44,7 +45,8 @@ def _skip(case: str, why: str) -> Row:
 
 def op_columns(device: torch.device | None) -> list[int]:
     """The M values of part 1: small, the 48 KiB opt-in window, the shared-memory limit and past it."""
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
 
     if device is not None:
         limit = int(_C.triplet_cuda_max_cols(device=device.index or 0))

@@ -312,7 +312,8 @@ def _prune_order_rows(E: sp.csr_matrix, R: np.ndarray, C: np.ndarray, name: str,
 
 
 def run(quick: bool) -> list[Row]:
-    from ramen import _C
+    from ramen._build import load_C
+    _C = load_C()
 
     cores = _C.hardware_threads()
     thread_counts = sorted({1, cores})

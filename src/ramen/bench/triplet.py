@@ -19,9 +19,11 @@ import torch
 from tqdm import tqdm
 
 import ramen.ops
-from ramen import _C
+from ramen._build import load_C
 from ramen.bench.common import Row, import_peer, peak_rss_during, timeit
 from ramen.ops import mine_hard_negatives, triplet_loss
+
+_C = load_C()
 
 SUITE = "triplet"
 PEER = "torch topk composition"
