@@ -6,14 +6,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "parallel.h"
-
-namespace py = pybind11;
-
-// ---- includes: graph ----
-#include "graph.h"
-#include "rng.h"
-// ---- includes: triplet ----
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -23,12 +15,15 @@ namespace py = pybind11;
 #include <utility>
 #include <vector>
 
+#include "graph.h"
+#include "hnsw.h"
+#include "io.h"
+#include "parallel.h"
+#include "rng.h"
 #include "triplet.h"
 #include "triplet_launch.h"
-// ---- includes: io ----
-#include "io.h"
-// ---- includes: hnsw ----
-#include "hnsw.h"
+
+namespace py = pybind11;
 
 namespace {
 
