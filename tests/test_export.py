@@ -40,3 +40,21 @@ def test_label_tower_export_and_cli(tmp_path):
         np.testing.assert_allclose(theirs, encoder.encode(TEXTS, tower=tower, progress=False), atol=1e-5)
     with pytest.raises(ValueError, match="tower"):
         Model(encoder, ["x"]).export(tmp_path / "bad", tower="document")
+
+
+def test_saves_replace_whole_directories_and_leave_nothing_beside_them(tmp_path, monkeypatch):
+    encoder = Encoder("tiny", max_length=16)
+    model = Model(encoder, ["a", "b"])
+    model.save(tmp_path / "m")
+    model.save(tmp_path / "m")  # over itself
+    model.export(tmp_path / "st")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "st"]  # no temporary or old directories
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(encoder.tokenizer), "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        Model(encoder, ["c"]).save(tmp_path / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "st"]
+    assert Model.load(tmp_path / "m").label_texts == ["a", "b"]  # the old model, whole

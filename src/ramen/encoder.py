@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ramen import precision, transfer
+from ramen.files import replaced_directory
 from ramen.tokens import TokenCache
 
 MINILM = "all-MiniLM-L6-v2"
@@ -210,29 +211,12 @@ class Encoder(torch.nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the towers, tokenizer and spec to directory `path` (atomically: temp dir, rename)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        self.backbone.save_pretrained(tmp / "query_tower")
-        if self.label_backbone is not None:
-            self.label_backbone.save_pretrained(tmp / "label_tower")
-        self.tokenizer.save_pretrained(tmp / "tokenizer")
-        (tmp / "spec.json").write_text(json.dumps(self.spec(), indent=1))
-        if path.exists():
-            import shutil
-
-            old = path.with_name(path.name + ".old")
-            if old.exists():
-                shutil.rmtree(old)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(path)
+        with replaced_directory(path) as tmp:
+            self.backbone.save_pretrained(tmp / "query_tower")
+            if self.label_backbone is not None:
+                self.label_backbone.save_pretrained(tmp / "label_tower")
+            self.tokenizer.save_pretrained(tmp / "tokenizer")
+            (tmp / "spec.json").write_text(json.dumps(self.spec(), indent=1))
 
     def export(self, path: str | os.PathLike, *, tower: str = "query") -> Path:
         """Writes one tower as a sentence-transformers model directory (Transformer, Pooling,
@@ -244,33 +228,23 @@ class Encoder(torch.nn.Module):
         if not hasattr(backbone, "save_pretrained"):
             raise ValueError(f"the {tower} tower is not a Hugging Face model: it cannot be exported")
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        if tmp.exists():
-            import shutil
-
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        backbone.save_pretrained(tmp)
-        self.tokenizer.save_pretrained(tmp)
-        modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
-        (tmp / "modules.json").write_text(json.dumps(
-            [{"idx": i, "name": n, "path": p, "type": f"sentence_transformers.models.{t}"}
-             for i, (n, p, t) in enumerate(modules)], indent=2))
-        (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length,
-                                                                   "do_lower_case": False}, indent=2))
-        (tmp / "1_Pooling").mkdir()
-        (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
-            "word_embedding_dimension": self.dim, "pooling_mode_cls_token": self.pooling == "cls",
-            "pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
-        (tmp / "2_Normalize").mkdir()
-        (tmp / "ramen_export.json").write_text(json.dumps({**self.spec(), "tower": tower,
-                                                          "fingerprint": self.fingerprint()}, indent=1))
-        if path.exists():
-            import shutil
-
-            shutil.rmtree(path)
-        tmp.rename(path)
+        with replaced_directory(path) as tmp:
+            backbone.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]
+            (tmp / "modules.json").write_text(json.dumps(
+                [{"idx": i, "name": n, "path": p, "type": f"sentence_transformers.models.{t}"}
+                 for i, (n, p, t) in enumerate(modules)], indent=2))
+            (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": self.max_length,
+                                                                       "do_lower_case": False}, indent=2))
+            (tmp / "1_Pooling").mkdir()
+            (tmp / "1_Pooling" / "config.json").write_text(json.dumps({
+                "word_embedding_dimension": self.dim, "pooling_mode_cls_token": self.pooling == "cls",
+                "pooling_mode_mean_tokens": self.pooling == "mean", "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+            (tmp / "2_Normalize").mkdir()
+            (tmp / "ramen_export.json").write_text(json.dumps({**self.spec(), "tower": tower,
+                                                              "fingerprint": self.fingerprint()}, indent=1))
         return path
 
     @classmethod

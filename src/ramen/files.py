@@ -1,8 +1,11 @@
 """Writing files that other processes may read or write at the same time."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -12,3 +15,24 @@ def temp_path(path: str | os.PathLike) -> Path:
     writers (DDP ranks sharing a cache, several study processes) never write the same file."""
     path = Path(path)
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+@contextlib.contextmanager
+def replaced_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary directory beside `path`, unique to this call, to write into; when the block
+    ends without error it replaces `path` (the old one renamed away, then removed), so a reader
+    finds the old directory or the new one, never a half-written one. On error it is removed."""
+    path = Path(path)
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = path.with_name(f".{path.name}.tmp-{tag}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = path.with_name(f".{path.name}.old-{tag}")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)

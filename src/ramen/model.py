@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ramen.encoder import Encoder
+from ramen.files import replaced_directory
 from ramen.tokens import TokenCache
 
 INDEX_FILE = "labels.index"
@@ -121,23 +121,14 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the encoder, label texts and the label index (when built) to directory `path`, atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.encoder.save(tmp / "encoder")
-        if self.label_texts is not None:
-            _write_labels(tmp, self.label_texts)
-        if self.index is not None:
-            self.index.save(tmp / INDEX_FILE)
-        (tmp / "model.json").write_text(json.dumps({"format": 1, "fingerprint": self.encoder.fingerprint(),
-                                                    "num_labels": len(self.label_texts or [])}, indent=1))
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        with replaced_directory(path) as tmp:
+            self.encoder.save(tmp / "encoder")
+            if self.label_texts is not None:
+                _write_labels(tmp, self.label_texts)
+            if self.index is not None:
+                self.index.save(tmp / INDEX_FILE)
+            (tmp / "model.json").write_text(json.dumps({"format": 1, "fingerprint": self.encoder.fingerprint(),
+                                                        "num_labels": len(self.label_texts or [])}, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", view: bool = True) -> "Model":
