@@ -15,6 +15,7 @@ with a row saying why (CI runs it that way).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -79,20 +80,12 @@ def check_op(m: int, device: torch.device, *, rows: int = 64, dim: int = 32, str
     qq = q.float().to(device).requires_grad_()
     cc = c.float().to(device).requires_grad_()
     side = torch.cuda.Stream(device) if stream and device.type == "cuda" else None
-    with torch.cuda.stream(side) if side is not None else _nullcontext():
+    with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
         out = ops.triplet_loss(qq, cc, (indptr.to(device), positives.to(device)), num_negatives=10)
         out.backward()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return max(_relative_error(a, b) for a, b in zip((out.detach(), qq.grad, cc.grad), ref))
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def op_rows(quick: bool) -> list[Row]:
