@@ -2,7 +2,9 @@
 
 Prints one JSON line per measurement: single-query searches on one thread (the latency path, where
 a lock's fixed cost shows most), one batch call on one thread, and `--readers` threads each searching
-single queries for `--seconds` while zero or one writer thread adds and removes labels.
+single queries for `--seconds` while zero or one writer thread adds and removes labels: in the index
+they search (what the lock costs them, plus the writer's use of the cores) or in a separate copy
+(the writer's use of the cores alone, the floor on a machine with fewer cores than threads).
 Runs against whatever `ramen` is on PYTHONPATH, so the same command times two trees:
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/index_concurrency.py --index /tmp/bench.idx [--no-writer-only]
@@ -10,6 +12,7 @@ Runs against whatever `ramen` is on PYTHONPATH, so the same command times two tr
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import threading
 import time
@@ -17,7 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
+from ramen._rwlock import RWLock
 from ramen.index import LabelIndex
+
+
+class TimedRWLock(RWLock):
+    """The index's lock, also counting the seconds a writer holds it alone (searches wait then)."""
+
+    __slots__ = ("held", "_since")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held, self._since = 0.0, 0.0
+
+    def acquire_write(self) -> None:
+        super().acquire_write()
+        self._since = time.perf_counter()
+
+    def release_write(self) -> None:
+        self.held += time.perf_counter() - self._since
+        super().release_write()
 
 
 def low_rank(n: int, d: int, seed: int, rank: int = 32) -> np.ndarray:
@@ -53,9 +75,11 @@ def single_query_cpu_us(index: LabelIndex, q: np.ndarray, k: int, block: int = 2
 
 
 def readers_qps(index: LabelIndex, q: np.ndarray, k: int, readers: int, seconds: float,
-                writer: bool, pool: np.ndarray, first_id: int, pause: float = 0.05) -> tuple[float, int, float]:
-    """(total queries/s of `readers` threads, labels the writer added, fraction of the time inside
-    its add/remove calls: the time searches wait for it) over `seconds`."""
+                writer: LabelIndex | None, pool: np.ndarray, first_id: int,
+                pause: float = 0.05) -> tuple[float, int, float, float]:
+    """(total queries/s of `readers` threads searching `index`, labels the writer added to `writer`,
+    fraction of the time inside its add/remove calls, fraction holding the lock alone: the time
+    searches of the same index wait for it) over `seconds`."""
     stop = threading.Event()
     counts = [0] * readers
     added = [0]
@@ -74,17 +98,18 @@ def readers_qps(index: LabelIndex, q: np.ndarray, k: int, readers: int, seconds:
             rows = (np.arange(batch) + step * batch) % len(pool)
             ids = first_id + step * batch + np.arange(batch)
             t0 = time.perf_counter()
-            index.add(ids, pool[rows], threads=1)
+            writer.add(ids, pool[rows], threads=1)
             live.append(ids)
             if len(live) > 1:
-                index.remove(live.pop(0))
+                writer.remove(live.pop(0))
             busy[0] += time.perf_counter() - t0
             added[0] += batch
             step += 1
             stop.wait(pause)
 
     threads = [threading.Thread(target=read, args=(i,)) for i in range(readers)]
-    if writer:
+    if writer is not None:
+        writer._lock = TimedRWLock()
         threads.append(threading.Thread(target=write))
     t = time.perf_counter()
     for th in threads:
@@ -94,11 +119,17 @@ def readers_qps(index: LabelIndex, q: np.ndarray, k: int, readers: int, seconds:
     for th in threads:
         th.join()
     wall = time.perf_counter() - t
-    return sum(counts) / wall, added[0], busy[0] / wall
+    held = writer._lock.held / wall if writer is not None else 0.0
+    return sum(counts) / wall, added[0], busy[0] / wall, held
+
+
+def load_copy(args: argparse.Namespace, index: LabelIndex) -> LabelIndex:
+    """A fresh copy of the index (the writer changes what it writes to)."""
+    return LabelIndex.load(args.index) if args.index else copy.deepcopy(index)
 
 
 def digits(name: str) -> int:
-    return 3 if name in ("writer_busy_fraction", "single_1thread_cpu_us") else 1
+    return 5 if name.endswith("_fraction") or name == "single_1thread_cpu_us" else 1
 
 
 def main() -> None:
@@ -147,15 +178,19 @@ def main() -> None:
                 lock.acquire_read()
                 lock.release_read()
             runs.setdefault("lock_read_pair_us", []).append((time.perf_counter() - t) * 10)
-        runs["readers_no_writer_qps"].append(readers_qps(index, q, args.k, args.readers, args.seconds, False,
+        runs["readers_no_writer_qps"].append(readers_qps(index, q, args.k, args.readers, args.seconds, None,
                                                          pool, 10**9)[0])
         if not args.no_writer_only:
-            copy = LabelIndex.load(args.index) if args.index else index  # the writer changes it: a fresh copy
-            qps, n, held = readers_qps(copy, q, args.k, args.readers, args.seconds, True, pool,
-                                       10**9 + 10**7 * len(added), args.writer_pause)
-            runs["readers_one_writer_qps"].append(qps)
-            runs.setdefault("writer_busy_fraction", []).append(held)
-            added.append(n)
+            for name, searched in (("readers_separate_writer_qps", index), ("readers_one_writer_qps", None)):
+                written = load_copy(args, index)
+                qps, n, busy, held = readers_qps(written if searched is None else searched, q, args.k, args.readers,
+                                                 args.seconds, written, pool, 10**9 + 10**7 * len(added),
+                                                 args.writer_pause)
+                runs.setdefault(name, []).append(qps)
+                if searched is None:
+                    runs.setdefault("writer_busy_fraction", []).append(busy)
+                    runs.setdefault("writer_exclusive_fraction", []).append(held)
+                    added.append(n)
     out = {"labels": args.labels, "dim": args.dim, "engine": args.engine, "readers": args.readers,
            "writer_pause": args.writer_pause,
            "seconds": args.seconds, "rounds": args.rounds, "build_s": round(build_s, 2),
@@ -163,6 +198,8 @@ def main() -> None:
            "all": {name: [round(v, digits(name)) for v in vals] for name, vals in runs.items()}}
     if added:
         out["writer_labels_added_per_run"] = added
+        out["one_writer_over_separate_writer"] = round(out["readers_one_writer_qps"] / out["readers_separate_writer_qps"], 3)
+        out["one_writer_over_no_writer"] = round(out["readers_one_writer_qps"] / out["readers_no_writer_qps"], 3)
     print(json.dumps(out))
 
 

@@ -529,12 +529,22 @@ py::tuple hnsw_insert_binding(const CArray<T>& vectors, const CArray<int32_t>& l
         if (u < begin || u >= end || seen[static_cast<size_t>(u - begin)]++)
             throw std::invalid_argument("order must be a permutation of [begin, end)");
     }
-    ramen::HnswEntry entry{entry_node, entry_level};
+    ramen::HnswPending pending;
     {
         py::gil_scoped_release release;
-        entry = ramen::hnsw_insert(g, entry, begin, end, order.data(), ef_construction, num_threads);
+        pending = ramen::hnsw_insert(g, ramen::HnswEntry{entry_node, entry_level}, begin, end, order.data(),
+                                     ef_construction, num_threads);
     }
-    return py::make_tuple(entry.node, entry.level);
+    const auto array = [](const auto& values, int64_t width) {  // (size / width, width), or (size,) for width 0
+        using V = typename std::decay_t<decltype(values)>::value_type;
+        const int64_t n = static_cast<int64_t>(values.size());
+        py::array_t<V> out = width ? py::array_t<V>({n / width, width}) : py::array_t<V>(n);
+        std::copy(values.begin(), values.end(), out.mutable_data());
+        return out;
+    };
+    return py::make_tuple(pending.entry.node, pending.entry.level, array(pending.level0_nodes, 0),
+                          array(pending.level0_links, m0 + 1), array(pending.upper_rows, 0),
+                          array(pending.upper_links, m + 1));
 }
 
 template <typename T>
@@ -568,7 +578,9 @@ void def_hnsw(py::module_& m) {
           py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),
           py::arg("m"), py::arg("m0"), py::arg("entry_node"), py::arg("entry_level"), py::arg("begin"), py::arg("end"),
           py::arg("order").noconvert(), py::arg("ef_construction"), py::arg("num_threads"),
-          (std::string("Links nodes [begin, end) into the HNSW graph of ") + kind + " vectors; the new entry.").c_str());
+          (std::string("Links nodes [begin, end) into the HNSW graph of ") + kind +
+           " vectors, writing their own rows; returns (entry node, entry level, level0 nodes, their new rows, "
+           "upper rows, their new rows): the changes to the rows of nodes [0, begin), left for the caller to write.").c_str());
     m.def("hnsw_search", &hnsw_search_binding<T>, py::arg("vectors").noconvert(), py::arg("level0").noconvert(),
           py::arg("upper").noconvert(), py::arg("level").noconvert(), py::arg("upper_row").noconvert(), py::kw_only(),
           py::arg("m"), py::arg("m0"), py::arg("entry_node"), py::arg("entry_level"), py::arg("nodes"),

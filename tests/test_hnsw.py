@@ -221,3 +221,30 @@ def test_bad_input_raises_value_error():
     for order in ((48, 48), (48, 50), (49,)):
         with pytest.raises(ValueError, match="order"):
             insert(order=order)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_a_prepared_add_changes_nothing_a_search_reads_until_committed(dtype: str):
+    """prepare_add writes only rows past the visible graph (the old nodes' changes come back), so a
+    search during it sees the graph before the add; commit gives the graph a plain add builds."""
+    rng = np.random.default_rng(11)
+    x = lowrank(rng, 1500, 24)
+    q = x[:40] + 0.05 * unit(rng, 40, 24)
+    g, twin = HnswGraph(24, dtype=dtype, m=5, ef_construction=32), HnswGraph(24, dtype=dtype, m=5, ef_construction=32)
+    for a, b in [(0, 700), (700, 900), (900, 1500)]:
+        before = {k: np.array(v) for k, v in g.arrays().items()}
+        hits = g.search(q, 10, 32)
+        pending = g.prepare_add(x[a:b], threads=2)
+        assert pending is not None and len(g) == a
+        after_prepare = g.arrays()
+        for name, arr in before.items():  # every row a search of the old graph reads is untouched
+            np.testing.assert_array_equal(after_prepare[name], arr, err_msg=name)
+        for got, want in zip(g.search(q, 10, 32), hits):
+            np.testing.assert_array_equal(got, want)
+        if a:
+            assert len(pending.level0_nodes) > 0 and (pending.level0_nodes < a).all()  # reverse links held back
+        g.commit(pending)
+        twin.add(x[a:b], threads=1)
+        for name, arr in twin.arrays().items():
+            np.testing.assert_array_equal(g.arrays()[name], arr, err_msg=name)
+    assert g.prepare_add(x[:0]) is None

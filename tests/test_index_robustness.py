@@ -514,3 +514,34 @@ def test_an_index_still_pickles_and_copies_with_its_own_lock(small):
         np.testing.assert_array_equal(twin.search(q, 5)[0], index.search(q, 5)[0])
         twin.add([10**7], x[:1])
         assert len(twin) == len(index) + 1
+
+
+def test_searches_run_while_an_add_links_its_labels(monkeypatch):
+    """The ramen engine links an add's labels without the lock searches share: a search from
+    another thread in the middle of the linking finishes at once and sees the index before the add."""
+    import threading
+
+    from ramen.hnsw import HnswGraph
+
+    x, q = low_rank(400, 16, seed=0), low_rank(30, 16, seed=1)
+    index = LabelIndex(16, connectivity=4)
+    index.add(np.arange(len(x)), x)
+    before = index.search(q, 10)
+    seen: list = []
+    real = HnswGraph.prepare_add
+
+    def prepare_then_search(graph, vectors, **kw):
+        pending = real(graph, vectors, **kw)
+        t = threading.Thread(target=lambda: seen.append(index.search(q, 10)))
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "a search waited for the add's linking"
+        return pending
+
+    monkeypatch.setattr(HnswGraph, "prepare_add", prepare_then_search)
+    n = len(index)
+    index.add(np.arange(10**6, 10**6 + len(q)), q)  # each query's own vector: its best match once added
+    assert len(seen) == 1 and len(index) == n + len(q)
+    np.testing.assert_array_equal(seen[0][0], before[0])
+    np.testing.assert_array_equal(seen[0][1], before[1])
+    np.testing.assert_array_equal(index.search(q, 1)[0][:, 0], 10**6 + np.arange(len(q)))  # after it, they show

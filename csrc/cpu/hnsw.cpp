@@ -10,10 +10,13 @@
 // links, node by node, re-selecting with the heuristic where a node's list overflows. Nodes of one
 // batch cannot link to each other, so the caller's insertion order should be shuffled (near
 // neighbours often arrive together) and a batch holds at most 2% of the graph and 1/16 of the call.
+// Rows of the nodes that were in the graph before the call are never written: the first write makes
+// a copy (LinkOverlay) that the rest of the insertion reads and writes instead, returned at the end.
 #include "hnsw.h"
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -27,6 +30,74 @@
 #endif
 
 namespace ramen {
+
+// An insertion's copies of the rows it changed in nodes [0, visible), by node (level 0) and by row
+// of `upper`. Rows live in fixed blocks, so a pointer to one stays valid while others are added;
+// copies are made by one thread at a time, and read by many only while none is being made.
+class LinkOverlay {
+public:
+    LinkOverlay(int64_t visible, int64_t upper_rows, int m0, int m)
+        : visible_(visible), level0_(m0 + 1), upper_(m + 1),
+          level0_slot_(static_cast<size_t>(visible), -1), upper_slot_(static_cast<size_t>(upper_rows), -1) {}
+
+    // The row to read for node v at level 0 (upper row r): its copy if one was made, else `row`.
+    const int32_t* level0_or(int64_t v, const int32_t* row) const {
+        return v < visible_ && level0_slot_[static_cast<size_t>(v)] >= 0 ? level0_.at(level0_slot_[static_cast<size_t>(v)]) : row;
+    }
+    const int32_t* upper_or(int64_t node, int64_t r, const int32_t* row) const {
+        return node < visible_ && upper_slot_[static_cast<size_t>(r)] >= 0 ? upper_.at(upper_slot_[static_cast<size_t>(r)]) : row;
+    }
+
+    // The row to write: `row` itself for a new node, else its copy, made from `row` at the first write.
+    int32_t* level0_for_write(int64_t v, int32_t* row) { return v < visible_ ? copy(level0_, level0_slot_[static_cast<size_t>(v)], row) : row; }
+    int32_t* upper_for_write(int64_t node, int64_t r, int32_t* row) {
+        return node < visible_ ? copy(upper_, upper_slot_[static_cast<size_t>(r)], row) : row;
+    }
+
+    // Every copy, with the node or upper row it replaces, in the order they were made.
+    void drain(HnswPending& out) const {
+        collect(level0_, level0_slot_, out.level0_nodes, out.level0_links);
+        collect(upper_, upper_slot_, out.upper_rows, out.upper_links);
+    }
+
+private:
+    class Rows {
+    public:
+        explicit Rows(int width) : width_(width) {}
+        int32_t* at(int64_t i) const { return blocks_[static_cast<size_t>(i / kBlockRows)].get() + (i % kBlockRows) * width_; }
+        int64_t append(const int32_t* row) {
+            if (count_ % kBlockRows == 0) blocks_.push_back(std::make_unique<int32_t[]>(static_cast<size_t>(kBlockRows * width_)));
+            std::copy(row, row + width_, at(count_));
+            return count_++;
+        }
+        int64_t size() const { return count_; }
+        int width() const { return width_; }
+
+    private:
+        static constexpr int64_t kBlockRows = 256;
+        int width_;
+        int64_t count_ = 0;
+        std::vector<std::unique_ptr<int32_t[]>> blocks_;
+    };
+
+    static int32_t* copy(Rows& rows, int64_t& slot, const int32_t* row) {
+        if (slot < 0) slot = rows.append(row);
+        return rows.at(slot);
+    }
+    static void collect(const Rows& rows, const std::vector<int64_t>& slots, std::vector<int64_t>& keys,
+                        std::vector<int32_t>& links) {
+        keys.assign(static_cast<size_t>(rows.size()), -1);
+        for (size_t key = 0; key < slots.size(); ++key)
+            if (slots[key] >= 0) keys[static_cast<size_t>(slots[key])] = static_cast<int64_t>(key);
+        links.resize(static_cast<size_t>(rows.size() * rows.width()));
+        for (int64_t i = 0; i < rows.size(); ++i) std::copy(rows.at(i), rows.at(i) + rows.width(), links.begin() + i * rows.width());
+    }
+
+    int64_t visible_;
+    Rows level0_, upper_;
+    std::vector<int64_t> level0_slot_, upper_slot_;  // index of the copy, -1 for none
+};
+
 namespace {
 
 constexpr double kBatchFraction = 0.02;  // largest insertion batch, as a fraction of the final size
@@ -124,9 +195,25 @@ Scratch& thread_scratch() {
     return scratch;
 }
 
+// Node v's row of links at `level` (inside the graph: the insertion's own use), to read: the
+// insertion's copy where it made one.
 template <typename T>
-int32_t* link_row(const HnswGraph<T>& g, int64_t v, int level) {
-    return level == 0 ? g.level0 + v * (g.m0 + 1) : g.upper + (g.upper_row[v] + level - 1) * (g.m + 1);
+const int32_t* link_row(const HnswGraph<T>& g, int64_t v, int level) {
+    if (level == 0) {
+        const int32_t* row = g.level0 + v * (g.m0 + 1);
+        return g.overlay != nullptr ? g.overlay->level0_or(v, row) : row;
+    }
+    const int64_t r = g.upper_row[v] + level - 1;
+    const int32_t* row = g.upper + r * (g.m + 1);
+    return g.overlay != nullptr ? g.overlay->upper_or(v, r, row) : row;
+}
+
+// The same row, to write (one thread at a time for an old node: its first write makes the copy).
+template <typename T>
+int32_t* link_row_for_write(const HnswGraph<T>& g, int64_t v, int level) {
+    if (level == 0) return g.overlay->level0_for_write(v, g.level0 + v * (g.m0 + 1));
+    const int64_t r = g.upper_row[v] + level - 1;
+    return g.overlay->upper_for_write(v, r, g.upper + r * (g.m + 1));
 }
 
 // A row of links as the search follows them: `links[0 .. count)`, none where the graph is corrupt.
@@ -142,11 +229,13 @@ template <typename T>
 Links checked_links(const HnswGraph<T>& g, int64_t v, int level) {
     if (level == 0) {
         const int32_t* row = g.level0 + v * (g.m0 + 1);
+        if (g.overlay != nullptr) row = g.overlay->level0_or(v, row);
         return {row + 1, std::min(static_cast<uint32_t>(row[0]), static_cast<uint32_t>(g.m0))};
     }
     const int64_t r = g.upper_row[v] + level - 1;
     if (g.level[v] < level || g.upper_row[v] < 0 || r >= g.upper_rows) return {};
     const int32_t* row = g.upper + r * (g.m + 1);
+    if (g.overlay != nullptr) row = g.overlay->upper_or(v, r, row);
     return {row + 1, std::min(static_cast<uint32_t>(row[0]), static_cast<uint32_t>(g.m))};
 }
 
@@ -247,7 +336,7 @@ void write_links(int32_t* row, const std::vector<Scored>& links) {
 template <typename T>
 void link_node(const HnswGraph<T>& g, HnswEntry entry, int64_t n, int64_t u, int ef_construction, Scratch& s) {
     const int top = g.level[u];
-    for (int level = 0; level <= top; ++level) link_row(g, u, level)[0] = 0;
+    for (int level = 0; level <= top; ++level) link_row_for_write(g, u, level)[0] = 0;
     s.query.resize(static_cast<size_t>(g.dim));
     to_float(vector_of(g, u), g.dim, s.query.data());
     const float* q = s.query.data();
@@ -255,7 +344,7 @@ void link_node(const HnswGraph<T>& g, HnswEntry entry, int64_t n, int64_t u, int
     for (int level = std::min(top, entry.level); level >= 0; --level) {
         search_level(g, q, n, ef_construction, level, nullptr, s);
         select_diverse(g, s.found, level == 0 ? g.m0 : g.m, s.chosen);
-        write_links(link_row(g, u, level), s.chosen);
+        write_links(link_row_for_write(g, u, level), s.chosen);
         s.starts = s.found;
     }
 }
@@ -276,11 +365,13 @@ void link_back(const HnswGraph<T>& g, const int64_t* batch, int64_t size, int le
         if (i == 0 || pairs[i].first != pairs[i - 1].first) group_start.push_back(i);
     group_start.push_back(pairs.size());
     const int cap = level == 0 ? g.m0 : g.m;
-    parallel_for(static_cast<int64_t>(group_start.size()) - 1, 64, num_threads, [&](int64_t g0, int64_t g1) {
+    std::vector<int32_t*> rows(group_start.size() - 1);  // made here, on one thread: writing an old node's row copies it
+    for (size_t gi = 0; gi + 1 < group_start.size(); ++gi) rows[gi] = link_row_for_write(g, pairs[group_start[gi]].first, level);
+    parallel_for(static_cast<int64_t>(rows.size()), 64, num_threads, [&](int64_t g0, int64_t g1) {
         std::vector<Scored> candidates, chosen;
         for (int64_t gi = g0; gi < g1; ++gi) {
             const int32_t v = pairs[group_start[gi]].first;
-            int32_t* row = link_row(g, v, level);
+            int32_t* row = rows[static_cast<size_t>(gi)];
             const int64_t incoming = static_cast<int64_t>(group_start[gi + 1] - group_start[gi]);
             if (row[0] + incoming <= cap) {
                 for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i) row[1 + row[0]++] = pairs[i].second;
@@ -320,16 +411,19 @@ void mark_reachable(const HnswGraph<T>& g, int64_t from, std::vector<uint8_t>& r
 // most other incoming links (never the last one in). False where every target has no other.
 template <typename T>
 bool link_from(const HnswGraph<T>& g, int32_t host, int32_t u, std::vector<int32_t>& indegree) {
-    int32_t* row = link_row(g, host, 0);
+    const int32_t* current = link_row(g, host, 0);
     int slot = -1;
-    if (row[0] < g.m0) {
+    if (current[0] >= g.m0) {
+        for (int j = 1; j <= current[0]; ++j)
+            if (indegree[static_cast<size_t>(current[j])] > 1 &&
+                (slot < 0 || indegree[static_cast<size_t>(current[j])] > indegree[static_cast<size_t>(current[slot])]))
+                slot = j;
+        if (slot < 0) return false;  // nothing to write: no copy made
+    }
+    int32_t* row = link_row_for_write(g, host, 0);
+    if (slot < 0) {
         slot = ++row[0];
     } else {
-        for (int j = 1; j <= row[0]; ++j)
-            if (indegree[static_cast<size_t>(row[j])] > 1 &&
-                (slot < 0 || indegree[static_cast<size_t>(row[j])] > indegree[static_cast<size_t>(row[slot])]))
-                slot = j;
-        if (slot < 0) return false;
         --indegree[static_cast<size_t>(row[slot])];
     }
     row[slot] = u;
@@ -376,13 +470,16 @@ void repair_reachability(const HnswGraph<T>& g, HnswEntry entry, int64_t n) {
 }  // namespace
 
 template <typename T>
-HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int64_t end, const int64_t* order,
-                      int ef_construction, int num_threads) {
+HnswPending hnsw_insert(const HnswGraph<T>& graph, HnswEntry entry, int64_t begin, int64_t end, const int64_t* order,
+                        int ef_construction, int num_threads) {
+    LinkOverlay overlay(begin, graph.upper_rows, graph.m0, graph.m);
+    HnswGraph<T> g = graph;
+    g.overlay = &overlay;
     const int64_t count = end - begin;
     int64_t pos = 0;  // position in `order`
     if (entry.node < 0 && count > 0) {  // the first node: the graph's entry, without links
         const int64_t first = order[0];
-        for (int level = 0; level <= g.level[first]; ++level) link_row(g, first, level)[0] = 0;
+        for (int level = 0; level <= g.level[first]; ++level) link_row_for_write(g, first, level)[0] = 0;
         entry = HnswEntry{first, g.level[first]};
         pos = 1;
     }
@@ -405,7 +502,9 @@ HnswEntry hnsw_insert(const HnswGraph<T>& g, HnswEntry entry, int64_t begin, int
         pos += size;
     }
     if (end > begin && end > 1) repair_reachability(g, entry, end);
-    return entry;
+    HnswPending pending{entry, {}, {}, {}, {}};
+    overlay.drain(pending);
+    return pending;
 }
 
 template <typename T>
@@ -434,8 +533,8 @@ void hnsw_search(const HnswGraph<T>& g, HnswEntry entry, int64_t n, const uint8_
     });
 }
 
-template HnswEntry hnsw_insert(const HnswGraph<float>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
-template HnswEntry hnsw_insert(const HnswGraph<uint16_t>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
+template HnswPending hnsw_insert(const HnswGraph<float>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
+template HnswPending hnsw_insert(const HnswGraph<uint16_t>&, HnswEntry, int64_t, int64_t, const int64_t*, int, int);
 template void hnsw_search(const HnswGraph<float>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,
                           int, int, int64_t*, float*);
 template void hnsw_search(const HnswGraph<uint16_t>&, HnswEntry, int64_t, const uint8_t*, const float*, int64_t, int,

@@ -6,10 +6,16 @@ insertion batch cannot link to each other, and near neighbours often arrive toge
 generator keyed by (seed, first node), and insertion runs in batches that search the graph as it
 stood before the batch, so the graph depends on the vectors, their order and the seed, never on
 the number of threads.
+
+An add runs in two parts so that searches can go on during it: `prepare_add` links the new nodes,
+writing only rows no search reads (the old nodes' changed rows come back as a `PendingAdd`), and
+`commit` copies those rows in and makes the new nodes visible, which is quick and is all a caller
+must keep searches away from.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +27,19 @@ _C = load_C()
 
 DTYPES = {"f16": np.float16, "f32": np.float32}
 MAX_LEVEL = 30
+
+
+@dataclass
+class PendingAdd:
+    """A prepared add: the graph's state once it is committed."""
+
+    n: int
+    upper_rows: int
+    entry: tuple[int, int]
+    level0_nodes: np.ndarray  # rows of level0 to replace with level0_links
+    level0_links: np.ndarray
+    upper_index: np.ndarray  # rows of upper to replace with upper_links
+    upper_links: np.ndarray
 
 
 class HnswGraph:
@@ -50,24 +69,37 @@ class HnswGraph:
 
     def add(self, vectors: np.ndarray, *, threads: int = 0) -> None:
         """Appends unit rows `vectors` (m, dim) float32 as nodes n..n+m-1 and links them."""
+        pending = self.prepare_add(vectors, threads=threads)
+        if pending is not None:
+            self.commit(pending)
+
+    def prepare_add(self, vectors: np.ndarray, *, threads: int = 0) -> PendingAdd | None:
+        """Links `vectors` as the next nodes without changing what a search of the graph sees; None
+        for no vectors. Nothing else may add to the graph until the result is committed."""
         count = len(vectors)
         if count == 0:
-            return
+            return None
         rng = np.random.default_rng([self.seed, self.n])
         levels = self._draw_levels(rng, count)
         order = self.n + rng.permutation(count).astype(np.int64)
         first_rows = self.upper_rows + np.concatenate([[0], np.cumsum(levels[:-1], dtype=np.int64)])
         need_upper = self.upper_rows + int(levels.sum())
-        self._reserve(self.n + count, need_upper)
+        self._reserve(self.n + count, need_upper)  # new arrays hold the same visible rows
         begin, end = self.n, self.n + count
         self.vectors[begin:end] = vectors
         self.level[begin:end] = levels
         self.upper_row[begin:end] = np.where(levels > 0, first_rows, -1)
-        self.entry = _C.hnsw_insert(self._vector_bits(), self.level0, self.upper, self.level, self.upper_row,
-                                    m=self.m, m0=self.m0, entry_node=self.entry[0], entry_level=self.entry[1],
-                                    begin=begin, end=end, order=order, ef_construction=self.ef_construction,
-                                    num_threads=threads)
-        self.n, self.upper_rows = end, need_upper
+        node, level, nodes0, links0, rows_up, links_up = _C.hnsw_insert(
+            self._vector_bits(), self.level0, self.upper, self.level, self.upper_row, m=self.m, m0=self.m0,
+            entry_node=self.entry[0], entry_level=self.entry[1], begin=begin, end=end, order=order,
+            ef_construction=self.ef_construction, num_threads=threads)
+        return PendingAdd(end, need_upper, (node, level), nodes0, links0, rows_up, links_up)
+
+    def commit(self, pending: PendingAdd) -> None:
+        """Makes a prepared add visible: its rows of the old nodes, then the new node count."""
+        self.level0[pending.level0_nodes] = pending.level0_links
+        self.upper[pending.upper_index] = pending.upper_links
+        self.n, self.upper_rows, self.entry = pending.n, pending.upper_rows, pending.entry
 
     def search(self, queries: np.ndarray, k: int, ef: int, *, alive: np.ndarray | None = None,
                threads: int = 0) -> tuple[np.ndarray, np.ndarray]:

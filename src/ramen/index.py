@@ -16,9 +16,12 @@ threads can differ from run to run). Both score by inner product on the normalis
 cosine, at less cost); usearch's i8 uses its cosine kernel. Search over a given graph is
 deterministic whatever the thread count.
 
-Threads: any number of threads may search one index while others add or remove labels; a
-readers-writer lock lets searches run together and each add, remove or tune alone, so a search
-sees the index before or after each change, never part of one.
+Threads: any number of threads may search one index while others add or remove labels, and a
+search sees the index before or after each change, never part of one. Changes run one at a time.
+With the ramen engine an add links its labels while searches go on (rows no search reads, see
+ramen.hnsw), and only its last step, copying the changed links in and making the labels visible,
+keeps searches out, behind a readers-writer lock; a remove (a tombstone) is that step alone. The
+usearch engine changes its graph in place, so searches wait for its whole add or remove.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import math
 import mmap
 import os
 import tempfile
+import threading
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,18 +223,20 @@ class LabelIndex:
         self._unverified: list[tuple[str, int, int, int]] = []  # (section, offset, size, crc32) left to verify()
         self.checksummed = False  # loaded from a file with checksums (False: built here, or a file saved before them)
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
-        self._lock = RWLock()  # searches share it; add, remove and tune hold it alone
+        self._lock = RWLock()  # searches share it; a change is made visible under it alone
+        self._writer = threading.Lock()  # one add, remove or tune at a time
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles and copies as before the lock: without it (a copy gets its own)."""
-        with self._lock.read():
+        """Pickles and copies without the locks (a copy gets its own)."""
+        with self._writer, self._lock.read():
             state = dict(self.__dict__)
-        del state["_lock"]
+        del state["_lock"], state["_writer"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = RWLock()
+        self._writer = threading.Lock()
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
@@ -258,7 +264,7 @@ class LabelIndex:
     @expansion_search.setter
     def expansion_search(self, value: int) -> None:
         value = _check_int("expansion_search", value, 1)
-        with self._lock.write():
+        with self._writer, self._lock.write():
             self._set_expansion_search(value)
 
     def _set_expansion_search(self, value: int) -> None:
@@ -290,7 +296,7 @@ class LabelIndex:
             return {"expansion_search": None if self.exact else self._expansion_search, "recall": 1.0,
                     "reached": True, "sweep": []}
         threads = _threads(threads)
-        with self._lock.write():  # searches never see the widths the sweep tries
+        with self._writer, self._lock.write():  # searches never see the widths the sweep tries
             rows, _, counts = self._graph_search(q, k, threads, exact=True)  # in the graph's own (quantised) vectors
             truth = [set(r[:c].tolist()) for r, c in zip(rows, counts)]
             sweep: list[tuple[int, float]] = []
@@ -353,32 +359,43 @@ class LabelIndex:
         if len(uniq) != len(ids):
             raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
         graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
-        with self._lock.write():
+        with self._writer:
             self._add(ids, x, replace, graph_threads)
 
     def _add(self, ids: np.ndarray, x: np.ndarray, replace: bool, graph_threads: int) -> None:
-        """`add` with the write lock held: checked ids, normalised vectors."""
-        present = self._lookup(ids)[1]
-        if present.any():
-            if not replace:
-                raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
-                                 f"{int(ids[present][0])}; pass replace=True to overwrite them or remove them first")
-            self._remove(ids[present])
+        """`add` with the writer lock held: checked ids, normalised vectors. Everything but the
+        last step writes rows and arrays that no search reads yet."""
+        pos, present = self._lookup(ids)
+        if present.any() and not replace:
+            raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
+                             f"{int(ids[present][0])}; pass replace=True to overwrite them or remove them first")
+        replaced = self._key_rows[pos[present]]
         rows = np.arange(self._rows, self._rows + len(ids), dtype=np.int64)
-        self._grow(self._rows + len(ids))
-        if self.engine == "ramen":
-            self._graph.add(x, threads=graph_threads)  # nodes are rows, in order
-            self._alive = None
-        elif self._graph is not None:
-            self._graph.add(rows.astype(np.uint64), x, threads=graph_threads)
+        keys, key_rows = _merge_keys(np.delete(self._keys, pos[present]), np.delete(self._key_rows, pos[present]),
+                                     ids, rows)
+        self._grow(self._rows + len(ids))  # new arrays hold the same visible rows
+        self._ids[rows[0]:rows[-1] + 1] = ids
         if self._vectors is not None:
             self._vectors[rows[0]:rows[-1] + 1] = x
-        self._ids[rows[0]:rows[-1] + 1] = ids
-        self._rows += len(ids)
-        order = np.argsort(ids, kind="stable")
-        at = np.searchsorted(self._keys, ids[order])
-        self._keys = np.insert(self._keys, at, ids[order])
-        self._key_rows = np.insert(self._key_rows, at, rows[order])
+        if self.engine == "usearch":  # changes its graph in place: searches wait for all of it
+            with self._lock.write():
+                if len(replaced):
+                    self._graph.remove(replaced.astype(np.uint64))
+                self._graph.add(rows.astype(np.uint64), x, threads=graph_threads)
+                self._publish(replaced, len(ids), keys, key_rows)
+            return
+        pending = self._graph.prepare_add(x, threads=graph_threads) if self._graph is not None else None
+        with self._lock.write():
+            if pending is not None:
+                self._graph.commit(pending)
+            self._publish(replaced, len(ids), keys, key_rows)
+
+    def _publish(self, removed_rows: np.ndarray, added: int, keys: np.ndarray, key_rows: np.ndarray) -> None:
+        """The last step of a change, with the write lock held: tombstones, the new row count and keys."""
+        self._ids[removed_rows] = -1
+        self._alive = None
+        self._rows += added
+        self._keys, self._key_rows = keys, key_rows
 
     def _grow(self, rows: int) -> None:
         """Ensures capacity for `rows` rows in the id and vector arrays."""
@@ -398,24 +415,19 @@ class LabelIndex:
         if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
             raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
         a = a.astype(np.int64)
-        with self._lock.write():
-            found = self._lookup(a)[1]
+        with self._writer:
+            pos, found = self._lookup(a)
             if not found.all() and not missing_ok:
                 raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
                                  "pass missing_ok=True to ignore them")
-            return self._remove(a[found])
-
-    def _remove(self, a: np.ndarray) -> int:
-        """`remove` with the write lock held: `a` unique int64 ids, all present."""
-        pos = self._lookup(a)[0]
-        rows = self._key_rows[pos]
-        if self.engine == "usearch" and len(rows):
-            self._graph.remove(rows.astype(np.uint64))
-        self._alive = None
-        self._ids[rows] = -1
-        self._keys = np.delete(self._keys, pos)
-        self._key_rows = np.delete(self._key_rows, pos)
-        return len(rows)
+            pos = pos[found]
+            rows = self._key_rows[pos]
+            keys, key_rows = np.delete(self._keys, pos), np.delete(self._key_rows, pos)
+            with self._lock.write():
+                if self.engine == "usearch" and len(rows):
+                    self._graph.remove(rows.astype(np.uint64))
+                self._publish(rows, 0, keys, key_rows)
+            return len(rows)
 
     # ---- search -------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -670,6 +682,14 @@ class LabelIndex:
                 raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
         self._unverified = []
         return True
+
+
+def _merge_keys(keys: np.ndarray, key_rows: np.ndarray, ids: np.ndarray,
+                rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted `keys` and their rows with `ids` at `rows` inserted in order."""
+    order = np.argsort(ids, kind="stable")
+    at = np.searchsorted(keys, ids[order])
+    return np.insert(keys, at, ids[order]), np.insert(key_rows, at, rows[order])
 
 
 def _blocked_top_k(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
