@@ -473,9 +473,11 @@ def test_usearch_rows_must_match_the_live_ids(tmp_path, small):
         LabelIndex.load(bad)
 
 
-def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path):
+@pytest.mark.parametrize("rescore", [0, 20])
+def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path, rescore):
     """NaN distances broke the strict weak order of the insertion's std::sort (undefined behaviour)
-    and came back as NaN scores; insertion now ranks them farthest and the search drops them."""
+    and came back as NaN scores; insertion now ranks them farthest and the search drops them. With
+    rescore, the stored float16 copies are re-scored: NaN or Inf there is dropped too."""
     proc = run_python(f"""
         import sys
         import numpy as np
@@ -484,21 +486,25 @@ def test_nan_vectors_in_a_resealed_file_neither_crash_nor_score_nan(tmp_path):
         from ramen.index import LabelIndex
         rng = np.random.default_rng(0)
         x = rng.standard_normal((1000, 16)).astype(np.float32)
-        index = LabelIndex(16, connectivity=4)
+        index = LabelIndex(16, connectivity=4, rescore={rescore})
         index.add(np.arange(1000), x)
         good = {str(tmp_path / "good.idx")!r}
         index.save(good)
         blob = open(good, "rb").read()
-        v = section(blob, "hnsw_vectors", np.float16, (1000, 16))
-        v[::3] = np.nan
+        for name, at in [("hnsw_vectors", 0), ("vectors", 1)][:1 + bool({rescore})]:  # the copies: other rows
+            v = section(blob, name, np.float16, (1000, 16))
+            v[at::3] = np.nan
+            v[at + 1::7] = np.inf
+            blob = patch_section(blob, name, v)
         bad = {str(tmp_path / "nan.idx")!r}
-        open(bad, "wb").write(resealed(patch_section(blob, "hnsw_vectors", v)))
+        open(bad, "wb").write(resealed(blob))
         loaded = LabelIndex.load(bad)
         for i in range(6):
             loaded.add(np.arange(10**6 + 300 * i, 10**6 + 300 * (i + 1)), rng.standard_normal((300, 16)), threads=1)
             ids, scores = loaded.search(x[:20], 10, threads=1)
-            assert not np.isnan(scores).any(), scores
+            assert np.isfinite(scores[ids >= 0]).all(), scores
             assert (ids[~np.isfinite(scores)] == -1).all()
+            assert (scores[ids >= 0] <= 1.01).all(), scores
         print("ok")
     """)
     assert_ran(proc)

@@ -461,6 +461,7 @@ class LabelIndex:
         ids = self._ids[rows]
         if self.rescore:
             scores = self._rescore(q, rows)
+            scores[~np.isfinite(scores)] = -np.inf  # a corrupt (NaN or infinite) stored copy: never returned
         else:
             scores = 1.0 - dist  # usearch's inner-product / cosine distance
         if int(counts.min()) < wanted:
@@ -469,7 +470,9 @@ class LabelIndex:
             ids[~valid] = -1
         if self.rescore:  # best k of the re-scored candidates
             order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            ids[scores == -np.inf] = -1
+            return ids, scores
         return ids, scores.astype(np.float32, copy=False)  # usearch returns best first
 
     def _rescore(self, q: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
