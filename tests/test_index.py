@@ -426,6 +426,50 @@ def test_sharded_graph_recall_and_updates(data):
         sharded.remove([10**6])
 
 
+@pytest.mark.parametrize("engine", ["ramen", "usearch"])
+def test_a_label_moved_between_shards_is_always_in_one(data, engine):
+    """add(replace=True) across shards removes and adds in one step: readers searching for the
+    moving label always find it (the old code removed it first, then added it), and a failure
+    while preparing the add leaves it where it was."""
+    import threading
+
+    x, _ = data
+    shards = [LabelIndex(48, engine=engine, connectivity=8) for _ in range(2)]
+    shards[0].add(np.arange(0, 200), x[:200])
+    shards[1].add(np.arange(200, 400), x[200:400])
+    sharded = ShardedLabelIndex(shards)
+    moving, target = 7, x[7]
+    done, misses, reads = threading.Event(), [], [0]
+
+    def reader() -> None:
+        while not done.is_set():
+            ids, _ = sharded.search(target, 1, threads=1)
+            reads[0] += 1
+            if ids[0] != moving:
+                misses.append(ids[0])
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        for step in range(60):
+            sharded.add([moving], target, shard=(step + 1) % 2, replace=True, threads=1)
+    finally:
+        done.set()
+        t.join()
+    assert reads[0] > 0 and not misses, f"{len(misses)} of {reads[0]} searches missed the moving label"
+    assert shards[0].contains([moving])[0] and not shards[1].contains([moving])[0]
+
+    def fail(*args, **kwargs):
+        raise MemoryError("simulated")
+
+    shards[1]._prepare_add = fail
+    with pytest.raises(MemoryError):
+        sharded.add([moving], target, shard=1, replace=True)
+    assert shards[0].contains([moving])[0] and sharded.search(target, 1)[0][0] == moving
+    with pytest.raises(ValueError, match="twice"):
+        ShardedLabelIndex([shards[0], shards[0]])
+
+
 def test_sharded_bad_input(tmp_path, data):
     x, _ = data
     a = build(x[:10])

@@ -32,7 +32,8 @@ import os
 import tempfile
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,29 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     if len(a) and a.min() < 0:
         raise ValueError(f"ids must be non-negative (-1 marks padding in results), got {int(a.min())}")
     return a
+
+
+def _checked_labels(ids: Any, vectors: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 ids, unit float32 vectors) of an add, each id once."""
+    x = normalize(vectors, dim, "vectors")
+    a = _check_ids(ids, len(x))
+    uniq, counts = np.unique(a, return_counts=True)
+    if len(uniq) != len(a):
+        raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
+    return a, x
+
+
+def _checked_removal(ids: Any) -> np.ndarray:
+    """The unique int64 ids of a remove."""
+    a = np.unique(np.atleast_1d(np.asarray(ids)))
+    if np.size(ids) and (a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1):
+        raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
+    return a.astype(np.int64)
+
+
+def _graph_threads(threads: int | None) -> int:
+    """Threads for an add: 0 (the engine's own default, all cores) for None."""
+    return 0 if threads is None else _threads(threads)
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) -> int:
@@ -351,20 +375,18 @@ class LabelIndex:
         is removed first). Duplicate ids within one call always raise.
         """
         self._writable("add labels")
-        x = normalize(vectors, self.dim, "vectors")
-        ids = _check_ids(ids, len(x))
+        ids, x = _checked_labels(ids, vectors, self.dim)
         if len(ids) == 0:
             return
-        uniq, counts = np.unique(ids, return_counts=True)
-        if len(uniq) != len(ids):
-            raise ValueError(f"ids contains duplicates, e.g. {int(uniq[counts > 1][0])}; each id once per add")
-        graph_threads = 0 if threads is None else _threads(threads)  # 0: the engine's own default (all cores)
         with self._writer:
-            self._add(ids, x, replace, graph_threads)
+            publish = self._prepare_add(ids, x, replace, _graph_threads(threads))
+            with self._lock.write():
+                publish()
 
-    def _add(self, ids: np.ndarray, x: np.ndarray, replace: bool, graph_threads: int) -> None:
-        """`add` with the writer lock held: checked ids, normalised vectors. Everything but the
-        last step writes rows and arrays that no search reads yet."""
+    def _prepare_add(self, ids: np.ndarray, x: np.ndarray, replace: bool, graph_threads: int) -> Callable[[], None]:
+        """`add` but its last step, with the writer lock held (checked ids, normalised vectors): it
+        writes only rows and arrays that no search reads yet, the ramen engine linking the labels.
+        Returns the last step, which makes the add visible; run it with the write lock held."""
         pos, present = self._lookup(ids)
         if present.any() and not replace:
             raise ValueError(f"{int(present.sum())} ids are already in the index, e.g. "
@@ -378,17 +400,19 @@ class LabelIndex:
         if self._vectors is not None:
             self._vectors[rows[0]:rows[-1] + 1] = x
         if self.engine == "usearch":  # changes its graph in place: searches wait for all of it
-            with self._lock.write():
+            def publish() -> None:
                 if len(replaced):
                     self._graph.remove(replaced.astype(np.uint64))
                 self._graph.add(rows.astype(np.uint64), x, threads=graph_threads)
                 self._publish(replaced, len(ids), keys, key_rows)
-            return
+            return publish
         pending = self._graph.prepare_add(x, threads=graph_threads) if self._graph is not None else None
-        with self._lock.write():
+
+        def publish() -> None:
             if pending is not None:
                 self._graph.commit(pending)
             self._publish(replaced, len(ids), keys, key_rows)
+        return publish
 
     def _publish(self, removed_rows: np.ndarray, added: int, keys: np.ndarray, key_rows: np.ndarray) -> None:
         """The last step of a change, with the write lock held: tombstones, the new row count and keys."""
@@ -409,25 +433,29 @@ class LabelIndex:
         An id not in the index raises ValueError unless `missing_ok=True`.
         """
         self._writable("remove labels")
-        if np.size(ids) == 0:
-            return 0
-        a = np.unique(np.atleast_1d(np.asarray(ids)))
-        if a.dtype.kind not in "iu" or np.asarray(ids).ndim > 1:
-            raise ValueError(f"ids must be a 1-D array of integers, got dtype {a.dtype} shape {np.shape(ids)}")
-        a = a.astype(np.int64)
+        a = _checked_removal(ids)
         with self._writer:
-            pos, found = self._lookup(a)
-            if not found.all() and not missing_ok:
-                raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
-                                 "pass missing_ok=True to ignore them")
-            pos = pos[found]
-            rows = self._key_rows[pos]
-            keys, key_rows = np.delete(self._keys, pos), np.delete(self._key_rows, pos)
+            count, publish = self._prepare_remove(a, missing_ok)
             with self._lock.write():
-                if self.engine == "usearch" and len(rows):
-                    self._graph.remove(rows.astype(np.uint64))
-                self._publish(rows, 0, keys, key_rows)
-            return len(rows)
+                publish()
+        return count
+
+    def _prepare_remove(self, a: np.ndarray, missing_ok: bool) -> tuple[int, Callable[[], None]]:
+        """`remove` of unique int64 ids `a` but its last step, with the writer lock held: (how many
+        are removed, the step that removes them, to run with the write lock held)."""
+        pos, found = self._lookup(a)
+        if not found.all() and not missing_ok:
+            raise ValueError(f"{int((~found).sum())} ids are not in the index, e.g. {int(a[~found][0])}; "
+                             "pass missing_ok=True to ignore them")
+        pos = pos[found]
+        rows = self._key_rows[pos]
+        keys, key_rows = np.delete(self._keys, pos), np.delete(self._key_rows, pos)
+
+        def publish() -> None:
+            if self.engine == "usearch" and len(rows):
+                self._graph.remove(rows.astype(np.uint64))
+            self._publish(rows, 0, keys, key_rows)
+        return len(rows), publish
 
     # ---- search -------------------------------------------------------------------------------
     def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -444,13 +472,14 @@ class LabelIndex:
         lock = self._lock
         lock.acquire_read()  # not the context manager: this is the single-query latency path
         try:
-            if self.exact:
-                ids, scores = self._search_exact(q, k)
-            else:
-                ids, scores = self._search_graph(q, k, threads)
+            ids, scores = self._search(q, k, threads)
         finally:
             lock.release_read()
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _search(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """`search` of checked, normalised queries, with the read lock held."""
+        return self._search_exact(q, k) if self.exact else self._search_graph(q, k, threads)
 
     def _search_graph(self, q: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         n = len(q)
@@ -935,6 +964,8 @@ class ShardedLabelIndex:
             raise ValueError(f"shards were made by different models (fingerprints {sorted(prints)})")
         if expected_fingerprint is not None and prints != {expected_fingerprint}:
             raise ValueError(f"shards were made by model {prints.pop()!r}, not the expected {expected_fingerprint!r}")
+        if len({id(s) for s in loaded}) != len(loaded):
+            raise ValueError("shards holds one LabelIndex twice; each shard must be its own index")
         all_ids = np.concatenate([s._keys for s in loaded])
         if len(np.unique(all_ids)) != len(all_ids):
             raise ValueError("shards hold overlapping label ids; each label must live in one shard")
@@ -949,11 +980,17 @@ class ShardedLabelIndex:
         return f"ShardedLabelIndex(shards={len(self.shards)}, dim={self.dim}, labels={len(self)})"
 
     def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` over all shards, as `LabelIndex.search` (each shard searched, results merged by score)."""
+        """Top-`k` over all shards, as `LabelIndex.search` (each shard searched, results merged by
+        score), with every shard's read lock held: a search sees a change to several shards (a label
+        moved between them) before or after, never half made."""
         k = _check_k(k)
         single = np.ndim(queries) == 1
+        threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
-        parts = [s.search(q, k, threads=threads) for s in self.shards]
+        with ExitStack() as held:
+            for s in self.shards:
+                held.enter_context(s._lock.read())
+            parts = [s._search(q, k, threads) for s in self.shards]
         ids, scores = top_k(np.concatenate([p[1] for p in parts], axis=1),
                             np.concatenate([p[0] for p in parts], axis=1), k)
         return (ids[0], scores[0]) if single else (ids, scores)
@@ -965,28 +1002,53 @@ class ShardedLabelIndex:
     def add(self, ids: Any, vectors: Any, *, shard: int = -1, replace: bool = False,
             threads: int | None = None) -> None:
         """Adds labels to shard number `shard` (default the last). An id held by another shard
-        raises unless `replace=True`, which moves it."""
+        raises unless `replace=True`, which moves it: searches see it in one shard or the other."""
         target = self.shards[shard]
-        a = _check_ids(ids, np.atleast_1d(np.asarray(ids)).shape[0])
-        elsewhere = np.zeros(len(a), bool)
-        for s in self.shards:
-            if s is not target:
-                elsewhere |= s.contains(a)
-        if elsewhere.any():
-            if not replace:
-                raise ValueError(f"{int(elsewhere.sum())} ids are already in another shard, e.g. "
-                                 f"{int(a[elsewhere][0])}; pass replace=True to move them")
-            self.remove(a[elsewhere])
-        target.add(a, vectors, replace=replace, threads=threads)
+        target._writable("add labels")
+        a, x = _checked_labels(ids, vectors, self.dim)
+        if len(a) == 0:
+            return
+        with self._all_writers():
+            steps = []
+            for s in self.shards:
+                if s is not target and s.contains(a).any():
+                    if not replace:
+                        elsewhere = s.contains(a)
+                        raise ValueError(f"{int(elsewhere.sum())} ids are already in another shard, e.g. "
+                                         f"{int(a[elsewhere][0])}; pass replace=True to move them")
+                    s._writable("move labels out of it")
+                    steps.append(s._prepare_remove(a, missing_ok=True)[1])
+            steps.append(target._prepare_add(a, x, replace, _graph_threads(threads)))
+            self._publish(steps)
 
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
-        """Removes labels from whichever shards hold them; returns how many were removed."""
-        if np.size(ids) == 0:
-            return 0
-        a = np.unique(np.atleast_1d(np.asarray(ids)))
-        if a.dtype.kind not in "iu":
-            raise ValueError(f"ids must be integers, got dtype {a.dtype}")
-        found = self.contains(a)
-        if not found.all() and not missing_ok:
-            raise ValueError(f"{int((~found).sum())} ids are not in any shard, e.g. {int(a[~found][0])}")
-        return sum(s.remove(a, missing_ok=True) for s in self.shards)
+        """Removes labels from whichever shards hold them, at once; returns how many were removed."""
+        a = _checked_removal(ids)
+        with self._all_writers():
+            found = self.contains(a) if len(a) else np.zeros(0, bool)
+            if not found.all() and not missing_ok:
+                raise ValueError(f"{int((~found).sum())} ids are not in any shard, e.g. {int(a[~found][0])}")
+            counts, steps = [], []
+            for s in self.shards:
+                if s.contains(a).any():
+                    s._writable("remove labels")
+                    count, step = s._prepare_remove(a, missing_ok=True)
+                    counts.append(count)
+                    steps.append(step)
+            self._publish(steps)
+        return sum(counts)
+
+    def _all_writers(self) -> ExitStack:
+        """Every shard's writer lock, taken in shard order (as `_publish` takes the write locks)."""
+        held = ExitStack()
+        for s in self.shards:
+            held.enter_context(s._writer)
+        return held
+
+    def _publish(self, steps: list[Callable[[], None]]) -> None:
+        """Runs the last steps of a change with every shard's write lock held."""
+        with ExitStack() as held:
+            for s in self.shards:
+                held.enter_context(s._lock.write())
+            for step in steps:
+                step()
