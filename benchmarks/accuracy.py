@@ -105,6 +105,10 @@ LEVERS: dict[str, dict[str, Any]] = {
     "e10": {"eval_every": 1},
     "e30": {"epochs": 30, "eval_every": 1},
     "e60": {"epochs": 60, "eval_every": 1},
+    # issue 28's NGAME batches for a 30-epoch run: the paper's schedule (300 epochs; clusters refreshed
+    # every 5, cluster size doubled every 25) scaled to the run: refreshed every epoch (5/300 of a run
+    # is under one), doubled every 2.5 epochs (25/300 of 30), from 8 queries to the whole batch of 128
+    "ngame30": {"cluster_batching": True, "cluster_size": 8, "cluster_refresh": 1, "cluster_double_at": [3, 5, 8, 10]},
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -136,6 +140,7 @@ LEVER_TITLES = {
     "e10": "10 epochs, evaluated every epoch",
     "e30": "30 epochs, evaluated every epoch",
     "e60": "60 epochs, evaluated every epoch",
+    "ngame30": "NGAME cluster batches (refreshed every epoch, size 8 doubled at epochs 3, 5, 8, 10)",
 }
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
@@ -150,6 +155,9 @@ COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-
                 "allneg+reg-sep+lambda-0.1", "allneg+lambda-0.1+bf16",
                 *(f"{arm}+{e}" for arm in ("allneg+lambda-0.1+bf16", "allneg+bf16", "allneg+reg-sep+bf16")
                   for e in LENGTHS))
+# issue 28: NGAME batches for plain, light-graph, the paper's recipe and lambda 1, beside the +e30 arms
+NGAME_COMBINATIONS = ("plain+ngame30+bf16+e30", "allneg+lambda-0.1+ngame30+bf16+e30", "ramen+ngame30+bf16+e30",
+                      "allneg+ngame30+bf16+e30", "ramen+bf16+e30")
 
 
 def _combined(name: str) -> dict[str, Any]:
@@ -161,13 +169,14 @@ def _combined(name: str) -> dict[str, Any]:
 def _combined_title(name: str) -> str:
     """The title of a "+"-joined arm name: its base arm, then the titles of its levers."""
     base, *levers = name.split("+")
-    return {"allneg": "RAMEN, all anchor negatives, ", "plain": "plain dual encoder, "}[base] + ", ".join(
+    return {"allneg": "RAMEN, all anchor negatives, ", "plain": "plain dual encoder, ",
+            "ramen": "RAMEN (the paper's recipe), "}[base] + ", ".join(
         LEVER_TITLES[lever] for lever in levers)
 
 
 # Every arm built from parts: each lever on allneg, the combinations, the task-loss levers on plain.
-COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16", *LENGTHS)), *COMBINATIONS,
-            *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS)
+COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16", "ngame30", *LENGTHS)),
+            *COMBINATIONS, *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS, *NGAME_COMBINATIONS)
 ARMS: dict[str, dict[str, Any]] = {**PAPER_ARM_SETTINGS, **LEVERS, **{name: _combined(name) for name in COMBINED}}
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)
 ARM_TITLES = {
