@@ -2,8 +2,8 @@
 field edits, section offset edits) must load cleanly with the original's search results or raise a
 ValueError naming the file; files whose checksums were recomputed after the mutation (hostile) or
 that have none (saved before checksums) must raise or give well-formed results, never crash.
-usearch's graph section is opaque to ramen (usearch's own file, which its loader trusts): only its
-checksum guards it, so hostile edits inside it are skipped (a known limit, see the README).
+usearch's graph section (usearch's own file, which its loader trusts) is checked structurally by
+ramen.usearch_file before usearch reads it, so hostile edits inside it are fuzzed too.
 
 Each batch runs in its own process (tests/_index_fuzz_worker.py) so that a segfault fails the test.
 RAMEN_FUZZ_CASES sets the number of mutations per index kind (default 90: 360 in all).
@@ -42,9 +42,8 @@ def test_mutated_index_files_load_cleanly_or_raise(tmp_path, kind):
     good = tmp_path / "good.idx"
     index.save(good)
     seed = sum(map(ord, kind))
-    opaque = ["opaque=graph"] if kind == "usearch" else []  # usearch's loader trusts its graph bytes
     proc = subprocess.run([sys.executable, str(HERE / "_index_fuzz_worker.py"), str(good), str(tmp_path), str(seed),
-                           str(CASES), *opaque], capture_output=True, text=True, timeout=60 + CASES,
+                           str(CASES)], capture_output=True, text=True, timeout=60 + CASES,
                           env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
     lines = proc.stdout.strip().splitlines()
     last = lines[-1] if lines else "(no output)"

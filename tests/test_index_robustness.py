@@ -551,3 +551,50 @@ def test_searches_run_while_an_add_links_its_labels(monkeypatch):
     np.testing.assert_array_equal(seen[0][0], before[0])
     np.testing.assert_array_equal(seen[0][1], before[1])
     np.testing.assert_array_equal(index.search(q, 1)[0][:, 0], 10**6 + np.arange(len(q)))  # after it, they show
+
+
+def test_the_usearch_file_check_names_each_hostile_layout():
+    """ramen.usearch_file against targeted edits of a file usearch wrote: each one that could make
+    usearch read past its buffers raises a ValueError saying what is wrong; the file itself passes."""
+    import struct
+
+    from usearch.index import Index
+
+    from ramen.usearch_file import check_usearch_file
+
+    x = low_rank(400, 16, seed=3)
+    made = Index(ndim=16, metric="ip", dtype="f16", connectivity=4)
+    made.add(np.arange(400, dtype=np.uint64), x)
+    good, empty = bytes(made.save()), bytes(Index(ndim=16, metric="ip", dtype="f16", connectivity=4).save())
+    check_usearch_file(good, empty, keys_below=400)
+    head = 8 + 400 * 32
+    size, conn, conn0, top, entry = struct.unpack_from("<5Q", good, head + 64)
+    levels = np.frombuffer(good, np.int16, size, head + 104).astype(np.int64)
+    sizes = 10 + 4 + 4 * conn0 + levels * (4 + 4 * conn)
+    starts = head + 104 + 2 * size + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    tall = int(np.flatnonzero(levels >= 1)[0])
+    low = int(np.flatnonzero(levels == 0)[0])
+    level1 = int(starts[tall]) + 10 + 4 + 4 * conn0  # the tall node's level-1 row: count, then slots
+
+    def edited(*edits: tuple[int, str, int]) -> bytes:
+        out = bytearray(good)
+        for at, fmt, value in edits:
+            struct.pack_into(fmt, out, at, value)
+        return bytes(out)
+
+    cases = {
+        "link to a node below level 1": edited((level1, "<I", 1), (level1 + 4, "<I", low)),
+        "link past": edited((level1, "<I", 1), (level1 + 4, "<I", 10**6)),
+        "link count above": edited((int(starts[low]) + 10, "<I", conn0 + 1)),
+        "two nodes with one key": edited((int(starts[1]), "<Q", struct.unpack_from("<Q", good, int(starts[0]))[0])),
+        "no row of the index": edited((int(starts[0]), "<Q", 10**9)),
+        "entry slot": edited((head + 64 + 32, "<Q", size + 5)),
+        "connectivity": edited((head + 64 + 8, "<Q", conn + 1)),
+        "own level disagrees": edited((int(starts[low]) + 8, "<h", 1)),
+        "nodes do not end": good[:-1],
+        "head differs": edited((0, "<I", 399)),  # one row fewer: the head is read a row early
+        "rows of 30 bytes": edited((4, "<I", 30)),
+    }
+    for what, data in cases.items():
+        with pytest.raises(ValueError, match=what):
+            check_usearch_file(data, empty, keys_below=400)

@@ -41,6 +41,7 @@ import numpy as np
 
 from ramen._arrays import grow_rows
 from ramen._rwlock import RWLock
+from ramen.usearch_file import check_usearch_file
 
 FORMAT = "ramen-label-index"
 FORMAT_VERSION = 1
@@ -674,6 +675,7 @@ class LabelIndex:
             offset, size = _span(sections, "graph", path, len(mm))
             buf = memoryview(mm)[offset:offset + size]
             try:
+                check_usearch_file(buf, index._graph.save(), keys_below=rows)  # usearch's loader trusts its bytes
                 meta = index._graph.metadata(buf)
                 if meta is None or meta.get("dimensions") != index.dim:
                     raise ValueError("graph dimensions do not match the header")
