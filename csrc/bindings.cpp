@@ -15,11 +15,15 @@
 #include <utility>
 #include <vector>
 
-#include "graph.h"
+#include "buffer.h"
+#include "csr.h"
+#include "dot.h"
 #include "hnsw.h"
 #include "io.h"
 #include "parallel.h"
+#include "prune.h"
 #include "rng.h"
+#include "rwr.h"
 #include "triplet.h"
 #include "triplet_launch.h"
 

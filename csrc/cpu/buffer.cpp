@@ -1,8 +1,8 @@
-// Memory of growable output buffers (graph.h): one anonymous mapping per buffer on Linux.
+// Memory of growable output buffers (buffer.h): one anonymous mapping per buffer on Linux.
+#include "buffer.h"
+
 #include <cstdlib>
 #include <new>
-
-#include "graph.h"
 
 #if defined(__linux__)
 #include <sys/mman.h>

@@ -20,14 +20,10 @@
 #include <utility>
 #include <vector>
 
-#include "graph.h"
+#include "dot.h"
 #include "half.h"
 #include "parallel.h"
 #include "prefetch.h"
-
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
 namespace ramen {
 
@@ -122,35 +118,6 @@ struct FarthestOnTop {  // heap order for the ef best found
 struct NearestOnTop {  // heap order for the nodes left to expand
     bool operator()(const Scored& a, const Scored& b) const { return nearer(b, a); }
 };
-
-// Inner product of a float32 query with a stored row.
-inline float query_dot(const float* q, const float* v, int64_t dim) { return dot_f32(q, v, dim); }
-inline float query_dot(const float* q, const uint16_t* v, int64_t dim) {
-#if defined(__AVX512F__)
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 32 <= dim; i += 32) {
-        const __m512 v0 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i)));
-        const __m512 v1 = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + i + 16)));
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), v0, s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i + 16), v1, s1);
-    }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-    for (; i < dim; ++i) s += q[i] * half_to_float(v[i]);
-    return s;
-#else
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += q[i + j] * half_to_float(v[i + j]);
-    for (; i < dim; ++i) s[0] += q[i] * half_to_float(v[i]);
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-#endif
-}
-
-// Inner product of two stored rows.
-inline float node_dot(const float* a, const float* b, int64_t dim) { return dot_f32(a, b, dim); }
-inline float node_dot(const uint16_t* a, const uint16_t* b, int64_t dim) { return dot_f16(a, b, dim); }
 
 inline void to_float(const float* v, int64_t dim, float* out) { std::copy(v, v + dim, out); }
 inline void to_float(const uint16_t* v, int64_t dim, float* out) {
@@ -282,7 +249,7 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
             }
         }
         for (const int32_t v : s.fresh) {
-            const Scored cand{-query_dot(q, vector_of(g, v), g.dim), v};
+            const Scored cand{-dot(q, vector_of(g, v), g.dim), v};
             const bool room = static_cast<int>(s.found.size()) < ef;
             if (!room && !nearer(cand, s.found.front())) continue;
             s.frontier.push_back(cand);
@@ -302,7 +269,7 @@ void search_level(const HnswGraph<T>& g, const float* q, int64_t n, int ef, int 
 // Greedy descent from the entry point to level `stop` + 1; leaves the nearest node in s.starts.
 template <typename T>
 void descend(const HnswGraph<T>& g, const float* q, int64_t n, HnswEntry entry, int stop, Scratch& s) {
-    s.starts.assign(1, Scored{-query_dot(q, vector_of(g, entry.node), g.dim), static_cast<int32_t>(entry.node)});
+    s.starts.assign(1, Scored{-dot(q, vector_of(g, entry.node), g.dim), static_cast<int32_t>(entry.node)});
     for (int level = entry.level; level > stop; --level) {
         search_level(g, q, n, 1, level, nullptr, s);
         s.starts.assign(1, s.found.front());
@@ -318,7 +285,7 @@ void select_diverse(const HnswGraph<T>& g, const std::vector<Scored>& candidates
         if (static_cast<int>(chosen.size()) >= cap) break;
         bool diverse = true;
         for (const Scored& r : chosen)
-            if (-node_dot(vector_of(g, c.id), vector_of(g, r.id), g.dim) < c.dist) {
+            if (-dot(vector_of(g, c.id), vector_of(g, r.id), g.dim) < c.dist) {
                 diverse = false;
                 break;
             }
@@ -380,9 +347,9 @@ void link_back(const HnswGraph<T>& g, const int64_t* batch, int64_t size, int le
             candidates.clear();
             const T* base = vector_of(g, v);
             for (int j = 1; j <= row[0]; ++j)
-                candidates.push_back({distance(node_dot(base, vector_of(g, row[j]), g.dim)), row[j]});
+                candidates.push_back({distance(dot(base, vector_of(g, row[j]), g.dim)), row[j]});
             for (size_t i = group_start[gi]; i < group_start[gi + 1]; ++i)
-                candidates.push_back({distance(node_dot(base, vector_of(g, pairs[i].second), g.dim)), pairs[i].second});
+                candidates.push_back({distance(dot(base, vector_of(g, pairs[i].second), g.dim)), pairs[i].second});
             std::sort(candidates.begin(), candidates.end(), nearer);
             select_diverse(g, candidates, cap, chosen);
             write_links(row, chosen);

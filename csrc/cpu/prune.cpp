@@ -1,4 +1,4 @@
-// Edge pruning by the dot product of endpoint embeddings (float32 or IEEE half), see graph.h.
+// Edge pruning by the dot product of endpoint embeddings (float32 or IEEE half), see prune.h.
 //
 // Each edge reads its column's embedding at random: with millions of columns that is a cache and
 // TLB miss per edge, and the kernel is bound by memory latency, not bandwidth. Two edge orders:
@@ -8,23 +8,19 @@
 // Which is faster depends on the machine (the bucket order won 1.27x on an Intel Xeon and lost
 // 25% on an AMD Zen 4), so by default a timed trial on the call's own first blocks picks it.
 // Each edge's dot product is the same whatever the order, so the output does not depend on the
-// order, the block size or the thread count. AVX-512 (with F16C conversion) when the build targets
-// it, a portable loop otherwise.
+// order, the block size or the thread count. The dot products are dot.h's.
+#include "prune.h"
+
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
 
-#include "graph.h"
-#include "half.h"
+#include "csr.h"
+#include "dot.h"
 #include "parallel.h"
 #include "prefetch.h"
-
-#if defined(__AVX512F__) || defined(__F16C__)
-#include <immintrin.h>
-#endif
 
 namespace ramen {
 namespace {
@@ -35,66 +31,6 @@ constexpr int64_t kMinEdgesPerBlock = int64_t{1} << 14;
 constexpr int64_t kBucketBytes = int64_t{1} << 18;     // column rows per bucket: about this many bytes (in L2)
 constexpr int64_t kMaxBuckets = int64_t{1} << 16;
 constexpr int64_t kMinEdgesToTrial = int64_t{1} << 22; // smaller graphs take the CSR order untimed
-
-template <typename T>
-float dot(const T* a, const T* b, int64_t dim);
-
-template <>
-float dot<float>(const float* a, const float* b, int64_t dim) {
-#if defined(__AVX512F__)
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 64 <= dim; i += 64) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
-    }
-    for (; i + 16 <= dim; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < dim) {
-        const __mmask16 m = static_cast<__mmask16>((1u << (dim - i)) - 1);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-#else
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += a[i + j] * b[i + j];
-    for (; i < dim; ++i) s[0] += a[i] * b[i];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-#endif
-}
-
-template <>
-float dot<uint16_t>(const uint16_t* a, const uint16_t* b, int64_t dim) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    auto half16 = [](const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); };
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps(), s2 = _mm512_setzero_ps(), s3 = _mm512_setzero_ps();
-    int64_t i = 0;
-    for (; i + 64 <= dim; i += 64) {
-        s0 = _mm512_fmadd_ps(half16(a + i), half16(b + i), s0);
-        s1 = _mm512_fmadd_ps(half16(a + i + 16), half16(b + i + 16), s1);
-        s2 = _mm512_fmadd_ps(half16(a + i + 32), half16(b + i + 32), s2);
-        s3 = _mm512_fmadd_ps(half16(a + i + 48), half16(b + i + 48), s3);
-    }
-    for (; i + 16 <= dim; i += 16) s0 = _mm512_fmadd_ps(half16(a + i), half16(b + i), s0);
-    if (i < dim) {
-        const __mmask16 m = static_cast<__mmask16>((1u << (dim - i)) - 1);
-        const __m512 x = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a + i));
-        const __m512 y = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b + i));
-        s1 = _mm512_fmadd_ps(x, y, s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
-#else
-    float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= dim; i += 8)
-        for (int j = 0; j < 8; ++j) s[j] += half_to_float(a[i + j]) * half_to_float(b[i + j]);
-    for (; i < dim; ++i) s[0] += half_to_float(a[i]) * half_to_float(b[i]);
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-#endif
-}
 
 // log2 of the columns per bucket: about kBucketBytes of column rows, at most kMaxBuckets buckets.
 int bucket_shift(int64_t cols, int64_t row_bytes) {
@@ -143,7 +79,7 @@ void score_csr_order(const CsrView<I>& E, const T* row_emb, const T* col_emb, in
         if (r + 1 < E.rows) prefetch_lines(row + dim, row_bytes);
         for (; e < row_end; ++e) {
             if (e + kPrefetchEdges < e1) prefetch_lines(col_row(e + kPrefetchEdges), row_bytes);
-            keep[e] = dot<T>(row, col_row(e), dim) > threshold ? 1 : 0;
+            keep[e] = dot(row, col_row(e), dim) > threshold ? 1 : 0;
         }
     }
 }
@@ -168,7 +104,7 @@ void score_bucket_order(const CsrView<I>& E, const T* row_emb, const T* col_emb,
             prefetch_lines(col_row(i + kPrefetchEdges), row_bytes);
             prefetch_lines(row_row(i + kPrefetchEdges), row_bytes);
         }
-        keep[e0 + order[i]] = dot<T>(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
+        keep[e0 + order[i]] = dot(row_row(i), col_row(i), dim) > threshold ? 1 : 0;
     }
 }
 
@@ -302,9 +238,6 @@ void compact_edges(const CsrView<I>& E, const uint8_t* keep, const int64_t* new_
         default: throw std::invalid_argument("compact_edges: itemsize must be 0, 1, 2, 4 or 8");
     }
 }
-
-float dot_f32(const float* a, const float* b, int64_t dim) { return dot<float>(a, b, dim); }
-float dot_f16(const uint16_t* a, const uint16_t* b, int64_t dim) { return dot<uint16_t>(a, b, dim); }
 
 template <typename I>
 PruneOrder prune_mask_f32(const CsrView<I>& E, const float* row_emb, const float* col_emb, int64_t dim,

@@ -1,4 +1,4 @@
-// Random walks with restart on CSR graphs, counted per start: see graph.h for the definitions.
+// Random walks with restart on CSR graphs, counted per start: see rwr.h for the definitions.
 //
 // Each thread steps kLanes walkers in lockstep, one phase at a time (choose an edge, then read the
 // node it leads to), prefetching what the next phase reads, so that the cache misses of a hop on
@@ -7,13 +7,15 @@
 // landings go to a buffer, then are counted with a small open-addressing table, cut to the top k
 // and emitted sorted by node id. Output rows are assembled batch by batch straight into the final
 // CSR arrays, so memory stays at graph + output + per-thread scratch.
+#include "rwr.h"
+
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
-#include "graph.h"
+#include "buffer.h"
+#include "csr.h"
 #include "parallel.h"
 #include "rng.h"
 
@@ -152,7 +154,7 @@ void walk_unipartite(const CsrView<I>& g, const Lanes& lanes, const WalkOptions&
     }
 }
 
-// Walks of up to kLanes starts over the columns of Y (Yt its transpose); see graph.h. A hop that
+// Walks of up to kLanes starts over the columns of Y (Yt its transpose); see rwr.h. A hop that
 // lands nowhere (rows mode: a start row without columns) records -1.
 template <typename I>
 void walk_bipartite(const CsrView<I>& Y, const CsrView<I>& Yt, bool starts_are_rows, const Lanes& lanes,
@@ -553,43 +555,6 @@ CsrResult<I> bipartite_walk(const CsrView<I>& Y, const CsrView<I>& Yt, const int
             return Extra{one, 1, false};
         });
 }
-
-template <typename I>
-void transpose_structure(const CsrView<I>& m, I* t_indptr, I* t_indices, int num_threads) {
-    // Each task owns a range of columns and scans every edge, counting and then placing only its
-    // own: a column's rows are written by one task in row order, so the output never depends on
-    // the thread count. Scanning all edges per task is cheap (sequential) next to the scattered
-    // writes it splits; ranges are capped so the repeated scans stay a small cost.
-    const int64_t nnz = m.indptr[m.rows];
-    const int64_t ranges = std::clamp<int64_t>(resolve_threads(num_threads), 1, std::min<int64_t>(8, m.cols + 1));
-    const int64_t width = (m.cols + ranges - 1) / ranges;
-    // body(lo, hi) for each column range [lo, hi), one task per range
-    const auto per_range = [&](auto&& body) {
-        parallel_for(ranges, 1, static_cast<int>(ranges), [&](int64_t begin, int64_t end) {
-            for (int64_t range = begin; range < end; ++range)
-                body(range * width, std::min<int64_t>(m.cols, range * width + width));
-        });
-    };
-    std::fill(t_indptr, t_indptr + m.cols + 1, I{0});
-    per_range([&](int64_t lo, int64_t hi) {
-        for (int64_t e = 0; e < nnz; ++e) {
-            const int64_t c = m.indices[e];
-            if (c >= lo && c < hi) ++t_indptr[c + 1];
-        }
-    });
-    for (int64_t c = 0; c < m.cols; ++c) t_indptr[c + 1] += t_indptr[c];
-    std::vector<I> cursor(t_indptr, t_indptr + m.cols);
-    per_range([&](int64_t lo, int64_t hi) {
-        for (int64_t r = 0; r < m.rows; ++r)
-            for (int64_t e = m.indptr[r]; e < m.indptr[r + 1]; ++e) {
-                const int64_t c = m.indices[e];
-                if (c >= lo && c < hi) t_indices[cursor[c]++] = static_cast<I>(r);
-            }
-    });
-}
-
-template void transpose_structure(const CsrView<int32_t>&, int32_t*, int32_t*, int);
-template void transpose_structure(const CsrView<int64_t>&, int64_t*, int64_t*, int);
 
 template CsrResult<int32_t> random_walk_with_restart(const CsrView<int32_t>&, const int64_t*, int64_t,
                                                      const WalkOptions&, const Progress&);
