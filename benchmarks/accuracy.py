@@ -52,7 +52,7 @@ if __name__ == "__main__" and any((ROOT / "src" / "ramen").glob("_C*.so")):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ramen import metrics  # noqa: E402
-from ramen.config import TrainConfig  # noqa: E402
+from ramen.config import RETIRED_AT, TrainConfig, without_retired  # noqa: E402
 from ramen.data import Dataset  # noqa: E402
 
 K = 5  # metrics at k = 1..K
@@ -142,6 +142,10 @@ LEVER_TITLES = {
     "e60": "60 epochs, evaluated every epoch",
     "ngame30": "NGAME cluster batches (refreshed every epoch, size 8 doubled at epochs 3, 5, 8, 10)",
 }
+# Levers retired from TrainConfig (ramen.config.RETIRED): their arms stay for the reports of the runs
+# made before, and run only at commit RETIRED_AT.
+RETIRED_LEVERS = frozenset({"schedule", "soft-prune", "reg-head", "reg-head-fast", "prune-q20", "identity",
+                            "identity-positive", "pull", "bank", "graph-neg", "hub-1"})
 # Levers that act on the task loss alone, also measured without regularisers.
 PLAIN_LEVERS = ("graph-neg", "random-neg", "task-allneg")
 # Combinations of those on the plain dual encoder: "plain+" then "+"-joined names of LEVERS.
@@ -200,10 +204,10 @@ OAK_ALPHA = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # weight of the anchors' mean (0: t
 BUDGET: dict[str, Any] = dict(
     encoder="all-MiniLM-L6-v2", pooling="mean", max_length=32, label_tower=False,
     epochs=10, batch_size=128, lr=5e-5, weight_decay=0.01, warmup=0.05, grad_clip=1.0,
-    margin=0.3, num_negatives=10, reg_num_negatives=10, softmax_temperature=None, positives_all=False,
+    margin=0.3, num_negatives=10, reg_num_negatives=10, softmax_temperature=None,
     lambda_x=1.0, lambda_z=1.0, densify=True, walk_length=400, restart_prob=0.8, densify_top_k=10,
     prune_threshold=0.0, warmup_epochs=5, prune_every=5, aug_gt_top_k=10,
-    cluster_batching=False, anchor_bank=False, eval_every=0, cpu_bf16=False,
+    cluster_batching=False, eval_every=0, cpu_bf16=False,
 )
 # --quick: a tiny random encoder on synthetic("tiny"), one epoch, pruning before it (a pipeline check).
 QUICK_BUDGET: dict[str, Any] = dict(
@@ -311,6 +315,11 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def arm_config(budget: dict[str, Any], arm: str, seed: int) -> TrainConfig:
     """The TrainConfig of one run: the dataset's budget, the arm's overrides, the seed."""
+    retired = [part for part in arm.split("+") if part in RETIRED_LEVERS]
+    if retired:
+        raise ValueError(f"arm {arm!r}: {', '.join(retired)} retired from TrainConfig (measured to do nothing, "
+                         f"graph_levers.md); its runs stay in benchmarks/results/accuracy-runs, and ramen at commit "
+                         f"{RETIRED_AT} reruns them")
     return TrainConfig(**{**budget, **ARMS[arm], "seed": int(seed)}).validate()
 
 
@@ -438,7 +447,8 @@ def _claim(path: Path, identity: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if isinstance(old.get("config"), dict):  # a field added since the run started holds its default there
             defaults = _roundtrip(TrainConfig().to_dict())
-            old["config"] = {**{k: v for k, v in defaults.items() if k not in old["config"]}, **old["config"]}
+            kept = without_retired(old["config"], f"{path}: ")  # and a retired one is gone (at its default)
+            old["config"] = {**{k: v for k, v in defaults.items() if k not in kept}, **kept}
         if old != identity:
             keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
             if "config" in keys:
@@ -839,7 +849,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     tq = encoder.tokenize(dataset.train_texts, progress=False)
     tl = encoder.tokenize(dataset.label_texts, progress=False)
     ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in graphs}
-    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
+    module = BatchEncoder(encoder).to(d.device)
     optimizer = make_optimizer(module, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, cfg.warmup))
     weights = cfg.component_weights(list(graphs))
@@ -849,7 +859,7 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     for i in range(len(batches) + steps):
         b = batches[i % len(batches)]
         t0 = time.perf_counter()
-        train_step(module, encoder, optimizer, scheduler, b, d, cfg, weights, None)
+        train_step(module, encoder, optimizer, scheduler, b, d, cfg, weights)
         if d.device.type == "cuda":
             torch.cuda.synchronize()
         if i >= len(batches):

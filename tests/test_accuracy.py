@@ -223,11 +223,11 @@ def test_a_run_started_before_a_new_config_field_still_resumes(tmp_path):
 
     config = json.loads(json.dumps(TrainConfig(lr=1e-4).to_dict()))
     identity = {"dataset": "d", "arm": "a", "seed": 0, "config": config}
-    older = {**identity, "config": {k: v for k, v in config.items() if k != "reg_head"}}  # before reg_head existed
+    older = {**identity, "config": {k: v for k, v in config.items() if k != "max_steps"}}  # before max_steps existed
     (tmp_path / "run.json").write_text(json.dumps(older))
     study._claim(tmp_path / "run.json", identity)  # its default reproduces the older run: accepted
-    changed = {**identity, "config": {**config, "reg_head": True}}
-    with pytest.raises(ValueError, match=r"differing: config, config\.reg_head"):
+    changed = {**identity, "config": {**config, "max_steps": 3}}
+    with pytest.raises(ValueError, match=r"differing: config, config\.max_steps"):
         study._claim(tmp_path / "run.json", changed)
 
 

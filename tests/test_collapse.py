@@ -64,5 +64,3 @@ def test_advice_names_only_the_settings_that_are_on():
     assert "num_negatives=None, now 10" in paper and "reg_num_negatives=None" in paper and "lambda_x" in paper
     allneg = collapse_advice(TrainConfig(num_negatives=None, reg_num_negatives=None))
     assert "reg_num_negatives" not in allneg and "lambda_x" in allneg and "num_negatives=None" not in allneg
-    pull = collapse_advice(TrainConfig(num_negatives=None, regulariser="pull"))
-    assert "regulariser='triplet'" in pull and "lambda_x" in pull

@@ -33,9 +33,7 @@ def step_setup(ds, **overrides):
         lx, lz = cfg.lambdas_for(n)
         a = ds.anchor_sets[n]
         graphs[n] = Graphs(a.train_X_A.tocsr() if lx else None, a.label_A.tocsr() if lz else None)
-    negatives = ds.train_Y.tocsr()[:, ::-1].tocsr() if cfg.graph_negatives else None  # any labels: the step only
-    sampler = BatchSampler(ds.train_Y, graphs, cfg.batch_size, seed=0, negatives=negatives,
-                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives)
+    sampler = BatchSampler(ds.train_Y, graphs, cfg.batch_size, seed=0, num_random_negatives=cfg.random_negatives)
     tq, tl = encoder.tokenize(ds.train_texts, progress=False), encoder.tokenize(ds.label_texts, progress=False)
     ta = {n: encoder.tokenize(ds.anchor_sets[n].texts, progress=False) for n in graphs}
     if cfg.cluster_batching:  # NGAME batches: whole clusters of the queries' embeddings (made on the host)
@@ -44,16 +42,14 @@ def step_setup(ds, **overrides):
         q_emb = encoder.encode(tq, 64, progress=False)
         sampler.set_batches(cluster_batches(q_emb[sampler.pool], sampler.pool, cfg.cluster_size, cfg.batch_size, seed=0))
     batch = attach_tokens(sampler.batch(0, 0), tq, tl, ta)
-    module = BatchEncoder(encoder, reg_head=cfg.reg_head).to(META)
+    module = BatchEncoder(encoder).to(META)
     optimizer = make_optimizer(module, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, cfg.warmup))
     reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
     weights = {c: w for c, w in cfg.component_weights(list(graphs)).items() if w}
     reliance = Reliance([c for c in component_names(list(graphs)) if c in weights], mode=cfg.reliance)
-    bank = ({n: torch.empty(len(ds.anchor_sets[n].texts), encoder.dim, device=META) for n in graphs}
-            if cfg.anchor_bank else None)
     return dict(module=module, encoder=encoder, optimizer=optimizer, scheduler=scheduler, batch=batch,
-                d=distributed.Dist(device=META), cfg=cfg, weights=weights, bank=bank, reliance=reliance,
+                d=distributed.Dist(device=META), cfg=cfg, weights=weights, reliance=reliance,
                 reg_optimizer=reg_optimizer)
 
 
@@ -61,15 +57,10 @@ STEP_OPTIONS = {
     "plain": dict(graph=False),
     "ramen": dict(),
     "paper-recipe": dict(lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10),
-    "anchor-bank": dict(anchor_bank=True),
     "cluster-batching": dict(cluster_batching=True, cluster_size=4),
     "separate-reg-step": dict(reg_step="separate"),
-    "soft-prune": dict(soft_prune=True),
-    "reg-head": dict(reg_head=True),
     "random-negatives": dict(random_negatives=1),
-    "graph-negatives": dict(graph_negatives=1),
     "bandit": dict(reliance="bandit"),
-    "pull": dict(regulariser="pull"),
     "label-tower": dict(label_tower=True),
     "softmax": dict(softmax_temperature=0.1),
 }
@@ -91,7 +82,7 @@ def test_training_step_runs_on_the_device_with_no_host_tensor_and_no_host_read(t
     assert state and all(v.device.type == "meta" or v.dim() == 0 for v in state)  # AdamW stepped on the device
 
 
-@pytest.mark.parametrize("option", ["ramen", "separate-reg-step", "anchor-bank"])
+@pytest.mark.parametrize("option", ["ramen", "separate-reg-step"])
 def test_multi_rank_gather_path_stays_on_the_device(tiny, option, monkeypatch):
     """Rank 0 of 2 with gathered in-batch candidates: the shard, the padding and the gather stay on
     the device (the collectives stand in: each rank's shard is this rank's)."""

@@ -78,9 +78,8 @@ def test_ablation_flags_select_components(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("reg_step", ["joint", "separate"])
 def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypatch, reg_step):
-    # issue 8's stateful levers on, so that their state must survive the interruption too
-    cfg = tiny_config(epochs=3, reliance="bandit", soft_prune=True, prune_quantile=0.1, anchor_identity="exclude",
-                      reg_head=True, reg_step=reg_step)
+    # the bandit on, so that its state must survive the interruption too
+    cfg = tiny_config(epochs=3, reliance="bandit", reg_step=reg_step)
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
     expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
@@ -138,37 +137,6 @@ def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data
     assert "interrupted: checkpoint saved" in (tmp_path / "log.jsonl").read_text()
 
 
-def test_reg_head_learns_is_checkpointed_and_leaves_the_served_encoder_alone(tiny_data, tmp_path):
-    cfg = tiny_config(epochs=1, reg_head=True)
-    model = train(tiny_data, cfg, out_dir=tmp_path, progress=False)
-    head = checkpoint.load(tmp_path / CHECKPOINT)["reg_head"]["weight"]
-    dim = model.encoder.dim
-    assert head.shape == (dim, dim) and not torch.allclose(head, torch.eye(dim))  # it trained
-    assert not any("reg_head" in k for k in model.encoder.state_dict())
-    with pytest.raises(ValueError, match="reg_head and anchor_bank"):
-        TrainConfig(reg_head=True, anchor_bank=True).validate()
-    with pytest.raises(ValueError, match="reg_head_lr needs reg_head"):
-        TrainConfig(reg_head_lr=1e-3).validate()
-    with pytest.raises(ValueError, match="reg_head_lr must be > 0"):
-        TrainConfig(reg_head=True, reg_head_lr=0.0).validate()
-
-
-def test_reg_head_lr_is_the_heads_own_and_moves_it_further(tiny_data, tmp_path):
-    from ramen.encoder import Encoder
-    from ramen.train import BatchEncoder, make_optimizer
-
-    cfg = tiny_config(epochs=1, reg_head=True, reg_head_lr=100 * tiny_config().lr)
-    groups = make_optimizer(BatchEncoder(Encoder(cfg.encoder, seed=0), reg_head=True), cfg).param_groups
-    assert [g["lr"] for g in groups] == [cfg.lr, cfg.lr, cfg.reg_head_lr]
-    assert [g["weight_decay"] for g in groups] == [cfg.weight_decay, 0.0, 0.0]
-    moved = {}
-    for name, c in (("default", tiny_config(epochs=1, reg_head=True)), ("fast", cfg)):
-        train(tiny_data, c, out_dir=tmp_path / name, progress=False)
-        head = checkpoint.load(tmp_path / name / CHECKPOINT)["reg_head"]["weight"]
-        moved[name] = float((head - torch.eye(head.shape[0])).norm())
-    assert moved["fast"] > 10 * moved["default"] > 0
-
-
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=2)
 
@@ -201,26 +169,14 @@ def test_degenerate_data_trains_and_says_so(tiny_data, tmp_path):
     assert "no label" in text and "no anchor" in text and "no edges" in text
 
 
-def test_schedule_pull_and_per_set_densification_run(tiny_data, tmp_path):
-    name = sorted(tiny_data.anchor_sets)[0]
-    cfg = tiny_config(epochs=2, reliance="schedule", lambda_warmup=0.3, lambda_decay_from=0.6, regulariser="pull",
-                      densify_sets=[name], anchor_identity="positive")
-    train(tiny_data, cfg, out_dir=tmp_path, progress=False)
-    info = " ".join(r["text"] for r in records(tmp_path, "info"))
-    assert info.count("densified") == 2 and f"densified {name}-query" in info  # only the chosen set's graphs
-    multipliers = [r["components"][f"Rx/{name}"]["multiplier"] for r in records(tmp_path, "reliance")]
-    assert multipliers[-1] == 0.0  # decayed to zero by the end
-
-
-def test_aug_gt_cluster_batching_and_anchor_bank_run(tiny_data, tmp_path):
+def test_aug_gt_and_cluster_batching_run(tiny_data, tmp_path):
     train(tiny_data, tiny_config(epochs=1, aug_gt=True), out_dir=tmp_path / "aug", progress=False)
     info = " ".join(r["text"] for r in records(tmp_path / "aug", "info"))
     assert "AugGT" in info
     assert all(set(r["losses"]) == {"L"} for r in records(tmp_path / "aug", "step"))
     train(tiny_data, tiny_config(epochs=1, cluster_batching=True, cluster_size=8), out_dir=tmp_path / "cl",
           progress=False)
-    train(tiny_data, tiny_config(epochs=1, anchor_bank=True), out_dir=tmp_path / "bank", progress=False)
-    assert records(tmp_path / "bank", "step")
+    assert records(tmp_path / "cl", "step")
 
 
 def _free_port() -> int:
@@ -238,9 +194,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"},
-                                       {"reg_head": True, "reliance": "schedule", "lambda_warmup": 0.5}],
-                         ids=["joint", "separate", "unused-parameters"])  # step 0: lambda 0, the head gets no gradient
+@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}], ids=["joint", "separate"])
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     torch.set_num_threads(1)
     one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",
@@ -252,24 +206,6 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     two = Model.load(tmp_path / "two" / "model")
     for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name
-
-
-def test_graph_negatives_train_with_anchors_that_stand_for_labels(tiny_data, tmp_path):
-    import dataclasses
-
-    name = sorted(tiny_data.anchor_sets)[0]
-    aset = tiny_data.anchor_sets[name]
-    n = min(aset.num_anchors, tiny_data.num_labels)
-    texts = [tiny_data.label_texts[i] if i < n else t for i, t in enumerate(aset.texts)]  # anchors = labels
-    data = dataclasses.replace(tiny_data, anchor_sets={name: dataclasses.replace(aset, texts=texts)})
-    for cfg in (tiny_config(epochs=1, graph=False, graph_negatives=2), tiny_config(epochs=1, graph_negatives=1)):
-        out = tmp_path / str(cfg.graph)
-        train(data, cfg, out_dir=out, progress=False)
-        info = [r for r in records(out, "info") if "graph_negative_pairs" in r]
-        assert info and info[0]["graph_negative_pairs"] > 0
-        assert all(np.isfinite(r["loss"]) for r in records(out, "step"))
-    with pytest.raises(ValueError, match="graph_negatives: no anchor"):
-        train(tiny_data, tiny_config(epochs=1, graph_negatives=1), progress=False)
 
 
 def test_training_steps_run_with_dropout_and_the_result_is_in_eval_mode(tiny_data, monkeypatch):
@@ -290,20 +226,6 @@ def test_training_steps_run_with_dropout_and_the_result_is_in_eval_mode(tiny_dat
     assert with_grad and all(with_grad)  # every optimised forward pass had dropout on
     assert not any(training for grad, training in seen if not grad)  # encodes (pruning) had it off
     assert not model.encoder.training and not any(m.training for m in model.encoder.modules())
-
-
-def test_anchor_identity_says_when_no_anchor_names_a_label(tmp_path):
-    ds = synthetic("tiny", seed=0)  # the generator's anchors never share a label's text
-    train(ds, tiny_config(epochs=1, anchor_identity="exclude"), out_dir=tmp_path / "none", progress=False)
-    warned = [r for r in records(tmp_path / "none", "info") if r.get("warning") == "identity"]
-    assert len(warned) == 1 and "has no effect" in warned[0]["text"]
-
-    name = sorted(ds.anchor_sets)[0]
-    ds.anchor_sets[name].texts[0] = ds.label_texts[0]
-    train(ds, tiny_config(epochs=1, anchor_identity="exclude"), out_dir=tmp_path / "one", progress=False)
-    info = records(tmp_path / "one", "info")
-    assert not [r for r in info if r.get("warning") == "identity"]
-    assert any(f"{name}: 1" in r["text"] for r in info if "standing for a label" in r["text"])
 
 
 def test_separate_reg_step_trains_from_the_same_first_loss_to_other_weights(tiny_data, tmp_path):

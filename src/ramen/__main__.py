@@ -38,7 +38,7 @@ def load_dataset(spec: str):
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One --flag per TrainConfig field (defaults suppressed so a config file can set them)."""
-    from ramen.config import TrainConfig
+    from ramen.config import RETIRED, TrainConfig
 
     group = parser.add_argument_group("training settings (TrainConfig fields; see the README)")
     helps = TrainConfig.field_help()
@@ -69,6 +69,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
             group.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=base.upper(),
                                help=text)
+    for name in RETIRED:  # hidden: given, they stop with the commit that still runs them
+        group.add_argument("--" + name.replace("_", "-"), dest=f"retired:{name}", nargs="?", const=True,
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -82,7 +85,7 @@ def _config_from_args(args: argparse.Namespace):
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields this command line sets: its recipe, then its config file, then its flags."""
-    from ramen.config import TrainConfig
+    from ramen.config import TrainConfig, without_retired
     from ramen.recipes import recipe_overrides
 
     values: dict[str, Any] = recipe_overrides(args.recipe) if args.recipe else {}
@@ -107,6 +110,11 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
         values["lambdas"] = parsed
     if args.encoder:
         values["encoder"] = args.encoder
+    retired = {k.removeprefix("retired:"): v for k, v in vars(args).items() if k.startswith("retired:")}
+    try:
+        without_retired(retired, "--")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     return values
 
 

@@ -1,10 +1,9 @@
 """Mini-batches for graph-regularised training: queries, their labels and anchors, and the masks.
 
 Each step draws B queries; for each, one relevant label and, per anchor set, one linked anchor;
-for each sampled label, per anchor set, one linked anchor. Optionally, per query, extra labels join
-the batch as negatives only: drawn from the labels its anchors stand for (`anchor_label_negatives`)
-or uniformly (the control). Every in-batch label or anchor that is truly linked to a row but was not
-sampled as its positive is excluded from that row's negatives.
+for each sampled label, per anchor set, one linked anchor. Optionally, per query, extra labels drawn
+uniformly join the batch as negatives only. Every in-batch label or anchor that is truly linked to a
+row but was not sampled as its positive is excluded from that row's negatives.
 A batch is a pure function of (seed, epoch, step), so training resumes exactly and sampling can
 run on a background thread.
 """
@@ -33,7 +32,6 @@ class AnchorBatch:
     query_excl: Csr  # B x A: other in-batch anchors linked to the query
     label_pos: Csr  # L x A
     label_excl: Csr  # L x A
-    index: torch.Tensor | None = None  # `ids` as an int64 tensor (set by attach_tokens; an anchor bank's rows)
 
 
 @dataclasses.dataclass
@@ -54,33 +52,17 @@ def _csr(indptr: np.ndarray, indices: np.ndarray) -> Csr:
         torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
 
 
-def sample_neighbours(graph: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator,
-                      cumulative: np.ndarray | None = None) -> np.ndarray:
-    """One neighbour column per row (-1 where a row has none): uniform, or, given `cumulative`
-    (the running sum of per-edge weights over graph.data's order, see `degree_cumulative`), drawn
-    in proportion to the weights of the row's edges."""
+def sample_neighbours(graph: sp.csr_matrix, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One neighbour column per row, uniform (-1 where a row has none)."""
     indptr = graph.indptr
     start = indptr[rows].astype(np.int64)
     degree = indptr[rows + 1].astype(np.int64) - start
     u = rng.random(len(rows))
-    if cumulative is None or len(cumulative) == 0:
-        pick = start + np.minimum((u * degree).astype(np.int64), np.maximum(degree - 1, 0))
-    else:
-        before = np.where(start > 0, cumulative[np.maximum(start - 1, 0)], 0.0)
-        total = cumulative[np.maximum(start + degree - 1, 0)] - before
-        offset = np.searchsorted(cumulative, before + u * total, side="right") - start
-        pick = start + np.clip(offset, 0, np.maximum(degree - 1, 0))
+    pick = start + np.minimum((u * degree).astype(np.int64), np.maximum(degree - 1, 0))
     out = np.full(len(rows), -1, dtype=np.int64)
     has = degree > 0
     out[has] = graph.indices[pick[has]]
     return out
-
-
-def degree_cumulative(graph: sp.csr_matrix, power: float) -> np.ndarray:
-    """Running sum over graph's edges of column_degree ** -power: a row's neighbour drawn with these
-    weights favours columns linked to few rows (power 1: in inverse proportion to their degree)."""
-    degree = np.bincount(graph.indices, minlength=graph.shape[1]).astype(np.float64)
-    return np.cumsum(degree[graph.indices] ** -float(power))
 
 
 def link_masks(graph: sp.csr_matrix, rows: np.ndarray, positives: np.ndarray, columns: np.ndarray,
@@ -119,35 +101,6 @@ def empty_csr(num_rows: int) -> Csr:
     return _pairs_to_csr(np.zeros((2, 0), np.int64), num_rows)
 
 
-def _pairs(csr: Csr) -> np.ndarray:
-    indptr, indices = (t.numpy() for t in csr)
-    return np.stack([np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)), indices])
-
-
-def _key(pairs: np.ndarray) -> np.ndarray:
-    return pairs[0] * (1 << 32) + pairs[1]
-
-
-def union_csr(a: Csr, b: Csr, num_rows: int) -> Csr:
-    return _pairs_to_csr(np.concatenate([_pairs(a), _pairs(b)], axis=1), num_rows)
-
-
-def minus_csr(a: Csr, b: Csr, num_rows: int) -> Csr:
-    """The entries of a that are not in b."""
-    pa = _pairs(a)
-    return _pairs_to_csr(pa[:, ~np.isin(_key(pa), _key(_pairs(b)))], num_rows)
-
-
-def with_identity(pos: Csr, excl: Csr, same: Csr, mode: str, num_rows: int) -> tuple[Csr, Csr]:
-    """Adds the in-batch anchors that stand for a row's own label(s) (`same`) to its exclusions
-    (mode "exclude") or its positives (mode "positive"); an entry is never both."""
-    if mode == "positive":
-        pos = union_csr(pos, same, num_rows)
-    else:
-        excl = union_csr(excl, same, num_rows)
-    return pos, minus_csr(excl, pos, num_rows)
-
-
 @dataclasses.dataclass
 class Graphs:
     """The training graphs of one anchor set (after densification and pruning)."""
@@ -160,28 +113,14 @@ class BatchSampler:
     """Deterministic batches: the query order of an epoch and every draw come from (seed, epoch, step)."""
 
     def __init__(self, train_Y: sp.csr_matrix, graphs: dict[str, Graphs], batch_size: int, *, seed: int = 0,
-                 positives_all: bool = False, drop_last: bool = True, rank: int = 0, world: int = 1,
-                 identity: dict[str, Graphs] | None = None, identity_mode: str = "exclude",
-                 negatives: sp.csr_matrix | None = None, num_graph_negatives: int = 0, num_random_negatives: int = 0,
-                 anchor_degree_power: float = 0.0):
+                 drop_last: bool = True, rank: int = 0, world: int = 1, num_random_negatives: int = 0):
         self.Y = train_Y.tocsr()
         self.graphs = graphs
         self.batch_size = int(batch_size)
         self.seed = int(seed)
-        self.positives_all = positives_all
         self.drop_last = drop_last
         self.rank, self.world = rank, world  # each rank takes rows rank::world of every batch
-        # per anchor set: queries x anchors / labels x anchors links from a row's label to the
-        # anchor that stands for the same entity (see `identity_graphs`)
-        self.identity = identity or {}
-        self.identity_mode = identity_mode
-        # queries x labels a query's extra negatives are drawn from (see `anchor_label_negatives`)
-        self.negatives = negatives.tocsr() if negatives is not None else None
-        self.num_graph_negatives = int(num_graph_negatives) if negatives is not None else 0
-        self.num_random_negatives = int(num_random_negatives)
-        # a row's positive anchor is drawn in proportion to anchor degree ** -power (0: uniform)
-        self.anchor_degree_power = float(anchor_degree_power)
-        self._cumulative: dict[int, tuple[sp.csr_matrix, np.ndarray]] = {}  # id(graph) -> (graph, weights)
+        self.num_random_negatives = int(num_random_negatives)  # uniform labels per query, negatives only
         self.pool = np.nonzero(np.diff(self.Y.indptr) > 0)[0]  # queries with at least one label
         self.batches: list[np.ndarray] | None = None  # explicit batches (cluster batching)
         if len(self.pool) == 0:
@@ -216,89 +155,25 @@ class BatchSampler:
         rng = self._rng(epoch, step, self.rank)
         sampled_labels = sample_neighbours(self.Y, q, rng)
         label_ids = np.unique(np.concatenate([sampled_labels[sampled_labels >= 0], self._extra_labels(q, rng)]))
-        label_pos, label_excl = link_masks(self.Y, q, sampled_labels, label_ids, self.positives_all)
+        label_pos, label_excl = link_masks(self.Y, q, sampled_labels, label_ids)
         anchors = {}
         for name, g in self.graphs.items():
-            none_q, none_l = np.full(len(q), -1), np.full(len(label_ids), -1)
-            q_anchor = sample_neighbours(g.query, q, rng, self._weights(g.query)) if g.query is not None else none_q
-            l_anchor = (sample_neighbours(g.label, label_ids, rng, self._weights(g.label)) if g.label is not None
-                        else none_l)
+            q_anchor = sample_neighbours(g.query, q, rng) if g.query is not None else np.full(len(q), -1)
+            l_anchor = (sample_neighbours(g.label, label_ids, rng) if g.label is not None
+                        else np.full(len(label_ids), -1))
             ids = np.unique(np.concatenate([q_anchor[q_anchor >= 0], l_anchor[l_anchor >= 0]]))
-            qp, qe = (link_masks(g.query, q, q_anchor, ids, self.positives_all) if g.query is not None
+            qp, qe = (link_masks(g.query, q, q_anchor, ids) if g.query is not None
                       else (empty_csr(len(q)), empty_csr(len(q))))
-            lp, le = (link_masks(g.label, label_ids, l_anchor, ids, self.positives_all) if g.label is not None
+            lp, le = (link_masks(g.label, label_ids, l_anchor, ids) if g.label is not None
                       else (empty_csr(len(label_ids)), empty_csr(len(label_ids))))
-            same = self.identity.get(name)
-            if same is not None and len(ids):
-                if same.query is not None:
-                    qs = link_masks(same.query, q, none_q, ids)[1]
-                    qp, qe = with_identity(qp, qe, qs, self.identity_mode, len(q))
-                if same.label is not None:
-                    ls = link_masks(same.label, label_ids, none_l, ids)[1]
-                    lp, le = with_identity(lp, le, ls, self.identity_mode, len(label_ids))
             anchors[name] = AnchorBatch(ids, qp, qe, lp, le)
         return Batch(step, q, label_ids, label_pos, label_excl, anchors)
 
-    def _weights(self, graph: sp.csr_matrix) -> np.ndarray | None:
-        """The degree weights' running sum of `graph` (cached per graph object; None when uniform)."""
-        if self.anchor_degree_power == 0:
-            return None
-        hit = self._cumulative.get(id(graph))
-        if hit is None or hit[0] is not graph:  # a new graph (after pruning) or a reused id
-            if len(self._cumulative) >= 16:  # forget graphs that pruning replaced
-                self._cumulative.clear()
-            hit = self._cumulative[id(graph)] = (graph, degree_cumulative(graph, self.anchor_degree_power))
-        return hit[1]
-
     def _extra_labels(self, q: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Labels added to the batch as negatives only (no rng draw when both counts are 0)."""
-        extra = [sample_neighbours(self.negatives, q, rng) for _ in range(self.num_graph_negatives)]
-        if self.num_random_negatives:
-            extra.append(rng.integers(0, self.Y.shape[1], size=len(q) * self.num_random_negatives))
-        extra = np.concatenate(extra) if extra else np.zeros(0, np.int64)
-        return extra[extra >= 0]
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def identity_graphs(train_Y: sp.csr_matrix, label_texts: list[str], anchor_texts: list[str]) -> Graphs:
-    """Anchors that stand for the same entity as a label (the same text, ignoring case and spacing):
-    queries x anchors (a query's true label is the anchor) and labels x anchors (the label itself)."""
-    label_of = {}
-    for i, t in enumerate(label_texts):
-        label_of.setdefault(_normalise(t), i)
-    pairs = [(label_of[_normalise(t)], a) for a, t in enumerate(anchor_texts) if _normalise(t) in label_of]
-    rows = np.array([p[0] for p in pairs], dtype=np.int64)
-    cols = np.array([p[1] for p in pairs], dtype=np.int64)
-    same = sp.csr_matrix((np.ones(len(pairs), np.float32), (rows, cols)), shape=(len(label_texts), len(anchor_texts)))
-    query = (train_Y.astype(np.float32) @ same).tocsr()
-    query.sort_indices()
-    return Graphs(query=query, label=same)
-
-
-def anchor_label_negatives(train_Y: sp.csr_matrix, links: list[sp.csr_matrix], same: list[sp.csr_matrix]
-                           ) -> sp.csr_matrix:
-    """Queries x labels: the labels that a query's anchors stand for and that are not its labels.
-
-    `links[i]` (queries x anchors) and `same[i]` (labels x anchors, see `identity_graphs`) are one
-    anchor set each. Where anchors are entities that are also labels (a one-way hyperlink to an
-    article), these are the labels the graph relates to the query without naming them relevant:
-    the hard negatives a plain dual encoder never sees side by side with the query.
-    """
-    Y = train_Y.tocsr()
-    related = sp.csr_matrix(Y.shape, dtype=np.float32)
-    for X_A, S in zip(links, same):
-        if X_A.shape[0] != Y.shape[0] or S.shape[0] != Y.shape[1] or X_A.shape[1] != S.shape[1]:
-            raise ValueError(f"anchor_label_negatives: links {X_A.shape} and same {S.shape} do not fit "
-                             f"train_Y {Y.shape}")
-        related = related + (X_A.tocsr().astype(np.float32) @ S.tocsr().astype(np.float32).T)
-    related = (related > 0).astype(np.float32).tocsr()
-    out = (related - related.multiply(Y > 0)).tocsr()
-    out.eliminate_zeros()
-    out.sort_indices()
-    return out
+        """Labels added to the batch as negatives only (no rng draw without random negatives)."""
+        if not self.num_random_negatives:
+            return np.zeros(0, np.int64)
+        return rng.integers(0, self.Y.shape[1], size=len(q) * self.num_random_negatives)
 
 
 def attach_tokens(batch: Batch, queries: TokenCache, labels: TokenCache, anchors: dict[str, TokenCache]) -> Batch:
@@ -307,7 +182,6 @@ def attach_tokens(batch: Batch, queries: TokenCache, labels: TokenCache, anchors
     batch.tokens["label"] = labels.batch(batch.label_ids)
     for name, ab in batch.anchors.items():
         batch.tokens[f"anchor:{name}"] = anchors[name].batch(ab.ids)
-        ab.index = torch.from_numpy(np.ascontiguousarray(ab.ids, dtype=np.int64))
     return batch
 
 

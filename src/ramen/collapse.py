@@ -31,9 +31,7 @@ def collapse_advice(cfg: TrainConfig) -> str:
     if cfg.num_negatives is not None:  # with random negatives on the synthetic benchmark
         steps.append(f"contrast with all in-batch labels (num_negatives=None, now {cfg.num_negatives})")
     if cfg.graph:
-        if cfg.regulariser == "pull":
-            steps.append("push away from in-batch anchors (regulariser='triplet')")
-        elif cfg.reg_num_negatives is not None:
+        if cfg.reg_num_negatives is not None:
             steps.append(f"push away from all in-batch anchors (reg_num_negatives=None, now {cfg.reg_num_negatives})")
         steps.append("lower lambda_x / lambda_z")
     return "; ".join(steps) or "no setting measured to cause a collapse is on"

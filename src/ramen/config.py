@@ -37,7 +37,6 @@ class TrainConfig:
     # the paper's 10 hardest collapsed the encoder on the built-in benchmark (benchmarks/results/recipe.md)
     reg_num_negatives: int | None = None  # hardest in-batch anchor negatives per positive in R_x, R_z (None: all)
     softmax_temperature: float | None = None  # NGAME's "aggressive" weighting of hinge terms
-    positives_all: bool = False  # every in-batch true label/anchor is a positive (default: the sampled one)
     # graph regularisation
     graph: bool = True  # graph regularisation (off: the plain dual encoder)
     anchor_sets: list[str] | None = None  # which anchor sets to use (None: all of the dataset's)
@@ -57,21 +56,9 @@ class TrainConfig:
     prune_threshold: float = 0.0  # keep edges with cosine > threshold
     aug_gt: bool = False  # AugGT ablation: add labels through the graph, no regulariser
     aug_gt_top_k: int = 10  # labels added per training query by label propagation
-    anchor_bank: bool = False  # anchors embedded without gradient, refreshed every epoch
-    # levers that make the graph pay (issue 8); all off by default
-    densify_sets: list[str] | None = None  # anchor sets to densify when densify is on (None: all)
-    prune_quantile: float | None = None  # prune below this quantile of each graph's edge cosines (overrides the threshold)
-    soft_prune: bool = False  # weight each regulariser row by its current cosine to its positive anchor
-    reg_head: bool = False  # regularisers act on a learned linear map of the embeddings (identity at start), not on the retrieval space; the map is dropped after training
-    reg_head_lr: float | None = None  # learning rate of that map (None: lr); larger lets the map, not the encoder, absorb the graph's pull
-    regulariser: str = "triplet"  # "triplet" (in-batch anchor negatives) or "pull" (1 - cosine to the positive only)
-    anchor_identity: str = "off"  # anchors with a label's text: "off", "exclude" (never a negative for that label's rows) or "positive"
-    reliance: str = "fixed"  # per-anchor-set weights: "fixed", "bandit" (adapted from gradient agreement) or "schedule"
+    # levers measured to matter (issue 8, graph_levers.md); the others are retired (RETIRED below)
+    reliance: str = "fixed"  # per-anchor-set weights: "fixed" or "bandit" (adapted from gradient agreement, as the paper's)
     reliance_lr: float = 0.01  # learning rate of the reliance bandit
-    lambda_warmup: float = 0.0  # "schedule": fraction of training over which lambdas ramp up from 0
-    lambda_decay_from: float = 1.0  # "schedule": fraction of training after which lambdas decay linearly to 0
-    graph_negatives: int = 0  # per query, labels drawn from those its anchors stand for (same text) that it lacks, added to the batch as task negatives
-    anchor_degree_power: float = 0.0  # a row's positive anchor is drawn in proportion to anchor degree ** -power (0: uniform; 1: hubs drawn in inverse proportion to their degree)
     random_negatives: int = 0  # per query, labels drawn uniformly and added to the batch (the control of graph_negatives)
     reg_step: str = "joint"  # "joint": one AdamW step on task + regularisers; "separate": the task and the regularisers each normalised by their own Adam moments, the regularisers' step scaled by the largest lambda (the task's step is then plain's, whatever the graph's weight)
     # batching
@@ -113,23 +100,11 @@ class TrainConfig:
             (self.cluster_refresh >= 1, "cluster_refresh must be >= 1"),
             (self.eval_every >= 0, "eval_every must be >= 0"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (self.prune_quantile is None or 0 <= self.prune_quantile < 1, "prune_quantile must be in [0, 1)"),
-            (self.reg_head_lr is None or self.reg_head_lr > 0, "reg_head_lr must be > 0 or None"),
-            (self.reg_head or self.reg_head_lr is None, "reg_head_lr needs reg_head"),
-            (self.regulariser in ("triplet", "pull"), "regulariser must be 'triplet' or 'pull'"),
-            (not (self.reg_head and self.anchor_bank), "reg_head and anchor_bank cannot be combined (the bank's "
-             "anchors are embedded outside the step, so the head could not map them)"),
-            (self.anchor_identity in ("off", "exclude", "positive"),
-             "anchor_identity must be 'off', 'exclude' or 'positive'"),
-            (self.reliance in ("fixed", "bandit", "schedule"), "reliance must be 'fixed', 'bandit' or 'schedule'"),
+            (self.reliance in ("fixed", "bandit"), "reliance must be 'fixed' or 'bandit'"),
             (self.reliance_lr > 0, "reliance_lr must be > 0"),
             (self.reg_step in ("joint", "separate"), "reg_step must be 'joint' or 'separate'"),
             (self.graph or self.reg_step == "joint", "reg_step='separate' needs the graph regularisers (graph=True)"),
-            (_count(self.graph_negatives), "graph_negatives must be an integer >= 0"),
             (_count(self.random_negatives), "random_negatives must be an integer >= 0"),
-            (0 <= self.anchor_degree_power <= 4, "anchor_degree_power must be in [0, 4]"),
-            (0 <= self.lambda_warmup <= self.lambda_decay_from <= 1,
-             "need 0 <= lambda_warmup <= lambda_decay_from <= 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -165,6 +140,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = without_retired(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -201,10 +177,35 @@ class TrainConfig:
                 raise ValueError(f"{path}: {exc}") from exc
         if not isinstance(fields, dict):
             raise ValueError(f"{path}: expected a table of TrainConfig fields, got {type(fields).__name__}")
+        fields = without_retired(fields, f"{path}: ")
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"{path}: unknown TrainConfig fields: {', '.join(unknown)}")
         return fields
+
+
+# Levers the study measured to do nothing (benchmarks/results/graph_levers.md: each within seed noise
+# of the recipe it was added to, or below plain), retired from TrainConfig with their defaults: a
+# config that sets one to its default still loads (old run.json files list every field), any other
+# value stops with the commit that can still run it.
+RETIRED_AT = "c8bd786"
+RETIRED: dict[str, Any] = {
+    "positives_all": False, "anchor_bank": False, "densify_sets": None, "prune_quantile": None, "soft_prune": False,
+    "reg_head": False, "reg_head_lr": None, "regulariser": "triplet", "anchor_identity": "off",
+    "lambda_warmup": 0.0, "lambda_decay_from": 1.0, "graph_negatives": 0, "anchor_degree_power": 0.0,
+}
+RETIRED_VALUES = {"reliance": ("schedule",)}  # values retired from fields that stay
+
+
+def without_retired(fields: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """`fields` without the retired ones at their defaults; a retired lever that is set raises
+    ValueError naming it and the commit that can run it (`where`: a file or "" for flags)."""
+    for name, value in fields.items():
+        if (name in RETIRED and value != RETIRED[name]) or value in RETIRED_VALUES.get(name, ()):
+            raise ValueError(f"{where}{name}={value!r}: this lever was retired (it measured no gain, "
+                             "benchmarks/results/graph_levers.md); ramen at commit "
+                             f"{RETIRED_AT} still runs it (git checkout {RETIRED_AT} && pip install .)")
+    return {k: v for k, v in fields.items() if k not in RETIRED}
 
 
 def _count(value: Any) -> bool:

@@ -1,4 +1,4 @@
-"""How much to rely on each graph regulariser: fixed, a schedule, or a bandit driven by gradient agreement.
+"""How much to rely on each graph regulariser: fixed, or a bandit driven by gradient agreement (the paper's).
 
 The bandit (Hedge, full information) keeps a log-weight per component ("Rx/<set>", "Rz/<set>")
 and one for "none", the task loss alone, whose reward is fixed at 0. Each step, a component's
@@ -17,28 +17,15 @@ import torch
 class Reliance:
     """Per-component multipliers of the regularisers' lambdas."""
 
-    def __init__(self, components: list[str], *, mode: str = "fixed", lr: float = 0.01, total_steps: int = 1,
-                 warmup: float = 0.0, decay_from: float = 1.0):
+    def __init__(self, components: list[str], *, mode: str = "fixed", lr: float = 0.01):
         self.components = list(components)
         self.mode = mode
         self.lr = lr
-        self.total_steps = max(1, total_steps)
-        self.warmup, self.decay_from = warmup, decay_from
         self.log_weights = {c: 0.0 for c in self.components}
         self._reward_sum = {c: 0.0 for c in self.components}
         self._reward_n = 0
 
-    def schedule(self, step: int) -> float:
-        """The scheduled multiplier at global step `step`: ramp up, hold, decay to 0."""
-        p = step / self.total_steps
-        up = 1.0 if self.warmup == 0 else min(1.0, p / self.warmup)
-        down = 1.0 if p <= self.decay_from else max(0.0, (1 - p) / max(1e-12, 1 - self.decay_from))
-        return up * down
-
-    def multipliers(self, step: int) -> dict[str, float]:
-        if self.mode == "schedule":
-            m = self.schedule(step)
-            return {c: m for c in self.components}
+    def multipliers(self) -> dict[str, float]:
         if self.mode == "bandit" and self.components:
             top = max(0.0, *self.log_weights.values())
             exp = {c: math.exp(w - top) for c, w in self.log_weights.items()}
@@ -53,10 +40,10 @@ class Reliance:
                 self._reward_sum[c] += r
         self._reward_n += 1
 
-    def summary(self, step: int) -> dict[str, dict[str, float]]:
+    def summary(self) -> dict[str, dict[str, float]]:
         """Current multipliers and mean rewards since the last summary (then reset)."""
         n = max(1, self._reward_n)
-        out = {c: {"multiplier": m, "mean_reward": self._reward_sum[c] / n} for c, m in self.multipliers(step).items()}
+        out = {c: {"multiplier": m, "mean_reward": self._reward_sum[c] / n} for c, m in self.multipliers().items()}
         self._reward_sum = {c: 0.0 for c in self.components}
         self._reward_n = 0
         return out

@@ -24,8 +24,7 @@ import scipy.sparse as sp
 import torch
 
 from ramen import checkpoint, distributed, ops, precision, transfer
-from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
-                            identity_graphs)
+from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.data import Dataset
@@ -106,7 +105,7 @@ def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
 def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: str, log: RunLog,
               name: str = "") -> sp.csr_matrix:
     """E after the random walk with restart (cached on disk), or E itself when densify is off for it."""
-    if not cfg.densify or (cfg.densify_sets is not None and name not in cfg.densify_sets):
+    if not cfg.densify:
         return E.tocsr()
     from ramen.graph import densify
 
@@ -143,22 +142,6 @@ def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log
             label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log, name) if lz else None,
         )
     return graphs
-
-
-def graph_negative_labels(dataset: Dataset, train_Y: sp.csr_matrix, cfg: TrainConfig, log: RunLog) -> sp.csr_matrix:
-    """Queries x labels that the `graph_negatives` lever draws from: labels the query's anchors
-    (as given, not densified; every set of `anchor_sets`, whatever its lambdas) stand for."""
-    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else list(cfg.anchor_sets)
-    sets = [dataset.anchor_sets[n] for n in names if n in dataset.anchor_sets]
-    same = [identity_graphs(train_Y, dataset.label_texts, a.texts).label for a in sets]
-    out = anchor_label_negatives(train_Y, [a.train_X_A for a in sets], same)
-    has = int((np.diff(out.indptr) > 0).sum())
-    if has == 0:
-        raise ValueError("graph_negatives: no anchor of the anchor sets "
-                         f"{names} has a label's text, so no query has a graph negative to draw")
-    log.info(f"graph negatives: {out.nnz:,} (query, label) pairs through anchors that stand for labels; "
-             f"{has:,} of {train_Y.shape[0]:,} queries have one", graph_negative_pairs=int(out.nnz))
-    return out
 
 
 def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
@@ -209,35 +192,18 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
         if g.query is not None:
             q_emb = encoder.encode(tokens.get("query", dataset.train_texts), bs, desc="embed queries",
                                    progress=progress) if q_emb is None else q_emb
-            query = prune_edges(g.query, q_emb, anchors, threshold=prune_threshold(g.query, q_emb, anchors, cfg))
+            query = prune_edges(g.query, q_emb, anchors, threshold=cfg.prune_threshold)
             report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
         if g.label is not None:
             l_emb = encoder.encode(tokens.get("label", dataset.label_texts), bs, tower="label", desc="embed labels",
                                    progress=progress) if l_emb is None else l_emb
-            label = prune_edges(g.label, l_emb, anchors, threshold=prune_threshold(g.label, l_emb, anchors, cfg))
+            label = prune_edges(g.label, l_emb, anchors, threshold=cfg.prune_threshold)
             report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
         pruned[name] = Graphs(query, label)
     text = ", ".join(f"{k} kept {v[0]:,}/{v[1]:,}" for k, v in report.items())
     log.write({"event": "prune", "epoch": epoch, "global_step": global_step, "kept": report},
               message=f"pruned at epoch {epoch + 1}: {text}")
     return pruned
-
-
-def edge_cosines(E: sp.csr_matrix, row_emb: np.ndarray, col_emb: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-    """(nnz,) dot products of every edge's endpoint embeddings, in CSR order."""
-    rows = np.repeat(np.arange(E.shape[0]), np.diff(E.indptr))
-    out = np.empty(E.nnz, dtype=np.float32)
-    for s in range(0, E.nnz, chunk):
-        r, c = rows[s:s + chunk], E.indices[s:s + chunk]
-        out[s:s + chunk] = np.einsum("ij,ij->i", row_emb[r], col_emb[c])
-    return out
-
-
-def prune_threshold(E: sp.csr_matrix, row_emb: np.ndarray, col_emb: np.ndarray, cfg: TrainConfig) -> float:
-    """cfg.prune_threshold, or the cfg.prune_quantile of this graph's edge cosines."""
-    if cfg.prune_quantile is None or E.nnz == 0:
-        return cfg.prune_threshold
-    return float(np.quantile(edge_cosines(E, row_emb, col_emb), cfg.prune_quantile))
 
 
 def prunes_at(epoch: int, cfg: TrainConfig) -> bool:
@@ -263,26 +229,14 @@ def lr_lambda(total_steps: int, warmup: float):
 
 
 class BatchEncoder(torch.nn.Module):
-    """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step).
+    """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step)."""
 
-    With `reg_head`, it also returns each group mapped by a learned linear head (identity at
-    start, unit rows): the space the regularisers act in (TrainConfig.reg_head)."""
-
-    def __init__(self, encoder: Encoder, reg_head: bool = False):
+    def __init__(self, encoder: Encoder):
         super().__init__()
         self.encoder = encoder
-        self.reg_head = None
-        if reg_head:
-            self.reg_head = torch.nn.Linear(encoder.dim, encoder.dim, bias=False)
-            with torch.no_grad():
-                self.reg_head.weight.copy_(torch.eye(encoder.dim))
 
-    def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        embs = self._embed(groups)
-        if self.reg_head is None:
-            return embs, None
-        return embs, [torch.nn.functional.normalize(self.reg_head(e), dim=-1) for e in embs]
+    def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
+        return self._embed(groups)
 
     def _embed(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
         out: list[torch.Tensor | None] = [None] * len(groups)
@@ -301,22 +255,17 @@ class BatchEncoder(torch.nn.Module):
 
 
 def make_optimizer(batch_encoder: BatchEncoder, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over the encoder (weight decay on matrices only) and the regulariser head, if any
-    (no decay: it would pull the head away from the identity's scale; its own lr if set)."""
+    """AdamW over the encoder, weight decay on matrices only."""
     params = list(batch_encoder.encoder.named_parameters())
     groups = [{"params": [p for _, p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for _, p in params if p.ndim < 2], "weight_decay": 0.0}]
-    if batch_encoder.reg_head is not None:
-        groups.append({"params": list(batch_encoder.reg_head.parameters()), "weight_decay": 0.0,
-                       "lr": cfg.reg_head_lr or cfg.lr})
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig,
-                bank: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Embeddings of the batch's texts (the batch on d.device); with gathering, each rank embeds a
-    shard and all see all. With a regulariser head, its map of each group is under "reg:<key>"."""
-    keys = [k for k in batch.tokens if not (bank is not None and k.startswith("anchor:"))]
+    shard and all see all."""
+    keys = list(batch.tokens)
     gather = d.enabled and cfg.gather_across_ranks
     groups = []
     for key in keys:
@@ -326,17 +275,12 @@ def embed_batch(module: torch.nn.Module, batch: Batch, d: distributed.Dist, cfg:
             ids, mask = ids[part], mask[part]
         groups.append((ids, mask, "label" if key == "label" else "query"))
     with precision.autocast(d.device, precision.bf16_enabled(d.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)):
-        embs, mapped = module(groups)
+        embs = module(groups)
 
     def whole(key: str, e: torch.Tensor) -> torch.Tensor:  # every rank's rows of group `key`
         return distributed.gather_rows(e, batch.tokens[key][0].shape[0], d) if gather else e
 
-    emb = {key: whole(key, e.float()) for key, e in zip(keys, embs)}
-    emb.update({f"reg:{key}": whole(key, e) for key, e in zip(keys, mapped or [])})
-    if bank is not None:
-        for name, ab in batch.anchors.items():
-            emb[f"anchor:{name}"] = bank[name][ab.index]
-    return emb
+    return {key: whole(key, e.float()) for key, e in zip(keys, embs)}
 
 
 @dataclasses.dataclass
@@ -360,8 +304,7 @@ class StepStats:
 
 
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
-               cfg: TrainConfig, weights: dict[str, float], bank: dict[str, torch.Tensor] | None,
-               reliance: Reliance | None = None, reg_optimizer: torch.optim.Optimizer | None = None,
+               cfg: TrainConfig, weights: dict[str, float], reliance: Reliance | None = None, reg_optimizer: torch.optim.Optimizer | None = None,
                ) -> StepStats:
     """One optimisation step on `batch` (moved to d.device here, through ramen.transfer). No host
     read: the step's statistics stay on the device until `StepStats.read` (the caller stops the run
@@ -372,11 +315,10 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
     `reg_optimizer` (reg_step="separate"), the regularisers take a step of their own (`reg_step`).
     """
     batch = transfer.batch_to(batch, d.device)
-    emb = embed_batch(module, batch, d, cfg, bank)
+    emb = embed_batch(module, batch, d, cfg)
     spread = {key: mean_pairwise_cosine(emb[key]) for key in ("query", "label")}
     loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
-                             softmax_temperature=cfg.softmax_temperature, regulariser=cfg.regulariser,
-                             soft_prune=cfg.soft_prune, reg_num_negatives=cfg.reg_num_negatives)
+                             softmax_temperature=cfg.softmax_temperature, reg_num_negatives=cfg.reg_num_negatives)
     rewards = gradient_agreement(parts, emb) if reliance is not None and reliance.mode == "bandit" else {}
     regs = [k for k in parts if k != "L"]
     if reg_optimizer is not None and regs:
@@ -387,7 +329,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)  # the encoder (and a reg head)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
         optimizer.step()
     scheduler.step()
     return StepStats(loss.detach(), {k: v.detach() for k, v in parts.items()}, spread, rewards)
@@ -397,9 +339,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
 
 
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
-                    graphs: dict[str, Graphs], batches: list[np.ndarray] | None,
-                    bank: dict[str, torch.Tensor] | None, reliance: Reliance,
-                    reg_head: torch.nn.Module | None = None,
+                    graphs: dict[str, Graphs], batches: list[np.ndarray] | None, reliance: Reliance,
                     reg_optimizer: torch.optim.Optimizer | None = None) -> None:
     """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
     state = {
@@ -415,9 +355,7 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
                           for side, m in (("query", g.query), ("label", g.label))}
                    for name, g in graphs.items()},
         "batches": batches,
-        "bank": None if bank is None else {k: v.cpu() for k, v in bank.items()},
         "reliance": reliance.state_dict(),
-        "reg_head": None if reg_head is None else reg_head.state_dict(),
     }
     checkpoint.save(path, state)
 
@@ -494,41 +432,24 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     tokens_a = {n: tokenize_cached(encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}") for n in graphs}
 
     gather = d.enabled and cfg.gather_across_ranks
-    identity = ({n: identity_graphs(train_Y, dataset.label_texts, dataset.anchor_sets[n].texts) for n in graphs}
-                if cfg.anchor_identity != "off" else None)
-    if identity:
-        shown = ", ".join(f"{n}: {g.label.nnz:,}" for n, g in identity.items())
-        log.info(f"anchors standing for a label (anchor_identity={cfg.anchor_identity}): {shown}")
-        if not any(g.label.nnz for g in identity.values()):
-            log.info(f"anchor_identity={cfg.anchor_identity} has no effect: no anchor has the text of a label",
-                     warning="identity")
-    negatives = graph_negative_labels(dataset, train_Y, cfg, log) if cfg.graph_negatives else None
-    sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, positives_all=cfg.positives_all,
-                           rank=0 if gather else d.rank, world=1 if gather else d.world,
-                           identity=identity, identity_mode=cfg.anchor_identity, negatives=negatives,
-                           num_graph_negatives=cfg.graph_negatives, num_random_negatives=cfg.random_negatives,
-                           anchor_degree_power=cfg.anchor_degree_power)
+    sampler = BatchSampler(train_Y, graphs, cfg.batch_size, seed=cfg.seed, rank=0 if gather else d.rank,
+                           world=1 if gather else d.world, num_random_negatives=cfg.random_negatives)
     total_steps = cfg.epochs * sampler.steps_per_epoch()
     if cfg.max_steps is not None:  # the schedule spans the steps the run will take
         total_steps = min(total_steps, cfg.max_steps)
-    batch_encoder = BatchEncoder(encoder, reg_head=cfg.reg_head).to(d.device)
+    batch_encoder = BatchEncoder(encoder).to(d.device)
     module: torch.nn.Module = batch_encoder
     if d.enabled:
-        # the regulariser head gets no gradient in a step without a regulariser (lambda 0 in a
-        # schedule, or no anchor in the batch): DDP must look for unused parameters then
         module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[d.device.index] if d.device.type == "cuda" else None,
-            find_unused_parameters=cfg.reg_head)
+            module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     optimizer = make_optimizer(batch_encoder, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
     reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
     base_weights = cfg.component_weights(list(graphs))
     components = [c for c in component_names(list(graphs)) if base_weights[c]]
-    reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr, total_steps=total_steps,
-                        warmup=cfg.lambda_warmup, decay_from=cfg.lambda_decay_from)
+    reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr)
     state = Progress()
     collapse = CollapseWatch(advice=collapse_advice(cfg))
-    bank: dict[str, torch.Tensor] | None = None
 
     if resume:
         if ckpt_path is None or not ckpt_path.exists():
@@ -541,8 +462,6 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                              + ", ".join(f"{k} (saved {saved_cfg.to_dict()[k]!r}, now {getattr(cfg, k)!r})"
                                          for k in changed))
         encoder.load_state_dict(ckpt["encoder"])
-        if batch_encoder.reg_head is not None:
-            batch_encoder.reg_head.load_state_dict(ckpt["reg_head"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if reg_optimizer is not None:
             reg_optimizer.load_state_dict(ckpt["reg_optimizer"])
@@ -554,7 +473,6 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                   for n, g in ckpt["graphs"].items()}
         sampler.graphs = graphs
         sampler.set_batches(ckpt["batches"])
-        bank = None if ckpt["bank"] is None else {k: transfer.to_device(v, d.device) for k, v in ckpt["bank"].items()}
         reliance.load_state_dict(ckpt["reliance"])
         state = Progress(**ckpt["progress"])
         log.truncate(state.global_step)
@@ -562,8 +480,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
 
     def write_checkpoint() -> None:
         if ckpt_path is not None and d.main:
-            save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches, bank,
-                            reliance, batch_encoder.reg_head, reg_optimizer)
+            save_checkpoint(ckpt_path, encoder, optimizer, scheduler, state, cfg, graphs, sampler.batches,
+                            reliance, reg_optimizer)
 
     test_tokens: dict[str, TokenCache] = {}  # each split's queries, tokenised at the first evaluation
 
@@ -615,10 +533,6 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                     pool = sampler.pool
                     sampler.set_batches(cluster_batches(q_emb[pool], pool, cluster_size_at(epoch, cfg),
                                                         cfg.batch_size, seed=cfg.seed + epoch))
-                if cfg.anchor_bank and graphs:
-                    bank = {n: transfer.to_device(torch.from_numpy(encoder.encode(
-                        tokens_a[n], cfg.encode_batch_size, desc=f"anchor bank {n}", progress=progress)), d.device)
-                            for n in graphs}
             queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
             steps = range(state.step, min(sampler.steps_per_epoch(), state.step + total_steps - state.global_step))
 
@@ -634,11 +548,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             try:
                 for batch in prefetch:
                     t0 = time.perf_counter()
-                    mult = reliance.multipliers(state.global_step)
+                    mult = reliance.multipliers()
                     weights = {c: base_weights[c] * mult[c] for c in components}
                     with interrupts.step():  # the update, the progress and the log move together
                         try:
-                            stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights, bank,
+                            stats = train_step(module, encoder, optimizer, scheduler, batch, d, cfg, weights,
                                                reliance, reg_optimizer)
                         except ops.NonFiniteScores as exc:  # the CPU kernel's check of the embeddings
                             raise _non_finite(str(exc), epoch, batch.step, state.global_step, ckpt_path) from None
@@ -672,7 +586,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             with interrupts.step():
                 state.epoch, state.step = epoch + 1, 0
                 if cfg.reliance != "fixed" and components:
-                    summary = reliance.summary(state.global_step)
+                    summary = reliance.summary()
                     shown = ", ".join(f"{c} x{v['multiplier']:.2f} (reward {v['mean_reward']:+.3f})"
                                       for c, v in summary.items())
                     log.write({"event": "reliance", "epoch": epoch + 1, "global_step": state.global_step,

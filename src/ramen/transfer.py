@@ -56,7 +56,7 @@ def _map_batch(batch: Batch, fn) -> Batch:  # noqa: ANN001 - fn: Tensor -> Tenso
         return fn(pair[0]), fn(pair[1])
 
     anchors = {name: AnchorBatch(ab.ids, csr(ab.query_pos), csr(ab.query_excl), csr(ab.label_pos),
-                                 csr(ab.label_excl), None if ab.index is None else fn(ab.index))
+                                 csr(ab.label_excl))
                for name, ab in batch.anchors.items()}
     tokens = {key: (fn(ids), fn(mask)) for key, (ids, mask) in batch.tokens.items()}
     return dataclasses.replace(batch, label_pos=csr(batch.label_pos), label_excl=csr(batch.label_excl),

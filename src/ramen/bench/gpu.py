@@ -122,11 +122,11 @@ def training_losses(device: torch.device, steps: int, encoder: str = "all-MiniLM
 
     dataset = synthetic("small", seed=0)
     cfg = TrainConfig(encoder=encoder, batch_size=64, densify=False, prune=False, seed=0, dropout=0.0)
-    module, encoder_, opt, sched, d, weights, bank, batches = _setup(dataset, cfg, device, batches=steps)
+    module, encoder_, opt, sched, d, weights, batches = _setup(dataset, cfg, device, batches=steps)
     for m in encoder_.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    return [train_step(module, encoder_, opt, sched, b, d, cfg, weights, bank).read()[0] for b in batches]
+    return [train_step(module, encoder_, opt, sched, b, d, cfg, weights).read()[0] for b in batches]
 
 
 def training_rows(quick: bool) -> list[Row]:

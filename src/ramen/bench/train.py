@@ -50,32 +50,28 @@ def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, 0.0))
     d = distributed.Dist(device=device)
-    bank = None
-    if cfg.anchor_bank:
-        bank = {n: torch.from_numpy(encoder.encode(ta[n], 256, progress=False)).to(device) for n in names}
     steps = sampler.steps_per_epoch()
     batches = [attach_tokens(sampler.batch(s // steps, s % steps), tq, tl, ta) for s in range(batches)]
     weights = cfg.component_weights(names)
-    return BatchEncoder(encoder), encoder, optimizer, scheduler, d, weights, bank, batches
+    return BatchEncoder(encoder), encoder, optimizer, scheduler, d, weights, batches
 
 
 def _measure(dataset, cfg, device: torch.device, steps: int, *, encoder: str | None = None) -> dict[str, float]:
     from ramen.train import train_step
 
-    module, encoder, opt, sched, d, weights, bank, batches = _setup(dataset, cfg, device, encoder=encoder)
+    module, encoder, opt, sched, d, weights, batches = _setup(dataset, cfg, device, encoder=encoder)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    train_step(module, encoder, opt, sched, batches[0], d, cfg, weights, bank)  # warm-up
+    train_step(module, encoder, opt, sched, batches[0], d, cfg, weights)  # warm-up
     times, texts, tokens = [], [], []
     for i in range(steps):
         b = batches[(i + 1) % len(batches)]
         sync()
         t0 = time.perf_counter()
-        train_step(module, encoder, opt, sched, b, d, cfg, weights, bank)
+        train_step(module, encoder, opt, sched, b, d, cfg, weights)
         sync()
         times.append(time.perf_counter() - t0)
-        encoded = [v for k, v in b.tokens.items() if not (bank is not None and k.startswith("anchor:"))]
-        texts.append(sum(ids.shape[0] for ids, _ in encoded))
-        tokens.append(sum(ids.numel() for ids, _ in encoded))
+        texts.append(sum(ids.shape[0] for ids, _ in b.tokens.values()))
+        tokens.append(sum(ids.numel() for ids, _ in b.tokens.values()))
     t = float(np.median(times))
     n_params = sum(p.numel() for n, p in encoder.named_parameters() if "embeddings" not in n)
     return {"step_s": t, "qps": cfg.batch_size / t, "texts": float(np.mean(texts)),
@@ -94,7 +90,6 @@ def run(quick: bool = False) -> list[Row]:
     base = dict(encoder=encoder, batch_size=batch, densify=False, prune=False, seed=0)
     plain = _measure(dataset, TrainConfig(graph=False, **base), device, steps)
     ramen = _measure(dataset, TrainConfig(**base), device, steps)
-    bank = _measure(dataset, TrainConfig(anchor_bank=True, **base), device, steps)
     from ramen import precision
 
     native_bf16 = device.type == "cuda" or precision.cpu_has_bf16()
@@ -111,8 +106,6 @@ def run(quick: bool = False) -> list[Row]:
             {**settings, "texts/step": f"{ramen['texts']:.0f}"}),
         Row("train", "RAMEN time per encoded text", "ms/text", 1e3 * ramen["s_per_text"],
             1e3 * plain["s_per_text"], "plain", "ms/text", "lower", {"target": "ours/peer <= 1.1"}),
-        Row("train", "RAMEN + anchor bank", "step s", bank["step_s"], plain["step_s"], "plain", "s", "lower",
-            {**settings, "texts/step": f"{bank['texts']:.0f}", "target": "paper: 1.1x the plain step"}),
     ]
     if low is not None:
         rows.append(Row("train", "plain dual encoder, bf16 autocast", "queries/s", low["qps"], full["qps"],
