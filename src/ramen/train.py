@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import checkpoint, distributed, ops, precision, transfer
+from ramen import checkpoint, distributed, memory, ops, precision, transfer
 from ramen.batching import (Batch, BatchSampler, Graphs, Prefetcher, anchor_label_negatives, attach_tokens,
                             identity_graphs)
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
@@ -481,6 +481,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     log.info(f"device {d.device}, encoder in {'bf16' if encoder.bf16 else 'float32'}, triplet kernels: {kernels}",
              device=str(d.device), autocast="bf16" if encoder.bf16 else "float32", kernels=kernels)
 
+    # before the long work: a run too large for this machine stops here, naming the stage (issue 26)
+    estimate = memory.estimate_run(dataset, cfg, encoder.dim, sum(p.numel() for p in encoder.parameters()),
+                                   used_anchor_sets(dataset, cfg),
+                                   ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1)
+    log.info(memory.check_fits(estimate), memory_estimate=estimate.stages)
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
         log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")
