@@ -76,3 +76,22 @@ def test_without_an_override_the_kernel_figure_is_used(monkeypatch):
     have, source = memory.available_bytes()
     assert have > 0 and source in ("MemAvailable", "unknown")
     assert np.isfinite(have)
+
+
+def test_the_end_of_a_run_embeds_the_label_set_once(tmp_path, monkeypatch):
+    """The final evaluation, the exact index it searches and the saved HNSW index share one
+    embedding of the labels (issue 26: the end of a run embedded them more than once)."""
+    from ramen.encoder import Encoder
+
+    ds = synthetic("tiny", seed=0)
+    calls = []
+    encode = Encoder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        if kwargs.get("tower") == "label":
+            calls.append(len(texts))
+        return encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", counting)
+    train(ds, tiny_config(graph=False, eval_every=0), out_dir=tmp_path / "run", progress=False)
+    assert calls == [len(ds.label_texts)]
