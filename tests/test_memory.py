@@ -95,3 +95,20 @@ def test_the_end_of_a_run_embeds_the_label_set_once(tmp_path, monkeypatch):
     monkeypatch.setattr(Encoder, "encode", counting)
     train(ds, tiny_config(graph=False, eval_every=0), out_dir=tmp_path / "run", progress=False)
     assert calls == [len(ds.label_texts)]
+
+
+def test_token_caches_are_memory_mapped_from_the_first_run(tmp_path):
+    """With a cache directory, the tokens a run has just tokenised are read back memory-mapped:
+    file pages that every rank on the machine shares, not a private copy each (issue 26)."""
+    from ramen.encoder import Encoder
+    from ramen.train import tokenize_cached
+
+    encoder = Encoder("tiny", max_length=16)
+    texts = ["graph regularised encoders", "tail labels", ""] * 5
+    first = tokenize_cached(encoder, texts, tmp_path, "q")
+    again = tokenize_cached(encoder, texts, tmp_path, "q")
+    direct = encoder.tokenize(texts, progress=False)
+    for cache in (first, again):
+        assert isinstance(cache.ids, np.memmap) and isinstance(cache.lengths, np.memmap)
+        assert np.array_equal(cache.ids, direct.ids) and np.array_equal(cache.lengths, direct.lengths)
+    assert not isinstance(tokenize_cached(encoder, texts, None, "q").ids, np.memmap)  # no cache dir: in memory

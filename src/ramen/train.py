@@ -81,16 +81,15 @@ def _digest(*parts: Any) -> str:
 
 
 def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
-    """Tokenises once; with a cache dir, later runs memory-map the saved token ids."""
+    """Tokenises once; with a cache dir, this run and later ones memory-map the saved token ids
+    (file pages that the ranks on a machine share and the kernel may drop, not a private copy)."""
     if cache_dir is None:
         return encoder.tokenize(texts)
     key = _digest(encoder.name, encoder.max_length, len(texts), texts[:1000], texts[-1000:])
     path = cache_dir / f"tokens-{name}-{key}"
-    if (path / "lengths.npy").exists():
-        return TokenCache.load(path)
-    cache = encoder.tokenize(texts)
-    cache.save(path)
-    return cache
+    if not (path / "lengths.npy").exists():
+        encoder.tokenize(texts).save(path)
+    return TokenCache.load(path)
 
 
 def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
