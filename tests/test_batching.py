@@ -126,3 +126,73 @@ def test_rank_shards_partition_the_global_batch(data):
 def test_no_labelled_query_is_an_error():
     with pytest.raises(ValueError, match="no training query has a label"):
         BatchSampler(sp.csr_matrix((4, 3), dtype=np.float32), {}, batch_size=2)
+
+
+def _link_masks_before(graph, rows, positives, columns, positives_all=False):
+    """link_masks as it was before issue 26 (a dense int64 table over every column, np.unique of
+    column pairs): the reference the faster one must equal bit for bit."""
+    def to_csr(pairs, n):
+        pairs = np.unique(pairs.astype(np.int64), axis=1) if pairs.shape[1] else pairs.astype(np.int64)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum(np.bincount(pairs[0], minlength=n))
+        return indptr, pairs[1]
+
+    lookup = np.full(graph.shape[1], -1, dtype=np.int64)
+    lookup[columns] = np.arange(len(columns))
+    sub = graph[rows]
+    local = lookup[sub.indices]
+    row_of = np.repeat(np.arange(len(rows), dtype=np.int64), np.diff(sub.indptr))
+    keep = local >= 0
+    row_of, local = row_of[keep], local[keep]
+    has = positives >= 0
+    sampled = np.stack([np.nonzero(has)[0], lookup[positives[has]]])
+    linked = np.stack([row_of, local])
+    if positives_all:
+        return to_csr(np.concatenate([sampled, linked], axis=1), len(rows)), to_csr(np.zeros((2, 0)), len(rows))
+    is_pos = local == np.where(has, lookup[np.maximum(positives, 0)], -1)[row_of]
+    return to_csr(sampled, len(rows)), to_csr(linked[:, ~is_pos], len(rows))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_link_masks_equal_the_reference_bit_for_bit(seed):
+    """Random graphs (unsorted and repeated row ids, unsorted columns, columns repeated, rows
+    without edges, positives missing): the same CSRs as the implementation before issue 26."""
+    rng = np.random.default_rng(seed)
+    graph = random_csr(80, 300, 0.05, seed)
+    if seed % 2:
+        graph.has_sorted_indices = False
+        for r in range(graph.shape[0]):  # unsorted column ids within rows
+            lo, hi = graph.indptr[r], graph.indptr[r + 1]
+            graph.indices[lo:hi] = rng.permutation(graph.indices[lo:hi])
+    rows = rng.integers(0, 80, 40)
+    positives = sample_neighbours(graph, rows, rng)
+    positives[rng.random(40) < 0.2] = -1
+    columns = np.unique(np.concatenate([positives[positives >= 0], rng.integers(0, 300, 30)]))
+    if seed >= 3:
+        columns = rng.permutation(np.concatenate([columns, columns[:5]]))  # unsorted, with repeats
+    for positives_all in (False, True):
+        got = link_masks(graph, rows, positives, columns, positives_all)
+        want = _link_masks_before(graph, rows, positives, columns, positives_all)
+        for g, w in zip(got, want):
+            assert np.array_equal(g[0].numpy(), w[0]) and np.array_equal(g[1].numpy(), w[1])
+
+
+def test_link_masks_cost_follows_the_batch_not_the_graph_width():
+    """A graph of 50M columns (anchors) costs a batch a byte mask over them, not an int64 table
+    (400 MB): the sampler's lookups scale with the batch (issue 26)."""
+    import tracemalloc
+
+    width = 50_000_000
+    graph = sp.csr_matrix((np.ones(6, np.float32), ([0, 0, 1, 2, 2, 3], [5, 49_999_999, 7, 5, 8, 1000])),
+                          shape=(4, width))
+    rows = np.array([0, 1, 2, 3])
+    positives = np.array([5, 7, 8, -1])
+    tracemalloc.start()
+    try:
+        pos, excl = link_masks(graph, rows, positives, np.array([5, 7, 8, 49_999_999]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * width  # the old table took 8 bytes a column
+    assert dense(pos, (4, 4)).tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
+    assert dense(excl, (4, 4)).tolist() == [[0, 0, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]

@@ -88,3 +88,35 @@ def test_every_peer_ships_in_the_package():
 
     for name in ("numba_walk", "torch_triplet", "xc_text_parse", "exact_topk", "oak_style"):
         assert import_peer(name).__name__ == f"ramen.bench.peers.{name}"
+
+
+def test_scale_suite_runs_end_to_end_quick(tmp_path):
+    """`python -m ramen.bench --suite scale --quick` from outside the source tree: every stage of a
+    run on synthetic small, each with its wall time, throughput and resident memory (issue 26)."""
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--suite", "scale", "--quick", "--json", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    cases = [r["case"] for r in rows]
+    for stage in ("generate", "load dataset", "tokenise", "reload the token cache", "densify", "sample",
+                  "embed", "prune kernel", "label index build", "label index tuning", "exact blocked top-k",
+                  "seeded subset", "checkpoint write", "resume", "whole suite"):
+        assert any(stage in c for c in cases), stage
+    stages = [r for r in rows if r["case"] != "whole suite"]
+    assert all(r["settings"]["wall_s"] >= 0 and 0 < r["settings"]["peak_rss_GB"] < 12 and r["ours"] > 0
+               for r in stages)
+    sampling = next(r for r in rows if r["case"].startswith("sample"))
+    assert sampling["peer_name"] == "target" and sampling["peer"] == 20.0 and sampling["unit"] == "ms/batch"
+    assert "peak RSS GB" in proc.stdout and "scale: size small" in proc.stdout
+
+
+def test_scale_suite_sizes():
+    from ramen.bench.scale import dataset_config
+
+    assert dataset_config("small") == ("small", {})
+    preset, overrides = dataset_config("0.1")
+    assert preset == "paper" and overrides["num_train"] == 69_308 and overrides["hyperlink_anchors"] == 245_840
+    for bad in ("huge", "0", "1.5"):
+        with pytest.raises(ValueError, match="size"):
+            dataset_config(bad)

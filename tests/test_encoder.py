@@ -52,6 +52,19 @@ def test_token_cache_trims_to_batch_longest_and_round_trips(tiny, tmp_path):
     assert (loaded.ids == cache.ids).all() and (loaded.lengths == cache.lengths).all()
 
 
+def test_token_cache_is_the_same_in_any_chunk_size(tiny):
+    """Chunks only bound the tokenizer's memory (issue 26): every text's ids and length are those
+    of tokenising it alone with the tokenizer."""
+    texts = TEXTS * 3
+    whole = TokenCache.build(tiny.tokenizer, texts, 16, chunk=len(texts), progress=False)
+    for chunk in (1, 4, 7):
+        part = TokenCache.build(tiny.tokenizer, texts, 16, chunk=chunk, progress=False)
+        assert np.array_equal(part.ids, whole.ids) and np.array_equal(part.lengths, whole.lengths)
+    for i, text in enumerate(texts):
+        ids = tiny.tokenizer(text, max_length=16, truncation=True)["input_ids"]
+        assert whole.lengths[i] == len(ids) and whole.ids[i, :len(ids)].tolist() == ids
+
+
 def test_cls_pooling_and_label_tower(tmp_path):
     enc = Encoder("tiny", pooling="cls", label_tower=True, max_length=8)
     q = enc.encode(["x y"], progress=False)

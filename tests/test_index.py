@@ -98,6 +98,32 @@ def test_exact_many_blocks_with_removed_rows(data):
     np.testing.assert_array_equal(got_ids, index.search(q, 12)[0])
 
 
+def test_exact_search_of_many_queries_holds_a_bounded_block(data):
+    """Exact search of many queries goes through them in slices, so its memory is a few score
+    blocks whatever their number (issue 26: 177K test queries x 1024 labels a block took 3 GB),
+    with the same results as one pass (the slices' results are the same rows')."""
+    import tracemalloc
+
+    from ramen.index import _blocked_top_k, _blocked_top_k_slice
+
+    x, _ = data
+    rng = np.random.default_rng(5)
+    q = normalize(rng.standard_normal((6000, x.shape[1])).astype(np.float32), x.shape[1], "queries")
+    vectors = normalize(x, x.shape[1], "vectors")
+    ids = np.arange(len(x), dtype=np.int64)
+    tracemalloc.start()
+    try:
+        got_ids, got_scores = _blocked_top_k(q, vectors, ids, 10, block_bytes=1 << 18)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    one_ids, one_scores = _blocked_top_k_slice(q, vectors, ids, 10, rows=1024)  # every query in one pass
+    np.testing.assert_array_equal(got_ids, one_ids)
+    np.testing.assert_array_equal(got_scores, one_scores)
+    assert_exact(got_ids, got_scores, x, q, 10, ids)
+    assert peak < 8 * (1 << 18) + got_ids.nbytes + got_scores.nbytes  # one pass held 6000 x 1024 scores (25 MB)
+
+
 def test_exact_ties_and_duplicate_vectors():
     x = np.repeat(np.eye(6, dtype=np.float32), 3, axis=0)  # every vector three times
     index = build(x, exact=True)

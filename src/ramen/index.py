@@ -729,11 +729,23 @@ def _merge_keys(keys: np.ndarray, key_rows: np.ndarray, ids: np.ndarray,
 def _blocked_top_k(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
                    block_bytes: int = 1 << 26) -> tuple[np.ndarray, np.ndarray]:
     """Top-`k` (ids, scores) of queries `q` against `vectors` (rows, dim) by blocked matmul with a
-    running top-k; rows whose id is < 0 (removed) are skipped."""
+    running top-k; rows whose id is < 0 (removed) are skipped. Cost: len(q) x rows x dim
+    multiply-adds and a partial sort of every score; memory: a few score blocks of `block_bytes`
+    whatever the number of queries (the queries go through in slices of that size)."""
+    rows = max(1024, block_bytes // (4 * max(len(q), 1)))
+    step = max(1, block_bytes // (4 * rows))  # queries a pass: at most 16,384, a 64 MB block of scores
+    if len(q) <= step:
+        return _blocked_top_k_slice(q, vectors, ids, k, rows)
+    parts = [_blocked_top_k_slice(q[s:s + step], vectors, ids, k, rows) for s in range(0, len(q), step)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _blocked_top_k_slice(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k: int,
+                         rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_blocked_top_k` of one slice of queries, `rows` vectors a block."""
     n = len(q)
     best_ids = np.full((n, 0), -1, np.int64)
     best_scores = np.full((n, 0), -np.inf, np.float32)
-    rows = max(1024, block_bytes // (4 * max(n, 1)))
     for start in range(0, len(vectors), rows):
         stop = min(start + rows, len(vectors))
         block = np.asarray(vectors[start:stop], dtype=np.float32)

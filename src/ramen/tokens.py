@@ -30,9 +30,12 @@ class TokenCache:
         return int(self.ids.shape[0])
 
     @classmethod
-    def build(cls, tokenizer: Any, texts: list[str], max_length: int, *, chunk: int = 65536,
+    def build(cls, tokenizer: Any, texts: list[str], max_length: int, *, chunk: int = 8192,
               progress: bool = True) -> "TokenCache":
-        """Tokenises `texts` with a Hugging Face tokenizer, truncating to `max_length` tokens."""
+        """Tokenises `texts` with a Hugging Face tokenizer, truncating to `max_length` tokens.
+
+        `chunk` texts at a time: the tokenizer's per-text objects of a chunk of 65,536 took 640 MB
+        (issue 26), those of 8,192 take 40 MB, at the same speed."""
         n = len(texts)
         ids = np.full((n, max_length), tokenizer.pad_token_id or 0, dtype=np.int32)
         lengths = np.zeros(n, dtype=np.int32)
@@ -40,7 +43,7 @@ class TokenCache:
         for s in tqdm(starts, desc="tokenise", unit="chunk", disable=not progress or n <= chunk):
             part = [t if isinstance(t, str) else str(t) for t in texts[s:s + chunk]]
             enc = tokenizer(part, max_length=max_length, truncation=True, padding="max_length",
-                            return_attention_mask=True, return_tensors="np")
+                            return_attention_mask=True, return_token_type_ids=False, return_tensors="np")
             ids[s:s + len(part)] = enc["input_ids"]
             lengths[s:s + len(part)] = enc["attention_mask"].sum(axis=1)
         return cls(ids, lengths, tokenizer.pad_token_id or 0)

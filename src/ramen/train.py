@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ramen import checkpoint, distributed, ops, precision, transfer
+from ramen import checkpoint, distributed, memory, ops, precision, transfer
 from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
@@ -80,16 +80,15 @@ def _digest(*parts: Any) -> str:
 
 
 def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
-    """Tokenises once; with a cache dir, later runs memory-map the saved token ids."""
+    """Tokenises once; with a cache dir, this run and later ones memory-map the saved token ids
+    (file pages that the ranks on a machine share and the kernel may drop, not a private copy)."""
     if cache_dir is None:
         return encoder.tokenize(texts)
     key = _digest(encoder.name, encoder.max_length, len(texts), texts[:1000], texts[-1000:])
     path = cache_dir / f"tokens-{name}-{key}"
-    if (path / "lengths.npy").exists():
-        return TokenCache.load(path)
-    cache = encoder.tokenize(texts)
-    cache.save(path)
-    return cache
+    if not (path / "lengths.npy").exists():
+        encoder.tokenize(texts).save(path)
+    return TokenCache.load(path)
 
 
 def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
@@ -419,6 +418,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     log.info(f"device {d.device}, encoder in {'bf16' if encoder.bf16 else 'float32'}, triplet kernels: {kernels}",
              device=str(d.device), autocast="bf16" if encoder.bf16 else "float32", kernels=kernels)
 
+    # before the long work: a run too large for this machine stops here, naming the stage (issue 26)
+    estimate = memory.estimate_run(dataset, cfg, encoder.dim, sum(p.numel() for p in encoder.parameters()),
+                                   used_anchor_sets(dataset, cfg),
+                                   ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1)
+    log.info(memory.check_fits(estimate), memory_estimate=estimate.stages)
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
         log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")

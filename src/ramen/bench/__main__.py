@@ -20,10 +20,12 @@ SUITES: dict[str, str] = {
     "graph": "ramen.bench.graph",
     "accuracy": "ramen.bench.accuracy",
     "gpu": "ramen.bench.gpu",
+    "scale": "ramen.bench.scale",
 }
 # what runs without --suite: the throughput suites (the accuracy study takes hours unless --quick;
-# the GPU acceptance check is its own command, `--suite gpu`)
-DEFAULT_SUITES = [name for name in SUITES if name not in ("accuracy", "gpu")]
+# the GPU acceptance check is its own command, `--suite gpu`; the paper-scale run, `--suite scale`,
+# takes tens of minutes and several GB unless --quick)
+DEFAULT_SUITES = [name for name in SUITES if name not in ("accuracy", "gpu", "scale")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=sorted(SUITES) or None,
                         help="suite to run (repeatable; default: every suite but accuracy, which --quick adds)")
     parser.add_argument("--quick", action="store_true", help="small sizes: every suite in about 2 minutes")
+    parser.add_argument("--size", help="data size of the scale suite: a synthetic preset (paper, medium, small, "
+                        "tiny) or a fraction of paper such as 0.25 (default: paper; small with --quick)")
     parser.add_argument("--json", type=Path, help="also write the machine and rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in suites:
         t0 = time.perf_counter()
         print(f"\n== suite {name}{' (quick)' if args.quick else ''} ==", flush=True)
-        suite_rows = importlib.import_module(SUITES[name]).run(quick=args.quick)
+        extra = {"size": args.size} if name == "scale" and args.size else {}
+        suite_rows = importlib.import_module(SUITES[name]).run(quick=args.quick, **extra)
         print(format_rows(suite_rows))
         for r in suite_rows:
             if r.settings:

@@ -109,6 +109,65 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _status_kb(field: str) -> int | None:
+    """A field of /proc/self/status in bytes (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Resets the kernel's peak resident-set figure (VmHWM) of this process to its current RSS
+    (Linux >= 4.0: writing 5 to /proc/self/clear_refs); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kb("VmHWM") is not None
+    except OSError:
+        return False
+
+
+class StageMemory:
+    """The resident memory of one stage of work: RSS at its start, its peak and at its end (bytes).
+
+    The peak is the kernel's VmHWM, reset at the start (`reset_peak_rss`), so it sees every
+    allocation however short; where that cannot be reset, a thread samples /proc/self/statm.
+    """
+
+    def __init__(self) -> None:
+        self.start = self.peak = self.end = 0
+        self._sampled = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "StageMemory":
+        self.start = self.peak = _rss_bytes()
+        if not reset_peak_rss():
+            self._sampled = True
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: object) -> None:
+        self.end = _rss_bytes()
+        if self._sampled:
+            self._done.set()
+            self._thread.join()
+            self.peak = max(self.peak, self.end)
+        else:
+            self.peak = max(_status_kb("VmHWM") or 0, self.end)
+
+
 def peak_rss_during(fn: Callable[[], Any], interval: float = 0.002) -> tuple[Any, int]:
     """Runs `fn` and returns (its result, peak resident-set growth in bytes above the start).
 

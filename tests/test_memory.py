@@ -1,0 +1,114 @@
+"""The memory model and the up-front check: a run too large for the memory left stops before its
+long work, naming the stage and the estimate (issue 26)."""
+import numpy as np
+import pytest
+
+from ramen import memory
+from ramen.config import TrainConfig
+from ramen.synthetic import synthetic
+from ramen.train import train
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(encoder="tiny", epochs=1, batch_size=32, walk_length=20, warmup_epochs=0, prune_every=1,
+                encode_batch_size=64, cpu_bf16=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_run_too_large_stops_before_densifying_naming_the_stage(tmp_path, monkeypatch):
+    ds = synthetic("tiny", seed=0)
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "1MB")
+    with pytest.raises(memory.NotEnoughMemory) as err:
+        train(ds, tiny_config(), out_dir=tmp_path / "run", progress=False)
+    text = str(err.value)
+    assert "stage needs about" in text and "1.0 GB" not in text and "0.0 GB are available" in text
+    assert memory.AVAILABLE_ENV in text and "densify" in text
+    assert not (tmp_path / "run" / "cache").exists() or not any((tmp_path / "run" / "cache").iterdir())
+    assert not (tmp_path / "run" / "checkpoint.safetensors").exists()
+
+
+def test_a_run_that_fits_logs_its_estimate(tmp_path, monkeypatch):
+    ds = synthetic("tiny", seed=0)
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "4GB")
+    train(ds, tiny_config(), out_dir=tmp_path / "run", progress=False)
+    import json
+
+    info = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    est = [r for r in info if "memory_estimate" in r]
+    assert len(est) == 1 and "4.0 GB available (RAMEN_MEMORY_AVAILABLE)" in est[0]["text"]
+    assert set(est[0]["memory_estimate"]) >= {"densify", "tokenise", "prune", "evaluate", "label index", "checkpoint"}
+
+
+def test_the_estimate_follows_the_arrays_dtypes():
+    """The model's stages are what its docstring derives from the arrays' dtypes and counts."""
+    ds = synthetic("tiny", seed=0)
+    cfg = TrainConfig(encoder="tiny", eval_max_queries=None)
+    sets = sorted(ds.anchor_sets)
+    est = memory.estimate_run(ds, cfg, 32, 1000, sets)
+    tok = 4 * cfg.max_length + 4
+    texts = len(ds.train_texts) + len(ds.label_texts) + sum(len(ds.anchor_sets[n].texts) for n in sets)
+    graphs = sum((m.nnz + cfg.densify_top_k * m.shape[0]) * 8 + (m.shape[0] + 1) * 8
+                 for n in sets for m in (ds.anchor_sets[n].train_X_A, ds.anchor_sets[n].label_A))
+    assert est.stages["tokenise"] == 16_000 + graphs + tok * texts + 8192 * 2048
+    # held: optimizer, densified and pruned graphs, token caches (test queries too); written: the graphs twice
+    assert est.stages["checkpoint"] == 16_000 + 2 * graphs + tok * (texts + len(ds.test_texts)) + 2 * graphs
+    two = memory.estimate_run(ds, cfg, 32, 1000, sets, ranks=2)
+    assert two.peak()[1] == 2 * est.peak()[1]
+    plain = memory.estimate_run(ds, TrainConfig(encoder="tiny", graph=False), 32, 1000, [])
+    assert plain.peak()[1] < est.peak()[1] and "prune" not in plain.stages
+
+
+@pytest.mark.parametrize("text, want", [("12GB", 12 * 2**30), ("512MB", 512 * 2**20), ("1000", 1000),
+                                        ("0.5GB", 2**29)])
+def test_available_memory_can_be_given(monkeypatch, text, want):
+    monkeypatch.setenv(memory.AVAILABLE_ENV, text)
+    assert memory.available_bytes() == (want, memory.AVAILABLE_ENV)
+
+
+def test_a_bad_available_figure_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv(memory.AVAILABLE_ENV, "lots")
+    with pytest.raises(ValueError, match="RAMEN_MEMORY_AVAILABLE='lots'"):
+        memory.available_bytes()
+
+
+def test_without_an_override_the_kernel_figure_is_used(monkeypatch):
+    monkeypatch.delenv(memory.AVAILABLE_ENV, raising=False)
+    have, source = memory.available_bytes()
+    assert have > 0 and source in ("MemAvailable", "unknown")
+    assert np.isfinite(have)
+
+
+def test_the_end_of_a_run_embeds_the_label_set_once(tmp_path, monkeypatch):
+    """The final evaluation, the exact index it searches and the saved HNSW index share one
+    embedding of the labels (issue 26: the end of a run embedded them more than once)."""
+    from ramen.encoder import Encoder
+
+    ds = synthetic("tiny", seed=0)
+    calls = []
+    encode = Encoder.encode
+
+    def counting(self, texts, *args, **kwargs):
+        if kwargs.get("tower") == "label":
+            calls.append(len(texts))
+        return encode(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", counting)
+    train(ds, tiny_config(graph=False, eval_every=0), out_dir=tmp_path / "run", progress=False)
+    assert calls == [len(ds.label_texts)]
+
+
+def test_token_caches_are_memory_mapped_from_the_first_run(tmp_path):
+    """With a cache directory, the tokens a run has just tokenised are read back memory-mapped:
+    file pages that every rank on the machine shares, not a private copy each (issue 26)."""
+    from ramen.encoder import Encoder
+    from ramen.train import tokenize_cached
+
+    encoder = Encoder("tiny", max_length=16)
+    texts = ["graph regularised encoders", "tail labels", ""] * 5
+    first = tokenize_cached(encoder, texts, tmp_path, "q")
+    again = tokenize_cached(encoder, texts, tmp_path, "q")
+    direct = encoder.tokenize(texts, progress=False)
+    for cache in (first, again):
+        assert isinstance(cache.ids, np.memmap) and isinstance(cache.lengths, np.memmap)
+        assert np.array_equal(cache.ids, direct.ids) and np.array_equal(cache.lengths, direct.lengths)
+    assert not isinstance(tokenize_cached(encoder, texts, None, "q").ids, np.memmap)  # no cache dir: in memory
