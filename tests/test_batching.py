@@ -99,16 +99,6 @@ def test_batches_are_deterministic_and_epochs_differ(data):
     assert not np.array_equal(s1.epoch_queries(0), s1.epoch_queries(1))
 
 
-def test_positives_all_makes_every_linked_column_positive(data):
-    Y, _, _ = data
-    rows = np.arange(10)
-    sampled = sample_neighbours(Y, rows, np.random.default_rng(0))
-    cols = np.arange(Y.shape[1])
-    pos, excl = link_masks(Y, rows, sampled, cols, positives_all=True)
-    assert (dense(pos, (10, len(cols))) == (Y[:10].toarray() > 0)).all()
-    assert excl[1].numel() == 0
-
-
 def test_missing_graph_side_gives_empty_masks(data):
     Y, XA, _ = data
     b = BatchSampler(Y, {"h": Graphs(XA, None)}, batch_size=8).batch(0, 0)
@@ -128,7 +118,7 @@ def test_no_labelled_query_is_an_error():
         BatchSampler(sp.csr_matrix((4, 3), dtype=np.float32), {}, batch_size=2)
 
 
-def _link_masks_before(graph, rows, positives, columns, positives_all=False):
+def _link_masks_before(graph, rows, positives, columns):
     """link_masks as it was before issue 26 (a dense int64 table over every column, np.unique of
     column pairs): the reference the faster one must equal bit for bit."""
     def to_csr(pairs, n):
@@ -147,8 +137,6 @@ def _link_masks_before(graph, rows, positives, columns, positives_all=False):
     has = positives >= 0
     sampled = np.stack([np.nonzero(has)[0], lookup[positives[has]]])
     linked = np.stack([row_of, local])
-    if positives_all:
-        return to_csr(np.concatenate([sampled, linked], axis=1), len(rows)), to_csr(np.zeros((2, 0)), len(rows))
     is_pos = local == np.where(has, lookup[np.maximum(positives, 0)], -1)[row_of]
     return to_csr(sampled, len(rows)), to_csr(linked[:, ~is_pos], len(rows))
 
@@ -170,11 +158,10 @@ def test_link_masks_equal_the_reference_bit_for_bit(seed):
     columns = np.unique(np.concatenate([positives[positives >= 0], rng.integers(0, 300, 30)]))
     if seed >= 3:
         columns = rng.permutation(np.concatenate([columns, columns[:5]]))  # unsorted, with repeats
-    for positives_all in (False, True):
-        got = link_masks(graph, rows, positives, columns, positives_all)
-        want = _link_masks_before(graph, rows, positives, columns, positives_all)
-        for g, w in zip(got, want):
-            assert np.array_equal(g[0].numpy(), w[0]) and np.array_equal(g[1].numpy(), w[1])
+    got = link_masks(graph, rows, positives, columns)
+    want = _link_masks_before(graph, rows, positives, columns)
+    for g, w in zip(got, want):
+        assert np.array_equal(g[0].numpy(), w[0]) and np.array_equal(g[1].numpy(), w[1])
 
 
 def test_link_masks_cost_follows_the_batch_not_the_graph_width():

@@ -65,13 +65,12 @@ def sample_neighbours(graph: sp.csr_matrix, rows: np.ndarray, rng: np.random.Gen
     return out
 
 
-def link_masks(graph: sp.csr_matrix, rows: np.ndarray, positives: np.ndarray, columns: np.ndarray,
-               positives_all: bool = False) -> tuple[Csr, Csr]:
+def link_masks(graph: sp.csr_matrix, rows: np.ndarray, positives: np.ndarray,
+               columns: np.ndarray) -> tuple[Csr, Csr]:
     """Positive and exclude CSRs (len(rows) x len(columns)) over in-batch column positions.
 
     `positives[r]` is the sampled column id of row r (-1 for none); every other in-batch column
-    linked to the row in `graph` is excluded from its negatives. With `positives_all`, every
-    linked in-batch column is a positive too, and nothing is excluded.
+    linked to the row in `graph` is excluded from its negatives.
     """
     lookup = _ColumnLookup(columns, graph.shape[1])
     sub = graph[rows]  # (R, num_columns)
@@ -82,8 +81,6 @@ def link_masks(graph: sp.csr_matrix, rows: np.ndarray, positives: np.ndarray, co
     has = positives >= 0
     sampled = np.stack([np.nonzero(has)[0], lookup(positives[has])])  # (2, n) row, column position
     linked = np.stack([row_of, local])
-    if positives_all:
-        return _pairs_to_csr(np.concatenate([sampled, linked], axis=1), len(rows)), empty_csr(len(rows))
     is_pos = local == np.where(has, lookup(np.maximum(positives, 0)), -1)[row_of]
     return _pairs_to_csr(sampled, len(rows)), _pairs_to_csr(linked[:, ~is_pos], len(rows))
 

@@ -240,7 +240,6 @@ class Runner:
 
     def _prune(self) -> None:
         from ramen.graph import prune_edges
-        from ramen.train import prune_threshold
 
         t, ds, enc, bs = self.tokens, self.ds, self.encoder, self.cfg.encode_batch_size
         emb: dict[str, np.ndarray] = {}
@@ -261,7 +260,7 @@ class Runner:
                 for side, E in (("query", g.query), ("label", g.label)):
                     if E is not None:
                         rows, cols = emb[side], emb[f"anchor:{n}"]
-                        prune_edges(E, rows, cols, threshold=prune_threshold(E, rows, cols, self.cfg))
+                        prune_edges(E, rows, cols, threshold=self.cfg.prune_threshold)
                         edges += E.nnz
             return float(edges), "edges"
 
