@@ -838,7 +838,8 @@ def time_steps(dataset: Dataset, cfg: TrainConfig, steps: int = 3, warm: int = 3
     from ramen.batching import BatchSampler, attach_tokens
     from ramen.encoder import Encoder
     from ramen.runlog import RunLog
-    from ramen.train import BatchEncoder, augment_ground_truth, build_graphs, lr_lambda, make_optimizer, train_step
+    from ramen.step import BatchEncoder, lr_lambda, make_optimizer, train_step
+    from ramen.training_graphs import augment_ground_truth, build_graphs
 
     d = distributed.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(cfg.seed)

@@ -15,7 +15,8 @@ from ramen.losses import component_names
 from ramen.reg_step import make_reg_optimizer
 from ramen.reliance import Reliance
 from ramen.synthetic import synthetic
-from ramen.train import BatchEncoder, lr_lambda, make_optimizer, train_step, used_anchor_sets
+from ramen.step import BatchEncoder, lr_lambda, make_optimizer, train_step
+from ramen.training_graphs import used_anchor_sets
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,7 @@ def test_multi_rank_gather_path_stays_on_the_device(tiny, option, monkeypatch):
 
 
 def test_step_statistics_read_back_in_one_copy():
-    from ramen.train import StepStats
+    from ramen.step import StepStats
 
     stats = StepStats(torch.tensor(1.5), {"L": torch.tensor(1.0), "Rx/a": torch.tensor(0.5)},
                       {"query": torch.tensor(0.1), "label": torch.tensor(0.2)}, {"Rx/a": torch.tensor(-0.25)})
@@ -142,7 +143,7 @@ def test_encode_runs_on_the_device_reading_back_once_per_batch(tiny):
 
 def test_pruning_runs_on_the_device(tiny):
     from ramen.runlog import RunLog
-    from ramen.train import prune_graphs
+    from ramen.training_graphs import prune_graphs
 
     cfg = TrainConfig(encoder="tiny", encode_batch_size=64)
     raw = {n: Graphs(a.train_X_A.tocsr(), a.label_A.tocsr()) for n, a in tiny.anchor_sets.items()}

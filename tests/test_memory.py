@@ -101,7 +101,7 @@ def test_token_caches_are_memory_mapped_from_the_first_run(tmp_path):
     """With a cache directory, the tokens a run has just tokenised are read back memory-mapped:
     file pages that every rank on the machine shares, not a private copy each (issue 26)."""
     from ramen.encoder import Encoder
-    from ramen.train import tokenize_cached
+    from ramen.run_cache import tokenize_cached
 
     encoder = Encoder("tiny", max_length=16)
     texts = ["graph regularised encoders", "tail labels", ""] * 5

@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+import ramen.step as step_module
 import ramen.train as train_module
 from ramen.config import TrainConfig
 from ramen.model import Model
@@ -88,7 +89,7 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
         f"{side}/{name}" for name in tiny_data.anchor_sets for side in ("Rx", "Rz")}
 
     calls = {"n": 0}
-    real = train_module.ramen_loss
+    real = step_module.ramen_loss
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -97,10 +98,10 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
         return real(*args, **kwargs)
 
     part = tmp_path / "part"
-    monkeypatch.setattr(train_module, "ramen_loss", interrupting)
+    monkeypatch.setattr(step_module, "ramen_loss", interrupting)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_data, cfg, out_dir=part, progress=False)
-    monkeypatch.setattr(train_module, "ramen_loss", real)
+    monkeypatch.setattr(step_module, "ramen_loss", real)
     train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
     got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
     assert got == expected
@@ -109,14 +110,14 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
 
 def wrap_loss(monkeypatch, hook):
     """Makes the trainer call hook(call_number, real_loss, *args, **kwargs) in place of ramen_loss."""
-    real = train_module.ramen_loss
+    real = step_module.ramen_loss
     calls = {"n": 0}
 
     def wrapped(*args, **kwargs):
         calls["n"] += 1
         return hook(calls["n"], real, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "ramen_loss", wrapped)
+    monkeypatch.setattr(step_module, "ramen_loss", wrapped)
 
 
 def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data, tmp_path, monkeypatch):

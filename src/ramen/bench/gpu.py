@@ -118,7 +118,7 @@ def training_losses(device: torch.device, steps: int, encoder: str = "all-MiniLM
     from ramen.bench.train import _setup
     from ramen.config import TrainConfig
     from ramen.synthetic import synthetic
-    from ramen.train import train_step
+    from ramen.step import train_step
 
     dataset = synthetic("small", seed=0)
     cfg = TrainConfig(encoder=encoder, batch_size=64, densify=False, prune=False, seed=0, dropout=0.0)

@@ -150,7 +150,7 @@ class Runner:
 
     def _tokenise(self) -> None:
         from ramen.encoder import Encoder
-        from ramen.train import tokenize_cached
+        from ramen.run_cache import tokenize_cached
 
         torch_seed(self.cfg.seed)
         self.encoder = Encoder("tiny", max_length=self.cfg.max_length, seed=self.cfg.seed)
@@ -183,7 +183,7 @@ class Runner:
 
     def _densify(self) -> None:
         from ramen.runlog import RunLog
-        from ramen.train import build_graphs
+        from ramen.training_graphs import build_graphs
 
         log = RunLog(None, echo=False)
         cache = self.tmp / "cache"
@@ -321,7 +321,8 @@ class Runner:
         from ramen import checkpoint
         from ramen.losses import component_names
         from ramen.reliance import Reliance
-        from ramen.train import BatchEncoder, Progress, _csr_from, lr_lambda, make_optimizer, save_checkpoint
+        from ramen.step import BatchEncoder, lr_lambda, make_optimizer
+        from ramen.train_state import Progress, _csr_from, save_checkpoint
 
         cfg = self.cfg
         enc = self.encoder.train()
@@ -337,8 +338,7 @@ class Runner:
         write_floor = _write_bytes_rate(arrays, self.tmp / "floor.bin")
 
         def write() -> tuple[float, str]:
-            save_checkpoint(path, enc, optimizer, scheduler, Progress(0, 1, 1), cfg, self.graphs, None, None,
-                            reliance)
+            save_checkpoint(path, enc, optimizer, scheduler, Progress(0, 1, 1), cfg, self.graphs, None, reliance)
             return path.stat().st_size / 2**20, "MB"
 
         self.measure("checkpoint write", write, peer=write_floor, peer_name="write the graphs' bytes")

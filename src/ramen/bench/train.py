@@ -38,7 +38,8 @@ def make_encoder(name: str, cfg) -> "Encoder":  # noqa: F821
 def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str | None = None):
     from ramen import distributed
     from ramen.batching import BatchSampler, Graphs, attach_tokens
-    from ramen.train import BatchEncoder, lr_lambda, used_anchor_sets
+    from ramen.step import BatchEncoder, lr_lambda
+    from ramen.training_graphs import used_anchor_sets
 
     torch.manual_seed(cfg.seed)
     encoder = make_encoder(encoder or cfg.encoder, cfg).to(device).train()
@@ -57,7 +58,7 @@ def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str
 
 
 def _measure(dataset, cfg, device: torch.device, steps: int, *, encoder: str | None = None) -> dict[str, float]:
-    from ramen.train import train_step
+    from ramen.step import train_step
 
     module, encoder, opt, sched, d, weights, batches = _setup(dataset, cfg, device, encoder=encoder)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)

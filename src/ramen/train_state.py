@@ -1,0 +1,95 @@
+"""A run's state on disk: the checkpoint it writes every epoch (and on Ctrl-C or SIGTERM), and the
+exact resume from it: weights, optimizer moments, scheduler, RNG, pruned graphs, batches, reliance."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ramen import checkpoint
+from ramen.batching import BatchSampler, Graphs
+from ramen.config import TrainConfig
+from ramen.encoder import Encoder
+from ramen.reliance import Reliance
+
+
+CHECKPOINT = "checkpoint.safetensors"  # in the run directory (ramen.checkpoint: no pickle, a SHA-256)
+
+
+RESUME_MAY_CHANGE = ("device",)  # settings a resumed run may change (the rest must be the checkpoint's)
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run is: the epoch and step it trains next, and the steps taken in all."""
+
+    epoch: int = 0  # the epoch being trained (0-based)
+    step: int = 0  # the next step within it
+    global_step: int = 0
+
+
+def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
+                    graphs: dict[str, Graphs], batches: list[np.ndarray] | None, reliance: Reliance,
+                    reg_optimizer: torch.optim.Optimizer | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
+    state = {
+        "config": cfg.to_dict(),
+        "progress": dataclasses.asdict(progress),
+        "encoder": encoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "reg_optimizer": None if reg_optimizer is None else reg_optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "graphs": {name: {side: None if m is None else (m.indptr, m.indices, m.data, m.shape)
+                          for side, m in (("query", g.query), ("label", g.label))}
+                   for name, g in graphs.items()},
+        "batches": batches,
+        "reliance": reliance.state_dict(),
+    }
+    checkpoint.save(path, state)
+
+
+def _csr_from(t, path: Path) -> sp.csr_matrix | None:
+    """A saved graph (indptr, indices, data, shape), checked: a damaged one is a ValueError."""
+    if t is None:
+        return None
+    try:
+        m = sp.csr_matrix((t[2], t[1], t[0]), shape=tuple(int(v) for v in t[3]))
+        m.check_format(full_check=True)
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"{path}: a saved graph is malformed ({exc})") from None
+    return m
+
+
+
+def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: torch.optim.Optimizer, scheduler,
+            reg_optimizer: torch.optim.Optimizer | None, sampler: BatchSampler,
+            reliance: Reliance) -> tuple[Progress, dict[str, Graphs]]:
+    """Loads the checkpoint at `path` into the run's objects (the sampler gets its graphs and
+    batches); returns where the run stopped and its graphs. A checkpoint made with other settings
+    than `cfg` (but RESUME_MAY_CHANGE) is a ValueError naming them."""
+    if path is None or not path.exists():
+        raise ValueError(f"cannot resume: no checkpoint at {path}")
+    ckpt = checkpoint.load(path)
+    saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
+    changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE and saved[k] != v)
+    if changed:
+        raise ValueError(f"cannot resume {path} with other settings than it was trained with: "
+                         + ", ".join(f"{k} (saved {saved[k]!r}, now {getattr(cfg, k)!r})" for k in changed))
+    encoder.load_state_dict(ckpt["encoder"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    if reg_optimizer is not None:
+        reg_optimizer.load_state_dict(ckpt["reg_optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    graphs = {n: Graphs(_csr_from(g["query"], path), _csr_from(g["label"], path)) for n, g in ckpt["graphs"].items()}
+    sampler.graphs = graphs
+    sampler.set_batches(ckpt["batches"])
+    reliance.load_state_dict(ckpt["reliance"])
+    return Progress(**ckpt["progress"]), graphs

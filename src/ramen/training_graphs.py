@@ -1,0 +1,146 @@
+"""The training graphs of a run: the anchor sets it uses, densified once by random walks with restart
+(cached on disk), then pruned with the current encoder on the paper's schedule; and AugGT's labels.
+
+    `warmup_epochs` on the unpruned graph, then pruned (cosine > threshold) every `prune_every` epochs.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from ramen.batching import Graphs
+from ramen.config import TrainConfig
+from ramen.data import Dataset
+from ramen.encoder import Encoder
+from ramen.files import temp_path
+from ramen.run_cache import content_key
+from ramen.runlog import RunLog
+from ramen.tokens import TokenCache
+
+
+def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
+    """The anchor sets a run regularises with: those configured (all by default) with a non-zero weight."""
+    if not cfg.graph or cfg.aug_gt:
+        return []
+    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else list(cfg.anchor_sets)
+    missing = [n for n in names if n not in dataset.anchor_sets]
+    if missing:
+        raise ValueError(f"anchor sets {missing} are not in the dataset (it has {sorted(dataset.anchor_sets)})")
+    return [n for n in names if any(cfg.lambdas_for(n))]
+
+
+def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: str, log: RunLog,
+              name: str = "") -> sp.csr_matrix:
+    """E after the random walk with restart (cached on disk), or E itself when densify is off for it."""
+    if not cfg.densify:
+        return E.tocsr()
+    from ramen.graph import densify
+
+    key = content_key(E, cfg.walk_length, cfg.restart_prob, cfg.densify_top_k, cfg.seed)
+    path = cache_dir / f"densified-{tag}-{key}.npz" if cache_dir else None
+    if path is not None and path.exists():
+        return sp.load_npz(path).tocsr()
+    t0 = time.perf_counter()
+    out = densify(E.tocsr(), walk_length=cfg.walk_length, restart_prob=cfg.restart_prob,
+                  top_k=cfg.densify_top_k, seed=cfg.seed)
+    log.info(f"densified {tag}: {E.nnz:,} -> {out.nnz:,} edges in {time.perf_counter() - t0:.1f} s",
+             graph=tag, edges_before=int(E.nnz), edges_after=int(out.nnz))
+    if path is not None:
+        tmp = temp_path(path)  # every rank densifies and may write the cache at once
+        sp.save_npz(tmp, out)
+        os.replace(tmp, path)
+    return out
+
+
+def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log: RunLog) -> dict[str, Graphs]:
+    """The (densified, unpruned) training graphs of every used anchor set."""
+    graphs = {}
+    for name in used_anchor_sets(dataset, cfg):
+        aset = dataset.anchor_sets[name]
+        lx, lz = cfg.lambdas_for(name)
+        if aset.train_X_A.nnz == 0 and aset.label_A.nnz == 0:
+            log.info(f"anchor set {name!r} has no edges: training without it")
+            continue
+        no_anchor = int((np.diff(aset.label_A.tocsr().indptr) == 0).sum())
+        if no_anchor:
+            log.info(f"anchor set {name!r}: {no_anchor:,} labels have no anchor (they add nothing to R_z)")
+        graphs[name] = Graphs(
+            query=densified(aset.train_X_A, cfg, cache_dir, f"{name}-query", log, name) if lx else None,
+            label=densified(aset.label_A, cfg, cache_dir, f"{name}-label", log, name) if lz else None,
+        )
+    return graphs
+
+
+def augment_ground_truth(dataset: Dataset, cfg: TrainConfig) -> sp.csr_matrix:
+    """AugGT: train_Y plus, per query, the `aug_gt_top_k` labels sharing the most anchors with it."""
+    Y = dataset.train_Y.tocsr().astype(np.float32)
+    names = list(dataset.anchor_sets) if cfg.anchor_sets is None else cfg.anchor_sets
+    shared = sp.csr_matrix(Y.shape, dtype=np.float32)
+    for name in names:
+        a = dataset.anchor_sets[name]
+        shared = shared + (a.train_X_A.tocsr().astype(np.float32) @ a.label_A.tocsr().astype(np.float32).T)
+    shared = shared.tocsr()
+    rows, cols = [], []
+    for r in range(shared.shape[0]):  # per-row top-k of a sparse product
+        lo, hi = shared.indptr[r], shared.indptr[r + 1]
+        if hi == lo:
+            continue
+        vals, idx = shared.data[lo:hi], shared.indices[lo:hi]
+        top = np.lexsort((idx, -vals))[: cfg.aug_gt_top_k]
+        rows.append(np.full(len(top), r))
+        cols.append(idx[top])
+    added = sp.csr_matrix((np.ones(sum(map(len, rows)), np.float32),
+                           (np.concatenate(rows) if rows else [], np.concatenate(cols) if cols else [])),
+                          shape=Y.shape)
+    out = ((Y + added) > 0).astype(np.float32).tocsr()
+    out.sort_indices()
+    return out
+
+
+def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg: TrainConfig,
+                 log: RunLog, epoch: int, global_step: int, progress: bool = True,
+                 tokens: dict[str, TokenCache] | None = None) -> dict[str, Graphs]:
+    """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now.
+    `tokens` ("query", "label", "anchor:<set>"), where given, are embedded instead of the texts."""
+    from ramen.graph import prune_edges
+
+    tokens = tokens or {}
+    bs = cfg.encode_batch_size
+    pruned = {}
+    report: dict[str, Any] = {}
+    q_emb = l_emb = None
+    for name, g in raw.items():
+        anchors = encoder.encode(tokens.get(f"anchor:{name}", dataset.anchor_sets[name].texts), bs,
+                                 desc=f"embed {name}", progress=progress)
+        query = label = None
+        if g.query is not None:
+            q_emb = encoder.encode(tokens.get("query", dataset.train_texts), bs, desc="embed queries",
+                                   progress=progress) if q_emb is None else q_emb
+            query = prune_edges(g.query, q_emb, anchors, threshold=cfg.prune_threshold)
+            report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
+        if g.label is not None:
+            l_emb = encoder.encode(tokens.get("label", dataset.label_texts), bs, tower="label", desc="embed labels",
+                                   progress=progress) if l_emb is None else l_emb
+            label = prune_edges(g.label, l_emb, anchors, threshold=cfg.prune_threshold)
+            report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
+        pruned[name] = Graphs(query, label)
+    text = ", ".join(f"{k} kept {v[0]:,}/{v[1]:,}" for k, v in report.items())
+    log.write({"event": "prune", "epoch": epoch, "global_step": global_step, "kept": report},
+              message=f"pruned at epoch {epoch + 1}: {text}")
+    return pruned
+
+
+def prunes_at(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether the graphs are pruned at the start of `epoch` (0-based)."""
+    return cfg.prune and epoch >= cfg.warmup_epochs and (epoch - cfg.warmup_epochs) % cfg.prune_every == 0
+
+
+def cluster_size_at(epoch: int, cfg: TrainConfig) -> int:
+    """NGAME's cluster size at `epoch`: cluster_size, doubled at each epoch of cluster_double_at passed."""
+    return cfg.cluster_size * 2 ** sum(1 for e in cfg.cluster_double_at if epoch >= e)
+
