@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ramen.index import LabelIndex, _header_crc
+from ramen.index import LabelIndex
+from ramen.index_file import header_crc
 
 FIELD_VALUES = [None, "x", "", -1, 0, 1, 2, 3, 7, 63, 64, 255, 4096, 2**31 - 1, 2**31, 2**63, -(2**63), 1.5, 0.0,
                 True, False, [], {}, [1, 2], [0, 0], [-1, -1], "f16", "f32", "i8", "ramen", "usearch"]
@@ -47,7 +48,7 @@ def reseal(blob: bytes) -> bytes:
         for name, (offset, size) in header["sections"].items():
             crcs[name] = zlib.crc32(blob[int(offset):int(offset) + int(size)])
         header = {**header, "checksums": {**sums, "sections": crcs}}
-        header["checksums"]["header"] = _header_crc(header)
+        header["checksums"]["header"] = header_crc(header)
         return with_header(blob, header)
     except Exception:  # noqa: BLE001 - a header mangled past parsing stays as it is
         return blob

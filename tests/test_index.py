@@ -8,7 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from ramen.index import LabelIndex, ShardedLabelIndex, _header_crc, normalize
+from ramen.index import LabelIndex, normalize
+from ramen.index_file import header_crc
+from ramen.sharded_index import ShardedLabelIndex
 
 APPROX = [
     pytest.param(dict(dtype="f32"), id="f32"),
@@ -292,7 +294,7 @@ def _with_header(blob: bytes, header: dict) -> bytes:
     if "checksums" in header:
         crcs = {name: zlib.crc32(blob[offset:offset + size]) for name, (offset, size) in header["sections"].items()}
         header = {**header, "checksums": {**header["checksums"], "sections": crcs}}
-        header["checksums"]["header"] = _header_crc(header)
+        header["checksums"]["header"] = header_crc(header)
     length = int.from_bytes(blob[-16:-8], "little")
     text = json.dumps(header).encode()
     return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import ramen
-from ramen.index import LabelIndex, _header_crc
+from ramen.index import LabelIndex
+from ramen.index_file import header_crc
 
 SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 
@@ -47,7 +48,7 @@ def with_header(blob: bytes, header: dict, reseal: bool = True) -> bytes:
     """`blob` with its JSON header replaced; `reseal`: with the header's checksum recomputed (as a
     hostile writer would), so that the checks behind the checksum are the ones tested."""
     if reseal and isinstance(header.get("checksums"), dict):
-        header = {**header, "checksums": {**header["checksums"], "header": _header_crc(header)}}
+        header = {**header, "checksums": {**header["checksums"], "header": header_crc(header)}}
     length = int.from_bytes(blob[-16:-8], "little")
     text = json.dumps(header).encode()
     return bytes(blob[:-16 - length]) + text + len(text).to_bytes(8, "little") + blob[-8:]
@@ -220,7 +221,8 @@ def test_huge_k_in_exact_mode_raises_before_allocating():
     proc = run_python("""
         import resource
         import numpy as np
-        from ramen.index import LabelIndex, ShardedLabelIndex
+        from ramen.index import LabelIndex
+        from ramen.sharded_index import ShardedLabelIndex
         index = LabelIndex(8, exact=True)
         index.add(np.arange(50), np.random.default_rng(0).standard_normal((50, 8)))
         resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))

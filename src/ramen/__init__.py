@@ -34,7 +34,7 @@ _LAZY = {
     "Encoder": "ramen.encoder",
     "triplet_loss": "ramen.ops",
     "LabelIndex": "ramen.index",
-    "ShardedLabelIndex": "ramen.index",
+    "ShardedLabelIndex": "ramen.sharded_index",
     "random_walk_with_restart": "ramen.graph",
     "bipartite_walk": "ramen.graph",
     "densify": "ramen.graph",

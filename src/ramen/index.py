@@ -33,7 +33,6 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,11 @@ import numpy as np
 
 from ramen._arrays import grow_rows
 from ramen._rwlock import RWLock
+from ramen.index_file import (DTYPES, ENGINES, FORMAT, FORMAT_VERSION, INT32_MAX, MAGIC, NP_DTYPE, header_crc,
+                              load_hnsw, pad, read_header, section, span, usearch_version, verify_sections,
+                              write_section)
 from ramen.usearch_file import check_usearch_file
 
-FORMAT = "ramen-label-index"
-FORMAT_VERSION = 1
-_MAGIC = b"RAMENIDX"  # at the start of the file and at its very end (after the header length)
-_ALIGN = 4096
-DTYPES = ("f32", "f16", "i8")
-ENGINES = ("ramen", "usearch")
-_NP_DTYPE = {"f32": np.float32, "f16": np.float16}
 
 # Defaults chosen by the `search` benchmark (benchmarks/results/search.md).
 DEFAULT_DTYPE = "f16"
@@ -57,7 +52,6 @@ DEFAULT_CONNECTIVITY = 16
 DEFAULT_EXPANSION_ADD = 128
 DEFAULT_EXPANSION_SEARCH = 64
 TUNE_EFS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)  # expansion_search values tune() tries
-INT32_MAX = 2**31 - 1  # k, widths, threads and settings reach the C++ kernels as int
 
 
 def _threads(threads: int | None) -> int:
@@ -209,7 +203,7 @@ class LabelIndex:
             dtype = "f32" if exact else DEFAULT_DTYPE
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        if exact and dtype not in _NP_DTYPE:
+        if exact and dtype not in NP_DTYPE:
             raise ValueError(f"exact=True stores float vectors: dtype must be 'f32' or 'f16', got {dtype!r}")
         _check_int("connectivity", connectivity, 1, INT32_MAX // 2 - 1)  # level 0 holds 2 * connectivity + 1
         _check_int("expansion_add", expansion_add, 1)
@@ -239,7 +233,7 @@ class LabelIndex:
         self._ids = np.empty(0, np.int64)  # row -> label id, -1 once removed; capacity >= _rows
         self._keys = np.empty(0, np.int64)  # live label ids, sorted
         self._key_rows = np.empty(0, np.int64)  # row of each entry of _keys
-        vec_dtype = _NP_DTYPE[dtype] if exact else (np.float16 if rescore else None)
+        vec_dtype = NP_DTYPE[dtype] if exact else (np.float16 if rescore else None)
         self._vectors = None if vec_dtype is None else np.empty((0, self.dim), vec_dtype)
         self._compiled_search: Any = None
         self._graph = None if exact else self._new_graph()
@@ -587,27 +581,27 @@ class LabelIndex:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f, self._lock.read():  # no add or remove while the sections are written
-                f.write(_MAGIC)
+                f.write(MAGIC)
                 crcs: dict[str, int] = {}
-                sections = {"ids": _write_section(f, self._ids[: self._rows], crcs, "ids")}
+                sections = {"ids": write_section(f, self._ids[: self._rows], crcs, "ids")}
                 if self._vectors is not None:
-                    sections["vectors"] = _write_section(f, self._vectors[: self._rows], crcs, "vectors")
+                    sections["vectors"] = write_section(f, self._vectors[: self._rows], crcs, "vectors")
                 header = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.settings(),
                           "count": len(self), "rows": self._rows, "sections": sections}
                 if self.engine == "ramen":
                     arrays = self._graph.arrays()
                     header["hnsw_entry"] = [int(v) for v in arrays.pop("entry")]
                     header["hnsw_upper_rows"] = self._graph.upper_rows
-                    sections.update({f"hnsw_{name}": _write_section(f, a, crcs, f"hnsw_{name}")
+                    sections.update({f"hnsw_{name}": write_section(f, a, crcs, f"hnsw_{name}")
                                      for name, a in arrays.items()})
                 elif self.engine == "usearch":
                     sections["graph"] = self._write_graph(f, path.parent, crcs)
-                    header["usearch_version"] = _usearch_version()
-                header["checksums"] = {"algorithm": "crc32", "header": _header_crc(header), "sections": crcs}
+                    header["usearch_version"] = usearch_version()
+                header["checksums"] = {"algorithm": "crc32", "header": header_crc(header), "sections": crcs}
                 blob = json.dumps(header).encode()
                 f.write(blob)
                 f.write(len(blob).to_bytes(8, "little"))
-                f.write(_MAGIC)
+                f.write(MAGIC)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -622,7 +616,7 @@ class LabelIndex:
         os.close(fd)
         try:
             self._graph.save(scratch)
-            _pad(f)
+            pad(f)
             offset = f.tell()
             crc = 0
             with open(scratch, "rb") as g:
@@ -648,9 +642,9 @@ class LabelIndex:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
         if mm is None:
             raise ValueError(f"{path} is not a ramen label index (empty file)")
-        header = _read_header(mm, path)
+        header = read_header(mm, path)
         vector_sections = ("vectors", "hnsw_vectors") if view else ()  # a view checks them in verify()
-        unverified = _verify_sections(mm, header, path, skip=vector_sections)
+        unverified = verify_sections(mm, header, path, skip=vector_sections)
         if expected_fingerprint is not None and header["fingerprint"] != expected_fingerprint:
             raise ValueError(f"{path} was built from vectors of model {header['fingerprint']!r}, not the "
                              f"expected {expected_fingerprint!r}: rebuild the index with this model")
@@ -664,15 +658,15 @@ class LabelIndex:
             raise ValueError(f"{path}: the header's settings do not make an index ({e})") from e
         rows = header["rows"]
         sections = header["sections"]
-        index._ids = _section(mm, sections, "ids", np.int64, (rows,), path).copy()
+        index._ids = section(mm, sections, "ids", np.int64, (rows,), path).copy()
         if index._vectors is not None:
-            vec = _section(mm, sections, "vectors", index._vectors.dtype, (rows, index.dim), path)
+            vec = section(mm, sections, "vectors", index._vectors.dtype, (rows, index.dim), path)
             index._vectors = vec if view else vec.copy()
             del vec  # a non-view load closes the map below: no array may still point into it
         if index.engine == "ramen":
-            _load_hnsw(index._graph, mm, header, view, path)
+            load_hnsw(index._graph, mm, header, view, path)
         elif index._graph is not None:
-            offset, size = _span(sections, "graph", path, len(mm))
+            offset, size = span(sections, "graph", path, len(mm))
             buf = memoryview(mm)[offset:offset + size]
             try:
                 check_usearch_file(buf, index._graph.save(), keys_below=rows)  # usearch's loader trusts its bytes
@@ -767,302 +761,3 @@ def _blocked_top_k_slice(q: np.ndarray, vectors: np.ndarray, ids: np.ndarray, k:
     return top_k(best_scores, best_ids, k)
 
 
-def _load_hnsw(graph: Any, mm: mmap.mmap, header: dict[str, Any], view: bool, path: Path) -> None:
-    """Fills `graph` (an empty ramen.hnsw.HnswGraph) from the file's hnsw_* sections, checking every
-    link, level and the entry so that a corrupt file raises instead of crashing the search."""
-    rows = header["rows"]
-    upper_rows = _header_int(header, "hnsw_upper_rows", path, 0, _MAX_ROWS)
-    entry = header.get("hnsw_entry")
-    if not isinstance(entry, list) or len(entry) != 2 or not all(_is_int(v) for v in entry) \
-            or not -1 <= entry[0] < _MAX_ROWS or not -1 <= entry[1] <= 63:
-        raise ValueError(f"{path}: header field 'hnsw_entry' must be [node, level] (two integers), got {entry!r}")
-    entry = (int(entry[0]), int(entry[1]))
-    shapes = {"vectors": (_NP_DTYPE[graph.dtype], (rows, graph.dim)), "level0": (np.int32, (rows, graph.m0 + 1)),
-              "level": (np.int8, (rows,)), "upper_row": (np.int64, (rows,)),
-              "upper": (np.int32, (upper_rows, graph.m + 1))}
-    for name, (dtype, shape) in shapes.items():
-        a = _section(mm, header["sections"], f"hnsw_{name}", dtype, shape, path)
-        setattr(graph, name, a if view else a.copy())
-    graph.n, graph.upper_rows, graph.entry = rows, upper_rows, entry
-    level, first = graph.level.astype(np.int64), graph.upper_row
-    tall = np.flatnonzero(level > 0)
-    if (level < 0).any() or (level > 63).any() or (first[tall] < 0).any() or \
-            (first[tall] + level[tall] > upper_rows).any():
-        raise ValueError(f"{path}: corrupt hnsw levels (a level or upper row outside the arrays)")
-    by_first = tall[np.argsort(first[tall], kind="stable")]
-    if (first[by_first[:-1]] + level[by_first[:-1]] > first[by_first[1:]]).any():
-        raise ValueError(f"{path}: corrupt hnsw upper_row (two nodes share an upper row)")
-    for name, links, cap in (("level0", graph.level0, graph.m0), ("upper", graph.upper, graph.m)):
-        counts = links[:, 0]
-        if (counts < 0).any() or (counts > cap).any():
-            raise ValueError(f"{path}: corrupt hnsw {name} (a link count outside [0, {cap}])")
-        used = links[:, 1:][np.arange(cap)[None, :] < counts[:, None]]
-        if len(used) and (used.min() < 0 or used.max() >= rows):
-            raise ValueError(f"{path}: corrupt hnsw {name} (a link to a node outside [0, {rows}))")
-    _check_upper_link_levels(graph, level, tall, path)
-    if (rows == 0) != (entry[0] < 0) or (rows and not (0 <= entry[0] < rows and level[entry[0]] == entry[1])):
-        raise ValueError(f"{path}: corrupt hnsw entry {list(entry)}")
-
-
-def _check_upper_link_levels(graph: Any, level: np.ndarray, tall: np.ndarray, path: Path) -> None:
-    """Every link at level l >= 1 must lead to a node whose level is at least l: the search reads
-    that node's level-l row next (checked in numpy, one row per (node, level) pair)."""
-    height = level[tall]
-    if not len(height):
-        return
-    row_level = np.arange(int(height.sum())) - np.repeat(np.cumsum(height) - height, height) + 1  # 1..height
-    rows = graph.upper[np.repeat(graph.upper_row[tall], height) + row_level - 1]
-    used = np.arange(graph.m)[None, :] < rows[:, :1]
-    target_level = level[np.where(used, rows[:, 1:], 0)]
-    if (used & (target_level < row_level[:, None])).any():
-        raise ValueError(f"{path}: corrupt hnsw upper (a link at level l to a node below level l)")
-
-
-def _usearch_version() -> str:
-    import usearch
-
-    return getattr(usearch, "__version__", "?")
-
-
-def _pad(f: Any) -> None:
-    f.write(b"\0" * (-f.tell() % _ALIGN))
-
-
-def _write_section(f: Any, array: np.ndarray, crcs: dict[str, int], name: str) -> list[int]:
-    """Writes `array` at the next aligned offset; its CRC-32 goes to crcs[name]. [offset, size]."""
-    _pad(f)
-    offset = f.tell()
-    data = np.ascontiguousarray(array)
-    crcs[name] = 0
-    if data.size:  # memoryview cannot cast an empty 2-d array
-        raw = memoryview(data).cast("B")
-        f.write(raw)
-        crcs[name] = zlib.crc32(raw)
-    return [offset, data.nbytes]
-
-
-def _header_crc(header: dict[str, Any]) -> int:
-    """CRC-32 of the header's content without its checksums, as canonical JSON (sorted keys), so
-    that it checks the values read, whatever the spacing."""
-    body = {key: value for key, value in header.items() if key != "checksums"}
-    return zlib.crc32(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
-
-
-def _verify_sections(mm: mmap.mmap, header: dict[str, Any], path: Path,
-                     skip: tuple[str, ...]) -> list[tuple[str, int, int, int]]:
-    """Checks every section but `skip` against the header's CRC-32s (the header's own was checked
-    when it was read); returns the skipped ones as (name, offset, size, crc) for `verify`. A file
-    saved before checksums has none to check: nothing is done."""
-    if "checksums" not in header:
-        return []
-    crcs = header["checksums"]["sections"]
-    left = []
-    for name in header["sections"]:
-        offset, size = _span(header["sections"], name, path, len(mm))
-        crc = crcs.get(name)
-        if not _is_int(crc) or not 0 <= crc < 2**32:
-            raise ValueError(f"{path}: header field 'checksums' has no CRC-32 for section {name!r}")
-        if name in skip:
-            left.append((name, offset, size, crc))
-        elif zlib.crc32(memoryview(mm)[offset:offset + size]) != crc:
-            raise ValueError(f"{path}: section {name!r} does not match its checksum (the file is corrupt)")
-    return left
-
-
-def _read_header(mm: mmap.mmap, path: Path) -> dict[str, Any]:
-    size = len(mm)
-    if size < 24 or mm[:8] != _MAGIC or mm[size - 8:] != _MAGIC:
-        raise ValueError(f"{path} is not a ramen label index, or it is truncated (no {_MAGIC!r} marks)")
-    length = int.from_bytes(mm[size - 16:size - 8], "little")
-    if length > size - 24 or length == 0:
-        raise ValueError(f"{path}: corrupt header length {length}")
-    try:
-        header = json.loads(mm[size - 16 - length:size - 16])
-    except (ValueError, RecursionError) as e:  # bad JSON or UTF-8, a huge integer, deep nesting
-        raise ValueError(f"{path}: corrupt header ({str(e)[:200]})") from e
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: corrupt header (a JSON {type(header).__name__}, not an object)")
-    if header.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a ramen label index (format {str(header.get('format'))[:100]!r})")
-    if header.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {str(header.get('format_version'))[:100]}; this ramen reads "
-                         f"version {FORMAT_VERSION}")
-    required = ("dim", "dtype", "connectivity", "expansion_add", "expansion_search", "exact", "rescore",
-                "fingerprint", "count", "rows", "sections")
-    missing = [key for key in required if key not in header]
-    if missing:
-        raise ValueError(f"{path}: header lacks {missing}")
-    if "checksums" in header:  # files saved before checksums have none: they load unchecked
-        sums = header["checksums"]
-        if not isinstance(sums, dict) or sums.get("algorithm") != "crc32" \
-                or not isinstance(sums.get("sections"), dict) or not _is_int(sums.get("header")):
-            raise ValueError(f"{path}: header field 'checksums' must be {{'algorithm': 'crc32', 'header': int, "
-                             f"'sections': {{...}}}}, got {sums!r}"[:400])
-        if _header_crc(header) != sums["header"]:
-            raise ValueError(f"{path}: the header does not match its checksum (the file is corrupt)")
-    _check_header_types(header, path)
-    return header
-
-
-_MAX_ROWS = 2**62  # far past any file; keeps row arithmetic inside int64
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _header_int(header: dict[str, Any], field: str, path: Path, minimum: int, maximum: int) -> int:
-    value = header.get(field)
-    if not _is_int(value) or not minimum <= value <= maximum:
-        raise ValueError(f"{path}: header field {field!r} must be an integer in [{minimum}, {maximum}], got {value!r}")
-    return value
-
-
-def _check_header_types(header: dict[str, Any], path: Path) -> None:
-    """Each header field has its JSON type and range (a string, float or null where an integer
-    belongs raises ValueError naming the file and the field, not a numpy TypeError later)."""
-    for field in ("dim", "connectivity", "expansion_add", "expansion_search"):
-        _header_int(header, field, path, 1, INT32_MAX)
-    _header_int(header, "rescore", path, 0, INT32_MAX)
-    rows = _header_int(header, "rows", path, 0, _MAX_ROWS)
-    _header_int(header, "count", path, 0, rows)
-    checks = {"dtype": (lambda v: v in DTYPES, f"one of {DTYPES}"),
-              "exact": (lambda v: isinstance(v, bool), "true or false"),
-              "fingerprint": (lambda v: isinstance(v, str), "a string"),
-              "engine": (lambda v: v is None or v in ENGINES, f"null or one of {ENGINES}"),
-              "sections": (lambda v: isinstance(v, dict), "an object of [offset, size] pairs")}
-    for field, (ok, want) in checks.items():
-        if field in header and not (isinstance(header[field], (str, bool, dict, type(None))) and ok(header[field])):
-            raise ValueError(f"{path}: header field {field!r} must be {want}, got {header[field]!r}")
-
-
-def _span(sections: dict[str, Any], name: str, path: Path, file_size: int) -> tuple[int, int]:
-    span = sections.get(name)
-    if not isinstance(span, list) or len(span) != 2 or not all(_is_int(v) for v in span):
-        raise ValueError(f"{path}: missing or bad section {name!r} (want [offset, size] integers, got {span!r})")
-    offset, size = span
-    if offset < 8 or size < 0 or offset + size > file_size - 16:
-        raise ValueError(f"{path}: section {name!r} lies outside the file (truncated?)")
-    if offset % _ALIGN:  # save aligns every section: a shifted offset would read misaligned rows
-        raise ValueError(f"{path}: section {name!r} starts at {offset}, not a multiple of {_ALIGN}")
-    return offset, size
-
-
-def _section(mm: mmap.mmap, sections: dict[str, Any], name: str, dtype: Any, shape: tuple[int, ...],
-             path: Path) -> np.ndarray:
-    offset, size = _span(sections, name, path, len(mm))
-    expected = math.prod(shape) * np.dtype(dtype).itemsize  # Python ints: no overflow on hostile shapes
-    if size != expected:
-        raise ValueError(f"{path}: section {name!r} has {size} bytes, expected {expected}")
-    return np.frombuffer(mm, dtype=dtype, count=math.prod(shape), offset=offset).reshape(shape)
-
-
-class ShardedLabelIndex:
-    """Several label indexes (one per label shard, ids global) searched together: merged top-k.
-
-    Build it from LabelIndex objects or saved files (loaded with `view` and checked against
-    `expected_fingerprint`). Shards must share the dimension and fingerprint and hold disjoint ids.
-    """
-
-    def __init__(self, shards: Sequence[LabelIndex | str | os.PathLike], *, view: bool = False,
-                 expected_fingerprint: str | None = None) -> None:
-        if isinstance(shards, (str, os.PathLike, LabelIndex)) or len(shards) == 0:
-            raise ValueError("shards must be a non-empty list of LabelIndex objects or index paths")
-        loaded = [s if isinstance(s, LabelIndex) else LabelIndex.load(s, view=view, expected_fingerprint=expected_fingerprint)
-                  for s in shards]
-        dims = {s.dim for s in loaded}
-        prints = {s.fingerprint for s in loaded}
-        if len(dims) > 1:
-            raise ValueError(f"shards have different dimensions: {sorted(dims)}")
-        if len(prints) > 1:
-            raise ValueError(f"shards were made by different models (fingerprints {sorted(prints)})")
-        if expected_fingerprint is not None and prints != {expected_fingerprint}:
-            raise ValueError(f"shards were made by model {prints.pop()!r}, not the expected {expected_fingerprint!r}")
-        if len({id(s) for s in loaded}) != len(loaded):
-            raise ValueError("shards holds one LabelIndex twice; each shard must be its own index")
-        all_ids = np.concatenate([s._keys for s in loaded])
-        if len(np.unique(all_ids)) != len(all_ids):
-            raise ValueError("shards hold overlapping label ids; each label must live in one shard")
-        self.shards = loaded
-        self.dim = loaded[0].dim
-        self.fingerprint = loaded[0].fingerprint
-
-    def __len__(self) -> int:
-        return sum(len(s) for s in self.shards)
-
-    def __repr__(self) -> str:
-        return f"ShardedLabelIndex(shards={len(self.shards)}, dim={self.dim}, labels={len(self)})"
-
-    def search(self, queries: Any, k: int = 10, *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` over all shards, as `LabelIndex.search` (each shard searched, results merged by
-        score), with every shard's read lock held: a search sees a change to several shards (a label
-        moved between them) before or after, never half made."""
-        k = _check_k(k)
-        single = np.ndim(queries) == 1
-        threads = _threads(threads)
-        q = normalize(queries, self.dim, "queries")
-        with ExitStack() as held:
-            for s in self.shards:
-                held.enter_context(s._lock.read())
-            parts = [s._search(q, k, threads) for s in self.shards]
-        ids, scores = top_k(np.concatenate([p[1] for p in parts], axis=1),
-                            np.concatenate([p[0] for p in parts], axis=1), k)
-        return (ids[0], scores[0]) if single else (ids, scores)
-
-    def contains(self, ids: Any) -> np.ndarray:
-        """Boolean mask: which of `ids` are in some shard."""
-        return np.logical_or.reduce([s.contains(ids) for s in self.shards])
-
-    def add(self, ids: Any, vectors: Any, *, shard: int = -1, replace: bool = False,
-            threads: int | None = None) -> None:
-        """Adds labels to shard number `shard` (default the last). An id held by another shard
-        raises unless `replace=True`, which moves it: searches see it in one shard or the other."""
-        target = self.shards[shard]
-        target._writable("add labels")
-        a, x = _checked_labels(ids, vectors, self.dim)
-        if len(a) == 0:
-            return
-        with self._all_writers():
-            steps = []
-            for s in self.shards:
-                if s is not target and s.contains(a).any():
-                    if not replace:
-                        elsewhere = s.contains(a)
-                        raise ValueError(f"{int(elsewhere.sum())} ids are already in another shard, e.g. "
-                                         f"{int(a[elsewhere][0])}; pass replace=True to move them")
-                    s._writable("move labels out of it")
-                    steps.append(s._prepare_remove(a, missing_ok=True)[1])
-            steps.append(target._prepare_add(a, x, replace, _graph_threads(threads)))
-            self._publish(steps)
-
-    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
-        """Removes labels from whichever shards hold them, at once; returns how many were removed."""
-        a = _checked_removal(ids)
-        with self._all_writers():
-            found = self.contains(a) if len(a) else np.zeros(0, bool)
-            if not found.all() and not missing_ok:
-                raise ValueError(f"{int((~found).sum())} ids are not in any shard, e.g. {int(a[~found][0])}")
-            counts, steps = [], []
-            for s in self.shards:
-                if s.contains(a).any():
-                    s._writable("remove labels")
-                    count, step = s._prepare_remove(a, missing_ok=True)
-                    counts.append(count)
-                    steps.append(step)
-            self._publish(steps)
-        return sum(counts)
-
-    def _all_writers(self) -> ExitStack:
-        """Every shard's writer lock, taken in shard order (as `_publish` takes the write locks)."""
-        held = ExitStack()
-        for s in self.shards:
-            held.enter_context(s._writer)
-        return held
-
-    def _publish(self, steps: list[Callable[[], None]]) -> None:
-        """Runs the last steps of a change with every shard's write lock held."""
-        with ExitStack() as held:
-            for s in self.shards:
-                held.enter_context(s._lock.write())
-            for step in steps:
-                step()
