@@ -21,9 +21,10 @@ from ramen.index_file import header_crc
 SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 
 
-def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_python(code: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter on this tree's sources; a crash shows as a negative returncode."""
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
+           **(env or {})}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -234,8 +235,21 @@ def test_huge_k_in_exact_mode_raises_before_allocating():
                     assert "k must" in str(e), e
                 else:
                     raise SystemExit(f"k={k} was accepted")
+        # k inside int32 but results past the memory (RAMEN_MEMORY_AVAILABLE: 2 GB): a clear error, no allocation
+        for engine in ({"exact": True}, {"engine": "ramen"}, {"engine": "usearch"}):
+            small = LabelIndex(8, **engine)
+            small.add(np.arange(50), np.random.default_rng(0).standard_normal((50, 8)))
+            for searcher in (small, ShardedLabelIndex([small])):
+                try:
+                    searcher.search(np.ones((3, 8), np.float32), 2**31 - 1)
+                except ValueError as e:
+                    assert "k=2147483647" in str(e) and "GB available (RAMEN_MEMORY_AVAILABLE)" in str(e), e
+                else:
+                    raise SystemExit(f"{engine}: k=2**31-1 was accepted")
+            ids, _ = small.search(np.ones((3, 8), np.float32), 100)  # past the labels, within memory: padding
+            assert ids.shape == (3, 100) and (ids[:, 50:] == -1).all()
         print("ok")
-    """)
+    """, env={"RAMEN_MEMORY_AVAILABLE": "2GB"})
     assert_ran(proc)
 
 

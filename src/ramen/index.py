@@ -43,6 +43,7 @@ from ramen._rwlock import RWLock
 from ramen.index_file import (DTYPES, ENGINES, FORMAT, FORMAT_VERSION, INT32_MAX, MAGIC, NP_DTYPE, header_crc,
                               load_hnsw, pad, read_header, section, span, usearch_version, verify_sections,
                               write_section)
+from ramen.memory import GB, available_bytes
 from ramen.usearch_file import check_usearch_file
 
 
@@ -140,6 +141,18 @@ def _check_int(name: str, value: Any, minimum: int, maximum: int = INT32_MAX) ->
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not minimum <= value <= maximum:
         raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
     return int(value)
+
+
+def _check_results_fit(n: int, k: int, labels: int, copies: int = 1) -> None:
+    """A ValueError, before anything is allocated, when (n, k) results (int64 ids and float32 scores,
+    `copies` of them at once) would not fit in the memory available: a k far past the labels only pads."""
+    need = n * k * 12 * copies
+    if need > (1 << 30):  # below a GB no search is refused
+        have, source = available_bytes()
+        if need > have:
+            raise ValueError(f"k={k}: the results of {n} queries would take {need / GB:.1f} GB, more than the "
+                             f"{have / GB:.1f} GB available ({source}); the index holds {labels} labels, so a k "
+                             "past that only adds padding")
 
 
 def _check_k(k: Any) -> int:
@@ -464,6 +477,7 @@ class LabelIndex:
         single = np.ndim(queries) == 1
         threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
+        _check_results_fit(len(q), k, len(self), copies=2 if self.exact else 3)  # the blocked top-k keeps 2
         lock = self._lock
         lock.acquire_read()  # not the context manager: this is the single-query latency path
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ramen.index import (LabelIndex, _check_k, _checked_labels, _checked_removal, _graph_threads, _threads,
+from ramen.index import (LabelIndex, _check_k, _check_results_fit, _checked_labels, _checked_removal, _graph_threads, _threads,
                          normalize, top_k)
 
 
@@ -56,6 +56,7 @@ class ShardedLabelIndex:
         single = np.ndim(queries) == 1
         threads = _threads(threads)
         q = normalize(queries, self.dim, "queries")
+        _check_results_fit(len(q), k, len(self), copies=2 * len(self.shards) + 1)  # each shard's, then merged
         with ExitStack() as held:
             for s in self.shards:
                 held.enter_context(s._lock.read())
