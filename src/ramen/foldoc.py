@@ -183,6 +183,32 @@ def _csr(pairs: list[tuple[int, int]], shape: tuple[int, int]) -> sp.csr_matrix:
     return m
 
 
+def _graph(entries: list[_Entry]) -> tuple[list[list[int]], list[list[int]], list[list[str]]]:
+    """Per entry: its labels (the entries its link phrases name), its other body references (both
+    as the entries they stand for, redirects followed) and its topic tags. A redirect has no labels."""
+    names = _Names(entries)
+    topics = [_topics(e.body) for e in entries]
+    redirect_to = []
+    for i, e in enumerate(entries):
+        text = _redirect(e.body, topics[i])
+        j = None if text is None else names.resolve(text)
+        redirect_to.append(None if j == i else j)
+    final = _follow(redirect_to)
+    links: list[list[int]] = []
+    crossrefs: list[list[int]] = []
+    for i, e in enumerate(entries):
+        spans = _link_spans(e.body)
+        refs = []
+        for m in _REF.finditer(e.body):
+            j = names.resolve(m.group(1))
+            if j is not None and final[j] != i:
+                refs.append((int(final[j]), any(a <= m.start() < b for a, b in spans)))
+        own = list(dict.fromkeys(j for j, linked in refs if linked)) if final[i] == i else []
+        links.append(own)
+        crossrefs.append(list(dict.fromkeys(j for j, _ in refs if j not in own)))
+    return links, crossrefs, topics
+
+
 def foldoc(path: str | os.PathLike | None = None, *, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     """Builds the FOLDOC task from the dictd file `path` (default /usr/share/dictd/foldoc.dict.dz;
     `foldoc.index` beside it; a folder holding both also works).
@@ -224,32 +250,13 @@ def foldoc(path: str | os.PathLike | None = None, *, seed: int = 0, test_fractio
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    entries = _entries(read_dictd(_dict_file(path)))
-    names = _Names(entries)
-    topics = [_topics(e.body) for e in entries]
-    redirect_to = []
-    for i, e in enumerate(entries):
-        text = _redirect(e.body, topics[i])
-        j = None if text is None else names.resolve(text)
-        redirect_to.append(None if j == i else j)
-    final = _follow(redirect_to)
-
-    links: list[list[int]] = []
-    crossrefs: list[list[int]] = []
-    for i, e in enumerate(entries):
-        spans = _link_spans(e.body)
-        refs = []
-        for m in _REF.finditer(e.body):
-            j = names.resolve(m.group(1))
-            if j is not None and final[j] != i:
-                refs.append((int(final[j]), any(a <= m.start() < b for a, b in spans)))
-        own = list(dict.fromkeys(j for j, linked in refs if linked)) if final[i] == i else []
-        links.append(own)
-        crossrefs.append(list(dict.fromkeys(j for j, _ in refs if j not in set(own))))
+    source = _dict_file(path)
+    entries = _entries(read_dictd(source))
+    links, crossrefs, topics = _graph(entries)
 
     queries = np.array([i for i in range(len(entries)) if links[i]], dtype=np.int64)
     if len(queries) < 2:
-        raise ValueError(f"{path or DEFAULT_PATH}: {len(queries)} entries with 'See also' or 'Compare' links "
+        raise ValueError(f"{source}: {len(queries)} entries with 'See also' or 'Compare' links "
                          "(at least 2 are needed for a train and a test split)")
     labels = np.unique([j for i in queries for j in links[i]])
     label_of = {int(j): k for k, j in enumerate(labels)}
