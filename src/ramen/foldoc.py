@@ -236,7 +236,11 @@ def foldoc(path: str | os.PathLike | None = None, *, seed: int = 0, test_fractio
     the body: kept, every label would also be an anchor of its query, with the label's own title,
     and the query-anchor graph would hold the answer (test_X_A, which an OAK-style method reads,
     would give away the test labels). A body reference to an entry that is a label elsewhere,
-    but not a link of this entry, stays: that is the anchors' ordinary metadata.
+    but not a link of this entry, stays: that is the anchors' ordinary metadata. So does the other
+    direction: a label's body may refer to one of its queries (32% of the test pairs, 35% of the
+    train pairs with the defaults), an anchor whose text is the query's title; a label article's
+    hyperlinks reach its "See also" articles in LF-WikiSeeAlsoTitles too, and it is the label's
+    metadata, known before any query is seen.
 
     The same (file, seed, test_fraction) gives the same Dataset.
 
