@@ -74,7 +74,7 @@ def _entries(articles: list[Article]) -> list[_Entry]:
 
 class _Names:
     """Resolves a cross-reference's text to an entry: the exact name, else the name ignoring case,
-    else the same for its singular (foldoc.org resolves "{protocols}" to "protocol" too); titles
+    else the same for its singular (FOLDOC writes "{protocols}" for the entry "protocol"); titles
     before aliases, earlier entries first."""
 
     def __init__(self, entries: list[_Entry]) -> None:
