@@ -257,3 +257,39 @@ def test_cli(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         load_dataset(f"foldoc:{tmp_path / 'absent.dict.dz'}")
     with pytest.raises(SystemExit, match="apt-get install dict-foldoc"):
         main(["data", "foldoc", str(tmp_path / "absent"), "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize("part", ["index", "dict.dz", "dict"])
+def test_mutated_files_give_a_dataset_or_a_clear_error(tmp_path: Path, part: str) -> None:
+    """Seeded byte mutations of the fixture's files: foldoc() returns a valid Dataset or raises a
+    ValueError naming a file, never another exception."""
+    source = write_dictd(tmp_path / "src", ARTICLES * 3, compress=part == "dict.dz")
+    index = source.with_name("test.index")
+    original = (index if part == "index" else source).read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = {"dataset": 0, "error": 0}
+    for trial in range(60):
+        data = bytearray(original)
+        for _ in range(int(rng.integers(1, 6))):
+            at = int(rng.integers(len(data)))
+            kind = rng.integers(3)
+            if kind == 0:
+                data[at] = int(rng.integers(256))
+            elif kind == 1:
+                del data[at: at + int(rng.integers(1, 20))]
+            else:
+                data[at:at] = bytes(rng.choice(list(b"\t\n{}<>0aA/+."), size=int(rng.integers(1, 6))))
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        for name, raw in ((source.name, source.read_bytes()), ("test.index", index.read_bytes())):
+            (folder / name).write_bytes(raw)
+        (folder / (index.name if part == "index" else source.name)).write_bytes(bytes(data))
+        try:
+            ds = foldoc(folder / source.name, test_fraction=0.5)
+        except ValueError as exc:
+            assert "test." in str(exc) or "test_fraction" in str(exc), str(exc)
+            outcomes["error"] += 1
+        else:
+            assert ds.validate() is ds
+            outcomes["dataset"] += 1
+    assert outcomes["error"] > 0  # the mutations do reach the checks
