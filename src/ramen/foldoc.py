@@ -224,8 +224,9 @@ def foldoc(path: str | os.PathLike | None = None, *, seed: int = 0, test_fractio
     - Labels of an entry: the entries its "See also" and "Compare" phrases name (to the end of
       their sentence), itself excluded, over all its senses. Queries: the entries with at least one
       label (the others have nothing to predict); labels: the entries some query links to. Queries
-      are split by a seeded draw, floor(test_fraction * queries) test, so every test query is
-      unseen in training; each test query's own title, where it is a label, is never predicted.
+      are split by a seeded draw, floor(test_fraction * queries) test (at least 1), so every test
+      query is unseen in training; each test query's own title, where it is a label, is never
+      predicted.
     - Anchor set "crossref": the entry's other body references (not its labels, not itself); an
       anchor is the entry referred to (text: its title). Anchor set "topic": its `<topic>` tags
       ("programming", "jargon"), those of every sense. Both for queries and labels (test too).
