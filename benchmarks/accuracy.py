@@ -6,6 +6,7 @@ graph-at-inference baseline in the spirit of OAK, with the same encoder, budget 
     python benchmarks/accuracy.py report [--runs DIR] [--out benchmarks/results/accuracy.md]
     python benchmarks/accuracy.py estimate [--datasets ...] [--arms ...] [--threads N]   # s/step, hours
     python benchmarks/accuracy.py heldout --arms ... [--seeds ...]   # held-out-query metrics beside test
+    python benchmarks/accuracy.py zeroshot [--datasets ...]   # the untrained encoder: the floor of every arm
     python -m ramen.bench --suite accuracy [--quick]        # run, then report
 
 Each (dataset, arm, seed) trains with `ramen.train` into RUNS/<dataset>/<arm>/seed<k>/ (log.jsonl,
@@ -18,7 +19,7 @@ restarted; a run directory made with other settings is an error, never silently 
 (benchmarks/accuracy_report.py).
 
 Protocol, identical for every arm of a dataset:
-- one fixed split (Wikispeedia: the converter's seeded 80/20 draw, seed 0), and a held-out slice
+- one fixed split (Wikispeedia, FOLDOC: the converter's seeded 80/20 draw, seed 0), and a held-out slice
   of `HELD_OUT` of the training queries (seed 0) removed from training for every arm: it chooses
   the OAK-style baseline's m and alpha (and is what issue 8's rewards can use), never the test
   split;
@@ -235,14 +236,24 @@ def find_wikispeedia() -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
+def find_foldoc() -> Path:
+    """$RAMEN_FOLDOC, else the file Debian's dict-foldoc installs (/usr/share/dictd/foldoc.dict.dz)."""
+    from ramen.foldoc import DEFAULT_PATH
+
+    return Path(os.environ["RAMEN_FOLDOC"]) if os.environ.get("RAMEN_FOLDOC") else DEFAULT_PATH
+
+
 def dataset_specs(wikispeedia_dir: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
-    from ramen.data import wikispeedia
+    from ramen.data import foldoc, wikispeedia
     from ramen.synthetic import synthetic
 
     wiki = Path(wikispeedia_dir) if wikispeedia_dir else find_wikispeedia()
+    dictd = find_foldoc()
     return {
         "wikispeedia": DatasetSpec("wikispeedia", lambda: wikispeedia(wiki, seed=SPLIT_SEED) if wiki.is_dir() else None,
                                    BUDGET, f"ramen.data.wikispeedia({str(wiki)!r}, seed={SPLIT_SEED})"),
+        "foldoc": DatasetSpec("foldoc", lambda: foldoc(dictd, seed=SPLIT_SEED) if dictd.exists() else None, BUDGET,
+                              f"ramen.data.foldoc({str(dictd)!r}, seed={SPLIT_SEED})"),
         "synthetic-small": DatasetSpec("synthetic-small", lambda: synthetic("small", seed=0), BUDGET,
                                        "ramen.synthetic.synthetic('small', seed=0) (default parameters)"),
         "synthetic-medium": DatasetSpec("synthetic-medium", lambda: synthetic("medium", seed=0), BUDGET,
@@ -663,6 +674,41 @@ def heldout_table(study: Study, runs: Path, *, wikispeedia_dir: str | os.PathLik
     return "\n".join(lines)
 
 
+def zero_shot(data: Prepared, spec: DatasetSpec, runs: Path) -> dict[str, Any]:
+    """The floor every arm must clear: the budget's encoder untrained (no step taken; its precision
+    as the budget sets it), on the test split and on the held-out training queries, exact search.
+    Cached in RUNS/<dataset>/zeroshot.json; a cache made with another encoder or split is redone."""
+    from ramen import precision
+    from ramen.bench.common import machine_info
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    cfg = TrainConfig(**spec.budget).validate()
+    identity = _roundtrip({"dataset": data.name, "encoder": cfg.encoder, "pooling": cfg.pooling,
+                           "max_length": cfg.max_length, "label_tower": cfg.label_tower, "cpu_bf16": cfg.cpu_bf16,
+                           "data": data.info})
+    path = Path(runs) / data.name / "zeroshot.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("identity") == identity:
+            return old
+    encoder = Encoder(cfg.encoder, pooling=cfg.pooling, max_length=cfg.max_length, label_tower=cfg.label_tower)
+    encoder.bf16 = precision.bf16_enabled(encoder.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)
+    model = Model(encoder)
+    out: dict[str, Any] = {"kind": "ramen-zero-shot", "format": 1, "identity": identity, "source": data.source}
+    for split, ds in (("test", data.train), ("heldout", held_dataset(data))):
+        m = model.evaluate(ds, k=K, exact=True, deciles=split == "test", batch_size=cfg.encode_batch_size,
+                           progress=False)
+        out[split] = {"queries": ds.num_test, "metrics": _flat(m)}
+        if "deciles" in m:
+            out[split]["deciles"] = _deciles(m["deciles"])
+    out.update(machine=machine_info(), ramen=ramen_version(), command=_command(),
+               finished=datetime.datetime.now().isoformat(timespec="seconds"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, out)
+    return out
+
+
 def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, study: Study, *,
             progress: bool = True) -> tuple[str, dict[str, Any]]:
     """The OAK-style baseline on the encoder of one finished run, and single-query latencies."""
@@ -1011,6 +1057,11 @@ def main(argv: list[str] | None = None) -> int:
     held.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     held.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     held.add_argument("--wikispeedia", type=Path)
+    zero = sub.add_parser("zeroshot", help="the untrained encoder's metrics (the floor) on test and held-out queries")
+    zero.add_argument("--datasets", nargs="+", default=list(FULL_DATASETS))
+    zero.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
+    zero.add_argument("--wikispeedia", type=Path)
+    zero.add_argument("--threads", type=int)
     rep = sub.add_parser("report", help="write the Markdown report and plots from the result files")
     rep.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     rep.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "accuracy.md")
@@ -1050,6 +1101,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "heldout":
         study = Study(datasets=tuple(args.datasets), arms=tuple(args.arms), seeds=tuple(args.seeds)).validate()
         print(heldout_table(study, args.runs, wikispeedia_dir=args.wikispeedia))
+        return 0
+    if args.command == "zeroshot":
+        specs = dataset_specs(args.wikispeedia)
+        unknown = [d for d in args.datasets if d not in specs]
+        if unknown:
+            raise ValueError(f"datasets: unknown {unknown}; known: {list(specs)}")
+        for name in args.datasets:
+            data = prepare(specs[name], HELD_OUT)
+            if data is None:
+                _say(f"[accuracy] {name}: data not found ({specs[name].source}): skipped")
+                continue
+            with torch_threads(args.threads):
+                z = zero_shot(data, specs[name], args.runs)
+            for split in ("test", "heldout"):
+                m = z[split]["metrics"]
+                print(f"{name} zero-shot, {split} ({z[split]['queries']} queries): P@1 {100 * m['P@1']:.2f}, "
+                      f"P@5 {100 * m['P@5']:.2f}, PSP@1 {100 * m['PSP@1']:.2f}, PSP@5 {100 * m['PSP@5']:.2f}")
         return 0
     path, plots = write_report(args.runs, args.out, arms=args.arms, title=args.title, versus=args.versus)
     print(f"wrote {path} and {len(plots)} plots: {', '.join(p.name for p in plots)}")

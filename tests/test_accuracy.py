@@ -237,6 +237,44 @@ def test_missing_wikispeedia_is_skipped(tmp_path):
     assert out == [] and not (tmp_path / "runs").exists()
 
 
+def test_missing_foldoc_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAMEN_FOLDOC", str(tmp_path / "absent.dict.dz"))
+    out = study.run_study(study.Study(datasets=("foldoc",)), tmp_path / "runs", progress=False)
+    assert out == [] and not (tmp_path / "runs").exists()
+
+
+def test_foldoc_is_a_study_dataset(tmp_path, monkeypatch):
+    from test_foldoc import ARTICLES, write_dictd
+
+    from ramen.data import foldoc
+
+    path = write_dictd(tmp_path / "dict", ARTICLES)
+    monkeypatch.setenv("RAMEN_FOLDOC", str(path))
+    spec = study.dataset_specs()["foldoc"]
+    assert spec.load() == foldoc(path, seed=study.SPLIT_SEED) and str(path) in spec.source
+    assert spec.budget == study.BUDGET  # the same budget as every dataset of the study
+
+
+def test_zero_shot_is_the_untrained_encoder_on_test_and_held_out_queries(tmp_path, capsys):
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    spec = study.dataset_specs()["synthetic-tiny"]
+    data = study.prepare(spec, study.HELD_OUT)
+    got = study.zero_shot(data, spec, tmp_path)
+    for split, ds in (("test", data.train), ("heldout", study.held_dataset(data))):
+        ref = Model(Encoder("tiny", max_length=spec.budget["max_length"])).evaluate(ds, progress=False)
+        assert got[split]["queries"] == ds.num_test
+        assert math.isclose(got[split]["metrics"]["P@1"], float(ref["P"][0]), abs_tol=1e-9)
+        assert math.isclose(got[split]["metrics"]["PSP@5"], float(ref["PSP"][4]), abs_tol=1e-9)
+    assert "deciles" in got["test"] and got["identity"]["encoder"] == "tiny"
+    assert json.loads((tmp_path / "synthetic-tiny" / "zeroshot.json").read_text()) == got
+    assert study.main(["zeroshot", "--datasets", "synthetic-tiny", "--runs", str(tmp_path)]) == 0  # cached
+    out = capsys.readouterr().out
+    assert f"synthetic-tiny zero-shot, test ({data.train.num_test} queries): P@1 " \
+           f"{100 * got['test']['metrics']['P@1']:.2f}" in out and "heldout" in out
+
+
 def test_bad_study_settings_are_errors(tmp_path):
     with pytest.raises(ValueError, match="arms: unknown"):
         study.run_study(study.Study(arms=("ramen", "nope")), tmp_path)

@@ -21,6 +21,7 @@ _LAZY = {
     "write_sparse": "ramen.data",
     "describe": "ramen.data",
     "wikispeedia": "ramen.data",
+    "foldoc": "ramen.data",
     "evaluate": "ramen.metrics",
     "inv_propensity": "ramen.metrics",
     "decile_breakdown": "ramen.metrics",

@@ -13,7 +13,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # ramen never downloads models
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 DATA_HELP = ("a dataset: 'synthetic' (the built-in default, size small), 'synthetic:tiny|small|medium|paper', "
-             "'wikispeedia:SNAP_DIR', or a directory in the Extreme Classification Repository layout")
+             "'wikispeedia:SNAP_DIR', 'foldoc' or 'foldoc:PATH' (the Free On-line Dictionary of Computing; "
+             "default /usr/share/dictd/foldoc.dict.dz from `apt-get install dict-foldoc`), or a directory in "
+             "the Extreme Classification Repository layout")
 
 
 def load_dataset(spec: str):
@@ -27,6 +29,11 @@ def load_dataset(spec: str):
         return synthetic(size)
     if spec.startswith("wikispeedia:"):
         return data.wikispeedia(spec.partition(":")[2])
+    if spec == "foldoc" or spec.startswith("foldoc:"):
+        try:
+            return data.foldoc(spec.partition(":")[2] or None)
+        except FileNotFoundError as exc:
+            raise SystemExit(f"--data {spec!r}: {exc}") from None
     path = Path(spec)
     if not path.is_dir():
         raise SystemExit(f"--data {spec!r}: no such directory (expected {DATA_HELP})")
@@ -176,6 +183,18 @@ def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_foldoc(args: argparse.Namespace) -> int:
+    from ramen.data import foldoc, save_xc
+
+    try:
+        ds = foldoc(args.src, seed=args.seed)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+    save_xc(ds, args.out)
+    print(f"wrote the FOLDOC task to {args.out}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
@@ -276,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_wikispeedia)
+    p = data_sub.add_parser("foldoc", help="build the FOLDOC task from the dictd dictionary (dict-foldoc)")
+    p.add_argument("src", nargs="?", help="foldoc.dict.dz (foldoc.index beside it) or a folder holding both "
+                   "(default /usr/share/dictd/foldoc.dict.dz)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_foldoc)
 
     p = sub.add_parser("train", help="train an encoder and print the test metrics")
     p.add_argument("--data", help=DATA_HELP + " (default: synthetic)")

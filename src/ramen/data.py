@@ -2,8 +2,8 @@
 
 The public entry point for data: `Dataset`, `AnchorSet`, `load_xc`/`save_xc` (directory layout of
 the XC repository, or one `.npz` file), `read_sparse`/`write_sparse` (one matrix file),
-`describe` (the statistics of the RAMEN paper's Table 9) and `wikispeedia` (a real task built
-from the SNAP files). Every matrix is kept in one canonical CSR form (float32 values, sorted column
+`describe` (the statistics of the RAMEN paper's Table 9), `wikispeedia` (a real task built
+from the SNAP files) and `foldoc` (one built from the Free On-line Dictionary of Computing). Every matrix is kept in one canonical CSR form (float32 values, sorted column
 ids, int32 indices unless the size needs int64), so that save then load gives identical objects.
 """
 from __future__ import annotations
@@ -16,10 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from ramen.dataset_io import load_xc, save_xc
+from ramen.foldoc import foldoc
 from ramen.wikispeedia import wikispeedia
 from ramen.xc_format import canonical_csr, read_sparse, write_sparse
 
-__all__ = ["AnchorSet", "Dataset", "DatasetStats", "describe", "load_xc", "read_sparse", "save_xc",
+__all__ = ["AnchorSet", "Dataset", "DatasetStats", "describe", "foldoc", "load_xc", "read_sparse", "save_xc",
            "wikispeedia", "write_sparse"]
 
 _ANCHOR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
