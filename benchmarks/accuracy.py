@@ -54,7 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from ramen import metrics  # noqa: E402
 from ramen.config import RETIRED_AT, TrainConfig, without_retired  # noqa: E402
-from ramen.data import Dataset  # noqa: E402
+from ramen.datasets import Dataset  # noqa: E402
 
 K = 5  # metrics at k = 1..K
 HELD_OUT = 0.1  # fraction of training queries held out of training (chooses the OAK-style m, alpha)
@@ -238,14 +238,14 @@ def find_wikispeedia() -> Path:
 
 def find_foldoc() -> Path:
     """$RAMEN_FOLDOC, else the file Debian's dict-foldoc installs (/usr/share/dictd/foldoc.dict.dz)."""
-    from ramen.foldoc import DEFAULT_PATH
+    from ramen.datasets.foldoc import DEFAULT_PATH
 
     return Path(os.environ["RAMEN_FOLDOC"]) if os.environ.get("RAMEN_FOLDOC") else DEFAULT_PATH
 
 
 def dataset_specs(wikispeedia_dir: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
-    from ramen.data import foldoc, wikispeedia
-    from ramen.synthetic import synthetic
+    from ramen.datasets import foldoc, wikispeedia
+    from ramen.datasets.synthetic import synthetic
 
     wiki = Path(wikispeedia_dir) if wikispeedia_dir else find_wikispeedia()
     dictd = find_foldoc()

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as study  # noqa: E402  (sets up the import path and offline mode)
 
-from ramen.data import Dataset  # noqa: E402
+from ramen.datasets import Dataset  # noqa: E402
 from ramen.files import temp_path  # noqa: E402
 from ramen.model import Model  # noqa: E402
 

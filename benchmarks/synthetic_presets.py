@@ -16,7 +16,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from ramen.synthetic import ANCHOR_SETS, SyntheticConfig, generate
+from ramen.datasets.synthetic import ANCHOR_SETS, SyntheticConfig, generate
 
 ORACLE_QUERIES = 5000
 

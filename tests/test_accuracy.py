@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 import ramen.train as train_module
 from ramen.bench import accuracy as suite
-from ramen.synthetic import synthetic
+from ramen.datasets.synthetic import synthetic
 from ramen.train import CHECKPOINT
 
 study = suite.load_study()
@@ -246,7 +246,7 @@ def test_missing_foldoc_is_skipped(tmp_path, monkeypatch):
 def test_foldoc_is_a_study_dataset(tmp_path, monkeypatch):
     from test_foldoc import ARTICLES, write_dictd
 
-    from ramen.data import foldoc
+    from ramen.datasets import foldoc
 
     path = write_dictd(tmp_path / "dict", ARTICLES)
     monkeypatch.setenv("RAMEN_FOLDOC", str(path))

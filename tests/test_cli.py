@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from ramen.__main__ import main
-from ramen.data import load_xc
-from ramen.synthetic import synthetic
+from ramen.datasets import load_xc
+from ramen.datasets.synthetic import synthetic
 
 
 def test_help_lists_the_subcommands():

@@ -9,7 +9,7 @@ import torch
 import ramen.train as train_module
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
-from ramen.synthetic import synthetic
+from ramen.datasets.synthetic import synthetic
 
 
 def reference(x: np.ndarray) -> float:

@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ramen.bench.accuracy import benchmarks_dir
-from ramen.data import AnchorSet, Dataset
+from ramen.datasets import AnchorSet, Dataset
 
 
 def _confusers():

@@ -10,8 +10,8 @@ import pytest
 import scipy.sparse as sp
 
 from ramen import _C
-from ramen.data import AnchorSet, Dataset, describe, load_xc, read_sparse, save_xc, wikispeedia, write_sparse
-from ramen.xc_format import read_pairs, read_texts, write_pairs, write_texts
+from ramen.datasets import AnchorSet, Dataset, describe, load_xc, read_sparse, save_xc, wikispeedia, write_sparse
+from ramen.datasets.xc_format import read_pairs, read_texts, write_pairs, write_texts
 
 
 def _find_wikispeedia() -> Path:

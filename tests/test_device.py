@@ -14,7 +14,7 @@ from ramen.config import TrainConfig
 from ramen.losses import component_names
 from ramen.reg_step import make_reg_optimizer
 from ramen.reliance import Reliance
-from ramen.synthetic import synthetic
+from ramen.datasets.synthetic import synthetic
 from ramen.step import BatchEncoder, lr_lambda, make_optimizer, train_step
 from ramen.training_graphs import used_anchor_sets
 

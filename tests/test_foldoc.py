@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from ramen.data import Dataset, describe, load_xc, save_xc
-from ramen.dictd import read_dictd
-from ramen.foldoc import DEFAULT_PATH, foldoc
+from ramen.datasets import Dataset, describe, load_xc, save_xc
+from ramen.datasets.dictd import read_dictd
+from ramen.datasets.foldoc import DEFAULT_PATH, foldoc
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

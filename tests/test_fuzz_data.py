@@ -23,7 +23,7 @@ import pytest
 import scipy.sparse as sp
 
 import ramen
-from ramen.data import AnchorSet, Dataset, save_xc
+from ramen.datasets import AnchorSet, Dataset, save_xc
 
 CASES = int(os.environ.get("RAMEN_FUZZ_CASES", "300"))
 SEED = int(os.environ.get("RAMEN_FUZZ_SEED", "0"))
@@ -163,7 +163,7 @@ def make_cases(root: Path, count: int, seed: int) -> list[dict]:
 CHILD = textwrap.dedent("""
     import json, sys, traceback
     from pathlib import Path
-    from ramen.data import load_xc, save_xc
+    from ramen.datasets import load_xc, save_xc
 
     original = load_xc(sys.argv[2])
     for case in json.loads(Path(sys.argv[1]).read_text()):

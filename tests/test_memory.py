@@ -5,7 +5,7 @@ import pytest
 
 from ramen import memory
 from ramen.config import TrainConfig
-from ramen.synthetic import synthetic
+from ramen.datasets.synthetic import synthetic
 from ramen.train import train
 
 

@@ -67,7 +67,7 @@ def test_training_runs_in_the_dtype_its_config_asks_and_says_so(tmp_path, cpu_bf
     import json
 
     from ramen.config import TrainConfig
-    from ramen.synthetic import synthetic
+    from ramen.datasets.synthetic import synthetic
     from ramen.train import train
 
     cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, densify=False, prune=False, eval_every=0,

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 import ramen
-from ramen.data import Dataset
-from ramen.synthetic import ANCHOR_SETS, PRESETS, SyntheticConfig, generate, synthetic
+from ramen.datasets import Dataset
+from ramen.datasets.synthetic import ANCHOR_SETS, PRESETS, SyntheticConfig, generate, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,7 @@ def test_bag_of_words_oracle_between_chance_and_perfect(size: str, request) -> N
 # ---- API and bad input ----
 
 def test_lazy_name_and_module_both_callable() -> None:
-    import ramen.synthetic as module
+    import ramen.datasets.synthetic as module
 
     assert isinstance(ramen.synthetic("tiny"), Dataset)
     assert isinstance(module("tiny", seed=1), Dataset)

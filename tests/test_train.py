@@ -13,7 +13,7 @@ import ramen.step as step_module
 import ramen.train as train_module
 from ramen.config import TrainConfig
 from ramen.model import Model
-from ramen.synthetic import synthetic
+from ramen.datasets.synthetic import synthetic
 from ramen import checkpoint
 from ramen.train import CHECKPOINT, NonFiniteLoss, train
 

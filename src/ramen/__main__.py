@@ -20,10 +20,10 @@ DATA_HELP = ("a dataset: 'synthetic' (the built-in default, size small), 'synthe
 
 def load_dataset(spec: str):
     """The Dataset named by a --data spec (see DATA_HELP)."""
-    from ramen import data
+    from ramen import datasets as data
 
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from ramen.synthetic import synthetic
+        from ramen.datasets.synthetic import synthetic
 
         size = spec.partition(":")[2] or "small"
         return synthetic(size)
@@ -156,7 +156,7 @@ def _resumed_run(args: argparse.Namespace, run_file: Path):
 
 
 def cmd_data_describe(args: argparse.Namespace) -> int:
-    from ramen.data import describe
+    from ramen.datasets import describe
 
     ds = load_dataset(args.data)
     stats = describe(ds)
@@ -165,8 +165,8 @@ def cmd_data_describe(args: argparse.Namespace) -> int:
 
 
 def cmd_data_synth(args: argparse.Namespace) -> int:
-    from ramen.data import save_xc
-    from ramen.synthetic import synthetic
+    from ramen.datasets import save_xc
+    from ramen.datasets.synthetic import synthetic
 
     ds = synthetic(args.size, seed=args.seed)
     save_xc(ds, args.out)
@@ -175,7 +175,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
-    from ramen.data import save_xc, wikispeedia
+    from ramen.datasets import save_xc, wikispeedia
 
     ds = wikispeedia(args.src, seed=args.seed)
     save_xc(ds, args.out)
@@ -184,7 +184,7 @@ def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
 
 
 def cmd_data_foldoc(args: argparse.Namespace) -> int:
-    from ramen.data import foldoc, save_xc
+    from ramen.datasets import foldoc, save_xc
 
     try:
         ds = foldoc(args.src, seed=args.seed)

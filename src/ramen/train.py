@@ -26,7 +26,7 @@ from ramen import distributed, memory, ops, precision, transfer
 from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
 from ramen.collapse import CollapseWatch, collapse_advice
 from ramen.config import TrainConfig
-from ramen.data import Dataset
+from ramen.datasets import Dataset
 from ramen.encoder import Encoder
 from ramen.interrupts import Interrupts
 from ramen.losses import component_names

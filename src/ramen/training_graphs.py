@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from ramen.batching import Graphs
 from ramen.config import TrainConfig
-from ramen.data import Dataset
+from ramen.datasets import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
 from ramen.run_cache import content_key

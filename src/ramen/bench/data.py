@@ -32,7 +32,7 @@ def random_graph(rows: int, cols: int, per_row: float, seed: int = 0) -> sp.csr_
 def _text_rows(m: sp.csr_matrix, path: Path, quick: bool, peer) -> list[Row]:
     from ramen._build import load_C
     _C = load_C()
-    from ramen.data import read_sparse, write_sparse
+    from ramen.datasets import read_sparse, write_sparse
 
     nnz = m.nnz
     settings = {"rows": m.shape[0], "cols": m.shape[1], "nnz": nnz, "threads": _C.hardware_threads()}
@@ -62,7 +62,7 @@ def _text_rows(m: sp.csr_matrix, path: Path, quick: bool, peer) -> list[Row]:
 
 
 def _dataset_rows(m: sp.csr_matrix, tmp: Path) -> list[Row]:
-    from ramen.data import AnchorSet, Dataset, load_xc, save_xc
+    from ramen.datasets import AnchorSet, Dataset, load_xc, save_xc
 
     n = m.shape[0]
     labels = min(n, 50_000)

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def titles(n: int, seed: int = 0) -> list[str]:
     """Short title-like texts (2-8 words) from the synthetic benchmark's vocabulary."""
-    from ramen.synthetic import synthetic
+    from ramen.datasets.synthetic import synthetic
 
     ds = synthetic("small", seed=seed)
     pool = ds.train_texts + ds.label_texts + ds.test_texts

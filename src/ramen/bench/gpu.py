@@ -117,7 +117,7 @@ def training_losses(device: torch.device, steps: int, encoder: str = "all-MiniLM
     """Losses of `steps` RAMEN steps (two anchor sets, no dropout, seed 0) on `device`."""
     from ramen.bench.train import _setup
     from ramen.config import TrainConfig
-    from ramen.synthetic import synthetic
+    from ramen.datasets.synthetic import synthetic
     from ramen.step import train_step
 
     dataset = synthetic("small", seed=0)
@@ -149,7 +149,7 @@ def utilisation_rows(quick: bool) -> list[Row]:
         return [_skip("step time and MFU at batch 1024", "no CUDA device")]
     from ramen.bench.train import BF16_PEAK_TFLOPS, _measure
     from ramen.config import TrainConfig
-    from ramen.synthetic import synthetic
+    from ramen.datasets.synthetic import synthetic
 
     device = torch.device("cuda", 0)
     name = torch.cuda.get_device_name(device)

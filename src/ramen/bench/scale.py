@@ -39,7 +39,7 @@ def dataset_config(size: str) -> tuple[str, dict[str, int]]:
     """(synthetic preset, overrides) of `size`: a preset name ("paper", "medium", "small",
     "tiny") or a fraction of the paper's shape in (0, 1], such as "0.25" (every count scaled, the
     degrees kept)."""
-    from ramen.synthetic import PRESETS
+    from ramen.datasets.synthetic import PRESETS
 
     if size in PRESETS:
         return size, {}
@@ -124,8 +124,8 @@ class Runner:
         return self.stages
 
     def _generate(self, preset: str, overrides: dict[str, int]) -> None:
-        from ramen.data import load_xc, save_xc
-        from ramen.synthetic import synthetic
+        from ramen.datasets import load_xc, save_xc
+        from ramen.datasets.synthetic import synthetic
 
         holder: dict[str, Any] = {}
 

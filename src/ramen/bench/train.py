@@ -81,7 +81,7 @@ def _measure(dataset, cfg, device: torch.device, steps: int, *, encoder: str | N
 
 def run(quick: bool = False) -> list[Row]:
     from ramen.config import TrainConfig
-    from ramen.synthetic import synthetic
+    from ramen.datasets.synthetic import synthetic
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = synthetic("tiny" if quick else "small", seed=0)

@@ -11,13 +11,11 @@ import gzip
 import os
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+from ramen.datasets.dataset import AnchorSet, Dataset
 
-if TYPE_CHECKING:
-    from ramen.data import Dataset
 
 # Non-encyclopedic pages of the SNAP release, left out of the task.
 EXCLUDED = frozenset({"Directdebit", "Donation", "Friend_Directdebit", "Sponsorship_Directdebit",
@@ -87,7 +85,6 @@ def wikispeedia(src_dir: str | os.PathLike, *, seed: int = 0, test_fraction: flo
     and 21.7 a label; "category" 144 anchors, 2.5 a query and a label; 182 labels have no train
     positive (all their partners drew test).
     """
-    from ramen.data import AnchorSet, Dataset
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")

@@ -101,10 +101,10 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from ramen._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
+from ramen.datasets._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
                              pick_neighbour, ragged, replace_rows, text_hash, without_repeats,
                              zipf_cdf)
-from ramen.data import AnchorSet, Dataset
+from ramen.datasets.dataset import AnchorSet, Dataset
 
 ANCHOR_SETS = ("hyperlink", "category")
 _ANCHOR_FIELDS = ("anchors", "query_degree", "label_degree", "random_frac", "via_label",

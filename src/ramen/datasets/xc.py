@@ -25,19 +25,17 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ramen.archive import read_npz
+from ramen.datasets.archive import read_npz
+from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, require_file, write_pairs,
+                                      write_sparse, write_texts)
+from ramen.datasets.dataset import AnchorSet, Dataset
 from ramen.files import temp_path
-from ramen.xc_format import (read_pairs, read_sparse, read_texts, require_file, write_pairs, write_sparse,
-                              write_texts)
 
-if TYPE_CHECKING:
-    from ramen.data import Dataset
 
 META = "ramen.json"
 FORMAT = "ramen.xc"
@@ -132,7 +130,6 @@ def _check_meta(meta: dict, where: Path) -> dict:
 
 
 def _load_dir(root: Path, num_threads: int) -> Dataset:
-    from ramen.data import AnchorSet, Dataset
 
     meta = _read_meta(root)
     train_Y = read_sparse(root / "trn_X_Y.txt", num_threads=num_threads)
@@ -284,7 +281,6 @@ def _save_npz(ds: Dataset, path: Path) -> None:
 
 
 def _load_npz(path: Path) -> Dataset:
-    from ramen.data import AnchorSet, Dataset
 
     z = read_npz(path)
     try:

@@ -13,15 +13,13 @@ import dataclasses
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
-from ramen.dictd import Article, read_dictd
+from ramen.datasets.dataset import AnchorSet, Dataset
+from ramen.datasets.dictd import Article, read_dictd
 
-if TYPE_CHECKING:
-    from ramen.data import Dataset
 
 DEFAULT_PATH = Path("/usr/share/dictd/foldoc.dict.dz")
 INSTALL_HINT = "install it with `apt-get install dict-foldoc` (Debian, Ubuntu) or pass the path of foldoc.dict.dz"
@@ -251,7 +249,6 @@ def foldoc(path: str | os.PathLike | None = None, *, seed: int = 0, test_fractio
     labels a train query, 1.1 train queries a label; 234 labels have none); "crossref" 3,521 anchors,
     5.1 a train query and 4.8 a label; "topic" 103 anchors, 1.0 a query and 0.9 a label.
     """
-    from ramen.data import AnchorSet, Dataset
 
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
