@@ -282,7 +282,7 @@ def test_interrupted_run_with_dropout_resumes_exactly(tiny_data, tmp_path, monke
     cfg = tiny_config(**DROPOUT_RUN)
     with monkeypatch.context() as m:
         if where == "mid-step":  # inside step 13's loss: the step finishes, then the run stops
-            _interrupt_once(m, train_module, "ramen_loss", 13)
+            _interrupt_once(m, step_module, "ramen_loss", 13)
         elif where == "between-steps":  # at the top of the loop, before step 5
             _interrupt_once(m, Reliance, "multipliers", 5)
         elif where == "evaluation":  # evaluating after epoch 1
@@ -321,7 +321,7 @@ def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, mo
     out = tmp_path / "run"
     args = ["train", "--data", "synthetic:tiny", "--out", str(out), "--encoder", "tiny", "--epochs", "2",
             "--batch-size", "32", "--lr", "1e-3", "--walk-length", "20", "--warmup-epochs", "1"]
-    _interrupt_once(monkeypatch, train_module, "ramen_loss", 5)
+    _interrupt_once(monkeypatch, step_module, "ramen_loss", 5)
     assert main(args) == 130  # interrupted; it prints the resume command
     monkeypatch.undo()
     saved = json.loads((out / "run.json").read_text())
