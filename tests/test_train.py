@@ -1,6 +1,7 @@
 """The training driver end to end on the tiny synthetic dataset with a tiny random encoder."""
 import json
 import os
+from pathlib import Path
 import signal
 import socket
 
@@ -187,10 +188,20 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> None:
+    from ramen.encoder import Encoder
+
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    real, calls = Encoder.tokenize, []
+
+    def counted(self, texts, *args, **kwargs):  # which rank tokenises: rank 0 alone, the others read its cache
+        calls.append(len(texts))
+        return real(self, texts, *args, **kwargs)
+
+    Encoder.tokenize = counted
     train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu", **overrides), out_dir=out, progress=False)
+    Path(out, f"tokenize-calls-{rank}.json").write_text(json.dumps(calls))
     torch.distributed.destroy_process_group()
 
 
@@ -204,6 +215,8 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     a = [r["loss"] for r in records(tmp_path / "one", "step")]
     b = [r["loss"] for r in records(tmp_path / "two", "step")]
     assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
+    calls = [json.loads((tmp_path / "two" / f"tokenize-calls-{r}.json").read_text()) for r in range(2)]
+    assert len(calls[0]) >= 3 and calls[1] == []  # queries, labels, anchor sets: tokenised once, by rank 0
     two = Model.load(tmp_path / "two" / "model")
     for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name

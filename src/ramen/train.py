@@ -169,9 +169,9 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     if unlabelled:
         log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
     raw_graphs = build_graphs(dataset, cfg, cache_dir, log)
-    tokens = {"query": tokenize_cached(encoder, dataset.train_texts, cache_dir, "train"),
-              "label": tokenize_cached(encoder, dataset.label_texts, cache_dir, "labels"),
-              **{f"anchor:{n}": tokenize_cached(encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}")
+    tokens = {"query": _tokens(d, encoder, dataset.train_texts, cache_dir, "train"),
+              "label": _tokens(d, encoder, dataset.label_texts, cache_dir, "labels"),
+              **{f"anchor:{n}": _tokens(d, encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}")
                  for n in raw_graphs}}
 
     gather = d.enabled and cfg.gather_across_ranks
@@ -194,6 +194,17 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     return Run(cfg, dataset, splits, d, out, log, progress, encoder, module, optimizer, scheduler, reg_optimizer,
                sampler, raw_graphs, dict(raw_graphs), tokens, base_weights, components, reliance, total_steps,
                collapse=CollapseWatch(advice=collapse_advice(cfg)))
+
+
+def _tokens(d: distributed.Dist, encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
+    """The texts' token ids from the run's cache. Under torchrun rank 0 tokenises a first run's texts
+    while the others wait, then they read its cache (where the run directory is not shared between
+    machines, a rank that finds no cache tokenises them itself)."""
+    if d.enabled and cache_dir is not None:
+        if d.main:
+            tokenize_cached(encoder, texts, cache_dir, name)
+        d.barrier()
+    return tokenize_cached(encoder, texts, cache_dir, name)
 
 
 def _encoder(cfg: TrainConfig, d: distributed.Dist, log: RunLog) -> Encoder:
