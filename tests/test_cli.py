@@ -37,6 +37,11 @@ def test_train_evaluate_search(tmp_path, capsys):
     assert main(["search", str(run), synthetic("tiny").test_texts[0], "-k", "4"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 4 and lines[0].split()[0] == "1"
+    # the metrics printed at the end cover the queries the run evaluated: a seeded subset at scale
+    assert main([*args[:args.index("--out") + 1], str(tmp_path / "sub"), *args[args.index("--out") + 2:],
+                 "--eval-max-queries", "40"]) == 0
+    n = len(synthetic("tiny").test_texts)
+    assert f"test metrics (%), 40 queries (a seeded subset of {n:,}), exact search" in capsys.readouterr().out
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):

@@ -219,18 +219,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
         return 130
-    return _print_evaluation(out, dataset, exact=True, k=5)
+    # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
+    return _print_evaluation(out, dataset, exact=True, k=5, max_queries=cfg.eval_max_queries, seed=cfg.seed)
 
 
-def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int) -> int:
+def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_queries: int | None = None,
+                      seed: int = 0) -> int:
     from ramen import metrics
     from ramen.model import Model
 
     model = Model.load(run_dir / "model")
-    result = model.evaluate(dataset, k=k, exact=exact, deciles=True)
+    result = model.evaluate(dataset, k=k, exact=exact, deciles=True, max_queries=max_queries, seed=seed)
     deciles = result.pop("deciles")
     search = "exact search" if exact else "the saved approximate label index"
-    print(f"\ntest metrics (%), {len(dataset.test_texts):,} queries, {search}:")
+    n = len(dataset.test_texts) if max_queries is None else min(max_queries, len(dataset.test_texts))
+    subset = "" if n == len(dataset.test_texts) else f" (a seeded subset of {len(dataset.test_texts):,})"
+    print(f"\ntest metrics (%), {n:,} queries{subset}, {search}:")
     print(metrics.format_table(result))
     print("\nby label-frequency decile (head to tail; P and PSP are each decile's contribution):")
     print(metrics.format_table(deciles, ks=[1, k]))
