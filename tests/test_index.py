@@ -454,15 +454,18 @@ def test_sharded_graph_recall_and_updates(data):
         sharded.remove([10**6])
 
 
-@pytest.mark.parametrize("engine", ["ramen", "usearch"])
-def test_a_label_moved_between_shards_is_always_in_one(data, engine):
+@pytest.mark.parametrize("kind", [{"engine": "ramen"}, {"engine": "usearch"}, {"exact": True}],
+                         ids=["ramen", "usearch", "exact"])
+def test_a_label_moved_between_shards_is_always_in_one(data, kind):
     """add(replace=True) across shards removes and adds in one step: readers searching for the
     moving label always find it (the old code removed it first, then added it), and a failure
-    while preparing the add leaves it where it was."""
+    while preparing the add leaves it where it was. The graphs search wide (400 labels, ef 512), so
+    that the tombstones the moves leave cannot hide the label from an approximate search."""
     import threading
 
     x, _ = data
-    shards = [LabelIndex(48, engine=engine, connectivity=8) for _ in range(2)]
+    graph = {} if kind.get("exact") else {"connectivity": 8, "expansion_search": 512}
+    shards = [LabelIndex(48, **kind, **graph) for _ in range(2)]
     shards[0].add(np.arange(0, 200), x[:200])
     shards[1].add(np.arange(200, 400), x[200:400])
     sharded = ShardedLabelIndex(shards)
@@ -470,10 +473,10 @@ def test_a_label_moved_between_shards_is_always_in_one(data, engine):
     done, misses, reads = threading.Event(), [], [0]
 
     def reader() -> None:
-        while not done.is_set():
-            ids, _ = sharded.search(target, 1, threads=1)
+        while not done.is_set():  # among the top 10: an approximate graph may rank a neighbour first
+            ids, _ = sharded.search(target, 10, threads=1)
             reads[0] += 1
-            if ids[0] != moving:
+            if moving not in ids:
                 misses.append(ids[0])
 
     t = threading.Thread(target=reader)
@@ -493,7 +496,7 @@ def test_a_label_moved_between_shards_is_always_in_one(data, engine):
     shards[1]._prepare_add = fail
     with pytest.raises(MemoryError):
         sharded.add([moving], target, shard=1, replace=True)
-    assert shards[0].contains([moving])[0] and sharded.search(target, 1)[0][0] == moving
+    assert shards[0].contains([moving])[0] and moving in sharded.search(target, 10)[0]
     with pytest.raises(ValueError, match="twice"):
         ShardedLabelIndex([shards[0], shards[0]])
 
