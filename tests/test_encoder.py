@@ -30,6 +30,22 @@ def test_tiny_encoder_gives_unit_vectors_in_input_order(tiny):
             assert np.allclose(tiny(ids, mask).numpy()[0], emb[i], atol=1e-5)
 
 
+@pytest.mark.parametrize("block_size", [1, 2, 5, 8, 1000])
+def test_encode_blocks_give_encode_vectors_bit_for_bit(tiny, block_size):
+    """Blocks of whole batches (5 rounds down to 4 texts here) cover every text once, with the vectors of `encode`."""
+    texts = [f"{t} {i}" * (i % 4 + 1) for i, t in enumerate(TEXTS * 3)]
+    whole = tiny.encode(texts, batch_size=2, progress=False)
+    blocks = list(tiny.encode_blocks(texts, 2, block_size=block_size, progress=False))
+    assert all(len(ids) == max(2, block_size // 2 * 2) for ids, _ in blocks[:-1])
+    ids = np.concatenate([i for i, _ in blocks])
+    assert sorted(ids.tolist()) == list(range(len(texts)))
+    assert np.array_equal(np.concatenate([e for _, e in blocks]), whole[ids])
+    assert list(tiny.encode_blocks([], 2, progress=False)) == []
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        next(tiny.encode_blocks(texts, 2, block_size=0))
+    assert not tiny.training
+
+
 def test_mean_pooling_ignores_padding(tiny):
     cache = tiny.tokenize(["short", "a much longer text with many more tokens"], progress=False)
     ids, mask = cache.batch([0, 1])

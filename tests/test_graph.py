@@ -804,3 +804,69 @@ def test_transpose_structure_degenerate_shapes_any_threads(shape) -> None:
         t_indptr, t_indices = _C.transpose_structure(m.indptr.astype(np.int64), m.indices.astype(np.int64),
                                                      rows, cols, num_threads=threads)
         assert np.array_equal(t_indptr, ref.indptr) and np.array_equal(t_indices, ref.indices)
+
+
+def column_blocks(C: np.ndarray, sizes: list[int], seed: int):
+    """C's rows as (ids, embeddings) blocks of `sizes`, the ids in a random order."""
+    order = np.random.default_rng(seed).permutation(len(C))
+    start = 0
+    for size in sizes:
+        ids = order[start:start + size]
+        start += size
+        yield ids, C[ids]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("sizes", [[900], [1, 899], [300, 0, 300, 300], [100] * 9])
+def test_prune_by_column_blocks_equals_prune_edges(dtype, sizes: list[int]) -> None:
+    """Two graphs over the same 900 columns, their column embeddings given in blocks of shuffled ids:
+    the graphs `prune_edges` gives with every column at once, bit for bit (parallel edges, empty rows
+    and empty columns included)."""
+    rng = np.random.default_rng(len(sizes))
+    rows = np.sort(rng.integers(0, 550, 5000))  # rows 550.. are empty
+    cols = rng.integers(0, 800, 5000)  # columns 800.. are empty
+    Q = csr_from_edges(np.r_[rows, 0, 0], np.r_[cols, 5, 5], (600, 900))  # with a parallel edge
+    Q.data = np.arange(1, Q.nnz + 1, dtype=np.float32)
+    L = random_graph(70, 30, seed=2, square=False, cols=900)
+    L.indptr, L.indices = L.indptr.astype(np.int64), L.indices.astype(np.int64)
+    RQ, RL, C = unit_rows(600, 24, 1, dtype), unit_rows(70, 24, 2, dtype), unit_rows(900, 24, 3, dtype)
+    out = graph.prune_edges_by_column_blocks([(Q, RQ), (L, RL)], column_blocks(C, sizes, 4), threshold=0.05)
+    for got, (E, R) in zip(out, [(Q, RQ), (L, RL)]):
+        want = graph.prune_edges(E, R, C, threshold=0.05)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert all(np.array_equal(getattr(got, a), getattr(want, a)) for a in ("indptr", "indices", "data"))
+    assert out[0].nnz > 0 and out[0].nnz < Q.nnz  # some kept, some dropped
+    assert graph.prune_edges_by_column_blocks([], column_blocks(C, [900], 0)) == []
+
+
+def test_prune_by_column_blocks_rejects_bad_blocks() -> None:
+    E = random_graph(20, 3, seed=0, square=False, cols=30)
+    R, C = unit_rows(20, 8, 1, np.float32), unit_rows(30, 8, 2, np.float32)
+
+    def prune(blocks, graphs=None):
+        return graph.prune_edges_by_column_blocks(graphs or [(E, R)], blocks)
+
+    with pytest.raises(ValueError, match="left out 10 of 30 columns \\(first: 20\\)"):
+        prune([(np.arange(20), C[:20])])
+    with pytest.raises(ValueError, match="column block 1 repeats a column"):
+        prune([(np.arange(20), C[:20]), (np.arange(19, 30), C[19:])])
+    with pytest.raises(ValueError, match="column block 0 repeats a column"):
+        prune([(np.r_[np.arange(30), 3], C[np.r_[np.arange(30), 3]])])
+    with pytest.raises(ValueError, match="column block 0 holds column 30, outside \\[0, 30\\)"):
+        prune([(np.arange(1, 31), C)])
+    with pytest.raises(ValueError, match="column block 0: 30 ids but embeddings of shape \\(29, 8\\)"):
+        prune([(np.arange(30), C[:29])])
+    with pytest.raises(ValueError, match="ids must be a 1-d integer array"):
+        prune([(np.arange(30.0), C)])
+    with pytest.raises(ValueError, match="graphs\\[1\\] has 31 columns, graphs\\[0\\] has 30"):
+        prune([(np.arange(30), C)], [(E, R), (random_graph(5, 2, seed=1, square=False, cols=31), R[:5])])
+    with pytest.raises(ValueError, match="graphs\\[0\\]: row embeddings of shape \\(19, 8\\) for a graph of 20 rows"):
+        prune([(np.arange(30), C)], [(E, R[:19])])
+    bad = C.copy()
+    bad[12, 1] = np.nan
+    with pytest.raises(ValueError, match="column block 1: the embedding of column 12 has NaN"):
+        prune([(np.arange(10), bad[:10]), (np.arange(10, 30), bad[10:])])
+    bad = R.astype(np.float64)
+    bad[3, 0] = np.inf
+    with pytest.raises(ValueError, match="graphs\\[0\\]: the row embeddings have NaN or infinite values \\(first in row 3\\)"):
+        prune([(np.arange(30), C)], [(E, bad)])

@@ -58,6 +58,23 @@ def test_the_estimate_follows_the_arrays_dtypes():
     assert plain.peak()[1] < est.peak()[1] and "prune" not in plain.stages
 
 
+def test_pruning_holds_a_block_of_a_large_anchor_set(monkeypatch):
+    """Pruning's estimate: the whole anchor set's embeddings while they fit PRUNE_BLOCK_BYTES, then a
+    block and three copies of that set's graphs, whatever the set's size."""
+    ds = synthetic("tiny", seed=0)
+    cfg = TrainConfig(encoder="tiny")
+    sets = sorted(ds.anchor_sets)
+    dim = 768
+    before = memory.estimate_run(ds, cfg, dim, 1000, sets).stages["prune"]
+    biggest = max(len(ds.anchor_sets[n].texts) for n in sets)
+    assert memory.prune_anchor_bytes(biggest, dim, 10**6) == 4 * dim * biggest
+    monkeypatch.setattr(memory, "PRUNE_BLOCK_BYTES", 4 * dim * 64)
+    assert memory.prune_anchor_bytes(biggest, dim, 10**6) == 4 * dim * 64 + 3 * 10**6
+    assert memory.prune_anchor_bytes(64, dim, 10**6) == 4 * dim * 64
+    blocked = memory.estimate_run(ds, cfg, dim, 1000, sets).stages["prune"]
+    assert blocked != before
+
+
 @pytest.mark.parametrize("text, want", [("12GB", 12 * 2**30), ("512MB", 512 * 2**20), ("1000", 1000),
                                         ("0.5GB", 2**29)])
 def test_available_memory_can_be_given(monkeypatch, text, want):

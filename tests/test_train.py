@@ -396,3 +396,28 @@ def test_max_steps_cuts_the_run_short_then_evaluates_and_saves(tiny_data, tmp_pa
     assert len(records(tmp_path, "step")) == 11  # resumed at the limit: nothing more to train
     with pytest.raises(ValueError, match="max_steps"):
         tiny_config(max_steps=0).validate()
+
+
+def test_pruning_anchor_sets_in_blocks_gives_the_same_graphs(tiny_data, monkeypatch):
+    """An anchor set too large for PRUNE_BLOCK_BYTES is embedded and pruned a block at a time: the
+    pruned graphs are those of the whole set embedded at once, bit for bit."""
+    import ramen.training_graphs as tg
+    from ramen import memory
+    from ramen.encoder import Encoder
+    from ramen.runlog import RunLog
+
+    cfg = tiny_config(prune_threshold=0.2)
+    log = RunLog(None, echo=False)
+    raw = tg.build_graphs(tiny_data, cfg, None, log)
+    encoder = Encoder("tiny", max_length=16)
+    whole = tg.prune_graphs(raw, encoder, tiny_data, cfg, log, 0, 0, progress=False)
+    monkeypatch.setattr(memory, "PRUNE_BLOCK_BYTES", 4 * encoder.dim * cfg.encode_batch_size)  # one batch a block
+    blocked = tg.prune_graphs(raw, encoder, tiny_data, cfg, log, 0, 0, progress=False)
+    assert max(len(tiny_data.anchor_sets[n].texts) for n in raw) > 2 * cfg.encode_batch_size
+    for name, g in whole.items():
+        for side in ("query", "label"):
+            a, b = getattr(g, side), getattr(blocked[name], side)
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert 0 < a.nnz < getattr(raw[name], side).nnz
+                assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("indptr", "indices", "data"))

@@ -10,6 +10,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,26 +180,47 @@ class Encoder(torch.nn.Module):
         """Unit embeddings (N x D, float32 numpy) in input order; batches sorted by length, bf16 autocast
         where `uses_bf16`."""
         cache = texts if isinstance(texts, TokenCache) else self.tokenize(texts, progress=False)
+        out = np.empty((len(cache), self.dim), dtype=np.float32)
+        for index, emb in self.encode_blocks(cache, batch_size, tower=tower, progress=progress, desc=desc):
+            out[index] = emb
+        return out
+
+    @torch.no_grad()
+    def encode_blocks(self, texts: list[str] | TokenCache, batch_size: int = 256, *, block_size: int | None = None,
+                      tower: str = "query", progress: bool = True, desc: str = "encode"
+                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """`encode` a block at a time: (text ids, their unit embeddings) for about `block_size` texts
+        (a whole number of batches; None: all), every text once. The batches, and so every vector,
+        are those of `encode`: only the memory held at once differs."""
+        cache = texts if isinstance(texts, TokenCache) else self.tokenize(texts, progress=False)
         n = len(cache)
-        out = np.empty((n, self.dim), dtype=np.float32)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
         if n == 0:
-            return out
+            return
+        per_block = n if block_size is None else max(1, block_size // batch_size) * batch_size
         order = np.argsort(-np.asarray(cache.lengths), kind="stable")
         device = self.device
         was_training = self.training
         self.eval()
+        bar = tqdm(total=-(-n // batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
         try:
-            for s in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress,
-                          leave=False):
-                index = order[s:s + batch_size]
-                ids, mask = cache.batch(index)
-                with precision.autocast(device, self.uses_bf16(device)):
-                    emb = self(transfer.to_device(transfer.pin(ids, device), device),
-                               transfer.to_device(transfer.pin(mask, device), device), tower)
-                out[index] = emb.float().cpu().numpy()
+            for b in range(0, n, per_block):
+                block = order[b:b + per_block]
+                out = np.empty((len(block), self.dim), dtype=np.float32)
+                for s in range(0, len(block), batch_size):
+                    ids, mask = cache.batch(block[s:s + batch_size])
+                    with precision.autocast(device, self.uses_bf16(device)):
+                        emb = self(transfer.to_device(transfer.pin(ids, device), device),
+                                   transfer.to_device(transfer.pin(mask, device), device), tower)
+                    out[s:s + batch_size] = emb.float().cpu().numpy()
+                    bar.update()
+                yield block, out
         finally:
+            bar.close()
             self.train(was_training)
-        return out
 
     def fingerprint(self) -> str:
         """A short hash of the spec and every weight: names the model that made a set of vectors."""

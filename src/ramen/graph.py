@@ -17,7 +17,7 @@ unbiased multiply-shift, rejections drawing from blocks 1, 3, ... and 2, 4, ... 
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from ramen._build import load_C
 
-__all__ = ["random_walk_with_restart", "bipartite_walk", "densify", "prune_edges", "prune_edges_ordered", "EDGE_ORDERS"]
+__all__ = ["random_walk_with_restart", "bipartite_walk", "densify", "prune_edges", "prune_edges_ordered",
+           "prune_edges_by_column_blocks", "EDGE_ORDERS"]
 
 EDGE_ORDERS = ("auto", "csr", "bucket")  # prune_edges' visiting orders (same output, different speed)
 
@@ -183,6 +184,72 @@ def prune_edges(
     """
     return prune_edges_ordered(E, row_emb, col_emb, threshold, num_threads, check_finite=check_finite,
                                edge_order=edge_order)[0]
+
+
+def prune_edges_by_column_blocks(
+    graphs: Sequence[tuple[sp.spmatrix | sp.sparray, np.ndarray]],
+    column_blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    threshold: float = 0.0,
+    num_threads: int | None = None,
+) -> list[sp.csr_matrix]:
+    """`prune_edges(E, row_emb, col_emb)` of each (E, row_emb) in `graphs`, whose columns are the same
+    items, with `col_emb` given a block at a time: (column ids, their embeddings) from
+    `column_blocks`, each column exactly once. The same graphs, bit for bit, without every column's
+    embedding in memory at once (at the paper's 2.46M anchors and 768-d, 7.5 GB as one matrix).
+    Costs a transposed copy of each graph and the kept edges beside it."""
+    graphs = [(_as_csr(E, f"graphs[{i}]"), np.asarray(emb)) for i, (E, emb) in enumerate(graphs)]
+    if not graphs:
+        return []
+    cols = int(graphs[0][0].shape[1])
+    for i, (E, emb) in enumerate(graphs):
+        if int(E.shape[1]) != cols:
+            raise ValueError(f"graphs[{i}] has {E.shape[1]} columns, graphs[0] has {cols}: "
+                             "the graphs must share their columns")
+        if emb.ndim != 2 or emb.shape[0] != E.shape[0]:
+            raise ValueError(f"graphs[{i}]: row embeddings of shape {emb.shape} for a graph of {E.shape[0]} rows")
+        if emb.dtype in (np.float16, np.float32, np.float64) and (row := _first_non_finite_row(emb, num_threads)) >= 0:
+            raise ValueError(f"graphs[{i}]: the row embeddings have NaN or infinite values (first in row {row})")
+    # a column block is a set of rows of the transpose: its edges are one slice of CSR rows
+    transposed = [E.T.tocsr() for E, _ in graphs]
+    seen = np.zeros(cols, dtype=bool)
+    kept: list[list[tuple[np.ndarray, sp.csr_matrix]]] = [[] for _ in graphs]
+    for b, (ids, emb) in enumerate(column_blocks):
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+            raise ValueError(f"column block {b}: ids must be a 1-d integer array, got {ids.dtype} with {ids.ndim} dims")
+        ids = ids.astype(np.int64, copy=False)
+        if ids.size and (ids.min() < 0 or ids.max() >= cols):
+            bad = int(ids.min()) if ids.min() < 0 else int(ids.max())
+            raise ValueError(f"column block {b} holds column {bad}, outside [0, {cols})")
+        if np.shape(emb)[:1] != ids.shape:
+            raise ValueError(f"column block {b}: {len(ids)} ids but embeddings of shape {np.shape(emb)}")
+        if seen[ids].any() or len(np.unique(ids)) != len(ids):
+            raise ValueError(f"column block {b} repeats a column: each column must come exactly once")
+        seen[ids] = True
+        emb = np.asarray(emb)
+        if emb.ndim == 2 and emb.dtype in (np.float16, np.float32, np.float64) \
+                and (row := _first_non_finite_row(emb, num_threads)) >= 0:
+            raise ValueError(f"column block {b}: the embedding of column {int(ids[row])} has NaN or infinite values")
+        for g, ((_, row_emb), T) in enumerate(zip(graphs, transposed)):
+            kept[g].append((ids, prune_edges(T[ids], emb, row_emb, threshold, num_threads, check_finite=False)))
+    if not seen.all():
+        raise ValueError(f"column_blocks left out {int((~seen).sum())} of {cols} columns "
+                         f"(first: {int(np.flatnonzero(~seen)[0])}): their edges could not be pruned")
+    return [_from_transposed_blocks(parts, E.shape, E.dtype) for parts, (E, _) in zip(kept, graphs)]
+
+
+def _from_transposed_blocks(parts: list[tuple[np.ndarray, sp.csr_matrix]], shape: tuple[int, int],
+                            dtype: np.dtype) -> sp.csr_matrix:
+    """The (rows x cols) CSR matrix whose transpose has, at rows `ids`, each part's rows (parallel edges kept)."""
+    if not parts:
+        return sp.csr_matrix(shape, dtype=dtype)
+    order = np.concatenate([ids for ids, _ in parts])
+    stacked = sp.vstack([P for _, P in parts], format="csr")
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    out = sp.csr_matrix(stacked[inverse].T.tocsr(), shape=shape, dtype=dtype)
+    out.sort_indices()
+    return out
 
 
 def prune_edges_ordered(
@@ -352,7 +419,15 @@ def _embeddings(row_emb: Any, col_emb: Any, rows: int, cols: int) -> tuple[np.nd
 
 def _check_finite(emb: np.ndarray, name: str, num_threads: int | None) -> None:
     """ValueError naming the first row of `emb` with a NaN or an infinity (one parallel pass in C++)."""
-    bits = emb.view(np.uint16) if emb.dtype == np.float16 else emb
-    row = load_C().first_non_finite(bits, num_threads=_threads(num_threads))
+    row = _first_non_finite_row(emb, num_threads)
     if row >= 0:
         raise ValueError(f"{name} has NaN or infinite values (first in row {row})")
+
+
+def _first_non_finite_row(emb: np.ndarray, num_threads: int | None) -> int:
+    """The first row of a float16/32/64 matrix holding a NaN or an infinity, or -1."""
+    if emb.dtype not in (np.float16, np.float32):
+        bad = ~np.isfinite(emb).all(axis=1)
+        return int(np.argmax(bad)) if bad.any() else -1
+    bits = np.ascontiguousarray(emb).view(np.uint16) if emb.dtype == np.float16 else np.ascontiguousarray(emb)
+    return int(load_C().first_non_finite(bits, num_threads=_threads(num_threads)))

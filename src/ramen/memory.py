@@ -9,8 +9,10 @@ dtypes (benchmarks/results/scale.md checks it against the `scale` suite's measur
     densified graph 8 bytes an edge (int32 column, float32 weight) + 8 a row, for nnz + top_k * rows
                     edges; densifying one graph also holds its transposed structure (4 bytes an
                     edge + 4 a column)
-    pruning         float32 embeddings of the queries, the labels and one anchor set (4 * dim
-                    bytes a text), and the pruned graphs beside the densified ones
+    pruning         float32 embeddings of the queries and the labels (4 * dim bytes a text) and
+                    of one anchor set, or of a PRUNE_BLOCK_BYTES block of it with three copies of
+                    its graphs (transposed, kept, reassembled) when the whole set would not fit
+                    the block; and the pruned graphs beside the densified ones
     evaluation      float32 label vectors twice (the run's, the exact index's copy), the evaluated
                     queries' vectors, and a few 64 MB score blocks
     label index     HNSW: float16 vectors (2 * dim bytes) and 2 * 16 level-0 links (4 bytes each) a label
@@ -30,6 +32,7 @@ GB = 2 ** 30
 EDGE_BYTES = 8  # int32 column + float32 weight
 ROW_BYTES = 8  # an int64 indptr entry (int32 where it fits: 4)
 SCORE_BLOCKS = 5 * 64 * 2 ** 20  # exact search: a 64 MB score block, its negation, int64 partition
+PRUNE_BLOCK_BYTES = 512 << 20  # anchor embeddings pruning holds at once; a larger set comes in blocks
 HNSW_LINKS = 2 * 16  # level-0 links a label (DEFAULT_CONNECTIVITY 16)
 AVAILABLE_ENV = "RAMEN_MEMORY_AVAILABLE"  # bytes (or "12GB") to take as available instead of MemAvailable
 
@@ -73,7 +76,8 @@ def estimate_run(dataset: Any, cfg: Any, dim: int, params: int, anchor_sets: lis
         return (nnz + top_k * rows) * EDGE_BYTES + (rows + 1) * ROW_BYTES
 
     graphs = [(a.train_X_A, a.label_A) for a in sets]
-    graph_total = sum(graph_bytes(q.nnz, q.shape[0]) + graph_bytes(lab.nnz, lab.shape[0]) for q, lab in graphs)
+    set_graphs = [graph_bytes(q.nnz, q.shape[0]) + graph_bytes(lab.nnz, lab.shape[0]) for q, lab in graphs]
+    graph_total = sum(set_graphs)
     transpose = max((4 * (m.nnz + m.shape[1]) for pair in graphs for m in pair), default=0)
     optimizer = 4 * 4 * int(params)
     tokens = tok * (n_train + n_labels + sum(len(a.texts) for a in sets))
@@ -82,8 +86,8 @@ def estimate_run(dataset: Any, cfg: Any, dim: int, params: int, anchor_sets: lis
     stages["tokenise"] = held + tokens + 8192 * 2048  # a chunk of the tokenizer's per-text objects
     held += tokens
     if sets and cfg.prune:
-        biggest = max(len(a.texts) for a in sets)
-        stages["prune"] = held + graph_total + 4 * dim * (n_train + n_labels + biggest)
+        anchors = max(prune_anchor_bytes(len(a.texts), dim, g) for a, g in zip(sets, set_graphs))
+        stages["prune"] = held + graph_total + 4 * dim * (n_train + n_labels) + anchors
         held += graph_total  # the pruned graphs beside the densified ones
     q_eval = n_test if cfg.eval_max_queries is None else min(n_test, cfg.eval_max_queries)
     held += tok * n_test  # the test queries' token cache
@@ -91,6 +95,13 @@ def estimate_run(dataset: Any, cfg: Any, dim: int, params: int, anchor_sets: lis
     stages["label index"] = held + 4 * dim * n_labels + n_labels * (2 * dim + 4 * HNSW_LINKS + 16)
     stages["checkpoint"] = held + 2 * graph_total
     return Estimate(stages, ranks)
+
+
+def prune_anchor_bytes(n_anchors: int, dim: int, graph_bytes: int) -> int:
+    """What pruning holds for one anchor set: its embeddings, or a block of them and three copies of
+    its graphs (`ramen.graph.prune_edges_by_column_blocks`) when the set passes PRUNE_BLOCK_BYTES."""
+    whole = 4 * dim * n_anchors
+    return whole if whole <= PRUNE_BLOCK_BYTES else PRUNE_BLOCK_BYTES + 3 * graph_bytes
 
 
 def available_bytes() -> tuple[int, str]:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ramen import memory
 from ramen.batching import Graphs
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
@@ -106,29 +107,39 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
                  log: RunLog, epoch: int, global_step: int, progress: bool = True,
                  tokens: dict[str, TokenCache] | None = None) -> dict[str, Graphs]:
     """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now.
-    `tokens` ("query", "label", "anchor:<set>"), where given, are embedded instead of the texts."""
-    from ramen.graph import prune_edges
+    `tokens` ("query", "label", "anchor:<set>"), where given, are embedded instead of the texts.
+    Queries and labels are embedded whole; an anchor set whose embeddings would pass
+    memory.PRUNE_BLOCK_BYTES is embedded and pruned a block at a time (the same graphs)."""
+    from ramen.graph import prune_edges, prune_edges_by_column_blocks
 
     tokens = tokens or {}
     bs = cfg.encode_batch_size
     pruned = {}
     report: dict[str, Any] = {}
-    q_emb = l_emb = None
+    emb: dict[str, np.ndarray] = {}
+
+    def rows(side: str) -> np.ndarray:
+        if side not in emb:
+            texts = dataset.train_texts if side == "query" else dataset.label_texts
+            emb[side] = encoder.encode(tokens.get(side, texts), bs, tower=side,
+                                       desc=f"embed {side}s", progress=progress)
+        return emb[side]
+
     for name, g in raw.items():
-        anchors = encoder.encode(tokens.get(f"anchor:{name}", dataset.anchor_sets[name].texts), bs,
-                                 desc=f"embed {name}", progress=progress)
-        query = label = None
-        if g.query is not None:
-            q_emb = encoder.encode(tokens.get("query", dataset.train_texts), bs, desc="embed queries",
-                                   progress=progress) if q_emb is None else q_emb
-            query = prune_edges(g.query, q_emb, anchors, threshold=cfg.prune_threshold)
-            report[f"{name}/query"] = [int(query.nnz), int(g.query.nnz)]
-        if g.label is not None:
-            l_emb = encoder.encode(tokens.get("label", dataset.label_texts), bs, tower="label", desc="embed labels",
-                                   progress=progress) if l_emb is None else l_emb
-            label = prune_edges(g.label, l_emb, anchors, threshold=cfg.prune_threshold)
-            report[f"{name}/label"] = [int(label.nnz), int(g.label.nnz)]
-        pruned[name] = Graphs(query, label)
+        sides = [(side, E) for side, E in (("query", g.query), ("label", g.label)) if E is not None]
+        graphs = [(E, rows(side)) for side, E in sides]
+        texts = tokens.get(f"anchor:{name}", dataset.anchor_sets[name].texts)
+        block = max(1, memory.PRUNE_BLOCK_BYTES // (4 * encoder.dim))
+        if len(texts) <= block:
+            anchors = encoder.encode(texts, bs, desc=f"embed {name}", progress=progress)
+            kept = [prune_edges(E, row_emb, anchors, threshold=cfg.prune_threshold) for E, row_emb in graphs]
+        else:
+            blocks = encoder.encode_blocks(texts, bs, block_size=block, desc=f"embed {name}", progress=progress)
+            kept = prune_edges_by_column_blocks(graphs, blocks, threshold=cfg.prune_threshold)
+        by_side = dict(zip((side for side, _ in sides), kept))
+        for side, E in sides:
+            report[f"{name}/{side}"] = [int(by_side[side].nnz), int(E.nnz)]
+        pruned[name] = Graphs(by_side.get("query"), by_side.get("label"))
     text = ", ".join(f"{k} kept {v[0]:,}/{v[1]:,}" for k, v in report.items())
     log.write({"event": "prune", "epoch": epoch, "global_step": global_step, "kept": report},
               message=f"pruned at epoch {epoch + 1}: {text}")
