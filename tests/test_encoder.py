@@ -46,6 +46,22 @@ def test_encode_blocks_give_encode_vectors_bit_for_bit(tiny, block_size):
     assert not tiny.training
 
 
+def test_encode_holds_one_copy_of_its_output(tiny):
+    """The vectors go from each batch into the output: numpy's peak is the output and a batch, not twice
+    the output (the scale of pruning's and evaluation's embeddings)."""
+    import tracemalloc
+
+    texts = [f"text number {i}" for i in range(3000)]
+    cache = tiny.tokenize(texts, progress=False)
+    tracemalloc.start()
+    try:
+        emb = tiny.encode(cache, batch_size=64, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.3 * emb.nbytes, (peak, emb.nbytes)
+
+
 def test_mean_pooling_ignores_padding(tiny):
     cache = tiny.tokenize(["short", "a much longer text with many more tokens"], progress=False)
     ids, mask = cache.batch([0, 1])

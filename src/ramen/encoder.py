@@ -181,7 +181,8 @@ class Encoder(torch.nn.Module):
         where `uses_bf16`."""
         cache = texts if isinstance(texts, TokenCache) else self.tokenize(texts, progress=False)
         out = np.empty((len(cache), self.dim), dtype=np.float32)
-        for index, emb in self.encode_blocks(cache, batch_size, tower=tower, progress=progress, desc=desc):
+        for index, emb in self.encode_blocks(cache, batch_size, block_size=batch_size, tower=tower, progress=progress,
+                                             desc=desc):  # a batch at a time: no second copy of `out`
             out[index] = emb
         return out
 
