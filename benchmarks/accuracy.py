@@ -203,7 +203,7 @@ OAK_ALPHA = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0)  # weight of the anchors' mean (0: t
 # densify the graphs once; 5 warm-up epochs on the unpruned graph, then prune (cosine > 0) every 5
 # epochs, i.e. once, before epoch 6 of 10.
 BUDGET: dict[str, Any] = dict(
-    encoder="all-MiniLM-L6-v2", pooling="mean", max_length=32, label_tower=False,
+    encoder="all-MiniLM-L6-v2", pooling="mean", max_length=32, label_tower=False, graph=True,
     epochs=10, batch_size=128, lr=5e-5, weight_decay=0.01, warmup=0.05, grad_clip=1.0,
     margin=0.3, num_negatives=10, reg_num_negatives=10, softmax_temperature=None,
     lambda_x=1.0, lambda_z=1.0, densify=True, walk_length=400, restart_prob=0.8, densify_top_k=10,
@@ -212,7 +212,7 @@ BUDGET: dict[str, Any] = dict(
 )
 # --quick: a tiny random encoder on synthetic("tiny"), one epoch, pruning before it (a pipeline check).
 QUICK_BUDGET: dict[str, Any] = dict(
-    encoder="tiny", max_length=32, epochs=1, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
+    encoder="tiny", max_length=32, graph=True, epochs=1, batch_size=32, lr=1e-3, warmup=0.05, margin=0.3,
     num_negatives=10, walk_length=20, warmup_epochs=0, prune_every=1, prune_threshold=0.0,
     encode_batch_size=64, dropout=0.0, eval_every=0, cpu_bf16=False,
 )

@@ -57,7 +57,7 @@ def main() -> None:
                         "DistilBERT 66M)")
     parser.add_argument("--eval-max-queries", type=int, default=None)
     args = parser.parse_args()
-    cfg = TrainConfig(eval_max_queries=args.eval_max_queries)
+    cfg = TrainConfig(graph=True, eval_max_queries=args.eval_max_queries)
     print(f"dim {args.dim}, params {args.params:.3g}, max_length {cfg.max_length} "
           f"({token_bytes(cfg.max_length)} B a text's tokens), densify top_k {cfg.densify_top_k}")
     print("| shape | dataset GB | " + " | ".join(("densify", "tokenise", "prune", "evaluate", "label index",

@@ -60,7 +60,7 @@ def test_advice_names_only_the_settings_that_are_on():
     assert "num_negatives=None" in plain and "lambda" not in plain and "anchor" not in plain
     assert collapse_advice(TrainConfig(graph=False, num_negatives=None)) == (
         "no setting measured to cause a collapse is on")
-    paper = collapse_advice(TrainConfig(num_negatives=10, reg_num_negatives=10))
+    paper = collapse_advice(TrainConfig(graph=True, num_negatives=10, reg_num_negatives=10))
     assert "num_negatives=None, now 10" in paper and "reg_num_negatives=None" in paper and "lambda_x" in paper
-    allneg = collapse_advice(TrainConfig(num_negatives=None, reg_num_negatives=None))
+    allneg = collapse_advice(TrainConfig(graph=True, num_negatives=None, reg_num_negatives=None))
     assert "reg_num_negatives" not in allneg and "lambda_x" in allneg and "num_negatives=None" not in allneg

@@ -26,7 +26,7 @@ def tiny():
 
 def step_setup(ds, **overrides):
     """Everything `train_step` takes, the model on meta and the batch on the host as the sampler makes it."""
-    cfg = TrainConfig(**{**dict(encoder="tiny", batch_size=16, densify=False, prune=False), **overrides}).validate()
+    cfg = TrainConfig(**{**dict(encoder="tiny", graph=True, batch_size=16, densify=False, prune=False), **overrides}).validate()
     encoder = StandInEncoder(label_tower=cfg.label_tower).train()
     names = used_anchor_sets(ds, cfg)
     graphs = {}

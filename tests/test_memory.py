@@ -10,7 +10,7 @@ from ramen.train import train
 
 
 def tiny_config(**kw) -> TrainConfig:
-    base = dict(encoder="tiny", epochs=1, batch_size=32, walk_length=20, warmup_epochs=0, prune_every=1,
+    base = dict(encoder="tiny", graph=True, epochs=1, batch_size=32, walk_length=20, warmup_epochs=0, prune_every=1,
                 encode_batch_size=64, cpu_bf16=False)
     return TrainConfig(**{**base, **kw})
 

@@ -26,7 +26,7 @@ def tiny_data():
 
 def tiny_config(**kw) -> TrainConfig:
     # float32: the tiny encoder gains nothing from bf16, and the two-process test compares shards in float32
-    base = dict(encoder="tiny", epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
+    base = dict(encoder="tiny", graph=True, epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
                 walk_length=20, eval_every=1, encode_batch_size=64, dropout=0.0, cpu_bf16=False)
     base.update(kw)
     return TrainConfig(**base)

@@ -10,7 +10,8 @@ from typing import Any
 from ramen.config import TrainConfig
 
 RECIPES: dict[str, dict[str, Any]] = {
-    # The plain dual encoder: the baseline every graph recipe must beat.
+    # The plain dual encoder: the baseline every graph recipe must beat, and the defaults (no graph
+    # recipe has beaten it on held-out training queries: README "Why the default is plain").
     "plain": {"graph": False},
     # The paper's recipe as written: R_x and R_z with lambda 1 against the 10 hardest in-batch
     # anchors, densified graphs, 5 warm-up epochs then pruning (cosine > 0) every 5 epochs. It lost
@@ -22,15 +23,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     # anchor set, each against all in-batch anchors. The best graph recipe of the study on Wikispeedia:
     # +0.7 P@1 and +0.5 PSP@1 over the plain dual encoder (3 seeds), within seed noise, and 0.3 P@1
     # below it on held-out training queries; lambda 0.03 (3 seeds) and 0.3 (seed 0) did worse
-    # (benchmarks/results/graph_levers.md: the accuracy study's arm "allneg+lambda-0.1").
+    # (benchmarks/results/graph_levers.md: the accuracy study's arm "allneg+lambda-0.1"). These are
+    # TrainConfig's graph settings: `graph=True` alone gives this recipe.
     "light-graph": {"graph": True, "reg_num_negatives": None, "lambda_x": 0.1, "lambda_z": 0.1, "densify": True,
                     "prune": True, "warmup_epochs": 5, "prune_every": 5, "prune_threshold": 0.0},
 }
 
 RECIPE_HELP: dict[str, str] = {
-    "plain": "the plain dual encoder (no graph)",
+    "plain": "the plain dual encoder (no graph; the defaults)",
     "paper": "the paper's recipe as written (10 hardest anchor negatives, lambda 1, prune after 5 epochs)",
-    "light-graph": "the paper's schedule with lambda 0.1 against all in-batch anchors (the best graph recipe measured)",
+    "light-graph": "the paper's schedule with lambda 0.1 against all in-batch anchors (the best graph recipe measured; "
+                   "the same as --graph)",
 }
 
 

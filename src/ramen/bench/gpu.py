@@ -121,7 +121,7 @@ def training_losses(device: torch.device, steps: int, encoder: str = "all-MiniLM
     from ramen.step import train_step
 
     dataset = synthetic("small", seed=0)
-    cfg = TrainConfig(encoder=encoder, batch_size=64, densify=False, prune=False, seed=0, dropout=0.0)
+    cfg = TrainConfig(encoder=encoder, graph=True, batch_size=64, densify=False, prune=False, seed=0, dropout=0.0)
     module, encoder_, opt, sched, d, weights, batches = _setup(dataset, cfg, device, batches=steps)
     for m in encoder_.modules():
         if isinstance(m, torch.nn.Dropout):
@@ -157,7 +157,8 @@ def utilisation_rows(quick: bool) -> list[Row]:
     dataset = synthetic("small", seed=0)
     rows = []
     for label, encoder in (("MiniLM", "all-MiniLM-L6-v2"), ("DistilBERT", "distilbert-random")):
-        cfg = TrainConfig(encoder="all-MiniLM-L6-v2", batch_size=1024, densify=False, prune=False, seed=0)
+        cfg = TrainConfig(encoder="all-MiniLM-L6-v2", graph=True, batch_size=1024, densify=False, prune=False,
+                          seed=0)
         m = _measure(dataset, cfg, device, 3 if quick else 5, encoder=encoder)
         settings = {"gpu": name, "batch": 1024, "texts/step": f"{m['texts']:.0f}", "step_s": f"{m['step_s']:.3f}",
                     "texts/s": f"{m['texts'] / m['step_s']:.0f}"}

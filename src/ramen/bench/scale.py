@@ -113,7 +113,7 @@ class Runner:
 
         torch.set_num_threads(1)  # one core, as a rank's data work has beside its GPU
         preset, overrides = dataset_config(self.size)
-        self.cfg = TrainConfig(encoder="tiny", batch_size=BATCH, seed=0)
+        self.cfg = TrainConfig(encoder="tiny", graph=True, batch_size=BATCH, seed=0)  # light-graph's graphs
         self._generate(preset, overrides)
         self._tokenise()
         self._densify()

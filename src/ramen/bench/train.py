@@ -90,7 +90,7 @@ def run(quick: bool = False) -> list[Row]:
     steps = 3 if quick else 5
     base = dict(encoder=encoder, batch_size=batch, densify=False, prune=False, seed=0)
     plain = _measure(dataset, TrainConfig(graph=False, **base), device, steps)
-    ramen = _measure(dataset, TrainConfig(**base), device, steps)
+    ramen = _measure(dataset, TrainConfig(graph=True, **base), device, steps)
     from ramen import precision
 
     native_bf16 = device.type == "cuda" or precision.cpu_has_bf16()
