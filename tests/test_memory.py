@@ -59,8 +59,8 @@ def test_the_estimate_follows_the_arrays_dtypes():
 
 
 def test_pruning_holds_a_block_of_a_large_anchor_set(monkeypatch):
-    """Pruning's estimate: the whole anchor set's embeddings while they fit PRUNE_BLOCK_BYTES, then a
-    block and three copies of that set's graphs, whatever the set's size."""
+    """Pruning's estimate: the whole anchor set's embeddings, or a block and three copies of that
+    set's graphs where that is less (then whatever the set's size)."""
     ds = synthetic("tiny", seed=0)
     cfg = TrainConfig(encoder="tiny")
     sets = sorted(ds.anchor_sets)
@@ -69,8 +69,11 @@ def test_pruning_holds_a_block_of_a_large_anchor_set(monkeypatch):
     biggest = max(len(ds.anchor_sets[n].texts) for n in sets)
     assert memory.prune_anchor_bytes(biggest, dim, 10**6) == 4 * dim * biggest
     monkeypatch.setattr(memory, "PRUNE_BLOCK_BYTES", 4 * dim * 64)
-    assert memory.prune_anchor_bytes(biggest, dim, 10**6) == 4 * dim * 64 + 3 * 10**6
-    assert memory.prune_anchor_bytes(64, dim, 10**6) == 4 * dim * 64
+    assert memory.prune_anchor_bytes(biggest, dim, 10**4) == 4 * dim * 64 + 3 * 10**4
+    assert memory.prune_anchor_bytes(10 * biggest, dim, 10**4) == 4 * dim * 64 + 3 * 10**4
+    assert memory.prune_anchor_bytes(64, dim, 10**4) == 4 * dim * 64
+    # blocks would hold more than every embedding when the graphs are large against them
+    assert memory.prune_anchor_bytes(biggest, dim, 4 * dim * biggest) == 4 * dim * biggest
     blocked = memory.estimate_run(ds, cfg, dim, 1000, sets).stages["prune"]
     assert blocked != before
 

@@ -399,7 +399,7 @@ def test_max_steps_cuts_the_run_short_then_evaluates_and_saves(tiny_data, tmp_pa
 
 
 def test_pruning_anchor_sets_in_blocks_gives_the_same_graphs(tiny_data, monkeypatch):
-    """An anchor set too large for PRUNE_BLOCK_BYTES is embedded and pruned a block at a time: the
+    """An anchor set is embedded and pruned a block at a time where that holds less memory: the
     pruned graphs are those of the whole set embedded at once, bit for bit."""
     import ramen.training_graphs as tg
     from ramen import memory
@@ -411,7 +411,9 @@ def test_pruning_anchor_sets_in_blocks_gives_the_same_graphs(tiny_data, monkeypa
     raw = tg.build_graphs(tiny_data, cfg, None, log)
     encoder = Encoder("tiny", max_length=16)
     whole = tg.prune_graphs(raw, encoder, tiny_data, cfg, log, 0, 0, progress=False)
+    assert not memory.prune_in_blocks(len(tiny_data.label_texts), encoder.dim, 0)  # the tiny sets: whole
     monkeypatch.setattr(memory, "PRUNE_BLOCK_BYTES", 4 * encoder.dim * cfg.encode_batch_size)  # one batch a block
+    monkeypatch.setattr(memory, "prune_in_blocks", lambda *args: True)
     blocked = tg.prune_graphs(raw, encoder, tiny_data, cfg, log, 0, 0, progress=False)
     assert max(len(tiny_data.anchor_sets[n].texts) for n in raw) > 2 * cfg.encode_batch_size
     for name, g in whole.items():

@@ -230,12 +230,14 @@ def prune_edges_by_column_blocks(
         if emb.ndim == 2 and emb.dtype in (np.float16, np.float32, np.float64) \
                 and (row := _first_non_finite_row(emb, num_threads)) >= 0:
             raise ValueError(f"column block {b}: the embedding of column {int(ids[row])} has NaN or infinite values")
-        for g, ((_, row_emb), T) in enumerate(zip(graphs, transposed)):
-            kept[g].append((ids, prune_edges(T[ids], emb, row_emb, threshold, num_threads, check_finite=False)))
+        for g, (_, row_emb) in enumerate(graphs):
+            kept[g].append((ids, prune_edges(transposed[g][ids], emb, row_emb, threshold, num_threads,
+                                             check_finite=False)))
     if not seen.all():
         raise ValueError(f"column_blocks left out {int((~seen).sum())} of {cols} columns "
                          f"(first: {int(np.flatnonzero(~seen)[0])}): their edges could not be pruned")
-    return [_from_transposed_blocks(parts, E.shape, E.dtype) for parts, (E, _) in zip(kept, graphs)]
+    del transposed
+    return [_from_transposed_blocks(kept[g], E.shape, E.dtype) for g, (E, _) in enumerate(graphs)]
 
 
 def _from_transposed_blocks(parts: list[tuple[np.ndarray, sp.csr_matrix]], shape: tuple[int, int],
@@ -245,9 +247,12 @@ def _from_transposed_blocks(parts: list[tuple[np.ndarray, sp.csr_matrix]], shape
         return sp.csr_matrix(shape, dtype=dtype)
     order = np.concatenate([ids for ids, _ in parts])
     stacked = sp.vstack([P for _, P in parts], format="csr")
+    parts.clear()  # the caller's list: each copy is freed as soon as the next exists
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
-    out = sp.csr_matrix(stacked[inverse].T.tocsr(), shape=shape, dtype=dtype)
+    stacked = stacked[inverse]
+    out = sp.csr_matrix(stacked.T.tocsr(), shape=shape, dtype=dtype)
+    del stacked
     out.sort_indices()
     return out
 

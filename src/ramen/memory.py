@@ -11,8 +11,8 @@ dtypes (benchmarks/results/scale.md checks it against the `scale` suite's measur
                     edge + 4 a column)
     pruning         float32 embeddings of the queries and the labels (4 * dim bytes a text) and
                     of one anchor set, or of a PRUNE_BLOCK_BYTES block of it with three copies of
-                    its graphs (transposed, kept, reassembled) when the whole set would not fit
-                    the block; and the pruned graphs beside the densified ones
+                    its graphs (transposed, kept, reassembled) where that is less; and the pruned
+                    graphs beside the densified ones
     evaluation      float32 label vectors twice (the run's, the exact index's copy), the evaluated
                     queries' vectors, and a few 64 MB score blocks
     label index     HNSW: float16 vectors (2 * dim bytes) and 2 * 16 level-0 links (4 bytes each) a label
@@ -97,11 +97,18 @@ def estimate_run(dataset: Any, cfg: Any, dim: int, params: int, anchor_sets: lis
     return Estimate(stages, ranks)
 
 
+def prune_in_blocks(n_anchors: int, dim: int, graph_bytes: int) -> bool:
+    """Whether pruning one anchor set holds less in blocks (a PRUNE_BLOCK_BYTES block of its
+    embeddings and three copies of its graphs, `ramen.graph.prune_edges_by_column_blocks`) than
+    with every anchor's embedding at once."""
+    return 4 * dim * n_anchors > PRUNE_BLOCK_BYTES + 3 * graph_bytes
+
+
 def prune_anchor_bytes(n_anchors: int, dim: int, graph_bytes: int) -> int:
-    """What pruning holds for one anchor set: its embeddings, or a block of them and three copies of
-    its graphs (`ramen.graph.prune_edges_by_column_blocks`) when the set passes PRUNE_BLOCK_BYTES."""
-    whole = 4 * dim * n_anchors
-    return whole if whole <= PRUNE_BLOCK_BYTES else PRUNE_BLOCK_BYTES + 3 * graph_bytes
+    """What pruning holds for one anchor set (`graph_bytes`: its query and label graphs), whole or in blocks."""
+    if prune_in_blocks(n_anchors, dim, graph_bytes):
+        return PRUNE_BLOCK_BYTES + 3 * graph_bytes
+    return 4 * dim * n_anchors
 
 
 def available_bytes() -> tuple[int, str]:

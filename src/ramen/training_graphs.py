@@ -108,8 +108,8 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
                  tokens: dict[str, TokenCache] | None = None) -> dict[str, Graphs]:
     """Keeps the edges of the densified graphs whose endpoints have cosine > threshold now.
     `tokens` ("query", "label", "anchor:<set>"), where given, are embedded instead of the texts.
-    Queries and labels are embedded whole; an anchor set whose embeddings would pass
-    memory.PRUNE_BLOCK_BYTES is embedded and pruned a block at a time (the same graphs)."""
+    Queries and labels are embedded whole; an anchor set is embedded and pruned a block at a time
+    (the same graphs) where that holds less memory (`memory.prune_in_blocks`)."""
     from ramen.graph import prune_edges, prune_edges_by_column_blocks
 
     tokens = tokens or {}
@@ -129,11 +129,12 @@ def prune_graphs(raw: dict[str, Graphs], encoder: Encoder, dataset: Dataset, cfg
         sides = [(side, E) for side, E in (("query", g.query), ("label", g.label)) if E is not None]
         graphs = [(E, rows(side)) for side, E in sides]
         texts = tokens.get(f"anchor:{name}", dataset.anchor_sets[name].texts)
-        block = max(1, memory.PRUNE_BLOCK_BYTES // (4 * encoder.dim))
-        if len(texts) <= block:
+        graph_bytes = sum(E.data.nbytes + E.indices.nbytes + E.indptr.nbytes for _, E in sides)
+        if not memory.prune_in_blocks(len(texts), encoder.dim, graph_bytes):
             anchors = encoder.encode(texts, bs, desc=f"embed {name}", progress=progress)
             kept = [prune_edges(E, row_emb, anchors, threshold=cfg.prune_threshold) for E, row_emb in graphs]
         else:
+            block = max(1, memory.PRUNE_BLOCK_BYTES // (4 * encoder.dim))
             blocks = encoder.encode_blocks(texts, bs, block_size=block, desc=f"embed {name}", progress=progress)
             kept = prune_edges_by_column_blocks(graphs, blocks, threshold=cfg.prune_threshold)
         by_side = dict(zip((side for side, _ in sides), kept))
