@@ -200,13 +200,62 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> 
         return real(self, texts, *args, **kwargs)
 
     Encoder.tokenize = counted
+    import ramen.graph as graph_module
+
+    graph_calls = {"densify": 0, "prune_edges": 0}
+
+    def counting(name):  # which rank densifies and prunes: rank 0 alone, the others read or receive its graphs
+        real_fn = getattr(graph_module, name)
+
+        def fn(*args, **kwargs):
+            graph_calls[name] += 1
+            return real_fn(*args, **kwargs)
+        return fn
+
+    for name in graph_calls:
+        setattr(graph_module, name, counting(name))
     train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu", **overrides), out_dir=out, progress=False)
     Path(out, f"tokenize-calls-{rank}.json").write_text(json.dumps(calls))
+    Path(out, f"graph-calls-{rank}.json").write_text(json.dumps(graph_calls))
     torch.distributed.destroy_process_group()
 
 
+def _broadcast_matrices() -> list[sp.csr_matrix]:
+    rng = np.random.default_rng(0)
+    wide = sp.random(50, 70_000, density=0.01, format="csr", random_state=1, dtype=np.float64)
+    wide.indptr, wide.indices = wide.indptr.astype(np.int64), wide.indices.astype(np.int64)
+    a = sp.random(300, 40, density=0.2, format="csr", random_state=2, dtype=np.float32)
+    a.data = rng.standard_normal(a.nnz).astype(np.float32)
+    return [a, wide, sp.csr_matrix((7, 9), dtype=np.float32), sp.csr_matrix((0, 0), dtype=np.float32),
+            sp.csr_matrix(np.eye(4, dtype=np.int8))]
+
+
+def _broadcast_worker(rank: int, world: int, port: int, out: str) -> None:
+    from ramen import distributed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    d = distributed.setup("cpu")
+    got = [distributed.broadcast_csr(m if d.main else None, d) for m in _broadcast_matrices()]
+    np.savez(Path(out, f"rank{rank}.npz"), **{f"{i}_{f}": getattr(m, f) for i, m in enumerate(got)
+                                              for f in ("indptr", "indices", "data")},
+             **{f"{i}_shape": np.array(m.shape) for i, m in enumerate(got)})
+    torch.distributed.destroy_process_group()
+
+
+def test_broadcast_csr_gives_every_rank_rank_0s_matrix(tmp_path):
+    """Index and value dtypes, empty and 0 x 0 matrices: rank 1 receives rank 0's arrays exactly."""
+    torch.multiprocessing.spawn(_broadcast_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    with np.load(tmp_path / "rank1.npz") as got:
+        for i, m in enumerate(_broadcast_matrices()):
+            assert tuple(got[f"{i}_shape"]) == m.shape
+            for f in ("indptr", "indices", "data"):
+                assert got[f"{i}_{f}"].dtype == getattr(m, f).dtype and np.array_equal(got[f"{i}_{f}"], getattr(m, f))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}], ids=["joint", "separate"])
+@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}, {"warmup_epochs": 0}],
+                         ids=["joint", "separate", "pruning"])
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     torch.set_num_threads(1)
     one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",
@@ -217,6 +266,12 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
     calls = [json.loads((tmp_path / "two" / f"tokenize-calls-{r}.json").read_text()) for r in range(2)]
     assert len(calls[0]) >= 3 and calls[1] == []  # queries, labels, anchor sets: tokenised once, by rank 0
+    graph_calls = [json.loads((tmp_path / "two" / f"graph-calls-{r}.json").read_text()) for r in range(2)]
+    assert graph_calls[0]["densify"] >= 2 and graph_calls[1]["densify"] == 0  # rank 1 reads rank 0's cache
+    pruned = overrides.get("warmup_epochs") == 0
+    assert (graph_calls[0]["prune_edges"] >= 2) == pruned and graph_calls[1]["prune_edges"] == 0  # and gets its graphs
+    if pruned:
+        assert records(tmp_path / "two", "prune") == records(tmp_path / "one", "prune")
     two = Model.load(tmp_path / "two" / "model")
     for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name

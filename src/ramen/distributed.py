@@ -1,12 +1,19 @@
-"""torchrun support: process-group setup and an autograd-aware gather of embedding shards."""
+"""torchrun support: process-group setup, an autograd-aware gather of embedding shards, and rank
+0's sparse graphs sent to every rank."""
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import os
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
+
+# dtypes a broadcast CSR matrix may hold (its header names them by position)
+_CSR_DTYPES = [np.dtype(t) for t in (np.int32, np.int64, np.float32, np.float64, np.float16, np.int8, np.int16,
+                                     np.uint8, np.bool_)]
 
 
 @dataclasses.dataclass
@@ -108,3 +115,36 @@ def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
     parts = all_gather(padded)
     shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
     return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards)])
+
+
+def broadcast_csr(m: sp.csr_matrix | None, d: Dist) -> sp.csr_matrix:
+    """Rank 0's CSR matrix `m` on every rank (the others pass None): its arrays' bytes go over the
+    process group, on the run's device for NCCL. Lets one rank do work whose result all need."""
+    if not d.enabled:
+        if m is None:
+            raise ValueError("broadcast_csr: m is None outside a process group")
+        return m
+    device = d.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    header = torch.zeros(8, dtype=torch.int64)
+    if d.main:
+        arrays = (m.indptr, m.indices, m.data)
+        header[:] = torch.tensor([*m.shape, *(a.size for a in arrays), *(_CSR_DTYPES.index(a.dtype) for a in arrays)])
+    header = header.to(device)
+    dist.broadcast(header, src=0)
+    rows, cols, *sizes_codes = header.cpu().tolist()
+    sizes, codes = sizes_codes[:3], sizes_codes[3:]
+    out = []
+    for i, (size, code) in enumerate(zip(sizes, codes)):
+        dtype = _CSR_DTYPES[code]
+        buf = (np.ascontiguousarray((m.indptr, m.indices, m.data)[i]).view(np.uint8) if d.main
+               else np.empty(size * dtype.itemsize, np.uint8))
+        if buf.size:
+            t = torch.from_numpy(buf).to(device)
+            dist.broadcast(t, src=0)
+            buf = t.cpu().numpy()
+        out.append(buf.view(dtype))
+    if d.main:
+        return m
+    received = sp.csr_matrix((rows, cols), dtype=out[2].dtype)
+    received.indptr, received.indices, received.data = out  # as sent: scipy's constructor may narrow the indices
+    return received

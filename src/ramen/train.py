@@ -168,7 +168,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     unlabelled = int((np.diff(train_Y.indptr) == 0).sum())
     if unlabelled:
         log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
-    raw_graphs = build_graphs(dataset, cfg, cache_dir, log)
+    raw_graphs = _graphs(d, dataset, cfg, cache_dir, log)
     tokens = {"query": _tokens(d, encoder, dataset.train_texts, cache_dir, "train"),
               "label": _tokens(d, encoder, dataset.label_texts, cache_dir, "labels"),
               **{f"anchor:{n}": _tokens(d, encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}")
@@ -194,6 +194,17 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     return Run(cfg, dataset, splits, d, out, log, progress, encoder, module, optimizer, scheduler, reg_optimizer,
                sampler, raw_graphs, dict(raw_graphs), tokens, base_weights, components, reliance, total_steps,
                collapse=CollapseWatch(advice=collapse_advice(cfg)))
+
+
+def _graphs(d: distributed.Dist, dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log: RunLog
+            ) -> dict[str, Graphs]:
+    """The densified training graphs from the run's cache. Under torchrun rank 0 densifies a first
+    run's graphs while the others wait, then they read its cache (as `_tokens` does)."""
+    if d.enabled and cache_dir is not None:
+        if d.main:
+            build_graphs(dataset, cfg, cache_dir, log)
+        d.barrier()
+    return build_graphs(dataset, cfg, cache_dir, log)
 
 
 def _tokens(d: distributed.Dist, encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
@@ -232,12 +243,25 @@ def _encoder(cfg: TrainConfig, d: distributed.Dist, log: RunLog) -> Encoder:
 # ---------------------------------------------------------------- an epoch
 
 
+def _pruned(run: Run, epoch: int) -> dict[str, Graphs]:
+    """The graphs pruned with the encoder as it is now. Under torchrun rank 0 prunes and sends them to
+    the others, which hold no embeddings for it and get the same graphs, bit for bit."""
+    d = run.d
+    pruned = prune_graphs(run.raw_graphs, run.encoder, run.dataset, run.cfg, run.log, epoch, run.state.global_step,
+                          run.progress and d.main, run.tokens) if d.main else None
+    if not d.enabled:
+        return pruned
+    return {name: Graphs(*(None if getattr(raw, side) is None
+                           else distributed.broadcast_csr(getattr(pruned[name], side) if d.main else None, d)
+                           for side in ("query", "label")))
+            for name, raw in run.raw_graphs.items()}
+
+
 def _start_epoch(run: Run, epoch: int) -> None:
     """The schedules at the start of an epoch: prune the graphs, re-cluster the queries."""
     cfg = run.cfg
     if run.graphs and prunes_at(epoch, cfg):
-        run.graphs = prune_graphs(run.raw_graphs, run.encoder, run.dataset, cfg, run.log, epoch,
-                                  run.state.global_step, run.progress and run.d.main, run.tokens)
+        run.graphs = _pruned(run, epoch)
         run.sampler.graphs = run.graphs
     if cfg.cluster_batching and epoch % cfg.cluster_refresh == 0:
         from ramen.clustering import cluster_batches
