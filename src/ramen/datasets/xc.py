@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ramen.datasets.archive import read_npz
-from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, require_file, write_pairs,
+from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, read_utf8, require_file, write_pairs,
                                       write_sparse, write_texts)
 from ramen.datasets.dataset import AnchorSet, Dataset
 from ramen.files import temp_path
@@ -71,13 +71,7 @@ def _read_meta(root: Path) -> dict:
     path = root / META
     if not _optional_file(path):
         return {}
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{path}: line {line}: not valid UTF-8") from None
-    return _parse_meta(text, path)
+    return _parse_meta(read_utf8(path), path)
 
 
 def _parse_meta(text: str, where: Path) -> dict:

@@ -102,7 +102,8 @@ def write_sparse(path: str | os.PathLike, m: object, *, num_threads: int = 0) ->
         str(tmp), m.shape[0], m.shape[1], indptr=indptr, indices=indices, data=data, num_threads=num_threads))
 
 
-def _read_utf8(path: Path) -> str:
+def read_utf8(path: Path) -> str:
+    """The file's text (a BOM dropped, CRLF as LF); a ValueError naming the file and line of bad UTF-8."""
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -121,7 +122,7 @@ def read_texts(path: str | os.PathLike, expected: int | None = None, what: str =
     otherwise)."""
     path = Path(path)
     require_file(path)
-    content = _read_utf8(path)
+    content = read_utf8(path)
     text = content[:-1] if content.endswith("\n") else content
     lines = text.split("\n") if content else []
     if expected is not None and len(lines) != expected:
@@ -170,7 +171,7 @@ def read_pairs(path: str | os.PathLike) -> np.ndarray:
     """(n, 2) int64 array of the `row col` pairs of a file such as filter_labels_test.txt."""
     path = Path(path)
     require_file(path)
-    text = _read_utf8(path)
+    text = read_utf8(path)
     found = _PAIR.findall(text)
     lines = [line for line in text.split("\n") if line.strip()]
     if len(found) != len(lines):
