@@ -41,7 +41,7 @@ class TrainConfig:
     reg_num_negatives: int | None = None  # hardest in-batch anchor negatives per positive in R_x, R_z (None: all)
     softmax_temperature: float | None = None  # NGAME's "aggressive" weighting of hinge terms
     # graph regularisation
-    graph: bool = False  # graph regularisation: off, the plain dual encoder (the default: see the docstring)
+    graph: bool = False  # graph regularisation (off: the plain dual encoder, the default; on: the settings below, light-graph)
     anchor_sets: list[str] | None = None  # which anchor sets to use (None: all of the dataset's)
     query_graph: bool = True  # R_x: queries vs anchors
     label_graph: bool = True  # R_z: labels vs anchors
