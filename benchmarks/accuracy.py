@@ -55,6 +55,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ramen import metrics  # noqa: E402
 from ramen.config import RETIRED_AT, TrainConfig, without_retired  # noqa: E402
 from ramen.datasets import Dataset  # noqa: E402
+from ramen.datasets.held_out import hold_out as ramen_hold_out  # noqa: E402
 
 K = 5  # metrics at k = 1..K
 HELD_OUT = 0.1  # fraction of training queries held out of training (chooses the OAK-style m, alpha)
@@ -360,25 +361,12 @@ class Prepared:
 
 
 def hold_out(dataset: Dataset, fraction: float, seed: int = SPLIT_SEED) -> tuple[Dataset, HeldOut]:
-    """Removes a seeded `fraction` of the training queries from `dataset` (returned as HeldOut).
-
-    Where the dataset filters a test query's own text out of its predictions (Wikispeedia: articles
-    are queries and labels), a held-out query's own label, found by identical text, is filtered too.
-    """
-    n = dataset.num_train
-    held = np.sort(np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))])
-    keep = np.setdiff1d(np.arange(n), held)
-    anchor_sets = {name: dataclasses.replace(a, train_X_A=a.train_X_A[keep]) for name, a in dataset.anchor_sets.items()}
-    train = dataclasses.replace(dataset, train_texts=[dataset.train_texts[i] for i in keep],
-                                train_Y=dataset.train_Y[keep], anchor_sets=anchor_sets).validate()
-    texts = [dataset.train_texts[i] for i in held]
-    filt = None
-    if dataset.test_filter is not None and len(dataset.test_filter):
-        label_of = {t: j for j, t in enumerate(dataset.label_texts)}
-        pairs = [(r, label_of[t]) for r, t in enumerate(texts) if t in label_of]
-        filt = np.array(pairs, dtype=np.int64).reshape(-1, 2)
-    links = {name: a.train_X_A[held] for name, a in dataset.anchor_sets.items()}
-    return train, HeldOut(held, texts, dataset.train_Y[held], links, filt)
+    """Removes a seeded `fraction` of the training queries from `dataset` (returned as HeldOut):
+    `ramen.datasets.held_out.hold_out`, the split `--select-graph-weight` chooses on."""
+    split = ramen_hold_out(dataset, fraction, seed)
+    held = split.held
+    links = {name: a.test_X_A for name, a in held.anchor_sets.items()}
+    return split.train, HeldOut(split.rows, list(held.test_texts), held.test_Y, links, held.test_filter)
 
 
 def held_dataset(data: Prepared) -> Dataset:

@@ -27,7 +27,7 @@ def test_train_evaluate_search(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(run), "--epochs", "1",
             "--batch-size", "32", "--lr", "1e-3", "--walk-length", "10", "--no-prune", "--eval-every", "0",
-            "--lambdas", "category=0.5,0", "--num-negatives", "none"]
+            "--graph", "--lambdas", "category=0.5,0", "--num-negatives", "none"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "P" in out and "by label-frequency decile" in out

@@ -203,16 +203,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_file = out / "run.json"
     if args.resume:
         data_spec, cfg = _resumed_run(args, run_file)
+        weights = json.loads(run_file.read_text()).get("select_graph_weight")
     else:
         cfg = _config_from_args(args)
         data_spec = args.data or "synthetic"
+        weights = args.select_graph_weight
+        if weights is not None:
+            from ramen.selection import DEFAULT_WEIGHTS, checked_weights
+
+            try:
+                weights = checked_weights(weights or DEFAULT_WEIGHTS)
+            except ValueError as exc:
+                raise SystemExit(f"--select-graph-weight: {exc}") from None
         out.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(run_file)
-        tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict()}, indent=1))
+        tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights},
+                                  indent=1))
         os.replace(tmp, run_file)
     dataset = load_dataset(data_spec)
     try:
-        train(dataset, cfg, out_dir=out, resume=args.resume)
+        if weights is None:
+            train(dataset, cfg, out_dir=out, resume=args.resume)
+        else:
+            _select(dataset, cfg, weights, out, args.resume)
     except NonFiniteLoss as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -221,6 +234,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
     return _print_evaluation(out, dataset, exact=True, k=5, max_queries=cfg.eval_max_queries, seed=cfg.seed)
+
+
+def _select(dataset, cfg, weights: list[float], out: Path, resume: bool) -> None:
+    """--select-graph-weight: trains each weight, prints the held-out table and the choice."""
+    from ramen.selection import select_graph_weight
+
+    _, sel = select_graph_weight(dataset, cfg, weights=weights, out_dir=out, resume=resume)
+    print(f"\ngraph weight chosen on {sel.held_out_queries:,} held-out training queries: {sel.chosen:g}"
+          f"{' (the plain encoder)' if sel.chosen == 0 else ''}")
+    for w in sel.weights:
+        m = sel.held_out[f"{w:g}"]
+        print(f"  weight {w:g}: held-out P@1 {100 * m['P@1']:.2f}, PSP@1 {100 * m['PSP@1']:.2f}")
 
 
 def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_queries: int | None = None,
@@ -315,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR from its checkpoint, with the settings it was started with")
+    p.add_argument("--select-graph-weight", nargs="*", type=float, default=None, metavar="W",
+                   help="choose the graph's weight (lambda_x = lambda_z; 0: plain) on 10%% of the training "
+                        "queries held out: train each weight on the rest, then the best on all "
+                        "(len(W) + 1 runs; default W: 0 0.03 0.1)")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

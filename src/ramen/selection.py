@@ -1,0 +1,96 @@
+"""The graph's weight chosen per run on held-out training queries (issue 28): the paper's adaptive
+reliance done at the level of runs. Each candidate weight trains on the training queries less a
+held-out slice; the one with the best held-out P@1 (then PSP@1; a tie goes to the smaller weight,
+0 being the plain encoder) is trained again on every training query. Cost: len(weights) runs on
+(1 - held_out) of the queries, then one full run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ramen.config import TrainConfig
+from ramen.datasets import Dataset
+from ramen.datasets.held_out import hold_out
+from ramen.files import temp_path
+from ramen.model import Model
+
+DEFAULT_WEIGHTS = (0.0, 0.03, 0.1)  # lambda_x = lambda_z; 0 is the plain dual encoder
+SELECTION_JSON = "selection.json"
+
+
+@dataclasses.dataclass
+class Selection:
+    """What was tried and chosen: held-out P@1 and PSP@1 (fractions) for each weight."""
+
+    weights: list[float]
+    held_out: dict[str, dict[str, float]]  # str(weight) -> {"P@1", "PSP@1"}
+    chosen: float
+    held_out_queries: int
+
+
+def weight_config(config: TrainConfig, weight: float) -> TrainConfig:
+    """`config` with the graph at `weight` for R_x and R_z of every anchor set (off at 0)."""
+    if weight == 0:
+        return dataclasses.replace(config, graph=False)
+    return dataclasses.replace(config, graph=True, lambda_x=weight, lambda_z=weight, lambdas={})
+
+
+def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
+                        weights: tuple[float, ...] | list[float] = DEFAULT_WEIGHTS, held_out: float = 0.1,
+                        out_dir: str | os.PathLike | None = None, resume: bool = False,
+                        progress: bool = True) -> tuple[Model, Selection]:
+    """Trains `config` at each graph weight on the training queries less a seeded `held_out`
+    fraction, chooses the weight by held-out P@1, trains it on every training query and returns
+    that model with the Selection. With `out_dir`: candidates in out_dir/weight-<w>, the final run
+    in out_dir itself, `selection.json` beside it; `resume=True` continues an interrupted selection."""
+    from ramen.train import CHECKPOINT, train
+
+    config = (config or TrainConfig()).validate()
+    weights = checked_weights(weights)
+    if not 0.0 < float(held_out) < 1.0:
+        raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    split = hold_out(dataset, held_out, seed=config.seed)
+    out = Path(out_dir) if out_dir is not None else None
+    scores: dict[str, dict[str, float]] = {}
+    for w in weights:
+        cand = out / f"weight-{w:g}" if out is not None else None
+        if cand is not None and (cand / "model").is_dir():
+            model = Model.load(cand / "model")  # finished before an interruption
+        else:
+            again = resume and cand is not None and (cand / CHECKPOINT).exists()
+            model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress)
+        m = model.evaluate(split.held, k=1, batch_size=config.encode_batch_size, progress=False)
+        scores[f"{w:g}"] = {"P@1": float(m["P"][0]), "PSP@1": float(m["PSP"][0])}
+    chosen = max(weights, key=lambda w: (scores[f"{w:g}"]["P@1"], scores[f"{w:g}"]["PSP@1"], -w))
+    selection = Selection(list(weights), scores, chosen, len(split.rows))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / SELECTION_JSON, dataclasses.asdict(selection))
+    final_resume = resume and out is not None and (out / CHECKPOINT).exists()
+    model = train(dataset, weight_config(config, chosen), out_dir=out, resume=final_resume, progress=progress)
+    return model, selection
+
+
+def checked_weights(weights: Any) -> list[float]:
+    try:
+        out = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be numbers, got {weights!r}") from None
+    if not out:
+        raise ValueError("weights must name at least one graph weight (0: the plain encoder)")
+    bad = [w for w in out if not (w >= 0 and w < float("inf"))]
+    if bad:
+        raise ValueError(f"weights must be finite and >= 0, got {bad}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"weights must differ, got {out}")
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = temp_path(path)
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,116 @@
+"""The graph's weight chosen per run on held-out training queries (`--select-graph-weight`), and the
+held-out split it chooses on."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ramen.selection as selection
+from ramen.config import TrainConfig
+from ramen.datasets.held_out import hold_out
+from ramen.datasets.synthetic import synthetic
+from ramen.model import Model
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return synthetic("tiny", seed=0)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=10, warmup_epochs=0, prune_every=1,
+                eval_every=0, encode_batch_size=64, dropout=0.0, cpu_bf16=False)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_hold_out_takes_a_seeded_slice_of_the_training_queries(tiny_data):
+    split = hold_out(tiny_data, 0.2, seed=3)
+    n = tiny_data.num_train
+    assert len(split.rows) == round(0.2 * n) and split.train.num_train == n - len(split.rows)
+    assert np.array_equal(split.rows, hold_out(tiny_data, 0.2, seed=3).rows)
+    assert not np.array_equal(split.rows, hold_out(tiny_data, 0.2, seed=4).rows)
+    kept = np.setdiff1d(np.arange(n), split.rows)
+    assert split.train.train_texts == [tiny_data.train_texts[i] for i in kept]
+    assert split.held.test_texts == [tiny_data.train_texts[i] for i in split.rows]
+    assert (split.held.test_Y != tiny_data.train_Y[split.rows]).nnz == 0
+    assert split.held.label_texts == tiny_data.label_texts and split.held.train_texts == split.train.train_texts
+    for name, a in split.held.anchor_sets.items():
+        assert (a.test_X_A != tiny_data.anchor_sets[name].train_X_A[split.rows]).nnz == 0
+    with pytest.raises(ValueError, match="held-out fraction must be in \\[0, 1\\)"):
+        hold_out(tiny_data, 1.0)
+
+
+def test_a_held_out_query_whose_text_is_a_label_is_filtered_like_a_test_query(tiny_data):
+    import dataclasses
+
+    ds = dataclasses.replace(tiny_data, label_texts=list(tiny_data.label_texts),
+                             test_filter=np.array([[0, 0]], np.int64))  # a dataset that filters own texts
+    ds.label_texts[5] = ds.train_texts[0]  # training query 0 is also label 5
+    split = hold_out(ds, 0.5, seed=0)
+    r = int(np.searchsorted(split.rows, 0))
+    assert 0 in split.rows  # seed 0 holds training query 0 out
+    assert split.held.test_filter.tolist() == [[r, 5]]
+    assert hold_out(tiny_data, 0.5, seed=0).held.test_filter is None  # a dataset without a filter: none
+
+
+def test_select_graph_weight_trains_each_weight_and_the_best_on_everything(tiny_data, tmp_path, monkeypatch):
+    out = tmp_path / "sel"
+    model, sel = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, progress=False)
+    recorded = json.loads((out / "selection.json").read_text())
+    assert recorded["weights"] == [0.0, 0.1] and recorded["chosen"] == sel.chosen
+    best = max(sel.weights, key=lambda w: (sel.held_out[f"{w:g}"]["P@1"], sel.held_out[f"{w:g}"]["PSP@1"], -w))
+    assert sel.chosen == best
+    # each score is its candidate's held-out P@1, trained without those queries
+    split = hold_out(tiny_data, 0.1, seed=0)
+    for w in sel.weights:
+        m = Model.load(out / f"weight-{w:g}" / "model").evaluate(split.held, k=1, progress=False)
+        assert float(m["P"][0]) == sel.held_out[f"{w:g}"]["P@1"]
+    # the final run: every training query, the chosen weight
+    final = json.loads((out / "config.json").read_text())
+    assert final["graph"] == (sel.chosen > 0) and (sel.chosen == 0 or final["lambda_x"] == sel.chosen)
+    assert json.loads((out / f"weight-{0.1:g}" / "config.json").read_text())["graph"]
+    assert isinstance(model, Model) and (out / "model").is_dir()
+    # an interrupted selection resumes: finished candidates are loaded, not trained again
+    calls = []
+    real = selection.Model.load
+    monkeypatch.setattr(selection.Model, "load", staticmethod(lambda p: calls.append(p) or real(p)))
+    import ramen.train as train_module
+    trained = []
+    real_train = train_module.train
+    monkeypatch.setattr(train_module, "train", lambda *a, **kw: trained.append(kw.get("out_dir")) or real_train(*a, **kw))
+    (out / "model").rename(tmp_path / "final-model")  # as if stopped before the final run finished
+    _, again = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, resume=True,
+                                             progress=False)
+    assert again == sel and len(calls) == 2 and trained == [out]
+
+
+def test_a_tie_goes_to_the_smaller_weight(tiny_data, monkeypatch):
+    monkeypatch.setattr(Model, "evaluate", lambda self, ds, **kw: {"P": np.array([0.5]), "PSP": np.array([0.4])})
+    _, sel = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0.1, 0], progress=False)
+    assert sel.chosen == 0
+
+
+@pytest.mark.parametrize("weights, match", [([], "at least one"), ([-0.1], "finite and >= 0"),
+                                            ([float("nan")], "finite and >= 0"), ([0.1, 0.1], "must differ"),
+                                            (["x"], "must be numbers")])
+def test_bad_weights_are_clear_errors(tiny_data, weights, match):
+    with pytest.raises(ValueError, match=match):
+        selection.select_graph_weight(tiny_data, tiny_config(), weights=weights, progress=False)
+    with pytest.raises(ValueError, match="held_out must be in \\(0, 1\\)"):
+        selection.select_graph_weight(tiny_data, tiny_config(), held_out=0.0, progress=False)
+
+
+def test_the_cli_selects_and_records_the_choice(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "ramen", "train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out),
+           "--epochs", "1", "--batch-size", "32", "--lr", "1e-3", "--walk-length", "10", "--warmup-epochs", "0",
+           "--eval-every", "0", "--select-graph-weight", "0", "0.1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "graph weight chosen on" in done.stdout and "weight 0.1: held-out P@1" in done.stdout
+    assert json.loads((out / "run.json").read_text())["select_graph_weight"] == [0.0, 0.1]
+    assert json.loads((out / "selection.json").read_text())["weights"] == [0.0, 0.1]
+    bad = subprocess.run(cmd[:-2] + ["-1"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "--select-graph-weight" in bad.stderr
