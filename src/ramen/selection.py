@@ -58,8 +58,8 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     scores: dict[str, dict[str, float]] = {}
     for w in weights:
         cand = out / f"weight-{w:g}" if out is not None else None
-        if cand is not None and (cand / "model").is_dir():
-            model = Model.load(cand / "model")  # finished before an interruption
+        if resume and cand is not None and (cand / "model").is_dir():
+            model = Model.load(cand / "model")  # finished before the interruption
         else:
             again = resume and cand is not None and (cand / CHECKPOINT).exists()
             model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress)
