@@ -4,7 +4,8 @@ KeyboardInterrupt at once, except inside a step, where they are held until the s
 A step moves the weights, the optimizer, the RNG (dropout) and the run's progress together; an
 interrupt in its middle would leave a checkpoint whose RNG state holds half a step's draws. Held
 to the step's end, every checkpoint written on an interrupt is at a step boundary, so a resumed run
-continues exactly, dropout on.
+continues exactly, dropout on. A KeyboardInterrupt that code raises inside a step (not a signal)
+cannot be held: `cut_step` says so, and the run keeps its last checkpoint instead of writing one.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.pending: int | None = None  # a signal held during the current step
+        self.cut_step = False  # an exception (not a held signal) left a step halfway
         self._in_step = False
         self._previous: dict[int, Any] = {}
 
@@ -50,6 +52,9 @@ class Interrupts:
         self._in_step = True
         try:
             yield
+        except BaseException:
+            self.cut_step = True
+            raise
         finally:
             self._in_step = False
         if self.pending is not None:

@@ -129,6 +129,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
                 _evaluate(run, epoch)
             _save(run)
     except KeyboardInterrupt:
+        if interrupts.cut_step:  # raised inside a step: its weights or RNG may be halfway through it
+            run.log.info(f"interrupted inside step {state.step} of epoch {state.epoch + 1} by an exception, not a "
+                         "signal: no checkpoint written (it would not resume exactly); resume=True (--resume) "
+                         "continues from the last one")
+            raise
         _save(run)
         run.log.info(f"interrupted: checkpoint saved at epoch {state.epoch + 1}, step {state.step}; "
                      f"continue with resume=True (--resume)")
