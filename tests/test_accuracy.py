@@ -2,7 +2,9 @@
 logic, the held-out slice, the OAK-style combiner against a plain loop, and the suite's rows."""
 import json
 import math
+import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -172,8 +174,8 @@ def test_killed_run_resumes_to_the_same_result(quick_runs, tmp_path, monkeypatch
 
     def killed_at_step_5(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt  # as Ctrl-C or a kill between checkpoints would
+        if calls["n"] == 5:  # Ctrl-C between checkpoints: held to the step's end, then a checkpoint
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", killed_at_step_5)
