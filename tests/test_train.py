@@ -89,20 +89,11 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     assert len(reliance) == 3 and set(reliance[-1]["components"]) == {
         f"{side}/{name}" for name in tiny_data.anchor_sets for side in ("Rx", "Rz")}
 
-    calls = {"n": 0}
-    real = step_module.ramen_loss
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == len(expected) // 2 + 1:  # mid-epoch, like Ctrl-C
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     part = tmp_path / "part"
-    monkeypatch.setattr(step_module, "ramen_loss", interrupting)
+    raise_in_loss(monkeypatch, len(expected) // 2 + 1)  # mid-epoch
     with pytest.raises(KeyboardInterrupt):
         train(tiny_data, cfg, out_dir=part, progress=False)
-    monkeypatch.setattr(step_module, "ramen_loss", real)
+    monkeypatch.undo()
     train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
     got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
     assert got == expected
@@ -117,20 +108,11 @@ def test_an_exception_inside_a_step_keeps_the_last_checkpoint_and_resumes_exactl
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
     expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
-    calls = {"n": 0}
-    real = step_module.ramen_loss
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == len(expected) - 2:  # in the second epoch, after dropout's draws of the forward pass
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     part = tmp_path / "part"
-    monkeypatch.setattr(step_module, "ramen_loss", interrupting)
+    raise_in_loss(monkeypatch, len(expected) - 2)  # in the second epoch, after dropout's draws of the forward pass
     with pytest.raises(KeyboardInterrupt):
         train(tiny_data, cfg, out_dir=part, progress=False)
-    monkeypatch.setattr(step_module, "ramen_loss", real)
+    monkeypatch.undo()
     assert any("no checkpoint written" in r.get("text", "") for r in records(part, "info"))
     train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
     assert [(r["global_step"], r["loss"]) for r in records(part, "step")] == expected
@@ -146,6 +128,17 @@ def wrap_loss(monkeypatch, hook):
         return hook(calls["n"], real, *args, **kwargs)
 
     monkeypatch.setattr(step_module, "ramen_loss", wrapped)
+
+
+def raise_in_loss(monkeypatch, at: int) -> None:
+    """Raises KeyboardInterrupt from inside the step, in place of ramen_loss's call number `at` (code
+    raising it, not a signal: nothing holds it to the step's end)."""
+    def hook(n, real, *args, **kwargs):
+        if n == at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    wrap_loss(monkeypatch, hook)
 
 
 def test_sigterm_saves_a_checkpoint_mid_epoch_and_restores_the_handler(tiny_data, tmp_path, monkeypatch):
