@@ -1,16 +1,20 @@
-"""Issue 28's training-length report: how each arm's test and held-out accuracy moves with the epochs.
+"""Issue 28's regime report: how each arm's test and held-out accuracy moves with the epochs, and
+whether any graph arm clears the bar for a named recipe against the plain encoder.
 
 Reads the study's runs whose arm ends in `+e<N>` (N epochs, evaluated every epoch: result.json
 holds `curves` for the test split and the held-out training queries) and writes a Markdown report
 with one plot per dataset: per arm and length, the final and the best held-out epoch (mean ± sd
-over seeds), and the curves. Recipes are compared on the held-out queries; test figures are shown
-beside them, never used to choose.
+over seeds), and the curves; each arm against plain at the same length, paired by seed, with the
+issue's bar checked; NGAME batches against random batches of the same arm; the untrained
+encoder's floor where `<dataset>/zeroshot.json` is recorded. Recipes are compared on the held-out
+queries; test figures are shown beside them, never used to choose.
 
     python benchmarks/regime_report.py [--runs benchmarks/results/accuracy-runs] [--out benchmarks/results/regime.md]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -23,6 +27,10 @@ from accuracy_report import _save, _slug, _table, load_results, mean_std, plus_m
 
 LENGTH = re.compile(r"^(?P<base>.+)\+e(?P<epochs>\d+)$")
 METRICS = ("P@1", "PSP@1")
+PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compared with it at its length
+NGAME = "+ngame30"  # the lever that swaps random batches for NGAME cluster batches
+BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
+BAR_SEEDS = 3  # ... beyond one sd of the paired differences, over at least this many seeds
 
 
 def length_runs(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, list[dict[str, Any]]]]]:
@@ -40,6 +48,74 @@ def best_heldout_epoch(r: dict[str, Any], metric: str = "P@1") -> dict[str, Any]
     held = r["curves"]["heldout"]
     i = int(np.argmax([e[metric] for e in held]))
     return {"epoch": held[i]["epoch"], "heldout": held[i], "test": r["curves"]["test"][i]}
+
+
+def final(r: dict[str, Any], split: str) -> dict[str, float]:
+    """A run's metrics after its last epoch on `split` ("heldout" or "test")."""
+    return r["curves"]["heldout"][-1] if split == "heldout" else r["metrics"]
+
+
+def paired_deltas(runs: list[dict[str, Any]], controls: list[dict[str, Any]], split: str,
+                  metric: str) -> list[float]:
+    """`metric` of each run minus its control's of the same seed (seeds missing on either side skipped)."""
+    base = {r["seed"]: final(r, split)[metric] for r in controls}
+    return [final(r, split)[metric] - base[r["seed"]] for r in runs if r["seed"] in base]
+
+
+def bar_verdict(delta_p1: list[float], delta_psp1: list[float]) -> str:
+    """Whether held-out P@1 and PSP@1 both beat the control by >= 1 point and by more than one sample
+    sd of the paired differences (issue 28's bar for a named recipe), or why it cannot be said yet."""
+    n = min(len(delta_p1), len(delta_psp1))
+    if n < BAR_SEEDS:
+        return f"open ({n} of {BAR_SEEDS} seeds)"
+    ok = True
+    for deltas in (delta_p1, delta_psp1):
+        mean, std, _ = mean_std(deltas)
+        ok &= mean >= BAR and mean > std
+    return "**yes**" if ok else "no"
+
+
+def _delta_cell(deltas: list[float]) -> str:
+    mean, std, n = mean_std(deltas)
+    return "-" if n == 0 else ("+" if mean > 0 else "") + plus_minus(mean, std)
+
+
+def _delta_table(arms: dict[str, dict[int, list[dict[str, Any]]]],
+                 pairs: list[tuple[str, str, int]], bar: bool) -> list[str]:
+    """One row per (arm, control, epochs): paired differences on both splits, and the bar if asked."""
+    header = ["arm", "control", "epochs", "paired seeds", *(f"Δ held-out {m}" for m in METRICS),
+              *(f"Δ test {m}" for m in METRICS), *(["named-recipe bar (held-out)"] if bar else [])]
+    rows = []
+    for base, control, epochs in pairs:
+        runs, controls = arms[base][epochs], arms[control][epochs]
+        held = [paired_deltas(runs, controls, "heldout", m) for m in METRICS]
+        test = [paired_deltas(runs, controls, "test", m) for m in METRICS]
+        rows.append([base, control, str(epochs), str(len(held[0])), *map(_delta_cell, held + test),
+                     *([bar_verdict(*held)] if bar else [])])
+    return _table(header, rows)
+
+
+def against_plain(arms: dict[str, dict[int, list[dict[str, Any]]]]) -> list[tuple[str, str, int]]:
+    """(arm, plain, epochs) for every non-plain arm at a length plain also ran."""
+    plain = arms.get(PLAIN, {})
+    return [(base, PLAIN, epochs) for base, lengths in arms.items() if base != PLAIN
+            for epochs in sorted(lengths) if epochs in plain]
+
+
+def ngame_versus_random(arms: dict[str, dict[int, list[dict[str, Any]]]]) -> list[tuple[str, str, int]]:
+    """(arm with NGAME batches, the same arm with random batches, epochs) where both ran."""
+    return [(base, base.replace(NGAME, ""), epochs) for base, lengths in arms.items() if NGAME in base
+            for epochs in sorted(lengths) if epochs in arms.get(base.replace(NGAME, ""), {})]
+
+
+def zero_shot_line(path: Path) -> list[str]:
+    """The untrained encoder's held-out and test P@1 / PSP@1 (the floor of every arm), if recorded."""
+    if not path.exists():
+        return []
+    z = json.loads(path.read_text())
+    cells = ", ".join(f"{split} P@1 {100 * z[key]['metrics']['P@1']:.2f} / PSP@1 {100 * z[key]['metrics']['PSP@1']:.2f}"
+                      for split, key in (("held-out", "heldout"), ("test", "test")))
+    return [f"The untrained encoder (zero-shot floor, `{path.parent.name}/{path.name}`): {cells}.", ""]
 
 
 def _cell(values: list[float]) -> str:
@@ -89,14 +165,25 @@ def _plot(dataset: str, arms: dict[str, dict[int, list[dict[str, Any]]]], out_di
 def write(runs: Path, out: Path) -> None:
     results, _ = load_results(runs)
     grouped = length_runs(results)
-    lines = ["# Training length: accuracy per epoch (issue 28)", "",
+    lines = ["# Training length and NGAME batches: accuracy per epoch (issue 28)", "",
              f"Generated by `python benchmarks/regime_report.py --runs {runs} --out {out}` from the study's runs "
              "whose arm ends in `+e<N>` (N epochs, evaluated every epoch on the test split and on the 10% of "
              "training queries held out). Figures are mean ± sample sd over the seeds run so far (n); "
-             "recipes are compared on the held-out queries, the test split is shown beside them.", ""]
+             "recipes are compared on the held-out queries, the test split is shown beside them.", "",
+             f"Differences are in points, each run minus its control of the same seed, after the last epoch: "
+             f"mean ± sample sd of those differences. The bar for a named recipe (issue 28): held-out P@1 and "
+             f"PSP@1 both ahead of plain by at least {100 * BAR:g} point and by more than one sd, over at least "
+             f"{BAR_SEEDS} seeds.", ""]
     for dataset, arms in grouped.items():
         plot = _plot(dataset, arms, out.parent)
-        lines += [f"## {dataset}", "", *_length_table(arms), "", f"![curves]({plot.name})", ""]
+        lines += [f"## {dataset}", "", *zero_shot_line(runs / dataset / "zeroshot.json"), *_length_table(arms), ""]
+        if pairs := against_plain(arms):
+            lines += [f"Against the plain encoder (`{PLAIN}`) at the same length, paired by seed:", "",
+                      *_delta_table(arms, pairs, bar=True), ""]
+        if pairs := ngame_versus_random(arms):
+            lines += ["NGAME cluster batches against random batches of the same arm, paired by seed:", "",
+                      *_delta_table(arms, pairs, bar=False), ""]
+        lines += [f"![curves]({plot.name})", ""]
     if not grouped:
         lines += ["No run with per-epoch curves yet.", ""]
     out.write_text("\n".join(lines))

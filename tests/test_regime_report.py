@@ -1,0 +1,92 @@
+"""Issue 28's regime report (benchmarks/regime_report.py): paired differences to plain and to random
+batches, recomputed by hand from made-up runs, and the named-recipe bar on its edges."""
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from ramen.bench.common import benchmarks_dir
+
+ROOT = benchmarks_dir()
+pytestmark = pytest.mark.skipif(ROOT is None, reason="the study's reports live in a checkout's benchmarks/")
+
+
+@pytest.fixture(scope="module")
+def regime():
+    sys.path.insert(0, str(ROOT))  # regime_report imports its sibling accuracy_report
+    spec = importlib.util.spec_from_file_location("ramen_benchmark_regime_report", ROOT / "regime_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_run(dataset, arm, seed, heldout_p1, heldout_psp1, test_p1=0.4, test_psp1=0.3, epochs=3):
+    """A result.json as the study writes it, with per-epoch curves ending at the given metrics."""
+    def curve(p1, psp1):
+        return [{"epoch": e + 1, "P@1": p1 - 0.01 * (epochs - 1 - e), "PSP@1": psp1 - 0.01 * (epochs - 1 - e)}
+                for e in range(epochs)]
+    return {"dataset": dataset, "arm": arm, "seed": seed, "metrics": {"P@1": test_p1, "PSP@1": test_psp1},
+            "curves": {"heldout": curve(heldout_p1, heldout_psp1), "test": curve(test_p1, test_psp1)}}
+
+
+def write_runs(root, runs):
+    for r in runs:
+        d = root / r["dataset"] / r["arm"] / f"seed{r['seed']}"
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps(r))
+
+
+def table_rows(text):
+    """(arm, control, epochs) -> the cells of each Markdown table row in `text`."""
+    return {tuple(cells[:3]): cells for line in text.splitlines() if line.startswith("| ")
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+
+
+def test_bar_needs_a_point_beyond_one_sd_on_both_metrics_over_three_seeds(regime):
+    assert regime.bar_verdict([0.02, 0.02, 0.02], [0.015, 0.012, 0.018]) == "**yes**"
+    assert regime.bar_verdict([0.02, 0.02], [0.02, 0.02]).startswith("open (2 of 3")
+    assert regime.bar_verdict([0.02, 0.02, 0.02], [0.009, 0.009, 0.009]) == "no"  # PSP@1 under a point
+    assert regime.bar_verdict([0.05, -0.02, 0.02], [0.02, 0.02, 0.02]) == "no"  # P@1 mean 1.67 < sd 3.5
+    assert regime.bar_verdict([-0.02, -0.02, -0.02], [-0.02, -0.02, -0.02]) == "no"
+
+
+def test_paired_deltas_match_each_seed_with_its_own_control(regime):
+    runs = [fake_run("d", "a", s, 0.5 + s / 100, 0.4) for s in (0, 1, 2)]
+    controls = [fake_run("d", "c", s, 0.45, 0.41) for s in (0, 2)]  # seed 1 has no control yet
+    assert regime.paired_deltas(runs, controls, "heldout", "P@1") == pytest.approx([0.05, 0.07])
+    assert regime.paired_deltas(runs, controls, "heldout", "PSP@1") == pytest.approx([-0.01, -0.01])
+    assert regime.paired_deltas(runs, controls, "test", "P@1") == pytest.approx([0.0, 0.0])
+
+
+def test_report_compares_with_plain_and_ngame_with_random_batches(regime, tmp_path):
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    plain = {s: (0.40 + rng.uniform(0, 0.01), 0.30 + rng.uniform(0, 0.01)) for s in range(3)}
+    made = []
+    for s, (p1, psp1) in plain.items():
+        made += [fake_run("d", "plain+bf16+e3", s, p1, psp1),
+                 fake_run("d", "good+bf16+e3", s, p1 + 0.02 + s / 1000, psp1 + 0.015),  # clears the bar
+                 fake_run("d", "plain+ngame30+bf16+e3", s, p1 - 0.01, psp1 + 0.005)]
+    made.append(fake_run("d", "good+bf16+e9", 0, 0.9, 0.9, epochs=9))  # no plain at 9 epochs: no row
+    write_runs(runs, made)
+    (runs / "d" / "zeroshot.json").write_text(json.dumps(
+        {"heldout": {"metrics": {"P@1": 0.2, "PSP@1": 0.1}}, "test": {"metrics": {"P@1": 0.25, "PSP@1": 0.15}}}))
+    out = tmp_path / "regime.md"
+    regime.write(runs, out)
+    text = out.read_text()
+    assert "held-out P@1 20.00 / PSP@1 10.00, test P@1 25.00 / PSP@1 15.00" in text
+    versus_plain, versus_random = text.split("NGAME cluster batches against random batches")
+    rows = table_rows(versus_plain)
+    good = rows[("good+bf16", "plain+bf16", "3")]
+    deltas = [100 * (0.02 + s / 1000) for s in range(3)]
+    assert good[3] == "3"
+    assert good[4] == f"+{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f}"
+    assert good[5].startswith("+1.50") and good[-1] == "**yes**"
+    ngame_vs_plain = rows[("plain+ngame30+bf16", "plain+bf16", "3")]
+    assert ngame_vs_plain[4].startswith("-1.00") and ngame_vs_plain[-1] == "no"
+    assert ("good+bf16", "plain+bf16", "9") not in rows
+    ngame = table_rows(versus_random)[("plain+ngame30+bf16", "plain+bf16", "3")]
+    assert ngame[4:6] == ["-1.00 ± 0.00", "+0.50 ± 0.00"] and len(ngame) == 8  # no bar column
+    assert (tmp_path / "regime_d_curves.png").exists()
