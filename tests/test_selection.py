@@ -42,6 +42,27 @@ def test_hold_out_takes_a_seeded_slice_of_the_training_queries(tiny_data):
         hold_out(tiny_data, 1.0)
 
 
+def test_hold_out_keeps_everything_but_the_held_queries_training_rows():
+    ds = synthetic("tiny", seed=0)
+    n = ds.num_train
+    ds.label_texts[7] = ds.train_texts[3]  # an article that is also a label, as in Wikispeedia
+    ds.test_filter = np.array([[0, 1]])
+    split = hold_out(ds, 0.1, seed=0)
+    train, held = split.train, split.held
+    assert len(split.rows) == 30 and train.num_train == n - 30
+    kept = np.setdiff1d(np.arange(n), split.rows)
+    for name, a in ds.anchor_sets.items():
+        assert (train.anchor_sets[name].train_X_A != a.train_X_A[kept]).nnz == 0
+        assert train.anchor_sets[name].label_A.nnz == a.label_A.nnz
+        assert train.anchor_sets[name].test_X_A is a.test_X_A  # the test split's links untouched
+    assert train.test_texts == ds.test_texts and train.label_texts == ds.label_texts
+    assert (train.test_Y != ds.test_Y).nnz == 0 and train.test_filter is ds.test_filter
+    if 3 in split.rows:
+        assert [int(np.flatnonzero(split.rows == 3)[0]), 7] in held.test_filter.tolist()
+    none = hold_out(ds, 0.0)
+    assert none.train.num_train == n and none.held.num_test == 0 and len(none.rows) == 0
+
+
 def test_a_held_out_query_whose_text_is_a_label_is_filtered_like_a_test_query(tiny_data):
     import dataclasses
 
