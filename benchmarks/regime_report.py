@@ -144,21 +144,23 @@ def _plot(dataset: str, arms: dict[str, dict[int, list[dict[str, Any]]]], out_di
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9), sharex=True)
     colors = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 4))
     for base, lengths in arms.items():
         for epochs, rs in sorted(lengths.items()):
             style = {10: ":", 30: "--"}.get(epochs, "-")
-            for ax, split in zip(axes, ("heldout", "test")):
-                curve = np.mean([[e["P@1"] for e in r["curves"][split]] for r in rs], axis=0) * 100
-                ax.plot(np.arange(1, len(curve) + 1), curve, style, color=colors[base],
-                        label=f"{base}, {epochs} ep (n={len(rs)})")
-    for ax, split in zip(axes, ("held-out training queries", "test queries")):
-        ax.set_title(f"{dataset}: {split}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("P@1 (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+            for row, metric in zip(axes, METRICS):
+                for ax, split in zip(row, ("heldout", "test")):
+                    curve = np.mean([[e[metric] for e in r["curves"][split]] for r in rs], axis=0) * 100
+                    ax.plot(np.arange(1, len(curve) + 1), curve, style, color=colors[base],
+                            label=f"{base}, {epochs} ep (n={len(rs)})")
+    for row, metric in zip(axes, METRICS):
+        for ax, split in zip(row, ("held-out training queries", "test queries")):
+            ax.set_title(f"{dataset}: {split}, {metric}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{metric} (%)")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
     return _save(fig, out_dir / f"regime_{_slug(dataset)}_curves.png")
 
 
