@@ -107,6 +107,41 @@ def test_select_graph_weight_trains_each_weight_and_the_best_on_everything(tiny_
     assert again == sel and len(calls) == 2 and trained == [out]
 
 
+def test_resuming_a_selection_started_otherwise_is_an_error_naming_what_differs(tiny_data, tmp_path):
+    import dataclasses
+
+    out = tmp_path / "sel"
+    selection.select_graph_weight(tiny_data, tiny_config(), weights=[0], out_dir=out, progress=False)
+    plan = json.loads((out / selection.PLAN_JSON).read_text())
+    assert plan["held_out"] == 0.1 and plan["data"]["train"] == tiny_data.num_train and "graph" not in plan["config"]
+
+    def resume(data=tiny_data, cfg=tiny_config(), **kw):
+        return selection.select_graph_weight(data, cfg, weights=kw.pop("weights", [0]), out_dir=out, resume=True,
+                                             progress=False, **kw)
+
+    with pytest.raises(ValueError, match="other epochs") as err:
+        resume(cfg=tiny_config(epochs=2))
+    assert str(out) in str(err.value)
+    with pytest.raises(ValueError, match="other held_out"):
+        resume(held_out=0.2)
+    with pytest.raises(ValueError, match="other seed"):
+        resume(cfg=tiny_config(seed=1))
+    other = dataclasses.replace(tiny_data, train_texts=[t + "!" for t in tiny_data.train_texts])
+    with pytest.raises(ValueError, match="other data"):
+        resume(data=other)
+    before = json.loads((out / selection.PLAN_JSON).read_text())
+    assert before == plan  # a refused resume leaves the plan as it was
+    # the weight is the candidate's, not the selection's: another lambda or --graph resumes
+    _, sel = resume(cfg=tiny_config(graph=True, lambda_x=0.5))
+    assert sel.chosen == 0
+    (out / selection.PLAN_JSON).write_text("{")
+    with pytest.raises(ValueError, match="not a selection plan"):
+        resume()
+    # without resume a new selection starts over, whatever was there
+    selection.select_graph_weight(tiny_data, tiny_config(epochs=2), weights=[0], out_dir=out, progress=False)
+    assert json.loads((out / selection.PLAN_JSON).read_text())["config"]["epochs"] == 2
+
+
 def test_a_tie_goes_to_the_smaller_weight(tiny_data, monkeypatch):
     monkeypatch.setattr(Model, "evaluate", lambda self, ds, **kw: {"P": np.array([0.5]), "PSP": np.array([0.4])})
     _, sel = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0.1, 0], progress=False)

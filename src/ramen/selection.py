@@ -7,6 +7,7 @@ held-out slice; the one with the best held-out P@1 (then PSP@1; a tie goes to th
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,9 +18,12 @@ from ramen.datasets import Dataset
 from ramen.datasets.held_out import hold_out
 from ramen.files import temp_path
 from ramen.model import Model
+from ramen.train_state import RESUME_MAY_CHANGE
 
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1)  # lambda_x = lambda_z; 0 is the plain dual encoder
 SELECTION_JSON = "selection.json"
+PLAN_JSON = "selection-plan.json"  # what a selection was started with: data, held-out split, settings
+WEIGHT_SETTINGS = ("graph", "lambda_x", "lambda_z", "lambdas")  # set per candidate by weight_config
 
 
 @dataclasses.dataclass
@@ -33,10 +37,9 @@ class Selection:
 
 
 def weight_config(config: TrainConfig, weight: float) -> TrainConfig:
-    """`config` with the graph at `weight` for R_x and R_z of every anchor set (off at 0)."""
-    if weight == 0:
-        return dataclasses.replace(config, graph=False)
-    return dataclasses.replace(config, graph=True, lambda_x=weight, lambda_z=weight, lambdas={})
+    """`config` with the graph at `weight` for R_x and R_z of every anchor set (off at 0): every
+    WEIGHT_SETTINGS field is set, so a candidate depends on `config` only through the others."""
+    return dataclasses.replace(config, graph=weight > 0, lambda_x=weight, lambda_z=weight, lambdas={})
 
 
 def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
@@ -55,6 +58,12 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     split = hold_out(dataset, held_out, seed=config.seed)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        plan = selection_plan(dataset, config, held_out)
+        if resume:
+            check_plan(out, plan)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / PLAN_JSON, plan)
     scores: dict[str, dict[str, float]] = {}
     for w in weights:
         cand = out / f"weight-{w:g}" if out is not None else None
@@ -68,11 +77,43 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     chosen = max(weights, key=lambda w: (scores[f"{w:g}"]["P@1"], scores[f"{w:g}"]["PSP@1"], -w))
     selection = Selection(list(weights), scores, chosen, len(split.rows))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         _write_json(out / SELECTION_JSON, dataclasses.asdict(selection))
     final_resume = resume and out is not None and (out / CHECKPOINT).exists()
     model = train(dataset, weight_config(config, chosen), out_dir=out, resume=final_resume, progress=progress)
     return model, selection
+
+
+def selection_plan(dataset: Dataset, config: TrainConfig, held_out: float) -> dict[str, Any]:
+    """What a resumed selection must share with the one it continues: the data (sizes and a digest of
+    its texts), the held-out fraction (with config.seed, the split) and the settings a candidate
+    trains with, but the graph weight itself. The weights tried may change on resume."""
+    digest = hashlib.sha256()
+    for texts in (dataset.train_texts, dataset.label_texts):
+        for t in texts:
+            digest.update(t.encode("utf-8", "surrogatepass") + b"\n")
+        digest.update(b"\0")
+    data = {"train": dataset.num_train, "labels": dataset.num_labels, "train_Y_nnz": int(dataset.train_Y.nnz),
+            "texts_sha256": digest.hexdigest()}
+    settings = {k: v for k, v in config.to_dict().items() if k not in WEIGHT_SETTINGS}
+    return json.loads(json.dumps({"held_out": float(held_out), "data": data, "config": settings}))
+
+
+def check_plan(out: Path, plan: dict[str, Any]) -> None:
+    """A ValueError naming what differs when the selection in `out` was started on other data, another
+    held-out split or other settings: its finished candidates would not be comparable."""
+    path = out / PLAN_JSON
+    if not path.exists():
+        return  # nothing started there yet (or a selection from before plans were written)
+    try:
+        old = json.loads(path.read_text())
+        old_config = old["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a selection plan ({exc}); start a new selection without resume") from None
+    changed = [k for k in ("held_out", "data") if old.get(k) != plan[k]]
+    changed += [k for k, v in plan["config"].items() if k not in RESUME_MAY_CHANGE and old_config.get(k) != v]
+    if changed:
+        raise ValueError(f"cannot resume the selection in {out}: it was started with other "
+                         f"{', '.join(changed)} ({path}); start a new one without resume, or in another directory")
 
 
 def checked_weights(weights: Any) -> list[float]:
