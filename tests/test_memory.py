@@ -132,3 +132,24 @@ def test_token_caches_are_memory_mapped_from_the_first_run(tmp_path):
         assert isinstance(cache.ids, np.memmap) and isinstance(cache.lengths, np.memmap)
         assert np.array_equal(cache.ids, direct.ids) and np.array_equal(cache.lengths, direct.lengths)
     assert not isinstance(tokenize_cached(encoder, texts, None, "q").ids, np.memmap)  # no cache dir: in memory
+
+
+def test_a_text_edited_anywhere_gets_tokens_of_its_own(tmp_path):
+    """The token cache's key covers every text: editing one in the middle of a long list (the key
+    once hashed only the first and last 1,000) tokenises again instead of reusing stale ids."""
+    from ramen.encoder import Encoder
+    from ramen.run_cache import tokenize_cached
+
+    encoder = Encoder("tiny", max_length=16)
+    texts = [f"query {i}" for i in range(2500)]
+    first = tokenize_cached(encoder, texts, tmp_path, "q")
+    edited = list(texts)
+    edited[1250] = "an entirely different and longer text"
+    second = tokenize_cached(encoder, edited, tmp_path, "q")
+    direct = encoder.tokenize(edited, progress=False)
+    assert np.array_equal(second.lengths, direct.lengths) and np.array_equal(second.ids, direct.ids)
+    assert not np.array_equal(first.ids[1250], second.ids[1250])
+    assert len(list(tmp_path.glob("tokens-q-*"))) == 2
+    # a cache whose write stopped before lengths.npy is not used; pad_id.txt is written before both
+    entry = next(p for p in tmp_path.glob("tokens-q-*"))
+    assert sorted(p.name for p in entry.iterdir()) == ["ids.npy", "lengths.npy", "pad_id.txt"]

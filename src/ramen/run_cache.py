@@ -30,12 +30,22 @@ def content_key(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def texts_digest(texts: list[str]) -> str:
+    """A hash of every text in order (a text edited anywhere makes another cache entry)."""
+    h = hashlib.sha1()
+    for t in texts:
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
 def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
     """Tokenises once; with a cache dir, this run and later ones memory-map the saved token ids
     (file pages that the ranks on a machine share and the kernel may drop, not a private copy)."""
     if cache_dir is None:
         return encoder.tokenize(texts)
-    key = content_key(encoder.name, encoder.max_length, len(texts), texts[:1000], texts[-1000:])
+    key = content_key(encoder.name, encoder.max_length, len(texts), texts_digest(texts))
     path = cache_dir / f"tokens-{name}-{key}"
     if not (path / "lengths.npy").exists():
         encoder.tokenize(texts).save(path)

@@ -62,14 +62,17 @@ class TokenCache:
         return torch.from_numpy(ids), torch.from_numpy(mask)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes `path`/ids.npy and lengths.npy (atomically, via temporary names)."""
+        """Writes `path`/pad_id.txt, ids.npy and lengths.npy, each atomically via a temporary name, in
+        that order: a cache is complete once lengths.npy is there."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path(path / "pad_id.txt")
+        tmp.write_text(str(self.pad_id))
+        os.replace(tmp, path / "pad_id.txt")
         for name, arr in (("ids", self.ids), ("lengths", self.lengths)):
             tmp = temp_path(path / f"{name}.npy")
             np.save(tmp, arr)
             os.replace(tmp, path / f"{name}.npy")
-        (path / "pad_id.txt").write_text(str(self.pad_id))
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = True) -> "TokenCache":

@@ -28,6 +28,7 @@ from ramen.collapse import CollapseWatch, collapse_advice
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.encoder import Encoder
+from ramen.files import temp_path
 from ramen.interrupts import Interrupts
 from ramen.losses import component_names
 from ramen.model import Model
@@ -409,7 +410,9 @@ def _finish(run: Run) -> Model:
                                   + ("" if t["reached"] else " (below the 0.95 target even at the widest search)"))
         model.save(run.out / "model")
         plot_curves(run.log.records, run.out / "curves.png")
-        (run.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        tmp = temp_path(run.out / "config.json")
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
+        os.replace(tmp, run.out / "config.json")
     run.d.barrier()
     return model
 
