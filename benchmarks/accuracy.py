@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import datetime
 import json
+import math
 import os
 import subprocess
 import sys
@@ -588,11 +589,22 @@ def time_pipelines(pipelines: dict[str, Callable[[int], list[float]]], rows: np.
     return out
 
 
+def _trained_model(run: Path, spec: DatasetSpec, arm: str, seed: int) -> tuple[Any, int]:
+    """A finished run's model, encoding as the run's own evaluations did (bf16 autocast where the arm
+    trained under it), and the encode batch size they used."""
+    from ramen import precision
+    from ramen.model import Model
+
+    cfg = arm_config(spec.budget, arm, seed)
+    model = Model.load(run / "model")
+    model.encoder.bf16 = precision.bf16_enabled(model.encoder.device, gpu=cfg.bf16, cpu=cfg.cpu_bf16)
+    return model, cfg.encode_batch_size
+
+
 def heldout_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path) -> dict[str, float] | None:
     """Metrics of one finished run's encoder on the held-out training queries (cached in heldout.json):
     what a user can choose a recipe by without looking at the test split. None if the run is unfinished."""
     from ramen.index import LabelIndex
-    from ramen.model import Model
 
     run = run_dir(runs, data.name, arm, seed)
     path = run / "heldout.json"
@@ -601,8 +613,7 @@ def heldout_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Pa
     if not (run / "result.json").exists():
         return None
     ds, held = data.train, data.held
-    model = Model.load(run / "model")
-    bs = arm_config(spec.budget, arm, seed).encode_batch_size
+    model, bs = _trained_model(run, spec, arm, seed)
     labels = LabelIndex(model.encoder.dim, exact=True)
     labels.add(np.arange(ds.num_labels, dtype=np.int64),
                model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False))
@@ -610,6 +621,62 @@ def heldout_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Pa
     inv_p = metrics.inv_propensity(ds.train_Y, ds.A, ds.B)
     out = _search_metrics(labels, q, held.test_Y, ds.train_Y, inv_p, held.test_filter)["metrics"]
     write_json(path, {"dataset": data.name, "arm": arm, "seed": seed, "queries": held.num_test, "metrics": out})
+    return out
+
+
+def at_one(ids: np.ndarray, true_Y: sp.csr_matrix, inv_p: np.ndarray, filt: np.ndarray | None) -> dict[str, list]:
+    """Per query, from ranked label ids (filtered pairs skipped, -1 padding ignored): `hit` (its top
+    label is true), `gain` (inv_p of that label if true, else 0) and `best` (the largest inv_p among its
+    true labels). P@1 = mean(hit) and PSP@1 = mean(gain) / mean(best), as ramen.metrics computes them:
+    what a bootstrap over queries resamples."""
+    skip = set(map(tuple, np.asarray(filt).tolist())) if filt is not None and len(filt) else set()
+    true_Y = sp.csr_matrix(true_Y)
+    hit, gain, best = [], [], []
+    for row in range(len(ids)):
+        top = next((int(j) for j in ids[row] if j >= 0 and (row, int(j)) not in skip), -1)
+        truth = true_Y.indices[true_Y.indptr[row]:true_Y.indptr[row + 1]]
+        h = int(top >= 0 and top in set(truth.tolist()))
+        hit.append(h)
+        gain.append(float(inv_p[top]) if h else 0.0)
+        best.append(float(inv_p[truth].max()) if len(truth) else 0.0)
+    return {"hit": hit, "gain": gain, "best": best}
+
+
+def per_query_run(data: Prepared, spec: DatasetSpec, arm: str, seed: int, runs: Path) -> dict[str, Any] | None:
+    """One finished run's per-query P@1 and PSP@1 terms on the held-out and test queries (cached in
+    perquery.json), checked against the run's own final metrics; None if the run or its model is gone."""
+    from ramen.index import LabelIndex
+
+    run = run_dir(runs, data.name, arm, seed)
+    path = run / "perquery.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if not (run / "result.json").exists() or not (run / "model").is_dir():
+        return None
+    result = json.loads((run / "result.json").read_text())
+    ds = data.train
+    model, bs = _trained_model(run, spec, arm, seed)
+    labels = LabelIndex(model.encoder.dim, exact=True)
+    labels.add(np.arange(ds.num_labels, dtype=np.int64),
+               model.encode(ds.label_texts, batch_size=bs, tower="label", progress=False))
+    inv_p = metrics.inv_propensity(ds.train_Y, ds.A, ds.B)
+    out: dict[str, Any] = {"dataset": data.name, "arm": arm, "seed": seed}
+    recorded = {"test": result["metrics"]}
+    if result.get("curves", {}).get("heldout"):
+        recorded["heldout"] = result["curves"]["heldout"][-1]
+    for split, split_ds in (("test", ds), ("heldout", data.held)):
+        filt = split_ds.test_filter
+        extra = 0 if filt is None or len(filt) == 0 else int(np.bincount(filt[:, 0], minlength=split_ds.num_test).max())
+        ids, _ = labels.search(model.encode(split_ds.test_texts, batch_size=bs, progress=False), 1 + extra)
+        terms = at_one(ids, split_ds.test_Y, inv_p, filt)
+        p1 = float(np.mean(terms["hit"]))
+        psp1 = float(np.sum(terms["gain"]) / np.sum(terms["best"]))
+        if split in recorded and not (math.isclose(p1, recorded[split]["P@1"], abs_tol=1e-6)
+                                      and math.isclose(psp1, recorded[split]["PSP@1"], abs_tol=1e-6)):
+            raise ValueError(f"{run}: per-query {split} P@1 {p1:.6f} / PSP@1 {psp1:.6f} differ from the run's "
+                             f"{recorded[split]['P@1']:.6f} / {recorded[split]['PSP@1']:.6f}")
+        out[split] = terms
+    write_json(path, out)
     return out
 
 
@@ -1022,6 +1089,14 @@ def main(argv: list[str] | None = None) -> int:
     held.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     held.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
     held.add_argument("--wikispeedia", type=Path)
+    perq = sub.add_parser("perquery", help="per-query P@1 / PSP@1 terms of finished runs (perquery.json), for a "
+                                           "bootstrap over queries in regime_report.py")
+    perq.add_argument("--datasets", nargs="+", default=["wikispeedia"])
+    perq.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
+    perq.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    perq.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
+    perq.add_argument("--wikispeedia", type=Path)
+    perq.add_argument("--threads", type=int)
     zero = sub.add_parser("zeroshot", help="the untrained encoder's metrics (the floor) on test and held-out queries")
     zero.add_argument("--datasets", nargs="+", default=list(FULL_DATASETS))
     zero.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
@@ -1066,6 +1141,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "heldout":
         study = Study(datasets=tuple(args.datasets), arms=tuple(args.arms), seeds=tuple(args.seeds)).validate()
         print(heldout_table(study, args.runs, wikispeedia_dir=args.wikispeedia))
+        return 0
+    if args.command == "perquery":
+        specs = dataset_specs(args.wikispeedia)
+        for name in args.datasets:
+            data = prepare(specs[name], HELD_OUT) if name in specs else None
+            if data is None:
+                _say(f"[accuracy] {name}: unknown or data not found: skipped")
+                continue
+            for arm in args.arms:
+                for seed in args.seeds:
+                    with torch_threads(args.threads):
+                        got = per_query_run(data, specs[name], arm, seed, args.runs)
+                    _say(f"[accuracy] {name}/{arm}/seed{seed}: " + ("per-query terms written" if got else
+                                                                    "not finished (or no model): skipped"))
         return 0
     if args.command == "zeroshot":
         specs = dataset_specs(args.wikispeedia)

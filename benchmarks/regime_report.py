@@ -31,6 +31,7 @@ PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compare
 NGAME = "+ngame30"  # the lever that swaps random batches for NGAME cluster batches
 BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
 BAR_SEEDS = 3  # ... beyond one sd of the paired differences, over at least this many seeds
+BOOTSTRAP = 5000  # resamples of the queries for the 95% interval of a difference (seeded)
 
 
 def length_runs(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, list[dict[str, Any]]]]]:
@@ -62,6 +63,34 @@ def paired_deltas(runs: list[dict[str, Any]], controls: list[dict[str, Any]], sp
     return [final(r, split)[metric] - base[r["seed"]] for r in runs if r["seed"] in base]
 
 
+def query_interval(runs: list[dict[str, Any]], controls: list[dict[str, Any]], split: str,
+                   per_query: dict[tuple[str, str, int], dict[str, Any]]) -> dict[str, tuple[float, float]] | None:
+    """95% intervals of the P@1 and PSP@1 differences (run minus control, averaged over the seeds both
+    have per-query terms for) from a seeded bootstrap over `split`'s queries: the sampling noise of the
+    queries, which the sd over seeds does not see. None without per-query terms on both sides."""
+    seeds = [r["seed"] for r in runs if (r["dataset"], r["arm"], r["seed"]) in per_query
+             and any((c["dataset"], c["arm"], r["seed"]) in per_query for c in controls)]
+    if not seeds:
+        return None
+    control_arm = controls[0]["arm"]
+    hit, gain = [], []
+    for r in runs:
+        if r["seed"] in seeds:
+            a, c = per_query[(r["dataset"], r["arm"], r["seed"])][split], per_query[(r["dataset"], control_arm, r["seed"])][split]
+            hit.append(np.subtract(a["hit"], c["hit"], dtype=np.float64))
+            gain.append(np.subtract(a["gain"], c["gain"], dtype=np.float64))
+            best = np.asarray(a["best"], dtype=np.float64)
+    d_hit, d_gain = np.mean(hit, axis=0), np.mean(gain, axis=0)
+    idx = np.random.default_rng(0).integers(0, len(d_hit), size=(BOOTSTRAP, len(d_hit)))
+    p1 = d_hit[idx].mean(axis=1)
+    psp1 = d_gain[idx].sum(axis=1) / np.maximum(best[idx].sum(axis=1), 1e-300)
+    return {m: tuple(float(x) for x in np.percentile(v, [2.5, 97.5])) for m, v in (("P@1", p1), ("PSP@1", psp1))}
+
+
+def _interval_cell(interval: tuple[float, float] | None) -> str:
+    return "-" if interval is None else f"[{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
+
+
 def bar_verdict(delta_p1: list[float], delta_psp1: list[float]) -> str:
     """Whether held-out P@1 and PSP@1 both beat the control by >= 1 point and by more than one sample
     sd of the paired differences (issue 28's bar for a named recipe), or why it cannot be said yet."""
@@ -80,18 +109,25 @@ def _delta_cell(deltas: list[float]) -> str:
     return "-" if n == 0 else ("+" if mean > 0 else "") + plus_minus(mean, std)
 
 
-def _delta_table(arms: dict[str, dict[int, list[dict[str, Any]]]],
-                 pairs: list[tuple[str, str, int]], bar: bool) -> list[str]:
-    """One row per (arm, control, epochs): paired differences on both splits, and the bar if asked."""
+def _delta_table(arms: dict[str, dict[int, list[dict[str, Any]]]], pairs: list[tuple[str, str, int]], bar: bool,
+                 per_query: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
+    """One row per (arm, control, epochs): paired differences on both splits, the held-out queries'
+    bootstrap intervals where per-query terms are recorded, and the bar if asked."""
     header = ["arm", "control", "epochs", "paired seeds", *(f"Δ held-out {m}" for m in METRICS),
+              *(f"held-out {m}: 95% interval over queries" for m in METRICS),
               *(f"Δ test {m}" for m in METRICS), *(["named-recipe bar (held-out)"] if bar else [])]
     rows = []
     for base, control, epochs in pairs:
         runs, controls = arms[base][epochs], arms[control][epochs]
         held = [paired_deltas(runs, controls, "heldout", m) for m in METRICS]
         test = [paired_deltas(runs, controls, "test", m) for m in METRICS]
-        rows.append([base, control, str(epochs), str(len(held[0])), *map(_delta_cell, held + test),
-                     *([bar_verdict(*held)] if bar else [])])
+        interval = query_interval(runs, controls, "heldout", per_query)
+        cells = [_interval_cell(interval and interval[m]) for m in METRICS]
+        verdict = bar_verdict(*held)
+        if verdict == "**yes**" and interval is not None and min(interval[m][0] for m in METRICS) <= 0:
+            verdict += " (but a query interval reaches 0)"
+        rows.append([base, control, str(epochs), str(len(held[0])), *map(_delta_cell, held), *cells,
+                     *map(_delta_cell, test), *([verdict] if bar else [])])
     return _table(header, rows)
 
 
@@ -164,8 +200,18 @@ def _plot(dataset: str, arms: dict[str, dict[int, list[dict[str, Any]]]], out_di
     return _save(fig, out_dir / f"regime_{_slug(dataset)}_curves.png")
 
 
+def load_per_query(runs: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(dataset, arm, seed) -> the per-query terms the study's `perquery` command recorded."""
+    out = {}
+    for path in runs.glob("*/*/seed*/perquery.json"):
+        q = json.loads(path.read_text())
+        out[(q["dataset"], q["arm"], q["seed"])] = q
+    return out
+
+
 def write(runs: Path, out: Path) -> None:
     results, _ = load_results(runs)
+    per_query = load_per_query(runs)
     grouped = length_runs(results)
     lines = ["# Training length and NGAME batches: accuracy per epoch (issue 28)", "",
              f"Generated by `python benchmarks/regime_report.py --runs {runs} --out {out}` from the study's runs "
@@ -175,16 +221,19 @@ def write(runs: Path, out: Path) -> None:
              f"Differences are in points, each run minus its control of the same seed, after the last epoch: "
              f"mean ± sample sd of those differences. The bar for a named recipe (issue 28): held-out P@1 and "
              f"PSP@1 both ahead of plain by at least {100 * BAR:g} point and by more than one sd, over at least "
-             f"{BAR_SEEDS} seeds.", ""]
+             f"{BAR_SEEDS} seeds. That sd is the seeds' noise alone, over one fixed set of held-out queries; the "
+             f"interval beside it is the queries' noise: a seeded bootstrap ({BOOTSTRAP} resamples) of the "
+             f"held-out queries, each query's difference averaged over the seeds with per-query terms "
+             f"(`benchmarks/accuracy.py perquery`, recorded as perquery.json); '-' where none are recorded.", ""]
     for dataset, arms in grouped.items():
         plot = _plot(dataset, arms, out.parent)
         lines += [f"## {dataset}", "", *zero_shot_line(runs / dataset / "zeroshot.json"), *_length_table(arms), ""]
         if pairs := against_plain(arms):
             lines += [f"Against the plain encoder (`{PLAIN}`) at the same length, paired by seed:", "",
-                      *_delta_table(arms, pairs, bar=True), ""]
+                      *_delta_table(arms, pairs, True, per_query), ""]
         if pairs := ngame_versus_random(arms):
             lines += ["NGAME cluster batches against random batches of the same arm, paired by seed:", "",
-                      *_delta_table(arms, pairs, bar=False), ""]
+                      *_delta_table(arms, pairs, False, per_query), ""]
         lines += [f"![curves]({plot.name})", ""]
     if not grouped:
         lines += ["No run with per-epoch curves yet.", ""]

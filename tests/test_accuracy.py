@@ -333,3 +333,25 @@ def test_estimate_times_steps_as_the_arm_trains():
     assert plain["steps_per_run"] == ramen["steps_per_run"] == study.QUICK_BUDGET["epochs"] * (270 // 32)
     assert plain["step_s"] > 0 and ramen["step_s"] > 0
     assert ramen["texts_per_step"] > plain["texts_per_step"]  # anchors of two sets besides queries and labels
+
+
+def test_per_query_terms_give_back_ramen_metrics_p1_and_psp1():
+    """at_one's per-query terms (what regime_report bootstraps over queries) average to the P@1 and
+    PSP@1 of ramen.metrics.evaluate, with filtered pairs, -1 padding, rows without labels."""
+    from ramen import metrics
+
+    rng = np.random.default_rng(3)
+    Q, L = 60, 25
+    dense = (rng.random((Q, L)) < 0.1).astype(np.float32)
+    dense[5] = 0  # a query without labels
+    true_Y = sp.csr_matrix(dense)
+    ids = np.stack([rng.permutation(L)[:4] for _ in range(Q)])
+    ids[7, 2:] = -1
+    ids[8, :] = -1  # nothing found
+    filt = np.array([[r, ids[r, 0]] for r in range(0, Q, 3)], dtype=np.int64)  # top-1 of every third row filtered
+    inv_p = rng.uniform(1, 4, L)
+    terms = study.at_one(ids, true_Y, inv_p, filt)
+    ref = metrics.evaluate(ids, true_Y, inv_propensity=inv_p, k=1, filter=filt)
+    assert math.isclose(np.mean(terms["hit"]), float(ref["P"][0]), abs_tol=1e-12)
+    assert math.isclose(np.sum(terms["gain"]) / np.sum(terms["best"]), float(ref["PSP"][0]), abs_tol=1e-12)
+    assert terms["hit"][8] == 0 and terms["best"][5] == 0

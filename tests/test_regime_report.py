@@ -88,5 +88,39 @@ def test_report_compares_with_plain_and_ngame_with_random_batches(regime, tmp_pa
     assert ngame_vs_plain[4].startswith("-1.00") and ngame_vs_plain[-1] == "no"
     assert ("good+bf16", "plain+bf16", "9") not in rows
     ngame = table_rows(versus_random)[("plain+ngame30+bf16", "plain+bf16", "3")]
-    assert ngame[4:6] == ["-1.00 ± 0.00", "+0.50 ± 0.00"] and len(ngame) == 8  # no bar column
+    assert ngame[4:6] == ["-1.00 ± 0.00", "+0.50 ± 0.00"] and len(ngame) == 10  # no bar column
+    assert good[6] == good[7] == "-"  # no per-query terms recorded: no interval
     assert (tmp_path / "regime_d_curves.png").exists()
+
+
+def per_query(dataset, arm, seed, hit, gain, best):
+    split = {"hit": list(hit), "gain": list(gain), "best": list(best)}
+    return {"dataset": dataset, "arm": arm, "seed": seed, "heldout": split, "test": split}
+
+
+def test_query_interval_is_a_bootstrap_of_the_per_query_differences(regime):
+    n = 200
+    rng = np.random.default_rng(1)
+    best = rng.uniform(1, 3, n)
+    runs = [fake_run("d", "a+e3", s, 0.5, 0.4) for s in (0, 1)]
+    controls = [fake_run("d", "c+e3", s, 0.5, 0.4) for s in (0, 1, 2)]
+    terms = {}
+    for s in (0, 1):
+        a_hit, c_hit = rng.integers(0, 2, n), rng.integers(0, 2, n)
+        terms[("d", "a+e3", s)] = per_query("d", "a+e3", s, a_hit, a_hit * best, best)
+        terms[("d", "c+e3", s)] = per_query("d", "c+e3", s, c_hit, c_hit * best, best)
+    got = regime.query_interval(runs, controls, "heldout", terms)
+    d_hit = np.mean([np.subtract(terms[("d", "a+e3", s)]["heldout"]["hit"], terms[("d", "c+e3", s)]["heldout"]["hit"])
+                     for s in (0, 1)], axis=0)
+    se = d_hit.std() / np.sqrt(n)
+    low, high = got["P@1"]
+    assert low < d_hit.mean() < high and abs((high - low) - 2 * 1.96 * se) < 0.25 * (high - low)
+    assert regime.query_interval(runs, controls, "heldout", terms) == got  # seeded
+    swapped = regime.query_interval(controls[:2], runs, "heldout", terms)
+    assert swapped["P@1"][0] == pytest.approx(-high, abs=0.02) and swapped["P@1"][1] == pytest.approx(-low, abs=0.02)
+    # every query one hit ahead: the interval is that point; PSP@1's is the ratio of the sums
+    ones = {("d", "a+e3", 0): per_query("d", "a+e3", 0, np.ones(n), best, best),
+            ("d", "c+e3", 0): per_query("d", "c+e3", 0, np.zeros(n), np.zeros(n), best)}
+    exact = regime.query_interval(runs, controls, "heldout", ones)
+    assert exact["P@1"] == pytest.approx((1.0, 1.0)) and exact["PSP@1"] == pytest.approx((1.0, 1.0))
+    assert regime.query_interval(runs, controls, "heldout", {}) is None
