@@ -153,3 +153,40 @@ def test_a_text_edited_anywhere_gets_tokens_of_its_own(tmp_path):
     # a cache whose write stopped before lengths.npy is not used; pad_id.txt is written before both
     entry = next(p for p in tmp_path.glob("tokens-q-*"))
     assert sorted(p.name for p in entry.iterdir()) == ["ids.npy", "lengths.npy", "pad_id.txt"]
+
+
+def test_a_tokenizer_changed_under_the_same_name_gets_tokens_of_its_own(tmp_path):
+    """The token cache's key holds the tokenizer's definition, not the encoder's name: a model
+    directory replaced in place (here: a token added to the vocabulary) tokenises again."""
+    from ramen.encoder import Encoder
+    from ramen.run_cache import tokenize_cached
+
+    texts = ["zzqqxx graph", "tail labels"]
+    first = tokenize_cached(Encoder("tiny", max_length=16), texts, tmp_path, "q")
+    changed = Encoder("tiny", max_length=16)
+    changed.tokenizer.add_tokens(["zzqqxx"])
+    second = tokenize_cached(changed, texts, tmp_path, "q")
+    assert np.array_equal(second.ids, changed.tokenize(texts, progress=False).ids)
+    assert not np.array_equal(first.ids, second.ids) and len(list(tmp_path.glob("tokens-q-*"))) == 2
+
+
+def test_content_keys_tell_apart_what_makes_a_cache_entry():
+    import scipy.sparse as sp
+
+    from ramen.digest import content_key, data_fingerprint, differing
+    from ramen.datasets.synthetic import synthetic
+
+    m = sp.csr_matrix(np.array([[0, 1.0], [2.0, 0]], dtype=np.float32))
+    other = m.copy()
+    other.data[0] = 3.0
+    assert content_key(m) != content_key(other)
+    assert content_key(sp.csr_array(m)) == content_key(m) != content_key(sp.csr_array(other))  # not by str()
+    assert content_key(m.astype(np.float64)) != content_key(m)  # dtype counts
+    a = np.arange(6, dtype=np.int32)
+    assert content_key(a) != content_key(a.reshape(2, 3)) != content_key(a.astype(np.int64))
+    assert content_key(["ab", "c"]) != content_key(["a", "bc"])  # texts keep their boundaries
+    ds = synthetic("tiny", seed=0)
+    fp = data_fingerprint(ds)
+    assert fp == data_fingerprint(synthetic("tiny", seed=0))
+    ds.A = 0.6
+    assert differing(fp, data_fingerprint(ds)) == ["propensity constants"]

@@ -54,3 +54,23 @@ def test_labels_without_final_line_feed(tmp_path: Path, encoder: Encoder) -> Non
     path = saved(tmp_path, encoder, ["x", "y", "z"])
     (path / "labels.txt").write_bytes(b"x\ny\nz")  # edited by hand: the last label is kept, not dropped
     assert Model.load(path).label_texts == ["x", "y", "z"]
+
+
+def test_evaluate_on_other_labels_does_not_reuse_the_index(encoder: Encoder) -> None:
+    """A model whose index holds other labels (the same number, in another order) is scored on the
+    dataset's own labels, as a fresh model is; a later predict names the dataset's labels."""
+    import scipy.sparse as sp
+
+    from ramen.datasets import Dataset
+
+    labels = [f"label {i} about {w}" for i, w in enumerate(["graphs", "cats", "rivers", "stars", "trains", "music"])]
+    texts = [t.replace("label", "query") for t in labels]
+    Y = sp.identity(len(labels), format="csr", dtype="float32")
+    data = Dataset(train_texts=texts, test_texts=texts, label_texts=labels, train_Y=Y, test_Y=Y).validate()
+    reused = Model(encoder, label_texts=labels[::-1])
+    reused.build_index(exact=True, progress=False)
+    got = reused.evaluate(data, k=1, progress=False)
+    ref = Model(encoder).evaluate(data, k=1, progress=False)
+    assert got["P"][0] == ref["P"][0] and reused.label_texts == labels
+    ids, _ = reused.predict(texts[:1], k=1)
+    assert ids[0, 0] == Model(encoder, label_texts=labels).predict(texts[:1], k=1)[0][0, 0]

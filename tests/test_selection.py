@@ -113,7 +113,7 @@ def test_resuming_a_selection_started_otherwise_is_an_error_naming_what_differs(
     out = tmp_path / "sel"
     selection.select_graph_weight(tiny_data, tiny_config(), weights=[0], out_dir=out, progress=False)
     plan = json.loads((out / selection.PLAN_JSON).read_text())
-    assert plan["held_out"] == 0.1 and plan["data"]["train"] == tiny_data.num_train and "graph" not in plan["config"]
+    assert plan["held_out"] == 0.1 and set(plan["data"]) >= {"training queries", "labels", "test split"} and "graph" not in plan["config"]
 
     def resume(data=tiny_data, cfg=tiny_config(), **kw):
         return selection.select_graph_weight(data, cfg, weights=kw.pop("weights", [0]), out_dir=out, resume=True,
@@ -127,8 +127,11 @@ def test_resuming_a_selection_started_otherwise_is_an_error_naming_what_differs(
     with pytest.raises(ValueError, match="other seed"):
         resume(cfg=tiny_config(seed=1))
     other = dataclasses.replace(tiny_data, train_texts=[t + "!" for t in tiny_data.train_texts])
-    with pytest.raises(ValueError, match="other data"):
+    with pytest.raises(ValueError, match=r"other data \(training queries\)"):
         resume(data=other)
+    relabelled = dataclasses.replace(tiny_data, train_Y=tiny_data.train_Y[::-1].tocsr())  # same texts, sizes
+    with pytest.raises(ValueError, match=r"other data \(training queries\)"):
+        resume(data=relabelled)
     before = json.loads((out / selection.PLAN_JSON).read_text())
     assert before == plan  # a refused resume leaves the plan as it was
     # the weight is the candidate's, not the selection's: another lambda or --graph resumes

@@ -428,6 +428,42 @@ def test_resume_with_other_settings_is_a_clear_error(tiny_data, tmp_path):
         train(tiny_data, tiny_config(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True, progress=False)
 
 
+def test_resume_on_other_data_is_a_clear_error_naming_the_part(tiny_data, tmp_path):
+    import dataclasses
+
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)
+    relabelled = dataclasses.replace(tiny_data, train_Y=tiny_data.train_Y[::-1].tocsr())  # same texts and sizes
+    with pytest.raises(ValueError, match=r"other data than it was trained on: training queries differ"):
+        train(relabelled, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)
+    name = next(iter(tiny_data.anchor_sets))
+    a = tiny_data.anchor_sets[name]
+    edited = dataclasses.replace(tiny_data, anchor_sets={**tiny_data.anchor_sets, name: dataclasses.replace(
+        a, texts=[t + "." if i == len(a.texts) // 2 else t for i, t in enumerate(a.texts)])})
+    with pytest.raises(ValueError, match=f"anchor set '{name}' differ"):
+        train(edited, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)  # the same data resumes
+
+
+def test_a_new_run_in_a_used_directory_starts_a_new_log(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False)
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)
+    assert [r["epoch"] for r in records(tmp_path, "eval")] == [1]  # not the first run's two as well
+    assert len(records(tmp_path, "step")) == len({r["global_step"] for r in records(tmp_path, "step")})
+
+
+def test_a_log_line_cut_short_is_dropped_on_resume_and_a_bad_one_named(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)
+    log = tmp_path / "log.jsonl"
+    whole = log.read_text()
+    log.write_text(whole + '{"event": "step", "epo')  # stopped while appending
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)
+    assert all(json.loads(line) for line in log.read_text().splitlines())
+    lines = whole.splitlines()
+    log.write_text("\n".join(lines[:2] + ["not json"] + lines[2:]) + "\n")
+    with pytest.raises(ValueError, match=r"log.jsonl:3: not a JSON record"):
+        train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)
+
+
 def test_a_diverging_run_stops_naming_the_step_component_and_checkpoint(tiny_data, tmp_path, monkeypatch):
     """With a huge learning rate the embeddings go non-finite; the CPU kernel's check of the scores
     must stop the run with where it happened, not a bare kernel message."""

@@ -96,13 +96,15 @@ class Model:
         extra = 0 if filt is None else int(np.bincount(filt[:, 0], minlength=len(rows)).max())
         wanted = k + extra  # room for k predictions after filtering
         device = self.encoder.device
+        other_labels = list(dataset.label_texts) != list(self.label_texts or [])
         if exact and _accelerator(device):
-            self.label_texts = list(dataset.label_texts)
+            if other_labels:
+                self.label_texts, self.index = list(dataset.label_texts), None  # an index of other labels goes
             vectors = self.label_vectors(label_tokens, batch_size=batch_size, progress=progress) \
                 if label_vectors is None else label_vectors
             ids = device_top_k(queries, vectors, wanted, device)
         else:
-            if self.index is None or exact != self.index.exact:
+            if self.index is None or exact != self.index.exact or other_labels:
                 self.build_index(dataset.label_texts, exact=exact, batch_size=batch_size, progress=progress,
                                  label_tokens=label_tokens, label_vectors=label_vectors)
             ids, _ = self.index.search(queries, wanted)

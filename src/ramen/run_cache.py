@@ -2,42 +2,21 @@
 made them, so that a resumed or repeated run reads them instead of computing them again."""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import scipy.sparse as sp
-
+from ramen.digest import content_key, texts_digest
 from ramen.encoder import Encoder
 from ramen.tokens import TokenCache
 
 
-def content_key(*parts: Any) -> str:
-    """A short hash of `parts` (sparse matrices, arrays, or JSON-able values): a cache entry's name."""
-    h = hashlib.sha1()
-    for p in parts:
-        if isinstance(p, sp.spmatrix):
-            p = p.tocsr()
-            for a in (p.indptr, p.indices, p.data):
-                h.update(np.ascontiguousarray(a).tobytes())
-            h.update(str(p.shape).encode())
-        elif isinstance(p, np.ndarray):
-            h.update(np.ascontiguousarray(p).tobytes())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def texts_digest(texts: list[str]) -> str:
-    """A hash of every text in order (a text edited anywhere makes another cache entry)."""
-    h = hashlib.sha1()
-    for t in texts:
-        b = t.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
-    return h.hexdigest()
+def tokenizer_digest(tokenizer: Any) -> str:
+    """What makes a tokenizer's ids: its class, its whole definition (vocabulary, normaliser, special
+    tokens) where it is a fast tokenizer, its vocabulary otherwise. A model directory replaced in place
+    under the same name gets tokens of its own."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    definition = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    return content_key(type(tokenizer).__name__, definition, tokenizer.all_special_tokens)
 
 
 def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
@@ -45,7 +24,7 @@ def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, 
     (file pages that the ranks on a machine share and the kernel may drop, not a private copy)."""
     if cache_dir is None:
         return encoder.tokenize(texts)
-    key = content_key(encoder.name, encoder.max_length, len(texts), texts_digest(texts))
+    key = content_key(tokenizer_digest(encoder.tokenizer), encoder.max_length, len(texts), texts_digest(texts))
     path = cache_dir / f"tokens-{name}-{key}"
     if not (path / "lengths.npy").exists():
         encoder.tokenize(texts).save(path)

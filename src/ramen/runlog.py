@@ -11,18 +11,26 @@ from tqdm.auto import tqdm
 
 
 class RunLog:
-    """Appends one JSON object per event to `path` (when given) and keeps them for plotting."""
+    """Appends one JSON object per event to `path` (when given) and keeps them for plotting. An
+    existing log is read back to continue it, or with `fresh` emptied (a new run in the directory)."""
 
-    def __init__(self, path: str | os.PathLike | None, *, echo: bool = True):
+    def __init__(self, path: str | os.PathLike | None, *, echo: bool = True, fresh: bool = False):
         self.path = Path(path) if path else None
         self.echo = echo
         self.records: list[dict[str, Any]] = []
         if self.path and self.path.exists():
-            self.records = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            if fresh:
+                self._rewrite()
+            else:
+                self.records = _read_records(self.path)
 
     def truncate(self, global_step: int) -> None:
         """Drops records written after `global_step` (a resumed run rewrites them)."""
         self.records = [r for r in self.records if r.get("global_step", 0) <= global_step]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The file holds exactly `records` (written to a temporary name, then renamed)."""
         if self.path:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
@@ -39,6 +47,26 @@ class RunLog:
     def info(self, text: str, **fields: Any) -> None:
         """A free-text note (warnings about the data, pruning, ...), printed and logged."""
         self.write({"event": "info", "text": text, **fields}, message=text)
+
+
+def _read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a log file. A last line cut short (the process stopped while appending it) is
+    dropped; any other line that is not a JSON object is a ValueError naming the file and line."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines):
+                break
+            raise ValueError(f"{path}:{i}: not a JSON record of a run log") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{i}: not a JSON record of a run log")
+        records.append(record)
+    return records
 
 
 def plot_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:

@@ -7,7 +7,6 @@ held-out slice; the one with the best held-out P@1 (then PSP@1; a tie goes to th
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.datasets.held_out import hold_out
+from ramen.digest import data_fingerprint, differing
 from ramen.files import temp_path
 from ramen.model import Model
 from ramen.train_state import RESUME_MAY_CHANGE
@@ -84,16 +84,10 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
 
 
 def selection_plan(dataset: Dataset, config: TrainConfig, held_out: float) -> dict[str, Any]:
-    """What a resumed selection must share with the one it continues: the data (sizes and a digest of
-    its texts), the held-out fraction (with config.seed, the split) and the settings a candidate
-    trains with, but the graph weight itself. The weights tried may change on resume."""
-    digest = hashlib.sha256()
-    for texts in (dataset.train_texts, dataset.label_texts):
-        for t in texts:
-            digest.update(t.encode("utf-8", "surrogatepass") + b"\n")
-        digest.update(b"\0")
-    data = {"train": dataset.num_train, "labels": dataset.num_labels, "train_Y_nnz": int(dataset.train_Y.nnz),
-            "texts_sha256": digest.hexdigest()}
+    """What a resumed selection must share with the one it continues: the data (a digest of each part,
+    `ramen.digest.data_fingerprint`), the held-out fraction (with config.seed, the split) and the
+    settings a candidate trains with, but the graph weight itself. The weights may change on resume."""
+    data = data_fingerprint(dataset)
     settings = {k: v for k, v in config.to_dict().items() if k not in WEIGHT_SETTINGS}
     return json.loads(json.dumps({"held_out": float(held_out), "data": data, "config": settings}))
 
@@ -109,7 +103,8 @@ def check_plan(out: Path, plan: dict[str, Any]) -> None:
         old_config = old["config"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a selection plan ({exc}); start a new selection without resume") from None
-    changed = [k for k in ("held_out", "data") if old.get(k) != plan[k]]
+    changed = ["held_out"] if old.get("held_out") != plan["held_out"] else []
+    changed += [f"data ({', '.join(differing(old.get('data') or {}, plan['data']))})"] if old.get("data") != plan["data"] else []
     changed += [k for k, v in plan["config"].items() if k not in RESUME_MAY_CHANGE and old_config.get(k) != v]
     if changed:
         raise ValueError(f"cannot resume the selection in {out}: it was started with other "

@@ -27,6 +27,7 @@ from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_token
 from ramen.collapse import CollapseWatch, collapse_advice
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
+from ramen.digest import data_fingerprint
 from ramen.encoder import Encoder
 from ramen.files import temp_path
 from ramen.interrupts import Interrupts
@@ -76,6 +77,7 @@ class Run:
     state: Progress = dataclasses.field(default_factory=Progress)
     collapse: CollapseWatch = dataclasses.field(default_factory=CollapseWatch)
     eval_tokens: dict[str, TokenCache] = dataclasses.field(default_factory=dict)
+    data: dict[str, str] | None = None  # the data's fingerprint, kept in checkpoints (with a run directory)
 
     @property
     def ckpt_path(self) -> Path | None:
@@ -100,11 +102,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     over the same labels whose test split holds its queries, e.g. held-out training queries to choose
     a recipe by); their eval events carry the name as "split".
     """
-    run = _start(dataset, (config or TrainConfig()).validate(), out_dir, progress, eval_sets or {})
+    run = _start(dataset, (config or TrainConfig()).validate(), out_dir, progress, eval_sets or {}, resume)
     cfg, state = run.cfg, run.state
     if resume:
         state, run.graphs = restore(run.ckpt_path, cfg, run.encoder, run.optimizer, run.scheduler,
-                                    run.reg_optimizer, run.sampler, run.reliance)
+                                    run.reg_optimizer, run.sampler, run.reliance, run.data)
         run.state = state
         run.log.truncate(state.global_step)
         run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
@@ -148,9 +150,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
 
 
 def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None, progress: bool,
-           eval_sets: dict[str, Dataset]) -> Run:
-    """Everything a run needs before its first step: the device, the log, the encoder, the graphs,
-    the tokens, the sampler and the optimizers (the memory check stops a run too large first)."""
+           eval_sets: dict[str, Dataset], resume: bool = False) -> Run:
+    """Everything a run needs before its first step: the device, the log (a new one unless resuming),
+    the encoder, the graphs, the tokens, the sampler and the optimizers (the memory check stops a run
+    too large first)."""
     splits = {"test": dataset, **eval_sets}
     for name, ds in splits.items():
         if ds is not dataset and (name == "test" or ds.label_texts != dataset.label_texts):
@@ -160,7 +163,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     if out is not None:
         (out / "cache").mkdir(parents=True, exist_ok=True)
     cache_dir = out / "cache" if out is not None else None
-    log = RunLog(out / "log.jsonl" if out is not None and d.main else None, echo=progress and d.main)
+    log = RunLog(out / "log.jsonl" if out is not None and d.main else None, echo=progress and d.main, fresh=not resume)
     torch.manual_seed(cfg.seed)
     encoder = _encoder(cfg, d, log)
     # before the long work: a run too large for this machine stops here, naming the stage (issue 26)
@@ -199,7 +202,8 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr)
     return Run(cfg, dataset, splits, d, out, log, progress, encoder, module, optimizer, scheduler, reg_optimizer,
                sampler, raw_graphs, dict(raw_graphs), tokens, base_weights, components, reliance, total_steps,
-               collapse=CollapseWatch(advice=collapse_advice(cfg)))
+               collapse=CollapseWatch(advice=collapse_advice(cfg)),
+               data=data_fingerprint(dataset) if out is not None else None)
 
 
 def _graphs(d: distributed.Dist, dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log: RunLog
@@ -385,7 +389,7 @@ def _save(run: Run) -> None:
     """The checkpoint, written by rank 0 where the run has a directory."""
     if run.ckpt_path is not None and run.d.main:
         save_checkpoint(run.ckpt_path, run.encoder, run.optimizer, run.scheduler, run.state, run.cfg, run.graphs,
-                        run.sampler.batches, run.reliance, run.reg_optimizer)
+                        run.sampler.batches, run.reliance, run.reg_optimizer, run.data)
 
 
 def _finish(run: Run) -> Model:

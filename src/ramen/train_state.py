@@ -12,6 +12,7 @@ import torch
 from ramen import checkpoint
 from ramen.batching import BatchSampler, Graphs
 from ramen.config import TrainConfig
+from ramen.digest import differing
 from ramen.encoder import Encoder
 from ramen.reliance import Reliance
 
@@ -33,10 +34,12 @@ class Progress:
 
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None, reliance: Reliance,
-                    reg_optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches."""
+                    reg_optimizer: torch.optim.Optimizer | None = None, data: dict[str, str] | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches, and
+    the fingerprint of the data trained on (`ramen.digest.data_fingerprint`)."""
     state = {
         "config": cfg.to_dict(),
+        "data": data,
         "progress": dataclasses.asdict(progress),
         "encoder": encoder.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -68,10 +71,11 @@ def _csr_from(t, path: Path) -> sp.csr_matrix | None:
 
 def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: torch.optim.Optimizer, scheduler,
             reg_optimizer: torch.optim.Optimizer | None, sampler: BatchSampler,
-            reliance: Reliance) -> tuple[Progress, dict[str, Graphs]]:
+            reliance: Reliance, data: dict[str, str] | None = None) -> tuple[Progress, dict[str, Graphs]]:
     """Loads the checkpoint at `path` into the run's objects (the sampler gets its graphs and
     batches); returns where the run stopped and its graphs. A checkpoint made with other settings
-    than `cfg` (but RESUME_MAY_CHANGE) is a ValueError naming them."""
+    than `cfg` (but RESUME_MAY_CHANGE), or on other data than `data` fingerprints, is a ValueError
+    naming what differs."""
     if path is None or not path.exists():
         raise ValueError(f"cannot resume: no checkpoint at {path}")
     ckpt = checkpoint.load(path)
@@ -80,6 +84,11 @@ def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: to
     if changed:
         raise ValueError(f"cannot resume {path} with other settings than it was trained with: "
                          + ", ".join(f"{k} (saved {saved[k]!r}, now {getattr(cfg, k)!r})" for k in changed))
+    if data is not None and isinstance(ckpt.get("data"), dict):  # checkpoints before 2026-12 hold none
+        parts = differing(ckpt["data"], data)
+        if parts:
+            raise ValueError(f"cannot resume {path} on other data than it was trained on: {', '.join(parts)} "
+                             "differ (start a new run without resume, or in another directory)")
     encoder.load_state_dict(ckpt["encoder"])
     optimizer.load_state_dict(ckpt["optimizer"])
     if reg_optimizer is not None:

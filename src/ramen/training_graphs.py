@@ -19,7 +19,7 @@ from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.encoder import Encoder
 from ramen.files import temp_path
-from ramen.run_cache import content_key
+from ramen.digest import content_key
 from ramen.runlog import RunLog
 from ramen.tokens import TokenCache
 
