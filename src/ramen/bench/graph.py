@@ -67,12 +67,19 @@ def cached_power_law(scale: Scale) -> sp.csr_matrix:
     import tempfile
     from pathlib import Path
 
-    cache = Path(tempfile.gettempdir()) / f"ramen_prune_ab_{scale.edges}.npz"
+    from ramen.files import temp_path
+
+    # the generator's version and every size in the name: another shape or generator never reads it
+    cache = Path(tempfile.gettempdir()) / f"ramen_power_law_v1_{scale.items}_{scale.anchors}_{scale.edges}.npz"
     if cache.exists():
-        z = np.load(cache)
-        return sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        z = np.load(cache, allow_pickle=False)
+        E = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        E.check_format(full_check=True)
+        return E
     E = power_law_bipartite(scale.items, scale.anchors, scale.edges)
-    np.savez(cache, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
+    tmp = temp_path(cache)
+    np.savez(tmp, data=E.data, indices=E.indices, indptr=E.indptr, shape=np.array(E.shape))
+    os.replace(tmp, cache)  # written whole or not at all
     return E
 
 
