@@ -190,3 +190,15 @@ def test_content_keys_tell_apart_what_makes_a_cache_entry():
     assert fp == data_fingerprint(synthetic("tiny", seed=0))
     ds.A = 0.6
     assert differing(fp, data_fingerprint(ds)) == ["propensity constants"]
+
+
+def test_the_tokenizer_digest_ignores_state_that_tokenising_sets():
+    """Tokenising sets the fast tokenizer's truncation and padding: a rank that has tokenised and one
+    that has not must still find the same cache entry."""
+    from ramen.encoder import Encoder
+    from ramen.run_cache import tokenizer_digest
+
+    encoder = Encoder("tiny", max_length=16)
+    before = tokenizer_digest(encoder.tokenizer)
+    encoder.tokenize(["a b c"], progress=False)
+    assert tokenizer_digest(encoder.tokenizer) == before

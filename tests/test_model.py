@@ -74,3 +74,22 @@ def test_evaluate_on_other_labels_does_not_reuse_the_index(encoder: Encoder) -> 
     assert got["P"][0] == ref["P"][0] and reused.label_texts == labels
     ids, _ = reused.predict(texts[:1], k=1)
     assert ids[0, 0] == Model(encoder, label_texts=labels).predict(texts[:1], k=1)[0][0, 0]
+
+
+def test_load_checks_the_index_against_the_encoder_and_labels_it_holds(tmp_path: Path, encoder: Encoder) -> None:
+    labels = ["alpha", "beta", "gamma", "delta"]
+    model = Model(encoder, labels)
+    model.build_index(exact=True, progress=False)
+    model.save(tmp_path / "m")
+    assert len(Model.load(tmp_path / "m").index) == 4
+    # the encoder replaced in place by another one (a further-tuned model saved over it)
+    Encoder("tiny", seed=1).save(tmp_path / "m" / "encoder")
+    with pytest.raises(ValueError, match="rebuild the index with this model"):
+        Model.load(tmp_path / "m")
+    # an index of fewer labels than the model names
+    short = Model(encoder, labels[:3])
+    short.build_index(exact=True, progress=False)
+    short.label_texts = labels
+    short.save(tmp_path / "s")
+    with pytest.raises(ValueError, match="holds 3 label ids, not the model's 4 labels"):
+        Model.load(tmp_path / "s")

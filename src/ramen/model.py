@@ -135,7 +135,7 @@ class Model:
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", view: bool = True) -> "Model":
         """Loads a saved Model; its label index (if saved) is memory-mapped with `view` and must
-        have been made by this encoder."""
+        have been made by the encoder loaded (its weights' fingerprint) for exactly its labels."""
         from ramen.index import LabelIndex
 
         path = Path(path)
@@ -148,7 +148,12 @@ class Model:
         encoder = Encoder.load(path / "encoder").to(device)
         model = cls(encoder, _read_labels(path, meta.get("num_labels") if isinstance(meta, dict) else None))
         if (path / INDEX_FILE).exists():
-            model.index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=meta["fingerprint"])
+            index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=encoder.fingerprint())
+            labels = model.label_texts or []
+            if not np.array_equal(index.ids, np.arange(len(labels))):
+                raise ValueError(f"{path / INDEX_FILE}: holds {len(index):,} label ids, not the model's "
+                                 f"{len(labels):,} labels 0..{len(labels) - 1}: rebuild the index with this model")
+            model.index = index
         return model
 
 

@@ -2,6 +2,7 @@
 made them, so that a resumed or repeated run reads them instead of computing them again."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,10 @@ def tokenizer_digest(tokenizer: Any) -> str:
     tokens) where it is a fast tokenizer, its vocabulary otherwise. A model directory replaced in place
     under the same name gets tokens of its own."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    definition = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    if backend is not None:  # without truncation and padding: state each call sets (max_length is in the key)
+        definition = {k: v for k, v in json.loads(backend.to_str()).items() if k not in ("truncation", "padding")}
+    else:
+        definition = sorted(tokenizer.get_vocab().items())
     return content_key(type(tokenizer).__name__, definition, tokenizer.all_special_tokens)
 
 
