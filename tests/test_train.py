@@ -2,6 +2,7 @@
 import json
 import os
 from pathlib import Path
+import shutil
 import signal
 import socket
 
@@ -413,6 +414,9 @@ def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, mo
     assert main(args) == 130  # interrupted; it prints the resume command
     monkeypatch.undo()
     saved = json.loads((out / "run.json").read_text())
+    with pytest.raises(SystemExit, match="holds an unfinished run: continue it with .*--resume"):
+        main(args)  # the same command again, --resume forgotten: the unfinished run is kept
+    assert json.loads((out / "run.json").read_text()) == saved and (out / CHECKPOINT).exists()
     assert main(["train", "--out", str(out), "--resume"]) == 0
     assert json.loads((out / "run.json").read_text()) == saved  # not rewritten with defaults
     assert records(out, "step")[-1]["global_step"] == 18
@@ -420,6 +424,11 @@ def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, mo
         main(["train", "--out", str(out), "--resume", "--lr", "0.5"])
     with pytest.raises(SystemExit, match="holds no run"):
         main(["train", "--out", str(tmp_path / "none"), "--resume"])
+    assert main(args) == 0  # over a finished run: a new one may replace it
+    shutil.rmtree(out / "model")  # as if stopped before it finished
+    with pytest.raises(SystemExit, match="start it over with --overwrite"):
+        main(args)
+    assert main(args + ["--overwrite"]) == 0 and (out / "model").is_dir()
 
 
 def test_resume_with_other_settings_is_a_clear_error(tiny_data, tmp_path):

@@ -205,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_spec, cfg = _resumed_run(args, run_file)
         weights = json.loads(run_file.read_text()).get("select_graph_weight")
     else:
+        _refuse_unfinished(out, args.overwrite)
         cfg = _config_from_args(args)
         data_spec = args.data or "synthetic"
         weights = args.select_graph_weight
@@ -234,6 +235,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 130
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
     return _print_evaluation(out, dataset, exact=True, k=5, max_queries=cfg.eval_max_queries, seed=cfg.seed)
+
+
+def _refuse_unfinished(out: Path, overwrite: bool) -> None:
+    """A new run would discard the unfinished one in `out` (its checkpoint is overwritten after an
+    epoch): that needs --overwrite, so that a forgotten --resume does not lose hours of training."""
+    from ramen.selection import PLAN_JSON
+    from ramen.train import CHECKPOINT
+
+    started = (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists()
+    if started and not (out / "model").is_dir() and not overwrite:
+        raise SystemExit(f"{out} holds an unfinished run: continue it with `python -m ramen train --out {out} "
+                         "--resume`, start it over with --overwrite, or choose another --out")
 
 
 def _select(dataset, cfg, weights: list[float], out: Path, resume: bool) -> None:
@@ -340,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
     p.add_argument("--resume", action="store_true",
                    help="continue RUN_DIR from its checkpoint, with the settings it was started with")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in RUN_DIR even though it holds an unfinished one (discarding it)")
     p.add_argument("--select-graph-weight", nargs="*", type=float, default=None, metavar="W",
                    help="choose the graph's weight (lambda_x = lambda_z; 0: plain) on 10%% of the training "
                         "queries held out: train each weight on the rest, then the best on all "
