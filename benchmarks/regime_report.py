@@ -29,6 +29,7 @@ LENGTH = re.compile(r"^(?P<base>.+)\+e(?P<epochs>\d+)$")
 METRICS = ("P@1", "PSP@1")
 PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compared with it at its length
 NGAME = "+ngame30"  # the lever that swaps random batches for NGAME cluster batches
+NGAME_BUDGET = "+ngame10"  # the same at the study's 10-epoch budget, beside that budget's float32 arms
 BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
 BAR_SEEDS = 3  # ... beyond one sd of the paired differences, over at least this many seeds
 BOOTSTRAP = 5000  # resamples of the queries for the 95% interval of a difference (seeded)
@@ -144,6 +145,31 @@ def ngame_versus_random(arms: dict[str, dict[int, list[dict[str, Any]]]]) -> lis
             for epochs in sorted(lengths) if epochs in arms.get(base.replace(NGAME, ""), {})]
 
 
+def budget_ngame_table(results: list[dict[str, Any]], dataset: str) -> list[str]:
+    """NGAME batches at the study's 10-epoch budget against the same arm with random batches and against
+    plain, paired by seed on the test split (those arms record no held-out curves): one row per arm."""
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        if r["dataset"] == dataset:
+            arms.setdefault(r["arm"], []).append(r)
+    rows = []
+    for arm, runs in arms.items():
+        control = arm.replace(NGAME_BUDGET, "")
+        if NGAME_BUDGET not in arm or control not in arms:
+            continue
+        cells = [arm, str(len(runs))]
+        for base in (control, "plain"):
+            deltas = [paired_deltas(runs, arms.get(base, []), "test", m) for m in METRICS]
+            cells += [str(len(deltas[0])), *map(_delta_cell, deltas)]
+        rows.append(cells)
+    if not rows:
+        return []
+    header = ["arm", "seeds", "paired with random batches", *(f"Δ test {m} vs random batches" for m in METRICS),
+              "paired with plain", *(f"Δ test {m} vs plain" for m in METRICS)]
+    return ["NGAME cluster batches at the study's budget (10 epochs, float32; test split, as the study's "
+            "10-epoch arms recorded no held-out curves), paired by seed:", "", *_table(header, rows), ""]
+
+
 def zero_shot_line(path: Path) -> list[str]:
     """The untrained encoder's held-out and test P@1 / PSP@1 (the floor of every arm), if recorded."""
     if not path.exists():
@@ -225,9 +251,13 @@ def write(runs: Path, out: Path) -> None:
              f"interval beside it is the queries' noise: a seeded bootstrap ({BOOTSTRAP} resamples) of the "
              f"held-out queries, each query's difference averaged over the seeds with per-query terms "
              f"(`benchmarks/accuracy.py perquery`, recorded as perquery.json); '-' where none are recorded.", ""]
+    budget_only = sorted({r["dataset"] for r in results if NGAME_BUDGET in r["arm"]} - set(grouped))
+    for dataset in budget_only:
+        lines += [f"## {dataset}", "", *budget_ngame_table(results, dataset)]
     for dataset, arms in grouped.items():
         plot = _plot(dataset, arms, out.parent)
-        lines += [f"## {dataset}", "", *zero_shot_line(runs / dataset / "zeroshot.json"), *_length_table(arms), ""]
+        lines += [f"## {dataset}", "", *zero_shot_line(runs / dataset / "zeroshot.json"), *_length_table(arms), "",
+                  *budget_ngame_table(results, dataset)]
         if pairs := against_plain(arms):
             lines += [f"Against the plain encoder (`{PLAIN}`) at the same length, paired by seed:", "",
                       *_delta_table(arms, pairs, True, per_query), ""]
@@ -235,7 +265,7 @@ def write(runs: Path, out: Path) -> None:
             lines += ["NGAME cluster batches against random batches of the same arm, paired by seed:", "",
                       *_delta_table(arms, pairs, False, per_query), ""]
         lines += [f"![curves]({plot.name})", ""]
-    if not grouped:
+    if not grouped and not budget_only:
         lines += ["No run with per-epoch curves yet.", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

@@ -124,3 +124,24 @@ def test_query_interval_is_a_bootstrap_of_the_per_query_differences(regime):
     exact = regime.query_interval(runs, controls, "heldout", ones)
     assert exact["P@1"] == pytest.approx((1.0, 1.0)) and exact["PSP@1"] == pytest.approx((1.0, 1.0))
     assert regime.query_interval(runs, controls, "heldout", {}) is None
+
+
+def test_ngame_at_the_study_budget_is_compared_on_test_with_random_batches_and_plain(regime, tmp_path):
+    runs = tmp_path / "runs"
+    made = []
+    for s in range(3):
+        for arm, p1 in (("plain", 0.30), ("plain+ngame10", 0.32 + s / 100), ("ramen", 0.05), ("ramen+ngame10", 0.10)):
+            r = fake_run("s", arm, s, 0.0, 0.0, test_p1=p1, test_psp1=p1 / 2)
+            del r["curves"]  # the 10-epoch arms record no per-epoch curves
+            made.append(r)
+    made.append(fake_run("s", "allneg+ngame10", 0, 0, 0))  # its control never ran: no row
+    write_runs(runs, made)
+    regime.write(runs, tmp_path / "regime.md")
+    rows = table_rows((tmp_path / "regime.md").read_text())
+    ngame = next(v for k, v in rows.items() if k[0] == "plain+ngame10")
+    deltas = [100 * (0.02 + s / 100) for s in range(3)]
+    assert ngame[1:4] == ["3", "3", f"+{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f}"]
+    assert ngame[5] == "3" and ngame[6] == ngame[3]  # plain is the control of plain+ngame10
+    ramen = next(v for k, v in rows.items() if k[0] == "ramen+ngame10")
+    assert ramen[3] == "+5.00 ± 0.00" and ramen[6] == "-20.00 ± 0.00"
+    assert not any(k[0] == "allneg+ngame10" for k in rows)
