@@ -22,6 +22,8 @@ def load_dataset(spec: str):
     """The Dataset named by a --data spec (see DATA_HELP)."""
     from ramen import datasets as data
 
+    if not spec.strip():
+        raise SystemExit("--data: empty (leave it out for the built-in synthetic benchmark)")
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from ramen.datasets.synthetic import synthetic
 
@@ -125,6 +127,17 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def _read_run_file(run_file: Path, what: str) -> dict:
+    """run.json of a run directory: a JSON table with the --data spec it trained on (and its config)."""
+    try:
+        run = json.loads(run_file.read_text(encoding="utf-8"))
+        if not isinstance(run, dict) or not isinstance(run.get("data"), str):
+            raise ValueError("no 'data' entry naming the dataset")
+    except (OSError, ValueError, RecursionError) as exc:
+        raise SystemExit(f"{what}: {run_file} is not a readable run record ({exc})") from None
+    return run
+
+
 def _resumed_run(args: argparse.Namespace, run_file: Path):
     """(data spec, TrainConfig) of the run to resume: its own, from run.json; settings given on the
     command line must agree with them (a run cannot change its settings halfway)."""
@@ -132,12 +145,12 @@ def _resumed_run(args: argparse.Namespace, run_file: Path):
 
     if not run_file.is_file():
         raise SystemExit(f"--resume: {run_file} not found: {run_file.parent} holds no run to continue")
+    run = _read_run_file(run_file, "--resume")
     try:
-        run = json.loads(run_file.read_text())
         saved = TrainConfig.from_dict(run["config"])
-        data_spec = run["data"]
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--resume: {run_file} is not a readable run record ({exc})") from None
+    data_spec = run["data"]
     if args.data and args.data != data_spec:
         raise SystemExit(f"--resume: the run trained on --data {data_spec!r}, not {args.data!r}")
     given = _given_settings(args)
@@ -169,7 +182,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     from ramen.datasets.synthetic import synthetic
 
     ds = synthetic(args.size, seed=args.seed)
-    save_xc(ds, args.out)
+    save_xc(ds, args.out, overwrite=args.overwrite)
     print(f"wrote the synthetic dataset (size {args.size}, seed {args.seed}) to {args.out}")
     return 0
 
@@ -178,7 +191,7 @@ def cmd_data_wikispeedia(args: argparse.Namespace) -> int:
     from ramen.datasets import save_xc, wikispeedia
 
     ds = wikispeedia(args.src, seed=args.seed)
-    save_xc(ds, args.out)
+    save_xc(ds, args.out, overwrite=args.overwrite)
     print(f"wrote the Wikispeedia task to {args.out}")
     return 0
 
@@ -190,7 +203,7 @@ def cmd_data_foldoc(args: argparse.Namespace) -> int:
         ds = foldoc(args.src, seed=args.seed)
     except FileNotFoundError as exc:
         raise SystemExit(str(exc)) from None
-    save_xc(ds, args.out)
+    save_xc(ds, args.out, overwrite=args.overwrite)
     print(f"wrote the FOLDOC task to {args.out}")
     return 0
 
@@ -207,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         _refuse_unfinished(out, args.overwrite)
         cfg = _config_from_args(args)
-        data_spec = args.data or "synthetic"
+        data_spec = args.data if args.data is not None else "synthetic"
         weights = args.select_graph_weight
         if weights is not None:
             from ramen.selection import DEFAULT_WEIGHTS, checked_weights
@@ -266,6 +279,9 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_querie
     from ramen import metrics
     from ramen.model import Model
 
+    if dataset.num_test == 0:
+        print(f"\nthe dataset has no test queries: nothing to evaluate (the model is in {run_dir / 'model'})")
+        return 0
     model = Model.load(run_dir / "model")
     result = model.evaluate(dataset, k=k, exact=exact, deciles=True, max_queries=max_queries, seed=seed)
     deciles = result.pop("deciles")
@@ -284,7 +300,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     run_file = run_dir / "run.json"
     if not (run_dir / "model").exists():
         raise SystemExit(f"{run_dir}: no trained model (expected {run_dir / 'model'})")
-    spec = args.data or (json.loads(run_file.read_text())["data"] if run_file.exists() else None)
+    spec = args.data if args.data is not None else (
+        _read_run_file(run_file, "evaluate")["data"] if run_file.exists() else None)
     if spec is None:
         raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
     return _print_evaluation(run_dir, load_dataset(spec), exact=args.exact, k=args.k)
@@ -329,18 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_describe)
     p = data_sub.add_parser("synth", help="write the synthetic benchmark in the XC repository layout")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--size", default="small", choices=["tiny", "small", "medium", "paper"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_synth)
     p = data_sub.add_parser("wikispeedia", help="build the Wikispeedia task from the SNAP files")
     p.add_argument("src", help="folder with articles.tsv(.gz), links.tsv(.gz), categories.tsv(.gz)")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_wikispeedia)
     p = data_sub.add_parser("foldoc", help="build the FOLDOC task from the dictd dictionary (dict-foldoc)")
     p.add_argument("src", nargs="?", help="foldoc.dict.dz (foldoc.index beside it) or a folder holding both "
                    "(default /usr/share/dictd/foldoc.dict.dz)")
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_data_foldoc)
 
@@ -389,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # bad input: a clear message, not a traceback
+    except (ValueError, OSError, EOFError) as exc:  # bad input, a missing or cut file: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

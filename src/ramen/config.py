@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 @dataclasses.dataclass
@@ -83,7 +87,31 @@ class TrainConfig:
     gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
 
     def validate(self) -> "TrainConfig":
+        """The config itself when every field has its type and range; else a ValueError naming the field."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not _has_type(value, str(f.type)):
+                raise ValueError(f"TrainConfig: {f.name} must be {f.type}, got {value!r} ({type(value).__name__})")
+        finite = {name: math.isfinite(getattr(self, name)) for name in (
+            "lr", "weight_decay", "warmup", "grad_clip", "margin", "lambda_x", "lambda_z", "restart_prob",
+            "prune_threshold", "reliance_lr")}
         checks = [
+            *((ok, f"{name} must be finite") for name, ok in finite.items()),
+            (self.max_length >= 1, "max_length must be >= 1"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.grad_clip >= 0, "grad_clip must be >= 0 (0: off)"),
+            (self.lambda_x >= 0 and self.lambda_z >= 0, "lambda_x and lambda_z must be >= 0"),
+            (self.softmax_temperature is None or (math.isfinite(self.softmax_temperature)
+                                                 and self.softmax_temperature > 0),
+             "softmax_temperature must be > 0 and finite, or None"),
+            (self.densify_top_k >= 1, "densify_top_k must be >= 1"),
+            (self.aug_gt_top_k >= 1, "aug_gt_top_k must be >= 1"),
+            (-1 <= self.prune_threshold <= 1, "prune_threshold must be a cosine in [-1, 1]"),
+            (all(e >= 0 for e in self.cluster_double_at), "cluster_double_at must hold epochs >= 0"),
+            (self.eval_k >= 1, "eval_k must be >= 1"),
+            (self.eval_max_queries is None or self.eval_max_queries >= 1, "eval_max_queries must be >= 1 or None"),
+            (self.seed >= 0, "seed must be >= 0"),
+            (self.encode_batch_size >= 1, "encode_batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_steps is None or (_count(self.max_steps) and self.max_steps >= 1),
              "max_steps must be an integer >= 1 or None"),
@@ -113,8 +141,10 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"TrainConfig: {message}")
         for name, pair in self.lambdas.items():
-            if len(pair) != 2:
-                raise ValueError(f"TrainConfig.lambdas[{name!r}] must be [lambda_x, lambda_z], got {pair!r}")
+            if not (isinstance(name, str) and isinstance(pair, (list, tuple)) and len(pair) == 2
+                    and all(_has_type(w, "float") and math.isfinite(w) and w >= 0 for w in pair)):
+                raise ValueError(f"TrainConfig.lambdas[{name!r}] must be [lambda_x, lambda_z], two finite "
+                                 f"weights >= 0, got {pair!r}")
         return self
 
     def lambdas_for(self, name: str) -> tuple[float, float]:
@@ -209,6 +239,26 @@ def without_retired(fields: dict[str, Any], where: str = "") -> dict[str, Any]:
                              "benchmarks/results/graph_levers.md); ramen at commit "
                              f"{RETIRED_AT} still runs it (git checkout {RETIRED_AT} && pip install .)")
     return {k: v for k, v in fields.items() if k not in RETIRED}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether `value` fits a field's annotation ("int", "float | None", "list[str] | None", ...): a
+    bool is not a number, an int is a float, numpy scalars count as the Python kind they stand for."""
+    for kind in (k.strip() for k in annotation.split("|")):
+        if kind == "None" and value is None:
+            return True
+        if kind == "bool" and isinstance(value, (bool, np.bool_)):
+            return True
+        if kind in ("int", "float") and not isinstance(value, (bool, np.bool_)) and isinstance(
+                value, numbers.Integral if kind == "int" else numbers.Real):
+            return True
+        if kind == "str" and isinstance(value, str):
+            return True
+        if kind.startswith("list[") and isinstance(value, (list, tuple)):
+            return all(_has_type(v, kind[5:-1]) for v in value)
+        if kind.startswith("dict[") and isinstance(value, dict):
+            return True  # lambdas: checked entry by entry in validate
+    return False
 
 
 def _count(value: Any) -> bool:

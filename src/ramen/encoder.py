@@ -172,6 +172,9 @@ class Encoder(torch.nn.Module):
 
     def tokenize(self, texts: list[str], *, progress: bool = True) -> TokenCache:
         """Tokenises `texts` once into a TokenCache (max_length tokens, padding trimmed per batch)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            bad = texts if isinstance(texts, str) else next(t for t in texts if not isinstance(t, str))
+            raise TypeError(f"texts must be a list of strings, got {type(bad).__name__} {bad!r:.60}")
         return TokenCache.build(self.tokenizer, texts, self.max_length, progress=progress)
 
     @torch.no_grad()
@@ -234,7 +237,7 @@ class Encoder(torch.nn.Module):
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the towers, tokenizer and spec to directory `path` (atomically: temp dir, rename)."""
-        with replaced_directory(path) as tmp:
+        with replaced_directory(path, "spec.json") as tmp:
             self.backbone.save_pretrained(tmp / "query_tower")
             if self.label_backbone is not None:
                 self.label_backbone.save_pretrained(tmp / "label_tower")
@@ -251,7 +254,7 @@ class Encoder(torch.nn.Module):
         if not hasattr(backbone, "save_pretrained"):
             raise ValueError(f"the {tower} tower is not a Hugging Face model: it cannot be exported")
         path = Path(path)
-        with replaced_directory(path) as tmp:
+        with replaced_directory(path, "ramen_export.json") as tmp:  # an earlier export is replaced, nothing else
             backbone.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             modules = [("0", "", "Transformer"), ("1", "1_Pooling", "Pooling"), ("2", "2_Normalize", "Normalize")]

@@ -18,11 +18,19 @@ def temp_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def replaced_directory(path: str | os.PathLike) -> Iterator[Path]:
+def replaced_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """A new temporary directory beside `path`, unique to this call, to write into; when the block
     ends without error it replaces `path` (the old one renamed away, then removed), so a reader
-    finds the old directory or the new one, never a half-written one. On error it is removed."""
+    finds the old directory or the new one, never a half-written one. On error it is removed.
+
+    Only what this kind of writer made is replaced: an existing `path` must be an empty directory or
+    hold `marker` (the file every such directory has); anything else is a ValueError, before writing."""
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise ValueError(f"{path} exists and is not a directory: refusing to replace it")
+    if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise ValueError(f"{path} is a directory this does not write (no {marker}): refusing to replace its "
+                         "contents; choose another path or remove it")
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{tag}")
     tmp.mkdir(parents=True)

@@ -217,6 +217,8 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
         raise ValueError(f"k must be >= 1, got {k}")
     truth = _as_truth(true_Y)
     Q, L = truth.shape
+    if Q == 0:
+        raise ValueError("true_Y has no rows: no query to evaluate (metrics are means over queries)")
     top = _ranked(pred, Q, L, k, _filter_keys(filter, Q, L))
     hits = _hits(top, truth)
     n_true = np.diff(truth.indptr).astype(np.float64)

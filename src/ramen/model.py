@@ -87,7 +87,16 @@ class Model:
         """
         from ramen import metrics
 
+        from ramen.datasets import Dataset
+
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"evaluate: dataset must be a ramen Dataset (ramen.load_xc(path) reads one), "
+                            f"got {type(dataset).__name__}")
         rows = np.arange(len(dataset.test_texts))
+        if len(rows) == 0:
+            raise ValueError("evaluate: the dataset has no test queries")
+        if max_queries is not None and not (isinstance(max_queries, (int, np.integer)) and max_queries >= 1):
+            raise ValueError(f"evaluate: max_queries must be an integer >= 1 or None, got {max_queries!r}")
         if max_queries is not None and max_queries < len(rows):
             rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_queries, replace=False))
         texts = [dataset.test_texts[i] for i in rows] if query_tokens is None else query_tokens.subset(rows)
@@ -123,7 +132,7 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes the encoder, label texts and the label index (when built) to directory `path`, atomically."""
-        with replaced_directory(path) as tmp:
+        with replaced_directory(path, "model.json") as tmp:
             self.encoder.save(tmp / "encoder")
             if self.label_texts is not None:
                 _write_labels(tmp, self.label_texts)

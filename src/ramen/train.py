@@ -78,6 +78,7 @@ class Run:
     collapse: CollapseWatch = dataclasses.field(default_factory=CollapseWatch)
     eval_tokens: dict[str, TokenCache] = dataclasses.field(default_factory=dict)
     data: dict[str, str] | None = None  # the data's fingerprint, kept in checkpoints (with a run directory)
+    checkpointed: bool = False  # whether ckpt_path holds this run's state (written by it, or resumed from)
 
     @property
     def ckpt_path(self) -> Path | None:
@@ -102,12 +103,18 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     over the same labels whose test split holds its queries, e.g. held-out training queries to choose
     a recipe by); their eval events carry the name as "split".
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"train: dataset must be a ramen Dataset (ramen.load_xc(path), ramen.synthetic(...)), "
+                        f"got {type(dataset).__name__}")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise TypeError(f"train: config must be a TrainConfig (TrainConfig(**fields) or ramen.recipe(name)), "
+                        f"got {type(config).__name__}")
     run = _start(dataset, (config or TrainConfig()).validate(), out_dir, progress, eval_sets or {}, resume)
     cfg, state = run.cfg, run.state
     if resume:
         state, run.graphs = restore(run.ckpt_path, cfg, run.encoder, run.optimizer, run.scheduler,
                                     run.reg_optimizer, run.sampler, run.reliance, run.data)
-        run.state = state
+        run.state, run.checkpointed = state, True
         run.log.truncate(state.global_step)
         run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     interrupts = Interrupts().__enter__()
@@ -174,6 +181,8 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
         log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")
+    if dataset.num_test == 0:
+        log.info("the dataset has no test queries: no evaluation during or after training")
     unlabelled = int((np.diff(train_Y.indptr) == 0).sum())
     if unlabelled:
         log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
@@ -341,7 +350,8 @@ def _step(run: Run, epoch: int, batch: Batch) -> tuple[float, float, dict[str, f
 def _non_finite(run: Run, what: str, epoch: int, step: int) -> NonFiniteLoss:
     """The error that stops a run gone NaN or infinite: what, where, and the checkpoint to go back to."""
     return NonFiniteLoss(f"{what} at epoch {epoch + 1}, step {step} (global step {run.state.global_step})"
-                         + (f". The last good checkpoint is {run.ckpt_path}" if run.ckpt_path else ""))
+                         + (f". The last good checkpoint is {run.ckpt_path}" if run.checkpointed else
+                            ". No checkpoint was written yet"))
 
 
 def _log_reliance(run: Run, epoch: int) -> None:
@@ -369,6 +379,8 @@ def _evaluate(run: Run, epoch: int) -> np.ndarray | None:
         model = Model(run.encoder, run.dataset.label_texts)
         vectors = model.label_vectors(run.tokens["label"], batch_size=cfg.encode_batch_size, progress=False)
         for split, ds in run.splits.items():
+            if ds.num_test == 0:
+                continue  # a dataset without test queries (said once at the start): nothing to evaluate
             if split not in run.eval_tokens:  # each split's queries, tokenised at the first evaluation
                 run.eval_tokens[split] = tokenize_cached(run.encoder, ds.test_texts, run.cache_dir, f"eval-{split}")
             m = model.evaluate(ds, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
@@ -387,9 +399,12 @@ def _evaluate(run: Run, epoch: int) -> np.ndarray | None:
 
 def _save(run: Run) -> None:
     """The checkpoint, written by rank 0 where the run has a directory."""
-    if run.ckpt_path is not None and run.d.main:
+    if run.ckpt_path is None:
+        return
+    if run.d.main:
         save_checkpoint(run.ckpt_path, run.encoder, run.optimizer, run.scheduler, run.state, run.cfg, run.graphs,
                         run.sampler.batches, run.reliance, run.reg_optimizer, run.data)
+    run.checkpointed = True  # on every rank: the one rank 0 wrote
 
 
 def _finish(run: Run) -> Model:

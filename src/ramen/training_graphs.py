@@ -25,13 +25,17 @@ from ramen.tokens import TokenCache
 
 
 def used_anchor_sets(dataset: Dataset, cfg: TrainConfig) -> list[str]:
-    """The anchor sets a run regularises with: those configured (all by default) with a non-zero weight."""
+    """The anchor sets a run regularises with: those configured (all by default) with a non-zero weight.
+    A set named in `anchor_sets` or `lambdas` that the dataset lacks is an error (a typo would
+    otherwise leave that set at the default weight), with the graph on or off."""
+    for field, named in (("anchor_sets", cfg.anchor_sets or []), ("lambdas", list(cfg.lambdas))):
+        missing = [n for n in named if n not in dataset.anchor_sets]
+        if missing:
+            raise ValueError(f"TrainConfig.{field}: anchor sets {missing} are not in the dataset "
+                             f"(it has {sorted(dataset.anchor_sets)})")
     if not cfg.graph or cfg.aug_gt:
         return []
     names = list(dataset.anchor_sets) if cfg.anchor_sets is None else list(cfg.anchor_sets)
-    missing = [n for n in names if n not in dataset.anchor_sets]
-    if missing:
-        raise ValueError(f"anchor sets {missing} are not in the dataset (it has {sorted(dataset.anchor_sets)})")
     return [n for n in names if any(cfg.lambdas_for(n))]
 
 

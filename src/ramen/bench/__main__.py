@@ -39,6 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     suites = args.suite or (sorted(SUITES) if args.quick else DEFAULT_SUITES)
+    try:  # bad arguments stop here, not after the suites have run
+        if args.size is not None:
+            from ramen.bench.scale import dataset_config
+
+            dataset_config(args.size)
+        if args.json is not None and (args.json.is_dir() or (args.json.parent.exists() and not args.json.parent.is_dir())):
+            raise ValueError(f"--json {args.json}: not a file path")
+    except ValueError as exc:
+        parser.error(str(exc))
     machine = machine_info()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()), flush=True)
     rows: list[Row] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import urllib.parse
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +31,24 @@ def _rows(src: Path, stem: str, width: int) -> list[list[str]]:
     else:
         raise FileNotFoundError(f"no {stem}.tsv or {stem}.tsv.gz in {src} (the SNAP Wikispeedia files)")
     opener = gzip.open if path.suffix == ".gz" else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.split("\t")
-            if len(fields) != width:
-                raise ValueError(f"{path}: line {number}: expected {width} tab-separated fields, found {len(fields)}")
-            out.append(fields)
+    out: list[list[str]] = []
+    number = 0
+    try:
+        with opener(path, "rb") as f:  # bytes, decoded line by line: an error names its line
+            for number, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{path}: line {number}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+                if not line.strip() or line.startswith("#"):
+                    continue
+                fields = line.split("\t")
+                if len(fields) != width:
+                    raise ValueError(f"{path}: line {number}: expected {width} tab-separated fields, "
+                                     f"found {len(fields)}")
+                out.append(fields)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise ValueError(f"{path}: a damaged or cut gzip file after line {number} ({exc})") from None
     return out
 
 
