@@ -183,3 +183,15 @@ def test_api_calls_with_the_wrong_kind_of_argument_name_it(tiny_data):
         ramen.train("/some/dir")
     with pytest.raises(TypeError, match="train: config must be a TrainConfig"):
         ramen.train(tiny_data, {"epochs": 1})
+
+
+def test_a_label_stored_with_value_0_is_an_error_not_a_positive(tmp_path):
+    """Metrics and batches count every stored entry of a label matrix as a positive: a `col:0` entry
+    would have counted as a true label."""
+    ramen.save_xc(synthetic("tiny", seed=0), tmp_path / "ds")
+    path = tmp_path / "ds" / "trn_X_Y.txt"
+    lines = path.read_text().splitlines()
+    lines[1] = "0:1 1:0"  # the first query: label 0, and label 1 stored as 0
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"train_Y holds a value <= 0 \(row 0\)"):
+        ramen.load_xc(tmp_path / "ds")

@@ -135,6 +135,10 @@ class Dataset:
                 raise ValueError(f"{what}_Y has shape {m.shape} but there are {len(texts)} {what} texts "
                                  f"and {L} label texts: expected ({len(texts)}, {L})")
             _check_matrix(m, f"{what}_Y")
+            if m.nnz and m.data.min() <= 0:  # metrics and sampling count every stored entry as a positive
+                row = int(np.searchsorted(m.indptr, int(np.flatnonzero(m.data <= 0)[0]), side="right") - 1)
+                raise ValueError(f"{what}_Y holds a value <= 0 (row {row}): every stored entry is a positive "
+                                 "label, so leave the others out instead of storing 0")
         for what, texts in (("train", self.train_texts), ("test", self.test_texts), ("label", self.label_texts)):
             if not all(isinstance(t, str) for t in texts):
                 raise ValueError(f"{what}_texts must hold only str")
