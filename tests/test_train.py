@@ -453,6 +453,23 @@ def test_resume_on_other_data_is_a_clear_error_naming_the_part(tiny_data, tmp_pa
     train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, resume=True, progress=False)  # the same data resumes
 
 
+def test_a_checkpoint_whose_batches_or_graphs_do_not_fit_the_run_is_refused(tiny_data, tmp_path):
+    cfg = tiny_config(epochs=1, cluster_batching=True, cluster_size=4)
+    train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    state = checkpoint.load(tmp_path / CHECKPOINT)
+    assert state["batches"]
+    bad = {**state, "batches": [np.array([0, 10**6])] + list(state["batches"][1:])}
+    checkpoint.save(tmp_path / CHECKPOINT, bad)  # a consistent file (its SHA-256 recomputed) with a foreign id
+    with pytest.raises(ValueError, match=r"saved batch 0 is not a list of training query ids in \[0, 300\)"):
+        train(tiny_data, cfg, out_dir=tmp_path, resume=True, progress=False)
+    name = next(iter(state["graphs"]))
+    indptr, indices, data, shape = state["graphs"][name]["query"]
+    graphs = {**state["graphs"], name: {**state["graphs"][name], "query": (indptr, indices, data, (shape[0], shape[1] + 1))}}
+    checkpoint.save(tmp_path / CHECKPOINT, {**state, "graphs": graphs})
+    with pytest.raises(ValueError, match=f"saved query graph of anchor set '{name}' has shape"):
+        train(tiny_data, cfg, out_dir=tmp_path, resume=True, progress=False)
+
+
 def test_a_new_run_in_a_used_directory_starts_a_new_log(tiny_data, tmp_path):
     train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False)
     train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)

@@ -69,6 +69,26 @@ def _csr_from(t, path: Path) -> sp.csr_matrix | None:
 
 
 
+def _check_against_run(path: Path, graphs: dict[str, Graphs], batches: list | None, sampler: BatchSampler) -> None:
+    """The saved graphs have the anchor sets and shapes of the run's own, and the saved batches name
+    its training queries: a ValueError naming what does not fit (a damaged or foreign checkpoint)."""
+    if set(graphs) != set(sampler.graphs):
+        raise ValueError(f"{path}: the checkpoint holds graphs of anchor sets {sorted(graphs)}, the run uses "
+                         f"{sorted(sampler.graphs)}")
+    for name, g in graphs.items():
+        for side in ("query", "label"):
+            saved, own = getattr(g, side), getattr(sampler.graphs[name], side)
+            if (saved is None) != (own is None) or (own is not None and saved.shape != own.shape):
+                raise ValueError(f"{path}: the saved {side} graph of anchor set {name!r} has shape "
+                                 f"{None if saved is None else saved.shape}, the run's "
+                                 f"{None if own is None else own.shape}")
+    n = sampler.Y.shape[0]
+    for i, b in enumerate(batches or []):
+        ids = np.asarray(b)
+        if ids.ndim != 1 or ids.dtype.kind not in "iu" or (ids.size and (ids.min() < 0 or ids.max() >= n)):
+            raise ValueError(f"{path}: saved batch {i} is not a list of training query ids in [0, {n})")
+
+
 def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: torch.optim.Optimizer, scheduler,
             reg_optimizer: torch.optim.Optimizer | None, sampler: BatchSampler,
             reliance: Reliance, data: dict[str, str] | None = None) -> tuple[Progress, dict[str, Graphs]]:
@@ -98,6 +118,7 @@ def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: to
     if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
     graphs = {n: Graphs(_csr_from(g["query"], path), _csr_from(g["label"], path)) for n, g in ckpt["graphs"].items()}
+    _check_against_run(path, graphs, ckpt["batches"], sampler)
     sampler.graphs = graphs
     sampler.set_batches(ckpt["batches"])
     reliance.load_state_dict(ckpt["reliance"])
