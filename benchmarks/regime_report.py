@@ -101,7 +101,7 @@ def bar_verdict(delta_p1: list[float], delta_psp1: list[float]) -> str:
     ok = True
     for deltas in (delta_p1, delta_psp1):
         mean, std, _ = mean_std(deltas)
-        ok &= mean >= BAR and mean > std
+        ok &= mean >= BAR - 1e-9 and mean > std  # metrics are k/n: exactly a point may round below 0.01
     return "**yes**" if ok else "no"
 
 

@@ -195,3 +195,19 @@ def test_a_label_stored_with_value_0_is_an_error_not_a_positive(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=r"train_Y holds a value <= 0 \(row 0\)"):
         ramen.load_xc(tmp_path / "ds")
+
+
+def test_numpy_settings_are_stored_as_python_values(tiny_data, tmp_path):
+    cfg = tiny_config(seed=np.int64(0), lr=np.float32(1e-3), max_steps=np.int64(2), cluster_double_at=[np.int64(1)])
+    ramen.train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["seed"] == 0 and saved["max_steps"] == 2 and saved["cluster_double_at"] == [1]
+    assert type(cfg.seed) is int and type(cfg.lr) is float
+
+
+def test_a_run_stopped_by_its_own_checks_keeps_the_old_log(tiny_data, tmp_path):
+    ramen.train(tiny_data, tiny_config(), out_dir=tmp_path, progress=False)
+    before = (tmp_path / "log.jsonl").read_text()
+    with pytest.raises(ValueError, match="anchor sets"):
+        ramen.train(tiny_data, tiny_config(lambdas={"hyperlnk": [0.0, 0.0]}), out_dir=tmp_path, progress=False)
+    assert (tmp_path / "log.jsonl").read_text() == before

@@ -145,3 +145,8 @@ def test_ngame_at_the_study_budget_is_compared_on_test_with_random_batches_and_p
     ramen = next(v for k, v in rows.items() if k[0] == "ramen+ngame10")
     assert ramen[3] == "+5.00 ± 0.00" and ramen[6] == "-20.00 ± 0.00"
     assert not any(k[0] == "allneg+ngame10" for k in rows)
+
+
+def test_the_bar_counts_exactly_one_point_of_k_over_n(regime):
+    one = 105 / 300 - 102 / 300  # 0.00999999999999995: one point, as a metric k/n gives it
+    assert regime.bar_verdict([one] * 3, [one] * 3) == "**yes**"

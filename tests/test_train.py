@@ -437,6 +437,17 @@ def test_resume_with_other_settings_is_a_clear_error(tiny_data, tmp_path):
         train(tiny_data, tiny_config(epochs=1, lr=1e-2), out_dir=tmp_path, resume=True, progress=False)
 
 
+def test_graph_weights_a_plain_run_never_reads_do_not_block_its_resume(tiny_data, tmp_path):
+    """A plain run (graph off) resumes whatever its lambdas say (a graph-weight selection's weight-0
+    candidate saved before weight_config set them to 0); turning the graph on is another run."""
+    train(tiny_data, tiny_config(epochs=1, graph=False, lambda_x=0.1, lambda_z=0.1), out_dir=tmp_path, progress=False)
+    train(tiny_data, tiny_config(epochs=1, graph=False, lambda_x=0.0, lambda_z=0.0), out_dir=tmp_path, resume=True,
+          progress=False)
+    with pytest.raises(ValueError, match="graph"):
+        train(tiny_data, tiny_config(epochs=1, graph=True, lambda_x=0.1, lambda_z=0.1), out_dir=tmp_path,
+              resume=True, progress=False)
+
+
 def test_resume_on_other_data_is_a_clear_error_naming_the_part(tiny_data, tmp_path):
     import dataclasses
 

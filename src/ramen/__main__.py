@@ -256,6 +256,8 @@ def _refuse_unfinished(out: Path, overwrite: bool) -> None:
     from ramen.selection import PLAN_JSON
     from ramen.train import CHECKPOINT
 
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun rank 0 decides (another rank could see the plan rank 0 just wrote)
     started = (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists()
     if started and not (out / "model").is_dir() and not overwrite:
         raise SystemExit(f"{out} holds an unfinished run: continue it with `python -m ramen train --out {out} "

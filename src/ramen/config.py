@@ -87,9 +87,11 @@ class TrainConfig:
     gather_across_ranks: bool = True  # in-batch candidates from every rank (exactly the 1-process batch)
 
     def validate(self) -> "TrainConfig":
-        """The config itself when every field has its type and range; else a ValueError naming the field."""
+        """The config itself when every field has its type and range; else a ValueError naming the field.
+        Numpy scalars become the Python values they stand for (the config is written as JSON)."""
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+            value = _plain(getattr(self, f.name))
+            setattr(self, f.name, value)
             if not _has_type(value, str(f.type)):
                 raise ValueError(f"TrainConfig: {f.name} must be {f.type}, got {value!r} ({type(value).__name__})")
         finite = {name: math.isfinite(getattr(self, name)) for name in (
@@ -239,6 +241,17 @@ def without_retired(fields: dict[str, Any], where: str = "") -> dict[str, Any]:
                              "benchmarks/results/graph_levers.md); ramen at commit "
                              f"{RETIRED_AT} still runs it (git checkout {RETIRED_AT} && pip install .)")
     return {k: v for k, v in fields.items() if k not in RETIRED}
+
+
+def _plain(value: Any) -> Any:
+    """`value` with numpy scalars (also inside lists, tuples and dicts) as Python ones."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _has_type(value: Any, annotation: str) -> bool:

@@ -15,10 +15,10 @@ def _update(h: "hashlib._Hash", part: Any) -> None:
         m = sp.csr_matrix(part)
         h.update(f"csr{m.shape}{m.dtype}".encode())
         for a in (m.indptr, m.indices, m.data):
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a).view(np.uint8))  # through the buffer: no copy of a large array
     elif isinstance(part, np.ndarray):
         h.update(f"ndarray{part.shape}{part.dtype}".encode())
-        h.update(np.ascontiguousarray(part).tobytes())
+        h.update(np.ascontiguousarray(part).reshape(-1).view(np.uint8))
     elif isinstance(part, list) and all(isinstance(t, str) for t in part):
         h.update(b"texts")
         h.update(texts_digest(part).encode())

@@ -12,15 +12,17 @@ from tqdm.auto import tqdm
 
 class RunLog:
     """Appends one JSON object per event to `path` (when given) and keeps them for plotting. An
-    existing log is read back to continue it, or with `fresh` emptied (a new run in the directory)."""
+    existing log is read back to continue it, or with `fresh` replaced from the first record on (a new
+    run in the directory)."""
 
     def __init__(self, path: str | os.PathLike | None, *, echo: bool = True, fresh: bool = False):
         self.path = Path(path) if path else None
         self.echo = echo
         self.records: list[dict[str, Any]] = []
+        self._mode = "a"  # how the next write opens the file
         if self.path and self.path.exists():
             if fresh:
-                self._rewrite()
+                self._mode = "w"  # emptied by the first record, so a run stopped by its own checks keeps the old log
             else:
                 self.records = _read_records(self.path)
 
@@ -31,6 +33,7 @@ class RunLog:
 
     def _rewrite(self) -> None:
         """The file holds exactly `records` (written to a temporary name, then renamed)."""
+        self._mode = "a"
         if self.path:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
@@ -39,8 +42,9 @@ class RunLog:
     def write(self, record: dict[str, Any], *, message: str | None = None) -> None:
         self.records.append(record)
         if self.path:
-            with open(self.path, "a") as f:
+            with open(self.path, self._mode) as f:
                 f.write(json.dumps(record) + "\n")
+            self._mode = "a"
         if message and self.echo:
             tqdm.write(message)
 

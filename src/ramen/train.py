@@ -165,6 +165,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     for name, ds in splits.items():
         if ds is not dataset and (name == "test" or ds.label_texts != dataset.label_texts):
             raise ValueError(f"eval_sets[{name!r}]: needs a name other than 'test' and the dataset's labels")
+    used = used_anchor_sets(dataset, cfg)  # checks the names first: a typo stops here, before the log is touched
     d = distributed.setup(cfg.device)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -175,7 +176,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     encoder = _encoder(cfg, d, log)
     # before the long work: a run too large for this machine stops here, naming the stage (issue 26)
     estimate = memory.estimate_run(dataset, cfg, encoder.dim, sum(p.numel() for p in encoder.parameters()),
-                                   used_anchor_sets(dataset, cfg),
+                                   used,
                                    ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1)
     log.info(memory.check_fits(estimate), memory_estimate=estimate.stages)
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()

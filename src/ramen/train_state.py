@@ -21,6 +21,7 @@ CHECKPOINT = "checkpoint.safetensors"  # in the run directory (ramen.checkpoint:
 
 
 RESUME_MAY_CHANGE = ("device",)  # settings a resumed run may change (the rest must be the checkpoint's)
+GRAPH_WEIGHTS = {"lambda_x", "lambda_z", "lambdas"}  # settings a run without the graph never reads
 
 
 @dataclasses.dataclass
@@ -100,7 +101,8 @@ def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: to
         raise ValueError(f"cannot resume: no checkpoint at {path}")
     ckpt = checkpoint.load(path)
     saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
-    changed = sorted(k for k, v in cfg.to_dict().items() if k not in RESUME_MAY_CHANGE and saved[k] != v)
+    ignored = set(RESUME_MAY_CHANGE) | (GRAPH_WEIGHTS if not saved["graph"] and not cfg.graph else set())
+    changed = sorted(k for k, v in cfg.to_dict().items() if k not in ignored and saved[k] != v)
     if changed:
         raise ValueError(f"cannot resume {path} with other settings than it was trained with: "
                          + ", ".join(f"{k} (saved {saved[k]!r}, now {getattr(cfg, k)!r})" for k in changed))
