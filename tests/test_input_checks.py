@@ -211,3 +211,8 @@ def test_a_run_stopped_by_its_own_checks_keeps_the_old_log(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="anchor sets"):
         ramen.train(tiny_data, tiny_config(lambdas={"hyperlnk": [0.0, 0.0]}), out_dir=tmp_path, progress=False)
     assert (tmp_path / "log.jsonl").read_text() == before
+
+
+def test_format_table_of_nothing_is_named():
+    with pytest.raises(ValueError, match="format_table: expected the metrics dict"):
+        metrics.format_table({})

@@ -302,6 +302,9 @@ def format_table(result: dict[str, np.ndarray], *, ks: list[int] | None = None, 
     def pct(x: float) -> str:
         return f"{100 * x:.{digits}f}"
 
+    if not isinstance(result, dict) or not result:
+        raise ValueError("format_table: expected the metrics dict of evaluate or decile_breakdown, got "
+                         f"{result!r:.60}")
     if "labels" in result:
         n_bins, K = result["P"].shape
         ks = ks or list(range(1, K + 1))
