@@ -1052,6 +1052,15 @@ def _parse_setting(text: str) -> tuple[str, Any]:
         return field, value  # a bare string such as an encoder name
 
 
+def _finished_runs_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of a command over finished runs: which datasets, arms and seeds, where."""
+    parser.add_argument("--datasets", nargs="+", default=["wikispeedia"])
+    parser.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
+    parser.add_argument("--wikispeedia", type=Path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/accuracy.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1084,18 +1093,10 @@ def main(argv: list[str] | None = None) -> int:
     est.add_argument("--out", type=Path, help="append the measurements as a Markdown section to this file")
     held = sub.add_parser("heldout", help="held-out-query metrics of finished runs beside their test metrics "
                                           "(choose a recipe without the test split)")
-    held.add_argument("--datasets", nargs="+", default=["wikispeedia"])
-    held.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
-    held.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    held.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
-    held.add_argument("--wikispeedia", type=Path)
+    _finished_runs_arguments(held)
     perq = sub.add_parser("perquery", help="per-query P@1 / PSP@1 terms of finished runs (perquery.json), for a "
                                            "bootstrap over queries in regime_report.py")
-    perq.add_argument("--datasets", nargs="+", default=["wikispeedia"])
-    perq.add_argument("--arms", nargs="+", choices=list(ARMS), required=True)
-    perq.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    perq.add_argument("--runs", type=Path, default=Path("runs/accuracy"))
-    perq.add_argument("--wikispeedia", type=Path)
+    _finished_runs_arguments(perq)
     perq.add_argument("--threads", type=int)
     zero = sub.add_parser("zeroshot", help="the untrained encoder's metrics (the floor) on test and held-out queries")
     zero.add_argument("--datasets", nargs="+", default=list(FULL_DATASETS))
