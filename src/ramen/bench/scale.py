@@ -241,7 +241,7 @@ class Runner:
     def _prune(self) -> None:
         from ramen.graph import prune_edges
 
-        t, ds, enc, bs = self.tokens, self.ds, self.encoder, self.cfg.encode_batch_size
+        t, enc, bs = self.tokens, self.encoder, self.cfg.encode_batch_size
         emb: dict[str, np.ndarray] = {}
 
         def embed() -> dict[str, Any]:
