@@ -115,6 +115,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the same schedule scaled to the study's 10-epoch budget (doubled after 0.83, 1.67, 2.5 and 3.33
     # epochs, rounded), beside the synthetic benchmark's 10-epoch float32 arms of 3 seeds each
     "ngame10": {"cluster_batching": True, "cluster_size": 8, "cluster_refresh": 1, "cluster_double_at": [1, 2, 3, 3]},
+    # the same scaled to 60 epochs (doubled every 5 = 25/300 of 60): does the lead NGAME batches gave
+    # the plain encoder at 30 epochs hold when plain, still rising at 30, trains on to 60?
+    "ngame60": {"cluster_batching": True, "cluster_size": 8, "cluster_refresh": 1, "cluster_double_at": [5, 10, 15, 20]},
 }
 LEVER_TITLES = {
     "allneg": "regularisers against all in-batch anchors",
@@ -148,6 +151,7 @@ LEVER_TITLES = {
     "e60": "60 epochs, evaluated every epoch",
     "ngame30": "NGAME cluster batches (refreshed every epoch, size 8 doubled at epochs 3, 5, 8, 10)",
     "ngame10": "NGAME cluster batches (refreshed every epoch, size 8 doubled at epochs 1, 2, 3 and twice at 3)",
+    "ngame60": "NGAME cluster batches (refreshed every epoch, size 8 doubled at epochs 5, 10, 15, 20)",
 }
 # Levers retired from TrainConfig (ramen.config.RETIRED): their arms stay for the reports of the runs
 # made before, and run only at commit RETIRED_AT.
@@ -169,7 +173,8 @@ COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-
 # issue 28: NGAME batches for plain, light-graph, the paper's recipe and lambda 1, beside the +e30 arms
 NGAME_COMBINATIONS = ("plain+ngame30+bf16+e30", "allneg+lambda-0.1+ngame30+bf16+e30", "ramen+ngame30+bf16+e30",
                       "allneg+ngame30+bf16+e30", "ramen+bf16+e30",
-                      "plain+ngame10", "allneg+lambda-0.1+ngame10", "ramen+ngame10", "allneg+ngame10")
+                      "plain+ngame10", "allneg+lambda-0.1+ngame10", "ramen+ngame10", "allneg+ngame10",
+                      "plain+ngame60+bf16+e60", "allneg+lambda-0.1+ngame60+bf16+e60")
 
 
 def _combined(name: str) -> dict[str, Any]:
@@ -187,7 +192,8 @@ def _combined_title(name: str) -> str:
 
 
 # Every arm built from parts: each lever on allneg, the combinations, the task-loss levers on plain.
-COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16", "ngame30", "ngame10", *LENGTHS)),
+COMBINED = (*(f"allneg+{k}" for k in LEVERS if k not in ("allneg", "pull", "bf16", "ngame30", "ngame10", "ngame60",
+                                                       *LENGTHS)),
             *COMBINATIONS, *(f"plain+{k}" for k in PLAIN_LEVERS), *PLAIN_COMBINATIONS, *NGAME_COMBINATIONS)
 ARMS: dict[str, dict[str, Any]] = {**PAPER_ARM_SETTINGS, **LEVERS, **{name: _combined(name) for name in COMBINED}}
 PAPER_ARMS = tuple(PAPER_ARM_SETTINGS)

@@ -28,7 +28,7 @@ from accuracy_report import _save, _slug, _table, load_results, mean_std, plus_m
 LENGTH = re.compile(r"^(?P<base>.+)\+e(?P<epochs>\d+)$")
 METRICS = ("P@1", "PSP@1")
 PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compared with it at its length
-NGAME = "+ngame30"  # the lever that swaps random batches for NGAME cluster batches
+NGAME = re.compile(r"\+ngame(30|60)(?=\+|$)")  # the levers that swap random batches for NGAME cluster batches
 NGAME_BUDGET = "+ngame10"  # the same at the study's 10-epoch budget, beside that budget's float32 arms
 BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
 BAR_SEEDS = 3  # ... beyond one sd of the paired differences, over at least this many seeds
@@ -141,8 +141,8 @@ def against_plain(arms: dict[str, dict[int, list[dict[str, Any]]]]) -> list[tupl
 
 def ngame_versus_random(arms: dict[str, dict[int, list[dict[str, Any]]]]) -> list[tuple[str, str, int]]:
     """(arm with NGAME batches, the same arm with random batches, epochs) where both ran."""
-    return [(base, base.replace(NGAME, ""), epochs) for base, lengths in arms.items() if NGAME in base
-            for epochs in sorted(lengths) if epochs in arms.get(base.replace(NGAME, ""), {})]
+    return [(base, NGAME.sub("", base), epochs) for base, lengths in arms.items() if NGAME.search(base)
+            for epochs in sorted(lengths) if epochs in arms.get(NGAME.sub("", base), {})]
 
 
 def budget_ngame_table(results: list[dict[str, Any]], dataset: str) -> list[str]:
@@ -251,7 +251,7 @@ def write(runs: Path, out: Path) -> None:
              f"interval beside it is the queries' noise: a seeded bootstrap ({BOOTSTRAP} resamples) of the "
              f"held-out queries, each query's difference averaged over the seeds with per-query terms "
              f"(`benchmarks/accuracy.py perquery`, recorded as perquery.json); '-' where none are recorded.", "",
-             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame30`) in the "
+             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame30`, `+ngame60`) in the "
              "Wikispeedia section; FOLDOC, the second real dataset, at 30 epochs in its own section; NGAME "
              "batches on the synthetic benchmark at the study's 10-epoch budget (`+ngame10`) in its section.", ""]
     budget_only = sorted({r["dataset"] for r in results if NGAME_BUDGET in r["arm"]} - set(grouped))

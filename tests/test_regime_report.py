@@ -150,3 +150,13 @@ def test_ngame_at_the_study_budget_is_compared_on_test_with_random_batches_and_p
 def test_the_bar_counts_exactly_one_point_of_k_over_n(regime):
     one = 105 / 300 - 102 / 300  # 0.00999999999999995: one point, as a metric k/n gives it
     assert regime.bar_verdict([one] * 3, [one] * 3) == "**yes**"
+
+
+def test_ngame_arms_of_every_length_pair_with_their_random_batch_twins(regime):
+    """+ngame30 and +ngame60 each name NGAME batches: the control is the same arm without them, at the
+    same length; an arm whose name merely contains the text (no such lever) is not paired."""
+    arms = {"plain+bf16": {30: [], 60: []}, "plain+ngame30+bf16": {30: []}, "plain+ngame60+bf16": {60: []},
+            "allneg+lambda-0.1+ngame60+bf16": {60: []}, "allneg+lambda-0.1+bf16": {30: []},
+            "x+ngame300+bf16": {30: []}}
+    assert sorted(regime.ngame_versus_random(arms)) == [("plain+ngame30+bf16", "plain+bf16", 30),
+                                                        ("plain+ngame60+bf16", "plain+bf16", 60)]
