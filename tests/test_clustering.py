@@ -10,14 +10,14 @@ def unit(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize("n,size", [(1, 4), (7, 8), (100, 8), (1000, 16), (37, 5)])
+@pytest.mark.parametrize("n,size", [(1, 4), (7, 8), (8, 8), (9, 8), (100, 8), (1000, 16), (37, 5), (2388, 128),
+                                    (2388, 1), (5, 2)])
 def test_clusters_partition_and_are_balanced(n, size):
     clusters = balanced_clusters(unit(n, 16, n), size, seed=0)
     flat = np.concatenate(clusters)
     assert sorted(flat) == list(range(n))
-    sizes = [len(c) for c in clusters]
-    assert max(sizes) <= size
-    assert min(sizes) >= size // 2 or n < size  # halving keeps clusters within a factor 2
+    sizes = sorted(len(c) for c in clusters)
+    assert sizes == sorted([size] * (n // size) + ([n % size] if n % size else []))  # all full but one
 
 
 def test_clusters_group_similar_vectors():
@@ -39,6 +39,19 @@ def test_cluster_batches_hold_whole_clusters_and_are_seeded():
     assert all((p == q).all() for p, q in zip(a, b))
     assert sorted(np.concatenate(a)) == list(ids)
     assert max(len(batch) for batch in a) <= 32
+
+
+@pytest.mark.parametrize("cluster_size", [8, 32, 128, 200])
+def test_cluster_batches_are_full(cluster_size):
+    """Clusters of the batch size or of a divisor of it fill their batches: all but the batch holding the
+    one short cluster and the last are full (halving clusters of ~75 rows filled batches of 128 with
+    one, so that an NGAME run at its final cluster size trained on batches 60% full)."""
+    n, batch = 2388, 128
+    batches = cluster_batches(unit(n, 16, 4), np.arange(n), cluster_size, batch, seed=1)
+    sizes = [len(b) for b in batches]
+    assert sorted(np.concatenate(batches)) == list(range(n))
+    assert sum(s < batch for s in sizes) <= 2 and max(sizes) == batch
+    assert len(batches) <= -(-n // batch) + 1
 
 
 def test_bad_cluster_size():

@@ -4,25 +4,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def _split(emb: np.ndarray, index: np.ndarray, rng: np.random.Generator, iters: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits `index` into two halves (sizes differ by at most one) around two cosine centroids."""
+def _split(emb: np.ndarray, index: np.ndarray, rng: np.random.Generator, iters: int,
+           first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits `index` around two cosine centroids into the `first` rows nearest the first centroid
+    (by preference for it over the second) and the rest: a balanced 2-means of set sizes."""
     x = emb[index]
     a, b = rng.choice(len(index), size=2, replace=False)
     ca, cb = x[a].copy(), x[b].copy()
-    half = len(index) // 2
     order = None
     for _ in range(iters):
-        # rank by preference for centroid a over b; the top half joins a: a balanced assignment
         order = np.argsort(-(x @ (ca - cb)), kind="stable")
-        ca = x[order[:half]].sum(0)
-        cb = x[order[half:]].sum(0)
+        ca = x[order[:first]].sum(0)
+        cb = x[order[first:]].sum(0)
         ca /= max(np.linalg.norm(ca), 1e-12)
         cb /= max(np.linalg.norm(cb), 1e-12)
-    return index[order[:half]], index[order[half:]]
+    return index[order[:first]], index[order[first:]]
 
 
 def balanced_clusters(emb: np.ndarray, cluster_size: int, *, seed: int = 0, iters: int = 8) -> list[np.ndarray]:
-    """Row indices of `emb` (N x D, unit rows) in clusters of at most `cluster_size` (about equal)."""
+    """Row indices of `emb` (N x D, unit rows) in clusters of exactly `cluster_size` rows but one
+    (N mod cluster_size): whole clusters then fill a batch whose size is a multiple of it."""
     if cluster_size < 1:
         raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
     emb = np.asarray(emb, dtype=np.float32)
@@ -34,7 +35,8 @@ def balanced_clusters(emb: np.ndarray, cluster_size: int, *, seed: int = 0, iter
         if len(index) <= cluster_size:
             done.append(index)
             continue
-        pending.extend(_split(emb, index, rng, iters))
+        clusters = -(-len(index) // cluster_size)  # the first part gets half of them, all full
+        pending.extend(_split(emb, index, rng, iters, cluster_size * (clusters // 2)))
     done.sort(key=lambda c: int(c.min()) if len(c) else -1)
     return done
 
