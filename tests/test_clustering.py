@@ -43,17 +43,36 @@ def test_cluster_batches_hold_whole_clusters_and_are_seeded():
 
 @pytest.mark.parametrize("cluster_size", [8, 32, 128, 200])
 def test_cluster_batches_are_full(cluster_size):
-    """Clusters of the batch size or of a divisor of it fill their batches: all but the batch holding the
-    one short cluster and the last are full (halving clusters of ~75 rows filled batches of 128 with
+    """Clusters of the batch size or of a divisor of it fill their batches: all but the last, which holds
+    the one short cluster, are full (halving clusters of ~75 rows filled batches of 128 with
     one, so that an NGAME run at its final cluster size trained on batches 60% full)."""
     n, batch = 2388, 128
     batches = cluster_batches(unit(n, 16, 4), np.arange(n), cluster_size, batch, seed=1)
     sizes = [len(b) for b in batches]
     assert sorted(np.concatenate(batches)) == list(range(n))
-    assert sum(s < batch for s in sizes) <= 2 and max(sizes) == batch
-    assert len(batches) <= -(-n // batch) + 1
+    assert all(s == batch for s in sizes[:-1]) and len(batches) == -(-n // batch)  # the short cluster last
 
 
 def test_bad_cluster_size():
     with pytest.raises(ValueError, match="cluster_size"):
         balanced_clusters(unit(4, 4, 0), 0)
+
+
+@pytest.mark.parametrize("cluster_size", [5, 8, 128])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_cluster_batches_take_the_shuffles_steps(cluster_size, drop_last):
+    """A run's schedule counts the shuffle's steps per epoch; cluster batches take as many, whatever
+    their number (the epoch's order leaves out the rest), so a run trains the epochs it was asked for."""
+    import scipy.sparse as sp
+
+    from ramen.batching import BatchSampler
+
+    n, batch = 300, 32
+    sampler = BatchSampler(sp.identity(n, format="csr"), {}, batch, seed=0, drop_last=drop_last)
+    shuffled = sampler.steps_per_epoch()
+    assert shuffled == (n // batch if drop_last else -(-n // batch))
+    sampler.set_batches(cluster_batches(unit(n, 16, 2), sampler.pool, cluster_size, batch, seed=0))
+    assert sampler.steps_per_epoch() == min(len(sampler.batches), shuffled)
+    assert sampler.steps_per_epoch() == shuffled or len(sampler.batches) < shuffled
+    seen = np.concatenate([sampler.batch(3, step).query_ids for step in range(sampler.steps_per_epoch())])
+    assert len(seen) == len(np.unique(seen))  # each query at most once an epoch

@@ -156,10 +156,11 @@ class BatchSampler:
         self.batches = None if batches is None else [np.asarray(b, dtype=np.int64) for b in batches]
 
     def steps_per_epoch(self) -> int:
-        if self.batches is not None:
-            return len(self.batches)
+        """The shuffle's steps; cluster batches take as many (the epoch's order leaves out any beyond,
+        as drop_last leaves out the shuffle's last queries), so a run's schedule and epochs hold."""
         n = len(self.pool)
-        return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+        shuffled = n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+        return shuffled if self.batches is None else min(len(self.batches), shuffled)
 
     def _rng(self, epoch: int, step: int, rank: int = 0) -> np.random.Generator:
         """The generator of one (epoch, step, rank); step -1 is the epoch's shuffle."""

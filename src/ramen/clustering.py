@@ -46,14 +46,18 @@ def cluster_batches(emb: np.ndarray, ids: np.ndarray, cluster_size: int, batch_s
     """Batches of `ids` made of whole balanced clusters of their embeddings, in a seeded random order.
 
     Clusters are packed in order into batches of at most `batch_size` rows; a cluster never
-    straddles two batches.
+    straddles two batches. The one short cluster goes last, so that only the last batch is short
+    where the cluster size divides the batch size.
     """
-    clusters = balanced_clusters(emb, min(cluster_size, batch_size), seed=seed)
-    rng = np.random.default_rng([seed, 1])
+    size = min(cluster_size, batch_size)
+    clusters = balanced_clusters(emb, size, seed=seed)
+    order = np.random.default_rng([seed, 1]).permutation(len(clusters))
+    order = np.concatenate([order[[len(clusters[c]) == size for c in order]],
+                            order[[len(clusters[c]) != size for c in order]]])
     batches: list[np.ndarray] = []
     current: list[np.ndarray] = []
     filled = 0
-    for c in rng.permutation(len(clusters)):
+    for c in order:
         if filled + len(clusters[c]) > batch_size and current:
             batches.append(np.concatenate(current))
             current, filled = [], 0
