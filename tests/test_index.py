@@ -69,8 +69,12 @@ def data():
 
 
 def build(x, ids=None, **kw) -> LabelIndex:
+    """An index of `x`. usearch's graphs are built on one thread: one built on several differs from
+    run to run (its recall here spread over 0.950-0.978 in 100 builds, against a floor of 0.95), so
+    what a test asserts of it would hold for some runs only. The ramen engine's graph does not
+    depend on the thread count, so it keeps the default (all cores)."""
     index = LabelIndex(x.shape[1], fingerprint="model-a", **kw)
-    index.add(np.arange(len(x)) if ids is None else ids, x)
+    index.add(np.arange(len(x)) if ids is None else ids, x, threads=1 if index.engine == "usearch" else None)
     return index
 
 
@@ -374,12 +378,12 @@ def test_add_remove_readd(data, kw):
     assert not index.contains(gone).any() and index.contains([1, 2]).all()
     ids, _ = index.search(x[gone[:50]], 10)
     assert not np.isin(ids, gone).any()
-    # re-adding removed ids works, with new vectors
-    index.add(gone[:20], x[2000:2020])
+    # re-adding removed ids works, with new vectors (on one thread, like build(): the same graph each run)
+    index.add(gone[:20], x[2000:2020], threads=1)
     ids, _ = index.search(x[2000:2020], 1)
     np.testing.assert_array_equal(ids[:, 0], gone[:20])
     # cold start: new labels become searchable
-    index.add(np.arange(5000, 5100), x[3000:3100])
+    index.add(np.arange(5000, 5100), x[3000:3100], threads=1)
     ids, _ = index.search(x[3000:3100], 1)
     assert (ids[:, 0] == np.arange(5000, 5100)).mean() >= 0.98
     keep = np.r_[np.setdiff1d(np.arange(1000), gone[20:]), np.arange(5000, 5100)]
