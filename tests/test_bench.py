@@ -10,11 +10,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_all_suites_quick(tmp_path):
+def test_all_suites_quick(tmp_path, ramen_env):
     out = tmp_path / "bench.json"
     # from outside the source tree, as a user of the installed package runs it
     proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--quick", "--json", str(out)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, env=ramen_env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     suites = {r["suite"] for r in report["rows"]}
@@ -35,7 +35,7 @@ def test_search_case_too_large_for_memory_is_skipped_with_a_message(capsys):
     assert "lowrank 1000000000Kx768: skipped: its indexes need about" in capsys.readouterr().out
 
 
-def test_gpu_suite_without_a_gpu_checks_the_op_and_says_what_it_skipped(tmp_path):
+def test_gpu_suite_without_a_gpu_checks_the_op_and_says_what_it_skipped(tmp_path, ramen_env):
     """`python -m ramen.bench --suite gpu` from outside the source tree: on a machine without a GPU
     the op is checked on the CPU kernels at an H100's M values and every GPU part is a skipped row."""
     import torch
@@ -44,7 +44,7 @@ def test_gpu_suite_without_a_gpu_checks_the_op_and_says_what_it_skipped(tmp_path
         pytest.skip("a GPU is here: the suite runs in full")
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--suite", "gpu", "--quick", "--json", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, capture_output=True, text=True, env=ramen_env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     checked = [r for r in rows if r["metric"] == "max rel err"]
@@ -90,12 +90,12 @@ def test_every_peer_ships_in_the_package():
         assert import_peer(name).__name__ == f"ramen.bench.peers.{name}"
 
 
-def test_scale_suite_runs_end_to_end_quick(tmp_path):
+def test_scale_suite_runs_end_to_end_quick(tmp_path, ramen_env):
     """`python -m ramen.bench --suite scale --quick` from outside the source tree: every stage of a
     run on synthetic small, each with its wall time, throughput and resident memory (issue 26)."""
     out = tmp_path / "scale.json"
     proc = subprocess.run([sys.executable, "-m", "ramen.bench", "--suite", "scale", "--quick", "--json", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                          cwd=tmp_path, capture_output=True, text=True, env=ramen_env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
     cases = [r["case"] for r in rows]

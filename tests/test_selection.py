@@ -161,15 +161,15 @@ def test_bad_weights_are_clear_errors(tiny_data, weights, match):
         selection.select_graph_weight(tiny_data, tiny_config(), held_out=0.0, progress=False)
 
 
-def test_the_cli_selects_and_records_the_choice(tmp_path):
+def test_the_cli_selects_and_records_the_choice(tmp_path, ramen_env):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ramen", "train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out),
            "--epochs", "1", "--batch-size", "32", "--lr", "1e-3", "--walk-length", "10", "--warmup-epochs", "0",
            "--eval-every", "0", "--select-graph-weight", "0", "0.1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=ramen_env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "graph weight chosen on" in done.stdout and "weight 0.1: held-out P@1" in done.stdout
     assert json.loads((out / "run.json").read_text())["select_graph_weight"] == [0.0, 0.1]
     assert json.loads((out / "selection.json").read_text())["weights"] == [0.0, 0.1]
-    bad = subprocess.run(cmd[:-2] + ["-1"], capture_output=True, text=True, cwd=tmp_path)
+    bad = subprocess.run(cmd[:-2] + ["-1"], capture_output=True, text=True, cwd=tmp_path, env=ramen_env)
     assert bad.returncode != 0 and "--select-graph-weight" in bad.stderr

@@ -291,7 +291,15 @@ def test_broadcast_csr_gives_every_rank_rank_0s_matrix(tmp_path):
 @pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}, {"warmup_epochs": 0}],
                          ids=["joint", "separate", "pruning"])
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker: the one-process losses then match theirs
+    try:
+        _compare_two_gloo_processes_with_one(tiny_data, tmp_path, overrides)
+    finally:
+        torch.set_num_threads(threads)  # later tests run with the threads they started with
+
+
+def _compare_two_gloo_processes_with_one(tiny_data, tmp_path, overrides) -> None:
     one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",
                 progress=False)
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two"), overrides), nprocs=2)
