@@ -58,21 +58,33 @@ def test_bad_cluster_size():
         balanced_clusters(unit(4, 4, 0), 0)
 
 
-@pytest.mark.parametrize("cluster_size", [5, 8, 128])
+@pytest.mark.parametrize("n,cluster_size,batch", [(300, 5, 32), (300, 12, 32), (300, 8, 32), (2388, 48, 128),
+                                                  (2388, 128, 128), (1025, 128, 128), (3600, 8, 128), (20, 8, 32),
+                                                  (300, 17, 32), (64, 16, 32)])
 @pytest.mark.parametrize("drop_last", [True, False])
-def test_cluster_batches_take_the_shuffles_steps(cluster_size, drop_last):
-    """A run's schedule counts the shuffle's steps per epoch; cluster batches take as many, whatever
-    their number (the epoch's order leaves out the rest), so a run trains the epochs it was asked for."""
+def test_an_epoch_of_cluster_batches_visits_every_full_batch(n, cluster_size, batch, drop_last):
+    """An epoch visits every batch of whole clusters once, leaving out only a short last one under
+    drop_last (as the shuffle leaves out its last queries; it used to take the shuffle's step count,
+    dropping a random full batch, or half the queries where the cluster size does not divide the
+    batch); the count a run's schedule makes before clustering is the one the batches give."""
     import scipy.sparse as sp
 
     from ramen.batching import BatchSampler
+    from ramen.clustering import cluster_batch_count
 
-    n, batch = 300, 32
     sampler = BatchSampler(sp.identity(n, format="csr"), {}, batch, seed=0, drop_last=drop_last)
-    shuffled = sampler.steps_per_epoch()
-    assert shuffled == (n // batch if drop_last else -(-n // batch))
-    sampler.set_batches(cluster_batches(unit(n, 16, 2), sampler.pool, cluster_size, batch, seed=0))
-    assert sampler.steps_per_epoch() == min(len(sampler.batches), shuffled)
-    assert sampler.steps_per_epoch() == shuffled or len(sampler.batches) < shuffled
-    seen = np.concatenate([sampler.batch(3, step).query_ids for step in range(sampler.steps_per_epoch())])
-    assert len(seen) == len(np.unique(seen))  # each query at most once an epoch
+    batches = cluster_batches(unit(n, 16, 2), sampler.pool, cluster_size, batch, seed=0)
+    size = min(cluster_size, batch)
+    per_batch = (batch // size) * size
+    assert all(len(b) == per_batch for b in batches[:-1]) and 0 < len(batches[-1]) <= per_batch
+    short = len(batches) > 1 and len(batches[-1]) < per_batch
+    assert cluster_batch_count(n, cluster_size, batch) == (len(batches), short)
+    sampler.set_batches(batches)
+    steps = sampler.steps_per_epoch()
+    assert steps == sampler.cluster_steps(cluster_size) == len(batches) - (drop_last and short)
+    for epoch in (0, 3):
+        seen = [sampler.batch(epoch, step).query_ids for step in range(steps)]
+        flat = np.concatenate(seen)
+        assert len(flat) == len(np.unique(flat))  # each query at most once an epoch
+        expected = n - len(batches[-1]) if drop_last and short else n
+        assert len(flat) == expected  # every query of every batch visited, the short one left out

@@ -203,15 +203,17 @@ def test_aug_gt_and_cluster_batching_run(tiny_data, tmp_path):
 
 
 def test_cluster_batching_trains_every_epoch_asked_for(tiny_data, tmp_path):
-    """Clusters of 5 pack 30 queries into batches of 32, more batches than the shuffle's: the run still
-    trains both epochs in the shuffle's steps (it used to stop early, at the step budget the schedule
-    had counted, saying only that max_steps was reached)."""
+    """Clusters of 5 fill batches of 32 with 6 of them (30 queries): an epoch takes as many steps as
+    there are such batches, more than the shuffle's, and the run trains every epoch asked for (it used
+    to stop at the shuffle's step budget, epochs early, saying only that max_steps was reached)."""
     cfg = tiny_config(epochs=2, cluster_batching=True, cluster_size=5, cluster_refresh=1)
     train(tiny_data, cfg, out_dir=tmp_path, progress=False)
     steps = records(tmp_path, "step")
-    shuffled = len(np.flatnonzero(np.diff(tiny_data.train_Y.indptr))) // cfg.batch_size
+    pool = len(np.flatnonzero(np.diff(tiny_data.train_Y.indptr)))
+    full_batches = (pool // 5) // 6
+    assert full_batches > pool // cfg.batch_size
     assert [r["epoch"] for r in records(tmp_path, "eval") if r.get("split", "test") == "test"] == [1, 2]
-    assert [sum(r["epoch"] == e for r in steps) for e in (1, 2)] == [shuffled, shuffled]
+    assert [sum(r["epoch"] == e for r in steps) for e in (1, 2)] == [full_batches] * 2
     assert not any("max_steps" in r["text"] for r in records(tmp_path, "info"))
 
 

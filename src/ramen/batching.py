@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ramen.clustering import cluster_batch_count
 from ramen.tokens import TokenCache
 
 Csr = tuple[torch.Tensor, torch.Tensor]  # (indptr [rows + 1], indices [nnz]) int64
@@ -152,15 +153,25 @@ class BatchSampler:
             raise ValueError("no training query has a label: nothing to train on")
 
     def set_batches(self, batches: list[np.ndarray] | None) -> None:
-        """Replaces the per-epoch shuffle by fixed batches of query ids (whole clusters), or restores it."""
+        """Replaces the per-epoch shuffle by fixed batches of query ids (whole clusters, the short
+        batch last, as `cluster_batches` makes them), or restores it."""
         self.batches = None if batches is None else [np.asarray(b, dtype=np.int64) for b in batches]
 
     def steps_per_epoch(self) -> int:
-        """The shuffle's steps; cluster batches take as many (the epoch's order leaves out any beyond,
-        as drop_last leaves out the shuffle's last queries), so a run's schedule and epochs hold."""
-        n = len(self.pool)
-        shuffled = n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
-        return shuffled if self.batches is None else min(len(self.batches), shuffled)
+        """The shuffle's steps, or with cluster batches every one of them but a short last one under
+        drop_last (as the shuffle leaves out its last queries): an epoch visits every full batch."""
+        if self.batches is None:
+            n = len(self.pool)
+            return n // self.batch_size if self.drop_last and n >= self.batch_size else -(-n // self.batch_size)
+        short = len(self.batches) > 1 and len(self.batches[-1]) < len(self.batches[0])
+        return len(self.batches) - (self.drop_last and short)
+
+    def cluster_steps(self, cluster_size: int) -> int:
+        """`steps_per_epoch` with the batches that clusters of `cluster_size` will make of the pool:
+        a run's schedule counts them before it clusters (a cluster size that does not divide the
+        batch size gives batches of fewer queries, so more steps an epoch than the shuffle's)."""
+        count, short = cluster_batch_count(len(self.pool), cluster_size, self.batch_size)
+        return count - (self.drop_last and short)
 
     def _rng(self, epoch: int, step: int, rank: int = 0) -> np.random.Generator:
         """The generator of one (epoch, step, rank); step -1 is the epoch's shuffle."""
@@ -172,8 +183,8 @@ class BatchSampler:
 
     def batch(self, epoch: int, step: int, queries: np.ndarray | None = None) -> Batch:
         """Batch `step` of `epoch` (pass `epoch_queries(epoch)` to skip recomputing it)."""
-        if self.batches is not None:  # fixed batches, visited in a new order every epoch
-            q = self.batches[self._rng(epoch, -1).permutation(len(self.batches))[step]]
+        if self.batches is not None:  # the epoch's batches (a short last one left out), in a new order every epoch
+            q = self.batches[self._rng(epoch, -1).permutation(self.steps_per_epoch())[step]]
         else:
             queries = self.epoch_queries(epoch) if queries is None else queries
             q = queries[step * self.batch_size:(step + 1) * self.batch_size]

@@ -45,24 +45,29 @@ def cluster_batches(emb: np.ndarray, ids: np.ndarray, cluster_size: int, batch_s
                     seed: int = 0) -> list[np.ndarray]:
     """Batches of `ids` made of whole balanced clusters of their embeddings, in a seeded random order.
 
-    Clusters are packed in order into batches of at most `batch_size` rows; a cluster never
-    straddles two batches. The one short cluster goes last, so that only the last batch is short
-    where the cluster size divides the batch size.
+    Each batch holds batch_size // cluster_size full clusters; the full clusters left over and the
+    one short cluster make a last, smaller batch (`cluster_batch_count` counts them beforehand).
     """
     size = min(cluster_size, batch_size)
     clusters = balanced_clusters(emb, size, seed=seed)
     order = np.random.default_rng([seed, 1]).permutation(len(clusters))
-    order = np.concatenate([order[[len(clusters[c]) == size for c in order]],
-                            order[[len(clusters[c]) != size for c in order]]])
-    batches: list[np.ndarray] = []
-    current: list[np.ndarray] = []
-    filled = 0
-    for c in order:
-        if filled + len(clusters[c]) > batch_size and current:
-            batches.append(np.concatenate(current))
-            current, filled = [], 0
-        current.append(ids[clusters[c]])
-        filled += len(clusters[c])
-    if current:
-        batches.append(np.concatenate(current))
-    return batches
+    full = [ids[clusters[c]] for c in order if len(clusters[c]) == size]
+    short = [ids[clusters[c]] for c in order if len(clusters[c]) != size and len(clusters[c])]
+    per_batch = batch_size // size
+    groups = [full[i:i + per_batch] for i in range(0, len(full), per_batch)]
+    if groups and len(groups[-1]) < per_batch:  # the leftover full clusters join the short one
+        short = groups.pop() + short
+    return [np.concatenate(g) for g in groups] + ([np.concatenate(short)] if short else [])
+
+
+def cluster_batch_count(n: int, cluster_size: int, batch_size: int) -> tuple[int, bool]:
+    """(how many batches `cluster_batches` makes of `n` rows, whether the last is short): whole
+    clusters of exactly the size but one fill each batch with batch_size // cluster_size of them, and
+    the short cluster and any clusters left over share the last. Counts a run's steps before any
+    clustering."""
+    size = min(cluster_size, batch_size)
+    full_clusters, short = divmod(n, size)
+    per_batch = batch_size // size
+    full_batches, left = divmod(full_clusters, per_batch)
+    partial = bool(left or short)
+    return full_batches + partial, partial and full_batches > 0

@@ -196,9 +196,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     gather = d.enabled and cfg.gather_across_ranks
     sampler = BatchSampler(train_Y, dict(raw_graphs), cfg.batch_size, seed=cfg.seed, rank=0 if gather else d.rank,
                            world=1 if gather else d.world, num_random_negatives=cfg.random_negatives)
-    total_steps = cfg.epochs * sampler.steps_per_epoch()
-    if cfg.max_steps is not None:  # the schedule spans the steps the run will take
-        total_steps = min(total_steps, cfg.max_steps)
+    total_steps = _total_steps(cfg, sampler)
     batch_encoder = BatchEncoder(encoder).to(d.device)
     module: torch.nn.Module = batch_encoder
     if d.enabled:
@@ -275,6 +273,16 @@ def _pruned(run: Run, epoch: int) -> dict[str, Graphs]:
                            else distributed.broadcast_csr(getattr(pruned[name], side) if d.main else None, d)
                            for side in ("query", "label")))
             for name, raw in run.raw_graphs.items()}
+
+
+def _total_steps(cfg: TrainConfig, sampler: BatchSampler) -> int:
+    """The steps the run will take (its learning-rate schedule spans them): every epoch's, those of
+    the shuffle or of the batches each epoch's clusters make, up to max_steps."""
+    if cfg.cluster_batching:  # an epoch keeps the clusters of the last refresh
+        total = sum(sampler.cluster_steps(cluster_size_at(e - e % cfg.cluster_refresh, cfg)) for e in range(cfg.epochs))
+    else:
+        total = cfg.epochs * sampler.steps_per_epoch()
+    return total if cfg.max_steps is None else min(total, cfg.max_steps)
 
 
 def _start_epoch(run: Run, epoch: int) -> None:
