@@ -251,8 +251,8 @@ def write(runs: Path, out: Path) -> None:
              f"interval beside it is the queries' noise: a seeded bootstrap ({BOOTSTRAP} resamples) of the "
              f"held-out queries, each query's difference averaged over the seeds with per-query terms "
              f"(`benchmarks/accuracy.py perquery`, recorded as perquery.json); '-' where none are recorded.", "",
-             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame30`, `+ngame60`) in the "
-             "Wikispeedia section; FOLDOC, the second real dataset, at 30 epochs in its own section; NGAME "
+             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame30`, `+ngame60`) "
+             "in the Wikispeedia section; FOLDOC, the second real dataset, at 30 epochs in its own section; NGAME "
              "batches on the synthetic benchmark at the study's 10-epoch budget (`+ngame10`) in its section.", ""]
     budget_only = sorted({r["dataset"] for r in results if NGAME_BUDGET in r["arm"]} - set(grouped))
     for dataset in budget_only:

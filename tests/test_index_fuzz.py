@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ramen
+from _child_env import child_env
 from ramen.index import LabelIndex
 
 HERE = Path(__file__).resolve().parent
-SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 CASES = int(os.environ.get("RAMEN_FUZZ_CASES", "90"))
 KINDS = {
     "ramen-f16": dict(connectivity=4),
@@ -46,7 +45,7 @@ def test_mutated_index_files_load_cleanly_or_raise(tmp_path, kind):
     seed = sum(map(ord, kind))
     proc = subprocess.run([sys.executable, str(HERE / "_index_fuzz_worker.py"), str(good), str(tmp_path), str(seed),
                            str(CASES)], capture_output=True, text=True, timeout=60 + CASES,
-                          env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+                          env=child_env(OMP_NUM_THREADS="1"))
     lines = proc.stdout.strip().splitlines()
     last = lines[-1] if lines else "(no output)"
     assert proc.returncode == 0, (f"worker exited {proc.returncode} (negative: killed by that signal) after "

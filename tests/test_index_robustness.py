@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import ramen
+from _child_env import child_env
 from ramen.index import LabelIndex
 from ramen.index_file import header_crc
 
-SRC = str(Path(ramen.__file__).resolve().parents[1])  # where this process's ramen lives: site-packages or src/
 
 
 def run_python(code: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter on this tree's sources; a crash shows as a negative returncode."""
-    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
-           **(env or {})}
+    env = child_env(OMP_NUM_THREADS="1", **(env or {}))
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -332,7 +330,7 @@ def test_search_while_another_thread_adds_and_removes(engine):
     rounds = int(os.environ.get("RAMEN_CONCURRENCY_ROUNDS", "3"))
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(CONCURRENT), engine, str(rounds)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"})
+                          env=child_env(OMP_NUM_THREADS="1"))
     assert_ran(proc)
 
 
