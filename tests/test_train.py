@@ -250,9 +250,28 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> 
 
     for name in graph_calls:
         setattr(graph_module, name, counting(name))
-    train(synthetic("tiny", seed=0), tiny_config(epochs=1, device="cpu", **overrides), out_dir=out, progress=False)
+    import ramen.clustering as clustering_module
+
+    real_cluster, cluster_calls = clustering_module.cluster_batches, []
+
+    def clustering(emb, *args, **kwargs):  # which rank clusters: rank 0 alone, the others receive its batches
+        cluster_calls.append(len(emb))
+        return real_cluster(emb, *args, **kwargs)
+
+    clustering_module.cluster_batches = clustering
+    real_encode, encoded = Encoder.encode, []
+
+    def encode(self, texts, *args, **kwargs):  # each rank encodes its share of the queries to cluster
+        if kwargs.get("desc") == "cluster queries":
+            encoded.append(len(texts))
+        return real_encode(self, texts, *args, **kwargs)
+
+    Encoder.encode = encode
+    train(synthetic("tiny", seed=0), tiny_config(**{"epochs": 1, "device": "cpu", **overrides}), out_dir=out,
+          progress=False)
     Path(out, f"tokenize-calls-{rank}.json").write_text(json.dumps(calls))
-    Path(out, f"graph-calls-{rank}.json").write_text(json.dumps(graph_calls))
+    Path(out, f"graph-calls-{rank}.json").write_text(json.dumps({**graph_calls, "cluster": cluster_calls,
+                                                                  "encode": encoded}))
     torch.distributed.destroy_process_group()
 
 
@@ -273,25 +292,53 @@ def _broadcast_worker(rank: int, world: int, port: int, out: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     d = distributed.setup("cpu")
     got = [distributed.broadcast_csr(m if d.main else None, d) for m in _broadcast_matrices()]
+    batches = [distributed.broadcast_batches(b if d.main else None, d) for b in _broadcast_batches()]
+    rows = _gathered_rows()
+    gathered = [distributed.gather_to_main(x[distributed.shard(len(x), d)], len(x), d) for x in rows]
+    assert all((g is None) != d.main for g in gathered)
     np.savez(Path(out, f"rank{rank}.npz"), **{f"{i}_{f}": getattr(m, f) for i, m in enumerate(got)
                                               for f in ("indptr", "indices", "data")},
-             **{f"{i}_shape": np.array(m.shape) for i, m in enumerate(got)})
+             **{f"{i}_shape": np.array(m.shape) for i, m in enumerate(got)},
+             **{f"batches{i}_{j}": b for i, bs in enumerate(batches) for j, b in enumerate(bs)},
+             **{f"batches{i}_count": np.array(len(bs)) for i, bs in enumerate(batches)},
+             **({f"gathered{i}": x for i, x in enumerate(gathered)} if d.main else {}))
     torch.distributed.destroy_process_group()
 
 
-def test_broadcast_csr_gives_every_rank_rank_0s_matrix(tmp_path):
-    """Index and value dtypes, empty and 0 x 0 matrices: rank 1 receives rank 0's arrays exactly."""
-    torch.multiprocessing.spawn(_broadcast_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
-    with np.load(tmp_path / "rank1.npz") as got:
-        for i, m in enumerate(_broadcast_matrices()):
-            assert tuple(got[f"{i}_shape"]) == m.shape
-            for f in ("indptr", "indices", "data"):
-                assert got[f"{i}_{f}"].dtype == getattr(m, f).dtype and np.array_equal(got[f"{i}_{f}"], getattr(m, f))
+def _broadcast_batches() -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(3)
+    return [[rng.permutation(40)[:8] for _ in range(5)] + [np.arange(3)], [np.arange(7)], [], [np.zeros(0, np.int64)]]
+
+
+def _gathered_rows() -> list[np.ndarray]:  # rows a world of 3 splits 3, 2, 2 and 1, 0, 0
+    rng = np.random.default_rng(4)
+    return [rng.standard_normal((7, 5)).astype(np.float32), np.ones((1, 3), np.float32)]
+
+
+def test_broadcast_gives_every_rank_rank_0s_matrix_and_batches_and_gather_stacks_the_shards(tmp_path):
+    """Index and value dtypes, empty and 0 x 0 matrices, empty batches: ranks 1 and 2 receive rank 0's
+    arrays exactly; rank 0 receives every rank's rows, uneven and empty shards too."""
+    torch.multiprocessing.spawn(_broadcast_worker, args=(3, _free_port(), str(tmp_path)), nprocs=3)
+    for rank in (1, 2):
+        with np.load(tmp_path / f"rank{rank}.npz") as got:
+            for i, m in enumerate(_broadcast_matrices()):
+                assert tuple(got[f"{i}_shape"]) == m.shape
+                for f in ("indptr", "indices", "data"):
+                    assert got[f"{i}_{f}"].dtype == getattr(m, f).dtype and np.array_equal(got[f"{i}_{f}"],
+                                                                                            getattr(m, f))
+            for i, sent in enumerate(_broadcast_batches()):
+                assert int(got[f"batches{i}_count"]) == len(sent)
+                for j, b in enumerate(sent):
+                    assert got[f"batches{i}_{j}"].dtype == np.int64 and np.array_equal(got[f"batches{i}_{j}"], b)
+    with np.load(tmp_path / "rank0.npz") as got:
+        for i, x in enumerate(_gathered_rows()):
+            assert np.array_equal(got[f"gathered{i}"], x)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}, {"warmup_epochs": 0}],
-                         ids=["joint", "separate", "pruning"])
+@pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}, {"warmup_epochs": 0},
+                                       {"graph": False, "cluster_batching": True, "cluster_size": 4, "cluster_refresh": 1, "epochs": 2}],
+                         ids=["joint", "separate", "pruning", "clusters"])
 def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each worker: the one-process losses then match theirs
@@ -302,20 +349,25 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path, overrides):
 
 
 def _compare_two_gloo_processes_with_one(tiny_data, tmp_path, overrides) -> None:
-    one = train(tiny_data, tiny_config(epochs=1, device="cpu", **overrides), out_dir=tmp_path / "one",
+    one = train(tiny_data, tiny_config(**{"epochs": 1, "device": "cpu", **overrides}), out_dir=tmp_path / "one",
                 progress=False)
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "two"), overrides), nprocs=2)
     a = [r["loss"] for r in records(tmp_path / "one", "step")]
     b = [r["loss"] for r in records(tmp_path / "two", "step")]
     assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
     calls = [json.loads((tmp_path / "two" / f"tokenize-calls-{r}.json").read_text()) for r in range(2)]
-    assert len(calls[0]) >= 3 and calls[1] == []  # queries, labels, anchor sets: tokenised once, by rank 0
+    graph = overrides.get("graph", True)
+    assert len(calls[0]) >= 2 + graph and calls[1] == []  # queries, labels, anchor sets: tokenised once, by rank 0
     graph_calls = [json.loads((tmp_path / "two" / f"graph-calls-{r}.json").read_text()) for r in range(2)]
-    assert graph_calls[0]["densify"] >= 2 and graph_calls[1]["densify"] == 0  # rank 1 reads rank 0's cache
+    assert (graph_calls[0]["densify"] >= 2) == graph and graph_calls[1]["densify"] == 0  # rank 1 reads rank 0's cache
     pruned = overrides.get("warmup_epochs") == 0
     assert (graph_calls[0]["prune_edges"] >= 2) == pruned and graph_calls[1]["prune_edges"] == 0  # and gets its graphs
     if pruned:
         assert records(tmp_path / "two", "prune") == records(tmp_path / "one", "prune")
+    if overrides.get("cluster_batching"):  # each rank encodes half the queries, rank 0 clusters them all
+        n = len(tiny_data.train_texts)
+        assert [c["encode"] for c in graph_calls] == [[(n + 1) // 2] * 2, [n // 2] * 2]  # at each epoch's refresh
+        assert [len(c["cluster"]) for c in graph_calls] == [2, 0]
     two = Model.load(tmp_path / "two" / "model")
     for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
         assert torch.allclose(p, q, atol=1e-5), name

@@ -1,5 +1,5 @@
-"""torchrun support: process-group setup, an autograd-aware gather of embedding shards, and rank
-0's sparse graphs sent to every rank."""
+"""torchrun support: process-group setup, an autograd-aware gather of embedding shards, rank 0's
+sparse graphs and batches sent to every rank, and shards of work gathered on rank 0."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,8 +11,8 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-# dtypes a broadcast CSR matrix may hold (its header names them by position)
-_CSR_DTYPES = [np.dtype(t) for t in (np.int32, np.int64, np.float32, np.float64, np.float16, np.int8, np.int16,
+# dtypes a broadcast array may have (its header names them by position)
+_DTYPES = [np.dtype(t) for t in (np.int32, np.int64, np.float32, np.float64, np.float16, np.int8, np.int16,
                                      np.uint8, np.bool_)]
 
 
@@ -117,6 +117,35 @@ def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
     return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards)])
 
 
+def broadcast_arrays(arrays: list[np.ndarray] | None, count: int, d: Dist) -> list[np.ndarray]:
+    """Rank 0's `count` one-dimensional arrays on every rank (the others pass None): their sizes and
+    dtypes first, then their bytes, on the run's device for NCCL."""
+    if not d.enabled:
+        if arrays is None:
+            raise ValueError("broadcast_arrays: arrays is None outside a process group")
+        return arrays
+    device = d.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    header = torch.zeros(2 * count, dtype=torch.int64)
+    if d.main:
+        if len(arrays) != count:
+            raise ValueError(f"broadcast_arrays: {len(arrays)} arrays, {count} announced")
+        header[:] = torch.tensor([*(a.size for a in arrays), *(_DTYPES.index(a.dtype) for a in arrays)])
+    header = header.to(device)
+    dist.broadcast(header, src=0)
+    values = header.cpu().tolist()
+    out = []
+    for i, (size, code) in enumerate(zip(values[:count], values[count:])):
+        dtype = _DTYPES[code]
+        buf = (np.ascontiguousarray(arrays[i]).view(np.uint8) if d.main
+               else np.empty(size * dtype.itemsize, np.uint8))
+        if buf.size:
+            t = torch.from_numpy(buf).to(device)
+            dist.broadcast(t, src=0)
+            buf = t.cpu().numpy()
+        out.append(buf.view(dtype))
+    return arrays if d.main else out
+
+
 def broadcast_csr(m: sp.csr_matrix | None, d: Dist) -> sp.csr_matrix:
     """Rank 0's CSR matrix `m` on every rank (the others pass None): its arrays' bytes go over the
     process group, on the run's device for NCCL. Lets one rank do work whose result all need."""
@@ -124,27 +153,47 @@ def broadcast_csr(m: sp.csr_matrix | None, d: Dist) -> sp.csr_matrix:
         if m is None:
             raise ValueError("broadcast_csr: m is None outside a process group")
         return m
-    device = d.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    header = torch.zeros(8, dtype=torch.int64)
-    if d.main:
-        arrays = (m.indptr, m.indices, m.data)
-        header[:] = torch.tensor([*m.shape, *(a.size for a in arrays), *(_CSR_DTYPES.index(a.dtype) for a in arrays)])
-    header = header.to(device)
-    dist.broadcast(header, src=0)
-    rows, cols, *sizes_codes = header.cpu().tolist()
-    sizes, codes = sizes_codes[:3], sizes_codes[3:]
-    out = []
-    for i, (size, code) in enumerate(zip(sizes, codes)):
-        dtype = _CSR_DTYPES[code]
-        buf = (np.ascontiguousarray((m.indptr, m.indices, m.data)[i]).view(np.uint8) if d.main
-               else np.empty(size * dtype.itemsize, np.uint8))
-        if buf.size:
-            t = torch.from_numpy(buf).to(device)
-            dist.broadcast(t, src=0)
-            buf = t.cpu().numpy()
-        out.append(buf.view(dtype))
+    shape = broadcast_arrays([np.array(m.shape, np.int64)] if d.main else None, 1, d)[0]
+    indptr, indices, data = broadcast_arrays([m.indptr, m.indices, m.data] if d.main else None, 3, d)
     if d.main:
         return m
-    received = sp.csr_matrix((rows, cols), dtype=out[2].dtype)
-    received.indptr, received.indices, received.data = out  # as sent: scipy's constructor may narrow the indices
+    received = sp.csr_matrix(tuple(int(x) for x in shape), dtype=data.dtype)
+    received.indptr, received.indices, received.data = indptr, indices, data  # as sent: scipy's constructor may narrow the indices
     return received
+
+
+def broadcast_batches(batches: list[np.ndarray] | None, d: Dist) -> list[np.ndarray]:
+    """Rank 0's list of int64 id arrays (batches of query ids) on every rank (the others pass None)."""
+    if not d.enabled:
+        if batches is None:
+            raise ValueError("broadcast_batches: batches is None outside a process group")
+        return batches
+    arrays = None
+    if d.main:
+        lengths = np.array([len(b) for b in batches], np.int64)
+        arrays = [lengths, np.concatenate(batches).astype(np.int64) if batches else np.zeros(0, np.int64)]
+    lengths, ids = broadcast_arrays(arrays, 2, d)
+    if d.main:
+        return batches
+    return np.split(ids, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+
+def gather_to_main(x: np.ndarray, n: int, d: Dist) -> np.ndarray | None:
+    """Every rank's shard (rows `shard(n, d)` of an n-row float32 array, as this rank's `x`) stacked
+    in rank order on rank 0, None on the others: work split across ranks whose result one rank uses."""
+    if not d.enabled:
+        return x
+    mine = shard(n, d)
+    if x.shape[0] != mine.stop - mine.start:
+        raise ValueError(f"gather_to_main: rank {d.rank} holds {x.shape[0]} rows, its shard of {n} is "
+                         f"{mine.stop - mine.start}")
+    device = d.device if dist.get_backend() == "nccl" else torch.device("cpu")
+    width = -(-n // d.world)
+    padded = torch.zeros((width, *x.shape[1:]), dtype=torch.float32, device=device)
+    padded[:x.shape[0]] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
+    parts = [torch.empty_like(padded) for _ in range(d.world)]
+    dist.all_gather(parts, padded)
+    if not d.main:
+        return None
+    shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
+    return torch.cat([p[:s.stop - s.start] for p, s in zip(parts, shards)]).cpu().numpy()

@@ -292,13 +292,24 @@ def _start_epoch(run: Run, epoch: int) -> None:
         run.graphs = _pruned(run, epoch)
         run.sampler.graphs = run.graphs
     if cfg.cluster_batching and epoch % cfg.cluster_refresh == 0:
-        from ramen.clustering import cluster_batches
+        run.sampler.set_batches(_cluster_batches(run, epoch))
 
-        q_emb = run.encoder.encode(run.tokens["query"], cfg.encode_batch_size, desc="cluster queries",
-                                   progress=run.progress)
-        pool = run.sampler.pool
-        run.sampler.set_batches(cluster_batches(q_emb[pool], pool, cluster_size_at(epoch, cfg), cfg.batch_size,
-                                                seed=cfg.seed + epoch))
+
+def _cluster_batches(run: Run, epoch: int) -> list[np.ndarray]:
+    """The epoch's batches of query clusters, with the encoder as it is now. Under torchrun each rank
+    encodes its share of the queries and rank 0 clusters them all and sends the batches to the
+    others: every rank trains on the same batches, whatever its GPU's rounding."""
+    from ramen.clustering import cluster_batches
+
+    cfg, d, tokens = run.cfg, run.d, run.tokens["query"]
+    mine = distributed.shard(len(tokens), d)
+    part = tokens.subset(np.arange(mine.start, mine.stop)) if d.enabled else tokens
+    emb = distributed.gather_to_main(run.encoder.encode(part, cfg.encode_batch_size, desc="cluster queries",
+                                                        progress=run.progress and d.main), len(tokens), d)
+    pool = run.sampler.pool
+    batches = (cluster_batches(emb[pool], pool, cluster_size_at(epoch, cfg), cfg.batch_size, seed=cfg.seed + epoch)
+               if d.main else None)
+    return distributed.broadcast_batches(batches, d)
 
 
 def _train_epoch(run: Run, epoch: int, interrupts: Interrupts) -> None:
