@@ -237,7 +237,7 @@ def test_error_line_numbers_far_into_a_big_file(tmp_path: Path) -> None:
     rows = [" ".join(f"{c}:1" for c in range(i % 50, i % 50 + 40)) for i in range(40_000)]  # ~8 MB
     rows[31_234] = "1:1 7:oops"
     rows[35_000] = "-5:1"
-    path = write(tmp_path, f"40000 100\n" + "\n".join(rows) + "\n")
+    path = write(tmp_path, "40000 100\n" + "\n".join(rows) + "\n")
     for threads in (1, 4):  # the earliest error, whatever the thread count
         with pytest.raises(ValueError, match=r"line 31236: value 'oops'"):
             read_sparse(path, num_threads=threads)

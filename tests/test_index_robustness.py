@@ -128,7 +128,7 @@ def test_upper_link_to_a_lower_node_is_rejected_on_load(tmp_path, small, view):
 def test_cpp_search_skips_links_it_cannot_follow():
     """The kernel itself, given such a graph without the load checks, neither crashes nor returns
     a node outside the graph."""
-    proc = run_python(f"""
+    proc = run_python("""
         import numpy as np
         from ramen import _C
         from ramen.index import LabelIndex

@@ -133,7 +133,7 @@ def test_a_retired_lever_stops_with_the_commit_that_still_runs_it(tmp_path):
         TrainConfig.from_file(path)
     cli = subprocess.run([sys.executable, "-m", "ramen", "train", "--data", "synthetic:tiny", "--out", str(tmp_path / "r"),
                           "--soft-prune"], capture_output=True, text=True, timeout=300)
-    assert cli.returncode != 0 and f"--soft_prune=True" in cli.stderr and RETIRED_AT in cli.stderr, cli.stderr[-500:]
+    assert cli.returncode != 0 and "--soft_prune=True" in cli.stderr and RETIRED_AT in cli.stderr, cli.stderr[-500:]
     import dataclasses
 
     assert len(dataclasses.fields(TrainConfig)) <= 50  # issue 25's bound
