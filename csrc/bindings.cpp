@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "buffer.h"
+#include "cluster.h"
 #include "csr.h"
 #include "dot.h"
 #include "hnsw.h"
@@ -273,6 +274,26 @@ py::tuple philox_binding(const std::vector<uint32_t>& counter, const std::vector
     if (counter.size() != 4 || key.size() != 2) throw std::invalid_argument("counter must have 4 words and key 2");
     const ramen::Words4 w = ramen::philox4x32(counter[0], counter[1], counter[2], counter[3], key[0], key[1]);
     return py::make_tuple(w.w[0], w.w[1], w.w[2], w.w[3]);
+}
+
+py::tuple balanced_clusters_binding(const CArray<float>& emb, int64_t cluster_size, uint64_t seed, int iters,
+                                    int num_threads) {
+    if (emb.ndim() != 2 || emb.shape(1) < 1) throw std::invalid_argument("emb must be 2-d (rows, dim) with dim >= 1");
+    if (cluster_size < 1) throw std::invalid_argument("cluster_size must be >= 1");
+    if (iters < 1) throw std::invalid_argument("iters must be >= 1");
+    const int64_t n = emb.shape(0), dim = emb.shape(1);
+    const float* x = emb.data();
+    py::array_t<int64_t> order(n), starts(ramen::cluster_count(n, cluster_size) + 1);
+    int64_t* o = order.mutable_data();
+    int64_t* s = starts.mutable_data();
+    int64_t bad;
+    {
+        py::gil_scoped_release release;
+        bad = ramen::first_non_finite_f32(x, n, dim, num_threads);
+        if (bad < 0) ramen::balanced_clusters_f32(x, n, dim, cluster_size, seed, iters, num_threads, o, s);
+    }
+    if (bad >= 0) throw std::invalid_argument("emb row " + std::to_string(bad) + " is not finite (NaN or infinity)");
+    return py::make_tuple(order, starts);
 }
 
 int64_t first_non_finite_binding(const py::array& emb, int num_threads) {
@@ -611,6 +632,9 @@ PYBIND11_MODULE(_C, m) {
     // ---- bindings: graph ----
     def_graph<int32_t>(m);
     def_graph<int64_t>(m);
+    m.def("balanced_clusters", &balanced_clusters_binding, py::arg("emb").noconvert(), py::kw_only(),
+          py::arg("cluster_size"), py::arg("seed"), py::arg("iters"), py::arg("num_threads"),
+          "Balanced recursive 2-means of unit rows: (order, starts), cluster c at order[starts[c]:starts[c + 1]].");
     m.def("philox4x32", &philox_binding, py::arg("counter"), py::arg("key"),
           "Philox-4x32-10 block function (for known-answer tests).");
     m.def("walk_draw", &ramen::walk_draw, py::arg("seed"), py::arg("start"), py::arg("hop"), py::arg("which"),

@@ -2,12 +2,90 @@
 import numpy as np
 import pytest
 
+from ramen import _C
 from ramen.clustering import balanced_clusters, cluster_batches
 
 
 def unit(n: int, d: int, seed: int) -> np.ndarray:
     x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def reference_clusters(x: np.ndarray, size: int, seed: int, iters: int = 8) -> tuple[list[np.ndarray], float]:
+    """The kernel's algorithm in numpy, float64: (clusters left to right, the smallest gap between
+    the last score of a first side and the next, so a test can tell its data leaves no near tie)."""
+    gaps = [np.inf]
+
+    def split(rows: np.ndarray, key: int) -> list[np.ndarray]:
+        m = len(rows)
+        if m <= size:
+            return [rows]
+        first = size * (-(-m // size) // 2)
+        a = _C.walk_draw(seed, key, 0, 1, m)
+        b = _C.walk_draw(seed, key, 0, 2, m - 1)
+        b += b >= a
+        c1, c2 = x[rows[a]].astype(np.float64), x[rows[b]].astype(np.float64)
+        last = None
+        for r in range(iters):
+            w = (c1.astype(np.float32) - c2.astype(np.float32)).astype(np.float64)
+            score = x[rows].astype(np.float64) @ w
+            rank = np.lexsort((rows, -score))  # score descending, ties to the lower row id
+            side = np.zeros(m, bool)
+            side[rank[:first]] = True
+            gaps.append(score[rank[first - 1]] - score[rank[first]])
+            if (r > 0 and (side == last).all()) or r + 1 == iters:
+                break
+            last = side
+            c1, c2 = (s / max(np.linalg.norm(s), 1e-12) for s in (x[rows[side]].astype(np.float64).sum(0),
+                                                                   x[rows[~side]].astype(np.float64).sum(0)))
+        return split(rows[side], 2 * key + 1) + split(rows[~side], 2 * key + 2)
+
+    return split(np.arange(len(x)), 0), min(gaps)
+
+
+@pytest.mark.parametrize("n,size,dim,seed", [(300, 8, 16, 0), (1000, 32, 8, 3), (257, 1, 4, 1), (64, 64, 16, 2),
+                                             (65, 64, 16, 2), (2500, 100, 32, 14)])
+def test_clusters_match_the_reference_for_any_thread_count(n, size, dim, seed):
+    x = unit(n, dim, seed)
+    want, gap = reference_clusters(x, size, seed)
+    assert gap > 1e-5  # no near tie that float32 rounding could decide: the comparison below is exact
+    for threads in (1, 2, 3):
+        got = balanced_clusters(x, size, seed=seed, num_threads=threads)
+        assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+def test_clusters_of_adversarial_rows():
+    """Identical rows (every score ties: the row ids decide), zero rows, one dimension, one row."""
+    same = np.tile(unit(1, 8, 0), (50, 1))
+    for x in (same, np.zeros((40, 8), np.float32), unit(33, 1, 1), unit(1, 8, 2)):
+        clusters = [balanced_clusters(x, 4, seed=3, num_threads=t) for t in (1, 2)]
+        assert all(np.array_equal(a, b) for a, b in zip(*clusters))
+        assert sorted(np.concatenate(clusters[0])) == list(range(len(x)))
+        assert sorted(map(len, clusters[0])) == sorted([4] * (len(x) // 4) + ([len(x) % 4] if len(x) % 4 else []))
+    assert balanced_clusters(np.zeros((0, 8), np.float32), 4) == []
+    tied, _ = reference_clusters(same, 4, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(balanced_clusters(same, 4, seed=3), tied))
+
+
+def test_clusters_refuse_bad_input():
+    x = unit(20, 4, 0)
+    bad = x.copy()
+    bad[13, 2] = np.nan
+    with pytest.raises(ValueError, match="emb row 13 is not finite"):
+        balanced_clusters(bad, 4)
+    with pytest.raises(ValueError, match="emb must be 2-d"):
+        balanced_clusters(x[0], 4)
+    with pytest.raises(ValueError, match="iters"):
+        balanced_clusters(x, 4, iters=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        balanced_clusters(x, 4, num_threads=0)
+
+
+def test_clusters_depend_on_the_seed():
+    x = unit(400, 8, 0)
+    a, b = balanced_clusters(x, 8, seed=0), balanced_clusters(x, 8, seed=1)
+    assert any(not np.array_equal(p, q) for p, q in zip(a, b))
+    assert all(np.array_equal(p, q) for p, q in zip(a, balanced_clusters(x, 8, seed=2**64)))  # seeds wrap at 2^64
 
 
 @pytest.mark.parametrize("n,size", [(1, 4), (7, 8), (8, 8), (9, 8), (100, 8), (1000, 16), (37, 5), (2388, 128),

@@ -1,44 +1,30 @@
-"""Balanced clusters of unit vectors by recursive balanced 2-means on cosine (NGAME's batching)."""
+"""Balanced clusters of unit vectors by recursive balanced 2-means on cosine (NGAME's batching); the
+splits run in C++ (`ramen._C.balanced_clusters`)."""
 from __future__ import annotations
 
 import numpy as np
 
 
-def _split(emb: np.ndarray, index: np.ndarray, rng: np.random.Generator, iters: int,
-           first: int) -> tuple[np.ndarray, np.ndarray]:
-    """Splits `index` around two cosine centroids into the `first` rows nearest the first centroid
-    (by preference for it over the second) and the rest: a balanced 2-means of set sizes."""
-    x = emb[index]
-    a, b = rng.choice(len(index), size=2, replace=False)
-    ca, cb = x[a].copy(), x[b].copy()
-    order = None
-    for _ in range(iters):
-        order = np.argsort(-(x @ (ca - cb)), kind="stable")
-        ca = x[order[:first]].sum(0)
-        cb = x[order[first:]].sum(0)
-        ca /= max(np.linalg.norm(ca), 1e-12)
-        cb /= max(np.linalg.norm(cb), 1e-12)
-    return index[order[:first]], index[order[first:]]
-
-
-def balanced_clusters(emb: np.ndarray, cluster_size: int, *, seed: int = 0, iters: int = 8) -> list[np.ndarray]:
+def balanced_clusters(emb: np.ndarray, cluster_size: int, *, seed: int = 0, iters: int = 8,
+                      num_threads: int | None = None) -> list[np.ndarray]:
     """Row indices of `emb` (N x D, unit rows) in clusters of exactly `cluster_size` rows but one
-    (N mod cluster_size): whole clusters then fill a batch whose size is a multiple of it."""
-    if cluster_size < 1:
-        raise ValueError(f"cluster_size must be >= 1, got {cluster_size}")
-    emb = np.asarray(emb, dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    pending = [np.arange(len(emb))]
-    done: list[np.ndarray] = []
-    while pending:
-        index = pending.pop()
-        if len(index) <= cluster_size:
-            done.append(index)
-            continue
-        clusters = -(-len(index) // cluster_size)  # the first part gets half of them, all full
-        pending.extend(_split(emb, index, rng, iters, cluster_size * (clusters // 2)))
-    done.sort(key=lambda c: int(c.min()) if len(c) else -1)
-    return done
+    (N mod cluster_size): whole clusters then fill a batch whose size is a multiple of it. The same
+    clusters for any `num_threads` (None: every core)."""
+    from ramen import _C
+
+    if isinstance(cluster_size, bool) or not isinstance(cluster_size, (int, np.integer)) or cluster_size < 1:
+        raise ValueError(f"cluster_size must be an integer >= 1, got {cluster_size!r}")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise ValueError(f"iters must be an integer >= 1, got {iters!r}")
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[1] < 1:
+        raise ValueError(f"emb must be 2-d (rows, dim) with dim >= 1, got shape {emb.shape}")
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+    order, starts = _C.balanced_clusters(emb, cluster_size=int(cluster_size), seed=int(seed) % 2**64,
+                                         iters=int(iters), num_threads=int(num_threads or 0))
+    return np.split(order, starts[1:-1]) if len(starts) > 1 else []
 
 
 def cluster_batches(emb: np.ndarray, ids: np.ndarray, cluster_size: int, batch_size: int, *,
