@@ -373,6 +373,53 @@ def _compare_two_gloo_processes_with_one(tiny_data, tmp_path, overrides) -> None
         assert torch.allclose(p, q, atol=1e-5), name
 
 
+def _crash_worker(rank: int, world: int, port: int, out: str, resume: bool) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RAMEN_DIST_TIMEOUT_S="120")
+    torch.set_num_threads(1)
+    if not resume:  # every rank fails at the start of epoch 2, after epoch 1's evaluation and checkpoint
+        real = train_module._train_epoch
+
+        def crash(run, epoch, interrupts):
+            if epoch == 1:
+                raise RuntimeError("crashed in epoch 2")
+            return real(run, epoch, interrupts)
+
+        train_module._train_epoch = crash
+    try:
+        train(synthetic("tiny", seed=0), tiny_config(epochs=2, device="cpu"), out_dir=out, resume=resume,
+              progress=False)
+    except RuntimeError as exc:
+        if resume or "crashed in epoch 2" not in str(exc):
+            raise
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_resume_a_run_that_failed_between_epochs(tiny_data, tmp_path):
+    """A run that failed after an epoch's evaluation resumes under torchrun: only rank 0 holds the
+    log that says the evaluation was done, and the other ranks used to take it as not done and wait
+    in its barrier while rank 0 went on to the next collective (a hang). The resumed run trains what
+    one process trains."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "two"
+        torch.multiprocessing.spawn(_crash_worker, args=(2, _free_port(), str(out), False), nprocs=2)
+        assert [r["epoch"] for r in records(out, "eval")] == [1] and (out / CHECKPOINT).exists()
+        torch.multiprocessing.spawn(_crash_worker, args=(2, _free_port(), str(out), True), nprocs=2)
+        one = train(tiny_data, tiny_config(epochs=2, device="cpu"), out_dir=tmp_path / "one", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["epoch"] for r in records(out, "eval")] == [1, 2]
+    a = [r["loss"] for r in records(tmp_path / "one", "step")]
+    b = [r["loss"] for r in records(out, "step")]
+    assert len(a) == len(b) and np.allclose(a, b, rtol=1e-4, atol=1e-6)
+    two = Model.load(out / "model")
+    for (name, p), q in zip(one.encoder.state_dict().items(), two.encoder.state_dict().values()):
+        assert torch.allclose(p, q, atol=1e-5), name
+
+
 def test_training_steps_run_with_dropout_and_the_result_is_in_eval_mode(tiny_data, monkeypatch):
     # A Hugging Face backbone loads in eval mode; the first Wikispeedia plain run trained without
     # dropout because nothing switched it (benchmarks/results/reproduction.md).
@@ -504,6 +551,21 @@ def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, mo
     with pytest.raises(SystemExit, match="start it over with --overwrite"):
         main(args)
     assert main(args + ["--overwrite"]) == 0 and (out / "model").is_dir()
+
+
+def test_a_torchrun_rank_other_than_0_leaves_run_json_to_rank_0(tmp_path, monkeypatch):
+    """Rank 0 alone checks the run directory (and refuses a forgotten --resume); the other ranks used
+    to write run.json meanwhile, so the unfinished run's settings were replaced by the new ones."""
+    from ramen.__main__ import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CHECKPOINT).write_bytes(b"unfinished")
+    (out / "run.json").write_text('{"data": "synthetic:tiny"}')
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit, match="no-such-data"):  # a rank that trains on (here it stops at the data)
+        main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(out), "--encoder", "tiny"])
+    assert (out / "run.json").read_text() == '{"data": "synthetic:tiny"}'
 
 
 def test_resume_with_other_settings_is_a_clear_error(tiny_data, tmp_path):

@@ -230,10 +230,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 raise SystemExit(f"--select-graph-weight: {exc}") from None
         out.mkdir(parents=True, exist_ok=True)
-        tmp = temp_path(run_file)
-        tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights},
-                                  indent=1))
-        os.replace(tmp, run_file)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone, which alone checked the directory
+            tmp = temp_path(run_file)
+            tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights},
+                                      indent=1))
+            os.replace(tmp, run_file)
     dataset = load_dataset(data_spec)
     try:
         if weights is None:

@@ -162,6 +162,14 @@ def broadcast_csr(m: sp.csr_matrix | None, d: Dist) -> sp.csr_matrix:
     return received
 
 
+def agree(flag: bool, d: Dist) -> bool:
+    """Rank 0's `flag` on every rank: a decision that only rank 0 can take (it alone holds the log)
+    and every rank must follow, as each calls the same collectives after it."""
+    if not d.enabled:
+        return flag
+    return bool(broadcast_arrays([np.array([flag], np.uint8)] if d.main else None, 1, d)[0][0])
+
+
 def broadcast_batches(batches: list[np.ndarray] | None, d: Dist) -> list[np.ndarray]:
     """Rank 0's list of int64 id arrays (batches of query ids) on every rank (the others pass None)."""
     if not d.enabled:

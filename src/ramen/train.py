@@ -119,8 +119,9 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     interrupts = Interrupts().__enter__()
     try:
-        if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and _eval_due(cfg, state.epoch - 1) and not any(
-                r.get("event") == "eval" and r.get("epoch") == state.epoch for r in run.log.records):
+        if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and _eval_due(cfg, state.epoch - 1) and \
+                distributed.agree(not any(r.get("event") == "eval" and r.get("epoch") == state.epoch
+                                          for r in run.log.records), run.d):  # rank 0 holds the log
             _evaluate(run, state.epoch - 1)  # interrupted while evaluating: the checkpoint was already at the next epoch
         for epoch in range(state.epoch, cfg.epochs):
             if state.global_step >= run.total_steps:  # max_steps reached
