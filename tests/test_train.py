@@ -335,6 +335,62 @@ def test_broadcast_gives_every_rank_rank_0s_matrix_and_batches_and_gather_stacks
             assert np.array_equal(got[f"gathered{i}"], x)
 
 
+def _sparse_tokens() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A batch whose label and anchor groups hold fewer texts than 2 ranks: rank 1 embeds none of them."""
+    g = torch.Generator().manual_seed(0)
+    tokens = {}
+    for key, rows in (("query", 3), ("label", 1), ("anchor:x", 1)):
+        ids = torch.randint(5, 90, (rows, 6), generator=g)
+        tokens[key] = (ids, torch.ones_like(ids))
+    return tokens
+
+
+def _sparse_grads(world: int, label_tower: bool) -> dict[str, np.ndarray]:
+    """The encoder's gradients of a loss over every group of `_sparse_tokens` (DDP under a process group)."""
+    import types
+
+    from ramen import distributed
+    from ramen.encoder import Encoder
+    from ramen.step import BatchEncoder, embed_batch
+
+    d = distributed.setup("cpu")
+    encoder = Encoder("tiny", label_tower=label_tower, seed=0).eval()
+    module = BatchEncoder(encoder, every_tower=d.enabled)
+    if d.enabled:
+        module = torch.nn.parallel.DistributedDataParallel(module)
+    emb = embed_batch(module, types.SimpleNamespace(tokens=_sparse_tokens()), d, TrainConfig(encoder="tiny", cpu_bf16=False))
+    loss = (emb["query"] @ emb["label"].T).sum() + 0.5 * (emb["query"] @ emb["anchor:x"].T).sum()
+    loss.backward()
+    return {name: p.grad.numpy().copy() for name, p in encoder.named_parameters() if p.grad is not None}
+
+
+def _sparse_worker(rank: int, world: int, port: int, out: str, label_tower: bool) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RAMEN_DIST_TIMEOUT_S="60")
+    torch.set_num_threads(1)
+    np.savez(Path(out, f"grads{rank}.npz"), **_sparse_grads(world, label_tower))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("label_tower", [False, True], ids=["shared", "label-tower"])
+def test_two_gloo_processes_step_when_a_rank_holds_no_text_of_a_group(tmp_path, label_tower):
+    """A group with fewer texts than ranks leaves a rank's shard empty: that rank used to skip the
+    gather's backward collective (and, with a label tower, DDP's reduction of that tower), so the
+    others waited on it for ever. Every rank now gets the one-process gradients."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.multiprocessing.spawn(_sparse_worker, args=(2, _free_port(), str(tmp_path), label_tower), nprocs=2)
+        want = _sparse_grads(1, label_tower)
+    finally:
+        torch.set_num_threads(threads)
+    for rank in (0, 1):
+        with np.load(tmp_path / f"grads{rank}.npz") as got:
+            assert sorted(got.files) == sorted(want)
+            for name, g in want.items():
+                assert np.allclose(got[name], g, rtol=1e-4, atol=1e-6), (rank, name)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [{}, {"reg_step": "separate"}, {"warmup_epochs": 0},
                                        {"graph": False, "cluster_batching": True, "cluster_size": 4, "cluster_refresh": 1, "epochs": 2}],

@@ -112,6 +112,8 @@ def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
 
     width = -(-n // d.world)
     padded = torch.cat([x, x.new_zeros(width - x.shape[0], *x.shape[1:])]) if x.shape[0] < width else x
+    if torch.is_grad_enabled() and not padded.requires_grad:  # a shard that no tower embedded here: every
+        padded = padded.detach().requires_grad_()  # rank must still join the gather's backward collective
     parts = all_gather(padded)
     shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
     return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards)])

@@ -36,9 +36,12 @@ def lr_lambda(total_steps: int, warmup: float) -> Callable[[int], float]:
 class BatchEncoder(torch.nn.Module):
     """Embeds every text group of a batch in one forward pass per tower (one DDP forward per step)."""
 
-    def __init__(self, encoder: Encoder):
+    def __init__(self, encoder: Encoder, every_tower: bool = False):
         super().__init__()
         self.encoder = encoder
+        # under torchrun: a tower of the batch runs on every rank, on one dummy row where the rank's shard
+        # holds none of its texts, so that every rank's backward reaches the same parameters and collectives
+        self.every_tower = every_tower
 
     def forward(self, groups: list[tuple[torch.Tensor, torch.Tensor, str]]) -> list[torch.Tensor]:
         return self._embed(groups)
@@ -48,6 +51,12 @@ class BatchEncoder(torch.nn.Module):
         for tower in ("query", "label"):
             members = [i for i, g in enumerate(groups) if g[2] == tower and g[0].shape[0] > 0]
             if not members:
+                empty = [i for i, g in enumerate(groups) if g[2] == tower]
+                if self.every_tower and empty:  # its output sliced to no rows: zero gradients, the same graph
+                    one = torch.ones(1, 1, dtype=groups[empty[0]][0].dtype, device=groups[empty[0]][0].device)
+                    none = self.encoder(one, one, tower)[:0]
+                    for i in empty:
+                        out[i] = none
                 continue
             width = max(groups[i][0].shape[1] for i in members)
             ids = torch.cat([torch.nn.functional.pad(groups[i][0], (0, width - groups[i][0].shape[1])) for i in members])

@@ -198,7 +198,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     sampler = BatchSampler(train_Y, dict(raw_graphs), cfg.batch_size, seed=cfg.seed, rank=0 if gather else d.rank,
                            world=1 if gather else d.world, num_random_negatives=cfg.random_negatives)
     total_steps = _total_steps(cfg, sampler)
-    batch_encoder = BatchEncoder(encoder).to(d.device)
+    batch_encoder = BatchEncoder(encoder, every_tower=d.enabled).to(d.device)
     module: torch.nn.Module = batch_encoder
     if d.enabled:
         module = torch.nn.parallel.DistributedDataParallel(
