@@ -139,3 +139,24 @@ def test_fuzzed_checkpoints_load_unchanged_or_fail_naming_the_file(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     outcomes = json.loads(proc.stdout)
     assert len(outcomes) == n and set(outcomes) <= {"same", "error"}, [o for o in outcomes if o not in ("same", "error")][:5]
+
+
+def test_a_ranks_rng_state_round_trips_and_a_damaged_one_is_a_value_error(tmp_path):
+    """Under torchrun each rank's RNG state is saved as bytes (ramen.train_state.rng_state) and each
+    rank restores its own: the same draws follow; a damaged entry names the file."""
+    from pathlib import Path
+
+    from ramen.train_state import _set_rng_state, rng_state
+
+    cpu, path = torch.device("cpu"), Path(tmp_path / "checkpoint.safetensors")
+    torch.manual_seed(3)
+    saved = rng_state(cpu)
+    want = torch.rand(5)
+    torch.manual_seed(4)
+    _set_rng_state(saved, cpu, path)
+    assert torch.equal(torch.rand(5), want)
+    size = np.array([5056], np.int64).view(np.uint8)
+    for bad in (saved[:7], saved[:100], np.concatenate([np.array([1 << 40], np.int64).view(np.uint8), saved[8:]]),
+                saved.astype(np.int16), np.concatenate([size, np.zeros(5056, np.uint8)])):
+        with pytest.raises(ValueError, match="checkpoint.safetensors: a rank's saved RNG state is malformed"):
+            _set_rng_state(bad, cpu, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,6 +25,7 @@ class Dist:
     world: int = 1
     local_rank: int = 0
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    control: Any = None  # a gloo group for small host-side messages beside NCCL (None: the default group)
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +92,8 @@ def setup(device: str = "auto") -> Dist:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout())
-    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev)
+    control = dist.new_group(backend="gloo", timeout=timeout()) if dist.get_backend() == "nccl" else None
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev, control=control)
 
 
 def shard(n: int, d: Dist) -> slice:
@@ -170,6 +173,30 @@ def agree(flag: bool, d: Dist) -> bool:
     if not d.enabled:
         return flag
     return bool(broadcast_arrays([np.array([flag], np.uint8)] if d.main else None, 1, d)[0][0])
+
+
+def any_rank(flag: bool, d: Dist) -> bool:
+    """Whether `flag` is set on any rank (every rank calls it; a host-side message, no device sync)."""
+    if not d.enabled:
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=d.control)
+    return bool(t.item())
+
+
+def gather_bytes(data: np.ndarray, d: Dist) -> list[np.ndarray]:
+    """Every rank's bytes (a 1-d uint8 array, of any length) on every rank, in rank order (host-side)."""
+    if not d.enabled:
+        return [data]
+    size = torch.tensor([data.size], dtype=torch.int64)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(d.world)]
+    dist.all_gather(sizes, size, group=d.control)
+    width = max(int(s.item()) for s in sizes)
+    padded = torch.zeros(width, dtype=torch.uint8)
+    padded[:data.size] = torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8))
+    parts = [torch.zeros(width, dtype=torch.uint8) for _ in range(d.world)]
+    dist.all_gather(parts, padded, group=d.control)
+    return [p[:int(s.item())].numpy().copy() for p, s in zip(parts, sizes)]
 
 
 def broadcast_batches(batches: list[np.ndarray] | None, d: Dist) -> list[np.ndarray]:

@@ -6,13 +6,18 @@ interrupt in its middle would leave a checkpoint whose RNG state holds half a st
 to the step's end, every checkpoint written on an interrupt is at a step boundary, so a resumed run
 continues exactly, dropout on. A KeyboardInterrupt that code raises inside a step (not a signal)
 cannot be held: `cut_step` says so, and the run keeps its last checkpoint instead of writing one.
+
+Under torchrun a signal may reach one rank only, or each at another moment; a rank that stopped
+alone would leave the others waiting in a collective, and rank 0 would write no checkpoint. There
+every signal is held, and at the end of each step the ranks ask each other (`sync`) whether any
+holds one: then all stop at that same step boundary.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -21,7 +26,8 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 class Interrupts:
     """Installs the handlers for its `with` block (main thread only: elsewhere it does nothing)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sync: Callable[[bool], bool] | None = None) -> None:
+        self.sync = sync  # under torchrun: whether any rank holds a signal (every rank calls it at a step's end)
         self.pending: int | None = None  # a signal held during the current step
         self.cut_step = False  # an exception (not a held signal) left a step halfway
         self._in_step = False
@@ -41,7 +47,7 @@ class Interrupts:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self._in_step:
+        if self._in_step or self.sync is not None:
             self.pending = signum
             return
         raise KeyboardInterrupt(_describe(signum))
@@ -57,9 +63,11 @@ class Interrupts:
             raise
         finally:
             self._in_step = False
-        if self.pending is not None:
+        stop = self.sync(self.pending is not None) if self.sync is not None else self.pending is not None
+        if stop:
             signum, self.pending = self.pending, None
-            raise KeyboardInterrupt(_describe(signum) + ", held until the step was done")
+            raise KeyboardInterrupt(_describe(signum) + ", held until the step was done" if signum is not None
+                                    else "another rank was interrupted: every rank stops after this step")
 
 
 def _describe(signum: int) -> str:

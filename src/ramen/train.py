@@ -39,7 +39,7 @@ from ramen.run_cache import tokenize_cached
 from ramen.runlog import RunLog, plot_curves
 from ramen.step import BatchEncoder, lr_lambda, make_optimizer, train_step
 from ramen.tokens import TokenCache
-from ramen.train_state import CHECKPOINT, Progress, restore, save_checkpoint
+from ramen.train_state import CHECKPOINT, Progress, restore, rng_state, save_checkpoint
 from ramen.training_graphs import (augment_ground_truth, build_graphs, cluster_size_at, prune_graphs, prunes_at,
                                    used_anchor_sets)
 
@@ -113,11 +113,12 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     cfg, state = run.cfg, run.state
     if resume:
         state, run.graphs = restore(run.ckpt_path, cfg, run.encoder, run.optimizer, run.scheduler,
-                                    run.reg_optimizer, run.sampler, run.reliance, run.data)
+                                    run.reg_optimizer, run.sampler, run.reliance, run.data, run.d.rank, run.d.device)
         run.state, run.checkpointed = state, True
         run.log.truncate(state.global_step)
         run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
-    interrupts = Interrupts().__enter__()
+    sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
+    interrupts = Interrupts(sync).__enter__()
     try:
         if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and _eval_due(cfg, state.epoch - 1) and \
                 distributed.agree(not any(r.get("event") == "eval" and r.get("epoch") == state.epoch
@@ -422,9 +423,10 @@ def _save(run: Run) -> None:
     """The checkpoint, written by rank 0 where the run has a directory."""
     if run.ckpt_path is None:
         return
+    rank_rng = distributed.gather_bytes(rng_state(run.d.device), run.d) if run.d.enabled else None  # every rank's
     if run.d.main:
         save_checkpoint(run.ckpt_path, run.encoder, run.optimizer, run.scheduler, run.state, run.cfg, run.graphs,
-                        run.sampler.batches, run.reliance, run.reg_optimizer, run.data)
+                        run.sampler.batches, run.reliance, run.reg_optimizer, run.data, rank_rng)
     run.checkpointed = True  # on every rank: the one rank 0 wrote
 
 

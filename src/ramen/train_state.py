@@ -33,11 +33,35 @@ class Progress:
     global_step: int = 0
 
 
+def rng_state(device: torch.device) -> np.ndarray:
+    """This process's RNG states, torch's CPU generator's and (on a GPU) its device's, as one byte array:
+    what a torchrun rank's dropout continues from."""
+    cpu = torch.get_rng_state().numpy()
+    gpu = torch.cuda.get_rng_state(device).numpy() if device.type == "cuda" else np.zeros(0, np.uint8)
+    return np.concatenate([np.array([cpu.size], np.int64).view(np.uint8), cpu, gpu])
+
+
+def _set_rng_state(packed: np.ndarray, device: torch.device, path: Path) -> None:
+    """Restores `rng_state`'s bytes (a damaged entry is a ValueError naming the file)."""
+    packed = np.asarray(packed)
+    size = int(packed[:8].view(np.int64)[0]) if packed.dtype == np.uint8 and packed.ndim == 1 and packed.size >= 8 else -1
+    if not 0 <= size <= packed.size - 8:
+        raise ValueError(f"{path}: a rank's saved RNG state is malformed")
+    try:
+        torch.set_rng_state(torch.from_numpy(packed[8:8 + size].copy()))
+        if device.type == "cuda" and packed.size > 8 + size:
+            torch.cuda.set_rng_state(torch.from_numpy(packed[8 + size:].copy()), device)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: a rank's saved RNG state is malformed ({exc})") from None
+
+
 def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress: Progress, cfg: TrainConfig,
                     graphs: dict[str, Graphs], batches: list[np.ndarray] | None, reliance: Reliance,
-                    reg_optimizer: torch.optim.Optimizer | None = None, data: dict[str, str] | None = None) -> None:
-    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG, graphs, batches, and
-    the fingerprint of the data trained on (`ramen.digest.data_fingerprint`)."""
+                    reg_optimizer: torch.optim.Optimizer | None = None, data: dict[str, str] | None = None,
+                    rank_rng: list[np.ndarray] | None = None) -> None:
+    """Everything needed to continue exactly: weights, optimizer, scheduler, RNG (under torchrun every
+    rank's, `rank_rng` from `rng_state`), graphs, batches, and the fingerprint of the data trained on
+    (`ramen.digest.data_fingerprint`)."""
     state = {
         "config": cfg.to_dict(),
         "data": data,
@@ -48,6 +72,7 @@ def save_checkpoint(path: Path, encoder: Encoder, optimizer, scheduler, progress
         "scheduler": scheduler.state_dict(),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "rank_rng": rank_rng,
         "graphs": {name: {side: None if m is None else (m.indptr, m.indices, m.data, m.shape)
                           for side, m in (("query", g.query), ("label", g.label))}
                    for name, g in graphs.items()},
@@ -92,11 +117,12 @@ def _check_against_run(path: Path, graphs: dict[str, Graphs], batches: list | No
 
 def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: torch.optim.Optimizer, scheduler,
             reg_optimizer: torch.optim.Optimizer | None, sampler: BatchSampler,
-            reliance: Reliance, data: dict[str, str] | None = None) -> tuple[Progress, dict[str, Graphs]]:
+            reliance: Reliance, data: dict[str, str] | None = None, rank: int = 0,
+            device: torch.device | None = None) -> tuple[Progress, dict[str, Graphs]]:
     """Loads the checkpoint at `path` into the run's objects (the sampler gets its graphs and
-    batches); returns where the run stopped and its graphs. A checkpoint made with other settings
-    than `cfg` (but RESUME_MAY_CHANGE), or on other data than `data` fingerprints, is a ValueError
-    naming what differs."""
+    batches, torchrun rank `rank` its own RNG states on `device`); returns where the run stopped and
+    its graphs. A checkpoint made with other settings than `cfg` (but RESUME_MAY_CHANGE), or on other
+    data than `data` fingerprints, is a ValueError naming what differs."""
     if path is None or not path.exists():
         raise ValueError(f"cannot resume: no checkpoint at {path}")
     ckpt = checkpoint.load(path)
@@ -119,6 +145,9 @@ def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: to
     torch.set_rng_state(ckpt["torch_rng"])
     if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    ranks = ckpt.get("rank_rng")  # saved under torchrun (a run resumed on more ranks: the others keep rank 0's)
+    if isinstance(ranks, list) and rank < len(ranks):
+        _set_rng_state(ranks[rank], device or torch.device("cpu"), path)
     graphs = {n: Graphs(_csr_from(g["query"], path), _csr_from(g["label"], path)) for n, g in ckpt["graphs"].items()}
     _check_against_run(path, graphs, ckpt["batches"], sampler)
     sampler.graphs = graphs
