@@ -472,6 +472,62 @@ def _two_processes(out: Path, mode: str, dropout: float) -> None:
     torch.multiprocessing.spawn(_stop_worker, args=(2, _free_port(), str(out), mode, dropout), nprocs=2)
 
 
+def _decide_worker(rank: int, world: int, port: int, out: str, case: str) -> None:
+    """A decision one rank could take alone: the memory check (rank 1 has 1 MB), a setting the ranks
+    cannot keep consistent without gathering, and the graph weight a selection chooses."""
+    from ramen import memory, selection
+    from ramen.model import Model as ModelType
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RAMEN_DIST_TIMEOUT_S="60")
+    torch.set_num_threads(1)
+    data, result = synthetic("tiny", seed=0), {}
+    if case == "memory" and rank == 1:
+        os.environ[memory.AVAILABLE_ENV] = "1MB"
+    try:
+        if case == "select":
+            real, calls = ModelType.evaluate, []
+
+            def evaluate(self, *args, **kwargs):
+                calls.append(1)
+                return real(self, *args, **kwargs)
+
+            ModelType.evaluate = evaluate
+            _, sel = selection.select_graph_weight(data, tiny_config(epochs=1, device="cpu"), weights=[0, 0.1],
+                                                   out_dir=Path(out) / "sel", progress=False)
+            result = {"chosen": sel.chosen, "held_out": sel.held_out, "evaluations": len(calls)}
+        else:
+            cfg = tiny_config(epochs=1, device="cpu", **({"gather_across_ranks": False, "reliance": "bandit"}
+                                                          if case == "no-gather" else {}))
+            train(data, cfg, out_dir=Path(out) / f"run{rank}", progress=False)
+    except (memory.NotEnoughMemory, ValueError) as exc:
+        result = {"error": type(exc).__name__, "message": str(exc)}
+    Path(out, f"{case}-{rank}.json").write_text(json.dumps(result))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("case", ["memory", "no-gather", "select"])
+def test_two_gloo_processes_take_every_decision_together(tmp_path, case):
+    """Each rank used to decide alone whether the run fits in memory (one stopped, the others waited
+    in a barrier) and which graph weight a selection chose (each from its own evaluation); a setting
+    that cannot keep the ranks consistent is refused on every rank."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.multiprocessing.spawn(_decide_worker, args=(2, _free_port(), str(tmp_path), case), nprocs=2)
+    finally:
+        torch.set_num_threads(threads)
+    got = [json.loads((tmp_path / f"{case}-{r}.json").read_text()) for r in (0, 1)]
+    if case == "memory":
+        assert [g["error"] for g in got] == ["NotEnoughMemory"] * 2
+        assert "another rank" in got[0]["message"] and "stage needs about" in got[1]["message"]
+    elif case == "no-gather":
+        assert [g["error"] for g in got] == ["ValueError"] * 2 and "gather_across_ranks=False" in got[1]["message"]
+    else:
+        assert got[0]["evaluations"] >= 2 and got[1]["evaluations"] == 0  # rank 0 evaluates, rank 1 receives
+        assert got[0]["chosen"] == got[1]["chosen"] and got[0]["held_out"] == got[1]["held_out"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop, dropout", [("crash", 0.0), ("crash", 0.1), ("signal", 0.1)])
 def test_two_gloo_processes_resume_exactly_after_a_failure_or_a_signal_to_one_rank(tiny_data, tmp_path, stop,

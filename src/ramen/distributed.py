@@ -63,6 +63,8 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+_CONTROL: Any = None  # the gloo group beside NCCL (Dist.control), made once
+
 TIMEOUT_ENV = "RAMEN_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 3 * 3600  # rank 0 evaluates and builds the label index while the others wait
 
@@ -92,8 +94,11 @@ def setup(device: str = "auto") -> Dist:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout())
-    control = dist.new_group(backend="gloo", timeout=timeout()) if dist.get_backend() == "nccl" else None
-    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev, control=control)
+    global _CONTROL
+    if dist.get_backend() == "nccl" and _CONTROL is None:  # one for the process (each new group is a collective)
+        _CONTROL = dist.new_group(backend="gloo", timeout=timeout())
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=dev,
+                control=_CONTROL if dist.get_backend() == "nccl" else None)
 
 
 def shard(n: int, d: Dist) -> slice:

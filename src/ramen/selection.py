@@ -12,6 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ramen import distributed
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.datasets.held_out import hold_out
@@ -57,26 +60,31 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     if not 0.0 < float(held_out) < 1.0:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     split = hold_out(dataset, held_out, seed=config.seed)
+    d = distributed.setup(config.device)  # under torchrun every rank trains, rank 0 evaluates and writes
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         plan = selection_plan(dataset, config, held_out)
         if resume:
             check_plan(out, plan)
         out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / PLAN_JSON, plan)
-    scores: dict[str, dict[str, float]] = {}
-    for w in weights:
+        if d.main:
+            _write_json(out / PLAN_JSON, plan)
+    measured = np.zeros((len(weights), 2))
+    for i, w in enumerate(weights):
         cand = out / f"weight-{w:g}" if out is not None else None
         if resume and cand is not None and (cand / "model").is_dir():
             model = Model.load(cand / "model")  # finished before the interruption
         else:
             again = resume and cand is not None and (cand / CHECKPOINT).exists()
             model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress)
-        m = model.evaluate(split.held, k=1, batch_size=config.encode_batch_size, progress=False)
-        scores[f"{w:g}"] = {"P@1": float(m["P"][0]), "PSP@1": float(m["PSP"][0])}
-    chosen = max(weights, key=lambda w: (scores[f"{w:g}"]["P@1"], scores[f"{w:g}"]["PSP@1"], -w))
+        if d.main:
+            m = model.evaluate(split.held, k=1, batch_size=config.encode_batch_size, progress=False)
+            measured[i] = m["P"][0], m["PSP"][0]
+    measured = distributed.broadcast_arrays([measured.ravel()] if d.main else None, 1, d)[0].reshape(-1, 2)
+    scores = {f"{w:g}": {"P@1": float(p), "PSP@1": float(q)} for w, (p, q) in zip(weights, measured)}
+    chosen = max(weights, key=lambda w: (scores[f"{w:g}"]["P@1"], scores[f"{w:g}"]["PSP@1"], -w))  # rank 0's
     selection = Selection(list(weights), scores, chosen, len(split.rows))
-    if out is not None:
+    if out is not None and d.main:
         _write_json(out / SELECTION_JSON, dataclasses.asdict(selection))
     final_resume = resume and out is not None and (out / CHECKPOINT).exists()
     model = train(dataset, weight_config(config, chosen), out_dir=out, resume=final_resume, progress=progress)

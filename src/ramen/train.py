@@ -169,6 +169,10 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
             raise ValueError(f"eval_sets[{name!r}]: needs a name other than 'test' and the dataset's labels")
     used = used_anchor_sets(dataset, cfg)  # checks the names first: a typo stops here, before the log is touched
     d = distributed.setup(cfg.device)
+    if d.enabled and not cfg.gather_across_ranks and (cfg.reg_step == "separate" or cfg.reliance == "bandit"):
+        raise ValueError(f"gather_across_ranks=False under torchrun cannot take reg_step={cfg.reg_step!r} with "
+                         f"reliance={cfg.reliance!r}: the separate step and the bandit need the same loss components "
+                         "and rewards on every rank, which only the gathered batch gives (keep gather_across_ranks)")
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "cache").mkdir(parents=True, exist_ok=True)
@@ -180,7 +184,14 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     estimate = memory.estimate_run(dataset, cfg, encoder.dim, sum(p.numel() for p in encoder.parameters()),
                                    used,
                                    ranks=int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if d.enabled else 1)
-    log.info(memory.check_fits(estimate), memory_estimate=estimate.stages)
+    try:
+        fits, short = memory.check_fits(estimate), None
+    except memory.NotEnoughMemory as exc:
+        fits, short = None, exc
+    if distributed.any_rank(short is not None, d):  # every rank stops, not only the one short of memory
+        raise short or memory.NotEnoughMemory("another rank of this run has not enough memory for it (its error "
+                                              "names the stage and the estimate)")
+    log.info(fits, memory_estimate=estimate.stages)
     train_Y = augment_ground_truth(dataset, cfg) if cfg.aug_gt else dataset.train_Y.tocsr()
     if cfg.aug_gt:
         log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")
@@ -355,9 +366,14 @@ def _step(run: Run, epoch: int, batch: Batch) -> tuple[float, float, dict[str, f
     except ops.NonFiniteScores as exc:  # the CPU kernel's check of the embeddings
         raise _non_finite(run, str(exc), epoch, batch.step) from None
     value, parts, spread, rewards = stats.read()  # the step's one host synchronisation
-    if not math.isfinite(value):
+    finite = math.isfinite(value)
+    if run.d.enabled and not run.gather:  # each rank's own loss: every rank stops if any went non-finite
+        finite = not distributed.any_rank(not finite, run.d)
+    if not finite:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-        raise _non_finite(run, f"loss is {value} (components: {shown})", epoch, batch.step)
+        what = f"loss is {value} (components: {shown})" if not math.isfinite(value) else \
+            f"another rank's loss is not finite (this rank's: {value:.4g})"
+        raise _non_finite(run, what, epoch, batch.step)
     if rewards:
         run.reliance.update(rewards)
     state.step = batch.step + 1
