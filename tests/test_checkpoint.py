@@ -160,3 +160,11 @@ def test_a_ranks_rng_state_round_trips_and_a_damaged_one_is_a_value_error(tmp_pa
                 saved.astype(np.int16), np.concatenate([size, np.zeros(5056, np.uint8)])):
         with pytest.raises(ValueError, match="checkpoint.safetensors: a rank's saved RNG state is malformed"):
             _set_rng_state(bad, cpu, path)
+
+
+def test_stated_digest_reads_the_header_only(tmp_path):
+    path = tmp_path / "c.safetensors"
+    checkpoint.save(path, {"w": torch.arange(4.0)})
+    assert len(checkpoint.stated_digest(path)) == 64
+    (tmp_path / "junk").write_bytes(b"\x00" * 40)
+    assert checkpoint.stated_digest(tmp_path / "junk") == "" == checkpoint.stated_digest(tmp_path / "missing")

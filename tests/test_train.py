@@ -528,6 +528,40 @@ def test_two_gloo_processes_take_every_decision_together(tmp_path, case):
         assert got[0]["chosen"] == got[1]["chosen"] and got[0]["held_out"] == got[1]["held_out"]
 
 
+def _resume_worker(rank: int, world: int, port: int, dirs: list[str], out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RAMEN_DIST_TIMEOUT_S="60")
+    torch.set_num_threads(1)
+    try:
+        train(synthetic("tiny", seed=0), tiny_config(epochs=2, device="cpu"), out_dir=dirs[rank], resume=True,
+              progress=False)
+        message = "resumed"
+    except ValueError as exc:
+        message = str(exc)
+    Path(out, f"resume-{rank}.txt").write_text(message)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("other", ["none", "another"])
+def test_two_gloo_processes_refuse_to_resume_from_different_checkpoints(tiny_data, tmp_path, other):
+    """Ranks whose run directories are not shared read no checkpoint or another one: every rank
+    stops, naming them (a rank without one used to stop alone, and one with a stale one would have
+    trained other weights than rank 0's, which DDP does not align after the start)."""
+    train(tiny_data, tiny_config(epochs=2, device="cpu", max_steps=2), out_dir=tmp_path / "a", progress=False)
+    (tmp_path / "b").mkdir()
+    if other == "another":
+        train(tiny_data, tiny_config(epochs=2, device="cpu", max_steps=3), out_dir=tmp_path / "b", progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dirs = [str(tmp_path / "a"), str(tmp_path / "b")]
+        torch.multiprocessing.spawn(_resume_worker, args=(2, _free_port(), dirs, str(tmp_path)), nprocs=2)
+    finally:
+        torch.set_num_threads(threads)
+    for rank in (0, 1):
+        assert "rank(s) [1] find no checkpoint there or another one" in (tmp_path / f"resume-{rank}.txt").read_text()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop, dropout", [("crash", 0.0), ("crash", 0.1), ("signal", 0.1)])
 def test_two_gloo_processes_resume_exactly_after_a_failure_or_a_signal_to_one_rank(tiny_data, tmp_path, stop,

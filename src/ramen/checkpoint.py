@@ -95,6 +95,19 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def stated_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 the checkpoint at `path` states in its header ("" without a readable one), read
+    without loading its tensors: tells whether two processes see the same checkpoint."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            digest = (f.metadata() or {}).get("sha256", "")
+    except Exception:  # noqa: BLE001 - a missing or unreadable file states nothing
+        return ""
+    return digest if isinstance(digest, str) else ""
+
+
 def load(path: str | os.PathLike) -> dict[str, Any]:
     """The state `save` wrote to `path`; a ValueError naming the file if it is not such a file,
     is damaged, or its contents do not match their digest."""

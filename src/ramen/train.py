@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ramen import distributed, memory, ops, precision, transfer
+from ramen import checkpoint, distributed, memory, ops, precision, transfer
 from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
 from ramen.collapse import CollapseWatch, collapse_advice
 from ramen.config import TrainConfig
@@ -112,6 +112,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     run = _start(dataset, (config or TrainConfig()).validate(), out_dir, progress, eval_sets or {}, resume)
     cfg, state = run.cfg, run.state
     if resume:
+        if run.d.enabled:
+            _same_checkpoint(run)
         state, run.graphs = restore(run.ckpt_path, cfg, run.encoder, run.optimizer, run.scheduler,
                                     run.reg_optimizer, run.sampler, run.reliance, run.data, run.d.rank, run.d.device)
         run.state, run.checkpointed = state, True
@@ -433,6 +435,18 @@ def _evaluate(run: Run, epoch: int) -> np.ndarray | None:
                           message=f"eval after epoch {epoch + 1}{'' if split == 'test' else f' ({split})'}: {shown}")
     run.d.barrier()
     return vectors
+
+
+def _same_checkpoint(run: Run) -> None:
+    """Under torchrun every rank must resume from rank 0's checkpoint (DDP does not align the weights
+    after the start): a rank that finds none, or another one, stops every rank, naming it."""
+    path = run.ckpt_path
+    mine = checkpoint.stated_digest(path) if path is not None and path.is_file() else ""
+    seen = [b.tobytes().decode() for b in distributed.gather_bytes(np.frombuffer(mine.encode(), np.uint8), run.d)]
+    odd = [r for r, digest in enumerate(seen) if digest != seen[0] or not digest]
+    if odd:
+        raise ValueError(f"cannot resume {path} under torchrun: rank(s) {odd} find no checkpoint there or another one "
+                         "than rank 0's; every rank must see the same run directory (a shared filesystem)")
 
 
 def _save(run: Run) -> None:
