@@ -12,7 +12,11 @@ import numpy
 import numpy.typing
 import typing
 import typing_extensions
-__all__: list[str] = ['bipartite_walk', 'check_csr', 'compact_edges', 'dot', 'first_non_finite', 'hardware_threads', 'has_cuda', 'hnsw_insert', 'hnsw_search', 'parse_sparse_text', 'philox4x32', 'prune_mask', 'random_walk_with_restart', 'read_sparse_text', 'transpose_structure', 'triplet_cuda_launch_plan', 'triplet_cuda_max_cols', 'triplet_mine_cpu', 'triplet_mine_cuda', 'triplet_sparse_backward_cpu', 'uniform01', 'walk_draw', 'write_sparse_text']
+__all__: list[str] = ['balanced_clusters', 'bipartite_walk', 'check_csr', 'compact_edges', 'dot', 'first_non_finite', 'hardware_threads', 'has_cuda', 'hnsw_insert', 'hnsw_search', 'parse_sparse_text', 'philox4x32', 'prune_mask', 'random_walk_with_restart', 'read_sparse_text', 'transpose_structure', 'triplet_cuda_launch_plan', 'triplet_cuda_max_cols', 'triplet_mine_cpu', 'triplet_mine_cuda', 'triplet_sparse_backward_cpu', 'uniform01', 'walk_draw', 'write_sparse_text']
+def balanced_clusters(emb: numpy.typing.NDArray[numpy.float32], *, cluster_size: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, iters: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+    """
+    Balanced recursive 2-means of unit rows: (order, starts), cluster c at order[starts[c]:starts[c + 1]].
+    """
 @typing.overload
 def bipartite_walk(indptr: numpy.typing.NDArray[numpy.int32], indices: numpy.typing.NDArray[numpy.int32], t_indptr: numpy.typing.NDArray[numpy.int32], t_indices: numpy.typing.NDArray[numpy.int32], rows: typing.SupportsInt | typing.SupportsIndex, cols: typing.SupportsInt | typing.SupportsIndex, starts: numpy.typing.NDArray[numpy.int64], *, starts_are_rows: bool, keep_extra: bool, walk_length: typing.SupportsInt | typing.SupportsIndex, restart_prob: typing.SupportsFloat | typing.SupportsIndex, top_k: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, num_threads: typing.SupportsInt | typing.SupportsIndex, progress: typing.Any, batch_starts: typing.SupportsInt | typing.SupportsIndex = 0) -> tuple:
     """
