@@ -21,7 +21,7 @@ void balanced_clusters_f32(const float* emb, int64_t n, int64_t dim, int64_t clu
 
 // The number of clusters balanced_clusters_f32 makes of n rows.
 inline int64_t cluster_count(int64_t n, int64_t cluster_size) {
-    return n <= 0 ? 0 : (n + cluster_size - 1) / cluster_size;
+    return n <= 0 ? 0 : 1 + (n - 1) / cluster_size;  // no n + cluster_size - 1: it could overflow
 }
 
 }  // namespace ramen

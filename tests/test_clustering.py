@@ -11,9 +11,11 @@ def unit(n: int, d: int, seed: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def reference_clusters(x: np.ndarray, size: int, seed: int, iters: int = 8) -> tuple[list[np.ndarray], float]:
+def reference_clusters(x: np.ndarray, size: int, seed: int, iters: int = 8,
+                       early_stop: bool = True) -> tuple[list[np.ndarray], float]:
     """The kernel's algorithm in numpy, float64: (clusters left to right, the smallest gap between
-    the last score of a first side and the next, so a test can tell its data leaves no near tie)."""
+    the last score of a first side and the next, so a test can tell its data leaves no near tie).
+    Without `early_stop` every split runs all its rounds."""
     gaps = [np.inf]
 
     def split(rows: np.ndarray, key: int) -> list[np.ndarray]:
@@ -33,7 +35,7 @@ def reference_clusters(x: np.ndarray, size: int, seed: int, iters: int = 8) -> t
             side = np.zeros(m, bool)
             side[rank[:first]] = True
             gaps.append(score[rank[first - 1]] - score[rank[first]])
-            if (r > 0 and (side == last).all()) or r + 1 == iters:
+            if (early_stop and r > 0 and (side == last).all()) or r + 1 == iters:
                 break
             last = side
             c1, c2 = (s / max(np.linalg.norm(s), 1e-12) for s in (x[rows[side]].astype(np.float64).sum(0),
@@ -49,6 +51,8 @@ def test_clusters_match_the_reference_for_any_thread_count(n, size, dim, seed):
     x = unit(n, dim, seed)
     want, gap = reference_clusters(x, size, seed)
     assert gap > 1e-5  # no near tie that float32 rounding could decide: the comparison below is exact
+    every_round, _ = reference_clusters(x, size, seed, early_stop=False)  # stopping at a repeat changes nothing
+    assert len(every_round) == len(want) and all(np.array_equal(a, b) for a, b in zip(every_round, want))
     for threads in (1, 2, 3):
         got = balanced_clusters(x, size, seed=seed, num_threads=threads)
         assert len(got) == len(want) and all(np.array_equal(g, w) for g, w in zip(got, want))
@@ -65,6 +69,18 @@ def test_clusters_of_adversarial_rows():
     assert balanced_clusters(np.zeros((0, 8), np.float32), 4) == []
     tied, _ = reference_clusters(same, 4, 3)
     assert all(np.array_equal(a, b) for a, b in zip(balanced_clusters(same, 4, seed=3), tied))
+
+
+def test_clusters_of_extreme_sizes_and_rows():
+    """A cluster size past the row count (its count must not overflow), and finite rows so large
+    that the scores overflow to NaN (they rank last: still a partition into whole clusters)."""
+    x = unit(5, 4, 0)
+    assert [list(c) for c in balanced_clusters(x, 2**63 - 1)] == [list(range(5))]
+    huge = np.zeros((40, 2), np.float32)
+    huge[::2, 0], huge[1::2, 0], huge[:, 1] = 3e38, -3e38, 1.0
+    for threads in (1, 2):
+        clusters = balanced_clusters(huge, 4, seed=1, num_threads=threads)
+        assert sorted(np.concatenate(clusters)) == list(range(40)) and sorted(map(len, clusters)) == [4] * 10
 
 
 def test_clusters_refuse_bad_input():

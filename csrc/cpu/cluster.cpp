@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <stdexcept>
 #include <vector>
@@ -51,8 +52,12 @@ void split(const float* emb, int64_t dim, int64_t* rows, int64_t m, int64_t firs
     const int64_t chunks = (m + kChunk - 1) / kChunk;
     std::vector<double> partial(static_cast<size_t>(2 * chunks * dim));
     std::vector<double> sum1(dim), sum2(dim);
-    const auto before = [&](int64_t x, int64_t y) {
-        return score[x] > score[y] || (score[x] == score[y] && rows[x] < rows[y]);
+    const auto order_key = [&](int64_t x) {  // a NaN score (rows far from unit length can overflow) ranks last
+        return std::isnan(score[x]) ? -std::numeric_limits<float>::infinity() : score[x];
+    };
+    const auto before = [&](int64_t x, int64_t y) {  // a strict weak order: key descending, then row id
+        const float kx = order_key(x), ky = order_key(y);
+        return kx > ky || (kx == ky && rows[x] < rows[y]);
     };
     for (int round = 0; round < iters; ++round) {
         for (int64_t d = 0; d < dim; ++d) w[d] = c1[d] - c2[d];

@@ -168,7 +168,8 @@ def broadcast_csr(m: sp.csr_matrix | None, d: Dist) -> sp.csr_matrix:
     if d.main:
         return m
     received = sp.csr_matrix(tuple(int(x) for x in shape), dtype=data.dtype)
-    received.indptr, received.indices, received.data = indptr, indices, data  # as sent: scipy's constructor may narrow the indices
+    # as sent: scipy's constructor may narrow the indices
+    received.indptr, received.indices, received.data = indptr, indices, data
     return received
 
 

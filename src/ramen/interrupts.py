@@ -10,7 +10,8 @@ cannot be held: `cut_step` says so, and the run keeps its last checkpoint instea
 Under torchrun a signal may reach one rank only, or each at another moment; a rank that stopped
 alone would leave the others waiting in a collective, and rank 0 would write no checkpoint. There
 every signal is held, and at the end of each step the ranks ask each other (`sync`) whether any
-holds one: then all stop at that same step boundary.
+holds one: then all stop at that same step boundary (torchrun's agent forwards its own signal
+too, so a rank may get two; it kills the workers 30 s later).
 """
 from __future__ import annotations
 
@@ -63,6 +64,10 @@ class Interrupts:
             raise
         finally:
             self._in_step = False
+        self.raise_held()
+
+    def raise_held(self) -> None:
+        """Raises a held signal (under torchrun: one any rank holds, on every rank together)."""
         stop = self.sync(self.pending is not None) if self.sync is not None else self.pending is not None
         if stop:
             signum, self.pending = self.pending, None

@@ -72,10 +72,11 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     measured = np.zeros((len(weights), 2))
     for i, w in enumerate(weights):
         cand = out / f"weight-{w:g}" if out is not None else None
-        if resume and cand is not None and (cand / "model").is_dir():
+        # what rank 0 finds decides for every rank (a rank that trained another candidate would hang)
+        if distributed.agree(resume and cand is not None and (cand / "model").is_dir(), d):
             model = Model.load(cand / "model")  # finished before the interruption
         else:
-            again = resume and cand is not None and (cand / CHECKPOINT).exists()
+            again = distributed.agree(resume and cand is not None and (cand / CHECKPOINT).exists(), d)
             model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress)
         if d.main:
             m = model.evaluate(split.held, k=1, batch_size=config.encode_batch_size, progress=False)
@@ -86,7 +87,7 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     selection = Selection(list(weights), scores, chosen, len(split.rows))
     if out is not None and d.main:
         _write_json(out / SELECTION_JSON, dataclasses.asdict(selection))
-    final_resume = resume and out is not None and (out / CHECKPOINT).exists()
+    final_resume = distributed.agree(resume and out is not None and (out / CHECKPOINT).exists(), d)
     model = train(dataset, weight_config(config, chosen), out_dir=out, resume=final_resume, progress=progress)
     return model, selection
 

@@ -139,9 +139,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
             with interrupts.step():
                 state.epoch, state.step = epoch + 1, 0
                 _log_reliance(run, epoch)
+            _save(run)  # before the evaluation, which may be long: a stop in it keeps the epoch (a resume redoes it)
             if _eval_due(cfg, epoch):
                 _evaluate(run, epoch)
-            _save(run)
+        interrupts.raise_held()  # a signal after the last step's end (under torchrun, where signals wait for one)
     except KeyboardInterrupt:
         if interrupts.cut_step:  # raised inside a step: its weights or RNG may be halfway through it
             run.log.info(f"interrupted inside step {state.step} of epoch {state.epoch + 1} by an exception, not a "
@@ -442,7 +443,7 @@ def _same_checkpoint(run: Run) -> None:
     after the start): a rank that finds none, or another one, stops every rank, naming it."""
     path = run.ckpt_path
     mine = checkpoint.stated_digest(path) if path is not None and path.is_file() else ""
-    seen = [b.tobytes().decode() for b in distributed.gather_bytes(np.frombuffer(mine.encode(), np.uint8), run.d)]
+    seen = [b.tobytes().decode() for b in distributed.gather_bytes(np.array(list(mine.encode()), np.uint8), run.d)]
     odd = [r for r, digest in enumerate(seen) if digest != seen[0] or not digest]
     if odd:
         raise ValueError(f"cannot resume {path} under torchrun: rank(s) {odd} find no checkpoint there or another one "
@@ -457,6 +458,7 @@ def _save(run: Run) -> None:
     if run.d.main:
         save_checkpoint(run.ckpt_path, run.encoder, run.optimizer, run.scheduler, run.state, run.cfg, run.graphs,
                         run.sampler.batches, run.reliance, run.reg_optimizer, run.data, rank_rng)
+    run.d.barrier()  # no rank leaves before the file is written (torchrun stops the rest when one exits)
     run.checkpointed = True  # on every rank: the one rank 0 wrote
 
 
