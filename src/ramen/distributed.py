@@ -230,13 +230,12 @@ def gather_to_main(x: np.ndarray, n: int, d: Dist) -> np.ndarray | None:
     if x.shape[0] != mine.stop - mine.start:
         raise ValueError(f"gather_to_main: rank {d.rank} holds {x.shape[0]} rows, its shard of {n} is "
                          f"{mine.stop - mine.start}")
-    device = d.device if dist.get_backend() == "nccl" else torch.device("cpu")
-    width = -(-n // d.world)
-    padded = torch.zeros((width, *x.shape[1:]), dtype=torch.float32, device=device)
-    padded[:x.shape[0]] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device)
-    parts = [torch.empty_like(padded) for _ in range(d.world)]
-    dist.all_gather(parts, padded)
+    width = -(-n // d.world)  # host to host over gloo: only rank 0 holds the whole (1 GB at 693K x 384)
+    padded = torch.zeros((width, *x.shape[1:]), dtype=torch.float32)
+    padded[:x.shape[0]] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    parts = [torch.empty_like(padded) for _ in range(d.world)] if d.main else None
+    dist.gather(padded, parts, dst=0, group=d.control)
     if not d.main:
         return None
     shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
-    return torch.cat([p[:s.stop - s.start] for p, s in zip(parts, shards)]).cpu().numpy()
+    return torch.cat([p[:s.stop - s.start] for p, s in zip(parts, shards)]).numpy()
