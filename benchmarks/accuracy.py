@@ -174,7 +174,9 @@ COMBINATIONS = ("allneg+category-only+lambda-0.1", "allneg+category-only+lambda-
 NGAME_COMBINATIONS = ("plain+ngame30+bf16+e30", "allneg+lambda-0.1+ngame30+bf16+e30", "ramen+ngame30+bf16+e30",
                       "allneg+ngame30+bf16+e30", "ramen+bf16+e30",
                       "plain+ngame10", "allneg+lambda-0.1+ngame10", "ramen+ngame10", "allneg+ngame10",
-                      "plain+ngame60+bf16+e60", "allneg+lambda-0.1+ngame60+bf16+e60")
+                      "plain+ngame60+bf16+e60", "allneg+lambda-0.1+ngame60+bf16+e60",
+                      # the +ngame10 arms' random-batch twins rerun with held-out curves (the same settings)
+                      "plain+e10", "allneg+lambda-0.1+e10", "ramen+e10", "allneg+e10")
 
 
 def _combined(name: str) -> dict[str, Any]:

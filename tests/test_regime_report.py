@@ -135,6 +135,9 @@ def test_ngame_at_the_study_budget_is_compared_on_test_with_random_batches_and_p
             del r["curves"]  # the 10-epoch arms record no per-epoch curves
             made.append(r)
     made.append(fake_run("s", "allneg+ngame10", 0, 0, 0))  # its control never ran: no row
+    for s in range(2):  # plain's twin with held-out curves, 2 seeds: the held-out columns pair those
+        made[4 * s + 1]["curves"] = {"heldout": [{"epoch": 10, "P@1": 0.40 + s / 100, "PSP@1": 0.20}]}
+        made.append(fake_run("s", "plain+e10", s, 0.37, 0.21, epochs=10))
     write_runs(runs, made)
     regime.write(runs, tmp_path / "regime.md")
     rows = table_rows((tmp_path / "regime.md").read_text())
@@ -142,8 +145,10 @@ def test_ngame_at_the_study_budget_is_compared_on_test_with_random_batches_and_p
     deltas = [100 * (0.02 + s / 100) for s in range(3)]
     assert ngame[1:4] == ["3", "3", f"+{np.mean(deltas):.2f} ± {np.std(deltas, ddof=1):.2f}"]
     assert ngame[5] == "3" and ngame[6] == ngame[3]  # plain is the control of plain+ngame10
+    held = [100 * (0.03 + s / 100) for s in range(2)]
+    assert ngame[8:11] == ["2", f"+{np.mean(held):.2f} ± {np.std(held, ddof=1):.2f}", "-1.00 ± 0.00"]
     ramen = next(v for k, v in rows.items() if k[0] == "ramen+ngame10")
-    assert ramen[3] == "+5.00 ± 0.00" and ramen[6] == "-20.00 ± 0.00"
+    assert ramen[3] == "+5.00 ± 0.00" and ramen[6] == "-20.00 ± 0.00" and ramen[8:11] == ["0", "-", "-"]
     assert not any(k[0] == "allneg+ngame10" for k in rows)
 
 
