@@ -64,18 +64,8 @@ def floor_seconds(x: np.ndarray, cluster_size: int) -> float:
     return ITERS * levels * float(np.median(times))
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
+    from ramen.bench.common import cpu_model
     from ramen.clustering import balanced_clusters, cluster_batches
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
