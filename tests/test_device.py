@@ -87,9 +87,9 @@ def test_training_step_runs_on_the_device_with_no_host_tensor_and_no_host_read(t
 def test_multi_rank_gather_path_stays_on_the_device(tiny, option, monkeypatch):
     """Rank 0 of 2 with gathered in-batch candidates: the shard, the padding and the gather stay on
     the device (the collectives stand in: each rank's shard is this rank's)."""
-    import torch.distributed.nn.functional as dist_nn
-
-    monkeypatch.setattr(dist_nn, "all_gather", lambda x: [x, x.clone()])
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda *a, **k: "nccl")
+    monkeypatch.setattr(torch.distributed, "all_gather_into_tensor", lambda out, x, *a, **k: None)
+    monkeypatch.setattr(torch.distributed, "reduce_scatter_tensor", lambda out, x, *a, **k: None)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)
     s = step_setup(tiny, **STEP_OPTIONS[option])
     s["d"] = distributed.Dist(rank=0, world=2, device=META)

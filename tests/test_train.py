@@ -335,6 +335,55 @@ def test_broadcast_gives_every_rank_rank_0s_matrix_and_batches_and_gather_stacks
             assert np.array_equal(got[f"gathered{i}"], x)
 
 
+def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
+    import warnings
+
+    from ramen import distributed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RAMEN_DIST_TIMEOUT_S="60")
+    warnings.simplefilter("error")  # torch's deprecated differentiable all_gather warned at every step
+    d = distributed.setup("cpu")
+    got = {}
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        for n in (0, 1, 2, 5):
+            x = _gather_input(n, dtype)[distributed.shard(n, d)].clone().requires_grad_()
+            gathered = distributed.gather_rows(x, n, d)
+            (gathered * _gather_weights(n, dtype, rank)).sum().backward()
+            got[f"{dtype}-{n}-rows"], got[f"{dtype}-{n}-grad"] = gathered.detach().float().numpy(), x.grad.float().numpy()
+    np.savez(Path(out, f"gather{rank}.npz"), **got)
+    torch.distributed.destroy_process_group()
+
+
+def _gather_input(n: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.arange(n * 3, dtype=dtype).reshape(n, 3) - 4
+
+
+def _gather_weights(n: int, dtype: torch.dtype, rank: int) -> torch.Tensor:
+    """A loss weight per row that differs by rank, so each shard's gradient is a sum over ranks."""
+    return (rank + 1) * torch.arange(1, n + 1, dtype=dtype)[:, None]
+
+
+def test_gather_rows_stacks_every_shard_and_sums_each_rank_s_gradient_into_its_owner(tmp_path):
+    """Uneven and empty shards (3 ranks, 0 to 5 rows), three dtypes, and no deprecation warning."""
+    world = 3
+    torch.multiprocessing.spawn(_gather_worker, args=(world, _free_port(), str(tmp_path)), nprocs=world)
+    for rank in range(world):
+        with np.load(tmp_path / f"gather{rank}.npz") as got:
+            for dtype in (torch.float32, torch.bfloat16, torch.float64):
+                for n in (0, 1, 2, 5):
+                    assert np.array_equal(got[f"{dtype}-{n}-rows"], _gather_input(n, dtype).float().numpy())
+                    total = sum(_gather_weights(n, dtype, r) for r in range(world)).expand(n, 3)
+                    own = total[_shard_of(n, rank, world)].float().numpy()
+                    assert np.array_equal(got[f"{dtype}-{n}-grad"], own), (rank, dtype, n)
+
+
+def _shard_of(n: int, rank: int, world: int) -> slice:
+    from ramen.distributed import Dist, shard
+
+    return shard(n, Dist(rank=rank, world=world))
+
+
 def _sparse_tokens() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """A batch whose label and anchor groups hold fewer texts than 2 ranks: rank 1 embeds none of them."""
     g = torch.Generator().manual_seed(0)
@@ -493,6 +542,16 @@ def _decide_worker(rank: int, world: int, port: int, out: str, case: str) -> Non
     data, result = synthetic("tiny", seed=0), {}
     if case == "memory" and rank == 1:
         os.environ[memory.AVAILABLE_ENV] = "1MB"
+    if case == "non-finite" and rank == 1:  # rank 1's own batch scores NaN at its 3rd step
+        real_loss, calls = step_module.ramen_loss, []
+
+        def poisoned(emb, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                emb = {**emb, "label": emb["label"] * float("nan")}
+            return real_loss(emb, *args, **kwargs)
+
+        step_module.ramen_loss = poisoned
     try:
         if case == "select":
             real, calls = ModelType.evaluate, []
@@ -506,20 +565,22 @@ def _decide_worker(rank: int, world: int, port: int, out: str, case: str) -> Non
                                                    out_dir=Path(out) / "sel", progress=False)
             result = {"chosen": sel.chosen, "held_out": sel.held_out, "evaluations": len(calls)}
         else:
-            cfg = tiny_config(epochs=1, device="cpu", **({"gather_across_ranks": False, "reliance": "bandit"}
-                                                          if case == "no-gather" else {}))
-            train(data, cfg, out_dir=Path(out) / f"run{rank}", progress=False)
-    except (memory.NotEnoughMemory, ValueError) as exc:
+            settings = {"no-gather": {"gather_across_ranks": False, "reliance": "bandit"},
+                        "non-finite": {"gather_across_ranks": False}}.get(case, {})
+            train(data, tiny_config(epochs=1, device="cpu", **settings), out_dir=Path(out) / f"run{rank}",
+                  progress=False)
+    except (memory.NotEnoughMemory, ValueError, NonFiniteLoss) as exc:
         result = {"error": type(exc).__name__, "message": str(exc)}
     Path(out, f"{case}-{rank}.json").write_text(json.dumps(result))
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize("case", ["memory", "no-gather", "select"])
+@pytest.mark.parametrize("case", ["memory", "no-gather", "select", "non-finite"])
 def test_two_gloo_processes_take_every_decision_together(tmp_path, case):
     """Each rank used to decide alone whether the run fits in memory (one stopped, the others waited
-    in a barrier) and which graph weight a selection chose (each from its own evaluation); a setting
-    that cannot keep the ranks consistent is refused on every rank."""
+    in a barrier), which graph weight a selection chose (each from its own evaluation) and, scoring its
+    own batch (no gather), whether its scores were finite (it stopped, the others waited in the
+    backward pass); a setting that cannot keep the ranks consistent is refused on every rank."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -532,6 +593,10 @@ def test_two_gloo_processes_take_every_decision_together(tmp_path, case):
         assert "another rank" in got[0]["message"] and "stage needs about" in got[1]["message"]
     elif case == "no-gather":
         assert [g["error"] for g in got] == ["ValueError"] * 2 and "gather_across_ranks=False" in got[1]["message"]
+    elif case == "non-finite":
+        assert [g["error"] for g in got] == ["NonFiniteLoss"] * 2
+        assert "another rank's in-batch scores" in got[0]["message"] and "NaN or Inf" in got[1]["message"]
+        assert all("epoch 1, step 2 (global step 2)" in g["message"] for g in got)
     else:
         assert got[1]["evaluations"] == 0  # rank 0 evaluates, rank 1 receives its scores
         assert got[0]["chosen"] == got[1]["chosen"] and got[0]["held_out"] == got[1]["held_out"]

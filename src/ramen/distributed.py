@@ -116,15 +116,46 @@ def gather_rows(x: torch.Tensor, n: int, d: Dist) -> torch.Tensor:
     """
     if not d.enabled:
         return x
-    from torch.distributed.nn.functional import all_gather
-
     width = -(-n // d.world)
     padded = torch.cat([x, x.new_zeros(width - x.shape[0], *x.shape[1:])]) if x.shape[0] < width else x
     if torch.is_grad_enabled() and not padded.requires_grad:  # a shard that no tower embedded here: every
         padded = padded.detach().requires_grad_()  # rank must still join the gather's backward collective
-    parts = all_gather(padded)
+    stacked = _GatherRows.apply(padded, d.world, d.rank)
     shards = [shard(n, Dist(rank=r, world=d.world)) for r in range(d.world)]
-    return torch.cat([p[: s.stop - s.start] for p, s in zip(parts, shards)])
+    return torch.cat([stacked[r * width: r * width + s.stop - s.start] for r, s in enumerate(shards)])
+
+
+class _GatherRows(torch.autograd.Function):
+    """Equal-sized blocks of every rank stacked in rank order; the backward hands each rank the sum
+    over ranks of its own block's gradient (a reduce-scatter)."""
+
+    @staticmethod
+    def forward(ctx, block: torch.Tensor, world: int, rank: int) -> torch.Tensor:
+        ctx.world, ctx.rank = world, rank
+        block = block.contiguous()
+        out = block.new_empty((world * block.shape[0], *block.shape[1:]))
+        if dist.get_backend() == "nccl":
+            dist.all_gather_into_tensor(out, block)
+        else:  # gloo: a list of views into one buffer
+            dist.all_gather(_blocks(out, world), block)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        grad = grad.contiguous()
+        if dist.get_backend() == "nccl":
+            own = grad.new_empty((grad.shape[0] // ctx.world, *grad.shape[1:]))
+            dist.reduce_scatter_tensor(own, grad)
+            return own, None, None
+        grad = grad.clone()  # gloo has no reduce-scatter: sum everything, keep this rank's block
+        dist.all_reduce(grad)
+        return _blocks(grad, ctx.world)[ctx.rank].contiguous(), None, None
+
+
+def _blocks(x: torch.Tensor, world: int) -> list[torch.Tensor]:
+    """x's rows as `world` equal contiguous views (empty ones too, which `chunk` drops)."""
+    width = x.shape[0] // world
+    return [x[r * width:(r + 1) * width] for r in range(world)]
 
 
 def broadcast_arrays(arrays: list[np.ndarray] | None, count: int, d: Dist) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ from ramen.collapse import mean_pairwise_cosine
 from ramen.config import TrainConfig
 from ramen.encoder import Encoder
 from ramen.losses import ramen_loss
+from ramen.ops import NonFiniteScores
 from ramen.reg_step import separate_step
 from ramen.reliance import Reliance, gradient_agreement
 
@@ -117,6 +118,24 @@ class StepStats:
         return flat[0], *out
 
 
+def _loss_on_every_rank(emb: dict[str, torch.Tensor], batch: Batch, d: distributed.Dist, cfg: TrainConfig,
+                        weights: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`ramen_loss` of the batch. Where each rank scores only its own batch on the CPU (no gather),
+    the kernel's check of the scores can fail on one rank alone: every rank then stops here, before
+    the backward pass's collectives would leave the others waiting on it."""
+    alone = d.enabled and not cfg.gather_across_ranks and d.device.type == "cpu"
+    try:
+        result = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
+                            softmax_temperature=cfg.softmax_temperature, reg_num_negatives=cfg.reg_num_negatives)
+    except NonFiniteScores:
+        if alone:
+            distributed.any_rank(True, d)
+        raise
+    if alone and distributed.any_rank(False, d):
+        raise NonFiniteScores("another rank's in-batch scores hold NaN or Inf (that rank's error names them)")
+    return result
+
+
 def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, batch: Batch, d: distributed.Dist,
                cfg: TrainConfig, weights: dict[str, float], reliance: Reliance | None = None, reg_optimizer: torch.optim.Optimizer | None = None,
                ) -> StepStats:
@@ -131,8 +150,7 @@ def train_step(module: torch.nn.Module, encoder: Encoder, optimizer, scheduler, 
     batch = transfer.batch_to(batch, d.device)
     emb = embed_batch(module, batch, d, cfg)
     spread = {key: mean_pairwise_cosine(emb[key]) for key in ("query", "label")}
-    loss, parts = ramen_loss(emb, batch, weights=weights, margin=cfg.margin, num_negatives=cfg.num_negatives,
-                             softmax_temperature=cfg.softmax_temperature, reg_num_negatives=cfg.reg_num_negatives)
+    loss, parts = _loss_on_every_rank(emb, batch, d, cfg, weights)
     rewards = gradient_agreement(parts, emb) if reliance is not None and reliance.mode == "bandit" else {}
     regs = [k for k in parts if k != "L"]
     if reg_optimizer is not None and regs:
