@@ -69,6 +69,31 @@ def test_cli_precedence_recipe_then_config_file_then_flags(tmp_path: Path):
         _cli_config("--config", str(tmp_path / "bad.json"))
 
 
+def test_ngame_doubling_epochs_scale_with_the_run_unless_set():
+    """The paper's schedule (doublings at epochs 30, 50, 80, 100 of 300) at the run's length: at 30
+    epochs the measured recipe, at 10 the synthetic study's arm; a config file or flag that sets the
+    schedule keeps it."""
+    from ramen.bench.accuracy import load_study
+
+    study = load_study()
+    assert recipe("ngame").cluster_double_at == [3, 5, 8, 10]
+    assert recipe("ngame", epochs=10).cluster_double_at == [1, 2, 3, 3] == study.arm_config(
+        study.BUDGET, "plain+ngame10", seed=0).cluster_double_at
+    assert recipe("ngame", epochs=60).cluster_double_at == [6, 10, 16, 20]
+    assert recipe("ngame", epochs=15).cluster_double_at == [2, 3, 4, 5]  # 2.5 rounds up
+    assert recipe("ngame", epochs=1).cluster_double_at == [0, 0, 0, 0]
+    assert recipe("ngame", epochs=60, cluster_double_at=[5, 10]).cluster_double_at == [5, 10]
+    assert _cli_config("--recipe", "ngame", "--epochs", "10") == recipe("ngame", epochs=10)
+    assert recipe("plain", epochs=60).cluster_double_at == []
+
+
+def test_a_config_file_s_schedule_beats_the_scaled_one(tmp_path: Path):
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 60, "cluster_double_at": [5, 10, 15, 20]}))
+    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "c.json")).cluster_double_at == [5, 10, 15, 20]
+    (tmp_path / "e.json").write_text(json.dumps({"epochs": 60}))
+    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "e.json")).cluster_double_at == [6, 10, 16, 20]
+
+
 def test_readme_documents_every_recipe():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in RECIPES:

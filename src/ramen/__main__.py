@@ -95,9 +95,9 @@ def _config_from_args(args: argparse.Namespace):
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields this command line sets: its recipe, then its config file, then its flags."""
     from ramen.config import TrainConfig, without_retired
-    from ramen.recipes import recipe_overrides
+    from ramen.recipes import resolve
 
-    values: dict[str, Any] = recipe_overrides(args.recipe) if args.recipe else {}
+    values: dict[str, Any] = {}
     if args.config:
         try:
             values.update(TrainConfig.read_fields(args.config))
@@ -124,7 +124,7 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
         without_retired(retired, "--")
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    return values
+    return resolve(args.recipe, values) if args.recipe else values
 
 
 def _read_run_file(run_file: Path, what: str) -> dict:
