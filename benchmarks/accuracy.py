@@ -175,6 +175,8 @@ NGAME_COMBINATIONS = ("plain+ngame30+bf16+e30", "allneg+lambda-0.1+ngame30+bf16+
                       "allneg+ngame30+bf16+e30", "ramen+bf16+e30",
                       "plain+ngame10", "allneg+lambda-0.1+ngame10", "ramen+ngame10", "allneg+ngame10",
                       "plain+ngame60+bf16+e60", "allneg+lambda-0.1+ngame60+bf16+e60",
+                      # at the CLI's default length, beside plain+bf16+e10 (issue 28: is NGAME a safe default?)
+                      "plain+ngame10+bf16+e10",
                       # the +ngame10 arms' random-batch twins rerun with held-out curves (the same settings)
                       "plain+e10", "allneg+lambda-0.1+e10", "ramen+e10", "allneg+e10")
 

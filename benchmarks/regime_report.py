@@ -28,7 +28,7 @@ from accuracy_report import _save, _slug, _table, load_results, mean_std, plus_m
 LENGTH = re.compile(r"^(?P<base>.+)\+e(?P<epochs>\d+)$")
 METRICS = ("P@1", "PSP@1")
 PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compared with it at its length
-NGAME = re.compile(r"\+ngame(30|60)(?=\+|$)")  # the levers that swap random batches for NGAME cluster batches
+NGAME = re.compile(r"\+ngame(10|30|60)(?=\+|$)")  # the levers that swap random batches for NGAME cluster batches
 NGAME_BUDGET = "+ngame10"  # the same at the study's 10-epoch budget, beside that budget's float32 arms
 HELD_OUT_TWIN = "+e10"  # that budget's random-batch arms rerun evaluated every epoch, held-out queries included
 BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
@@ -156,7 +156,7 @@ def budget_ngame_table(results: list[dict[str, Any]], dataset: str) -> list[str]
     rows = []
     for arm, runs in arms.items():
         control = arm.replace(NGAME_BUDGET, "")
-        if NGAME_BUDGET not in arm or control not in arms:
+        if NGAME_BUDGET not in arm or LENGTH.match(arm) or control not in arms:  # +e<N> arms: the length tables
             continue
         cells = [arm, str(len(runs))]
         for base in (control, "plain"):
@@ -257,8 +257,8 @@ def write(runs: Path, out: Path) -> None:
              f"interval beside it is the queries' noise: a seeded bootstrap ({BOOTSTRAP} resamples) of the "
              f"held-out queries, each query's difference averaged over the seeds with per-query terms "
              f"(`benchmarks/accuracy.py perquery`, recorded as perquery.json); '-' where none are recorded.", "",
-             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame30`, `+ngame60`) "
-             "in the Wikispeedia section; FOLDOC, the second real dataset, at 30 epochs in its own section; NGAME "
+             "Issue 28's axes: training length (10, 30 and 60 epochs) and NGAME batches (`+ngame10`, `+ngame30`, "
+             "`+ngame60`) in the Wikispeedia section; FOLDOC, the second real dataset, at 30 epochs in its own section; NGAME "
              "batches on the synthetic benchmark at the study's 10-epoch budget (`+ngame10`) in its section.", ""]
     budget_only = sorted({r["dataset"] for r in results if NGAME_BUDGET in r["arm"]} - set(grouped))
     for dataset in budget_only:

@@ -158,10 +158,25 @@ def test_the_bar_counts_exactly_one_point_of_k_over_n(regime):
 
 
 def test_ngame_arms_of_every_length_pair_with_their_random_batch_twins(regime):
-    """+ngame30 and +ngame60 each name NGAME batches: the control is the same arm without them, at the
-    same length; an arm whose name merely contains the text (no such lever) is not paired."""
-    arms = {"plain+bf16": {30: [], 60: []}, "plain+ngame30+bf16": {30: []}, "plain+ngame60+bf16": {60: []},
+    """+ngame10, +ngame30 and +ngame60 each name NGAME batches: the control is the same arm without
+    them, at the same length; an arm whose name merely contains the text (no such lever) is not paired."""
+    arms = {"plain+bf16": {10: [], 30: [], 60: []}, "plain+ngame30+bf16": {30: []}, "plain+ngame60+bf16": {60: []},
             "allneg+lambda-0.1+ngame60+bf16": {60: []}, "allneg+lambda-0.1+bf16": {30: []},
-            "x+ngame300+bf16": {30: []}}
-    assert sorted(regime.ngame_versus_random(arms)) == [("plain+ngame30+bf16", "plain+bf16", 30),
+            "x+ngame300+bf16": {30: []}, "plain+ngame10+bf16": {10: []}}
+    assert sorted(regime.ngame_versus_random(arms)) == [("plain+ngame10+bf16", "plain+bf16", 10),
+                                                        ("plain+ngame30+bf16", "plain+bf16", 30),
                                                         ("plain+ngame60+bf16", "plain+bf16", 60)]
+
+
+def test_an_ngame10_arm_with_curves_is_a_length_arm_not_a_budget_row(regime, tmp_path):
+    """plain+ngame10+bf16+e10 (Wikispeedia at the CLI's default length) is compared with plain+bf16 at
+    10 epochs in the length tables; the budget table keeps to the 10-epoch float32 arms without curves."""
+    runs = tmp_path / "runs"
+    made = [fake_run("w", arm, s, p1, p1 / 2, epochs=10)
+            for s in range(3) for arm, p1 in (("plain+bf16+e10", 0.40), ("plain+ngame10+bf16+e10", 0.42))]
+    write_runs(runs, made)
+    regime.write(runs, tmp_path / "regime.md")
+    text = (tmp_path / "regime.md").read_text()
+    rows = table_rows(text)
+    assert rows[("plain+ngame10+bf16", "plain+bf16", "10")][4].startswith("+2.00")
+    assert "NGAME cluster batches at the study's budget" not in text
