@@ -87,15 +87,27 @@ def test_training_step_runs_on_the_device_with_no_host_tensor_and_no_host_read(t
 def test_multi_rank_gather_path_stays_on_the_device(tiny, option, monkeypatch):
     """Rank 0 of 2 with gathered in-batch candidates: the shard, the padding and the gather stay on
     the device (the collectives stand in: each rank's shard is this rank's)."""
+    def gather(out, x, *a, **k):  # (output, input), as NCCL's: the output holds world blocks of x
+        assert out.shape == (2 * x.shape[0], *x.shape[1:]) and out.is_contiguous() and x.is_contiguous()
+        calls.append("gather")
+
+    def scatter(out, x, *a, **k):  # (output, input): the output is this rank's block of x
+        assert x.shape == (2 * out.shape[0], *out.shape[1:]) and out.is_contiguous() and x.is_contiguous()
+        calls.append("scatter")
+
+    calls = []
     monkeypatch.setattr(torch.distributed, "get_backend", lambda *a, **k: "nccl")
-    monkeypatch.setattr(torch.distributed, "all_gather_into_tensor", lambda out, x, *a, **k: None)
-    monkeypatch.setattr(torch.distributed, "reduce_scatter_tensor", lambda out, x, *a, **k: None)
+    monkeypatch.setattr(torch.distributed, "all_gather_into_tensor", gather)
+    monkeypatch.setattr(torch.distributed, "reduce_scatter_tensor", scatter)
     monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, *a, **k: None)
     s = step_setup(tiny, **STEP_OPTIONS[option])
     s["d"] = distributed.Dist(rank=0, world=2, device=META)
     with DeviceDiscipline(META):
         stats = train_step(**s)
     assert stats.loss.device.type == "meta"
+    # every gathered group's backward scatters (twice where the regularisers take a step of their own)
+    assert calls.count("scatter") >= calls.count("gather") > 0
+    assert option != "ramen" or calls.count("scatter") == calls.count("gather")
 
 
 def test_step_statistics_read_back_in_one_copy():

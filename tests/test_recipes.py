@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ramen import RECIPES, TrainConfig, recipe
@@ -81,7 +82,11 @@ def test_ngame_doubling_epochs_scale_with_the_run_unless_set():
         study.BUDGET, "plain+ngame10", seed=0).cluster_double_at
     assert recipe("ngame", epochs=60).cluster_double_at == [6, 10, 16, 20]
     assert recipe("ngame", epochs=15).cluster_double_at == [2, 3, 4, 5]  # 2.5 rounds up
-    assert recipe("ngame", epochs=1).cluster_double_at == [0, 0, 0, 0]
+    assert recipe("ngame", epochs=np.int64(60)).cluster_double_at == [6, 10, 16, 20]
+    assert recipe("ngame", epochs=1).cluster_double_at == [1, 1, 1, 1]  # never before the second epoch
+    assert recipe("ngame", epochs=2).cluster_double_at == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        recipe("ngame", epochs=-6)
     assert recipe("ngame", epochs=60, cluster_double_at=[5, 10]).cluster_double_at == [5, 10]
     assert _cli_config("--recipe", "ngame", "--epochs", "10") == recipe("ngame", epochs=10)
     assert recipe("plain", epochs=60).cluster_double_at == []

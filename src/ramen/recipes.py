@@ -1,12 +1,16 @@
 """Named training recipes: TrainConfig overrides that a study measured (`--recipe NAME`).
 
-A recipe only names settings; every field it does not set keeps TrainConfig's default, and a
-config file or an explicit flag overrides it. Each entry says where its numbers are.
+A recipe names settings; every field it does not set keeps TrainConfig's default, and a config
+file or an explicit flag overrides it. Schedules it states in epochs of the paper's runs scale to
+the run's epochs (`SCALED`). Each entry says where its numbers are.
 """
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
+
+import numpy as np
 
 from ramen.config import TrainConfig
 
@@ -64,11 +68,23 @@ def resolve(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """Recipe `name`'s settings under `given` (a config file's and flags' fields, which win), its
     epoch schedules scaled to the epochs the run trains for."""
     values = {**recipe_overrides(name), **given}
-    epochs = values.get("epochs", TrainConfig.epochs)
+    epochs = _whole_number(values.get("epochs", TrainConfig.epochs))
+    if epochs is None or epochs < 1:
+        return values  # TrainConfig names the bad value
     for field, paper in SCALED.get(name, {}).items():
-        if field not in given and isinstance(epochs, int) and not isinstance(epochs, bool):
-            values[field] = [math.floor(e * epochs / PAPER_EPOCHS + 0.5) for e in paper]
+        if field not in given:  # none before the run's second epoch, as the paper's first tenth has none
+            values[field] = [max(1, math.floor(e * epochs / PAPER_EPOCHS + 0.5)) for e in paper]
     return values
+
+
+def _whole_number(value: Any) -> int | None:
+    """value as an int where it is an integer (numpy's too), not a bool; else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def recipe_overrides(name: str) -> dict[str, Any]:
