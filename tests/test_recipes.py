@@ -99,6 +99,29 @@ def test_a_config_file_s_schedule_beats_the_scaled_one(tmp_path: Path):
     assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "e.json")).cluster_double_at == [6, 10, 16, 20]
 
 
+def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_back(tmp_path: Path, capsys):
+    """`train --print-config` prints the resolved settings as JSON and trains nothing (no --out needed);
+    that JSON given to --config is the same run; with --resume it prints the run's own settings."""
+    from ramen.__main__ import main
+
+    assert main(["train", "--recipe", "ngame", "--epochs", "60", "--lr", "1e-4", "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cluster_double_at"] == [6, 10, 16, 20] and printed["lr"] == 1e-4 and printed["cluster_batching"]
+    (tmp_path / "printed.json").write_text(json.dumps(printed))
+    assert _cli_config("--config", str(tmp_path / "printed.json")) == recipe("ngame", epochs=60, lr=1e-4)
+    assert list(tmp_path.iterdir()) == [tmp_path / "printed.json"]  # nothing else written
+    with pytest.raises(SystemExit, match="--out is required"):
+        main(["train", "--recipe", "ngame"])
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"data": "synthetic:tiny", "config": recipe("paper", epochs=3).to_dict(),
+                                              "select_graph_weight": None}))
+    assert main(["train", "--out", str(run), "--resume", "--print-config"]) == 0
+    assert TrainConfig.from_dict(json.loads(capsys.readouterr().out)) == recipe("paper", epochs=3)
+    with pytest.raises(SystemExit, match="lr .*given: 0.5"):  # the same check as the resume itself
+        main(["train", "--out", str(run), "--resume", "--print-config", "--lr", "0.5"])
+
+
 def test_readme_documents_every_recipe():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for name in RECIPES:

@@ -212,8 +212,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
+    if args.print_config and not args.resume:  # what would run, without a run directory
+        print(json.dumps(_config_from_args(args).to_dict(), indent=1))
+        return 0
+    if not args.out:
+        raise SystemExit("train: --out is required (the run directory)")
     out = Path(args.out)
     run_file = out / "run.json"
+    if args.resume and args.print_config:  # the settings the run was started with, which it resumes with
+        print(json.dumps(_resumed_run(args, run_file)[1].to_dict(), indent=1))
+        return 0
     if args.resume:
         data_spec, cfg = _resumed_run(args, run_file)
         weights = json.loads(run_file.read_text()).get("select_graph_weight")
@@ -370,7 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an encoder and print the test metrics")
     p.add_argument("--data", help=DATA_HELP + " (default: synthetic)")
     p.add_argument("--encoder", help="all-MiniLM-L6-v2 (default), distilbert-base-uncased, tiny, or a local path")
-    p.add_argument("--out", required=True, help="run directory: log, checkpoints, model, curves")
+    p.add_argument("--out", help="run directory: log, checkpoints, model, curves (required unless --print-config)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the settings this command line gives (recipe, config file and flags, as JSON that "
+                        "--config reads) and exit without training")
     p.add_argument("--recipe", choices=list(RECIPES), help="a named preset of settings (config file and flags "
                    "override it): " + "; ".join(f"{k}: {v}" for k, v in RECIPE_HELP.items()))
     p.add_argument("--config", help="a .toml or .json file of TrainConfig fields (flags override it)")
