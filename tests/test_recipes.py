@@ -70,33 +70,40 @@ def test_cli_precedence_recipe_then_config_file_then_flags(tmp_path: Path):
         _cli_config("--config", str(tmp_path / "bad.json"))
 
 
-def test_ngame_doubling_epochs_scale_with_the_run_unless_set():
-    """The paper's schedule (doublings at epochs 30, 50, 80, 100 of 300) at the run's length: at 30
-    epochs the measured recipe, at 10 the synthetic study's arm; a config file or flag that sets the
-    schedule keeps it."""
+def test_ngame_schedule_scales_with_the_run_unless_set():
+    """The paper's schedule (300 epochs, refreshed every 5, doubled every 25) at the run's length, with
+    as many doublings as take a cluster to the batch: at 10, 30 and 60 epochs exactly the study's arms;
+    a config file or flag that sets part of it keeps that part."""
     from ramen.bench.accuracy import load_study
 
     study = load_study()
+    for epochs, arm in ((10, "plain+ngame10"), (30, "plain+ngame30+bf16+e30"), (60, "plain+ngame60+bf16+e60")):
+        measured = study.arm_config(study.BUDGET, arm, seed=0)
+        ours = recipe("ngame", epochs=epochs)
+        assert (ours.cluster_double_at, ours.cluster_refresh, ours.cluster_size, ours.batch_size) == (
+            measured.cluster_double_at, measured.cluster_refresh, measured.cluster_size, measured.batch_size), epochs
     assert recipe("ngame").cluster_double_at == [3, 5, 8, 10]
-    assert recipe("ngame", epochs=10).cluster_double_at == [1, 2, 3, 3] == study.arm_config(
-        study.BUDGET, "plain+ngame10", seed=0).cluster_double_at
-    assert recipe("ngame", epochs=60).cluster_double_at == [6, 10, 16, 20]
-    assert recipe("ngame", epochs=15).cluster_double_at == [2, 3, 4, 5]  # 2.5 rounds up
-    assert recipe("ngame", epochs=np.int64(60)).cluster_double_at == [6, 10, 16, 20]
+    assert recipe("ngame", epochs=np.int64(60)).cluster_double_at == [5, 10, 15, 20]
+    assert recipe("ngame", epochs=15).cluster_double_at == [1, 3, 4, 5]  # 2.5 and 3.75 round up
     assert recipe("ngame", epochs=1).cluster_double_at == [1, 1, 1, 1]  # never before the second epoch
-    assert recipe("ngame", epochs=2).cluster_double_at == [1, 1, 1, 1]
+    paper = recipe("ngame", epochs=300, batch_size=1024)
+    assert paper.cluster_refresh == 5 and paper.cluster_double_at == [25, 50, 75, 100, 125, 150, 175]  # 8 -> 1024
+    assert recipe("ngame", epochs=90).cluster_refresh == 2
+    assert recipe("ngame", cluster_size=128).cluster_double_at == []  # a cluster already fills the batch
+    kept = recipe("ngame", epochs=60, cluster_double_at=[5, 10], cluster_refresh=3)
+    assert (kept.cluster_double_at, kept.cluster_refresh) == ([5, 10], 3)
+    assert recipe("ngame", epochs=300, cluster_refresh=1).cluster_double_at == [25, 50, 75, 100]
     with pytest.raises(ValueError, match="epochs must be >= 1"):
         recipe("ngame", epochs=-6)
-    assert recipe("ngame", epochs=60, cluster_double_at=[5, 10]).cluster_double_at == [5, 10]
     assert _cli_config("--recipe", "ngame", "--epochs", "10") == recipe("ngame", epochs=10)
     assert recipe("plain", epochs=60).cluster_double_at == []
 
 
 def test_a_config_file_s_schedule_beats_the_scaled_one(tmp_path: Path):
-    (tmp_path / "c.json").write_text(json.dumps({"epochs": 60, "cluster_double_at": [5, 10, 15, 20]}))
-    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "c.json")).cluster_double_at == [5, 10, 15, 20]
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 60, "cluster_double_at": [2, 4]}))
+    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "c.json")).cluster_double_at == [2, 4]
     (tmp_path / "e.json").write_text(json.dumps({"epochs": 60}))
-    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "e.json")).cluster_double_at == [6, 10, 16, 20]
+    assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "e.json")).cluster_double_at == [5, 10, 15, 20]
 
 
 def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_back(tmp_path: Path, capsys):
@@ -106,7 +113,7 @@ def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_
 
     assert main(["train", "--recipe", "ngame", "--epochs", "60", "--lr", "1e-4", "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["cluster_double_at"] == [6, 10, 16, 20] and printed["lr"] == 1e-4 and printed["cluster_batching"]
+    assert printed["cluster_double_at"] == [5, 10, 15, 20] and printed["lr"] == 1e-4 and printed["cluster_batching"]
     (tmp_path / "printed.json").write_text(json.dumps(printed))
     assert _cli_config("--config", str(tmp_path / "printed.json")) == recipe("ngame", epochs=60, lr=1e-4)
     assert list(tmp_path.iterdir()) == [tmp_path / "printed.json"]  # nothing else written

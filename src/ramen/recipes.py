@@ -1,8 +1,8 @@
 """Named training recipes: TrainConfig overrides that a study measured (`--recipe NAME`).
 
 A recipe names settings; every field it does not set keeps TrainConfig's default, and a config
-file or an explicit flag overrides it. Schedules it states in epochs of the paper's runs scale to
-the run's epochs (`SCALED`). Each entry says where its numbers are.
+file or an explicit flag overrides it. The NGAME recipe's schedule scales to the run's epochs
+(`ngame_schedule`). Each entry says where its numbers are.
 """
 from __future__ import annotations
 
@@ -33,21 +33,20 @@ RECIPES: dict[str, dict[str, Any]] = {
     "light-graph": {"graph": True, "reg_num_negatives": None, "lambda_x": 0.1, "lambda_z": 0.1, "densify": True,
                     "prune": True, "warmup_epochs": 5, "prune_every": 5, "prune_threshold": 0.0},
     # The plain dual encoder with NGAME batches: whole clusters of similar queries per batch, refreshed
-    # every epoch, 8 queries a cluster doubled at epochs 3, 5, 8 and 10 (the paper's schedule, 300
-    # epochs, scaled to 30). On Wikispeedia over 3 seeds at 30 epochs it beats plain with random
-    # batches by +3.24 ± 1.51 held-out P@1 and +3.69 ± 1.23 PSP@1 (test +3.18 / +3.20): the one
-    # recipe to clear issue 28's bar (benchmarks/results/regime.md, arm "plain+ngame30+bf16+e30").
-    # Not a graph recipe. Measured at 30 epochs, which it sets; at another --epochs its doubling
-    # epochs scale with the run (SCALED), as the study's 10-epoch (synthetic) arm's did.
+    # every epoch, 8 queries a cluster doubled at epochs 3, 5, 8 and 10 (the paper's schedule scaled
+    # from its 300 epochs to 30: `ngame_schedule`). On Wikispeedia over 3 seeds at 30 epochs it beats
+    # plain with random batches by +3.24 ± 1.51 held-out P@1 and +3.69 ± 1.23 PSP@1 (test +3.18 /
+    # +3.20): the one recipe to clear issue 28's bar (benchmarks/results/regime.md, arm
+    # "plain+ngame30+bf16+e30"). Not a graph recipe. Measured at 30 epochs, which it sets; at another
+    # --epochs its schedule scales with the run, as the study's 10- and 60-epoch arms' did.
     "ngame": {"graph": False, "epochs": 30, "cluster_batching": True, "cluster_size": 8, "cluster_refresh": 1,
               "cluster_double_at": [3, 5, 8, 10]},
 }
 
-# Schedules a recipe states in epochs of the paper's 300-epoch runs: at a run's own length they scale
-# to it (half rounds up), unless a config file or flag sets them. At the recipe's 30 epochs they are
-# its own; at 10 they are [1, 2, 3, 3], the synthetic study's "+ngame10" arm.
-PAPER_EPOCHS = 300
-SCALED: dict[str, dict[str, list[int]]] = {"ngame": {"cluster_double_at": [30, 50, 80, 100]}}
+# The paper's NGAME schedule (its Table 10): 300 epochs, clusters refreshed every 5 and their size
+# doubled every 25.
+PAPER_EPOCHS, PAPER_REFRESH, PAPER_DOUBLING = 300, 5, 25
+SCALED = ("ngame",)  # recipes whose schedule `ngame_schedule` scales to the run
 
 RECIPE_HELP: dict[str, str] = {
     "plain": "the plain dual encoder (no graph; the defaults)",
@@ -66,15 +65,31 @@ def recipe(name: str, **overrides: Any) -> TrainConfig:
 
 def resolve(name: str, given: dict[str, Any]) -> dict[str, Any]:
     """Recipe `name`'s settings under `given` (a config file's and flags' fields, which win), its
-    epoch schedules scaled to the epochs the run trains for."""
+    NGAME schedule scaled to the run where it has one and `given` does not set it."""
     values = {**recipe_overrides(name), **given}
-    epochs = _whole_number(values.get("epochs", TrainConfig.epochs))
-    if epochs is None or epochs < 1:
-        return values  # TrainConfig names the bad value
-    for field, paper in SCALED.get(name, {}).items():
-        if field not in given:  # none before the run's second epoch, as the paper's first tenth has none
-            values[field] = [max(1, math.floor(e * epochs / PAPER_EPOCHS + 0.5)) for e in paper]
+    if name in SCALED:
+        scaled = ngame_schedule(*(_whole_number(values.get(k, getattr(TrainConfig, k)))
+                                  for k in ("epochs", "cluster_size", "batch_size")))
+        values.update({k: v for k, v in scaled.items() if k not in given})
     return values
+
+
+def ngame_schedule(epochs: int | None, cluster_size: int | None, batch_size: int | None) -> dict[str, Any]:
+    """The paper's refresh and doubling epochs scaled from its 300 epochs to `epochs` (half rounds up,
+    nothing before the second epoch), with as many doublings as take a cluster to the batch: 1 and
+    [3, 5, 8, 10] at 30 epochs and clusters of 8 in batches of 128, [1, 2, 3, 3] at 10, [5, 10, 15,
+    20] at 60. Empty where a value is not a positive whole number (TrainConfig names it)."""
+    if not all(v is not None and v >= 1 for v in (epochs, cluster_size, batch_size)):
+        return {}
+    doublings = 0
+    while cluster_size << doublings < batch_size and (doublings + 1) * PAPER_DOUBLING < PAPER_EPOCHS:
+        doublings += 1
+
+    def scaled(e: int) -> int:
+        return max(1, math.floor(e * epochs / PAPER_EPOCHS + 0.5))
+
+    return {"cluster_refresh": scaled(PAPER_REFRESH),
+            "cluster_double_at": [scaled(PAPER_DOUBLING * (i + 1)) for i in range(doublings)]}
 
 
 def _whole_number(value: Any) -> int | None:
