@@ -19,7 +19,8 @@ def make_reg_optimizer(optimizer: torch.optim.AdamW) -> torch.optim.AdamW:
     task's step applies it); its learning rates are set at every step by `separate_step`."""
     groups = [{"params": g["params"], "lr": g["lr"], "weight_decay": 0.0} for g in optimizer.param_groups]
     defaults = optimizer.defaults
-    return torch.optim.AdamW(groups, lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"])
+    return torch.optim.AdamW(groups, lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"],
+                             fused=defaults.get("fused"))
 
 
 def separate_step(task: torch.Tensor, reg: torch.Tensor, scale: float, optimizer: torch.optim.Optimizer,

@@ -38,7 +38,7 @@ def make_encoder(name: str, cfg) -> "Encoder":  # noqa: F821
 def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str | None = None):
     from ramen import distributed
     from ramen.batching import BatchSampler, Graphs, attach_tokens
-    from ramen.step import BatchEncoder, lr_lambda
+    from ramen.step import BatchEncoder, lr_lambda, make_optimizer
     from ramen.training_graphs import used_anchor_sets
 
     torch.manual_seed(cfg.seed)
@@ -48,7 +48,7 @@ def _setup(dataset, cfg, device: torch.device, *, batches: int = 8, encoder: str
     sampler = BatchSampler(dataset.train_Y, graphs, cfg.batch_size, seed=cfg.seed)
     tq, tl = encoder.tokenize(dataset.train_texts, progress=False), encoder.tokenize(dataset.label_texts, progress=False)
     ta = {n: encoder.tokenize(dataset.anchor_sets[n].texts, progress=False) for n in names}
-    optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(BatchEncoder(encoder), cfg)  # the trainer's
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(1000, 0.0))
     d = distributed.Dist(device=device)
     steps = sampler.steps_per_epoch()
