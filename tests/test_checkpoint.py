@@ -168,3 +168,39 @@ def test_stated_digest_reads_the_header_only(tmp_path):
     assert len(checkpoint.stated_digest(path)) == 64
     (tmp_path / "junk").write_bytes(b"\x00" * 40)
     assert checkpoint.stated_digest(tmp_path / "junk") == "" == checkpoint.stated_digest(tmp_path / "missing")
+
+
+def test_the_trainer_s_adamw_is_fused_and_an_unfused_checkpoint_steps_as_the_loop_would(tmp_path, monkeypatch):
+    """The trainer's AdamW (and the separate regulariser step's) is fused on the CPU; a checkpoint an
+    unfused optimizer wrote (before it was) loads into it and takes exactly the loop's next step."""
+    import ramen.step as step_module
+    from ramen.config import TrainConfig
+    from ramen.encoder import Encoder
+    from ramen.reg_step import make_reg_optimizer
+
+    cfg = TrainConfig(encoder="tiny")
+    fused = step_module.make_optimizer(step_module.BatchEncoder(Encoder("tiny", seed=0)), cfg)
+    assert all(g["fused"] for g in [*fused.param_groups, *make_reg_optimizer(fused).param_groups])
+
+    def steps(opt, params, grads):
+        for g in grads:
+            for p, gp in zip(params, g):
+                p.grad = gp.clone()
+            opt.step()
+
+    gen = torch.Generator().manual_seed(0)
+    encoders = [Encoder("tiny", seed=0) for _ in range(2)]
+    params = [list(e.parameters()) for e in encoders]
+    grads = [[torch.randn(p.shape, generator=gen) * 1e-2 for p in params[0]] for _ in range(3)]
+    with monkeypatch.context() as m:  # as before: torch's loop over the tensors
+        m.setattr(step_module, "fusable", lambda params: False)
+        old = step_module.make_optimizer(step_module.BatchEncoder(encoders[0]), cfg)
+    steps(old, params[0], grads[:2])
+    checkpoint.save(tmp_path / "old.safetensors", {"optimizer": old.state_dict()})
+    for p, q in zip(params[1], params[0]):
+        p.data.copy_(q.data)
+    resumed = step_module.make_optimizer(step_module.BatchEncoder(encoders[1]), cfg)
+    resumed.load_state_dict(checkpoint.load(tmp_path / "old.safetensors")["optimizer"])
+    steps(old, params[0], grads[2:])
+    steps(resumed, params[1], grads[2:])
+    assert all(torch.equal(p, q) for p, q in zip(params[0], params[1]))

@@ -15,6 +15,7 @@ from ramen.losses import component_names
 from ramen.reg_step import make_reg_optimizer
 from ramen.reliance import Reliance
 from ramen.datasets.synthetic import synthetic
+import ramen.step as step_module
 from ramen.step import BatchEncoder, lr_lambda, make_optimizer, train_step
 from ramen.training_graphs import used_anchor_sets
 
@@ -44,14 +45,25 @@ def step_setup(ds, **overrides):
         sampler.set_batches(cluster_batches(q_emb[sampler.pool], sampler.pool, cfg.cluster_size, cfg.batch_size, seed=0))
     batch = attach_tokens(sampler.batch(0, 0), tq, tl, ta)
     module = BatchEncoder(encoder).to(META)
-    optimizer = make_optimizer(module, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, cfg.warmup))
+    optimizer = make_optimizer(module, cfg)  # fused, as on a GPU (`fused_on_meta`)
     reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(10, cfg.warmup))
     weights = {c: w for c, w in cfg.component_weights(list(graphs)).items() if w}
     reliance = Reliance([c for c in component_names(list(graphs)) if c in weights], mode=cfg.reliance)
     return dict(module=module, encoder=encoder, optimizer=optimizer, scheduler=scheduler, batch=batch,
                 d=distributed.Dist(device=META), cfg=cfg, weights=weights, reliance=reliance,
                 reg_optimizer=reg_optimizer)
+
+
+@pytest.fixture(autouse=True)
+def fused_on_meta(monkeypatch):
+    """The trainer's AdamW fused on the meta device, as it is on CUDA (torch checks the device when the
+    optimizer is made and at its first step; its fused kernel has a meta implementation)."""
+    from torch.optim import optimizer as torch_optimizer
+
+    supported = torch_optimizer._get_fused_kernels_supported_devices()
+    monkeypatch.setattr(torch_optimizer, "_get_fused_kernels_supported_devices", lambda: [*supported, "meta"])
+    monkeypatch.setattr(step_module, "FUSED_DEVICES", (*step_module.FUSED_DEVICES, "meta"))
 
 
 STEP_OPTIONS = {
@@ -80,7 +92,8 @@ def test_training_step_runs_on_the_device_with_no_host_tensor_and_no_host_read(t
     assert (option == "bandit") == bool(stats.rewards)
     assert all(p.device.type == "meta" for p in before)
     state = [v for st in s["optimizer"].state.values() for v in st.values() if isinstance(v, torch.Tensor)]
-    assert state and all(v.device.type == "meta" or v.dim() == 0 for v in state)  # AdamW stepped on the device
+    assert state and all(v.device.type == "meta" for v in state)  # fused AdamW stepped on the device, its count too
+    assert all(g["fused"] for opt in (s["optimizer"], s["reg_optimizer"]) if opt for g in opt.param_groups)
 
 
 @pytest.mark.parametrize("option", ["ramen", "separate-reg-step"])

@@ -106,7 +106,8 @@ def test_a_config_file_s_schedule_beats_the_scaled_one(tmp_path: Path):
     assert _cli_config("--recipe", "ngame", "--config", str(tmp_path / "e.json")).cluster_double_at == [5, 10, 15, 20]
 
 
-def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_back(tmp_path: Path, capsys):
+def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_back(tmp_path: Path, capsys,
+                                                                                      monkeypatch):
     """`train --print-config` prints the resolved settings as JSON and trains nothing (no --out needed);
     that JSON given to --config is the same run; with --resume it prints the run's own settings."""
     from ramen.__main__ import main
@@ -119,12 +120,18 @@ def test_print_config_shows_what_a_command_line_would_train_and_config_reads_it_
     assert list(tmp_path.iterdir()) == [tmp_path / "printed.json"]  # nothing else written
     with pytest.raises(SystemExit, match="--out is required"):
         main(["train", "--recipe", "ngame"])
+    with pytest.raises(SystemExit, match="--select-graph-weight"):  # checked as a run would check it
+        main(["train", "--print-config", "--select-graph-weight", "-5"])
+    monkeypatch.setenv("RANK", "1")  # under torchrun only rank 0 prints
+    assert main(["train", "--recipe", "ngame", "--print-config"]) == 0 and capsys.readouterr().out == ""
+    monkeypatch.delenv("RANK")
     run = tmp_path / "run"
     run.mkdir()
     (run / "run.json").write_text(json.dumps({"data": "synthetic:tiny", "config": recipe("paper", epochs=3).to_dict(),
                                               "select_graph_weight": None}))
     assert main(["train", "--out", str(run), "--resume", "--print-config"]) == 0
     assert TrainConfig.from_dict(json.loads(capsys.readouterr().out)) == recipe("paper", epochs=3)
+    assert [f.name for f in run.iterdir()] == ["run.json"]  # the run directory untouched
     with pytest.raises(SystemExit, match="lr .*given: 0.5"):  # the same check as the resume itself
         main(["train", "--out", str(run), "--resume", "--print-config", "--lr", "0.5"])
 

@@ -208,19 +208,36 @@ def cmd_data_foldoc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_selection_weights(weights: list[float] | None) -> list[float] | None:
+    """--select-graph-weight's weights (its defaults where it is given bare), checked; None without it."""
+    if weights is None:
+        return None
+    from ramen.selection import DEFAULT_WEIGHTS, checked_weights
+
+    try:
+        return checked_weights(weights or DEFAULT_WEIGHTS)
+    except ValueError as exc:
+        raise SystemExit(f"--select-graph-weight: {exc}") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
     if args.print_config and not args.resume:  # what would run, without a run directory
-        print(json.dumps(_config_from_args(args).to_dict(), indent=1))
+        cfg = _config_from_args(args)
+        _checked_selection_weights(args.select_graph_weight)
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            print(json.dumps(cfg.to_dict(), indent=1))
         return 0
     if not args.out:
         raise SystemExit("train: --out is required (the run directory)")
     out = Path(args.out)
     run_file = out / "run.json"
     if args.resume and args.print_config:  # the settings the run was started with, which it resumes with
-        print(json.dumps(_resumed_run(args, run_file)[1].to_dict(), indent=1))
+        cfg = _resumed_run(args, run_file)[1]
+        if os.environ.get("RANK", "0") == "0":
+            print(json.dumps(cfg.to_dict(), indent=1))
         return 0
     if args.resume:
         data_spec, cfg = _resumed_run(args, run_file)
@@ -229,14 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _refuse_unfinished(out, args.overwrite)
         cfg = _config_from_args(args)
         data_spec = args.data if args.data is not None else "synthetic"
-        weights = args.select_graph_weight
-        if weights is not None:
-            from ramen.selection import DEFAULT_WEIGHTS, checked_weights
-
-            try:
-                weights = checked_weights(weights or DEFAULT_WEIGHTS)
-            except ValueError as exc:
-                raise SystemExit(f"--select-graph-weight: {exc}") from None
+        weights = _checked_selection_weights(args.select_graph_weight)
         out.mkdir(parents=True, exist_ok=True)
         if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone, which alone checked the directory
             tmp = temp_path(run_file)

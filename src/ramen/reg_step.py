@@ -20,7 +20,7 @@ def make_reg_optimizer(optimizer: torch.optim.AdamW) -> torch.optim.AdamW:
     groups = [{"params": g["params"], "lr": g["lr"], "weight_decay": 0.0} for g in optimizer.param_groups]
     defaults = optimizer.defaults
     return torch.optim.AdamW(groups, lr=defaults["lr"], betas=defaults["betas"], eps=defaults["eps"],
-                             fused=defaults.get("fused"))
+                             fused=defaults.get("fused") or None)  # None: torch chooses, as for the task's
 
 
 def separate_step(task: torch.Tensor, reg: torch.Tensor, scale: float, optimizer: torch.optim.Optimizer,
