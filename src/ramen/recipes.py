@@ -37,8 +37,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # from its 300 epochs to 30: `ngame_schedule`). On Wikispeedia over 3 seeds at 30 epochs it beats
     # plain with random batches by +3.24 ± 1.51 held-out P@1 and +3.69 ± 1.23 PSP@1 (test +3.18 /
     # +3.20): the one recipe to clear issue 28's bar (benchmarks/results/regime.md, arm
-    # "plain+ngame30+bf16+e30"). Not a graph recipe. Measured at 30 epochs, which it sets; at another
-    # --epochs its schedule scales with the run, as the study's 10- and 60-epoch arms' did.
+    # "plain+ngame30+bf16+e30"). Not a graph recipe. On FOLDOC it is level with plain (3 seeds), and
+    # at 10 epochs on Wikispeedia too. Measured at 30 epochs, which it sets; at another --epochs its
+    # schedule scales with the run, as the study's 10- and 60-epoch arms' did.
     "ngame": {"graph": False, "epochs": 30, "cluster_batching": True, "cluster_size": 8, "cluster_refresh": 1,
               "cluster_double_at": [3, 5, 8, 10]},
 }
