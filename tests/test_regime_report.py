@@ -180,3 +180,22 @@ def test_an_ngame10_arm_with_curves_is_a_length_arm_not_a_budget_row(regime, tmp
     rows = table_rows(text)
     assert rows[("plain+ngame10+bf16", "plain+bf16", "10")][4].startswith("+2.00")
     assert "NGAME cluster batches at the study's budget" not in text
+
+
+def test_graph_arms_with_ngame_batches_are_compared_with_plain_on_the_same_batches(regime, tmp_path):
+    """RAMEN-NGAME's own question: does the graph add to NGAME batches? Each graph arm with +ngame<N>
+    is paired with plain+ngame<N> (same levers after it) at the same length; plain itself is not."""
+    arms = {"plain+ngame30+bf16": {30: []}, "allneg+lambda-0.1+ngame30+bf16": {30: [], 60: []},
+            "ramen+ngame60+bf16": {60: []}, "ramen+bf16": {30: []}, "allneg+ngame30+bf16": {30: []}}
+    assert sorted(regime.graph_over_ngame(arms)) == [("allneg+lambda-0.1+ngame30+bf16", "plain+ngame30+bf16", 30),
+                                                     ("allneg+ngame30+bf16", "plain+ngame30+bf16", 30)]
+    runs = tmp_path / "runs"
+    made = [fake_run("w", arm, s, p1, p1 / 2, epochs=30)
+            for s in range(3) for arm, p1 in (("plain+bf16+e30", 0.40), ("plain+ngame30+bf16+e30", 0.44),
+                                              ("allneg+lambda-0.1+ngame30+bf16+e30", 0.43 + s / 1000))]
+    write_runs(runs, made)
+    regime.write(runs, tmp_path / "regime.md")
+    text = (tmp_path / "regime.md").read_text()
+    section = text[text.index("the paper's RAMEN-NGAME"):]
+    row = table_rows(section)[("allneg+lambda-0.1+ngame30+bf16", "plain+ngame30+bf16", "30")]
+    assert row[4].startswith("-0.90") and row[-1] == "no"
