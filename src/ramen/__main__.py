@@ -224,19 +224,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
-    if args.print_config and not args.resume:  # what would run, without a run directory
-        cfg = _config_from_args(args)
-        _checked_selection_weights(args.select_graph_weight)
-        if os.environ.get("RANK", "0") == "0":  # once under torchrun
-            print(json.dumps(cfg.to_dict(), indent=1))
-        return 0
-    if not args.out:
+    if not args.out and not (args.print_config and not args.resume):
         raise SystemExit("train: --out is required (the run directory)")
-    out = Path(args.out)
+    out = Path(args.out or ".")
     run_file = out / "run.json"
-    if args.resume and args.print_config:  # the settings the run was started with, which it resumes with
-        cfg = _resumed_run(args, run_file)[1]
-        if os.environ.get("RANK", "0") == "0":
+    if args.print_config:  # the settings it would train with (with --resume the run's own); nothing written
+        if args.resume:
+            cfg = _resumed_run(args, run_file)[1]
+        else:
+            cfg = _config_from_args(args)
+            _checked_selection_weights(args.select_graph_weight)
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
     if args.resume:
