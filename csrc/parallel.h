@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -27,8 +28,9 @@ inline int resolve_threads(int num_threads) {
 }
 
 // Calls body(begin, end) for consecutive chunks [begin, end) of [0, n), `chunk` items each (the
-// last may be shorter), spread dynamically over `num_threads` threads. The first exception thrown
-// by a body stops the remaining chunks and is rethrown on the calling thread.
+// last may be shorter), spread dynamically over `num_threads` threads, or over as many as the system
+// lets start (the output does not depend on how many). The first exception thrown by a body stops
+// the remaining chunks and is rethrown on the calling thread.
 template <typename Body>
 void parallel_for(int64_t n, int64_t chunk, int num_threads, Body&& body) {
     if (n <= 0) return;
@@ -55,7 +57,13 @@ void parallel_for(int64_t n, int64_t chunk, int num_threads, Body&& body) {
     };
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
-    for (int t = 1; t < threads; ++t) pool.emplace_back(worker);
+    for (int t = 1; t < threads; ++t) {
+        try {
+            pool.emplace_back(worker);
+        } catch (const std::system_error&) {
+            break;  // the system refused another thread (a process or cgroup limit): fewer share the chunks
+        }
+    }
     worker();
     for (auto& th : pool) th.join();
     if (error) std::rethrow_exception(error);

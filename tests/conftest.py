@@ -1,7 +1,13 @@
 """Shared test setup."""
+import os
+
 import pytest
 
 from _child_env import child_env
+
+# a child process (torchrun-style workers, CLI runs) that dies on a signal prints its Python stacks,
+# so a crash in a child names where it happened (pytest's own faulthandler covers only this process)
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 @pytest.fixture

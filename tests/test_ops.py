@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -269,6 +273,45 @@ def test_result_independent_of_thread_count():
         for other in outs[1:]:
             for a, b in zip(outs[0], other):
                 assert torch.equal(a, b)
+
+
+_REFUSED_THREADS_CHILD = """
+import os, pathlib, resource, sys
+import numpy as np, torch
+from ramen import _C
+from ramen.ops import mine_hard_negatives
+torch.set_num_threads(1)
+text = ("3000 50\\n" + "".join(f"{i % 50}:1 {(i % 50 + 1 + i % 7) % 50}:2\\n" for i in range(3000))).encode()
+scores = torch.from_numpy(np.random.default_rng(0).standard_normal((600, 400)).astype(np.float32))
+indptr, indices = torch.arange(0, 601), torch.arange(600) % 400
+def run(threads):
+    parsed = _C.parse_sparse_text(text, num_threads=threads, chunk_bytes=64)
+    return [*parsed[2:], *(t.numpy() for t in mine_hard_negatives(scores, (indptr, indices), num_negatives=5,
+                                                                    num_threads=threads))]
+want = run(1)
+tasks = sum(1 for t in pathlib.Path("/proc").glob("[0-9]*/task/[0-9]*")
+            if int(next(l for l in (t / "status").read_text().splitlines() if l.startswith("Uid:")).split()[1])
+            == os.getuid())
+resource.setrlimit(resource.RLIMIT_NPROC, (tasks + int(sys.argv[1]),) * 2)
+got = run(4)
+assert all(np.array_equal(a, b) for a, b in zip(want, got)), "another answer with fewer threads"
+print("same")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to run a child under a thread limit")
+@pytest.mark.parametrize("spare", [0, 1])
+def test_kernels_finish_with_the_threads_the_system_allows(ramen_env, tmp_path, spare):
+    """A process or cgroup limit can refuse a kernel's second or third thread; the kernel used to
+    abort the process (a joinable std::thread destroyed while the error unwound) or fail. Now the
+    threads it got share the work, and the answer is the one-thread answer."""
+    # a real uid other than root makes RLIMIT_NPROC count; no capabilities, so none exempts it
+    cmd = ["setpriv", "--ruid", "65534", "--securebits", "+noroot,+noroot_locked", "--bounding-set", "-all",
+           "--inh-caps", "-all", "--", sys.executable, "-c", _REFUSED_THREADS_CHILD, str(spare)]
+    env = {**ramen_env, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "same", out.stderr[-2000:]
 
 
 def test_inputs_left_untouched_and_int32_csr_accepted():
