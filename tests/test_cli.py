@@ -55,3 +55,17 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
     assert "never downloads" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no trained model"):
         main(["evaluate", str(tmp_path / "r")])
+
+
+def test_torchrun_trains_on_two_cpu_ranks_and_rank_0_alone_reports(tmp_path, ramen_env):
+    """The README's torchrun command on two gloo ranks, from outside the source tree: every rank used
+    to evaluate the finished run again and print its table, so the report came once per rank."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "ramen",
+           "train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--device", "cpu",
+           "--out", str(out)]
+    done = subprocess.run(cmd, cwd=tmp_path, env={**ramen_env, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test metrics (%)") == 1, done.stdout[-3000:]
+    assert (out / "model").is_dir() and (out / "run.json").is_file()

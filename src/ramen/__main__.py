@@ -221,6 +221,7 @@ def _checked_selection_weights(weights: list[float] | None) -> list[float] | Non
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ramen import distributed
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
@@ -252,17 +253,22 @@ def cmd_train(args: argparse.Namespace) -> int:
                                       indent=1))
             os.replace(tmp, run_file)
     dataset = load_dataset(data_spec)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone reports
     try:
         if weights is None:
             train(dataset, cfg, out_dir=out, resume=args.resume)
         else:
-            _select(dataset, cfg, weights, out, args.resume)
-    except NonFiniteLoss as exc:
+            _select(dataset, cfg, weights, out, args.resume, report=main_rank)
+    except NonFiniteLoss as exc:  # every rank stops at the same step
+        distributed.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
         return 130
+    distributed.close()  # every rank's collectives are over: rank 0 evaluates alone, the others are done
+    if not main_rank:
+        return 0
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
     return _print_evaluation(out, dataset, exact=True, k=5, max_queries=cfg.eval_max_queries, seed=cfg.seed)
 
@@ -281,11 +287,13 @@ def _refuse_unfinished(out: Path, overwrite: bool) -> None:
                          "--resume`, start it over with --overwrite, or choose another --out")
 
 
-def _select(dataset, cfg, weights: list[float], out: Path, resume: bool) -> None:
-    """--select-graph-weight: trains each weight, prints the held-out table and the choice."""
+def _select(dataset, cfg, weights: list[float], out: Path, resume: bool, *, report: bool = True) -> None:
+    """--select-graph-weight: trains each weight, prints (if `report`) the held-out table and the choice."""
     from ramen.selection import select_graph_weight
 
     _, sel = select_graph_weight(dataset, cfg, weights=weights, out_dir=out, resume=resume)
+    if not report:
+        return
     print(f"\ngraph weight chosen on {sel.held_out_queries:,} held-out training queries: {sel.chosen:g}"
           f"{' (the plain encoder)' if sel.chosen == 0 else ''}")
     for w in sel.weights:

@@ -101,6 +101,15 @@ def setup(device: str = "auto") -> Dist:
                 control=_CONTROL if dist.get_backend() == "nccl" else None)
 
 
+def close() -> None:
+    """Leaves the process group that `setup` joined, once this process's collectives are over (torch
+    asks for it before exit, and NCCL warns at exit without it); a later `setup` joins anew."""
+    global _CONTROL
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _CONTROL = None
+
+
 def shard(n: int, d: Dist) -> slice:
     """This rank's contiguous share of n items (the first n % world ranks take one more)."""
     base, extra = divmod(n, d.world)
