@@ -39,7 +39,7 @@ def test_a_run_that_fits_logs_its_estimate(tmp_path, monkeypatch):
     assert set(est[0]["memory_estimate"]) >= {"densify", "tokenise", "prune", "evaluate", "label index", "checkpoint"}
 
 
-def test_the_estimate_follows_the_arrays_dtypes():
+def test_the_estimate_follows_the_arrays_dtypes(monkeypatch):
     """The model's stages are what its docstring derives from the arrays' dtypes and counts."""
     ds = synthetic("tiny", seed=0)
     cfg = TrainConfig(encoder="tiny", eval_max_queries=None)
@@ -54,6 +54,11 @@ def test_the_estimate_follows_the_arrays_dtypes():
     assert est.stages["checkpoint"] == 16_000 + 2 * graphs + tok * (texts + len(ds.test_texts)) + 2 * graphs
     two = memory.estimate_run(ds, cfg, 32, 1000, sets, ranks=2)
     assert two.peak()[1] == 2 * est.peak()[1]
+    stage, need = two.peak()  # the message gives the sum and each rank's share, not the sum as a share
+    monkeypatch.setenv(memory.AVAILABLE_ENV, str(need - 1))
+    with pytest.raises(memory.NotEnoughMemory, match=fr"{stage} stage needs about {need / memory.GB:.1f} GB beyond "
+                       fr"the loaded dataset \({need / 2 / memory.GB:.2f} GB for each of the 2 ranks on this machine\)"):
+        memory.check_fits(two)
     plain = memory.estimate_run(ds, TrainConfig(encoder="tiny", graph=False), 32, 1000, [])
     assert plain.peak()[1] < est.peak()[1] and "prune" not in plain.stages
 

@@ -138,7 +138,8 @@ def check_fits(estimate: Estimate) -> str:
     memory available; returns a line for the log otherwise."""
     stage, need = estimate.peak()
     have, source = available_bytes()
-    ranks = f" for each of {estimate.ranks} ranks on this machine" if estimate.ranks > 1 else ""
+    ranks = (f" ({estimate.stages[stage] / GB:.2f} GB for each of the {estimate.ranks} ranks on this machine)"
+             if estimate.ranks > 1 else "")  # `need` is their sum
     if need > have:
         raise NotEnoughMemory(
             f"not enough memory for this run: its {stage} stage needs about {need / GB:.1f} GB beyond the "
