@@ -225,6 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ramen.files import temp_path
     from ramen.train import NonFiniteLoss, train
 
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone prints and writes run.json
     if not args.out and not (args.print_config and not args.resume):
         raise SystemExit("train: --out is required (the run directory)")
     out = Path(args.out or ".")
@@ -235,7 +236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             cfg = _config_from_args(args)
             _checked_selection_weights(args.select_graph_weight)
-        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        if main_rank:
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
     if args.resume:
@@ -247,13 +248,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_spec = args.data if args.data is not None else "synthetic"
         weights = _checked_selection_weights(args.select_graph_weight)
         out.mkdir(parents=True, exist_ok=True)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 alone, which alone checked the directory
+        if main_rank:  # rank 0 alone checked the directory
             tmp = temp_path(run_file)
             tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights},
                                       indent=1))
             os.replace(tmp, run_file)
     dataset = load_dataset(data_spec)
-    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone reports
     try:
         if weights is None:
             train(dataset, cfg, out_dir=out, resume=args.resume)
