@@ -92,7 +92,7 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             value = _plain(getattr(self, f.name))
             setattr(self, f.name, value)
-            if not _has_type(value, str(f.type)):
+            if not has_type(value, str(f.type)):
                 raise ValueError(f"TrainConfig: {f.name} must be {f.type}, got {value!r} ({type(value).__name__})")
         finite = {name: math.isfinite(getattr(self, name)) for name in (
             "lr", "weight_decay", "warmup", "grad_clip", "margin", "lambda_x", "lambda_z", "restart_prob",
@@ -144,7 +144,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {message}")
         for name, pair in self.lambdas.items():
             if not (isinstance(name, str) and isinstance(pair, (list, tuple)) and len(pair) == 2
-                    and all(_has_type(w, "float") and math.isfinite(w) and w >= 0 for w in pair)):
+                    and all(has_type(w, "float") and math.isfinite(w) and w >= 0 for w in pair)):
                 raise ValueError(f"TrainConfig.lambdas[{name!r}] must be [lambda_x, lambda_z], two finite "
                                  f"weights >= 0, got {pair!r}")
         return self
@@ -254,7 +254,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _has_type(value: Any, annotation: str) -> bool:
+def has_type(value: Any, annotation: str) -> bool:
     """Whether `value` fits a field's annotation ("int", "float | None", "list[str] | None", ...): a
     bool is not a number, an int is a float, numpy scalars count as the Python kind they stand for."""
     for kind in (k.strip() for k in annotation.split("|")):
@@ -268,7 +268,7 @@ def _has_type(value: Any, annotation: str) -> bool:
         if kind == "str" and isinstance(value, str):
             return True
         if kind.startswith("list[") and isinstance(value, (list, tuple)):
-            return all(_has_type(v, kind[5:-1]) for v in value)
+            return all(has_type(v, kind[5:-1]) for v in value)
         if kind.startswith("dict[") and isinstance(value, dict):
             return True  # lambdas: checked entry by entry in validate
     return False

@@ -7,12 +7,9 @@ file or an explicit flag overrides it. The NGAME recipe's schedule scales to the
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
-import numpy as np
-
-from ramen.config import TrainConfig
+from ramen.config import TrainConfig, has_type
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The plain dual encoder: the baseline every graph recipe must beat, and the defaults (no graph
@@ -94,13 +91,8 @@ def ngame_schedule(epochs: int | None, cluster_size: int | None, batch_size: int
 
 
 def _whole_number(value: Any) -> int | None:
-    """value as an int where it is an integer (numpy's too), not a bool; else None."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    try:
-        return operator.index(value)
-    except TypeError:
-        return None
+    """value as an int where TrainConfig would take it as one (numpy's too, not a bool); else None."""
+    return int(value) if has_type(value, "int") else None
 
 
 def recipe_overrides(name: str) -> dict[str, Any]:
