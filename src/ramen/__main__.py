@@ -14,8 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 DATA_HELP = ("a dataset: 'synthetic' (the built-in default, size small), 'synthetic:tiny|small|medium|paper', "
              "'wikispeedia:SNAP_DIR', 'foldoc' or 'foldoc:PATH' (the Free On-line Dictionary of Computing; "
-             "default /usr/share/dictd/foldoc.dict.dz from `apt-get install dict-foldoc`), or a directory in "
-             "the Extreme Classification Repository layout")
+             "default /usr/share/dictd/foldoc.dict.dz from `apt-get install dict-foldoc`), a directory in "
+             "the Extreme Classification Repository layout, or a .npz dataset file (`ramen data synth --out X.npz`)")
+BUILT_IN = ("synthetic", "wikispeedia", "foldoc")  # --data names that are not paths (before their ':')
 
 
 def load_dataset(spec: str):
@@ -37,9 +38,19 @@ def load_dataset(spec: str):
         except FileNotFoundError as exc:
             raise SystemExit(f"--data {spec!r}: {exc}") from None
     path = Path(spec)
-    if not path.is_dir():
-        raise SystemExit(f"--data {spec!r}: no such directory (expected {DATA_HELP})")
+    if not path.is_dir() and not (path.is_file() and path.suffix == ".npz"):
+        raise SystemExit(f"--data {spec!r}: no such directory or .npz file (expected {DATA_HELP})")
     return data.load_xc(path)
+
+
+def absolute_spec(spec: str) -> str:
+    """A --data spec with its path made absolute, so that run.json names the data from any directory."""
+    name, sep, rest = spec.partition(":")
+    if not spec.strip():
+        return spec  # load_dataset names the mistake
+    if name in BUILT_IN and (sep or spec == name):
+        return spec if name == "synthetic" or not rest else f"{name}:{os.path.abspath(rest)}"
+    return os.path.abspath(spec)
 
 
 # ---------------------------------------------------------------- train flags from TrainConfig
@@ -151,7 +162,7 @@ def _resumed_run(args: argparse.Namespace, run_file: Path):
     except (ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--resume: {run_file} is not a readable run record ({exc})") from None
     data_spec = run["data"]
-    if args.data and args.data != data_spec:
+    if args.data and absolute_spec(args.data) != absolute_spec(data_spec):
         raise SystemExit(f"--resume: the run trained on --data {data_spec!r}, not {args.data!r}")
     given = _given_settings(args)
     try:
@@ -221,9 +232,10 @@ def _checked_selection_weights(weights: list[float] | None) -> list[float] | Non
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ramen import distributed
+    from ramen import distributed, run_dir
     from ramen.files import temp_path
-    from ramen.train import NonFiniteLoss, train
+    from ramen.selection import PLAN_JSON
+    from ramen.train import CHECKPOINT, NonFiniteLoss, train
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone prints and writes run.json
     if not args.out and not (args.print_config and not args.resume):
@@ -239,32 +251,40 @@ def cmd_train(args: argparse.Namespace) -> int:
         if main_rank:
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
-    if args.resume:
-        data_spec, cfg = _resumed_run(args, run_file)
-        weights = json.loads(run_file.read_text()).get("select_graph_weight")
-    else:
-        _refuse_unfinished(out, args.overwrite)
-        cfg = _config_from_args(args)
-        data_spec = args.data if args.data is not None else "synthetic"
-        weights = _checked_selection_weights(args.select_graph_weight)
-        out.mkdir(parents=True, exist_ok=True)
-        if main_rank:  # rank 0 alone checked the directory
-            tmp = temp_path(run_file)
-            tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights},
-                                      indent=1))
-            os.replace(tmp, run_file)
-    dataset = load_dataset(data_spec)
+    if args.resume and args.overwrite:
+        raise SystemExit("train: --resume continues the run in --out, --overwrite starts it over: give one")
     try:
-        if weights is None:
-            train(dataset, cfg, out_dir=out, resume=args.resume)
-        else:
-            _select(dataset, cfg, weights, out, args.resume, report=main_rank)
+        # rank 0 holds the directory (another training there is an error) from run.json's write to the end
+        with run_dir.claimed(out, fresh=not args.resume, main=main_rank):
+            if args.resume:
+                data_spec, cfg = _resumed_run(args, run_file)
+                weights = json.loads(run_file.read_text()).get("select_graph_weight")
+            else:
+                _refuse_unfinished(out, args.overwrite)
+                cfg = _config_from_args(args)
+                data_spec = absolute_spec(args.data) if args.data is not None else "synthetic"
+                weights = _checked_selection_weights(args.select_graph_weight)
+                out.mkdir(parents=True, exist_ok=True)
+                if main_rank:  # rank 0 alone checked the directory
+                    tmp = temp_path(run_file)
+                    tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(),
+                                               "select_graph_weight": weights}, indent=1))
+                    os.replace(tmp, run_file)
+            dataset = load_dataset(data_spec)
+            if weights is None:
+                train(dataset, cfg, out_dir=out, resume=args.resume)
+            else:
+                _select(dataset, cfg, weights, out, args.resume, report=main_rank)
     except NonFiniteLoss as exc:  # every rank stops at the same step
         distributed.close()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
+        if (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists():  # a selection checkpoints in weight-<w>/
+            print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
+        else:
+            print(f"\ninterrupted before the first checkpoint: nothing to resume in {out}; run the same command "
+                  "again to start over", file=sys.stderr)
         return 130
     distributed.close()  # every rank's collectives are over: rank 0 evaluates alone, the others are done
     if not main_rank:

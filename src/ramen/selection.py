@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ramen import distributed
+from ramen import distributed, run_dir
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
-from ramen.datasets.held_out import hold_out
+from ramen.datasets.held_out import HeldOutSplit, hold_out
 from ramen.digest import data_fingerprint, differing
 from ramen.files import temp_path
 from ramen.model import Model
@@ -53,14 +53,22 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     fraction, chooses the weight by held-out P@1, trains it on every training query and returns
     that model with the Selection. With `out_dir`: candidates in out_dir/weight-<w>, the final run
     in out_dir itself, `selection.json` beside it; `resume=True` continues an interrupted selection."""
-    from ramen.train import CHECKPOINT, train
-
     config = (config or TrainConfig()).validate()
     weights = checked_weights(weights)
     if not 0.0 < float(held_out) < 1.0:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
     split = hold_out(dataset, held_out, seed=config.seed)
     d = distributed.setup(config.device)  # under torchrun every rank trains, rank 0 evaluates and writes
+    with run_dir.claimed(out_dir, fresh=not resume, main=d.main):  # the final run's train() re-enters it
+        return _select(dataset, config, weights, held_out, split, d, out_dir, resume, progress)
+
+
+def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_out: float, split: HeldOutSplit,
+            d: distributed.Dist, out_dir: str | os.PathLike | None, resume: bool,
+            progress: bool) -> tuple[Model, Selection]:
+    """select_graph_weight's candidates and final run, in a directory it holds."""
+    from ramen.train import CHECKPOINT, train
+
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         plan = selection_plan(dataset, config, held_out)

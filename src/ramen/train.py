@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ramen import checkpoint, distributed, memory, ops, precision, transfer
+from ramen import checkpoint, distributed, memory, ops, precision, run_dir, transfer
 from ramen.batching import Batch, BatchSampler, Graphs, Prefetcher, attach_tokens
 from ramen.collapse import CollapseWatch, collapse_advice
 from ramen.config import TrainConfig
@@ -109,7 +109,15 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if config is not None and not isinstance(config, TrainConfig):
         raise TypeError(f"train: config must be a TrainConfig (TrainConfig(**fields) or ramen.recipe(name)), "
                         f"got {type(config).__name__}")
-    run = _start(dataset, (config or TrainConfig()).validate(), out_dir, progress, eval_sets or {}, resume)
+    config = (config or TrainConfig()).validate()
+    with run_dir.claimed(out_dir, fresh=not resume, main=os.environ.get("RANK", "0") == "0"):  # rank 0 writes it
+        return _train(dataset, config, out_dir, resume, progress, eval_sets or {})
+
+
+def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None, resume: bool, progress: bool,
+           eval_sets: dict[str, Dataset]) -> Model:
+    """train's run, in a directory it holds."""
+    run = _start(dataset, config, out_dir, progress, eval_sets, resume)
     cfg, state = run.cfg, run.state
     if resume:
         if run.d.enabled:
