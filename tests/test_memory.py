@@ -1,5 +1,7 @@
 """The memory model and the up-front check: a run too large for the memory left stops before its
 long work, naming the stage and the estimate (issue 26)."""
+import json
+
 import numpy as np
 import pytest
 
@@ -155,9 +157,46 @@ def test_a_text_edited_anywhere_gets_tokens_of_its_own(tmp_path):
     assert np.array_equal(second.lengths, direct.lengths) and np.array_equal(second.ids, direct.ids)
     assert not np.array_equal(first.ids[1250], second.ids[1250])
     assert len(list(tmp_path.glob("tokens-q-*"))) == 2
-    # a cache whose write stopped before lengths.npy is not used; pad_id.txt is written before both
+    # a cache whose write stopped before sha256.json, written last, is not used
     entry = next(p for p in tmp_path.glob("tokens-q-*"))
-    assert sorted(p.name for p in entry.iterdir()) == ["ids.npy", "lengths.npy", "pad_id.txt"]
+    assert sorted(p.name for p in entry.iterdir()) == ["ids.npy", "lengths.npy", "pad_id.txt", "sha256.json"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same-size", "no-checksums", "checksums-forged"])
+def test_a_token_cache_that_fails_its_check_is_rebuilt_naming_it(tmp_path, damage):
+    """A saved token cache is used only when its files match the checksums written with them: one
+    cut short, altered in place, written without checksums or crafted with matching ones is
+    tokenised again, with a line naming it (before, a cut file stopped every run with an mmap error
+    naming nothing, and an altered one was trained on silently)."""
+    from ramen.encoder import Encoder
+    from ramen.run_cache import tokenize_cached
+    from ramen.tokens import CHECKSUMS, file_sha256
+
+    encoder = Encoder("tiny", max_length=16)
+    texts = [f"query {i} about graphs" for i in range(50)]
+    tokenize_cached(encoder, texts, tmp_path, "q")
+    entry = next(tmp_path.glob("tokens-q-*"))
+    ids = entry / "ids.npy"
+    data = bytearray(ids.read_bytes())
+    if damage == "truncated":
+        ids.write_bytes(data[:len(data) // 2])
+    elif damage == "same-size":
+        data[-200:-100] = bytes(100)
+        ids.write_bytes(data)
+    elif damage == "no-checksums":
+        (entry / CHECKSUMS).unlink()
+    else:  # ids out of the vocabulary, the checksum recomputed to match them
+        np.save(ids, np.full((50, 16), 10**6, dtype=np.int32))
+        sums = json.loads((entry / CHECKSUMS).read_text())
+        (entry / CHECKSUMS).write_text(json.dumps({**sums, "ids.npy": file_sha256(ids)}))
+    notices = []
+    again = tokenize_cached(encoder, texts, tmp_path, "q", notices.append)
+    direct = encoder.tokenize(texts, progress=False)
+    assert np.array_equal(again.ids, direct.ids) and np.array_equal(again.lengths, direct.lengths)
+    assert len(notices) == 1 and str(entry) in notices[0] and "tokenising again" in notices[0]
+    notices.clear()
+    assert np.array_equal(tokenize_cached(encoder, texts, tmp_path, "q", notices.append).ids, direct.ids)
+    assert not notices  # the rebuilt cache passes its check
 
 
 def test_a_tokenizer_changed_under_the_same_name_gets_tokens_of_its_own(tmp_path):

@@ -101,6 +101,33 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     assert records(part, "reliance")[-1] == reliance[-1]
 
 
+@pytest.mark.parametrize("damage", ["truncated", "same-size"])
+def test_a_resume_rebuilds_a_damaged_token_cache_and_continues_exactly(tiny_data, tmp_path, monkeypatch, damage):
+    """A token cache cut short or altered in place while a run was stopped is tokenised again, said in
+    the log, and the resumed run trains as the uninterrupted one did (before, a cut file stopped the
+    resume with an mmap error naming no file, and an altered one was trained on silently)."""
+    cfg = tiny_config(epochs=2)
+    full = tmp_path / "full"
+    train(tiny_data, cfg, out_dir=full, progress=False)
+    expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
+    part = tmp_path / "part"
+    raise_in_loss(monkeypatch, len(expected) // 2 + 1)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, cfg, out_dir=part, progress=False)
+    monkeypatch.undo()
+    ids = next((part / "cache").glob("tokens-train-*")) / "ids.npy"
+    data = bytearray(ids.read_bytes())
+    if damage == "truncated":
+        ids.write_bytes(data[:len(data) // 2])
+    else:
+        data[-4000:] = bytes(4000)  # the last queries' tokens zeroed, the size unchanged
+        ids.write_bytes(data)
+    train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
+    assert [(r["global_step"], r["loss"]) for r in records(part, "step")] == expected
+    notes = [r["text"] for r in records(part, "info") if "tokenising again" in r["text"]]
+    assert len(notes) == 1 and str(ids.parent) in notes[0]
+
+
 def test_an_exception_inside_a_step_keeps_the_last_checkpoint_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     """A KeyboardInterrupt raised by code in the middle of a step (not a signal, which is held) finds
     dropout's RNG halfway through the step: no checkpoint is written then, and resuming from the last

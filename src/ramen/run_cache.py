@@ -3,6 +3,8 @@ made them, so that a resumed or repeated run reads them instead of computing the
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,38 @@ def tokenizer_digest(tokenizer: Any) -> str:
     return content_key(type(tokenizer).__name__, definition, tokenizer.all_special_tokens)
 
 
-def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
+def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str,
+                    notice: Callable[[str], Any] | None = None) -> TokenCache:
     """Tokenises once; with a cache dir, this run and later ones memory-map the saved token ids
-    (file pages that the ranks on a machine share and the kernel may drop, not a private copy)."""
+    (file pages that the ranks on a machine share and the kernel may drop, not a private copy).
+
+    A saved cache is used only once its checksums and shape check out: one that fails (cut short,
+    damaged, altered, or written without checksums) is tokenised again, with a line to `notice`
+    (default: stderr) naming it, so a resumed run trains on the tokens an uninterrupted one had."""
     if cache_dir is None:
         return encoder.tokenize(texts)
     key = content_key(tokenizer_digest(encoder.tokenizer), encoder.max_length, len(texts), texts_digest(texts))
     path = cache_dir / f"tokens-{name}-{key}"
-    if not (path / "lengths.npy").exists():
-        encoder.tokenize(texts).save(path)
-    return TokenCache.load(path)
+    if path.exists():
+        try:
+            return _checked(TokenCache.load(path), path, len(texts), encoder)
+        except (OSError, ValueError) as exc:
+            (notice or _to_stderr)(f"token cache {path} failed its check, tokenising again: {exc}")
+    encoder.tokenize(texts).save(path)
+    return _checked(TokenCache.load(path), path, len(texts), encoder)
 
+
+def _checked(cache: TokenCache, path: Path, n: int, encoder: Encoder) -> TokenCache:
+    """`cache` when it holds `n` texts of the encoder's max_length tokens, every id in its vocabulary
+    and every length in range (what a crafted cache with matching checksums could still get wrong)."""
+    if cache.ids.shape != (n, encoder.max_length):
+        raise ValueError(f"{path} holds token ids of shape {cache.ids.shape}, not ({n}, {encoder.max_length})")
+    if n and (int(cache.ids.min()) < 0 or int(cache.ids.max()) >= len(encoder.tokenizer)):
+        raise ValueError(f"{path} holds token ids outside the tokenizer's vocabulary of {len(encoder.tokenizer)}")
+    if n and (int(cache.lengths.min()) < 0 or int(cache.lengths.max()) > encoder.max_length):
+        raise ValueError(f"{path} holds text lengths outside [0, {encoder.max_length}]")
+    return cache
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)

@@ -212,9 +212,9 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
     if unlabelled:
         log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
     raw_graphs = _graphs(d, dataset, cfg, cache_dir, log)
-    tokens = {"query": _tokens(d, encoder, dataset.train_texts, cache_dir, "train"),
-              "label": _tokens(d, encoder, dataset.label_texts, cache_dir, "labels"),
-              **{f"anchor:{n}": _tokens(d, encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}")
+    tokens = {"query": _tokens(d, encoder, dataset.train_texts, cache_dir, "train", log),
+              "label": _tokens(d, encoder, dataset.label_texts, cache_dir, "labels", log),
+              **{f"anchor:{n}": _tokens(d, encoder, dataset.anchor_sets[n].texts, cache_dir, f"anchors-{n}", log)
                  for n in raw_graphs}}
 
     gather = d.enabled and cfg.gather_across_ranks
@@ -249,15 +249,16 @@ def _graphs(d: distributed.Dist, dataset: Dataset, cfg: TrainConfig, cache_dir: 
     return build_graphs(dataset, cfg, cache_dir, log)
 
 
-def _tokens(d: distributed.Dist, encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str) -> TokenCache:
-    """The texts' token ids from the run's cache. Under torchrun rank 0 tokenises a first run's texts
-    while the others wait, then they read its cache (where the run directory is not shared between
-    machines, a rank that finds no cache tokenises them itself)."""
+def _tokens(d: distributed.Dist, encoder: Encoder, texts: list[str], cache_dir: Path | None, name: str,
+            log: RunLog) -> TokenCache:
+    """The texts' token ids from the run's cache (one that fails its check is rebuilt, said in the log).
+    Under torchrun rank 0 tokenises a first run's texts while the others wait, then they read its cache
+    (where the run directory is not shared between machines, a rank that finds no cache tokenises them itself)."""
     if d.enabled and cache_dir is not None:
         if d.main:
-            tokenize_cached(encoder, texts, cache_dir, name)
+            tokenize_cached(encoder, texts, cache_dir, name, log.info)
         d.barrier()
-    return tokenize_cached(encoder, texts, cache_dir, name)
+    return tokenize_cached(encoder, texts, cache_dir, name, log.info)
 
 
 def _encoder(cfg: TrainConfig, d: distributed.Dist, log: RunLog) -> Encoder:
@@ -431,7 +432,8 @@ def _evaluate(run: Run, epoch: int) -> np.ndarray | None:
             if ds.num_test == 0:
                 continue  # a dataset without test queries (said once at the start): nothing to evaluate
             if split not in run.eval_tokens:  # each split's queries, tokenised at the first evaluation
-                run.eval_tokens[split] = tokenize_cached(run.encoder, ds.test_texts, run.cache_dir, f"eval-{split}")
+                run.eval_tokens[split] = tokenize_cached(run.encoder, ds.test_texts, run.cache_dir, f"eval-{split}",
+                                                          run.log.info)
             m = model.evaluate(ds, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed,
                                batch_size=cfg.encode_batch_size, progress=False, query_tokens=run.eval_tokens[split],
                                label_vectors=vectors)
