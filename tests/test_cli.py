@@ -57,6 +57,18 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys):
         main(["evaluate", str(tmp_path / "r")])
 
 
+def test_a_max_length_beyond_the_encoder_is_a_clear_error_at_setup(tmp_path, capsys):
+    """--max-length above the encoder's position embeddings stops before any work, naming the flag and
+    the encoder's maximum (it was a RuntimeError traceback at the first text that long)."""
+    run = tmp_path / "r"
+    assert main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--max-length", "1000", "--out",
+                 str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: max_length (--max-length) 1000") and "at most 128 tokens" in err
+    assert "Traceback" not in err and not (run / "checkpoint.safetensors").exists()
+    assert not any((run / "cache").iterdir())  # nothing tokenised or densified
+
+
 def test_torchrun_trains_on_two_cpu_ranks_and_rank_0_alone_reports(tmp_path, ramen_env):
     """The README's torchrun command on two gloo ranks, from outside the source tree: every rank used
     to evaluate the finished run again and print its table, so the report came once per rank."""

@@ -136,6 +136,17 @@ def test_bad_encoder_options():
         Encoder.load("/nonexistent/dir")
 
 
+def test_max_length_beyond_the_encoders_positions_is_refused_naming_both():
+    """A max_length the model has no position embeddings for used to fail mid-training with a
+    tensor-size RuntimeError, once a text was that long; it is refused when the encoder is built."""
+    assert Encoder("tiny", max_length=128).max_length == 128
+    with pytest.raises(ValueError, match=r"max_length \(--max-length\) 1000 .*'tiny'.* at most 128 tokens "
+                                         r"\(max_position_embeddings"):
+        Encoder("tiny", max_length=1000)
+    with pytest.raises(ValueError, match=r"--max-length\) 513 .*at most 512 tokens"):
+        Encoder("all-MiniLM-L6-v2", max_length=513)
+
+
 def test_train_config_validation_and_files(tmp_path):
     with pytest.raises(ValueError, match="margin"):
         TrainConfig(margin=-1).validate()

@@ -28,7 +28,7 @@ class TrainConfig:
     # encoder
     encoder: str = "all-MiniLM-L6-v2"  # a built-in name or a local Hugging Face model directory
     pooling: str = "mean"  # "mean" or "cls"
-    max_length: int = 32  # tokens per text (longer texts are truncated)
+    max_length: int = 32  # tokens per text (longer texts are truncated); at most the encoder's max_position_embeddings
     label_tower: bool = False  # a separate encoder tower for labels
     dropout: float | None = None  # override the model's dropout probabilities (None: keep)
     # optimisation

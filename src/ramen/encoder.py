@@ -106,6 +106,25 @@ def _tiny_backbone(vocab_size: int, seed: int) -> torch.nn.Module:
         return AutoModel.from_config(config)
 
 
+def max_positions(config: Any) -> int | None:
+    """The most tokens a Hugging Face model's position embeddings take (max_position_embeddings or
+    n_positions in its config); None where its config states no limit."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def _check_positions(name: str, config: Any, max_length: int) -> None:
+    """A ValueError naming max_length when it is more than the model has positions for: before, a text
+    that long failed in the middle of training with a tensor-size RuntimeError."""
+    limit = max_positions(config)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length (--max-length) {max_length} is more than encoder {name!r} takes: at most "
+                         f"{limit} tokens (max_position_embeddings in its config); use --max-length {limit} or less")
+
+
 class Encoder(torch.nn.Module):
     """A Hugging Face encoder with pooling and L2 normalisation: texts -> unit vectors (N x D)."""
 
@@ -138,6 +157,7 @@ class Encoder(torch.nn.Module):
                 self.backbone = AutoModel.from_pretrained(source, local_files_only=True)
             self.label_backbone = copy.deepcopy(self.backbone) if label_tower else None
         self.name = str(name_or_path)
+        _check_positions(self.name, self.backbone.config, int(max_length))
         self.pooling = pooling
         self.max_length = int(max_length)
         self.dim = int(self.backbone.config.hidden_size if hasattr(self.backbone.config, "hidden_size")
