@@ -1,4 +1,5 @@
 """`python -m ramen`: data, train, evaluate and search from the command line."""
+import json
 import subprocess
 import sys
 
@@ -42,6 +43,28 @@ def test_train_evaluate_search(tmp_path, capsys):
                  "--eval-max-queries", "40"]) == 0
     n = len(synthetic("tiny").test_texts)
     assert f"test metrics (%), 40 queries (a seeded subset of {n:,}), exact search" in capsys.readouterr().out
+
+
+def test_the_final_report_uses_the_runs_eval_k_at_most_the_number_of_labels(tmp_path, capsys):
+    """The test metrics printed at the end are at 1..eval_k (they were at 1..5 whatever --eval-k said);
+    an eval_k above the number of labels is taken as that number, said once in the log (100,000 on
+    150 labels wrote 14 MB of metrics and took 1.2 GB)."""
+    args = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32",
+            "--eval-every", "0"]
+    assert main(args + ["--out", str(tmp_path / "k7"), "--eval-k", "7"]) == 0
+    report = capsys.readouterr().out.split("test metrics (%)")[1]
+    header, deciles = report.splitlines()[1], report.split("by label-frequency decile")[1].splitlines()[1]
+    assert header.split()[-1] == "@7" and deciles.split()[-1] == "R@7"
+    labels = len(synthetic("tiny").label_texts)
+    run = tmp_path / "huge"
+    assert main(args + ["--out", str(run), "--eval-k", "100000"]) == 0
+    report = capsys.readouterr().out.split("test metrics (%)")[1]
+    assert report.splitlines()[1].split()[-1] == f"@{labels}"
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    (metrics,) = [r["metrics"] for r in log if r["event"] == "eval"]
+    assert f"P@{labels}" in metrics and f"P@{labels + 1}" not in metrics
+    assert [r["text"] for r in log if "eval_k" in r.get("text", "")] == [
+        f"eval_k 100000 is more than the {labels:,} labels: metrics at 1..{labels:,}"]
 
 
 def test_bad_input_is_a_clear_error(tmp_path, capsys):

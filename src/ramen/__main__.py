@@ -290,7 +290,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
-    return _print_evaluation(out, dataset, exact=True, k=5, max_queries=cfg.eval_max_queries, seed=cfg.seed)
+    return _print_evaluation(out, dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed)
 
 
 def _refuse_unfinished(out: Path, overwrite: bool) -> None:
@@ -329,6 +329,7 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_querie
     if dataset.num_test == 0:
         print(f"\nthe dataset has no test queries: nothing to evaluate (the model is in {run_dir / 'model'})")
         return 0
+    k = min(k, len(dataset.label_texts))  # as evaluate takes it: no more predictions than labels
     model = Model.load(run_dir / "model")
     result = model.evaluate(dataset, k=k, exact=exact, deciles=True, max_queries=max_queries, seed=seed)
     deciles = result.pop("deciles")
@@ -338,7 +339,7 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_querie
     print(f"\ntest metrics (%), {n:,} queries{subset}, {search}:")
     print(metrics.format_table(result))
     print("\nby label-frequency decile (head to tail; P and PSP are each decile's contribution):")
-    print(metrics.format_table(deciles, ks=[1, k]))
+    print(metrics.format_table(deciles, ks=sorted({1, k})))
     return 0
 
 

@@ -75,7 +75,7 @@ class TrainConfig:
     cluster_double_at: list[int] = dataclasses.field(default_factory=list)  # epochs where cluster_size doubles
     # evaluation, logging, checkpoints, hardware
     eval_every: int = 1  # epochs between evaluations on the test split (0: only at the end)
-    eval_k: int = 5  # metrics at 1..eval_k
+    eval_k: int = 5  # metrics at 1..eval_k, during training and in the final report (at most the number of labels)
     eval_max_queries: int | None = None  # evaluate on a seeded subset of test queries during training
     seed: int = 0  # every random choice derives from it
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...

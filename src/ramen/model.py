@@ -77,7 +77,8 @@ class Model:
                  seed: int = 0, batch_size: int = 256, deciles: bool = False, progress: bool = True,
                  query_tokens: TokenCache | None = None, label_tokens: TokenCache | None = None,
                  label_vectors: np.ndarray | None = None) -> dict[str, Any]:
-        """XC metrics of the test split: "P", "nDCG", "PSP", "PSnDCG", "R", each at 1..k (fractions).
+        """XC metrics of the test split: "P", "nDCG", "PSP", "PSnDCG", "R", each at 1..k (fractions; a k
+        above the number of labels is taken as that number: there are no more predictions to score).
 
         `exact` searches by matmul instead of the approximate index: on the encoder's device where
         that is an accelerator (a blocked top-k there), else by the index's blocked matmul on the
@@ -95,6 +96,7 @@ class Model:
         rows = np.arange(len(dataset.test_texts))
         if len(rows) == 0:
             raise ValueError("evaluate: the dataset has no test queries")
+        k = min(k, len(dataset.label_texts))
         if max_queries is not None and not (isinstance(max_queries, (int, np.integer)) and max_queries >= 1):
             raise ValueError(f"evaluate: max_queries must be an integer >= 1 or None, got {max_queries!r}")
         if max_queries is not None and max_queries < len(rows):

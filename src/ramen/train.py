@@ -208,6 +208,9 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
         log.info(f"AugGT: {dataset.train_Y.nnz:,} -> {train_Y.nnz:,} training labels by label propagation")
     if dataset.num_test == 0:
         log.info("the dataset has no test queries: no evaluation during or after training")
+    elif cfg.eval_k > len(dataset.label_texts):
+        log.info(f"eval_k {cfg.eval_k} is more than the {len(dataset.label_texts):,} labels: metrics at "
+                 f"1..{len(dataset.label_texts):,}")
     unlabelled = int((np.diff(train_Y.indptr) == 0).sum())
     if unlabelled:
         log.info(f"{unlabelled:,} training queries have no label: they are never sampled")
