@@ -85,7 +85,7 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     cfg = tiny_config(epochs=3, reliance="bandit", reg_step=reg_step)
     full = tmp_path / "full"
     train(tiny_data, cfg, out_dir=full, progress=False)
-    expected = [(r["global_step"], r["loss"]) for r in records(full, "step")]
+    expected = [(r["global_step"], r["loss"], r["lr"]) for r in records(full, "step")]
     reliance = records(full, "reliance")
     assert len(reliance) == 3 and set(reliance[-1]["components"]) == {
         f"{side}/{name}" for name in tiny_data.anchor_sets for side in ("Rx", "Rz")}
@@ -96,7 +96,7 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
         train(tiny_data, cfg, out_dir=part, progress=False)
     monkeypatch.undo()
     train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
-    got = [(r["global_step"], r["loss"]) for r in records(part, "step")]
+    got = [(r["global_step"], r["loss"], r["lr"]) for r in records(part, "step")]
     assert got == expected
     assert records(part, "reliance")[-1] == reliance[-1]
 
@@ -956,7 +956,7 @@ def test_max_steps_cuts_the_run_short_then_evaluates_and_saves(tiny_data, tmp_pa
     model = train(tiny_data, tiny_config(epochs=3, max_steps=11), out_dir=tmp_path, progress=False)
     steps = records(tmp_path, "step")
     assert [r["global_step"] for r in steps] == list(range(1, 12))  # 9 steps an epoch: epoch 2 cut at step 2
-    assert steps[-1]["lr"] == 0.0  # the schedule spans the 11 steps
+    assert steps[-1]["lr"] == pytest.approx(1e-4)  # the schedule spans the 11 steps: 1/10 of the peak at the last
     assert any("max_steps 11 reached at epoch 2, step 2" in r["text"] for r in records(tmp_path, "info"))
     assert [r["epoch"] for r in records(tmp_path, "eval")] == [1, 2]  # after epoch 1, and in the cut epoch 2
     assert checkpoint.load(tmp_path / CHECKPOINT)["progress"] == {"epoch": 1, "step": 2, "global_step": 11}
@@ -965,6 +965,26 @@ def test_max_steps_cuts_the_run_short_then_evaluates_and_saves(tiny_data, tmp_pa
     assert len(records(tmp_path, "step")) == 11  # resumed at the limit: nothing more to train
     with pytest.raises(ValueError, match="max_steps"):
         tiny_config(max_steps=0).validate()
+
+
+@pytest.mark.parametrize("max_steps", [1, 11])
+def test_each_step_logs_the_learning_rate_it_trained_with(tiny_data, tmp_path, monkeypatch, max_steps):
+    """A step's `lr` is the optimizer's rate during that step (it was read after the scheduler had
+    moved on: the next step's, so the first step logged the second's and the last 0.0)."""
+    used = []
+    real = train_module.train_step
+
+    def step(module, encoder, optimizer, *args, **kwargs):
+        used.append(optimizer.param_groups[0]["lr"])
+        return real(module, encoder, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step)
+    cfg = tiny_config(epochs=2, max_steps=max_steps)
+    train(tiny_data, cfg, out_dir=tmp_path, progress=False)
+    logged = [r["lr"] for r in records(tmp_path, "step")]
+    schedule = step_module.lr_lambda(max_steps, cfg.warmup)
+    assert logged == used == [cfg.lr * schedule(i) for i in range(max_steps)]
+    assert logged[0] == cfg.lr and logged[-1] > 0  # one warm-up step: the peak first, then a decay short of 0
 
 
 def test_pruning_anchor_sets_in_blocks_gives_the_same_graphs(tiny_data, monkeypatch):

@@ -375,6 +375,7 @@ def _step(run: Run, epoch: int, batch: Batch) -> tuple[float, float, dict[str, f
     state, t0 = run.state, time.perf_counter()
     mult = run.reliance.multipliers()
     weights = {c: run.base_weights[c] * mult[c] for c in run.components}
+    lr = run.optimizer.param_groups[0]["lr"]  # the rate this step trains with: the step moves the scheduler on
     try:
         stats = train_step(run.module, run.encoder, run.optimizer, run.scheduler, batch, run.d, run.cfg, weights,
                            run.reliance, run.reg_optimizer)
@@ -395,7 +396,7 @@ def _step(run: Run, epoch: int, batch: Batch) -> tuple[float, float, dict[str, f
     state.global_step += 1
     qps = len(batch.query_ids) * (1 if run.gather else run.d.world) / (time.perf_counter() - t0)
     run.log.write({"event": "step", "epoch": epoch + 1, "step": batch.step, "global_step": state.global_step,
-                   "loss": value, "losses": parts, "lr": run.scheduler.get_last_lr()[0], "qps": qps, "spread": spread,
+                   "loss": value, "losses": parts, "lr": lr, "qps": qps, "spread": spread,
                    "texts": int(sum(t[0].shape[0] for t in batch.tokens.values()))})
     return value, qps, spread
 
