@@ -82,10 +82,11 @@ def test_load_checks_the_index_against_the_encoder_and_labels_it_holds(tmp_path:
     model.build_index(exact=True, progress=False)
     model.save(tmp_path / "m")
     assert len(Model.load(tmp_path / "m").index) == 4
-    # the encoder replaced in place by another one (a further-tuned model saved over it)
-    Encoder("tiny", seed=1).save(tmp_path / "m" / "encoder")
+    # an index copied in from another model (the encoder and model.json intact)
+    Model(Encoder("tiny", seed=1), labels).save(tmp_path / "other")
+    (tmp_path / "m" / "labels.index").replace(tmp_path / "other" / "labels.index")
     with pytest.raises(ValueError, match="rebuild the index with this model"):
-        Model.load(tmp_path / "m")
+        Model.load(tmp_path / "other")
     # an index of fewer labels than the model names
     short = Model(encoder, labels[:3])
     short.build_index(exact=True, progress=False)
@@ -93,3 +94,36 @@ def test_load_checks_the_index_against_the_encoder_and_labels_it_holds(tmp_path:
     short.save(tmp_path / "s")
     with pytest.raises(ValueError, match="holds 3 label ids, not the model's 4 labels"):
         Model.load(tmp_path / "s")
+
+
+def damage(path: Path) -> None:
+    """Overwrites 400 bytes near the end of `path` (inside a safetensors file's weights), same size."""
+    data = bytearray(path.read_bytes())
+    data[-1000:-600] = bytes(400)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("with_index", [True, False], ids=["with-index", "without-index"])
+def test_load_refuses_encoder_weights_that_do_not_match_model_json(tmp_path: Path, encoder: Encoder,
+                                                                   with_index: bool) -> None:
+    """Damaged or replaced weights are named as such, not blamed on the label index nor served."""
+    model = Model(encoder, ["alpha", "beta", "gamma"])
+    if with_index:
+        model.build_index(progress=False)
+    model.save(tmp_path / "m")
+    damage(tmp_path / "m" / "encoder" / "query_tower" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"encoder: its weights \(query_tower/model.safetensors\) do not match "
+                                         r"the fingerprint model.json records .*: the file is damaged or was replaced"):
+        Model.load(tmp_path / "m")
+    Encoder("tiny", seed=1).save(tmp_path / "m" / "encoder")  # another encoder saved over this one
+    with pytest.raises(ValueError, match="do not match the fingerprint model.json records"):
+        Model.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("meta", ['{"format": 1, "num_labels": 1}', '{"format": 1, "fingerprint": 7}', '[1]'],
+                         ids=["missing", "not-a-string", "not-an-object"])
+def test_load_needs_the_fingerprint_in_model_json(tmp_path: Path, encoder: Encoder, meta: str) -> None:
+    path = saved(tmp_path, encoder, ["x"])
+    (path / "model.json").write_text(meta)
+    with pytest.raises(ValueError, match=r"model.json: .*fingerprint"):
+        Model.load(path)

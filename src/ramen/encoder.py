@@ -251,7 +251,7 @@ class Encoder(torch.nn.Module):
         h = hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode())
         for key, value in sorted(self.state_dict().items()):
             h.update(key.encode())
-            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+            h.update(value.detach().cpu().contiguous().view(torch.uint8).numpy()  # its buffer: no copy
                      if value.dtype != torch.bool else value.cpu().numpy().tobytes())
         return h.hexdigest()[:16]
 

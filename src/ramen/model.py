@@ -145,27 +145,51 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, device: str = "cpu", view: bool = True) -> "Model":
-        """Loads a saved Model; its label index (if saved) is memory-mapped with `view` and must
-        have been made by the encoder loaded (its weights' fingerprint) for exactly its labels."""
+        """Loads a saved Model; its encoder's weights must match the fingerprint model.json records
+        (a damaged or replaced file is refused, not served), and its label index (if saved) is
+        memory-mapped with `view` and must have been made by that encoder for exactly its labels."""
         from ramen.index import LabelIndex
 
         path = Path(path)
-        if not (path / "model.json").exists():
-            raise ValueError(f"{path} is not a saved ramen Model (no model.json)")
-        try:
-            meta = json.loads((path / "model.json").read_bytes())
-        except (ValueError, RecursionError) as e:
-            raise ValueError(f"{path / 'model.json'}: not valid JSON ({e})") from None
-        encoder = Encoder.load(path / "encoder").to(device)
-        model = cls(encoder, _read_labels(path, meta.get("num_labels") if isinstance(meta, dict) else None))
+        meta = _read_meta(path)
+        encoder = Encoder.load(path / "encoder")
+        fingerprint = _checked_fingerprint(path, meta["fingerprint"], encoder)  # on the host, before `.to(device)`
+        model = cls(encoder.to(device), _read_labels(path, meta.get("num_labels")))
         if (path / INDEX_FILE).exists():
-            index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=encoder.fingerprint())
+            index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=fingerprint)
             labels = model.label_texts or []
             if not np.array_equal(index.ids, np.arange(len(labels))):
                 raise ValueError(f"{path / INDEX_FILE}: holds {len(index):,} label ids, not the model's "
                                  f"{len(labels):,} labels 0..{len(labels) - 1}: rebuild the index with this model")
             model.index = index
         return model
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """model.json of the saved Model at `path`: a JSON object holding the encoder's fingerprint."""
+    if not (path / "model.json").exists():
+        raise ValueError(f"{path} is not a saved ramen Model (no model.json)")
+    try:
+        meta = json.loads((path / "model.json").read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path / 'model.json'}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("fingerprint"), str):
+        raise ValueError(f"{path / 'model.json'}: expected a JSON object with the encoder's 'fingerprint' (a string)")
+    return meta
+
+
+def _checked_fingerprint(path: Path, recorded: str, encoder: Encoder) -> str:
+    """The loaded encoder's fingerprint, which must be the one model.json `recorded`: weights changed
+    on disk since the save would otherwise be served, or blamed on the label index. Costs one
+    SHA-256 pass over the weights, which the label index's check needs anyway."""
+    fingerprint = encoder.fingerprint()
+    if fingerprint != recorded:
+        weights = ", ".join(str(f.relative_to(path / "encoder"))
+                            for f in sorted((path / "encoder").glob("*/*.safetensors")))
+        raise ValueError(f"{path / 'encoder'}: its weights ({weights or 'no safetensors file'}) do not match the "
+                         f"fingerprint model.json records ({recorded!r}, loaded {fingerprint!r}): the file is "
+                         "damaged or was replaced")
+    return fingerprint
 
 
 LABELS_TXT, LABELS_JSON = "labels.txt", "labels.json"
