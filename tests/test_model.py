@@ -127,3 +127,45 @@ def test_load_needs_the_fingerprint_in_model_json(tmp_path: Path, encoder: Encod
     (path / "model.json").write_text(meta)
     with pytest.raises(ValueError, match=r"model.json: .*fingerprint"):
         Model.load(path)
+
+
+ENCODER_FILES = ["encoder/query_tower/model.safetensors", "encoder/query_tower/config.json",
+                 "encoder/tokenizer/tokenizer.json", "encoder/tokenizer/tokenizer_config.json", "encoder/spec.json"]
+
+
+@pytest.mark.parametrize("name", ENCODER_FILES)
+@pytest.mark.parametrize("size", [0, 20, 1000])  # at most half the file
+def test_a_truncated_encoder_file_is_named(tmp_path: Path, encoder: Encoder, name: str, size: int) -> None:
+    path = saved(tmp_path, encoder, ["x"])
+    with open(path / name, "r+b") as f:
+        f.truncate(min(size, (path / name).stat().st_size // 2))
+    with pytest.raises(ValueError, match=f"{path / name}: "):
+        Model.load(path)
+
+
+@pytest.mark.parametrize("spec,field", [('{"name": "tiny"}', "pooling"), ('[]', "object"),
+                                        ('{"name": "t", "pooling": "max", "max_length": 8, "label_tower": false}',
+                                         "pooling"),
+                                        ('{"name": "t", "pooling": "cls", "max_length": "8", "label_tower": false}',
+                                         "max_length"),
+                                        ('{"name": "t", "pooling": "cls", "max_length": 8, "label_tower": 1}',
+                                         "label_tower")])
+def test_a_bad_encoder_spec_is_named(tmp_path: Path, encoder: Encoder, spec: str, field: str) -> None:
+    path = saved(tmp_path, encoder, ["x"])
+    (path / "encoder" / "spec.json").write_text(spec)
+    with pytest.raises(ValueError, match=f"spec.json: .*{field}"):
+        Model.load(path)
+
+
+@pytest.mark.parametrize("command", [["search", "{run}", "x"], ["evaluate", "{run}", "--data", "synthetic:tiny"],
+                                     ["export", "{run}", "{out}"]])
+def test_cli_names_a_truncated_weights_file(tmp_path: Path, encoder: Encoder, command: list[str], capsys) -> None:
+    from ramen.__main__ import main
+
+    Model(encoder, ["x"]).save(tmp_path / "run" / "model")
+    weights = tmp_path / "run" / "model" / "encoder" / "query_tower" / "model.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(1000)
+    assert main([a.format(run=tmp_path / "run", out=tmp_path / "st") for a in command]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {weights}: ") and len(err.strip().splitlines()) == 1

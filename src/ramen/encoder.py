@@ -125,6 +125,60 @@ def _check_positions(name: str, config: Any, max_length: int) -> None:
                          f"{limit} tokens (max_position_embeddings in its config); use --max-length {limit} or less")
 
 
+_SPEC_FIELDS = {"name": (lambda v: isinstance(v, str), "a string"),
+                "pooling": (lambda v: v in ("mean", "cls"), "'mean' or 'cls'"),
+                "max_length": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 2, "an integer >= 2"),
+                "label_tower": (lambda v: isinstance(v, bool), "true or false")}
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    """spec.json of a saved Encoder, every field checked: a cut or edited file is a ValueError
+    naming it and the field, not a KeyError or JSON error that names neither."""
+    try:
+        spec = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a JSON {type(spec).__name__}")
+    for field, (ok, want) in _SPEC_FIELDS.items():
+        if field not in spec or not ok(spec[field]):
+            got = repr(spec[field])[:100] if field in spec else "nothing"
+            raise ValueError(f"{path}: field {field!r} must be {want}, got {got}")
+    return spec
+
+
+def _check_files(directory: Path) -> None:
+    """Reads every JSON file and safetensors header in `directory` (a saved tower or tokenizer): a
+    cut or damaged one is a ValueError naming it, not the traceback of the library that reads it."""
+    from safetensors import SafetensorError, safe_open
+
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: missing (the saved encoder is incomplete)")
+    for file in sorted(directory.iterdir()):
+        if file.suffix == ".json":
+            try:
+                json.loads(file.read_bytes())
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{file}: not valid JSON ({e})") from None
+        elif file.suffix == ".safetensors":
+            try:
+                with safe_open(file, framework="pt") as f:  # checks the header and the file's size
+                    f.keys()
+            except SafetensorError as e:
+                raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def _from_saved(auto: Any, directory: Path) -> Any:
+    """`auto.from_pretrained(directory)` from local files once `_check_files` passed; whatever else
+    stops the load (say a config.json with impossible values) is a ValueError naming `directory`."""
+    _check_files(directory)
+    try:
+        return auto.from_pretrained(directory, local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - a hostile file can make the library raise anything
+        first_line = (str(e).splitlines() or [""])[0][:300]
+        raise ValueError(f"{directory}: cannot be loaded ({type(e).__name__}: {first_line})") from None
+
+
 class Encoder(torch.nn.Module):
     """A Hugging Face encoder with pooling and L2 normalisation: texts -> unit vectors (N x D)."""
 
@@ -141,13 +195,12 @@ class Encoder(torch.nn.Module):
         source = resolve_encoder(name_or_path)
         saved = isinstance(source, Path) and (source / "spec.json").exists()
         if saved:
-            spec = json.loads((source / "spec.json").read_text())
+            spec = _read_spec(source / "spec.json")
             pooling, max_length, label_tower = spec["pooling"], spec["max_length"], spec["label_tower"]
             name_or_path = spec["name"]
-            self.tokenizer = AutoTokenizer.from_pretrained(source / "tokenizer", local_files_only=True)
-            self.backbone = AutoModel.from_pretrained(source / "query_tower", local_files_only=True)
-            self.label_backbone = (AutoModel.from_pretrained(source / "label_tower", local_files_only=True)
-                                   if label_tower else None)
+            self.tokenizer = _from_saved(AutoTokenizer, source / "tokenizer")
+            self.backbone = _from_saved(AutoModel, source / "query_tower")
+            self.label_backbone = _from_saved(AutoModel, source / "label_tower") if label_tower else None
         else:
             tok_source = _minilm_path() if source == TINY else source
             self.tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
