@@ -104,3 +104,34 @@ def test_torchrun_trains_on_two_cpu_ranks_and_rank_0_alone_reports(tmp_path, ram
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("test metrics (%)") == 1, done.stdout[-3000:]
     assert (out / "model").is_dir() and (out / "run.json").is_file()
+
+
+def test_evaluate_names_the_index_it_searched(tmp_path, capsys):
+    """The table's header says "the saved approximate label index" only when that index was used."""
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    labels = synthetic("tiny").label_texts
+    model = Model(Encoder("tiny"), labels)
+    model.build_index(progress=False)
+    model.save(tmp_path / "run" / "model")
+    assert main(["data", "synth", "--size", "tiny", "--seed", "1", "--out", str(tmp_path / "other")]) == 0
+    assert load_xc(tmp_path / "other").label_texts != labels
+    capsys.readouterr()
+
+    def header(*args: str) -> str:
+        assert main(["evaluate", str(tmp_path / "run"), *args]) == 0
+        return next(line for line in capsys.readouterr().out.splitlines() if line.startswith("test metrics"))
+
+    assert header("--data", "synthetic:tiny").endswith(", the saved approximate label index:")
+    assert header("--data", str(tmp_path / "other")).endswith(
+        ", an approximate label index built now, untuned (the saved one indexes the model's labels, not the "
+        "dataset's):")
+    assert header("--data", "synthetic:tiny", "--exact").endswith(", exact search:")
+    (tmp_path / "run" / "model" / "labels.index").unlink()
+    assert header("--data", "synthetic:tiny").endswith(
+        ", an approximate label index built now, untuned (the model has none saved):")
+    model.build_index(exact=True, progress=False)
+    model.save(tmp_path / "run" / "model")
+    assert header("--data", "synthetic:tiny").endswith(
+        ", an approximate label index built now, untuned (the saved one is exact):")

@@ -331,9 +331,10 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_querie
         return 0
     k = min(k, len(dataset.label_texts))  # as evaluate takes it: no more predictions than labels
     model = Model.load(run_dir / "model")
+    saved = model.index
     result = model.evaluate(dataset, k=k, exact=exact, deciles=True, max_queries=max_queries, seed=seed)
     deciles = result.pop("deciles")
-    search = "exact search" if exact else "the saved approximate label index"
+    search = "exact search" if exact else _index_used(saved, model.index)
     n = len(dataset.test_texts) if max_queries is None else min(max_queries, len(dataset.test_texts))
     subset = "" if n == len(dataset.test_texts) else f" (a seeded subset of {len(dataset.test_texts):,})"
     print(f"\ntest metrics (%), {n:,} queries{subset}, {search}:")
@@ -341,6 +342,16 @@ def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_querie
     print("\nby label-frequency decile (head to tail; P and PSP are each decile's contribution):")
     print(metrics.format_table(deciles, ks=sorted({1, k})))
     return 0
+
+
+def _index_used(saved, used) -> str:
+    """The approximate index an evaluation searched, for its table's header: the saved one only
+    when it was used; else the one `Model.evaluate` built (untuned) and why the saved one was not."""
+    if used is saved:
+        return "the saved approximate label index"
+    why = ("the model has none saved" if saved is None else "the saved one is exact" if saved.exact
+           else "the saved one indexes the model's labels, not the dataset's")
+    return f"an approximate label index built now, untuned ({why})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
