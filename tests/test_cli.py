@@ -135,3 +135,16 @@ def test_evaluate_names_the_index_it_searched(tmp_path, capsys):
     model.save(tmp_path / "run" / "model")
     assert header("--data", "synthetic:tiny").endswith(
         ", an approximate label index built now, untuned (the saved one is exact):")
+
+
+@pytest.mark.parametrize("query", ["", "   ", "\t\u200b"])
+def test_search_refuses_a_blank_query(tmp_path, capsys, query):
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    Model(Encoder("tiny"), ["alpha", "beta"]).save(tmp_path / "run" / "model")
+    with pytest.raises(SystemExit, match="query .*: empty, or only whitespace"):
+        main(["search", str(tmp_path / "run"), query])
+    assert capsys.readouterr().out == ""
+    assert main(["search", str(tmp_path / "run"), "a", "-k", "1"]) == 0  # a short query is a query
+    assert capsys.readouterr().out.split()[2] in ("alpha", "beta")

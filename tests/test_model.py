@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ramen.encoder import Encoder
@@ -169,3 +170,17 @@ def test_cli_names_a_truncated_weights_file(tmp_path: Path, encoder: Encoder, co
     assert main([a.format(run=tmp_path / "run", out=tmp_path / "st") for a in command]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {weights}: ") and len(err.strip().splitlines()) == 1
+
+
+def test_predict_gives_blank_texts_no_labels(encoder: Encoder) -> None:
+    """A text with nothing the encoder reads gets -1 ids (score -inf), as padding; the batch's other
+    texts, short ones included, get the labels they get alone."""
+    model = Model(encoder, ["alpha", "beta", "gamma", "delta"])
+    texts = ["", "a", "   ", "\u200b\t", "beta gamma", "?"]
+    ids, scores = model.predict(texts, k=3)
+    blank = [0, 2, 3]
+    assert (ids[blank] == -1).all() and (scores[blank] == -np.inf).all()
+    for i in (1, 4, 5):
+        alone_ids, alone_scores = model.predict(texts[i], k=3)
+        assert (ids[i] >= 0).all() and (ids[i] == alone_ids[0]).all()
+        np.testing.assert_allclose(scores[i], alone_scores[0], atol=1e-6)

@@ -250,6 +250,11 @@ class Encoder(torch.nn.Module):
             raise TypeError(f"texts must be a list of strings, got {type(bad).__name__} {bad!r:.60}")
         return TokenCache.build(self.tokenizer, texts, self.max_length, progress=progress)
 
+    def blank(self, cache: TokenCache) -> np.ndarray:
+        """Which texts of `cache` hold no token but the tokenizer's own (CLS, SEP): empty, whitespace,
+        or only characters the tokenizer drops. They all embed to one vector, which means nothing."""
+        return np.asarray(cache.lengths) <= self.tokenizer.num_special_tokens_to_add()
+
     @torch.no_grad()
     def encode(self, texts: list[str] | TokenCache, batch_size: int = 256, *, tower: str = "query",
                progress: bool = True, desc: str = "encode") -> np.ndarray:

@@ -65,13 +65,19 @@ class Model:
 
     def predict(self, texts: list[str] | str, k: int = 10, *, batch_size: int = 256,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(label ids, cosine scores), each (N x k), best first; -1 pads where fewer labels exist."""
+        """(label ids, cosine scores), each (N x k), best first; -1 (score -inf) pads where fewer
+        labels exist, and fills the row of a blank text (empty, whitespace, or only characters the
+        tokenizer drops: `Encoder.blank`), whose embedding would rank labels for no reason. Short
+        texts are queries like any other."""
         if isinstance(texts, str):
             texts = [texts]
         if self.index is None:
             self.build_index(progress=progress)
-        queries = self.encode(texts, batch_size=batch_size, progress=progress)
-        return self.index.search(queries, k)
+        cache = self.encoder.tokenize(texts, progress=False)
+        ids, scores = self.index.search(self.encode(cache, batch_size=batch_size, progress=progress), k)
+        blank = self.encoder.blank(cache)
+        ids[blank], scores[blank] = -1, -np.inf
+        return ids, scores
 
     def evaluate(self, dataset, *, k: int = 5, exact: bool = True, max_queries: int | None = None,
                  seed: int = 0, batch_size: int = 256, deciles: bool = False, progress: bool = True,
