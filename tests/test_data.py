@@ -488,6 +488,9 @@ def test_load_glf_layout(tmp_path: Path) -> None:
     (("ramen.json", '{"format": "ramen.xc", "A": "0.5"}'), r"ramen.json: 'A' must be a number"),
     (("ramen.json", '{"format": "ramen.xc", "version": 99}'), r"ramen.json: written by a newer ramen"),
     (("ramen.json", '{"format": "other"}'), r"ramen.json: not a ramen dataset description"),
+    (("ramen.json", '{"format": "ramen.xc", "a": 0.5}'), r"ramen.json: unknown key\(s\) 'a'; known: A, B"),
+    (("ramen.json", '{"A": -1}'), r"ramen.json: 'A' must be a finite number > 0"),
+    (("ramen.json", '{"B": -1}'), r"ramen.json: 'B' must be a finite number > -1"),
 ])
 def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str) -> None:
     write_glf(tmp_path)
@@ -579,18 +582,28 @@ def test_load_missing_files(tmp_path: Path) -> None:
         load_xc(tmp_path / "absent")
 
 
+def test_a_hand_written_description_needs_no_format_key(tmp_path: Path) -> None:
+    """The README lists name, A, B and the anchor-set order as ramen.json's keys; a file of just those
+    was refused for want of "format": "ramen.xc"."""
+    write_glf(tmp_path)
+    (tmp_path / "ramen.json").write_text('{"name": "mydata", "A": 0.6, "B": 2.0}')
+    ds = load_xc(tmp_path)
+    assert (ds.name, ds.A, ds.B) == ("mydata", 0.6, 2.0)
+
+
 def test_save_refuses_to_clobber(tmp_path: Path) -> None:
     ds = make_dataset()
     save_xc(ds, tmp_path / "d")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match=r"overwrite=True \(--overwrite on the command line\)"):
         save_xc(ds, tmp_path / "d")
     other = make_dataset(3, name="other")
     save_xc(other, tmp_path / "d", overwrite=True)
     assert load_xc(tmp_path / "d") == other
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "mine.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a dataset directory"):
-        save_xc(ds, tmp_path / "notes", overwrite=True)
+    for overwrite in (False, True):  # without overwrite it used to advise overwrite=True, then refuse that
+        with pytest.raises(ValueError, match="not a dataset directory"):
+            save_xc(ds, tmp_path / "notes", overwrite=overwrite)
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
     save_xc(ds, tmp_path / "d.npz")
     with pytest.raises(FileExistsError):

@@ -96,6 +96,9 @@ def test_dictd_reader(tiny: Path) -> None:
     assert articles[3].headwords == ("ld", "linker")  # every headword naming the article, in index order
     plain = write_dictd(tiny.parent.parent / "plain", ARTICLES, compress=False)
     assert [a.text for a in read_dictd(plain)] == ARTICLES
+    for path in (tiny, plain):  # its .index file names the dictionary too (it looked for "X.index.index")
+        index = next(path.parent.glob("*.index"))
+        assert [a.text for a in read_dictd(index)] == ARTICLES
 
 
 def test_tiny_task(tiny: Path) -> None:

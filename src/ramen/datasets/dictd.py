@@ -91,8 +91,13 @@ def _read_prefix(path: Path, size: int) -> bytes:
 
 def read_dictd(dict_path: str | os.PathLike, index_path: str | os.PathLike | None = None) -> list[Article]:
     """The articles of a dictd dictionary in dict-file order. `index_path` defaults to the dict
-    path with `.dict` or `.dict.dz` replaced by `.index`."""
+    path with `.dict` or `.dict.dz` replaced by `.index`; given the `.index` file as `dict_path`,
+    the dict file beside it is read (`.dict.dz`, else `.dict`)."""
     dict_path = Path(dict_path)
+    if index_path is None and dict_path.name.endswith(".index"):
+        index_path, stem = dict_path, dict_path.name.removesuffix(".index")
+        beside = [dict_path.with_name(stem + suffix) for suffix in (".dict.dz", ".dict")]
+        dict_path = next((p for p in beside if p.is_file()), beside[0])
     if index_path is None:
         name = dict_path.name
         stem = name[: -len(".dict.dz")] if name.endswith(".dict.dz") else name.removesuffix(".dict")

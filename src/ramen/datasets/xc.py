@@ -39,6 +39,7 @@ from ramen.files import temp_path
 
 META = "ramen.json"
 FORMAT = "ramen.xc"
+META_KEYS = frozenset({"format", "version", "name", "A", "B", "anchor_sets"})
 VERSION = 1
 DEFAULT_A, DEFAULT_B = 0.55, 1.5
 _TEXTS = {"train_texts": "train", "test_texts": "test", "label_texts": "label"}
@@ -84,8 +85,9 @@ def _parse_meta(text: str, where: Path) -> dict:
         raise ValueError(f"{where}: not valid JSON (nested too deeply)") from None
     except ValueError as e:  # e.g. an integer of more digits than Python converts
         raise ValueError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{where}: not a ramen dataset description (expected \"format\": \"{FORMAT}\")")
+    if not isinstance(meta, dict) or meta.get("format", FORMAT) != FORMAT:  # a hand-written one may leave it out
+        raise ValueError(f"{where}: not a ramen dataset description (expected a JSON object with \"format\": "
+                         f"\"{FORMAT}\" or none)")
     return _check_meta(meta, where)
 
 
@@ -102,7 +104,12 @@ def _finite(x: int | float) -> bool:
 
 
 def _check_meta(meta: dict, where: Path) -> dict:
-    """The description's fields have the right types and a version this code reads."""
+    """The description's fields have the right types and a version this code reads; a key it does not
+    know (a typo, say "a" for "A") is an error, not a default silently used."""
+    unknown = sorted(set(meta) - META_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(META_KEYS))}")
     version = meta.get("version", VERSION)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ValueError(f"{where}: 'version' must be a positive integer, got {_short(version)}")
@@ -111,8 +118,9 @@ def _check_meta(meta: dict, where: Path) -> dict:
     for key in ("A", "B"):
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))):
             raise ValueError(f"{where}: {key!r} must be a number, got {_short(meta[key])}")
-        if key in meta and not _finite(meta[key]):
-            raise ValueError(f"{where}: {key!r} must be a finite number, got {_short(meta[key])}")
+        if key in meta and not (_finite(meta[key]) and meta[key] > (0 if key == "A" else -1)):
+            raise ValueError(f"{where}: {key!r} must be a finite number > {0 if key == 'A' else -1} (a propensity "
+                             f"constant), got {_short(meta[key])}")
     if "name" in meta and not isinstance(meta["name"], str):
         raise ValueError(f"{where}: 'name' must be a string, got {_short(meta['name'])}")
     if "anchor_sets" in meta and not (isinstance(meta["anchor_sets"], list)
@@ -319,15 +327,16 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     one that holds a dataset). progress: a tqdm bar over files (default: for > 10M entries)."""
     ds.validate()
     path = Path(path)
+    if path.suffix == ".npz" and path.is_dir():
+        raise ValueError(f"{path} is a directory; an .npz target must be a file")
+    if path.suffix != ".npz" and path.exists() and (
+            not path.is_dir() or (any(path.iterdir()) and not _looks_like_dataset(path))):
+        raise ValueError(f"refusing to replace {path}: it is not a dataset directory (choose another path)")
     if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
-        raise FileExistsError(f"{path} exists: pass overwrite=True to replace it")
+        raise FileExistsError(f"{path} exists: replace it with overwrite=True (--overwrite on the command line)")
     if path.suffix == ".npz":
-        if path.is_dir():
-            raise ValueError(f"{path} is a directory; an .npz target must be a file")
         _save_npz(ds, path)
         return
-    if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not _looks_like_dataset(path))):
-        raise ValueError(f"refusing to replace {path}: it is not a dataset directory")
     if progress is None:
         progress = ds.train_Y.nnz + sum(a.train_X_A.nnz + a.label_A.nnz for a in ds.anchor_sets.values()) > 10_000_000
     target = path.resolve()
