@@ -170,7 +170,8 @@ def test_a_token_cache_that_fails_its_check_is_rebuilt_naming_it(tmp_path, damag
     naming nothing, and an altered one was trained on silently)."""
     from ramen.encoder import Encoder
     from ramen.run_cache import tokenize_cached
-    from ramen.tokens import CHECKSUMS, file_sha256
+    from ramen.files import file_sha256
+    from ramen.tokens import CHECKSUMS
 
     encoder = Encoder("tiny", max_length=16)
     texts = [f"query {i} about graphs" for i in range(50)]

@@ -1,7 +1,6 @@
 """Token cache: every text tokenised once into numpy arrays that batches gather from."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ramen.files import temp_path
+from ramen.files import file_sha256, temp_path
 
 CHECKSUMS = "sha256.json"  # the SHA-256 of each file of a saved cache, written last
 FILES = ("pad_id.txt", "ids.npy", "lengths.npy")
@@ -104,15 +103,6 @@ class TokenCache:
             return cls(ids, lengths, pad)
         except ValueError as exc:
             raise ValueError(f"{path} is not a readable token cache: {exc}") from None
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read a MiB at a time (0.4 s for the paper's 2.46M anchors x 32 tokens)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_checksums(path: Path) -> dict[str, str]:

@@ -18,7 +18,8 @@ from ramen.batching import Graphs
 from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.encoder import Encoder
-from ramen.files import temp_path
+from ramen.datasets.archive import read_npz
+from ramen.files import file_sha256, temp_path
 from ramen.digest import content_key
 from ramen.runlog import RunLog
 from ramen.tokens import TokenCache
@@ -49,7 +50,10 @@ def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: s
     key = content_key(E, cfg.walk_length, cfg.restart_prob, cfg.densify_top_k, cfg.seed)
     path = cache_dir / f"densified-{tag}-{key}.npz" if cache_dir else None
     if path is not None and path.exists():
-        return sp.load_npz(path).tocsr()
+        try:
+            return _load_densified(path, E.shape)
+        except (OSError, ValueError) as exc:
+            log.info(f"densified graph cache {path} failed its check, densifying again: {exc}")
     t0 = time.perf_counter()
     out = densify(E.tocsr(), walk_length=cfg.walk_length, restart_prob=cfg.restart_prob,
                   top_k=cfg.densify_top_k, seed=cfg.seed)
@@ -57,9 +61,34 @@ def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: s
              graph=tag, edges_before=int(E.nnz), edges_after=int(out.nnz))
     if path is not None:
         tmp = temp_path(path)  # every rank densifies and may write the cache at once
-        sp.save_npz(tmp, out)
+        np.savez_compressed(tmp, data=out.data, indices=out.indices, indptr=out.indptr, shape=np.array(out.shape))
+        digest = file_sha256(tmp)
         os.replace(tmp, path)
+        tmp = temp_path(_checksum_path(path))  # written last: the cache is complete once it is there
+        tmp.write_text(digest)
+        os.replace(tmp, _checksum_path(path))
     return out
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _load_densified(path: Path, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A densified graph `densified` cached, after checking it against its SHA-256 and its structure
+    (a CSR matrix of `shape`, finite weights): a ValueError naming the file where either fails."""
+    if file_sha256(path) != _checksum_path(path).read_text().strip():  # a missing checksum: OSError
+        raise ValueError("it does not match its checksum (damaged, altered or cut short)")
+    arrays = read_npz(path)
+    try:
+        m = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
+        m.check_format(full_check=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a CSR matrix ({type(exc).__name__}: {exc})") from None
+    if m.shape != tuple(shape) or not np.isfinite(m.data).all():
+        raise ValueError(f"holds a {m.shape} matrix{'' if np.isfinite(m.data).all() else ' with non-finite weights'}, "
+                         f"not the graph's {tuple(shape)}")
+    return m
 
 
 def build_graphs(dataset: Dataset, cfg: TrainConfig, cache_dir: Path | None, log: RunLog) -> dict[str, Graphs]:
