@@ -489,7 +489,7 @@ def test_load_glf_layout(tmp_path: Path) -> None:
     (("ramen.json", '{"format": "ramen.xc", "version": 99}'), r"ramen.json: written by a newer ramen"),
     (("ramen.json", '{"format": "other"}'), r"ramen.json: not a ramen dataset description"),
     (("ramen.json", '{"format": "ramen.xc", "a": 0.5}'), r"ramen.json: unknown key\(s\) 'a'; known: A, B"),
-    (("ramen.json", '{"A": -1}'), r"ramen.json: 'A' must be a finite number > 0"),
+    (("ramen.json", '{"A": -1}'), r"ramen.json: 'A' must be a finite number >= 0"),
     (("ramen.json", '{"B": -1}'), r"ramen.json: 'B' must be a finite number > -1"),
 ])
 def test_load_errors_name_the_file(tmp_path: Path, breakage: tuple, message: str) -> None:

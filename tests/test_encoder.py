@@ -147,6 +147,18 @@ def test_max_length_beyond_the_encoders_positions_is_refused_naming_both():
         Encoder("all-MiniLM-L6-v2", max_length=513)
 
 
+def test_max_positions_of_other_model_families():
+    """RoBERTa's 514 positions hold 512 tokens (its offset of pad_token_id + 1); DeBERTa without
+    absolute positions has no limit to check."""
+    from types import SimpleNamespace
+
+    from ramen.encoder import max_positions
+
+    assert max_positions(SimpleNamespace(max_position_embeddings=514, pad_token_id=1, model_type="xlm-roberta")) == 512
+    assert max_positions(SimpleNamespace(max_position_embeddings=512, position_biased_input=False)) is None
+    assert max_positions(SimpleNamespace(n_positions=1024)) == 1024 and max_positions(SimpleNamespace()) is None
+
+
 def test_train_config_validation_and_files(tmp_path):
     with pytest.raises(ValueError, match="margin"):
         TrainConfig(margin=-1).validate()

@@ -99,7 +99,7 @@ class TrainConfig:
             "prune_threshold", "reliance_lr")}
         checks = [
             *((ok, f"{name} must be finite") for name, ok in finite.items()),
-            (self.max_length >= 1, "max_length must be >= 1"),
+            (self.max_length >= 2, "max_length must be >= 2 (the encoder's special tokens take 2)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.grad_clip >= 0, "grad_clip must be >= 0 (0: off)"),
             (self.lambda_x >= 0 and self.lambda_z >= 0, "lambda_x and lambda_z must be >= 0"),

@@ -108,11 +108,16 @@ def _tiny_backbone(vocab_size: int, seed: int) -> torch.nn.Module:
 
 def max_positions(config: Any) -> int | None:
     """The most tokens a Hugging Face model's position embeddings take (max_position_embeddings or
-    n_positions in its config); None where its config states no limit."""
+    n_positions in its config, less RoBERTa's offset of pad_token_id + 1); None where its config
+    states no limit or its positions are relative (DeBERTa without absolute positions)."""
+    if getattr(config, "position_biased_input", True) is False:
+        return None
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
-            return value
+            offset = (getattr(config, "pad_token_id", None) or 0) + 1 if "roberta" in str(
+                getattr(config, "model_type", "")) else 0
+            return value - offset
     return None
 
 
@@ -210,7 +215,8 @@ class Encoder(torch.nn.Module):
                 self.backbone = AutoModel.from_pretrained(source, local_files_only=True)
             self.label_backbone = copy.deepcopy(self.backbone) if label_tower else None
         self.name = str(name_or_path)
-        _check_positions(self.name, self.backbone.config, int(max_length))
+        if not saved:  # a saved one trained with its max_length (batches are trimmed to their longest text)
+            _check_positions(self.name, self.backbone.config, int(max_length))
         self.pooling = pooling
         self.max_length = int(max_length)
         self.dim = int(self.backbone.config.hidden_size if hasattr(self.backbone.config, "hidden_size")

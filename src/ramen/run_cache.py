@@ -42,8 +42,12 @@ def tokenize_cached(encoder: Encoder, texts: list[str], cache_dir: Path | None, 
             return _checked(TokenCache.load(path), path, len(texts), encoder)
         except (OSError, ValueError) as exc:
             (notice or _to_stderr)(f"token cache {path} failed its check, tokenising again: {exc}")
-    encoder.tokenize(texts).save(path)
-    return _checked(TokenCache.load(path), path, len(texts), encoder)
+    cache = encoder.tokenize(texts)
+    cache.save(path)
+    try:
+        return _checked(TokenCache.load(path), path, len(texts), encoder)  # memory-mapped: shared, droppable
+    except (OSError, ValueError):  # another rank rewriting the same cache just now (run dirs not shared)
+        return cache
 
 
 def _checked(cache: TokenCache, path: Path, n: int, encoder: Encoder) -> TokenCache:

@@ -3,14 +3,12 @@ only what a run wrote, and the lock that keeps two trainings out of one director
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
+import sys
 from pathlib import Path
 from typing import IO, Iterator
-
-from ramen.config import RETIRED, TrainConfig
 
 LOCK = ".ramen.lock"  # held (flock) by the process training in the directory; holds its pid
 # what ramen.train, select_graph_weight and the CLI write in a run directory (and weight-<w>/, a selection's candidates)
@@ -50,13 +48,13 @@ def _ours(path: Path) -> bool:
         return _first_record_is_an_event(path)
     if name == "config.json":  # a sentence-transformers model has one too
         keys = _json_keys(path)
-        return keys is not None and keys <= _CONFIG_KEYS
+        return keys is not None and _CONFIG_MARK <= keys
     if name == "run.json":  # the CLI's, or a study's record of its run
         return _json_keys(path) is not None
     return True
 
 
-_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig)) | frozenset(RETIRED)
+_CONFIG_MARK = frozenset({"encoder", "epochs", "lr"})  # in every run's config.json, of any version; not in a model's
 
 
 def _first_record_is_an_event(path: Path) -> bool:
@@ -65,8 +63,10 @@ def _first_record_is_an_event(path: Path) -> bool:
         with path.open("rb") as f:
             first = f.readline(1 << 20).strip()
         record = json.loads(first) if first else {"event": None}
-    except (OSError, ValueError):
+    except OSError:
         return False
+    except ValueError:  # a first record cut short by a kill
+        return first.startswith(b'{"event": ')
     return isinstance(record, dict) and "event" in record
 
 
@@ -96,6 +96,9 @@ def claimed(out: str | os.PathLike | None, *, fresh: bool, main: bool = True) ->
         return
     if fresh:
         check_fresh(out)
+    elif not out.is_dir():
+        yield  # nothing to resume there: the caller says so, and no directory is made for a mistyped path
+        return
     out.mkdir(parents=True, exist_ok=True)
     f = (out / LOCK).open("a+")
     try:
@@ -106,6 +109,12 @@ def claimed(out: str | os.PathLike | None, *, fresh: bool, main: bool = True) ->
         f.close()
         raise RunDirError(f"run directory {out} is in use by another training (pid {pid}): wait for it to "
                           "finish or choose another directory") from None
+    except OSError as exc:  # a file system without flock (Lustre mounted noflock, NFS without lockd)
+        f.close()
+        print(f"warning: run directory {out} cannot be locked ({exc.strerror}): nothing stops a second "
+              "training there", file=sys.stderr)
+        yield
+        return
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))

@@ -165,8 +165,8 @@ class Dataset:
                 raise ValueError(f"test_filter pairs must lie in [0, {self.num_test}) x [0, {L}) "
                                  f"(test rows x labels), found rows {f[:, 0].min()}..{f[:, 0].max()}, "
                                  f"labels {f[:, 1].min()}..{f[:, 1].max()}")
-        if not (math.isfinite(self.A) and math.isfinite(self.B) and self.A > 0 and self.B > -1):
-            raise ValueError(f"propensity constants must be finite with A > 0 and B > -1, got A={self.A}, B={self.B}")
+        if not (math.isfinite(self.A) and math.isfinite(self.B) and self.A >= 0 and self.B > -1):
+            raise ValueError(f"propensity constants must be finite with A >= 0 and B > -1, got A={self.A}, B={self.B}")
         return self
 
 

@@ -118,9 +118,9 @@ def _check_meta(meta: dict, where: Path) -> dict:
     for key in ("A", "B"):
         if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], (int, float))):
             raise ValueError(f"{where}: {key!r} must be a number, got {_short(meta[key])}")
-        if key in meta and not (_finite(meta[key]) and meta[key] > (0 if key == "A" else -1)):
-            raise ValueError(f"{where}: {key!r} must be a finite number > {0 if key == 'A' else -1} (a propensity "
-                             f"constant), got {_short(meta[key])}")
+        if key in meta and not (_finite(meta[key]) and (meta[key] >= 0 if key == "A" else meta[key] > -1)):
+            raise ValueError(f"{where}: {key!r} must be a finite number {'>= 0' if key == 'A' else '> -1'} (a "
+                             f"propensity constant), got {_short(meta[key])}")
     if "name" in meta and not isinstance(meta["name"], str):
         raise ValueError(f"{where}: 'name' must be a string, got {_short(meta['name'])}")
     if "anchor_sets" in meta and not (isinstance(meta["anchor_sets"], list)
