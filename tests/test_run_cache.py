@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from ramen.config import TrainConfig
+from ramen.datasets.xc import pack_csr
 from ramen.runlog import RunLog
 from ramen.training_graphs import densified
 
@@ -46,8 +47,9 @@ def test_a_cache_with_a_matching_checksum_is_still_checked_against_the_graph(tmp
     log = RunLog(None, echo=False)
     first = densified(_graph(), cfg, tmp_path, "g-query", log)
     (path,) = tmp_path.glob("densified-g-query-*.npz")
-    other = sp.identity(7, format="csr", dtype=np.float32)
-    np.savez_compressed(path, data=other.data, indices=other.indices, indptr=other.indptr, shape=np.array(other.shape))
+    arrays = {}
+    pack_csr(arrays, "graph", sp.identity(7, format="csr", dtype=np.float32))
+    np.savez_compressed(path, **arrays)
     path.with_name(path.name + ".sha256").write_text(file_sha256(path))
     again = densified(_graph(), cfg, tmp_path, "g-query", log)
     assert (again != first).nnz == 0

@@ -19,6 +19,7 @@ from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.encoder import Encoder
 from ramen.datasets.archive import read_npz
+from ramen.datasets.xc import pack_csr, unpack_csr
 from ramen.files import file_sha256, temp_path
 from ramen.digest import content_key
 from ramen.runlog import RunLog
@@ -61,7 +62,9 @@ def densified(E: sp.csr_matrix, cfg: TrainConfig, cache_dir: Path | None, tag: s
              graph=tag, edges_before=int(E.nnz), edges_after=int(out.nnz))
     if path is not None:
         tmp = temp_path(path)  # every rank densifies and may write the cache at once
-        np.savez_compressed(tmp, data=out.data, indices=out.indices, indptr=out.indptr, shape=np.array(out.shape))
+        arrays: dict[str, np.ndarray] = {}
+        pack_csr(arrays, "graph", out)
+        np.savez_compressed(tmp, **arrays)
         digest = file_sha256(tmp)
         os.replace(tmp, path)
         tmp = temp_path(_checksum_path(path))  # written last: the cache is complete once it is there
@@ -79,15 +82,11 @@ def _load_densified(path: Path, shape: tuple[int, int]) -> sp.csr_matrix:
     (a CSR matrix of `shape`, finite weights): a ValueError naming the file where either fails."""
     if file_sha256(path) != _checksum_path(path).read_text().strip():  # a missing checksum: OSError
         raise ValueError("it does not match its checksum (damaged, altered or cut short)")
-    arrays = read_npz(path)
-    try:
-        m = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=tuple(arrays["shape"]))
-        m.check_format(full_check=True)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not a CSR matrix ({type(exc).__name__}: {exc})") from None
-    if m.shape != tuple(shape) or not np.isfinite(m.data).all():
-        raise ValueError(f"holds a {m.shape} matrix{'' if np.isfinite(m.data).all() else ' with non-finite weights'}, "
-                         f"not the graph's {tuple(shape)}")
+    m = unpack_csr(read_npz(path), "graph")  # its structure checked in full (ids in range, indptr ascending)
+    if m is None or m.shape != tuple(shape):
+        raise ValueError(f"holds {'no graph' if m is None else f'a {m.shape} matrix'}, not the graph's {tuple(shape)}")
+    if not np.isfinite(m.data).all():
+        raise ValueError("holds non-finite weights")
     return m
 
 

@@ -225,13 +225,14 @@ def _unpack_texts(z: dict[str, np.ndarray], key: str) -> list[str]:
     return [s[a:b] for a, b in zip(off[:-1], off[1:])]
 
 
-def _pack_csr(arrays: dict[str, np.ndarray], key: str, m: sp.csr_matrix) -> None:
-    nnz = int(m.indptr[-1])  # the arrays may be longer than the entries: _unpack_csr wants them exact
+def pack_csr(arrays: dict[str, np.ndarray], key: str, m: sp.csr_matrix) -> None:
+    """Puts m's arrays into `arrays` under `key` (for np.savez), as unpack_csr reads them back."""
+    nnz = int(m.indptr[-1])  # the arrays may be longer than the entries: unpack_csr wants them exact
     arrays.update({f"{key}.indptr": m.indptr, f"{key}.indices": m.indices[:nnz], f"{key}.data": m.data[:nnz],
                    f"{key}.shape": np.array(m.shape, dtype=np.int64)})
 
 
-def _unpack_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix | None:
+def unpack_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix | None:
     """The CSR matrix stored under `key`, None when there is none; its structure is checked in full
     (ids in range, indptr ascending) before anything sorts or indexes with it."""
     if f"{key}.shape" not in z:
@@ -251,7 +252,7 @@ def _unpack_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix | None:
 
 
 def _required_csr(z: dict[str, np.ndarray], key: str) -> sp.csr_matrix:
-    m = _unpack_csr(z, key)
+    m = unpack_csr(z, key)
     if m is None:
         raise ValueError(f"no {key!r} matrix")
     return m
@@ -261,15 +262,15 @@ def _save_npz(ds: Dataset, path: Path) -> None:
     arrays: dict[str, np.ndarray] = {}
     for attr in _TEXTS:
         _pack_texts(arrays, attr, getattr(ds, attr))
-    _pack_csr(arrays, "train_Y", ds.train_Y)
-    _pack_csr(arrays, "test_Y", ds.test_Y)
+    pack_csr(arrays, "train_Y", ds.train_Y)
+    pack_csr(arrays, "test_Y", ds.test_Y)
     if ds.test_filter is not None:
         arrays["test_filter"] = ds.test_filter
     for i, a in enumerate(ds.anchor_sets.values()):
         _pack_texts(arrays, f"anchor{i}.texts", a.texts)
         for part in ("train_X_A", "label_A", "test_X_A"):
             if getattr(a, part) is not None:
-                _pack_csr(arrays, f"anchor{i}.{part}", getattr(a, part))
+                pack_csr(arrays, f"anchor{i}.{part}", getattr(a, part))
     meta = {"format": FORMAT, "version": VERSION, "name": ds.name, "A": ds.A, "B": ds.B,
             "anchor_sets": list(ds.anchor_sets)}
     arrays["meta"] = np.array(json.dumps(meta))
@@ -292,7 +293,7 @@ def _load_npz(path: Path) -> Dataset:
             raise ValueError(f"the description lacks {missing}")
         anchor_sets = {
             name: AnchorSet(_unpack_texts(z, f"anchor{i}.texts"), _required_csr(z, f"anchor{i}.train_X_A"),
-                            _required_csr(z, f"anchor{i}.label_A"), _unpack_csr(z, f"anchor{i}.test_X_A"))
+                            _required_csr(z, f"anchor{i}.label_A"), unpack_csr(z, f"anchor{i}.test_X_A"))
             for i, name in enumerate(meta["anchor_sets"])}
         ds = Dataset(**{attr: _unpack_texts(z, attr) for attr in _TEXTS},
                      train_Y=_required_csr(z, "train_Y"), test_Y=_required_csr(z, "test_Y"), anchor_sets=anchor_sets,
