@@ -148,3 +148,37 @@ def test_search_refuses_a_blank_query(tmp_path, capsys, query):
     assert capsys.readouterr().out == ""
     assert main(["search", str(tmp_path / "run"), "a", "-k", "1"]) == 0  # a short query is a query
     assert capsys.readouterr().out.split()[2] in ("alpha", "beta")
+
+
+def test_flags_the_run_would_ignore_are_an_error(tmp_path, capsys):
+    """Graph settings on a plain run, and the graph's weight under --select-graph-weight, did nothing
+    and said nothing; now they are refused before anything is written."""
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32"]
+    for flags, plain in ((["--lambda-x", "0.5"], "--lambda-x"), (["--no-graph", "--reliance", "bandit"], "--reliance"),
+                         (["--recipe", "plain", "--walk-length", "5", "--no-prune"], "--walk-length, --prune")):
+        out = tmp_path / flags[-1]
+        with pytest.raises(SystemExit, match=f"{plain} only apply with the graph regulariser.*add --graph"):
+            main(base + ["--out", str(out), *flags])
+        assert not out.exists()
+        with pytest.raises(SystemExit, match="only apply with the graph"):
+            main(base + ["--print-config", *flags])
+    with pytest.raises(SystemExit, match="--select-graph-weight sets the graph's weight .*drop --lambda-x"):
+        main(base + ["--out", str(tmp_path / "sel"), "--select-graph-weight", "0", "0.1", "--lambda-x", "1"])
+    assert main(base + ["--print-config", "--graph", "--lambda-x", "0.5"]) == 0  # with the graph they apply
+    assert json.loads(capsys.readouterr().out)["lambda_x"] == 0.5
+    assert main(base + ["--print-config", "--select-graph-weight", "0", "0.1", "--walk-length", "5"]) == 0
+
+
+def test_resume_keeps_the_runs_own_selection_and_says_when_it_had_finished(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "32", "--eval-every", "0"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="trained without --select-graph-weight, not --select-graph-weight 0 0.1"):
+        main(["train", "--out", str(out), "--resume", "--select-graph-weight", "0", "0.1"])
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    steps = [json.loads(line)["global_step"] for line in (out / "log.jsonl").read_text().splitlines()
+             if json.loads(line).get("event") == "step"]
+    assert steps == list(range(1, len(steps) + 1))  # no step trained again
+    n = len(steps)
+    assert f"of a finished run (step {n} of {n}): nothing left to train" in capsys.readouterr().out

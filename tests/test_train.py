@@ -815,7 +815,7 @@ def test_cli_resume_command_continues_the_run_with_its_own_settings(tmp_path, mo
 
     out = tmp_path / "run"
     args = ["train", "--data", "synthetic:tiny", "--out", str(out), "--encoder", "tiny", "--epochs", "2",
-            "--batch-size", "32", "--lr", "1e-3", "--walk-length", "20", "--warmup-epochs", "1"]
+            "--batch-size", "32", "--lr", "1e-3"]
     _interrupt_once(monkeypatch, step_module, "ramen_loss", 5)
     assert main(args) == 130  # interrupted; it prints the resume command
     monkeypatch.undo()

@@ -231,6 +231,35 @@ def _checked_selection_weights(weights: list[float] | None) -> list[float] | Non
         raise SystemExit(f"--select-graph-weight: {exc}") from None
 
 
+def _resumed_weights(args: argparse.Namespace, run_file: Path) -> list[float] | None:
+    """The run's own --select-graph-weight weights (None: a plain training); given again, they must agree."""
+    weights = json.loads(run_file.read_text()).get("select_graph_weight")
+    given = _checked_selection_weights(args.select_graph_weight)
+    if given is not None and (weights is None or sorted(given) != sorted(weights)):
+        run = f"selects among {weights}" if weights is not None else "trained without --select-graph-weight"
+        raise SystemExit(f"--resume continues the run in {run_file.parent} with its own settings: it {run}, "
+                         f"not --select-graph-weight {' '.join(f'{w:g}' for w in given)}")
+    return weights
+
+
+def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
+    """Flags this run would ignore are an error, not a silent no-op: graph settings on a plain run, and
+    the graph's weight itself under --select-graph-weight (which sets it per candidate)."""
+    from ramen.config import GRAPH_ONLY
+    from ramen.selection import WEIGHT_SETTINGS
+
+    ignored = WEIGHT_SETTINGS if selecting else GRAPH_ONLY if not cfg.graph else ()
+    given = ["--" + name.replace("_", "-") for name in ignored if hasattr(args, name)]
+    if not given:
+        return
+    if selecting:
+        raise SystemExit(f"train: --select-graph-weight sets the graph's weight of each candidate; "
+                         f"drop {', '.join(given)}")
+    raise SystemExit(f"train: {', '.join(given)} only apply with the graph regulariser, which this run does not "
+                     f"use (graph is off: the plain dual encoder); add --graph (or --recipe light-graph), or drop "
+                     f"{'it' if len(given) == 1 else 'them'}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ramen import distributed, run_dir
     from ramen.files import temp_path
@@ -247,23 +276,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg = _resumed_run(args, run_file)[1]
         else:
             cfg = _config_from_args(args)
-            _checked_selection_weights(args.select_graph_weight)
+            _refuse_idle_flags(args, cfg, selecting=_checked_selection_weights(args.select_graph_weight) is not None)
         if main_rank:
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
     if args.resume and args.overwrite:
         raise SystemExit("train: --resume continues the run in --out, --overwrite starts it over: give one")
+    if not args.resume:  # the command line is checked before the directory is made
+        cfg = _config_from_args(args)
+        data_spec = absolute_spec(args.data) if args.data is not None else "synthetic"
+        weights = _checked_selection_weights(args.select_graph_weight)
+        _refuse_idle_flags(args, cfg, selecting=weights is not None)
     try:
         # rank 0 holds the directory (another training there is an error) from run.json's write to the end
         with run_dir.claimed(out, fresh=not args.resume, main=main_rank):
             if args.resume:
                 data_spec, cfg = _resumed_run(args, run_file)
-                weights = json.loads(run_file.read_text()).get("select_graph_weight")
+                weights = _resumed_weights(args, run_file)
             else:
                 _refuse_unfinished(out, args.overwrite)
-                cfg = _config_from_args(args)
-                data_spec = absolute_spec(args.data) if args.data is not None else "synthetic"
-                weights = _checked_selection_weights(args.select_graph_weight)
                 out.mkdir(parents=True, exist_ok=True)
                 if main_rank:  # rank 0 alone checked the directory
                     tmp = temp_path(run_file)

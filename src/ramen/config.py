@@ -219,6 +219,12 @@ class TrainConfig:
         return fields
 
 
+# settings only a run with the graph regulariser reads (graph=True): given to a plain run they do nothing
+GRAPH_ONLY = ("query_graph", "label_graph", "lambda_x", "lambda_z", "lambdas", "densify", "walk_length", "restart_prob",
+              "densify_top_k", "prune", "warmup_epochs", "prune_every", "prune_threshold", "reliance", "reliance_lr",
+              "reg_num_negatives")
+
+
 # Levers the study measured to do nothing (benchmarks/results/graph_levers.md: each within seed noise
 # of the recipe it was added to, or below plain), retired from TrainConfig with their defaults: a
 # config that sets one to its default still loads (old run.json files list every field), any other

@@ -126,7 +126,11 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
                                     run.reg_optimizer, run.sampler, run.reliance, run.data, run.d.rank, run.d.device)
         run.state, run.checkpointed = state, True
         run.log.truncate(state.global_step)
-        run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
+        if state.epoch >= cfg.epochs or state.global_step >= run.total_steps:
+            run.log.info(f"{run.ckpt_path} is of a finished run (step {state.global_step} of {run.total_steps}): "
+                         "nothing left to train; evaluating and saving it again")
+        else:
+            run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
