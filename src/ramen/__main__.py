@@ -414,10 +414,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     model = _load_model(args.run_dir)
-    if model.encoder.blank(model.encoder.tokenize([args.query], progress=False))[0]:
+    ids, scores = model.predict(args.query, k=args.k)  # a blank query gets no label (-1)
+    if ids[0, 0] < 0 and model.encoder.blank(model.encoder.tokenize([args.query], progress=False))[0]:
         raise SystemExit(f"query {args.query!r}: empty, or only whitespace or characters the encoder's tokenizer "
                          "drops: nothing to search for")
-    ids, scores = model.predict(args.query, k=args.k)
     for rank, (i, s) in enumerate(zip(ids[0], scores[0]), 1):
         if i < 0:
             break
