@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -494,6 +495,10 @@ def _bad_calls():
         ("num_negatives", lambda: triplet_loss(q, c, good, num_negatives=-3)),
         ("num_negatives", lambda: triplet_loss(q, c, good, num_negatives=2.5)),
         ("num_negatives", lambda: triplet_loss(q, c, good, num_negatives=True)),
+        ("num_negatives", lambda: triplet_loss(q, c, good, num_negatives=np.float64(3))),
+        ("margin", lambda: triplet_loss(q, c, good, margin=torch.tensor(0.3, requires_grad=True))),
+        ("margin", lambda: triplet_loss(q, c, good, margin=np.bool_(True))),
+        ("margin", lambda: triplet_loss(q, c, good, margin=torch.tensor([0.3, 0.3]))),
         ("reduction", lambda: triplet_loss(q, c, good, reduction="max")),
         ("softmax_temperature", lambda: triplet_loss(q, c, good, softmax_temperature=0.0)),
         ("softmax_temperature", lambda: triplet_loss(q, c, good, softmax_temperature=-1.0)),
@@ -517,6 +522,15 @@ def test_bad_input_raises_value_error(case):
     match, call = _bad_calls()[case]
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_numpy_scalars_and_0d_tensors_are_numbers_like_any_other():
+    q, c, pos, _ = random_problem(seed=19)
+    good = csr(pos)
+    want = triplet_loss(q, c, good, margin=0.3, num_negatives=3, softmax_temperature=0.5)
+    for margin, k, t in ((np.float32(0.3), np.int64(3), np.float64(0.5)), (torch.tensor(0.3), torch.tensor(3), 0.5)):
+        got = triplet_loss(q, c, good, margin=margin, num_negatives=k, softmax_temperature=t)
+        assert torch.allclose(got, want, rtol=0, atol=1e-7)  # np.float32(0.3) is 0.3 to float32's precision
 
 
 def test_kernel_guards_without_python_validation():

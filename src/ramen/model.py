@@ -4,13 +4,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ramen.encoder import Encoder
 from ramen.files import replaced_directory
 from ramen.tokens import TokenCache
+
+if TYPE_CHECKING:
+    import torch
+
+    from ramen.datasets import Dataset
+    from ramen.index import LabelIndex
 
 INDEX_FILE = "labels.index"
 
@@ -32,7 +38,7 @@ class Model:
     def build_index(self, label_texts: list[str] | None = None, *, exact: bool = False, batch_size: int = 256,
                     progress: bool = True, tune_texts: list[str] | None = None, target_recall: float = 0.95,
                     label_tokens: TokenCache | None = None, label_vectors: np.ndarray | None = None,
-                    **index_options: Any):
+                    **index_options: Any) -> LabelIndex:
         """Embeds the labels with the label tower and indexes them (ids are label positions).
 
         With `tune_texts` (queries like the served ones), the index's search width is tuned to
@@ -79,7 +85,7 @@ class Model:
         ids[blank], scores[blank] = -1, -np.inf
         return ids, scores
 
-    def evaluate(self, dataset, *, k: int = 5, exact: bool = True, max_queries: int | None = None,
+    def evaluate(self, dataset: Dataset, *, k: int = 5, exact: bool = True, max_queries: int | None = None,
                  seed: int = 0, batch_size: int = 256, deciles: bool = False, progress: bool = True,
                  query_tokens: TokenCache | None = None, label_tokens: TokenCache | None = None,
                  label_vectors: np.ndarray | None = None) -> dict[str, Any]:
@@ -244,8 +250,8 @@ def _accelerator(device) -> bool:
     return device.type != "cpu"
 
 
-def device_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, device, block_bytes: int = 1 << 28
-                 ) -> np.ndarray:
+def device_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, device: torch.device | str,
+                 block_bytes: int = 1 << 28) -> np.ndarray:
     """(n, k) int64 ids of the top-k cosine rows of `vectors` per query, by blocked matmul and top-k
     on `device` (both arrays cross once); -1 pads where there are fewer than k rows. Cost: n x L x D
     multiply-adds and n x L scores per block of queries, which holds at most `block_bytes`."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import warnings
 from typing import Optional, Union
 
@@ -477,19 +478,28 @@ def _check_embeddings(q: torch.Tensor, c: torch.Tensor) -> None:
     _check_dtype("q", q)
 
 
+def _plain_number(value: object, kind: type) -> object:
+    """`value` as a Python number when it is one of `kind` (numpy scalars and 0-d tensors without a
+    gradient included; bool never); else `value` unchanged, for the caller's error to name it."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, kind):
+        return value
+    return int(value) if kind is numbers.Integral else float(value)
+
+
 def _options(margin: float, num_negatives: int | None, reduction: str, temperature: float | None,
              validate: bool) -> _Options:
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin) or margin < 0:
+    margin, temperature = _plain_number(margin, numbers.Real), _plain_number(temperature, numbers.Real)
+    num_negatives = _plain_number(num_negatives, numbers.Integral)
+    if not isinstance(margin, float) or not math.isfinite(margin) or margin < 0:
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
-    if num_negatives is not None and (
-        isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1
-    ):
+    if num_negatives is not None and (type(num_negatives) is not int or num_negatives < 1):  # bool is refused
         raise ValueError(f"num_negatives must be None (every candidate) or an int >= 1, got {num_negatives!r}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if temperature is not None and (
-        isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature) or temperature <= 0
+        not isinstance(temperature, float) or not math.isfinite(temperature) or temperature <= 0
     ):
         raise ValueError(f"softmax_temperature must be None or a finite number > 0, got {temperature!r}")
     # k at or above M means every candidate, and no batch has 2^31 columns: cap what the kernels get
