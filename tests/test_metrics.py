@@ -192,6 +192,60 @@ def test_row_ranking_paths(layout: str, monkeypatch: pytest.MonkeyPatch) -> None
     assert_close(evaluate(S, Y, inv_propensity=w, k=K), reference_metrics(ranked, rows_of(Y), w, K))
 
 
+def stored_out_of_order(S: sp.csr_matrix, rng: np.random.Generator, split: bool = False) -> sp.csr_matrix:
+    """S with each row's entries stored in a random order; split: each score also stored as two
+    duplicate entries of the same label that sum to it (scipy's meaning of a duplicate)."""
+    S = S.tocsr()
+    rows = np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))
+    cols, vals = S.indices.copy(), S.data.copy()
+    if split:
+        part = rng.random(len(vals)) * vals
+        rows, cols, vals = np.concatenate([rows, rows]), np.concatenate([cols, cols]), np.concatenate([part, vals - part])
+    order = np.lexsort((rng.random(len(rows)), rows))  # by row, at random within a row
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=S.shape[0]))])
+    return sp.csr_matrix((vals[order], cols[order], indptr), shape=S.shape)
+
+
+def ranked_rows(S: sp.csr_matrix) -> list[list[int]]:
+    """Each row's stored labels by score, best first, ties to the lower label id (the plain rule)."""
+    S = S.tocsr()
+    return [[c for _, c in sorted(zip(-S.data[S.indptr[i]:S.indptr[i + 1]], S.indices[S.indptr[i]:S.indptr[i + 1]]))]
+            for i in range(S.shape[0])]
+
+
+def test_a_label_stored_twice_in_a_score_row_counts_once() -> None:
+    Y = sp.csr_matrix(np.array([[1, 0, 1, 0]]))  # true labels {0, 2}; label 2 is stored twice below
+    P = sp.csr_matrix((np.array([.9, .8]), np.array([2, 2]), np.array([0, 2])), shape=(1, 4))
+    assert_close(evaluate(P, Y, k=2), reference_metrics([[2]], [{0, 2}], None, 2))  # P@2 = R@2 = 0.5
+    rng = np.random.default_rng(11)
+    Q, L, K = 150, 60, 5
+    S = sp.random(Q, L, density=0.15, format="csr", random_state=rng)
+    S.data = rng.integers(1, 5, S.nnz).astype(np.float64)
+    Y = sp.random(Q, L, density=0.05, format="csr", random_state=rng)
+    dup = stored_out_of_order(S, rng, split=True)
+    data, indices, indptr = dup.data.copy(), dup.indices.copy(), dup.indptr.copy()
+    w = rng.random(L) + 1
+    assert_close(evaluate(dup, Y, inv_propensity=w, k=K), reference_metrics(ranked_rows(S), rows_of(Y), w, K))
+    np.testing.assert_array_equal(dup.data, data)  # the caller's matrix is left as it was
+    np.testing.assert_array_equal(dup.indices, indices)
+    np.testing.assert_array_equal(dup.indptr, indptr)
+
+
+def test_ties_go_to_the_lower_label_id_whatever_the_storage_order() -> None:
+    Y = sp.csr_matrix(np.array([[0, 0, 1, 0]]))
+    P = sp.csr_matrix((np.array([.5, .5]), np.array([2, 0]), np.array([0, 2])), shape=(1, 4))
+    assert evaluate(P, Y, k=1)["P"][0] == 0.0  # label 0 wins the tie
+    rng = np.random.default_rng(12)
+    Q, L, K = 150, 60, 5
+    S = sp.random(Q, L, density=0.2, format="csr", random_state=rng)
+    S.data = rng.integers(1, 4, S.nnz).astype(np.float64)  # many ties
+    Y = sp.random(Q, L, density=0.05, format="csr", random_state=rng)
+    shuffled = stored_out_of_order(S, rng)
+    indices = shuffled.indices.copy()
+    assert_close(evaluate(shuffled, Y, k=K), reference_metrics(ranked_rows(S), rows_of(Y), None, K))
+    np.testing.assert_array_equal(shuffled.indices, indices)  # sorted on a copy
+
+
 # ---- propensity -----------------------------------------------------------------------------
 
 def test_inv_propensity_formula() -> None:

@@ -34,6 +34,26 @@ def inv_propensity(train_Y: sp.spmatrix, A: float, B: float) -> np.ndarray:
     return 1.0 + C * (freq + B) ** (-A)
 
 
+def _in_row_order(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    """Whether each CSR row's column indices strictly increase (sorted, no duplicates): read from the
+    arrays, not from scipy's cached flags, which go stale when the arrays are changed in place."""
+    steps = np.diff(indices.astype(np.int64)) > 0
+    starts = indptr[1:-1]
+    steps[starts[(starts > 0) & (starts < len(indices))] - 1] = True  # a row's first entry may be any
+    return bool(steps.all())
+
+
+def _canonical(m: sp.spmatrix) -> sp.csr_matrix:
+    """m as CSR with each row's entries in column order and a label stored twice summed into one
+    entry (scipy's meaning of a duplicate); on a copy when that changes anything, never in place."""
+    c = sp.csr_matrix(m)
+    if _in_row_order(c.indptr, c.indices):
+        return c
+    c = sp.csr_matrix((c.data.copy(), c.indices.copy(), c.indptr.copy()), shape=c.shape)  # fresh flags
+    c.sum_duplicates()
+    return c
+
+
 def _as_truth(true_Y: object) -> sp.csr_matrix:
     if not sp.issparse(true_Y):
         raise TypeError(f"true_Y must be a scipy sparse matrix (queries x labels), got {type(true_Y).__name__}")
@@ -119,9 +139,9 @@ def _row_topk(indptr: np.ndarray, cols: np.ndarray, scores: np.ndarray, k: int) 
 def _ranked(pred: object, Q: int, L: int, k: int, fkeys: np.ndarray | None) -> np.ndarray:
     """(Q, k) int64 predicted label ids, best first, filtered pairs removed, -1 padded."""
     if sp.issparse(pred):
-        s = sp.csr_matrix(pred)
-        if s.shape != (Q, L):
-            raise ValueError(f"pred score matrix has shape {s.shape}, expected {(Q, L)} (queries x labels)")
+        if pred.shape != (Q, L):
+            raise ValueError(f"pred score matrix has shape {pred.shape}, expected {(Q, L)} (queries x labels)")
+        s = _canonical(pred)  # a label stored twice counts once; ties by position are ties by label id
         if np.isnan(s.data).any():
             raise ValueError("pred score matrix holds NaN scores")
         indptr, cols, scores = s.indptr.astype(np.int64), s.indices.astype(np.int64), s.data
@@ -210,7 +230,9 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
     """P, nDCG, R (and PSP, PSnDCG when `inv_propensity` (L,) is given) at k = 1..K, each a (K,) array.
 
     pred: (Q, m) int label ids best first, -1 padded (m < K reads as padded); or a (Q, L) CSR (or
-    dense float) score matrix, ranked by score, ties to the lower label id. true_Y: (Q, L) sparse.
+    dense float) score matrix, ranked by score, ties to the lower label id whatever order the CSR
+    stores its entries in (a label stored twice in a row is one entry, their sum, as scipy reads it;
+    the caller's matrix is not changed). true_Y: (Q, L) sparse.
     filter: (n, 2) (query, label) pairs removed from the predictions before ranking and scoring.
     """
     if k < 1:
