@@ -246,6 +246,31 @@ def test_ties_go_to_the_lower_label_id_whatever_the_storage_order() -> None:
     np.testing.assert_array_equal(shuffled.indices, indices)  # sorted on a copy
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint64, np.int8, np.int64, np.float32])
+@pytest.mark.parametrize("layout", ["uneven", "blocks"])
+def test_integer_scores_rank_as_their_values(dtype: type, layout: str) -> None:
+    rng = np.random.default_rng(13)
+    Q, L, K = 50, 100, 4
+    counts = rng.integers(0, 8, Q)
+    counts[0] = L if layout == "uneven" else 8  # one full row: the sort path
+    rows = np.repeat(np.arange(Q), counts)
+    cols = np.concatenate([rng.choice(L, c, replace=False) for c in counts])
+    low = -100 if np.issubdtype(dtype, np.signedinteger) else 0
+    S = sp.csr_matrix((rng.integers(low, 100, len(cols)).astype(dtype), (rows, cols)), shape=(Q, L))
+    Y = sp.random(Q, L, density=0.05, format="csr", random_state=rng)
+    want = reference_metrics(ranked_rows(S.astype(np.float64)), rows_of(Y), None, K)
+    assert_close(evaluate(S, Y, k=K), want)
+
+
+def test_a_bool_score_matrix_is_refused_as_a_dense_bool_pred_is() -> None:
+    with pytest.raises(ValueError, match="got dtype bool"):
+        evaluate(np.array([[True, False, False, False]]), Y3[:1], k=1)
+    with pytest.raises(ValueError, match="pred score matrix must hold real numbers .*got dtype bool"):
+        evaluate(sp.csr_matrix(np.array([[True, False, True, False]])), Y3[:1], k=1)
+    with pytest.raises(ValueError, match="got dtype complex128"):
+        evaluate(sp.csr_matrix(np.array([[1j, 0, 1, 0]])), Y3[:1], k=1)
+
+
 # ---- propensity -----------------------------------------------------------------------------
 
 def test_inv_propensity_formula() -> None:

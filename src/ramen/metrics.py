@@ -141,10 +141,13 @@ def _ranked(pred: object, Q: int, L: int, k: int, fkeys: np.ndarray | None) -> n
     if sp.issparse(pred):
         if pred.shape != (Q, L):
             raise ValueError(f"pred score matrix has shape {pred.shape}, expected {(Q, L)} (queries x labels)")
+        if pred.dtype.kind not in "iuf":  # as a dense pred of bool (or complex) is refused
+            raise ValueError(f"pred score matrix must hold real numbers (it is ranked by score), got dtype {pred.dtype}")
         s = _canonical(pred)  # a label stored twice counts once; ties by position are ties by label id
         if np.isnan(s.data).any():
             raise ValueError("pred score matrix holds NaN scores")
-        indptr, cols, scores = s.indptr.astype(np.int64), s.indices.astype(np.int64), s.data
+        scores = s.data if s.dtype.kind == "f" else s.data.astype(np.float64)  # -scores of unsigned ints wraps
+        indptr, cols = s.indptr.astype(np.int64), s.indices.astype(np.int64)
         if fkeys is not None and len(fkeys):
             keep = ~_isin_sorted(_row_keys(indptr, cols, L), fkeys)
             rows = np.repeat(np.arange(Q), np.diff(indptr))[keep]
@@ -230,9 +233,10 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
     """P, nDCG, R (and PSP, PSnDCG when `inv_propensity` (L,) is given) at k = 1..K, each a (K,) array.
 
     pred: (Q, m) int label ids best first, -1 padded (m < K reads as padded); or a (Q, L) CSR (or
-    dense float) score matrix, ranked by score, ties to the lower label id whatever order the CSR
-    stores its entries in (a label stored twice in a row is one entry, their sum, as scipy reads it;
-    the caller's matrix is not changed). true_Y: (Q, L) sparse.
+    dense float) score matrix, ranked by score (a CSR of integers by their values; bool is refused,
+    as a dense bool pred is), ties to the lower label id whatever order the CSR stores its entries
+    in (a label stored twice in a row is one entry, their sum, as scipy reads it; the caller's
+    matrix is not changed). true_Y: (Q, L) sparse.
     filter: (n, 2) (query, label) pairs removed from the predictions before ranking and scoring.
     """
     if k < 1:
