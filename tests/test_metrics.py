@@ -39,8 +39,9 @@ def reference_metrics(pred_rows: list[list[int]], true_rows: list[set[int]], w: 
     return res
 
 
-def rows_of(Y: sp.csr_matrix) -> list[set[int]]:
-    return [set(Y.indices[Y.indptr[i]:Y.indptr[i + 1]].tolist()) for i in range(Y.shape[0])]
+def rows_of(Y: sp.spmatrix) -> list[set[int]]:
+    """Each row's true labels as pyxclib reads them: the columns whose value is not 0."""
+    return [set(np.flatnonzero(row).tolist()) for row in Y.toarray()]
 
 
 def assert_close(got: dict, want: dict) -> None:
@@ -269,6 +270,53 @@ def test_a_bool_score_matrix_is_refused_as_a_dense_bool_pred_is() -> None:
         evaluate(sp.csr_matrix(np.array([[True, False, True, False]])), Y3[:1], k=1)
     with pytest.raises(ValueError, match="got dtype complex128"):
         evaluate(sp.csr_matrix(np.array([[1j, 0, 1, 0]])), Y3[:1], k=1)
+
+
+def test_a_stored_zero_in_true_Y_is_not_a_label() -> None:
+    Yz = sp.csr_matrix((np.array([1., 0.]), np.array([0, 3]), np.array([0, 2])), shape=(1, 4))
+    assert evaluate(np.array([[3]]), Yz, k=1)["P"][0] == 0.0
+    rng = np.random.default_rng(14)
+    Q, L, K = 200, 40, 5
+    Y = sp.random(Q, L, density=0.1, format="csr", random_state=rng)
+    Y.data[rng.random(Y.nnz) < 0.4] = 0  # stored zeros: not labels
+    data = Y.data.copy()
+    pred = np.array([rng.permutation(L)[:K] for _ in range(Q)])
+    w = rng.random(L) + 1
+    want = reference_metrics(pred.tolist(), rows_of(Y), w, K)
+    assert_close(evaluate(pred, Y, inv_propensity=w, k=K), want)
+    assert_close(evaluate(pred, Y.tocoo(), inv_propensity=w, k=K), want)
+    np.testing.assert_array_equal(Y.data, data)  # dropped on a copy
+    d = decile_breakdown(pred, Y, Y, k=K)
+    assert d["test_positives"].sum() == sum(map(len, rows_of(Y)))
+
+
+def test_a_stored_zero_in_train_Y_is_not_a_positive() -> None:
+    rng = np.random.default_rng(15)
+    Q, L, K = 100, 30, 3
+    train = sp.random(300, L, density=0.1, format="csr", random_state=rng)
+    train.data[rng.random(train.nnz) < 0.5] = 0
+    positives = (train.toarray() != 0).sum(axis=0)  # pyxclib's count (for 0/1 data)
+    N, A, B = train.shape[0], 0.55, 1.5
+    want = 1 + (math.log(N) - 1) * (B + 1) ** A * (positives + B) ** -A
+    np.testing.assert_allclose(inv_propensity(train, A, B), want, rtol=1e-12)
+    clean = train.copy()
+    clean.eliminate_zeros()
+    np.testing.assert_array_equal(label_deciles(train), label_deciles(clean))
+    Y = sp.random(Q, L, density=0.1, format="csr", random_state=rng)
+    pred = np.array([rng.permutation(L)[:K] for _ in range(Q)])
+    w = inv_propensity(clean, A, B)
+    got, ref = (decile_breakdown(pred, Y, t, inv_propensity=w, k=K) for t in (train, clean))
+    assert_close(got, ref)
+    assert got["train_share"].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("call", [lambda t: inv_propensity(t, 0.55, 1.5), label_deciles,
+                                  lambda t: decile_breakdown(np.array([[0]]), Y3[:1], t, k=1)])
+def test_train_Y_must_be_sparse_everywhere(call) -> None:
+    with pytest.raises(TypeError, match="train_Y must be a scipy sparse matrix .*got ndarray"):
+        call(np.eye(4))
+    with pytest.raises(TypeError, match="train_Y must be a scipy sparse matrix .*got list"):
+        call([[1, 0, 0, 0]])
 
 
 # ---- propensity -----------------------------------------------------------------------------

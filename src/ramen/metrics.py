@@ -24,12 +24,12 @@ __all__ = ["decile_breakdown", "evaluate", "format_table", "inv_propensity", "la
 
 def inv_propensity(train_Y: sp.spmatrix, A: float, B: float) -> np.ndarray:
     """(L,) float64 inverse propensities 1/p_l = 1 + C (N_l + B)^-A, C = (ln N - 1)(B + 1)^A
-    (Jain et al., 2016): N training points, N_l of them with label l (stored entries of train_Y)."""
-    train_Y = sp.csr_matrix(train_Y)
-    N, L = train_Y.shape
+    (Jain et al., 2016): N training points, N_l of them with label l (stored non-zero entries of
+    train_Y, a sparse matrix: a stored zero is not a positive, as in `evaluate`'s true_Y)."""
+    freq = _label_counts(train_Y).astype(np.float64)
+    N = train_Y.shape[0]
     if N < 1:
         raise ValueError("train_Y has no rows: propensities need training points")
-    freq = np.bincount(train_Y.indices, minlength=L).astype(np.float64)
     C = (np.log(N) - 1.0) * (B + 1.0) ** A
     return 1.0 + C * (freq + B) ** (-A)
 
@@ -54,14 +54,26 @@ def _canonical(m: sp.spmatrix) -> sp.csr_matrix:
     return c
 
 
-def _as_truth(true_Y: object) -> sp.csr_matrix:
-    if not sp.issparse(true_Y):
-        raise TypeError(f"true_Y must be a scipy sparse matrix (queries x labels), got {type(true_Y).__name__}")
-    t = sp.csr_matrix(true_Y)
-    if not t.has_canonical_format:
+def _as_labels(Y: object, name: str, rows: str) -> sp.csr_matrix:
+    """Y as canonical CSR whose every stored entry is a label: a stored zero is not one (pyxclib reads
+    the values), a label stored twice is one; on a copy when that changes anything, never in place."""
+    if not sp.issparse(Y):
+        raise TypeError(f"{name} must be a scipy sparse matrix ({rows} x labels), got {type(Y).__name__}")
+    t = _canonical(Y)
+    if (t.data == 0).any():
         t = t.copy()
-        t.sum_duplicates()
+        t.eliminate_zeros()
     return t
+
+
+def _as_truth(true_Y: object) -> sp.csr_matrix:
+    return _as_labels(true_Y, "true_Y", "queries")
+
+
+def _label_counts(train_Y: object) -> np.ndarray:
+    """(L,) int64 training positives of each label: its stored non-zero entries in train_Y."""
+    t = _as_labels(train_Y, "train_Y", "training points")
+    return np.bincount(t.indices, minlength=t.shape[1]).astype(np.int64)
 
 
 def _row_keys(indptr: np.ndarray, cols: np.ndarray, L: int) -> np.ndarray:
@@ -236,7 +248,8 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
     dense float) score matrix, ranked by score (a CSR of integers by their values; bool is refused,
     as a dense bool pred is), ties to the lower label id whatever order the CSR stores its entries
     in (a label stored twice in a row is one entry, their sum, as scipy reads it; the caller's
-    matrix is not changed). true_Y: (Q, L) sparse.
+    matrix is not changed). true_Y: (Q, L) sparse, each stored non-zero entry a label (a stored 0
+    is not one, as in pyxclib).
     filter: (n, 2) (query, label) pairs removed from the predictions before ranking and scoring.
     """
     if k < 1:
@@ -273,8 +286,13 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
 def label_deciles(train_Y: sp.spmatrix, n_bins: int = 10) -> np.ndarray:
     """(L,) bin of each label, 0 = head: labels sorted by training frequency (descending, ties by id)
     are cut so that each bin holds an equal share of the training positives; a label goes to the bin
-    where its positives start, labels without training positives to the last bin."""
-    freq = np.bincount(sp.csr_matrix(train_Y).indices, minlength=train_Y.shape[1]).astype(np.int64)
+    where its positives start, labels without training positives to the last bin. Positives: the
+    stored non-zero entries of the sparse train_Y, as `inv_propensity` counts them."""
+    return _bins(_label_counts(train_Y), n_bins)
+
+
+def _bins(freq: np.ndarray, n_bins: int) -> np.ndarray:
+    """(L,) bin of each label from its training positives `freq` (see `label_deciles`)."""
     order = np.lexsort((np.arange(len(freq)), -freq))
     start = np.concatenate([[0], np.cumsum(freq[order])[:-1]]) if len(freq) else np.zeros(0, np.int64)
     total = max(int(freq.sum()), 1)
@@ -290,12 +308,14 @@ def decile_breakdown(pred: object, true_Y: sp.spmatrix, train_Y: sp.spmatrix, *,
     """Metrics by label-frequency bin (see `label_deciles`), head (0) to tail. Per bin: "labels",
     "train_share" (fraction of training positives), "test_positives"; "P" and "PSP" (n_bins, K): the
     bin's contribution to P@k / PSP@k (hits on the bin's labels; the bins sum to the overall value);
-    "R" (n_bins, K): the fraction of the bin's test positives found in the top k."""
+    "R" (n_bins, K): the fraction of the bin's test positives found in the top k. true_Y and the
+    sparse train_Y are read as `evaluate` and `inv_propensity` read them (a stored 0 is no label)."""
     truth = _as_truth(true_Y)
     Q, L = truth.shape
-    if train_Y.shape[1] != L:
-        raise ValueError(f"train_Y has {train_Y.shape[1]} labels but true_Y has {L}")
-    bins = label_deciles(train_Y, n_bins)
+    freq = _label_counts(train_Y)
+    if len(freq) != L:
+        raise ValueError(f"train_Y has {len(freq)} labels but true_Y has {L}")
+    bins = _bins(freq, n_bins)
     top = _ranked(pred, Q, L, k, _filter_keys(filter, Q, L))
     hits = _hits(top, truth)
     top_bin = bins[np.maximum(top, 0)]
@@ -307,7 +327,6 @@ def decile_breakdown(pred: object, true_Y: sp.spmatrix, train_Y: sp.spmatrix, *,
                             minlength=n_bins) for j in range(k)]
         return np.cumsum(np.stack(cols, axis=1), axis=1)
 
-    freq = np.bincount(sp.csr_matrix(train_Y).indices, minlength=L)
     test_pos = np.bincount(bins[truth.indices], minlength=n_bins)
     hits_in = per_bin(None)
     out = {"labels": np.bincount(bins, minlength=n_bins),
