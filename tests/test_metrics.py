@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -343,7 +344,7 @@ def test_inv_propensity_formula() -> None:
     (np.array([["a", "b"]]), {}, r"integer label ids"),
     (sp.csr_matrix((1, 5)), {}, r"pred score matrix has shape \(1, 5\), expected \(1, 4\)"),
     (sp.csr_matrix(np.array([[np.nan, 1, 0, 0]])), {}, r"NaN scores"),
-    (np.array([[0]]), {"k": 0}, r"k must be >= 1"),
+    (np.array([[0]]), {"k": 0}, r"k must be an integer >= 1, got 0"),
     (np.array([[0]]), {"filter": np.array([[0, 4]])}, r"filter pairs must lie in \[0, 1\) x \[0, 4\)"),
     (np.array([[0]]), {"filter": np.array([0, 1, 2])}, r"filter must be an \(n, 2\) integer array"),
     (np.array([[0]]), {"inv_propensity": np.ones(3)}, r"one value per label \(4\)"),
@@ -357,6 +358,14 @@ def test_inv_propensity_formula() -> None:
 def test_bad_input(pred, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         evaluate(pred, Y3[:1], **kwargs)
+
+
+@pytest.mark.parametrize("k", [2.0, True, np.True_, "2", None, -1])
+def test_k_must_be_an_integer(k) -> None:
+    for pred in (np.full((1, 4), .5), np.array([[0, 1]]), sp.csr_matrix(np.full((1, 4), .5))):
+        with pytest.raises(ValueError, match=r"k must be an integer >= 1, got " + re.escape(repr(k))):
+            evaluate(pred, Y3[:1], k=k)
+    assert_close(evaluate(np.array([[0, 1]]), Y3[:1], k=np.int32(2)), evaluate(np.array([[0, 1]]), Y3[:1], k=2))
 
 
 def test_decile_breakdown_checks_weights_too() -> None:

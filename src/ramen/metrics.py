@@ -54,6 +54,14 @@ def _canonical(m: sp.spmatrix) -> sp.csr_matrix:
     return c
 
 
+def _check_count(value: object, name: str) -> int:
+    """value as an int >= 1: numpy integers pass, bool and floats do not (they would fail later
+    in numpy with a message that does not name the argument)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def _as_labels(Y: object, name: str, rows: str) -> sp.csr_matrix:
     """Y as canonical CSR whose every stored entry is a label: a stored zero is not one (pyxclib reads
     the values), a label stored twice is one; on a copy when that changes anything, never in place."""
@@ -252,8 +260,7 @@ def evaluate(pred: object, true_Y: sp.spmatrix, *, inv_propensity: np.ndarray | 
     is not one, as in pyxclib).
     filter: (n, 2) (query, label) pairs removed from the predictions before ranking and scoring.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = _check_count(k, "k")
     truth = _as_truth(true_Y)
     Q, L = truth.shape
     if Q == 0:
