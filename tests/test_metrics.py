@@ -375,6 +375,20 @@ def test_decile_breakdown_checks_weights_too() -> None:
     assert np.all(zero["PSP"] == 0)
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"k": 0}, r"k must be an integer >= 1, got 0"),
+    ({"k": 1.0}, r"k must be an integer >= 1, got 1.0"),
+    ({"n_bins": 0}, r"n_bins must be an integer >= 1, got 0"),
+    ({"n_bins": 2.0}, r"n_bins must be an integer >= 1, got 2.0"),
+])
+def test_decile_breakdown_names_a_bad_k_or_n_bins(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decile_breakdown(np.array([[0]]), Y3[:1], Y3, **kwargs)
+    if "n_bins" in kwargs:
+        with pytest.raises(ValueError, match=message):
+            label_deciles(Y3, kwargs["n_bins"])
+
+
 def test_truth_must_be_sparse() -> None:
     with pytest.raises(TypeError, match="true_Y must be a scipy sparse matrix"):
         evaluate(np.array([[0]]), np.eye(2))

@@ -295,7 +295,7 @@ def label_deciles(train_Y: sp.spmatrix, n_bins: int = 10) -> np.ndarray:
     are cut so that each bin holds an equal share of the training positives; a label goes to the bin
     where its positives start, labels without training positives to the last bin. Positives: the
     stored non-zero entries of the sparse train_Y, as `inv_propensity` counts them."""
-    return _bins(_label_counts(train_Y), n_bins)
+    return _bins(_label_counts(train_Y), _check_count(n_bins, "n_bins"))
 
 
 def _bins(freq: np.ndarray, n_bins: int) -> np.ndarray:
@@ -317,6 +317,7 @@ def decile_breakdown(pred: object, true_Y: sp.spmatrix, train_Y: sp.spmatrix, *,
     bin's contribution to P@k / PSP@k (hits on the bin's labels; the bins sum to the overall value);
     "R" (n_bins, K): the fraction of the bin's test positives found in the top k. true_Y and the
     sparse train_Y are read as `evaluate` and `inv_propensity` read them (a stored 0 is no label)."""
+    k, n_bins = _check_count(k, "k"), _check_count(n_bins, "n_bins")
     truth = _as_truth(true_Y)
     Q, L = truth.shape
     freq = _label_counts(train_Y)
