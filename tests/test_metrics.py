@@ -438,3 +438,15 @@ def test_format_table() -> None:
     dt = format_table(d, ks=[1])
     assert dt.splitlines()[0].split() == ["bin", "labels", "train", "%", "P@1", "PSP@1", "R@1"]
     assert len(dt.splitlines()) == 4
+
+
+@pytest.mark.parametrize("ks", [[0], [3], [1, -1], [1.0], [True]])
+def test_format_table_ks_must_lie_in_1_to_K(ks: list) -> None:
+    r = evaluate(np.array([[0, 1]]), sp.csr_matrix(np.array([[1, 0]])), k=2)
+    d = decile_breakdown(np.array([[0, 1]]), sp.csr_matrix(np.array([[1, 0]])), sp.csr_matrix(np.array([[1, 1]])),
+                         k=2, n_bins=2)
+    for result in (r, d):
+        with pytest.raises(ValueError, match=r"ks must lie in 1\.\.2 \(the k values of the result\), got "
+                                             + re.escape(repr(ks))):
+            format_table(result, ks=ks)
+    assert format_table(r, ks=[np.int64(2)]).splitlines()[0].split() == ["metric", "@2"]

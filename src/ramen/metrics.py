@@ -349,9 +349,19 @@ def decile_breakdown(pred: object, true_Y: sp.spmatrix, train_Y: sp.spmatrix, *,
     return out
 
 
+def _check_ks(ks: list[int] | None, K: int) -> list[int]:
+    """The k values a table shows: all of 1..K by default; each must be one of them (column k - 1
+    is read, so a 0 would show the last column under "@0")."""
+    if ks is None or len(ks) == 0:
+        return list(range(1, K + 1))
+    if any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 1 <= k <= K for k in ks):
+        raise ValueError(f"ks must lie in 1..{K} (the k values of the result), got {ks!r}")
+    return [int(k) for k in ks]
+
+
 def format_table(result: dict[str, np.ndarray], *, ks: list[int] | None = None, digits: int = 2) -> str:
     """A printable table in percent: metrics x k for `evaluate`'s dict, bins x (metric@k) for
-    `decile_breakdown`'s. ks: the k values to show (default all)."""
+    `decile_breakdown`'s. ks: the k values to show, each in 1..K (default all)."""
     def pct(x: float) -> str:
         return f"{100 * x:.{digits}f}"
 
@@ -360,7 +370,7 @@ def format_table(result: dict[str, np.ndarray], *, ks: list[int] | None = None, 
                          f"{result!r:.60}")
     if "labels" in result:
         n_bins, K = result["P"].shape
-        ks = ks or list(range(1, K + 1))
+        ks = _check_ks(ks, K)
         metrics = [m for m in ("P", "PSP", "R") if m in result]
         header = ["bin", "labels", "train %"] + [f"{m}@{k}" for m in metrics for k in ks]
         body = [[f"{b + 1}" + (" head" if b == 0 else " tail" if b == n_bins - 1 else ""), f"{result['labels'][b]:,}",
@@ -368,7 +378,7 @@ def format_table(result: dict[str, np.ndarray], *, ks: list[int] | None = None, 
                 for b in range(n_bins)]
     else:
         K = len(next(iter(result.values())))
-        ks = ks or list(range(1, K + 1))
+        ks = _check_ks(ks, K)
         header = ["metric"] + [f"@{k}" for k in ks]
         body = [[m] + [pct(v[k - 1]) for k in ks] for m, v in result.items()]
     widths = [max(len(r[c]) for r in [header, *body]) for c in range(len(header))]
