@@ -348,6 +348,9 @@ def test_inv_propensity_formula() -> None:
     (np.array([[0]]), {"filter": np.array([[0, 4]])}, r"filter pairs must lie in \[0, 1\) x \[0, 4\)"),
     (np.array([[0]]), {"filter": np.array([0, 1, 2])}, r"filter must be an \(n, 2\) integer array"),
     (np.array([[0]]), {"inv_propensity": np.ones(3)}, r"one value per label \(4\)"),
+    (np.array([[0]]), {"inv_propensity": np.ones((2, 2))}, r"inv_propensity must have shape \(4,\).* got shape \(2, 2\)"),
+    (np.array([[0]]), {"inv_propensity": np.ones((1, 4))}, r"inv_propensity must have shape \(4,\).* got shape \(1, 4\)"),
+    (np.array([[0]]), {"inv_propensity": np.float64(1)}, r"inv_propensity must have shape \(4,\).* got shape \(\)"),
     (np.array([[0]]), {"inv_propensity": np.array([1, np.nan, 1, 1])}, r"inv_propensity must be finite .* label 1 has nan"),
     (np.array([[0]]), {"inv_propensity": np.array([1, 1, 1, -2.0])}, r"inv_propensity must be finite .* label 3 has -2"),
     (np.array([[0]]), {"inv_propensity": np.array([np.inf, 1, 1, 1])}, r"inv_propensity must be finite .* label 0 has inf"),
@@ -371,6 +374,8 @@ def test_k_must_be_an_integer(k) -> None:
 def test_decile_breakdown_checks_weights_too() -> None:
     with pytest.raises(ValueError, match=r"inv_propensity must be finite"):
         decile_breakdown(np.array([[0]]), Y3[:1], Y3, inv_propensity=np.array([1, 1, -1.0, 1]))
+    with pytest.raises(ValueError, match=r"inv_propensity must have shape \(4,\)"):
+        decile_breakdown(np.array([[0]]), Y3[:1], Y3, inv_propensity=np.ones((2, 2)))
     zero = evaluate(np.array([[0]]), Y3[:1], inv_propensity=np.zeros(4))  # zero weights: allowed, PSP 0
     assert np.all(zero["PSP"] == 0)
 

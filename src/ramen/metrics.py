@@ -219,14 +219,14 @@ def _hits(top: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
 
 
 def _check_weights(inv_propensity: object, L: int) -> np.ndarray:
-    """(L,) float64 weights: one finite, non-negative number per label (a NaN or negative weight
-    would make PSP NaN or negative without a word)."""
+    """(L,) float64 weights: one finite, non-negative number per label, in an array of shape (L,)
+    (a NaN or negative weight would make PSP NaN or negative without a word)."""
     w = np.asarray(inv_propensity)
     if w.dtype.kind not in "biuf":
         raise ValueError(f"inv_propensity must hold real numbers, got dtype {w.dtype}")
-    w = w.astype(np.float64).ravel()
-    if w.shape != (L,):
-        raise ValueError(f"inv_propensity must have one value per label ({L}), got shape {w.shape}")
+    if w.shape != (L,):  # not raveled: a 2-D array of L values is more likely a mistake than weights
+        raise ValueError(f"inv_propensity must have shape ({L},), one value per label ({L}), got shape {w.shape}")
+    w = w.astype(np.float64)
     bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
     if len(bad):
         raise ValueError(f"inv_propensity must be finite and non-negative; label {bad[0]} has {w[bad[0]]} "
