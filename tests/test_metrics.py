@@ -332,6 +332,46 @@ def test_inv_propensity_formula() -> None:
         inv_propensity(sp.csr_matrix((0, 3)), A, B)
 
 
+@pytest.mark.parametrize("A,B,error,message", [
+    (0.55, -1, ValueError, r"A >= 0 and B > -1, got A=0.55, B=-1"),
+    (0.55, -2.5, ValueError, r"A >= 0 and B > -1, got A=0.55, B=-2.5"),
+    (-0.1, 1.5, ValueError, r"A >= 0 and B > -1, got A=-0.1, B=1.5"),
+    (np.nan, 1.5, ValueError, r"finite with A >= 0 and B > -1, got A=nan"),
+    (0.55, np.inf, ValueError, r"finite with A >= 0 and B > -1, got A=0.55, B=inf"),
+    ("0.55", 1.5, TypeError, r"A and B must be real numbers, got A='0.55', B=1.5"),
+    (0.55, True, TypeError, r"A and B must be real numbers, got A=0.55, B=True"),
+])
+def test_inv_propensity_checks_A_and_B(A, B, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        inv_propensity(sp.csr_matrix(np.eye(4)), A, B)
+
+
+@pytest.mark.parametrize("N", [1, 2])
+def test_inv_propensity_needs_three_training_rows(N: int) -> None:
+    """For N <= 2, ln N - 1 < 0 makes C negative: weights below 1 that fall as a label gets rarer
+    (negative for unseen labels, e.g. N = 1, B = 1.5: 1 - (2.5 / 1.5)^0.55 < 0). Refused, named."""
+    train = sp.csr_matrix(np.eye(N, 3))
+    with pytest.raises(ValueError, match=rf"train_Y has {N} rows?: .* at least 3 training points"):
+        inv_propensity(train, 0.55, 1.5)
+    train = sp.csr_matrix(np.eye(3))  # N = 3: ln 3 - 1 > 0, every weight >= 1
+    C = (math.log(3) - 1) * 2.5 ** 0.55
+    np.testing.assert_allclose(inv_propensity(train, 0.55, 1.5), [1 + C * 2.5 ** -0.55] * 3)
+
+
+def test_inv_propensity_names_an_undefined_weight() -> None:
+    train = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1], [1, 0, 1]]))  # label 1 unseen
+    with pytest.raises(ValueError, match=r"label 1 has no training positives and B = -0.5 <= 0"):
+        inv_propensity(train, 0.55, -0.5)  # (0 - 0.5)^-0.55 is NaN
+    with pytest.raises(ValueError, match=r"label 1 has no training positives and B = 0.0 <= 0"):
+        inv_propensity(train, 0.55, 0.0)  # 0^-0.55 is inf
+    seen = train[:, [0, 2]]  # B in (-1, 0] is fine where every label has a positive, and A = 0 anywhere
+    C = (math.log(4) - 1) * 0.5 ** 0.55
+    np.testing.assert_allclose(inv_propensity(seen, 0.55, -0.5), [1 + C * 2.5 ** -0.55, 1 + C * 2.5 ** -0.55])
+    np.testing.assert_allclose(inv_propensity(train, 0.0, -0.5), [math.log(4)] * 3)
+    with pytest.raises(ValueError, match=r"not finite .* A=1000000.0, B=0.01"):
+        inv_propensity(train, 1e6, 0.01)  # (B + 1)^A overflows
+
+
 # ---- bad input ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("pred,kwargs,message", [

@@ -16,6 +16,9 @@ padded with -1; each id may appear once per row. Results are fractions (multiply
 """
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -25,13 +28,44 @@ __all__ = ["decile_breakdown", "evaluate", "format_table", "inv_propensity", "la
 def inv_propensity(train_Y: sp.spmatrix, A: float, B: float) -> np.ndarray:
     """(L,) float64 inverse propensities 1/p_l = 1 + C (N_l + B)^-A, C = (ln N - 1)(B + 1)^A
     (Jain et al., 2016): N training points, N_l of them with label l (stored non-zero entries of
-    train_Y, a sparse matrix: a stored zero is not a positive, as in `evaluate`'s true_Y)."""
+    train_Y, a sparse matrix: a stored zero is not a positive, as in `evaluate`'s true_Y).
+
+    A >= 0, B > -1, both finite (ramen.json's rule). N >= 3: for N <= 2, ln N < 1 makes C < 0, so
+    p_l > 1 and the weights fall below 1 as labels get rarer (below 0 for unseen ones); that is
+    refused with a ValueError rather than clamped to C = 0, which would quietly turn PSP into plain
+    P. A label without training positives needs B > 0 (or A = 0): (0 + B)^-A is undefined for B <= 0.
+    """
+    _check_propensity_constants(A, B)
     freq = _label_counts(train_Y).astype(np.float64)
     N = train_Y.shape[0]
     if N < 1:
         raise ValueError("train_Y has no rows: propensities need training points")
-    C = (np.log(N) - 1.0) * (B + 1.0) ** A
-    return 1.0 + C * (freq + B) ** (-A)
+    if N < 3:
+        raise ValueError(f"train_Y has {N} row{'s' if N > 1 else ''}: propensities need at least 3 training "
+                         f"points (C = (ln N - 1)(B + 1)^A is negative for N <= 2, which weights rare labels below "
+                         "frequent ones)")
+    unseen = np.flatnonzero(freq == 0)
+    if A > 0 and B <= 0 and len(unseen):
+        raise ValueError(f"label {unseen[0]} has no training positives and B = {float(B)} <= 0: its weight "
+                         f"(N_l + B)^-A is undefined ({len(unseen)} such labels); use B > 0")
+    A, B = np.float64(A), np.float64(B)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below
+        C = (np.log(N) - 1.0) * (B + 1.0) ** A
+        w = 1.0 + C * (freq + B) ** (-A)
+    bad = np.flatnonzero(~np.isfinite(w))
+    if len(bad):
+        raise ValueError(f"the weight of label {bad[0]} is not finite ({w[bad[0]]}): (B + 1)^A or (N_l + B)^-A "
+                         f"overflows float64 at A={float(A)}, B={float(B)}")
+    return w
+
+
+def _check_propensity_constants(A: object, B: object) -> None:
+    """A >= 0 and B > -1, finite real numbers: otherwise the weights are NaN or negative, and only
+    `evaluate` would say so, without naming A or B."""
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in (A, B)):
+        raise TypeError(f"A and B must be real numbers, got A={A!r}, B={B!r}")
+    if not (math.isfinite(A) and math.isfinite(B) and A >= 0 and B > -1):
+        raise ValueError(f"propensity constants must be finite with A >= 0 and B > -1, got A={float(A)}, B={float(B)}")
 
 
 def _in_row_order(indptr: np.ndarray, indices: np.ndarray) -> bool:
