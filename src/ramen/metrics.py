@@ -71,7 +71,7 @@ def _check_propensity_constants(A: object, B: object) -> None:
 def _in_row_order(indptr: np.ndarray, indices: np.ndarray) -> bool:
     """Whether each CSR row's column indices strictly increase (sorted, no duplicates): read from the
     arrays, not from scipy's cached flags, which go stale when the arrays are changed in place."""
-    steps = np.diff(indices.astype(np.int64)) > 0
+    steps = np.diff(indices) > 0  # column ids: their differences fit the index dtype
     starts = indptr[1:-1]
     steps[starts[(starts > 0) & (starts < len(indices))] - 1] = True  # a row's first entry may be any
     return bool(steps.all())
