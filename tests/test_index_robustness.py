@@ -536,6 +536,79 @@ def test_an_index_still_pickles_and_copies_with_its_own_lock(small):
         assert len(twin) == len(index) + 1
 
 
+KINDS = [pytest.param(dict(), id="ramen"), pytest.param(dict(exact=True), id="exact"),
+         pytest.param(dict(engine="usearch"), id="usearch"), pytest.param(dict(rescore=8), id="rescore")]
+
+
+@pytest.mark.parametrize("kw", KINDS)
+def test_a_shallow_copy_is_independent_of_the_original(tmp_path, small, kw):
+    """copy.copy used to share the graph, id and vector arrays: the copy's add made the original
+    return an id it did not hold (and save a file load rejects), the copy's remove hid labels."""
+    import copy
+
+    _, x, q = small
+    index = LabelIndex(16, connectivity=4, **kw)
+    index.add(np.arange(200), x[:200], threads=1)
+    want = index.search(q, 5)
+    twin = copy.copy(index)
+    twin.add([10**6], x[300:301], threads=1)
+    twin.remove([int(want[0][0, 0])])
+    assert len(index) == 200 and not index.contains([10**6])[0] and index.contains([want[0][0, 0]])[0]
+    for got, expected in zip(index.search(q, 5), want):
+        np.testing.assert_array_equal(got, expected)
+    assert twin.search(x[300], 1)[0][0] == 10**6 and len(twin) == 200
+    index.save(tmp_path / "a.idx")
+    np.testing.assert_array_equal(LabelIndex.load(tmp_path / "a.idx").search(q, 5)[0], want[0])
+    for other in (copy.deepcopy(index), pickle_round_trip(index)):
+        other.add([10**6 + 1], x[301:302], threads=1)
+        assert not index.contains([10**6 + 1])[0]
+        np.testing.assert_array_equal(index.search(q, 5)[0], want[0])
+
+
+def pickle_round_trip(index: LabelIndex) -> LabelIndex:
+    import pickle
+
+    return pickle.loads(pickle.dumps(index))
+
+
+@pytest.mark.parametrize("kw", KINDS)
+def test_a_copy_of_a_view_is_a_view_of_its_own(tmp_path, small, kw):
+    """A view's copy shares only the read-only file map: its own search width, its own checks."""
+    import copy
+
+    _, x, q = small
+    index = LabelIndex(16, connectivity=4, **kw)
+    index.add(np.arange(200), x[:200], threads=1)
+    index.save(tmp_path / "a.idx")
+    view = LabelIndex.load(tmp_path / "a.idx", view=True)
+    want, pending = view.search(q, 5), list(view._unverified)
+    for twin in (copy.copy(view), copy.deepcopy(view)):
+        assert twin.read_only and twin._keepalive is view._keepalive
+        np.testing.assert_array_equal(twin.search(q, 5)[0], want[0])
+        twin.expansion_search = 1
+        assert view.expansion_search == 64 and (view.engine != "usearch" or view._graph.expansion_search == 64)
+        assert twin.verify() and view._unverified == pending  # the view's checks are still to do
+        with pytest.raises(ValueError, match="read-only"):
+            twin.add([10**6], x[300:301])
+    np.testing.assert_array_equal(view.search(q, 5)[0], want[0])
+    with pytest.raises(TypeError, match="memory-mapped view"):
+        pickle_round_trip(view)
+
+
+def test_save_refuses_a_graph_that_disagrees_with_the_rows(tmp_path, small):
+    """An index whose graph was changed behind it (here by a second object sharing its arrays, as
+    a shallow copy once did) raises on save instead of writing a file that load rejects."""
+    _, x, _ = small
+    index = LabelIndex(16, connectivity=4)
+    index.add([1, 2], x[:2])
+    sharer = LabelIndex.__new__(LabelIndex)
+    sharer.__setstate__({k: v for k, v in index.__dict__.items() if k not in ("_lock", "_writer")})
+    sharer.add([3], x[2:3])
+    with pytest.raises(ValueError, match="graph holds 3 nodes but the index records 2 rows"):
+        index.save(tmp_path / "a.idx")
+    assert not list(tmp_path.iterdir())  # no file, no temporary left behind
+
+
 def test_searches_run_while_an_add_links_its_labels(monkeypatch):
     """The ramen engine links an add's labels without the lock searches share: a search from
     another thread in the middle of the linking finishes at once and sees the index before the add."""

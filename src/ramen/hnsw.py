@@ -14,6 +14,7 @@ must keep searches away from.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,15 @@ class HnswGraph:
 
     def __len__(self) -> int:
         return self.n
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "HnswGraph":
+        """A graph with its own arrays; read-only ones (a memory-mapped file's sections) are shared,
+        as nothing can write to them."""
+        twin = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and value.flags.writeable:
+                setattr(twin, name, value.copy())
+        return twin
 
     def add(self, vectors: np.ndarray, *, threads: int = 0) -> None:
         """Appends unit rows `vectors` (m, dim) float32 as nodes n..n+m-1 and links them."""

@@ -25,6 +25,7 @@ usearch engine changes its graph in place, so searches wait for its whole add or
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import mmap
@@ -259,16 +260,54 @@ class LabelIndex:
         self._writer = threading.Lock()  # one add, remove or tune at a time
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles and copies without the locks (a copy gets its own)."""
+        """Pickles without the locks (the unpickled index gets its own); a usearch graph goes as its
+        serialised bytes. A memory-mapped view does not pickle: its data is the file's."""
+        if self._keepalive is not None:
+            raise TypeError(f"cannot pickle a memory-mapped view of {self._source}: pickle the path, or an index "
+                            "loaded with view=False")
         with self._writer, self._lock.read():
             state = dict(self.__dict__)
+            if self.engine == "usearch":
+                state["_graph"] = bytes(self._graph.save())
         del state["_lock"], state["_writer"]
+        state.pop("_compiled_search"), state.pop("_scalar_unknown", None)  # the graph's, made again on unpickling
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._compiled_search = None
+        if self.engine == "usearch":
+            blob, self._graph = self._graph, self._new_graph()
+            self._graph.load(blob)
+            self._graph.expansion_search = self._expansion_search
         self._lock = RWLock()
         self._writer = threading.Lock()
+
+    def __copy__(self) -> "LabelIndex":
+        """copy.copy is a deep copy: a copy sharing the graph, id and vector arrays would change
+        the original with its first add or remove."""
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "LabelIndex":
+        """An independent index with its own arrays, graph and locks. A view's copy is a view of the
+        same memory map: what is read-only there (the file's vectors and graph) is shared."""
+        twin = LabelIndex.__new__(LabelIndex)
+        memo[id(self)] = twin
+        with self._writer, self._lock.read():
+            for name, value in self.__dict__.items():
+                if name in ("_lock", "_writer", "_graph", "_compiled_search"):
+                    continue
+                shared = name in ("_keepalive", "_scalar_unknown") or _read_only(value)  # the map; an enum constant
+                twin.__dict__[name] = value if shared else copy.deepcopy(value, memo)
+            twin._compiled_search = None
+            if self.engine == "usearch":
+                twin._graph = self._graph.copy()
+                twin._compiled_search = getattr(getattr(twin._graph, "_compiled", None), "search_many", None)
+            else:
+                twin._graph = copy.deepcopy(self._graph, memo)
+        twin._lock = RWLock()
+        twin._writer = threading.Lock()
+        return twin
 
     # ---- construction -------------------------------------------------------------------------
     def _new_graph(self) -> Any:
@@ -595,6 +634,7 @@ class LabelIndex:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f, self._lock.read():  # no add or remove while the sections are written
+                self._check_graph_rows(path)
                 f.write(MAGIC)
                 crcs: dict[str, int] = {}
                 sections = {"ids": write_section(f, self._ids[: self._rows], crcs, "ids")}
@@ -622,6 +662,16 @@ class LabelIndex:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def _check_graph_rows(self, path: Path) -> None:
+        """A ValueError, not a file that load rejects, when the graph's node count disagrees with the
+        rows this index records (its arrays were changed from outside it)."""
+        if self._graph is None:
+            return
+        want, what = (self._rows, "rows") if self.engine == "ramen" else (len(self), "live labels")
+        if len(self._graph) != want:
+            raise ValueError(f"cannot save the index to {path}: its graph holds {len(self._graph)} nodes but the "
+                             f"index records {want} {what} (the graph was changed from outside this index)")
 
     def _write_graph(self, f: Any, folder: Path, crcs: dict[str, int]) -> list[int]:
         """Saves the usearch graph to a scratch file and streams it into `f` (no second copy in RAM),
@@ -724,6 +774,11 @@ class LabelIndex:
                 raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
         self._unverified = []
         return True
+
+
+def _read_only(value: Any) -> bool:
+    """An array no one can write to (a memory-mapped file's section): a copy of the index may share it."""
+    return isinstance(value, np.ndarray) and not value.flags.writeable
 
 
 def _merge_keys(keys: np.ndarray, key_rows: np.ndarray, ids: np.ndarray,
