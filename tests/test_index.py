@@ -577,6 +577,22 @@ def test_bad_ids_and_settings(data):
     assert len(index) == 0
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(exact=True)], ids=["graph", "exact"])
+def test_an_empty_add_is_a_no_op(data, kw):
+    """np.asarray([]) is float64: an empty batch used to be refused for its ids' dtype."""
+    x, _ = data
+    index = build(x[:5], **kw)
+    sharded = ShardedLabelIndex([build(x[:5], np.arange(5, 10), **kw), LabelIndex(48, fingerprint="model-a", **kw)])
+    for target in (index, sharded):
+        for ids, vectors in [([], np.zeros((0, 48))), ([], []), (np.array([], np.int64), np.zeros((0, 48), np.float16))]:
+            target.add(ids, vectors)
+        assert len(target) == 5
+        with pytest.raises(ValueError, match=r"vectors must have shape \(n, 48\)"):  # an empty batch's dim is checked
+            target.add([], np.zeros((0, 4)))
+        with pytest.raises(ValueError, match="1-D array of 2 ids"):
+            target.add([], x[:2])
+
+
 def test_public_names():
     import ramen
 

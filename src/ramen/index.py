@@ -99,10 +99,13 @@ def normalize(vectors: Any, dim: int, name: str) -> np.ndarray:
 
 
 def _check_ids(ids: Any, n: int) -> np.ndarray:
+    """`ids` as n checked int64 ids. An empty list passes whatever its dtype (np.asarray([]) is float64)."""
     a = np.asarray(ids)
     if a.ndim == 0:
         a = a[None]
-    if a.dtype.kind not in "iu":
+    if a.shape == (0,) and n == 0:
+        return np.empty(0, np.int64)
+    if a.dtype.kind not in "iu" and a.size:
         raise ValueError(f"ids must be integers, got dtype {a.dtype}")
     if a.ndim != 1 or len(a) != n:
         raise ValueError(f"ids must be a 1-D array of {n} ids (one per vector), got shape {np.shape(ids)}")
@@ -115,7 +118,10 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
 
 
 def _checked_labels(ids: Any, vectors: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 ids, unit float32 vectors) of an add, each id once."""
+    """(int64 ids, unit float32 vectors) of an add, each id once. An empty batch passes (a no-op), its
+    vectors' dim checked when they have one ((0, dim)), not when they are a bare []."""
+    if np.shape(vectors) == (0,) and np.size(ids) == 0:
+        vectors = np.empty((0, dim), np.float32)
     x = normalize(vectors, dim, "vectors")
     a = _check_ids(ids, len(x))
     uniq, counts = np.unique(a, return_counts=True)
