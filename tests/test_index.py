@@ -593,6 +593,16 @@ def test_an_empty_add_is_a_no_op(data, kw):
             target.add([], x[:2])
 
 
+def test_a_shard_out_of_range_is_named(data):
+    x, _ = data
+    sharded = ShardedLabelIndex([build(x[:5]), build(x[:5], np.arange(5, 10))])
+    for shard in (2, 5, -3, 1.0, True):
+        with pytest.raises(ValueError, match=rf"shard must be an integer in \[-2, 2\) for 2 shards, got {shard!r}"):
+            sharded.add([100], x[10], shard=shard)
+    sharded.add([100], x[10], shard=np.int64(-2))
+    assert sharded.shards[0].contains([100])[0] and len(sharded) == 11
+
+
 def test_public_names():
     import ramen
 

@@ -73,7 +73,7 @@ class ShardedLabelIndex:
             threads: int | None = None) -> None:
         """Adds labels to shard number `shard` (default the last). An id held by another shard
         raises unless `replace=True`, which moves it: searches see it in one shard or the other."""
-        target = self.shards[shard]
+        target = self.shards[self._check_shard(shard)]
         target._writable("add labels")
         a, x = _checked_labels(ids, vectors, self.dim)
         if len(a) == 0:
@@ -90,6 +90,13 @@ class ShardedLabelIndex:
                     steps.append(s._prepare_remove(a, missing_ok=True)[1])
             steps.append(target._prepare_add(a, x, replace, _graph_threads(threads)))
             self._publish(steps)
+
+    def _check_shard(self, shard: Any) -> int:
+        """`shard` as an index into the shards (negative counts from the end), else a ValueError naming it."""
+        n = len(self.shards)
+        if isinstance(shard, bool) or not isinstance(shard, (int, np.integer)) or not -n <= shard < n:
+            raise ValueError(f"shard must be an integer in [{-n}, {n}) for {n} shards, got {shard!r}")
+        return int(shard)
 
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
         """Removes labels from whichever shards hold them, at once; returns how many were removed."""
