@@ -139,6 +139,18 @@ def test_exact_ties_and_duplicate_vectors():
     np.testing.assert_allclose(scores[:, 3], 0.0)
 
 
+@pytest.mark.parametrize("kw", ALL)
+def test_equal_scores_are_ordered_by_id_in_every_mode(kw):
+    """The graph used to return tied labels in its own (insertion) order, the exact search by id:
+    predict (graph) and evaluate (exact) ranked tied labels differently."""
+    index = LabelIndex(4, **kw)
+    index.add([9, 3, 7, 12, 5], np.array([[1, 1, 1, 1]] * 3 + [[1, 1, 1, 0]] * 2, np.float32), threads=1)
+    ids, scores = index.search(np.ones((2, 4)), 7)
+    np.testing.assert_array_equal(ids, [[3, 7, 9, 5, 12, -1, -1]] * 2)  # padding stays last
+    assert scores[0, 0] == scores[0, 2] and scores[0, 3] == scores[0, 4] and scores[0, 2] > scores[0, 3]
+    np.testing.assert_array_equal(index.search(np.ones(4), 5)[0], [3, 7, 9, 5, 12])
+
+
 def test_exact_f16_matches_reference_on_rounded_vectors(data):
     x, q = data
     index = build(x, exact=True, dtype="f16")

@@ -515,6 +515,10 @@ class LabelIndex:
         """Top-`k` labels for `queries` (n, dim) or (dim,): (ids int64, cosine scores float32),
         each (n, k) (or (k,) for one query), best first, padded with -1 / -inf.
 
+        Equal scores are ordered by id ascending, in every mode (the exact one and the graph), so
+        both rank tied labels alike; which labels of a tie across the k-th place come back is not
+        specified.
+
         threads: worker threads for the approximate search (None: all cores; the exact mode
         uses the BLAS library's threads).
         """
@@ -552,11 +556,12 @@ class LabelIndex:
             scores[~valid] = -np.inf
             ids[~valid] = -1
         if self.rescore:  # best k of the re-scored candidates
-            order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            ids, scores = _by_score_then_id(ids, scores, k)
             ids[scores == -np.inf] = -1
             return ids, scores
-        return ids, scores.astype(np.float32, copy=False)  # usearch returns best first
+        if _has_ties(ids, scores):  # the graph returns best first, tied labels in its own order
+            ids, scores = _by_score_then_id(ids, scores, k)
+        return ids, scores.astype(np.float32, copy=False)
 
     def _rescore(self, q: np.ndarray, rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """Exact scores (n, m) of queries `q` (n, dim) against the stored vectors of `rows` (n, m)."""
@@ -780,6 +785,18 @@ class LabelIndex:
                 raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
         self._unverified = []
         return True
+
+
+def _has_ties(ids: np.ndarray, scores: np.ndarray) -> bool:
+    """Whether two neighbouring labels (not padding) of some row of a best-first result score the same."""
+    return bool(((scores[:, 1:] == scores[:, :-1]) & (ids[:, 1:] >= 0)).any())
+
+
+def _by_score_then_id(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `k` of each row ordered by score descending, then id ascending, padding (id -1) last:
+    the exact search's order (`top_k`), so both modes rank tied labels alike."""
+    order = np.lexsort((np.where(ids < 0, np.iinfo(np.int64).max, ids), -scores), axis=1)[:, :k]
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
 
 
 def _read_only(value: Any) -> bool:
