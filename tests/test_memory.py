@@ -92,9 +92,11 @@ def test_available_memory_can_be_given(monkeypatch, text, want):
     assert memory.available_bytes() == (want, memory.AVAILABLE_ENV)
 
 
-def test_a_bad_available_figure_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv(memory.AVAILABLE_ENV, "lots")
-    with pytest.raises(ValueError, match="RAMEN_MEMORY_AVAILABLE='lots'"):
+@pytest.mark.parametrize("text", ["lots", "nan", "inf", "1e400", "-inf", "1e308GB", "-5GB", "-1", "0", "0MB", "0.5"])
+def test_a_bad_available_figure_is_a_clear_error(monkeypatch, text):
+    """inf and 1e400 used to raise a bare OverflowError, and a negative figure was taken (every run refused)."""
+    monkeypatch.setenv(memory.AVAILABLE_ENV, text)
+    with pytest.raises(ValueError, match=f"RAMEN_MEMORY_AVAILABLE='{text}': expected a positive, finite number"):
         memory.available_bytes()
 
 

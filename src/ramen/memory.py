@@ -25,6 +25,7 @@ caches are not sharded), so the check multiplies by the ranks on this machine (L
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from typing import Any
 
@@ -116,13 +117,7 @@ def available_bytes() -> tuple[int, str]:
     MB suffix), else the kernel's MemAvailable; (huge, "unknown") where neither exists."""
     given = os.environ.get(AVAILABLE_ENV)
     if given:
-        text = given.strip().upper()
-        scale = next((v for k, v in (("GB", GB), ("MB", 2 ** 20)) if text.endswith(k)), 1)
-        try:
-            return int(float(text[:-2] if scale != 1 else text) * scale), AVAILABLE_ENV
-        except ValueError:
-            raise ValueError(f"{AVAILABLE_ENV}={given!r}: expected a number of bytes, or one with a GB or MB "
-                             "suffix") from None
+        return _given_bytes(given), AVAILABLE_ENV
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -131,6 +126,21 @@ def available_bytes() -> tuple[int, str]:
     except OSError:
         pass
     return 1 << 62, "unknown"
+
+
+def _given_bytes(given: str) -> int:
+    """RAMEN_MEMORY_AVAILABLE's bytes: a finite number of at least one byte (inf, a negative figure
+    or zero would make every check pass or every run fail), else a ValueError quoting it."""
+    text = given.strip().upper()
+    scale = next((v for k, v in (("GB", GB), ("MB", 2 ** 20)) if text.endswith(k)), 1)
+    try:
+        value = float(text[:-2] if scale != 1 else text) * scale
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"{AVAILABLE_ENV}={given!r}: expected a positive, finite number of bytes, or one with a "
+                         "GB or MB suffix")
+    return int(value)
 
 
 def check_fits(estimate: Estimate) -> str:
