@@ -379,6 +379,24 @@ def test_save_to_directory_rejected(tmp_path):
         LabelIndex(4).save(tmp_path)
 
 
+def test_a_directory_or_a_file_in_the_way_is_named(tmp_path):
+    """load(dir) said 'no label index at dir' (FileNotFoundError) though something is there; a save
+    under a file gave mkdir's bare FileExistsError."""
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=f"{tmp_path / 'd'} is a directory, not a label index file"):
+        LabelIndex.load(tmp_path / "d")
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="gone is not a regular file"):
+        LabelIndex.load(tmp_path / "gone", view=True)
+    (tmp_path / "somefile").write_bytes(b"x")
+    for target in ("somefile/x.idx", "somefile/sub/x.idx", "gone/x.idx"):
+        folder = target.split("/")[0]
+        with pytest.raises(ValueError, match=f"to {tmp_path / target}: {tmp_path / folder} is not a directory"):
+            LabelIndex(4).save(tmp_path / target)
+    LabelIndex(4).save(tmp_path / "new" / "sub" / "x.idx")  # missing folders are still made
+    assert len(LabelIndex.load(tmp_path / "new" / "sub" / "x.idx")) == 0
+
+
 # ---- updates -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kw", ALL)
 def test_add_remove_readd(data, kw):

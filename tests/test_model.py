@@ -97,6 +97,19 @@ def test_load_checks_the_index_against_the_encoder_and_labels_it_holds(tmp_path:
         Model.load(tmp_path / "s")
 
 
+@pytest.mark.parametrize("kind", ["directory", "broken-link"])
+def test_load_names_a_label_index_that_is_not_a_file(tmp_path: Path, encoder: Encoder, kind: str) -> None:
+    """A directory at labels.index was 'no label index at ...' (FileNotFoundError), a broken link an
+    index silently absent."""
+    path = saved(tmp_path, encoder, ["x", "y"])
+    if kind == "directory":
+        (path / "labels.index").mkdir()
+    else:
+        (path / "labels.index").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"labels.index is (a directory|not a regular file)"):
+        Model.load(path)
+
+
 def damage(path: Path) -> None:
     """Overwrites 400 bytes near the end of `path` (inside a safetensors file's weights), same size."""
     data = bytearray(path.read_bytes())

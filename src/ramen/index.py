@@ -641,7 +641,7 @@ class LabelIndex:
         path = Path(path)
         if path.is_dir():
             raise ValueError(f"cannot save the index to {path}: it is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(path)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f, self._lock.read():  # no add or remove while the sections are written
@@ -711,8 +711,11 @@ class LabelIndex:
         expected_fingerprint: when given, an index made by another model raises ValueError.
         """
         path = Path(path)
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise FileNotFoundError(f"no label index at {path}")
+        if not path.is_file():
+            what = "a directory" if path.is_dir() else "not a regular file (a broken link, a pipe or a device)"
+            raise ValueError(f"{path} is {what}, not a label index file")
         with open(path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
         if mm is None:
@@ -785,6 +788,17 @@ class LabelIndex:
                 raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
         self._unverified = []
         return True
+
+
+def _make_parent(path: Path) -> None:
+    """Creates the missing folders above `path`; a ValueError naming the one in the way when something
+    other than a directory stands where a folder belongs (mkdir's bare FileExistsError does not say)."""
+    for folder in (path.parent, *path.parent.parents):
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                raise ValueError(f"cannot save the index to {path}: {folder} is not a directory")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
 
 
 def _has_ties(ids: np.ndarray, scores: np.ndarray) -> bool:

@@ -167,7 +167,7 @@ class Model:
         encoder = Encoder.load(path / "encoder")
         fingerprint = _checked_fingerprint(path, meta["fingerprint"], encoder)  # on the host, before `.to(device)`
         model = cls(encoder.to(device), _read_labels(path, meta.get("num_labels")))
-        if (path / INDEX_FILE).exists():
+        if os.path.lexists(path / INDEX_FILE):  # a directory or a broken link there is an error, not no index
             index = LabelIndex.load(path / INDEX_FILE, view=view, expected_fingerprint=fingerprint)
             labels = model.label_texts or []
             if not np.array_equal(index.ids, np.arange(len(labels))):
