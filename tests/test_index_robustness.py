@@ -401,6 +401,52 @@ def test_a_flipped_bit_in_any_section_is_caught(tmp_path, small, kw):
     np.testing.assert_array_equal(view.search(q, 5)[0], index.search(q, 5)[0])
 
 
+@pytest.mark.parametrize("kw", CHECKSUM_KINDS)
+def test_verify_names_a_viewed_file_rewritten_in_place(tmp_path, small, kw):
+    """A view maps its file: an atomic replace is safe, a rewrite in place is not (wrong results, or
+    SIGBUS once truncated). verify() used to miss a rewrite after its first success; it names it now."""
+    import shutil
+
+    _, x, q = small
+    a, b = LabelIndex(16, **kw), LabelIndex(16, **kw)
+    a.add(np.arange(200), x[:200], threads=1)
+    b.add(np.arange(1000, 1300), x[100:400], threads=1)
+    a.save(tmp_path / "a.idx")
+    b.save(tmp_path / "b.idx")
+    blob = bytearray((tmp_path / "a.idx").read_bytes())
+    blob[len(blob) // 2] ^= 1
+    (tmp_path / "same.idx").write_bytes(bytes(blob))  # a's size, other bytes
+    live = tmp_path / "live.idx"
+    a.save(live)
+    view = LabelIndex.load(live, view=True)
+    want = view.search(q, 5)[0]
+    b.save(live)  # atomic: the view keeps reading the old file
+    assert view.verify() is True
+    np.testing.assert_array_equal(view.search(q, 5)[0], want)
+    assert view.verify() is True  # verified once: the vectors' checksums are done, the file check is not
+    for name in ("a", "same"):  # a over b (a new size), then same over a (the same size, a new time)
+        view = LabelIndex.load(live, view=True)
+        view.verify()
+        at_load = os.stat(live).st_mtime_ns
+        shutil.copyfile(tmp_path / f"{name}.idx", live)  # in place, as cp does
+        if os.stat(live).st_mtime_ns == at_load:  # a coarse clock: the later time a later cp would give
+            os.utime(live, ns=(at_load + 10**9, at_load + 10**9))
+        with pytest.raises(ValueError, match=r"live\.idx was rewritten in place while memory-mapped"):
+            view.verify()
+    shutil.copyfile(tmp_path / "a.idx", live)
+    proc = run_python(f"""
+        from ramen.index import LabelIndex
+        view = LabelIndex.load({str(live)!r}, view=True)
+        open({str(live)!r}, "r+b").truncate(4096)
+        try:
+            view.verify()
+        except ValueError as e:
+            print("refused:", e)
+    """)
+    assert_ran(proc)
+    assert "refused:" in proc.stdout and "at load, 4096 now" in proc.stdout
+
+
 def test_header_edits_are_caught(tmp_path, small):
     index, _, _ = small
     good = tmp_path / "good.idx"

@@ -259,6 +259,7 @@ class LabelIndex:
         self._graph = None if exact else self._new_graph()
         self._keepalive: Any = None  # the memory map a view reads from
         self._source: Path | None = None  # the file this index was loaded from
+        self._mapped: tuple[int, int, int, int] = (0, 0, 0, 0)  # a view's file at load: device, inode, size, mtime
         self._unverified: list[tuple[str, int, int, int]] = []  # (section, offset, size, crc32) left to verify()
         self.checksummed = False  # loaded from a file with checksums (False: built here, or a file saved before them)
         self._alive: np.ndarray | None = None  # ramen engine: uint8 per row, cached while no row changes
@@ -709,6 +710,13 @@ class LabelIndex:
         """Reads an index saved by `save`. view=True memory-maps it (read-only, pages loaded on use).
 
         expected_fingerprint: when given, an index made by another model raises ValueError.
+
+        While a view is open, replace its file only atomically (a new file renamed over it, as `save`
+        does: the view keeps reading the old one) and never rewrite it in place (`cp` over it, an
+        editor): the view would read the new bytes unchecked and give wrong results without a word,
+        and a truncated file kills the process (SIGBUS) at the next search that reads past its end.
+        That is how memory maps behave. `verify()` names a file rewritten in place (its size or
+        modification time changed since the load); call it before searching if in doubt.
         """
         path = Path(path)
         if not os.path.lexists(path):
@@ -717,7 +725,8 @@ class LabelIndex:
             what = "a directory" if path.is_dir() else "not a regular file (a broken link, a pipe or a device)"
             raise ValueError(f"{path} is {what}, not a label index file")
         with open(path, "rb") as f:
-            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if path.stat().st_size else None
+            st = os.fstat(f.fileno())
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if st.st_size else None
         if mm is None:
             raise ValueError(f"{path} is not a ramen label index (empty file)")
         header = read_header(mm, path)
@@ -771,6 +780,7 @@ class LabelIndex:
         if view:
             index.read_only = True
             index._keepalive = mm
+            index._mapped = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         else:
             mm.close()
         return index
@@ -778,9 +788,12 @@ class LabelIndex:
     def verify(self) -> bool:
         """Checks the sections a `view=True` load left unchecked (the vectors) against the file's
         checksums: about half a second per GB (README). Raises ValueError naming the file and the
-        section on a mismatch. True when everything loaded was checked (a copy load checks all at
+        section on a mismatch, and, for a view, naming the file when it was rewritten in place since
+        the load (see `load`). True when everything loaded was checked (a copy load checks all at
         load), False when there is nothing to check against (an index built here, or a file saved
         before checksums)."""
+        if self._keepalive is not None:
+            self._check_not_rewritten()
         if not self.checksummed:
             return False
         for name, offset, size, crc in self._unverified:
@@ -788,6 +801,21 @@ class LabelIndex:
                 raise ValueError(f"{self._source}: section {name!r} does not match its checksum (the file is corrupt)")
         self._unverified = []
         return True
+
+    def _check_not_rewritten(self) -> None:
+        """A ValueError when a view's file changed under its map: a new size (the map's own file, even
+        if renamed since) or, while the path still names that file, a new modification time."""
+        device, inode, size, mtime = self._mapped
+        now = self._keepalive.size()  # fstat of the mapped file itself
+        try:
+            st = os.stat(self._source)
+            moved = (st.st_dev, st.st_ino) != (device, inode)  # replaced atomically: the map keeps the old file
+        except OSError:
+            st, moved = None, True
+        if now != size or (not moved and st.st_mtime_ns != mtime):
+            raise ValueError(f"{self._source} was rewritten in place while memory-mapped by this view ({size} bytes "
+                             f"at load, {now} now): its results can be wrong and a truncation crashes the "
+                             "process; load it again, and replace the file atomically (as save does), never in place")
 
 
 def _make_parent(path: Path) -> None:
