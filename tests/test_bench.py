@@ -26,6 +26,48 @@ def test_all_suites_quick(tmp_path, ramen_env):
                             for r in compared)
 
 
+class FakeSuites:
+    """Stands in for importlib in ramen.bench.__main__: records which suites ran, each one row."""
+
+    def __init__(self, json_path: Path | None = None):
+        self.ran: list[str] = []
+        self.json_path = json_path
+
+    def import_module(self, name: str):
+        from types import SimpleNamespace
+
+        from ramen.bench.common import Row
+
+        def run(quick: bool, **extra):
+            if self.json_path is not None:  # the check's temporary file is gone before any suite runs
+                assert not list(self.json_path.parent.glob("*.tmp"))
+            self.ran.append(name.rsplit(".", 1)[-1])
+            return [Row(suite=self.ran[-1], case="fake", metric="time", ours=1.0, unit="s")]
+        return SimpleNamespace(run=run)
+
+
+def test_an_unwritable_json_path_or_a_stray_size_stops_before_any_suite(tmp_path, monkeypatch, capsys):
+    """--json /proc/x.json ran every suite, then crashed writing; --size without the scale suite was
+    ignored. Both are refused before the first suite now."""
+    import ramen.bench.__main__ as bench
+
+    fake = FakeSuites()
+    monkeypatch.setattr(bench, "importlib", fake)
+    monkeypatch.setattr(bench, "machine_info", lambda: {"cpu": "test"})
+    for argv, message in [(["--suite", "train", "--json", "/proc/ramen-bench-test.json"], "cannot write"),
+                          (["--suite", "train", "--size", "tiny"], "--size tiny: sets the scale suite's data size"),
+                          (["--size", "0.1"], "scale suite is not selected")]:
+        with pytest.raises(SystemExit) as exit_info:
+            bench.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert fake.ran == []
+    out = tmp_path / "new" / "bench.json"
+    fake.json_path = out
+    assert bench.main(["--suite", "train", "--suite", "scale", "--size", "tiny", "--json", str(out)]) == 0
+    assert fake.ran == ["train", "scale"] and json.loads(out.read_text())["rows"][0]["suite"] == "train"
+    assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
+
+
 def test_search_case_too_large_for_memory_is_skipped_with_a_message(capsys):
     from ramen.bench.search import _fits
 

@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite", action="append", choices=sorted(SUITES) or None,
                         help="suite to run (repeatable; default: every suite but accuracy, which --quick adds)")
     parser.add_argument("--quick", action="store_true", help="small sizes: every suite in about 2 minutes")
-    parser.add_argument("--size", help="data size of the scale suite: a synthetic preset (paper, medium, small, "
-                        "tiny) or a fraction of paper such as 0.25 (default: paper; small with --quick)")
+    parser.add_argument("--size", help="data size of the scale suite (only with it selected): a synthetic preset "
+                        "(paper, medium, small, tiny) or a fraction of paper such as 0.25 (default: paper; small "
+                        "with --quick)")
     parser.add_argument("--json", type=Path, help="also write the machine and rows to this JSON file")
     args = parser.parse_args(argv)
 
@@ -44,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
             from ramen.bench.scale import dataset_config
 
             dataset_config(args.size)
-        if args.json is not None and (args.json.is_dir() or (args.json.parent.exists() and not args.json.parent.is_dir())):
-            raise ValueError(f"--json {args.json}: not a file path")
+            if "scale" not in suites:
+                raise ValueError(f"--size {args.size}: sets the scale suite's data size, but the scale suite is not "
+                                 "selected (add --suite scale)")
+        if args.json is not None:
+            _check_json_path(args.json)
     except ValueError as exc:
         parser.error(str(exc))
     machine = machine_info()
@@ -63,12 +67,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(suite {name}: {time.perf_counter() - t0:.1f} s)", flush=True)
         rows += suite_rows
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.json.with_suffix(args.json.suffix + ".tmp")
+        tmp = _json_tmp(args.json)
         tmp.write_text(json.dumps({"machine": machine, "quick": args.quick,
                                    "rows": [r.as_dict() for r in rows]}, indent=1))
         tmp.replace(args.json)
     return 0
+
+
+def _json_tmp(path: Path) -> Path:
+    """The temporary file the JSON report is written to, then renamed onto `path`."""
+    return path.with_suffix(path.suffix + ".tmp")
+
+
+def _check_json_path(path: Path) -> None:
+    """Makes `path`'s folders and creates and removes its temporary file: a --json that cannot be
+    written is a ValueError before the suites run (hours for a full run), not after."""
+    if path.is_dir() or (path.parent.exists() and not path.parent.is_dir()):
+        raise ValueError(f"--json {path}: not a file path")
+    tmp = _json_tmp(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.open("w").close()
+        tmp.unlink()
+    except OSError as exc:
+        raise ValueError(f"--json {path}: cannot write {tmp} ({exc.strerror or exc})") from None
 
 
 if __name__ == "__main__":
