@@ -68,6 +68,31 @@ def test_an_unwritable_json_path_or_a_stray_size_stops_before_any_suite(tmp_path
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
 
 
+def test_the_help_and_the_readme_say_which_suites_run(monkeypatch, capsys):
+    """--help said 'every suite but accuracy, which --quick adds': gpu and scale are left out too, and
+    --quick adds all three. The help, the README and what runs now agree."""
+    import ramen.bench.__main__ as bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    left_out = [name for name in bench.SUITES if name not in bench.DEFAULT_SUITES]
+    assert left_out == ["accuracy", "gpu", "scale"]
+    assert "default: every suite but accuracy, gpu and scale; --quick without --suite runs all 9" in help_text
+    assert "Without `--suite` it runs every suite but accuracy, gpu and scale" in readme
+    usage = readme[readme.index("`python -m ramen.bench [--suite "):].split("`")[1]  # its suite choices, all
+    assert sorted(usage.split("--suite ")[1].split("]")[0].split("|")) == sorted(bench.SUITES)
+    fake = FakeSuites()
+    monkeypatch.setattr(bench, "importlib", fake)
+    monkeypatch.setattr(bench, "machine_info", lambda: {"cpu": "test"})
+    bench.main([])
+    assert fake.ran == bench.DEFAULT_SUITES and not set(left_out) & set(fake.ran)
+    fake.ran.clear()
+    bench.main(["--quick"])
+    assert sorted(fake.ran) == sorted(bench.SUITES)
+
+
 def test_search_case_too_large_for_memory_is_skipped_with_a_message(capsys):
     from ramen.bench.search import _fits
 

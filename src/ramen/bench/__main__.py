@@ -26,13 +26,16 @@ SUITES: dict[str, str] = {
 # the GPU acceptance check is its own command, `--suite gpu`; the paper-scale run, `--suite scale`,
 # takes tens of minutes and several GB unless --quick)
 DEFAULT_SUITES = [name for name in SUITES if name not in ("accuracy", "gpu", "scale")]
+LEFT_OUT = [name for name in SUITES if name not in DEFAULT_SUITES]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ramen.bench", description=__doc__)
     parser.add_argument("--suite", action="append", choices=sorted(SUITES) or None,
-                        help="suite to run (repeatable; default: every suite but accuracy, which --quick adds)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: every suite in about 2 minutes")
+                        help=f"suite to run (repeatable; default: every suite but {', '.join(LEFT_OUT[:-1])} and "
+                        f"{LEFT_OUT[-1]}; --quick without --suite runs all {len(SUITES)}, those too)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (scale: small); without --suite, every "
+                        "suite in about 2 minutes")
     parser.add_argument("--size", help="data size of the scale suite (only with it selected): a synthetic preset "
                         "(paper, medium, small, tiny) or a fraction of paper such as 0.25 (default: paper; small "
                         "with --quick)")
