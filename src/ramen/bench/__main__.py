@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"suite to run (repeatable; default: every suite but {', '.join(LEFT_OUT[:-1])} and "
                         f"{LEFT_OUT[-1]}; --quick without --suite runs all {len(SUITES)}, those too)")
     parser.add_argument("--quick", action="store_true", help="small sizes (scale: small); without --suite, every "
-                        "suite in about 2 minutes")
+                        "suite in about 3 minutes on 2 cores (benchmarks/results/bench-quick.json)")
     parser.add_argument("--size", help="data size of the scale suite (only with it selected): a synthetic preset "
                         "(paper, medium, small, tiny) or a fraction of paper such as 0.25 (default: paper; small "
                         "with --quick)")
