@@ -169,12 +169,12 @@ def test_flags_the_run_would_ignore_are_an_error(tmp_path, capsys):
     assert main(base + ["--print-config", "--select-graph-weight", "0", "0.1", "--walk-length", "5"]) == 0
 
 
-def test_resume_keeps_the_runs_own_selection_and_says_when_it_had_finished(tmp_path, capsys):
+def test_resume_cannot_make_a_plain_run_a_selection_and_says_when_it_had_finished(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out), "--epochs", "1",
                  "--batch-size", "32", "--eval-every", "0"]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="trained without --select-graph-weight, not --select-graph-weight 0 0.1"):
+    with pytest.raises(SystemExit, match="trained without --select-graph-weight, so it cannot become a selection"):
         main(["train", "--out", str(out), "--resume", "--select-graph-weight", "0", "0.1"])
     assert main(["train", "--out", str(out), "--resume"]) == 0
     steps = [json.loads(line)["global_step"] for line in (out / "log.jsonl").read_text().splitlines()

@@ -173,3 +173,11 @@ def test_the_cli_selects_and_records_the_choice(tmp_path, ramen_env):
     assert json.loads((out / "selection.json").read_text())["weights"] == [0.0, 0.1]
     bad = subprocess.run(cmd[:-2] + ["-1"], capture_output=True, text=True, cwd=tmp_path, env=ramen_env)
     assert bad.returncode != 0 and "--select-graph-weight" in bad.stderr
+    # --resume with more weights adds candidates (they used to be ignored without a word)
+    more = [sys.executable, "-m", "ramen", "train", "--out", str(out), "--resume", "--select-graph-weight", "0", "0.1",
+            "0.03"]
+    done = subprocess.run(more, capture_output=True, text=True, cwd=tmp_path, env=ramen_env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "weight 0.03: held-out P@1" in done.stdout
+    assert json.loads((out / "run.json").read_text())["select_graph_weight"] == [0.0, 0.1, 0.03]
+    assert json.loads((out / "selection.json").read_text())["weights"] == [0.0, 0.1, 0.03]

@@ -232,14 +232,23 @@ def _checked_selection_weights(weights: list[float] | None) -> list[float] | Non
 
 
 def _resumed_weights(args: argparse.Namespace, run_file: Path) -> list[float] | None:
-    """The run's own --select-graph-weight weights (None: a plain training); given again, they must agree."""
-    weights = json.loads(run_file.read_text()).get("select_graph_weight")
-    given = _checked_selection_weights(args.select_graph_weight)
-    if given is not None and (weights is None or sorted(given) != sorted(weights)):
-        run = f"selects among {weights}" if weights is not None else "trained without --select-graph-weight"
-        raise SystemExit(f"--resume continues the run in {run_file.parent} with its own settings: it {run}, "
-                         f"not --select-graph-weight {' '.join(f'{w:g}' for w in given)}")
-    return weights
+    """The weights a resumed run selects among: its own (None: a plain training), or those given
+    again with --select-graph-weight, which may add candidates to a selection (run.json is updated)
+    but cannot make a plain training one."""
+    run = json.loads(run_file.read_text())
+    weights, given = run.get("select_graph_weight"), _checked_selection_weights(args.select_graph_weight)
+    if given is None or given == weights:
+        return weights
+    if weights is None:
+        raise SystemExit(f"--resume continues the run in {run_file.parent} with its own settings: it trained "
+                         "without --select-graph-weight, so it cannot become a selection; start one in another --out")
+    if os.environ.get("RANK", "0") == "0":
+        from ramen.files import temp_path
+
+        tmp = temp_path(run_file)
+        tmp.write_text(json.dumps({**run, "select_graph_weight": given}, indent=1))
+        os.replace(tmp, run_file)
+    return given
 
 
 def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
