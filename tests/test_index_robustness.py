@@ -611,6 +611,26 @@ def test_a_shallow_copy_is_independent_of_the_original(tmp_path, small, kw):
         np.testing.assert_array_equal(index.search(q, 5)[0], want[0])
 
 
+def test_a_copy_of_a_sharded_index_has_shards_of_its_own(small):
+    import copy
+
+    from ramen import ShardedLabelIndex
+
+    _, x, q = small
+    a, b = LabelIndex(16, connectivity=4), LabelIndex(16, exact=True)
+    a.add(np.arange(100), x[:100], threads=1)
+    b.add(np.arange(100, 200), x[100:200])
+    sharded = ShardedLabelIndex([a, b])
+    want = sharded.search(q, 5)
+    for twin in (copy.copy(sharded), copy.deepcopy(sharded)):
+        assert all(t is not s for t, s in zip(twin.shards, sharded.shards))
+        twin.add([10**6], x[300:301], shard=1)
+        twin.remove([int(want[0][0, 0])])
+        assert len(sharded) == 200 and not sharded.contains([10**6])[0]
+        for got, expected in zip(sharded.search(q, 5), want):
+            np.testing.assert_array_equal(got, expected)
+
+
 def pickle_round_trip(index: LabelIndex) -> LabelIndex:
     import pickle
 

@@ -1,6 +1,7 @@
 """Several label indexes, one per shard of the labels, searched as one: a catalogue across machines."""
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -44,6 +45,18 @@ class ShardedLabelIndex:
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.shards)
+
+    def __copy__(self) -> "ShardedLabelIndex":
+        """copy.copy copies the shards too (`LabelIndex.__copy__`): a copy sharing them would change
+        the original with its first add or remove."""
+        return self.__deepcopy__({})
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "ShardedLabelIndex":
+        twin = ShardedLabelIndex.__new__(ShardedLabelIndex)
+        memo[id(self)] = twin
+        twin.shards = [copy.deepcopy(s, memo) for s in self.shards]
+        twin.dim, twin.fingerprint = self.dim, self.fingerprint
+        return twin
 
     def __repr__(self) -> str:
         return f"ShardedLabelIndex(shards={len(self.shards)}, dim={self.dim}, labels={len(self)})"
