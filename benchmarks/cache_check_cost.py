@@ -10,24 +10,15 @@ anchors of 32 tokens. Files are read once before timing, so the numbers are with
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ramen.bench.common import machine_info
+from ramen.bench.common import best_time, machine_info, report_json
 from ramen.tokens import FILES, TokenCache
 
-
-def best(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def checked_load(path: Path, vocab: int, max_length: int) -> TokenCache:
@@ -54,7 +45,7 @@ def tokenise_seconds_per_text(max_length: int, sample: int) -> tuple[float, int]
     ds = synthetic("medium")
     texts = [t for a in ds.anchor_sets.values() for t in a.texts] + list(ds.train_texts) + list(ds.label_texts)
     texts = (texts * (sample // max(len(texts), 1) + 1))[:sample]
-    seconds = best(lambda: TokenCache.build(tokenizer, texts, max_length), repeat=2)
+    seconds = best_time(lambda: TokenCache.build(tokenizer, texts, max_length), repeat=2)
     return seconds / len(texts), len(tokenizer)
 
 
@@ -81,8 +72,8 @@ def main() -> None:
         size = sum((path / name).stat().st_size for name in FILES)
         for name in FILES:  # warm the page cache
             (path / name).read_bytes()
-        checked = best(lambda: checked_load(path, vocab, args.max_length))
-        floor = best(lambda: unchecked_load(path))
+        checked = best_time(lambda: checked_load(path, vocab, args.max_length))
+        floor = best_time(lambda: unchecked_load(path))
     tokenise = per_text * args.rows
     out = {
         "command": "python benchmarks/cache_check_cost.py " + " ".join(
@@ -96,10 +87,7 @@ def main() -> None:
         "ratio checked_load / tokenise": round(checked / tokenise, 4),
         "machine": machine_info(),
     }
-    text = json.dumps(out, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    report_json(out, args.json)
 
 
 if __name__ == "__main__":

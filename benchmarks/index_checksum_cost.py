@@ -13,13 +13,12 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ramen.bench.common import machine_info
+from ramen.bench.common import best_time, machine_info, report_json
 from ramen.index import LabelIndex
 
 
@@ -27,14 +26,6 @@ def header_of(blob: bytes) -> dict:
     length = int.from_bytes(blob[-16:-8], "little")
     return json.loads(bytes(blob[-16 - length:-16]))
 
-
-def best(fn, repeat: int = 5) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -76,23 +67,20 @@ def main() -> None:
             pass
     data = np.memmap(path, np.uint8, mode="r")
     out = {"file_gb": round(gb, 3),
-           "crc32_s_per_gb": best(lambda: zlib.crc32(data)) / gb,
-           "copy_load_s_per_gb": best(lambda: LabelIndex.load(path)) / gb,
-           "copy_load_no_checksums_s_per_gb": best(lambda: LabelIndex.load(old)) / gb,
-           "view_load_s_per_gb": best(lambda: LabelIndex.load(path, view=True)) / gb,
-           "view_verify_s_per_gb": best(lambda: LabelIndex.load(path, view=True).verify()) / gb
-           - best(lambda: LabelIndex.load(path, view=True)) / gb}
+           "crc32_s_per_gb": best_time(lambda: zlib.crc32(data), repeat=5) / gb,
+           "copy_load_s_per_gb": best_time(lambda: LabelIndex.load(path), repeat=5) / gb,
+           "copy_load_no_checksums_s_per_gb": best_time(lambda: LabelIndex.load(old), repeat=5) / gb,
+           "view_load_s_per_gb": best_time(lambda: LabelIndex.load(path, view=True), repeat=5) / gb,
+           "view_verify_s_per_gb": best_time(lambda: LabelIndex.load(path, view=True).verify(), repeat=5) / gb
+           - best_time(lambda: LabelIndex.load(path, view=True), repeat=5) / gb}
     out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
     # the checksum's choice: CRC-32 against hashlib's digests over the same bytes (GB/s)
-    out["hash_gb_per_s"] = {"crc32": round(gb / best(lambda: zlib.crc32(data)), 2),
-                            "sha256": round(gb / best(lambda: hashlib.sha256(data).digest()), 2),
-                            "blake2b": round(gb / best(lambda: hashlib.blake2b(data).digest()), 2)}
+    out["hash_gb_per_s"] = {"crc32": round(gb / best_time(lambda: zlib.crc32(data), repeat=5), 2),
+                            "sha256": round(gb / best_time(lambda: hashlib.sha256(data).digest(), repeat=5), 2),
+                            "blake2b": round(gb / best_time(lambda: hashlib.blake2b(data).digest(), repeat=5), 2)}
     out["command"] = f"python benchmarks/index_checksum_cost.py --gb {args.gb} --dim {args.dim}"
     out["machine"] = machine_info()
-    text = json.dumps(out, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    report_json(out, args.json)
     del data
     os.unlink(path)
     os.unlink(old)

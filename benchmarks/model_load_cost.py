@@ -8,24 +8,14 @@ saved label index (the synthetic benchmark's "small" labels). Files are in the p
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
-import time
 from pathlib import Path
 
-from ramen.bench.common import machine_info
+from ramen.bench.common import best_time, machine_info, report_json
 from ramen.datasets.synthetic import synthetic
 from ramen.encoder import Encoder
 from ramen.model import Model
 
-
-def best(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main() -> None:
@@ -39,8 +29,8 @@ def main() -> None:
         model.save(path)
         weights_mb = sum(f.stat().st_size for f in (path / "encoder").rglob("*.safetensors")) / 1e6
         loaded = Model.load(path)  # warms the page cache
-        load_s = best(lambda: Model.load(path))
-        fingerprint_s = best(loaded.encoder.fingerprint)
+        load_s = best_time(lambda: Model.load(path))
+        fingerprint_s = best_time(loaded.encoder.fingerprint)
     out = {
         "command": "python benchmarks/model_load_cost.py",
         "encoder": "all-MiniLM-L6-v2", "weights_mb": round(weights_mb, 1), "labels": len(model.label_texts),
@@ -49,10 +39,7 @@ def main() -> None:
         "ratio fingerprint / load": round(fingerprint_s / load_s, 3),
         "machine": machine_info(),
     }
-    text = json.dumps(out, indent=1)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    print(text)
+    report_json(out, args.json)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,31 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def report_json(result: dict[str, Any], path: str | os.PathLike | None = None) -> None:
+    """Prints `result` as JSON, first written to `path` when given (by a temporary name and a rename,
+    so a stopped run leaves no half-written record)."""
+    import json
+
+    text = json.dumps(result, indent=1)
+    if path is not None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text + "\n")
+        os.replace(tmp, path)
+    print(text)
+
+
+def best_time(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Least wall time of `fn` in seconds over `repeat` runs: the figure least disturbed by other
+    jobs on a shared machine (the page cache warmed by the caller)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1, sync: Callable[[], None] | None = None) -> float:
     """Median wall time of `fn` in seconds over `repeat` runs after `warmup` runs."""
     for _ in range(warmup):
