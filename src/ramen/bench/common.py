@@ -91,10 +91,11 @@ def report_json(result: dict[str, Any], path: str | os.PathLike | None = None) -
     so a stopped run leaves no half-written record)."""
     import json
 
+    from ramen.files import temp_path
+
     text = json.dumps(result, indent=1)
     if path is not None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = temp_path(path)
         tmp.write_text(text + "\n")
         os.replace(tmp, path)
     print(text)
