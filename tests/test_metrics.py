@@ -495,3 +495,20 @@ def test_format_table_ks_must_lie_in_1_to_K(ks: list) -> None:
                                              + re.escape(repr(ks))):
             format_table(result, ks=ks)
     assert format_table(r, ks=[np.int64(2)]).splitlines()[0].split() == ["metric", "@2"]
+
+
+@pytest.mark.parametrize("value", [-1.0, np.nan])
+def test_a_negative_or_nan_label_value_is_an_error_naming_the_matrix_and_entry(value) -> None:
+    """A negative or NaN entry of true_Y or train_Y counted as a label; it has no meaning as one."""
+    bad = sp.csr_matrix((np.array([1.0, value]), np.array([0, 3]), np.array([0, 1, 2, 2])), shape=(3, 4))
+    good = sp.csr_matrix(np.array([[1.0, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"true_Y: entry \(1, 3\) is "):
+        evaluate(np.array([[0], [3], [1]]), bad, k=1)
+    with pytest.raises(ValueError, match=r"train_Y: entry \(1, 3\)"):
+        inv_propensity(bad, 0.55, 1.5)
+    with pytest.raises(ValueError, match=r"train_Y: entry \(1, 3\)"):
+        label_deciles(bad)
+    assert evaluate(np.array([[0], [3], [1]]), good, k=1)["P"][0] == 2 / 3
+    # a label stored twice whose values cancel is no label, as scipy sums duplicates
+    twice = sp.csr_matrix((np.array([1.0, -1.0]), np.array([2, 2]), np.array([0, 2])), shape=(1, 4))
+    assert evaluate(np.array([[2]]), twice, k=1)["P"][0] == 0.0

@@ -98,10 +98,17 @@ def _check_count(value: object, name: str) -> int:
 
 def _as_labels(Y: object, name: str, rows: str) -> sp.csr_matrix:
     """Y as canonical CSR whose every stored entry is a label: a stored zero is not one (pyxclib reads
-    the values), a label stored twice is one; on a copy when that changes anything, never in place."""
+    the values), a label stored twice is one, a negative or NaN value is an error naming `name`; on a
+    copy when that changes anything, never in place."""
     if not sp.issparse(Y):
         raise TypeError(f"{name} must be a scipy sparse matrix ({rows} x labels), got {type(Y).__name__}")
     t = _canonical(Y)
+    bad = ~(t.data >= 0) if t.data.dtype != bool else np.zeros(0, bool)  # negative or NaN: not a relevance
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        row = int(np.searchsorted(t.indptr, at, side="right") - 1)
+        raise ValueError(f"{name}: entry ({row}, {int(t.indices[at])}) is {t.data[at]!r}; a label is a positive "
+                         f"entry and 0 is none, so negative or NaN values have no meaning here")
     if (t.data == 0).any():
         t = t.copy()
         t.eliminate_zeros()
