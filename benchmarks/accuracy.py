@@ -348,7 +348,8 @@ def arm_config(budget: dict[str, Any], arm: str, seed: int) -> TrainConfig:
         raise ValueError(f"arm {arm!r}: {', '.join(retired)} retired from TrainConfig (measured to do nothing, "
                          f"graph_levers.md); its runs stay in benchmarks/results/accuracy-runs, and ramen at commit "
                          f"{RETIRED_AT} reruns them")
-    return TrainConfig(**{**budget, **ARMS[arm], "seed": int(seed)}).validate()
+    # the budget's graph settings serve the graph arms; a plain arm leaves them unread, at their defaults
+    return TrainConfig(**{**budget, **ARMS[arm], "seed": int(seed)}).validate().without_idle()
 
 
 # ---------------------------------------------------------------- the held-out slice
@@ -436,6 +437,8 @@ def _claim(path: Path, identity: dict[str, Any]) -> None:
             defaults = _roundtrip(TrainConfig().to_dict())
             kept = without_retired(old["config"], f"{path}: ")  # and a retired one is gone (at its default)
             old["config"] = {**{k: v for k, v in defaults.items() if k not in kept}, **kept}
+            with contextlib.suppress(TypeError, ValueError):  # settings its switches leave unread: as arm_config
+                old["config"] = _roundtrip(TrainConfig(**old["config"]).without_idle().to_dict())
         if old != identity:
             keys = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
             if "config" in keys:

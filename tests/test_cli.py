@@ -157,16 +157,36 @@ def test_flags_the_run_would_ignore_are_an_error(tmp_path, capsys):
     for flags, plain in ((["--lambda-x", "0.5"], "--lambda-x"), (["--no-graph", "--reliance", "bandit"], "--reliance"),
                          (["--recipe", "plain", "--walk-length", "5", "--no-prune"], "--walk-length, --prune")):
         out = tmp_path / flags[-1]
-        with pytest.raises(SystemExit, match=f"{plain} only apply with the graph regulariser.*add --graph"):
+        with pytest.raises(SystemExit, match=f"{plain} only appl(y|ies) with --graph .*leaves off; add it"):
             main(base + ["--out", str(out), *flags])
         assert not out.exists()
-        with pytest.raises(SystemExit, match="only apply with the graph"):
+        with pytest.raises(SystemExit, match="only appl(y|ies) with --graph"):
             main(base + ["--print-config", *flags])
     with pytest.raises(SystemExit, match="--select-graph-weight sets the graph's weight .*drop --lambda-x"):
         main(base + ["--out", str(tmp_path / "sel"), "--select-graph-weight", "0", "0.1", "--lambda-x", "1"])
     assert main(base + ["--print-config", "--graph", "--lambda-x", "0.5"]) == 0  # with the graph they apply
     assert json.loads(capsys.readouterr().out)["lambda_x"] == 0.5
     assert main(base + ["--print-config", "--select-graph-weight", "0", "0.1", "--walk-length", "5"]) == 0
+
+
+def test_settings_their_switch_leaves_unread_are_an_error_from_flags_and_config_files(tmp_path, capsys):
+    """The cluster schedule without --cluster-batching, and graph settings from a config file on a plain
+    run, trained without them and said nothing; a selection may take the separate step, which only its
+    graph candidates use."""
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32"]
+    with pytest.raises(SystemExit, match="--cluster-size only applies with --cluster-batching"):
+        main(base + ["--out", str(tmp_path / "a"), "--cluster-size", "16"])
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"lambda_x": 0.5, "cluster_double_at": [2]}))
+    with pytest.raises(SystemExit, match=r"lambda_x=0.5, cluster_double_at=\[2\] \(from --config or --recipe\) "
+                                         r"only apply with --cluster-batching / --graph"):
+        main(base + ["--out", str(tmp_path / "b"), "--config", str(config)])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(SystemExit, match=r"lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10 \(from --config or "
+                                         r"--recipe\) only apply with --graph"):
+        main(base + ["--print-config", "--recipe", "paper", "--no-graph"])
+    assert main(base + ["--print-config", "--select-graph-weight", "0", "0.1", "--reg-step", "separate"]) == 0
+    assert json.loads(capsys.readouterr().out)["reg_step"] == "separate"
 
 
 def test_resume_cannot_make_a_plain_run_a_selection_and_says_when_it_had_finished(tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_watch_warns_once_after_a_full_window_above_the_threshold():
 
 def test_training_logs_the_warning(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "CollapseWatch", lambda **kw: CollapseWatch(threshold=-1.0, window=2, **kw))
-    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=20, eval_every=0,
+    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, eval_every=0,
                       encode_batch_size=64, dropout=0.0, graph=False)
     train_module.train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path, progress=False)
     infos = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())

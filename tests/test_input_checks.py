@@ -29,7 +29,8 @@ def tiny_data():
 def tiny_config(**kw) -> TrainConfig:
     base = dict(encoder="tiny", epochs=1, batch_size=32, lr=1e-3, walk_length=10, warmup_epochs=0, eval_every=0,
                 encode_batch_size=64, dropout=0.0, cpu_bf16=False)
-    return TrainConfig(**{**base, **kw})
+    cfg = TrainConfig(**{**base, **kw})  # the base's graph settings serve graph runs; a plain one leaves them unread
+    return dataclasses.replace(cfg.without_idle(), **{k: v for k, v in kw.items() if k in cfg.idle_fields()})
 
 
 @pytest.mark.parametrize("field, value, message", [
@@ -198,7 +199,8 @@ def test_a_label_stored_with_value_0_is_an_error_not_a_positive(tmp_path):
 
 
 def test_numpy_settings_are_stored_as_python_values(tiny_data, tmp_path):
-    cfg = tiny_config(seed=np.int64(0), lr=np.float32(1e-3), max_steps=np.int64(2), cluster_double_at=[np.int64(1)])
+    cfg = tiny_config(seed=np.int64(0), lr=np.float32(1e-3), max_steps=np.int64(2), cluster_double_at=[np.int64(1)],
+                     cluster_batching=True)
     ramen.train(tiny_data, cfg, out_dir=tmp_path, progress=False)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["seed"] == 0 and saved["max_steps"] == 2 and saved["cluster_double_at"] == [1]

@@ -1,5 +1,6 @@
 """The memory model and the up-front check: a run too large for the memory left stops before its
 long work, naming the stage and the estimate (issue 26)."""
+import dataclasses
 import json
 
 import numpy as np
@@ -14,7 +15,8 @@ from ramen.train import train
 def tiny_config(**kw) -> TrainConfig:
     base = dict(encoder="tiny", graph=True, epochs=1, batch_size=32, walk_length=20, warmup_epochs=0, prune_every=1,
                 encode_batch_size=64, cpu_bf16=False)
-    return TrainConfig(**{**base, **kw})
+    cfg = TrainConfig(**{**base, **kw})  # the base's graph settings serve graph runs; a plain one leaves them unread
+    return dataclasses.replace(cfg.without_idle(), **{k: v for k, v in kw.items() if k in cfg.idle_fields()})
 
 
 def test_a_run_too_large_stops_before_densifying_naming_the_stage(tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def test_training_runs_in_the_dtype_its_config_asks_and_says_so(tmp_path, cpu_bf
     from ramen.datasets.synthetic import synthetic
     from ramen.train import train
 
-    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, densify=False, prune=False, eval_every=0,
+    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=32, eval_every=0,
                       cpu_bf16=cpu_bf16)
     assert TrainConfig().cpu_bf16  # the default, where the CPU has native bf16
     model = train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path, progress=False)

@@ -1,4 +1,5 @@
 """The training driver end to end on the tiny synthetic dataset with a tiny random encoder."""
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -29,8 +30,8 @@ def tiny_config(**kw) -> TrainConfig:
     # float32: the tiny encoder gains nothing from bf16, and the two-process test compares shards in float32
     base = dict(encoder="tiny", graph=True, epochs=2, batch_size=32, lr=1e-3, warmup_epochs=1, prune_every=1,
                 walk_length=20, eval_every=1, encode_batch_size=64, dropout=0.0, cpu_bf16=False)
-    base.update(kw)
-    return TrainConfig(**base)
+    cfg = TrainConfig(**{**base, **kw})  # the base's graph settings serve graph runs; a plain one leaves them unread
+    return dataclasses.replace(cfg.without_idle(), **{k: v for k, v in kw.items() if k in cfg.idle_fields()})
 
 
 def records(out, event):
@@ -864,13 +865,48 @@ def test_graph_weights_a_plain_run_never_reads_do_not_block_its_resume(tiny_data
     train(tiny_data, tiny_config(epochs=1, graph=False, lambda_x=0.1, lambda_z=0.1), out_dir=tmp_path, progress=False)
     train(tiny_data, tiny_config(epochs=1, graph=False, lambda_x=0.0, lambda_z=0.0), out_dir=tmp_path, resume=True,
           progress=False)
+    # nor do the other graph settings (a candidate saved before weight_config set them to the defaults)
+    train(tiny_data, tiny_config(epochs=1, graph=False, walk_length=5, reg_step="separate"), out_dir=tmp_path,
+          resume=True, progress=False)
     with pytest.raises(ValueError, match="graph"):
         train(tiny_data, tiny_config(epochs=1, graph=True, lambda_x=0.1, lambda_z=0.1), out_dir=tmp_path,
               resume=True, progress=False)
 
 
+def test_settings_a_run_would_leave_unread_are_refused_before_anything_is_written(tiny_data, tmp_path):
+    """TrainConfig(lambda_x=0.5) trained the plain encoder without a word (the graph is off by default),
+    and so did a cluster schedule without cluster batching."""
+    for cfg, named in ((TrainConfig(encoder="tiny", lambda_x=0.5), r"lambda_x=0.5 only applies with graph=True"),
+                       (TrainConfig(encoder="tiny", reg_step="separate", prune=False),
+                        r"prune=False, reg_step='separate' only apply with graph=True"),
+                       (TrainConfig(encoder="tiny", graph=True, cluster_size=16, aug_gt_top_k=3),
+                        r"cluster_size=16, aug_gt_top_k=3 only apply with aug_gt=True / cluster_batching=True")):
+        with pytest.raises(ValueError, match=named):
+            train(tiny_data, cfg, out_dir=tmp_path / "r", progress=False)
+        assert not (tmp_path / "r").exists()
+        assert cfg.without_idle().idle_settings() == []
+    # a graph weight of 0 is the graph off: not refused; nor is the same setting with its switch on
+    plain = TrainConfig(encoder="tiny", epochs=1, batch_size=32, eval_every=0, cpu_bf16=False, lambda_x=0.0,
+                        lambdas={"hyperlink": [0.0, 0.0]})
+    assert plain.idle_settings() == []
+    assert TrainConfig(graph=True, lambda_x=0.5, reg_step="separate").idle_settings() == []
+    train(tiny_data, plain, out_dir=tmp_path / "plain", progress=False)
+
+
+def test_a_selection_with_the_separate_step_trains_its_plain_candidate(tiny_data, tmp_path):
+    """reg_step='separate' serves a selection's graph candidates; its weight-0 candidate used to stop
+    on "reg_step='separate' needs the graph", so no selection could take the separate step."""
+    from ramen.selection import select_graph_weight, weight_config
+
+    cfg = tiny_config(epochs=1, graph=False, reg_step="separate", walk_length=5)
+    zero = weight_config(cfg, 0.0)
+    assert not zero.graph and zero.reg_step == "joint" and zero.walk_length == TrainConfig().walk_length
+    assert weight_config(cfg, 0.1).reg_step == "separate" and weight_config(cfg, 0.1).walk_length == 5
+    _, sel = select_graph_weight(tiny_data, cfg, weights=[0, 0.1], out_dir=tmp_path / "sel", progress=False)
+    assert sorted(sel.held_out) == ["0", "0.1"]
+
+
 def test_resume_on_other_data_is_a_clear_error_naming_the_part(tiny_data, tmp_path):
-    import dataclasses
 
     train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path, progress=False)
     relabelled = dataclasses.replace(tiny_data, train_Y=tiny_data.train_Y[::-1].tocsr())  # same texts and sizes
@@ -937,7 +973,6 @@ def test_a_diverging_run_stops_naming_the_step_component_and_checkpoint(tiny_dat
 
 
 def test_eval_sets_are_evaluated_beside_the_test_split(tiny_data, tmp_path):
-    import dataclasses
 
     held = dataclasses.replace(tiny_data, test_texts=tiny_data.train_texts[:20], test_Y=tiny_data.train_Y[:20],
                                test_filter=None, anchor_sets={})

@@ -252,21 +252,32 @@ def _resumed_weights(args: argparse.Namespace, run_file: Path) -> list[float] | 
 
 
 def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
-    """Flags this run would ignore are an error, not a silent no-op: graph settings on a plain run, and
-    the graph's weight itself under --select-graph-weight (which sets it per candidate)."""
-    from ramen.config import GRAPH_ONLY
-    from ramen.selection import WEIGHT_SETTINGS
+    """Settings this run would ignore are an error, not a silent no-op: graph settings on a plain run,
+    the cluster schedule without --cluster-batching (as flags, or from --config or --recipe), and the
+    graph's weight itself under --select-graph-weight (which sets it per candidate)."""
+    from ramen.selection import WEIGHT_SETTINGS, weight_config
 
-    ignored = WEIGHT_SETTINGS if selecting else GRAPH_ONLY if not cfg.graph else ()
-    given = ["--" + name.replace("_", "-") for name in ignored if hasattr(args, name)]
-    if not given:
-        return
     if selecting:
-        raise SystemExit(f"train: --select-graph-weight sets the graph's weight of each candidate; "
-                         f"drop {', '.join(given)}")
-    raise SystemExit(f"train: {', '.join(given)} only apply with the graph regulariser, which this run does not "
-                     f"use (graph is off: the plain dual encoder); add --graph (or --recipe light-graph), or drop "
-                     f"{'it' if len(given) == 1 else 'them'}")
+        given = ["--" + name.replace("_", "-") for name in WEIGHT_SETTINGS if hasattr(args, name)]
+        if given:
+            raise SystemExit(f"train: --select-graph-weight sets the graph's weight of each candidate; "
+                             f"drop {', '.join(given)}")
+    probe = weight_config(cfg, 1.0) if selecting else cfg  # a selection's graph settings serve its candidates
+    idle = probe.idle_fields()
+    flags = {"graph": "--graph (or --recipe light-graph)", "cluster_batching": "--cluster-batching",
+             "aug_gt": "--aug-gt"}
+    given = ["--" + name.replace("_", "-") for name in idle if hasattr(args, name)]
+    if given:
+        needs = " / ".join(sorted({flags[idle[name[2:].replace("-", "_")]] for name in given}))
+        raise SystemExit(f"train: {', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with "
+                         f"{needs}, which this run leaves off; add it, or drop {'it' if len(given) == 1 else 'them'}")
+    settings = probe.idle_settings()
+    if settings:
+        needs = " / ".join(sorted({flags[idle[s.split("=")[0]]] for s in settings}))
+        one = len(settings) == 1
+        raise SystemExit(f"train: {', '.join(settings)} (from --config or --recipe) only "
+                         f"{'applies' if one else 'apply'} with {needs}, which this run leaves off; add it, or "
+                         f"leave {'that setting' if one else 'those settings'} at the default")
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -23,6 +23,9 @@ class TrainConfig:
     Paper ablations: `graph=False` (the plain dual encoder), `query_graph=False` (no R_x),
     `label_graph=False` (no R_z), `prune=False`, `aug_gt=True` (labels added through the graph by
     label propagation, no regulariser), `lambdas` (per anchor set weights).
+
+    A setting only a switch reads (the graph's with `graph`, the cluster schedule with
+    `cluster_batching`: IDLE_WITHOUT) set with its switch off would do nothing: `train` refuses it.
     """
 
     # encoder
@@ -136,7 +139,6 @@ class TrainConfig:
             (self.reliance in ("fixed", "bandit"), "reliance must be 'fixed' or 'bandit'"),
             (self.reliance_lr > 0, "reliance_lr must be > 0"),
             (self.reg_step in ("joint", "separate"), "reg_step must be 'joint' or 'separate'"),
-            (self.graph or self.reg_step == "joint", "reg_step='separate' needs the graph regularisers (graph=True)"),
             (_count(self.random_negatives), "random_negatives must be an integer >= 0"),
         ]
         for ok, message in checks:
@@ -163,6 +165,30 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def idle_fields(self) -> dict[str, str]:
+        """The fields this config's switches leave unread, each with the switch it needs: the graph's
+        settings without `graph`, the cluster schedule without `cluster_batching`, ..."""
+        return {name: switch for switch, names in IDLE_WITHOUT.items() if not getattr(self, switch)
+                for name in names}
+
+    def idle_settings(self) -> list[str]:
+        """'name=value' for each idle field (`idle_fields`) set away from its default: a setting that
+        would do nothing, most likely meant with its switch on (a graph weight of 0 is the graph off)."""
+        default = TrainConfig()
+        idle = []
+        for name in self.idle_fields():
+            value = getattr(self, name)
+            zero_weight = (name in ("lambda_x", "lambda_z") and value == 0) or (
+                name == "lambdas" and all(w == 0 for pair in value.values() for w in pair))
+            if value != getattr(default, name) and not zero_weight:
+                idle.append(f"{name}={value!r}")
+        return idle
+
+    def without_idle(self) -> "TrainConfig":
+        """This config with its idle fields (`idle_fields`) at their defaults: the same training."""
+        default = TrainConfig()
+        return dataclasses.replace(self, **{name: getattr(default, name) for name in self.idle_fields()})
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
@@ -222,7 +248,13 @@ class TrainConfig:
 # settings only a run with the graph regulariser reads (graph=True): given to a plain run they do nothing
 GRAPH_ONLY = ("query_graph", "label_graph", "lambda_x", "lambda_z", "lambdas", "densify", "walk_length", "restart_prob",
               "densify_top_k", "prune", "warmup_epochs", "prune_every", "prune_threshold", "reliance", "reliance_lr",
-              "reg_num_negatives")
+              "reg_num_negatives", "reg_step")
+# switch -> the settings only a run with that switch on reads (TrainConfig.idle_fields)
+IDLE_WITHOUT: dict[str, tuple[str, ...]] = {
+    "graph": GRAPH_ONLY,
+    "cluster_batching": ("cluster_size", "cluster_refresh", "cluster_double_at"),
+    "aug_gt": ("aug_gt_top_k",),
+}
 
 
 # Levers the study measured to do nothing (benchmarks/results/graph_levers.md: each within seed noise

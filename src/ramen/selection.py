@@ -40,9 +40,11 @@ class Selection:
 
 
 def weight_config(config: TrainConfig, weight: float) -> TrainConfig:
-    """`config` with the graph at `weight` for R_x and R_z of every anchor set (off at 0): every
-    WEIGHT_SETTINGS field is set, so a candidate depends on `config` only through the others."""
-    return dataclasses.replace(config, graph=weight > 0, lambda_x=weight, lambda_z=weight, lambdas={})
+    """`config` with the graph at `weight` for R_x and R_z of every anchor set (off at 0, with the other
+    graph settings, which it then leaves unread, at their defaults): every WEIGHT_SETTINGS field is
+    set, so a candidate depends on `config` only through the others."""
+    cand = dataclasses.replace(config, graph=weight > 0, lambda_x=weight, lambda_z=weight, lambdas={})
+    return cand if weight > 0 else dataclasses.replace(cand.without_idle(), lambda_x=0.0, lambda_z=0.0)
 
 
 def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,

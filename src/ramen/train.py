@@ -110,8 +110,26 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
         raise TypeError(f"train: config must be a TrainConfig (TrainConfig(**fields) or ramen.recipe(name)), "
                         f"got {type(config).__name__}")
     config = (config or TrainConfig()).validate()
+    if not resume:
+        refuse_idle(config, "train")
     with run_dir.claimed(out_dir, fresh=not resume, main=os.environ.get("RANK", "0") == "0"):  # rank 0 writes it
         return _train(dataset, config, out_dir, resume, progress, eval_sets or {})
+
+
+def refuse_idle(config: TrainConfig, where: str) -> None:
+    """A ValueError naming the settings `config` moves from their defaults where its switches leave
+    them unread (`TrainConfig.idle_settings`): the run would silently train without them."""
+    idle = config.idle_settings()
+    if not idle:
+        return
+    fields = config.idle_fields()
+    switches = sorted({fields[s.split("=")[0]] for s in idle})
+    one = len(idle) == 1
+    raise ValueError(f"{where}: {', '.join(idle)} only {'applies' if one else 'apply'} with "
+                     f"{' / '.join(w + '=True' for w in switches)}, which this config leaves off, so the run would "
+                     f"train without {'it' if one else 'them'}: turn {' and '.join(switches)} on"
+                     f"{' (graph=True alone is the light-graph recipe)' if 'graph' in switches else ''}, or leave "
+                     f"{'it' if one else 'them'} at the default (TrainConfig.without_idle())")
 
 
 def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None, resume: bool, progress: bool,
@@ -184,7 +202,8 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
             raise ValueError(f"eval_sets[{name!r}]: needs a name other than 'test' and the dataset's labels")
     used = used_anchor_sets(dataset, cfg)  # checks the names first: a typo stops here, before the log is touched
     d = distributed.setup(cfg.device)
-    if d.enabled and not cfg.gather_across_ranks and (cfg.reg_step == "separate" or cfg.reliance == "bandit"):
+    if d.enabled and not cfg.gather_across_ranks and cfg.graph and (
+            cfg.reg_step == "separate" or cfg.reliance == "bandit"):
         raise ValueError(f"gather_across_ranks=False under torchrun cannot take reg_step={cfg.reg_step!r} with "
                          f"reliance={cfg.reliance!r}: the separate step and the bandit need the same loss components "
                          "and rewards on every rank, which only the gathered batch gives (keep gather_across_ranks)")
@@ -235,7 +254,7 @@ def _start(dataset: Dataset, cfg: TrainConfig, out_dir: str | os.PathLike | None
             module, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     optimizer = make_optimizer(batch_encoder, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total_steps, cfg.warmup))
-    reg_optimizer = make_reg_optimizer(optimizer) if cfg.reg_step == "separate" else None
+    reg_optimizer = make_reg_optimizer(optimizer) if cfg.graph and cfg.reg_step == "separate" else None
     base_weights = cfg.component_weights(list(raw_graphs))
     components = [c for c in component_names(list(raw_graphs)) if base_weights[c]]
     reliance = Reliance(components, mode=cfg.reliance, lr=cfg.reliance_lr)

@@ -21,7 +21,6 @@ CHECKPOINT = "checkpoint.safetensors"  # in the run directory (ramen.checkpoint:
 
 
 RESUME_MAY_CHANGE = ("device",)  # settings a resumed run may change (the rest must be the checkpoint's)
-GRAPH_WEIGHTS = {"lambda_x", "lambda_z", "lambdas"}  # settings a run without the graph never reads
 
 
 @dataclasses.dataclass
@@ -126,8 +125,9 @@ def restore(path: Path | None, cfg: TrainConfig, encoder: Encoder, optimizer: to
     if path is None or not path.exists():
         raise ValueError(f"cannot resume: no checkpoint at {path}")
     ckpt = checkpoint.load(path)
-    saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
-    ignored = set(RESUME_MAY_CHANGE) | (GRAPH_WEIGHTS if not saved["graph"] and not cfg.graph else set())
+    saved_cfg = TrainConfig.from_dict(ckpt["config"])
+    saved = saved_cfg.to_dict()
+    ignored = set(RESUME_MAY_CHANGE) | (set(saved_cfg.idle_fields()) & set(cfg.idle_fields()))  # unread by both
     changed = sorted(k for k, v in cfg.to_dict().items() if k not in ignored and saved[k] != v)
     if changed:
         raise ValueError(f"cannot resume {path} with other settings than it was trained with: "
