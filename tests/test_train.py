@@ -251,6 +251,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_a_rank_left_waiting_for_one_that_never_joined_says_so(tmp_path):
+    """Across hosts a rank that stops before joining (its run directory or data missing there) leaves
+    the others waiting: measured, rank 0 of two simulated hosts waited until the timeout and died of a
+    bare DistStoreError about a store key. Now the timeout names what most likely happened."""
+    import subprocess
+    import sys
+
+    from _child_env import child_env
+
+    env = child_env(WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                    RAMEN_DIST_TIMEOUT_S="2")
+    done = subprocess.run([sys.executable, "-c", "from ramen import distributed; distributed.setup('cpu')"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "rank 0 of 2: not every rank joined the process group within 2 s" in done.stderr
+    assert "run directory and the data at the same path" in done.stderr
+
+
 def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: dict) -> None:
     from ramen.encoder import Encoder
 

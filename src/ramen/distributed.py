@@ -93,12 +93,26 @@ def setup(device: str = "auto") -> Dist:
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timeout())
+        _join("nccl" if dev.type == "cuda" else "gloo", rank, world)
     global _CONTROL
     if dist.get_backend() == "nccl" and _CONTROL is None:  # one for the process (each new group is a collective)
         _CONTROL = dist.new_group(backend="gloo", timeout=timeout())
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev,
                 control=_CONTROL if dist.get_backend() == "nccl" else None)
+
+
+def _join(backend: str, rank: int, world: int) -> None:
+    """init_process_group, with a timeout waiting for the other ranks said as what it most likely is:
+    a rank that stopped before joining (on one host torchrun ends the others; across hosts it cannot)."""
+    wait = timeout()
+    try:
+        dist.init_process_group(backend, timeout=wait)
+    except dist.DistStoreError as exc:
+        raise RuntimeError(
+            f"rank {rank} of {world}: not every rank joined the process group within {wait.total_seconds():g} s "
+            f"(${TIMEOUT_ENV}). One most likely stopped before it: its own output, on its host, says why. On "
+            "several hosts every rank reads the run directory and the data at the same path, so they must be "
+            f"shared or copied there ({exc})") from exc
 
 
 def close() -> None:
