@@ -202,3 +202,17 @@ def test_resume_cannot_make_a_plain_run_a_selection_and_says_when_it_had_finishe
     assert steps == list(range(1, len(steps) + 1))  # no step trained again
     n = len(steps)
     assert f"of a finished run (step {n} of {n}): nothing left to train" in capsys.readouterr().out
+
+
+def test_ctrl_c_outside_training_is_a_message_not_a_traceback(monkeypatch, capsys):
+    """Ctrl-C in evaluate, search, export or data printed a KeyboardInterrupt traceback (train alone
+    caught it); now every command says it was interrupted and exits 130."""
+    import ramen.__main__ as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "load_dataset", interrupted)
+    assert main(["data", "describe", "synthetic:tiny"]) == 130
+    captured = capsys.readouterr()
+    assert "interrupted: data stopped before it finished" in captured.err and captured.out == ""

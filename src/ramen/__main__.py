@@ -528,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, EOFError) as exc:  # bad input, a missing or cut file: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # train says how to resume; the others have nothing to keep
+        print(f"\ninterrupted: {args.command} stopped before it finished", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
