@@ -216,3 +216,17 @@ def test_ctrl_c_outside_training_is_a_message_not_a_traceback(monkeypatch, capsy
     assert main(["data", "describe", "synthetic:tiny"]) == 130
     captured = capsys.readouterr()
     assert "interrupted: data stopped before it finished" in captured.err and captured.out == ""
+
+
+def test_search_refuses_a_query_that_is_not_utf8(tmp_path):
+    """A query of bytes that are not UTF-8 (they reach Python as lone surrogates) was a TypeError
+    traceback from the tokenizer; now it is an error naming the query."""
+    import os
+
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    Model(Encoder("tiny"), ["alpha", "beta"]).save(tmp_path / "run" / "model")
+    query = os.fsdecode(b"caf\xe9 \xff")
+    with pytest.raises(SystemExit, match=r"query 'caf\\xe9 \\xff': not UTF-8 text"):
+        main(["search", str(tmp_path / "run"), query])

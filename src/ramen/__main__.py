@@ -432,7 +432,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checked_query(query: str) -> str:
+    """The query as text: bytes that are not UTF-8 reach Python as lone surrogates, which the tokenizer
+    rejected with a TypeError traceback."""
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = query.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise SystemExit(f"query '{shown}': not UTF-8 text (check the shell's or the terminal's encoding)") from None
+    return query
+
+
 def cmd_search(args: argparse.Namespace) -> int:
+    _checked_query(args.query)
     model = _load_model(args.run_dir)
     ids, scores = model.predict(args.query, k=args.k)  # a blank query gets no label (-1)
     if ids[0, 0] < 0 and model.encoder.blank(model.encoder.tokenize([args.query], progress=False))[0]:
