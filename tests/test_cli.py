@@ -230,3 +230,18 @@ def test_search_refuses_a_query_that_is_not_utf8(tmp_path):
     query = os.fsdecode(b"caf\xe9 \xff")
     with pytest.raises(SystemExit, match=r"query 'caf\\xe9 \\xff': not UTF-8 text"):
         main(["search", str(tmp_path / "run"), query])
+
+
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_k_is_checked_as_the_command_line_is_read_and_named(tmp_path, capsys, command):
+    """-k 0 or -k -3 said 'k must be a positive integer' without naming -k, and evaluate said it only
+    after encoding the test split; -k and the positionals had no help and -k's default was not shown."""
+    query = ["a query"] if command == "search" else []
+    for k in ("0", "-3", "2147483648", "nan"):
+        with pytest.raises(SystemExit):
+            main([command, str(tmp_path / "no-run"), *query, "-k", k])
+        assert "argument -k:" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    usage = capsys.readouterr().out
+    assert "a training run's directory" in usage.split("positional arguments:")[1] and "default: " in usage.split("-k K")[-1]

@@ -457,6 +457,21 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _k(text: str) -> int:
+    """-k as argparse reads it: a positive integer, checked before a model is loaded or a split
+    encoded (evaluate -k 0 encoded every test query before it said that k must be positive)."""
+    try:
+        k = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 1 <= k <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (at most 2147483647), got {k}")
+    return k
+
+
+RUN_DIR_HELP = "a training run's directory (--out of train), or the model directory inside it"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ramen.recipes import RECIPE_HELP, RECIPES
 
@@ -511,22 +526,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="search the test split and print the metric table")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="a training run's directory (--out of train)")
     p.add_argument("--data", help="dataset (default: the one the run trained on)")
     p.add_argument("--exact", action="store_true",
                    help="exact search (matmul) instead of the approximate label index that serving uses")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("-k", type=_k, default=5, help="metrics at 1..k (at most the number of labels; default: 5)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("search", help="print the top labels for a query")
-    p.add_argument("run_dir")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=10)
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("query", help="the query text (quote it; put -- before one that starts with -)")
+    p.add_argument("-k", type=_k, default=10, help="how many labels to print, best first (default: 10)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("export", help="write the trained encoder as a sentence-transformers model directory")
-    p.add_argument("run_dir")
-    p.add_argument("out")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
+    p.add_argument("out", help="the directory to write (a new one, or one an earlier export wrote)")
     p.add_argument("--tower", choices=("query", "label"), default="query",
                    help="which tower (the same unless trained with --label-tower)")
     p.set_defaults(func=cmd_export)
