@@ -245,3 +245,22 @@ def test_k_is_checked_as_the_command_line_is_read_and_named(tmp_path, capsys, co
         main([command, "--help"])
     usage = capsys.readouterr().out
     assert "a training run's directory" in usage.split("positional arguments:")[1] and "default: " in usage.split("-k K")[-1]
+
+
+def test_evaluate_takes_the_model_directory_as_search_and_export_do(tmp_path, capsys):
+    """`evaluate RUN_DIR/model` said 'no trained model (expected RUN_DIR/model/model)' although search
+    and export take it; it now finds the run's data in run.json beside it, and a model saved alone
+    evaluates with --data."""
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    ds = synthetic("tiny")
+    run = tmp_path / "run"
+    Model(Encoder("tiny"), ds.label_texts).save(run / "model")
+    (run / "run.json").write_text(json.dumps({"data": "synthetic:tiny"}))
+    assert main(["evaluate", str(run / "model"), "--exact", "-k", "2"]) == 0
+    assert f"test metrics (%), {ds.num_test:,} queries, exact search" in capsys.readouterr().out
+    Model(Encoder("tiny"), ds.label_texts).save(tmp_path / "alone")
+    with pytest.raises(SystemExit, match="does not say which data it was trained on: pass --data"):
+        main(["evaluate", str(tmp_path / "alone")])
+    assert main(["evaluate", str(tmp_path / "alone"), "--data", "synthetic:tiny", "--exact", "-k", "2"]) == 0

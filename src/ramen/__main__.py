@@ -341,7 +341,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not main_rank:
         return 0
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
-    return _print_evaluation(out, dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries, seed=cfg.seed)
+    return _print_evaluation(out / "model", dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries,
+                             seed=cfg.seed)
 
 
 def _refuse_unfinished(out: Path, overwrite: bool) -> None:
@@ -372,16 +373,16 @@ def _select(dataset, cfg, weights: list[float], out: Path, resume: bool, *, repo
         print(f"  weight {w:g}: held-out P@1 {100 * m['P@1']:.2f}, PSP@1 {100 * m['PSP@1']:.2f}")
 
 
-def _print_evaluation(run_dir: Path, dataset, *, exact: bool, k: int, max_queries: int | None = None,
+def _print_evaluation(model_dir: Path, dataset, *, exact: bool, k: int, max_queries: int | None = None,
                       seed: int = 0) -> int:
     from ramen import metrics
     from ramen.model import Model
 
     if dataset.num_test == 0:
-        print(f"\nthe dataset has no test queries: nothing to evaluate (the model is in {run_dir / 'model'})")
+        print(f"\nthe dataset has no test queries: nothing to evaluate (the model is in {model_dir})")
         return 0
     k = min(k, len(dataset.label_texts))  # as evaluate takes it: no more predictions than labels
-    model = Model.load(run_dir / "model")
+    model = Model.load(model_dir)
     saved = model.index
     result = model.evaluate(dataset, k=k, exact=exact, deciles=True, max_queries=max_queries, seed=seed)
     deciles = result.pop("deciles")
@@ -405,16 +406,24 @@ def _index_used(saved, used) -> str:
     return f"an approximate label index built now, untuned ({why})"
 
 
+def _model_and_run_file(path: Path) -> tuple[Path, Path | None]:
+    """(model directory, its run's run.json or None) of a run directory or of the model directory
+    inside it, as search and export take either (evaluate took only the run directory)."""
+    if (path / "model").exists():
+        return path / "model", path / "run.json"
+    if (path / "model.json").is_file():  # a run's model/ (its run.json beside it), or a model saved alone
+        return path, path.parent / "run.json" if path.name == "model" else None
+    raise SystemExit(f"{path}: no trained model (expected {path / 'model'})")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    run_file = run_dir / "run.json"
-    if not (run_dir / "model").exists():
-        raise SystemExit(f"{run_dir}: no trained model (expected {run_dir / 'model'})")
+    model_dir, run_file = _model_and_run_file(run_dir)
     spec = args.data if args.data is not None else (
-        _read_run_file(run_file, "evaluate")["data"] if run_file.exists() else None)
+        _read_run_file(run_file, "evaluate")["data"] if run_file is not None and run_file.exists() else None)
     if spec is None:
         raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
-    return _print_evaluation(run_dir, load_dataset(spec), exact=args.exact, k=args.k)
+    return _print_evaluation(model_dir, load_dataset(spec), exact=args.exact, k=args.k)
 
 
 def _load_model(run_dir: str):
@@ -526,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="search the test split and print the metric table")
-    p.add_argument("run_dir", help="a training run's directory (--out of train)")
+    p.add_argument("run_dir", help=RUN_DIR_HELP)
     p.add_argument("--data", help="dataset (default: the one the run trained on)")
     p.add_argument("--exact", action="store_true",
                    help="exact search (matmul) instead of the approximate label index that serving uses")
