@@ -264,3 +264,19 @@ def test_evaluate_takes_the_model_directory_as_search_and_export_do(tmp_path, ca
     with pytest.raises(SystemExit, match="does not say which data it was trained on: pass --data"):
         main(["evaluate", str(tmp_path / "alone")])
     assert main(["evaluate", str(tmp_path / "alone"), "--data", "synthetic:tiny", "--exact", "-k", "2"]) == 0
+
+
+def test_data_errors_name_where_the_dataset_came_from(tmp_path):
+    """A missing dataset was '--data ...: no such directory' even where no --data was given: the
+    positional DATA of `data describe`, and the data a run's run.json names (moved since), where the
+    way out is to pass --data; an empty --data to evaluate said 'leave it out for synthetic'."""
+    with pytest.raises(SystemExit, match="^data describe: DATA 'nope': no such directory"):
+        main(["data", "describe", "nope"])
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"data": str(tmp_path / "moved.npz")}))
+    with pytest.raises(SystemExit, match=r"^evaluate: the data .*run.json names \(pass --data where it moved\): "
+                                         r"'.*moved.npz': no such directory"):
+        main(["evaluate", str(run)])
+    with pytest.raises(SystemExit, match=r"^--data: empty \(leave it out for the data the run trained on\)"):
+        main(["evaluate", str(run), "--data", ""])

@@ -19,12 +19,13 @@ DATA_HELP = ("a dataset: 'synthetic' (the built-in default, size small), 'synthe
 BUILT_IN = ("synthetic", "wikispeedia", "foldoc")  # --data names that are not paths (before their ':')
 
 
-def load_dataset(spec: str):
-    """The Dataset named by a --data spec (see DATA_HELP)."""
+def load_dataset(spec: str, where: str = "--data", blank: str = "leave it out for the built-in synthetic benchmark"):
+    """The Dataset named by a --data spec (see DATA_HELP); errors name `where` the spec came from (a
+    flag, a positional, a run's run.json) and say `blank` of an empty one."""
     from ramen import datasets as data
 
     if not spec.strip():
-        raise SystemExit("--data: empty (leave it out for the built-in synthetic benchmark)")
+        raise SystemExit(f"{where}: empty ({blank})")
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from ramen.datasets.synthetic import synthetic
 
@@ -36,10 +37,10 @@ def load_dataset(spec: str):
         try:
             return data.foldoc(spec.partition(":")[2] or None)
         except FileNotFoundError as exc:
-            raise SystemExit(f"--data {spec!r}: {exc}") from None
+            raise SystemExit(f"{where} {spec!r}: {exc}") from None
     path = Path(spec)
     if not path.is_dir() and not (path.is_file() and path.suffix == ".npz"):
-        raise SystemExit(f"--data {spec!r}: no such directory or .npz file (expected {DATA_HELP})")
+        raise SystemExit(f"{where} {spec!r}: no such directory or .npz file (expected {DATA_HELP})")
     return data.load_xc(path)
 
 
@@ -182,7 +183,7 @@ def _resumed_run(args: argparse.Namespace, run_file: Path):
 def cmd_data_describe(args: argparse.Namespace) -> int:
     from ramen.datasets import describe
 
-    ds = load_dataset(args.data)
+    ds = load_dataset(args.data, "data describe: DATA", "name a dataset")
     stats = describe(ds)
     print(stats)
     return 0
@@ -419,11 +420,15 @@ def _model_and_run_file(path: Path) -> tuple[Path, Path | None]:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     model_dir, run_file = _model_and_run_file(run_dir)
-    spec = args.data if args.data is not None else (
-        _read_run_file(run_file, "evaluate")["data"] if run_file is not None and run_file.exists() else None)
-    if spec is None:
+    if args.data is not None:
+        dataset = load_dataset(args.data, blank="leave it out for the data the run trained on")
+    elif run_file is not None and run_file.exists():  # the run's own data, which may have moved since
+        spec = _read_run_file(run_file, "evaluate")["data"]
+        dataset = load_dataset(spec, f"evaluate: the data {run_file} names (pass --data where it moved):",
+                               "pass --data")
+    else:
         raise SystemExit(f"{run_dir} does not say which data it was trained on: pass --data")
-    return _print_evaluation(model_dir, load_dataset(spec), exact=args.exact, k=args.k)
+    return _print_evaluation(model_dir, dataset, exact=args.exact, k=args.k)
 
 
 def _load_model(run_dir: str):
