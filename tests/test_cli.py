@@ -88,8 +88,7 @@ def test_a_max_length_beyond_the_encoder_is_a_clear_error_at_setup(tmp_path, cap
                  str(run)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: max_length (--max-length) 1000") and "at most 128 tokens" in err
-    assert "Traceback" not in err and not (run / "checkpoint.safetensors").exists()
-    assert not any((run / "cache").iterdir())  # nothing tokenised or densified
+    assert "Traceback" not in err and not run.exists()  # nothing tokenised or densified, nothing left behind
 
 
 def test_torchrun_trains_on_two_cpu_ranks_and_rank_0_alone_reports(tmp_path, ramen_env):
@@ -280,3 +279,22 @@ def test_data_errors_name_where_the_dataset_came_from(tmp_path):
         main(["evaluate", str(run)])
     with pytest.raises(SystemExit, match=r"^--data: empty \(leave it out for the data the run trained on\)"):
         main(["evaluate", str(run), "--data", ""])
+
+
+def test_a_refused_training_leaves_no_run_directory_behind(tmp_path, capsys):
+    """A training refused at setup (data that does not parse, an encoder or device that is not there,
+    an anchor set the data lacks) left --out holding run.json, the lock and an empty cache; the
+    directory it made is now removed again. One that existed before is kept."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    base = ["train", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32"]
+    for i, flags in enumerate((["--data", str(bad)], ["--data", "synthetic:tiny", "--encoder", str(tmp_path / "no")],
+                               ["--data", "synthetic:tiny", "--device", "bogus"],
+                               ["--data", "synthetic:tiny", "--graph", "--anchor-sets", "nope"])):
+        out = tmp_path / f"run{i}"
+        assert main(base + flags + ["--out", str(out)]) == 2
+        assert capsys.readouterr().err.startswith("error: ") and not out.exists(), flags
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    assert main(base + ["--data", str(bad), "--out", str(kept)]) == 2
+    assert kept.is_dir()

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # ramen never downloads models
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -310,7 +312,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _refuse_idle_flags(args, cfg, selecting=weights is not None)
     try:
         # rank 0 holds the directory (another training there is an error) from run.json's write to the end
-        with run_dir.claimed(out, fresh=not args.resume, main=main_rank):
+        with _removed_if_refused(out, made=main_rank and not args.resume and not out.exists()), \
+                run_dir.claimed(out, fresh=not args.resume, main=main_rank):
             if args.resume:
                 data_spec, cfg = _resumed_run(args, run_file)
                 weights = _resumed_weights(args, run_file)
@@ -344,6 +347,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
     return _print_evaluation(out / "model", dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries,
                              seed=cfg.seed)
+
+
+SETUP_NAMES = frozenset({"run.json", "cache", ".ramen.lock"})  # what a fresh run has written before it trains
+
+
+@contextlib.contextmanager
+def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
+    """Removes the run directory this command `made` when the run stops with an error before it trains
+    (bad data, an encoder or device that is not there, anchor sets the data lacks): a refused command
+    left a directory holding run.json (and an empty cache) behind. A directory that existed, or one
+    holding anything a run writes once it trains (its log, a checkpoint), is left as it is."""
+    try:
+        yield
+    except Exception:
+        if made and out.is_dir() and {p.name for p in out.iterdir()} <= SETUP_NAMES:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _refuse_unfinished(out: Path, overwrite: bool) -> None:
