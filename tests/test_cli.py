@@ -298,3 +298,17 @@ def test_a_refused_training_leaves_no_run_directory_behind(tmp_path, capsys):
     kept.mkdir()
     assert main(base + ["--data", str(bad), "--out", str(kept)]) == 2
     assert kept.is_dir()
+
+
+def test_every_command_line_error_is_an_error_line_and_exit_status_2(tmp_path):
+    """Errors raised as SystemExit(message) printed the bare message and exited 1, while the others
+    printed 'error: ...' and exited 2; now each is 'error: ...' on stderr, exit 2, stdout empty."""
+    from ramen.__main__ import cli
+
+    for argv in (["evaluate", str(tmp_path / "none")], ["train", "--epochs", "0", "--out", str(tmp_path / "r")],
+                 ["data", "describe", str(tmp_path / "none")]):
+        done = subprocess.run([sys.executable, "-m", "ramen", *argv], capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.startswith("error: ") and done.stdout == "", (argv, done.stderr)
+    with pytest.raises(SystemExit) as help_exit:
+        cli(["--help"])
+    assert help_exit.value.code == 0

@@ -594,5 +594,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line (`python -m ramen`, the `ramen` script): an error that stops a command with a
+    message is printed as 'error: MESSAGE' and exits 2, as the others do (it printed the bare message
+    and exited 1, so that a script could not tell usage errors from a run that failed)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        print(f"error: {exc.code}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
