@@ -312,3 +312,17 @@ def test_every_command_line_error_is_an_error_line_and_exit_status_2(tmp_path):
     with pytest.raises(SystemExit) as help_exit:
         cli(["--help"])
     assert help_exit.value.code == 0
+
+
+def test_resume_names_the_run_json_when_its_data_has_moved(tmp_path):
+    """--resume of a run whose data has moved said "--data '...': no such directory", although no
+    --data was given and --data cannot change a run's data; it now names run.json."""
+    data = tmp_path / "d.npz"
+    assert main(["data", "synth", "--size", "tiny", "--out", str(data)]) == 0
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--encoder", "tiny", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "32", "--max-steps", "1", "--eval-every", "0"]) == 0
+    data.rename(tmp_path / "moved.npz")
+    with pytest.raises(SystemExit, match=r"^--resume: the data .*run.json names \(the run's own; put it back, or "
+                                         r"edit run.json\): '.*d.npz': no such directory"):
+        main(["train", "--out", str(out), "--resume"])

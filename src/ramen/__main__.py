@@ -325,7 +325,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                     tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(),
                                                "select_graph_weight": weights}, indent=1))
                     os.replace(tmp, run_file)
-            dataset = load_dataset(data_spec)
+            dataset = load_dataset(data_spec) if not args.resume else load_dataset(
+                data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or edit run.json):",
+                "edit run.json")
             if weights is None:
                 train(dataset, cfg, out_dir=out, resume=args.resume)
             else:
