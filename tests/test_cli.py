@@ -294,6 +294,9 @@ def test_a_refused_training_leaves_no_run_directory_behind(tmp_path, capsys):
         out = tmp_path / f"run{i}"
         assert main(base + flags + ["--out", str(out)]) == 2
         assert capsys.readouterr().err.startswith("error: ") and not out.exists(), flags
+    with pytest.raises(SystemExit, match="no such directory"):  # an error message, not an exception
+        main(base + ["--data", str(tmp_path / "absent"), "--out", str(tmp_path / "run-absent")])
+    assert not (tmp_path / "run-absent").exists()
     kept = tmp_path / "mine"
     kept.mkdir()
     assert main(base + ["--data", str(bad), "--out", str(kept)]) == 2
@@ -326,3 +329,23 @@ def test_resume_names_the_run_json_when_its_data_has_moved(tmp_path):
     with pytest.raises(SystemExit, match=r"^--resume: the data .*run.json names \(the run's own; put it back, or "
                                          r"edit run.json\): '.*d.npz': no such directory"):
         main(["train", "--out", str(out), "--resume"])
+
+
+def test_search_and_export_name_a_missing_model_as_evaluate_does(tmp_path):
+    """search and export said 'not a saved ramen Model (no model.json)' of a path that does not exist
+    or of an unfinished run, and --data synthetic:huge said 'size: unknown preset'; the errors now
+    name the path and what to do, and the --data spec."""
+    for command in (["search", str(tmp_path / "none"), "q"], ["export", str(tmp_path / "none"), str(tmp_path / "x")],
+                    ["evaluate", str(tmp_path / "none")]):
+        with pytest.raises(SystemExit, match=r"none: no trained model \(expected .*none/model\)$"):
+            main(command)
+    run = tmp_path / "unfinished"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit, match="its training has not finished; continue it with .*--resume"):
+        main(["search", str(run), "q"])
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit, match=r"^--data 'synthetic:huge': unknown synthetic size 'huge'; choose one of "
+                                         r"synthetic:tiny, synthetic:small"):
+        main(["train", "--data", "synthetic:huge", "--encoder", "tiny", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()

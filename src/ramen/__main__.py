@@ -29,9 +29,12 @@ def load_dataset(spec: str, where: str = "--data", blank: str = "leave it out fo
     if not spec.strip():
         raise SystemExit(f"{where}: empty ({blank})")
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from ramen.datasets.synthetic import synthetic
+        from ramen.datasets.synthetic import PRESETS, synthetic
 
         size = spec.partition(":")[2] or "small"
+        if size not in PRESETS:  # synthetic() would name its own argument, size, which no flag is called
+            raise SystemExit(f"{where} {spec!r}: unknown synthetic size {size!r}; choose one of "
+                             f"{', '.join('synthetic:' + name for name in PRESETS)}")
         return synthetic(size)
     if spec.startswith("wikispeedia:"):
         return data.wikispeedia(spec.partition(":")[2])
@@ -362,7 +365,7 @@ def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
     holding anything a run writes once it trains (its log, a checkpoint), is left as it is."""
     try:
         yield
-    except Exception:
+    except (Exception, SystemExit):  # SystemExit: an error message (a missing --data); not Ctrl-C
         if made and out.is_dir() and {p.name for p in out.iterdir()} <= SETUP_NAMES:
             shutil.rmtree(out, ignore_errors=True)
         raise
@@ -436,7 +439,10 @@ def _model_and_run_file(path: Path) -> tuple[Path, Path | None]:
         return path / "model", path / "run.json"
     if (path / "model.json").is_file():  # a run's model/ (its run.json beside it), or a model saved alone
         return path, path.parent / "run.json" if path.name == "model" else None
-    raise SystemExit(f"{path}: no trained model (expected {path / 'model'})")
+    unfinished = (path / "checkpoint.safetensors").exists() or (path / "selection-plan.json").exists()
+    raise SystemExit(f"{path}: no trained model (expected {path / 'model'})" + (
+        f": its training has not finished; continue it with `python -m ramen train --out {path} --resume`"
+        if unfinished else ""))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -454,11 +460,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _load_model(run_dir: str):
-    """The Model saved in RUN_DIR/model, or in RUN_DIR itself."""
+    """The Model saved in RUN_DIR/model, or in RUN_DIR itself; where neither holds one, the error
+    evaluate gives (search and export said 'not a saved ramen Model (no model.json)' of a missing path)."""
     from ramen.model import Model
 
-    path = Path(run_dir)
-    return Model.load(path / "model" if (path / "model").exists() else path)
+    return Model.load(_model_and_run_file(Path(run_dir))[0])
 
 
 def cmd_export(args: argparse.Namespace) -> int:
