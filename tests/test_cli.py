@@ -349,3 +349,19 @@ def test_search_and_export_name_a_missing_model_as_evaluate_does(tmp_path):
                                          r"synthetic:tiny, synthetic:small"):
         main(["train", "--data", "synthetic:huge", "--encoder", "tiny", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
+
+
+def test_a_bad_training_setting_names_its_flag(tmp_path):
+    """'TrainConfig: epochs must be >= 1' did not name --epochs, the flag the user typed; the field's
+    flag now follows its name (from a config file too, whose keys are the field names)."""
+    base = ["train", "--encoder", "tiny", "--out", str(tmp_path / "r")]
+    for flags, message in ((["--epochs", "0"], "epochs (--epochs) must be >= 1"),
+                           (["--max-length", "1"], "max_length (--max-length) must be >= 2"),
+                           (["--pooling", "max"], "pooling (--pooling) must be 'mean' or 'cls'")):
+        with pytest.raises(SystemExit, match=r"^TrainConfig: " + message.replace("(", r"\(").replace(")", r"\)")):
+            main(base + flags)
+    config = tmp_path / "c.toml"
+    config.write_text('lr = "fast"\n')
+    with pytest.raises(SystemExit, match=r"^TrainConfig: lr \(--lr\) must be float"):
+        main(base + ["--config", str(config)])
+    assert not (tmp_path / "r").exists()

@@ -106,7 +106,18 @@ def _config_from_args(args: argparse.Namespace):
     try:
         return TrainConfig.from_dict(_given_settings(args))
     except ValueError as exc:
-        raise SystemExit(str(exc)) from None
+        raise SystemExit(_with_flag(str(exc))) from None
+
+
+def _with_flag(message: str) -> str:
+    """A TrainConfig error with the flag of the field it starts with, as the command line spells it:
+    'TrainConfig: epochs must be >= 1' said nothing of --epochs."""
+    from ramen.config import TrainConfig
+
+    name = message.removeprefix("TrainConfig: ").split(" ", 1)[0]
+    if not message.startswith("TrainConfig: ") or name not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return message
+    return message.replace(name, f"{name} (--{name.replace('_', '-')})", 1)
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
