@@ -365,3 +365,22 @@ def test_a_bad_training_setting_names_its_flag(tmp_path):
     with pytest.raises(SystemExit, match=r"^TrainConfig: lr \(--lr\) must be float"):
         main(base + ["--config", str(config)])
     assert not (tmp_path / "r").exists()
+
+
+def test_a_graph_run_with_no_anchor_set_is_refused(tmp_path):
+    """--graph on a dataset without anchor sets, or with a bare --anchor-sets (no names), trained the
+    plain encoder and said nothing; both are now refused before training, the directory removed."""
+    import dataclasses
+
+    from ramen.datasets import save_xc
+
+    bare = tmp_path / "bare"
+    save_xc(dataclasses.replace(synthetic("tiny"), anchor_sets={}), bare)
+    base = ["train", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "r")]
+    with pytest.raises(SystemExit, match="--graph regularises with the dataset's anchor sets, and .* has none"):
+        main(base + ["--data", str(bare), "--graph"])
+    with pytest.raises(SystemExit, match="--select-graph-weight regularises with the dataset's anchor sets"):
+        main(base + ["--data", str(bare), "--select-graph-weight"])
+    with pytest.raises(SystemExit, match="--anchor-sets names no anchor set, so --graph would train the plain"):
+        main(base + ["--data", "synthetic:tiny", "--graph", "--anchor-sets"])
+    assert not (tmp_path / "r").exists()

@@ -297,6 +297,23 @@ def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
                          f"leave {'that setting' if one else 'those settings'} at the default")
 
 
+def _refuse_graph_without_anchors(dataset, cfg, selecting: bool) -> None:
+    """--graph (or a selection's graph candidates) with no anchor set to regularise with, because the
+    dataset has none or a bare --anchor-sets named none, trained the plain encoder without a word."""
+    from ramen.selection import weight_config
+
+    probe = weight_config(cfg, 1.0) if selecting else cfg
+    if not probe.graph or probe.aug_gt:
+        return
+    needs = "--select-graph-weight" if selecting else "--graph"
+    if not dataset.anchor_sets:
+        raise SystemExit(f"train: {needs} regularises with the dataset's anchor sets, and {dataset.name!r} has "
+                         "none (no <set>_trn_X_Y.txt files): it would train the plain encoder; drop " + needs)
+    if probe.anchor_sets == []:
+        raise SystemExit(f"train: --anchor-sets names no anchor set, so {needs} would train the plain encoder; name "
+                         f"some of {sorted(dataset.anchor_sets)}, or leave --anchor-sets out for all of them")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ramen import distributed, run_dir
     from ramen.files import temp_path
@@ -342,6 +359,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             dataset = load_dataset(data_spec) if not args.resume else load_dataset(
                 data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or edit run.json):",
                 "edit run.json")
+            if not args.resume:
+                _refuse_graph_without_anchors(dataset, cfg, selecting=weights is not None)
             if weights is None:
                 train(dataset, cfg, out_dir=out, resume=args.resume)
             else:
