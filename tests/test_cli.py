@@ -384,3 +384,14 @@ def test_a_graph_run_with_no_anchor_set_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="--anchor-sets names no anchor set, so --graph would train the plain"):
         main(base + ["--data", "synthetic:tiny", "--graph", "--anchor-sets"])
     assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_an_out_that_holds_a_dataset(tmp_path):
+    """`train --out DATASET_DIR` wrote the run among the dataset's files, and a later `data synth --out
+    DATASET_DIR --overwrite` deleted the trained model with them; train now refuses such an --out."""
+    data = tmp_path / "ds"
+    assert main(["data", "synth", "--size", "tiny", "--out", str(data)]) == 0
+    before = sorted(p.name for p in data.iterdir())
+    with pytest.raises(SystemExit, match="--out .*ds holds a dataset .*choose another --out"):
+        main(["train", "--data", str(data), "--encoder", "tiny", "--epochs", "1", "--out", str(data)])
+    assert sorted(p.name for p in data.iterdir()) == before

@@ -341,6 +341,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data_spec = absolute_spec(args.data) if args.data is not None else "synthetic"
         weights = _checked_selection_weights(args.select_graph_weight)
         _refuse_idle_flags(args, cfg, selecting=weights is not None)
+        _refuse_dataset_dir(out)
     try:
         # rank 0 holds the directory (another training there is an error) from run.json's write to the end
         with _removed_if_refused(out, made=main_rank and not args.resume and not out.exists()), \
@@ -399,6 +400,16 @@ def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
         if made and out.is_dir() and {p.name for p in out.iterdir()} <= SETUP_NAMES:
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def _refuse_dataset_dir(out: Path) -> None:
+    """--out naming a dataset directory (XC layout) mixed the run's files into it, and a later
+    `data synth|wikispeedia|foldoc --out` there with --overwrite deleted the trained model with them."""
+    from ramen.datasets.xc import _looks_like_dataset
+
+    if out.is_dir() and _looks_like_dataset(out):
+        raise SystemExit(f"train: --out {out} holds a dataset (trn_X_Y.txt or ramen.json): a run directory of its "
+                         "own keeps the two apart; choose another --out")
 
 
 def _refuse_unfinished(out: Path, overwrite: bool) -> None:
