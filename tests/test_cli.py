@@ -395,3 +395,19 @@ def test_train_refuses_an_out_that_holds_a_dataset(tmp_path):
     with pytest.raises(SystemExit, match="--out .*ds holds a dataset .*choose another --out"):
         main(["train", "--data", str(data), "--encoder", "tiny", "--epochs", "1", "--out", str(data)])
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+@pytest.mark.parametrize("command", [["data", "describe"], ["data", "synth"], ["data", "wikispeedia"],
+                                     ["data", "foldoc"], ["evaluate"], ["search"], ["export"]])
+def test_every_argument_of_a_command_has_help(command, capsys):
+    """data synth|wikispeedia|foldoc listed --out, --size and --seed with no word of what they are or
+    their defaults (as search and evaluate did their arguments)."""
+    import argparse
+
+    from ramen.__main__ import build_parser
+
+    parser = build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    bare = [a.dest for a in parser._actions if not a.help]
+    assert bare == [], f"{' '.join(command)}: {bare} have no help"

@@ -552,6 +552,7 @@ def _k(text: str) -> int:
     return k
 
 
+OUT_HELP = "where to write the dataset: a directory in the XC repository layout, or a .npz file"
 RUN_DIR_HELP = "a training run's directory (--out of train), or the model directory inside it"
 
 
@@ -565,26 +566,28 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="describe, generate or convert datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     p = data_sub.add_parser("describe", help="dataset statistics (the paper's Table 9)")
-    p.add_argument("data", help=DATA_HELP)
+    p.add_argument("data", help=DATA_HELP.replace("'synthetic' (the built-in default, size small)",
+                                                  "'synthetic' (size small)"))
     p.set_defaults(func=cmd_data_describe)
     p = data_sub.add_parser("synth", help="write the synthetic benchmark in the XC repository layout")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help=OUT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    p.add_argument("--size", default="small", choices=["tiny", "small", "medium", "paper"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="small", choices=["tiny", "small", "medium", "paper"],
+                   help="the preset (README, Datasets; default: small)")
+    p.add_argument("--seed", type=int, default=0, help="the generator's seed (default: 0)")
     p.set_defaults(func=cmd_data_synth)
     p = data_sub.add_parser("wikispeedia", help="build the Wikispeedia task from the SNAP files")
     p.add_argument("src", help="folder with articles.tsv(.gz), links.tsv(.gz), categories.tsv(.gz)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help=OUT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the seed of the 80/20 train/test split (default: 0)")
     p.set_defaults(func=cmd_data_wikispeedia)
     p = data_sub.add_parser("foldoc", help="build the FOLDOC task from the dictd dictionary (dict-foldoc)")
     p.add_argument("src", nargs="?", help="foldoc.dict.dz (foldoc.index beside it) or a folder holding both "
                    "(default /usr/share/dictd/foldoc.dict.dz)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help=OUT_HELP)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the seed of the 80/20 train/test split (default: 0)")
     p.set_defaults(func=cmd_data_foldoc)
 
     p = sub.add_parser("train", help="train an encoder and print the test metrics")
