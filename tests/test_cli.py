@@ -243,7 +243,8 @@ def test_k_is_checked_as_the_command_line_is_read_and_named(tmp_path, capsys, co
     with pytest.raises(SystemExit):
         main([command, "--help"])
     usage = capsys.readouterr().out
-    assert "a training run's directory" in usage.split("positional arguments:")[1] and "default: " in usage.split("-k K")[-1]
+    assert "a training run's directory" in usage.split("positional arguments:")[1]
+    assert "default: " in usage.split("-k K")[-1]
 
 
 def test_evaluate_takes_the_model_directory_as_search_and_export_do(tmp_path, capsys):
@@ -411,3 +412,18 @@ def test_every_argument_of_a_command_has_help(command, capsys):
         parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
     bare = [a.dest for a in parser._actions if not a.help]
     assert bare == [], f"{' '.join(command)}: {bare} have no help"
+
+
+def test_the_resume_command_an_error_suggests_quotes_a_directory_with_a_space(tmp_path):
+    """'continue it with `python -m ramen train --out my run --resume`' named a directory 'my' when
+    pasted; the suggested command now quotes the path as the shell needs."""
+    run = tmp_path / "my run"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"")
+    quoted = f"--out '{run}' --resume`"
+    with pytest.raises(SystemExit, match="holds an unfinished run") as refused:
+        main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(run)])
+    assert quoted in str(refused.value)
+    with pytest.raises(SystemExit, match="has not finished") as refused:
+        main(["search", str(run), "q"])
+    assert quoted in str(refused.value)

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -372,7 +373,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists():  # a selection checkpoints in weight-<w>/
-            print(f"\ninterrupted; continue with: python -m ramen train --out {out} --resume", file=sys.stderr)
+            print(f"\ninterrupted; continue with: python -m ramen train --out {_shell(out)} --resume",
+                  file=sys.stderr)
         else:
             print(f"\ninterrupted before the first checkpoint: nothing to resume in {out}; run the same command "
                   "again to start over", file=sys.stderr)
@@ -402,6 +404,12 @@ def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
         raise
 
 
+def _shell(path: Path) -> str:
+    """`path` as a shell command line needs it, for the commands errors suggest: a run directory with a
+    space in its name was printed bare, so the suggested --resume named another directory."""
+    return shlex.quote(str(path))
+
+
 def _refuse_dataset_dir(out: Path) -> None:
     """--out naming a dataset directory (XC layout) mixed the run's files into it, and a later
     `data synth|wikispeedia|foldoc --out` there with --overwrite deleted the trained model with them."""
@@ -422,8 +430,8 @@ def _refuse_unfinished(out: Path, overwrite: bool) -> None:
         return  # under torchrun rank 0 decides (another rank could see the plan rank 0 just wrote)
     started = (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists()
     if started and not (out / "model").is_dir() and not overwrite:
-        raise SystemExit(f"{out} holds an unfinished run: continue it with `python -m ramen train --out {out} "
-                         "--resume`, start it over with --overwrite, or choose another --out")
+        raise SystemExit(f"{out} holds an unfinished run: continue it with `python -m ramen train --out "
+                         f"{_shell(out)} --resume`, start it over with --overwrite, or choose another --out")
 
 
 def _select(dataset, cfg, weights: list[float], out: Path, resume: bool, *, report: bool = True) -> None:
@@ -482,7 +490,8 @@ def _model_and_run_file(path: Path) -> tuple[Path, Path | None]:
         return path, path.parent / "run.json" if path.name == "model" else None
     unfinished = (path / "checkpoint.safetensors").exists() or (path / "selection-plan.json").exists()
     raise SystemExit(f"{path}: no trained model (expected {path / 'model'})" + (
-        f": its training has not finished; continue it with `python -m ramen train --out {path} --resume`"
+        f": its training has not finished; continue it with `python -m ramen train --out {_shell(path)} "
+        "--resume`"
         if unfinished else ""))
 
 
