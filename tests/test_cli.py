@@ -427,3 +427,10 @@ def test_the_resume_command_an_error_suggests_quotes_a_directory_with_a_space(tm
     with pytest.raises(SystemExit, match="has not finished") as refused:
         main(["search", str(run), "q"])
     assert quoted in str(refused.value)
+
+
+def test_data_writers_make_the_folder_of_an_npz_as_they_do_a_directorys(tmp_path):
+    """`data synth --out new/x.npz` failed with '[Errno 2] No such file ...: new/.x.tmp-...npz', naming a
+    temporary file, while `--out new/x` made its missing folders; both now make them."""
+    assert main(["data", "synth", "--size", "tiny", "--out", str(tmp_path / "new" / "x.npz")]) == 0
+    assert load_xc(tmp_path / "new" / "x.npz") == synthetic("tiny")

@@ -336,6 +336,7 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists: replace it with overwrite=True (--overwrite on the command line)")
     if path.suffix == ".npz":
+        path.parent.mkdir(parents=True, exist_ok=True)  # as a directory's are: a missing one named the temporary
         _save_npz(ds, path)
         return
     if progress is None:
