@@ -434,3 +434,17 @@ def test_data_writers_make_the_folder_of_an_npz_as_they_do_a_directorys(tmp_path
     temporary file, while `--out new/x` made its missing folders; both now make them."""
     assert main(["data", "synth", "--size", "tiny", "--out", str(tmp_path / "new" / "x.npz")]) == 0
     assert load_xc(tmp_path / "new" / "x.npz") == synthetic("tiny")
+
+
+def test_output_cut_by_a_closed_pipe_ends_quietly(tmp_path, ramen_env):
+    """`python -m ramen train --print-config | head -1` ended with 'error: [Errno 32] Broken pipe'."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "ramen", "train", "--print-config"], cwd=tmp_path, env=ramen_env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # before the child has written: its first write finds no reader
+    with child.stderr:
+        err = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 141
+    assert "error" not in err and "Exception ignored" not in err and "Traceback" not in err

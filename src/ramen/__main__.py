@@ -647,12 +647,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader of stdout left (`| head`): nothing to say, and no one to say it to
+        _stdout_to_devnull()
+        return 141  # as a command ended by SIGPIPE
     except (ValueError, OSError, EOFError) as exc:  # bad input, a missing or cut file: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # train says how to resume; the others have nothing to keep
         print(f"\ninterrupted: {args.command} stopped before it finished", file=sys.stderr)
         return 130
+
+
+def _stdout_to_devnull() -> None:
+    """Points stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout (a test's capture)
+        pass
 
 
 def cli(argv: list[str] | None = None) -> int:
