@@ -448,3 +448,13 @@ def test_output_cut_by_a_closed_pipe_ends_quietly(tmp_path, ramen_env):
         err = child.stderr.read().decode()
     assert child.wait(timeout=300) == 141
     assert "error" not in err and "Exception ignored" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("spec", ["synthetic:", "wikispeedia:", "foldoc: "])
+def test_a_built_in_data_name_with_nothing_after_its_colon_is_refused(tmp_path, spec):
+    """'--data wikispeedia:' read the current directory and 'synthetic:' meant small, without a word."""
+    with pytest.raises(SystemExit, match=rf"^--data '{spec}': nothing after the ':' \(expected "):
+        main(["train", "--data", spec, "--encoder", "tiny", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(SystemExit, match="^data describe: DATA .*nothing after the ':'"):
+        main(["data", "describe", spec])

@@ -29,6 +29,11 @@ def load_dataset(spec: str, where: str = "--data", blank: str = "leave it out fo
 
     if not spec.strip():
         raise SystemExit(f"{where}: empty ({blank})")
+    name, sep, rest = spec.partition(":")
+    if name in BUILT_IN and sep and not rest.strip():  # 'wikispeedia:' read the current directory
+        form = {"synthetic": "synthetic:SIZE, or 'synthetic' for size small",
+                "wikispeedia": "wikispeedia:SNAP_DIR", "foldoc": "foldoc:PATH, or 'foldoc' for the installed one"}
+        raise SystemExit(f"{where} {spec!r}: nothing after the ':' (expected {form[name]})")
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from ramen.datasets.synthetic import PRESETS, synthetic
 
@@ -56,7 +61,7 @@ def absolute_spec(spec: str) -> str:
     if not spec.strip():
         return spec  # load_dataset names the mistake
     if name in BUILT_IN and (sep or spec == name):
-        return spec if name == "synthetic" or not rest else f"{name}:{os.path.abspath(rest)}"
+        return spec if name == "synthetic" or not rest.strip() else f"{name}:{os.path.abspath(rest)}"
     return os.path.abspath(spec)
 
 
