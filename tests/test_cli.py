@@ -105,6 +105,37 @@ def test_torchrun_trains_on_two_cpu_ranks_and_rank_0_alone_reports(tmp_path, ram
     assert (out / "model").is_dir() and (out / "run.json").is_file()
 
 
+def test_two_hosts_whose_data_one_lacks_stop_together(tmp_path, ramen_env):
+    """Two torchrun hosts simulated by two nodes, each started in its own directory (its own disk): the
+    data is only on host 0's. Host 1 stopped at once naming it, and host 0 waited for it to join until
+    the timeout (3 hours unless set; measured 13 minutes and still waiting). Now both stop together."""
+    from _child_env import child_env
+
+    for host in (0, 1):
+        (tmp_path / f"host{host}").mkdir()
+    assert main(["data", "synth", "--size", "tiny", "--out", str(tmp_path / "host0" / "data.npz")]) == 0
+    port = str(_free_port())
+    env = child_env(OMP_NUM_THREADS="1", RAMEN_DIST_TIMEOUT_S="240")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--master-addr",
+           "127.0.0.1", "--master-port", port, "--node-rank"]
+    hosts = [subprocess.Popen([*cmd, str(host), "-m", "ramen", "train", "--data", "data.npz", "--encoder", "tiny",
+                               "--epochs", "1", "--device", "cpu", "--out", "run"], cwd=tmp_path / f"host{host}",
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for host in (0, 1)]
+    errs = [h.communicate(timeout=600)[1] for h in hosts]
+    assert all(h.returncode != 0 for h in hosts)
+    assert "error: --data " in errs[1] and "data.npz': no such directory or .npz file" in errs[1]
+    assert "error: train: rank 0: another rank stopped before training" in errs[0], errs[0][-3000:]
+    assert not (tmp_path / "host0" / "run").exists()  # the run directory it made, removed: nothing trained
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_evaluate_names_the_index_it_searched(tmp_path, capsys):
     """The table's header says "the saved approximate label index" only when that index was used."""
     from ramen.encoder import Encoder

@@ -10,7 +10,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # ramen never downloads models
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
@@ -321,11 +321,6 @@ def _refuse_graph_without_anchors(dataset, cfg, selecting: bool) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ramen import distributed, run_dir
-    from ramen.files import temp_path
-    from ramen.selection import PLAN_JSON
-    from ramen.train import CHECKPOINT, NonFiniteLoss, train
-
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun rank 0 alone prints and writes run.json
     if not args.out and not (args.print_config and not args.resume):
         raise SystemExit("train: --out is required (the run directory)")
@@ -340,6 +335,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         if main_rank:
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
+    hint = {"device": getattr(args, "device", None) or "auto"}  # the run's device once known (torchrun's backend)
+    with _set_up_together(lambda: hint["device"]) as ready:
+        return _train_command(args, out, run_file, main_rank, hint, ready)
+
+
+def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_rank: bool, hint: dict[str, str],
+                   ready: Callable[[], None]) -> int:
+    """cmd_train past --print-config: sets the run up (`hint` gets its device), calls `ready`, trains."""
+    from ramen import distributed, run_dir
+    from ramen.files import temp_path
+    from ramen.selection import PLAN_JSON
+    from ramen.train import CHECKPOINT, NonFiniteLoss, train
+
     if args.resume and args.overwrite:
         raise SystemExit("train: --resume continues the run in --out, --overwrite starts it over: give one")
     if not args.resume:  # the command line is checked before the directory is made
@@ -368,6 +376,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "edit run.json")
             if not args.resume:
                 _refuse_graph_without_anchors(dataset, cfg, selecting=weights is not None)
+            hint["device"] = cfg.device
+            ready()  # under torchrun: every rank is set up, or every rank stops here
             if weights is None:
                 train(dataset, cfg, out_dir=out, resume=args.resume)
             else:
@@ -390,6 +400,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
     return _print_evaluation(out / "model", dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries,
                              seed=cfg.seed)
+
+
+@contextlib.contextmanager
+def _set_up_together(device: Callable[[], str]) -> Iterator[Callable[[], None]]:
+    """Under torchrun, the ranks' setup (each reads the command line's files, the run directory and the
+    data on its own host) ends together: a rank that stops in it joins the process group to say so,
+    and the others stop with it, where they used to wait for it until the timeout (across hosts;
+    on one host torchrun ends them). Yields `ready`, which every rank calls once it is set up."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield lambda: None
+        return
+    from ramen import distributed
+
+    joined = []
+
+    def ready() -> None:
+        joined.append(True)  # from here on a failure is the group's to report (a failed join is not retried)
+        d = distributed.setup(device())
+        if distributed.any_rank(False, d):
+            raise SystemExit(f"train: rank {d.rank}: another rank stopped before training (its own output, on its "
+                             "host, says why); this one stops with it")
+
+    try:
+        yield ready
+    except (Exception, SystemExit):  # not Ctrl-C: torchrun stops every rank of a signal
+        if not joined:  # stopped in setup: tell the others, which wait in ready()
+            with contextlib.suppress(Exception):
+                distributed.any_rank(True, distributed.setup(device()))
+        raise
 
 
 SETUP_NAMES = frozenset({"run.json", "cache", ".ramen.lock"})  # what a fresh run has written before it trains
