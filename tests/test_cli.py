@@ -467,25 +467,83 @@ def test_data_writers_make_the_folder_of_an_npz_as_they_do_a_directorys(tmp_path
     assert load_xc(tmp_path / "new" / "x.npz") == synthetic("tiny")
 
 
-def test_output_cut_by_a_closed_pipe_ends_quietly(tmp_path, ramen_env):
-    """`python -m ramen train --print-config | head -1` ended with 'error: [Errno 32] Broken pipe'."""
+def test_output_cut_by_a_closed_pipe_ends_quietly_and_a_training_goes_on(tmp_path, ramen_env):
+    """`python -m ramen train --print-config | head -1` ended with 'error: [Errno 32] Broken pipe', and a
+    training piped to `head` died at its next log line, without a checkpoint or a word."""
     import subprocess
     import sys
 
-    child = subprocess.Popen([sys.executable, "-m", "ramen", "train", "--print-config"], cwd=tmp_path, env=ramen_env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    child.stdout.close()  # before the child has written: its first write finds no reader
-    with child.stderr:
-        err = child.stderr.read().decode()
-    assert child.wait(timeout=300) == 141
-    assert "error" not in err and "Exception ignored" not in err and "Traceback" not in err
+    env = {k: v for k, v in ramen_env.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as usual
+    for args in (["--print-config"], ["--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "2", "--batch-size",
+                                      "32", "--out", str(tmp_path / "run")]):
+        child = subprocess.Popen([sys.executable, "-m", "ramen", "train", *args], cwd=tmp_path, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        child.stdout.close()  # before the child has written: its first write finds no reader
+        with child.stderr:
+            err = child.stderr.read().decode()
+        assert child.wait(timeout=600) == 0, err[-2000:]
+        assert "error" not in err and "Exception ignored" not in err and "Traceback" not in err, err[-2000:]
+    assert (tmp_path / "run" / "model").is_dir()  # the training went on to the end
+    steps = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "eval" and r.get("epoch") == 2 for r in steps)
 
 
-@pytest.mark.parametrize("spec", ["synthetic:", "wikispeedia:", "foldoc: "])
-def test_a_built_in_data_name_with_nothing_after_its_colon_is_refused(tmp_path, spec):
-    """'--data wikispeedia:' read the current directory and 'synthetic:' meant small, without a word."""
+@pytest.mark.parametrize("spec", ["wikispeedia:", "wikispeedia: "])
+def test_wikispeedia_with_nothing_after_its_colon_is_refused(tmp_path, spec):
+    """'--data wikispeedia:' read the current directory without a word. ('synthetic:' and 'foldoc:' keep
+    meaning the defaults, as run.json files written before may say.)"""
     with pytest.raises(SystemExit, match=rf"^--data '{spec}': nothing after the ':' \(expected "):
         main(["train", "--data", spec, "--encoder", "tiny", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
     with pytest.raises(SystemExit, match="^data describe: DATA .*nothing after the ':'"):
         main(["data", "describe", spec])
+
+
+def test_a_refused_train_never_removes_a_directory_another_training_holds(tmp_path, monkeypatch, ramen_env, capsys):
+    """Two trains started together on one --out both saw it missing; the one that lost the claim then
+    removed the winner's directory (its run.json and lock) as if it had made it itself."""
+    import ramen.run_dir as run_dir_module
+
+    out = tmp_path / "race"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom ramen import run_dir\n"
+         f"out = Path({str(out)!r})\nsys.stdin.readline()\nwith run_dir.claimed(out, fresh=True):\n"
+         "    (out / 'run.json').write_text('{}')\n    (out / 'cache').mkdir()\n    print('held', flush=True)\n"
+         "    time.sleep(120)\n"], env=ramen_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    real = run_dir_module.claimed
+
+    def claimed_after_the_other(*args, **kwargs):  # the other training claims between the check and this claim
+        assert not out.exists()
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "held"
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_dir_module, "claimed", claimed_after_the_other)
+    try:
+        assert main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out)]) == 2
+        assert "in use by another training" in capsys.readouterr().err
+        assert (out / "run.json").read_text() == "{}" and (out / ".ramen.lock").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+
+
+def test_a_plain_run_takes_a_batch_below_the_default_cluster_size(capsys):
+    """cluster_size <= batch_size was checked with cluster batching off too, so a plain run of batch 4
+    needed --cluster-size 4, which is refused as a setting that run leaves unread."""
+    assert main(["train", "--print-config", "--batch-size", "4"]) == 0
+    assert json.loads(capsys.readouterr().out)["batch_size"] == 4
+    with pytest.raises(SystemExit, match=r"cluster_size \(--cluster-size\) must be in"):
+        main(["train", "--print-config", "--batch-size", "4", "--cluster-batching"])
+
+
+def test_a_selection_refused_at_setup_leaves_nothing_that_blocks_the_corrected_command(tmp_path):
+    """Its plan and weight-0/ were not setup files, so the directory stayed and the corrected command was
+    told to --resume a selection that never trained."""
+    base = ["train", "--data", "synthetic:tiny", "--epochs", "1", "--batch-size", "32", "--out", str(tmp_path / "sel"),
+            "--select-graph-weight", "0", "0.1"]
+    assert main(base + ["--encoder", str(tmp_path / "no-such-encoder")]) == 2
+    assert not (tmp_path / "sel").exists()

@@ -181,3 +181,11 @@ def test_the_cli_selects_and_records_the_choice(tmp_path, ramen_env):
     assert "weight 0.03: held-out P@1" in done.stdout
     assert json.loads((out / "run.json").read_text())["select_graph_weight"] == [0.0, 0.1, 0.03]
     assert json.loads((out / "selection.json").read_text())["weights"] == [0.0, 0.1, 0.03]
+
+
+def test_settings_the_candidates_leave_unread_are_refused_before_the_first_one_trains(tiny_data, tmp_path):
+    """The weight-0 candidate (its graph settings reset) trained in full before the next was refused."""
+    with pytest.raises(ValueError, match="select_graph_weight: cluster_size=16 only applies with cluster_batching"):
+        selection.select_graph_weight(tiny_data, tiny_config(cluster_size=16), weights=[0, 0.1],
+                                      out_dir=tmp_path / "sel", progress=False)
+    assert not (tmp_path / "sel" / "weight-0").exists()

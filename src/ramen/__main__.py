@@ -29,11 +29,8 @@ def load_dataset(spec: str, where: str = "--data", blank: str = "leave it out fo
 
     if not spec.strip():
         raise SystemExit(f"{where}: empty ({blank})")
-    name, sep, rest = spec.partition(":")
-    if name in BUILT_IN and sep and not rest.strip():  # 'wikispeedia:' read the current directory
-        form = {"synthetic": "synthetic:SIZE, or 'synthetic' for size small",
-                "wikispeedia": "wikispeedia:SNAP_DIR", "foldoc": "foldoc:PATH, or 'foldoc' for the installed one"}
-        raise SystemExit(f"{where} {spec!r}: nothing after the ':' (expected {form[name]})")
+    if spec.startswith("wikispeedia:") and not spec.partition(":")[2].strip():  # it read the current directory
+        raise SystemExit(f"{where} {spec!r}: nothing after the ':' (expected wikispeedia:SNAP_DIR)")
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from ramen.datasets.synthetic import PRESETS, synthetic
 
@@ -358,8 +355,10 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
         _refuse_dataset_dir(out)
     try:
         # rank 0 holds the directory (another training there is an error) from run.json's write to the end
-        with _removed_if_refused(out, made=main_rank and not args.resume and not out.exists()), \
-                run_dir.claimed(out, fresh=not args.resume, main=main_rank):
+        # inside the claim: a command that failed to claim the directory (another training holds it) removes
+        # nothing, and the removal happens under the lock
+        made = main_rank and not args.resume and not out.exists()
+        with run_dir.claimed(out, fresh=not args.resume, main=main_rank), _removed_if_refused(out, made=made):
             if args.resume:
                 data_spec, cfg = _resumed_run(args, run_file)
                 weights = _resumed_weights(args, run_file)
@@ -434,6 +433,16 @@ def _set_up_together(device: Callable[[], str]) -> Iterator[Callable[[], None]]:
 SETUP_NAMES = frozenset({"run.json", "cache", ".ramen.lock"})  # what a fresh run has written before it trains
 
 
+def _only_setup(out: Path) -> bool:
+    """Whether `out` holds only what a fresh run writes before it trains: SETUP_NAMES, and for a
+    selection its plan and candidate directories holding only those."""
+    from ramen.selection import PLAN_JSON
+
+    return all(p.name in SETUP_NAMES or p.name == PLAN_JSON
+               or (p.name.startswith("weight-") and p.is_dir() and not p.is_symlink() and _only_setup(p))
+               for p in out.iterdir())
+
+
 @contextlib.contextmanager
 def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
     """Removes the run directory this command `made` when the run stops with an error before it trains
@@ -443,7 +452,7 @@ def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
     try:
         yield
     except (Exception, SystemExit):  # SystemExit: an error message (a missing --data); not Ctrl-C
-        if made and out.is_dir() and {p.name for p in out.iterdir()} <= SETUP_NAMES:
+        if made and out.is_dir() and not out.is_symlink() and _only_setup(out):
             shutil.rmtree(out, ignore_errors=True)
         raise
 
@@ -690,9 +699,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except BrokenPipeError:  # the reader of stdout left (`| head`): nothing to say, and no one to say it to
-        _stdout_to_devnull()
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is found inside this try
+        return code
+    except BrokenPipeError:  # the reader of stdout left (`| head`), and a write went round sys.stdout
+        _silence_stdout()
         return 141  # as a command ended by SIGPIPE
     except (ValueError, OSError, EOFError) as exc:  # bad input, a missing or cut file: a message, not a traceback
         print(f"error: {exc}", file=sys.stderr)
@@ -702,18 +713,45 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _stdout_to_devnull() -> None:
-    """Points stdout at /dev/null, so that Python's flush at exit does not fail on the closed pipe again."""
+def _silence_stdout() -> None:
+    """Points stdout's file descriptor at /dev/null, so that later writes and Python's flush at exit
+    do not fail on a closed pipe again."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):  # no file descriptor behind sys.stdout (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor behind stdout
         pass
+
+
+class _PipeSafeStdout:
+    """sys.stdout for the command line: when its reader leaves (`train ... | head`), the output goes to
+    /dev/null from then on and the command goes on, where a training used to die at its next line."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _silence_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def cli(argv: list[str] | None = None) -> int:
     """The command line (`python -m ramen`, the `ramen` script): an error that stops a command with a
     message is printed as 'error: MESSAGE' and exits 2, as the others do (it printed the bare message
-    and exited 1, so that a script could not tell usage errors from a run that failed)."""
+    and exited 1, so that a script could not tell usage errors from a run that failed). Output whose
+    reader left (`| head`) goes to /dev/null from then on (_PipeSafeStdout)."""
+    stdout, sys.stdout = sys.stdout, _PipeSafeStdout(sys.stdout)
     try:
         return main(argv)
     except SystemExit as exc:
@@ -721,6 +759,8 @@ def cli(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc.code}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

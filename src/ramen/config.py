@@ -131,7 +131,7 @@ class TrainConfig:
             (self.walk_length >= 1, "walk_length must be >= 1"),
             (self.prune_every >= 1, "prune_every must be >= 1"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            (self.cluster_size >= 1 and self.cluster_size <= self.batch_size,
+            (self.cluster_size >= 1 and (self.cluster_size <= self.batch_size or not self.cluster_batching),
              "cluster_size must be in [1, batch_size]"),
             (self.cluster_refresh >= 1, "cluster_refresh must be >= 1"),
             (self.eval_every >= 0, "eval_every must be >= 0"),

@@ -95,20 +95,27 @@ def setup(device: str = "auto") -> Dist:
             torch.cuda.set_device(dev)
         _join("nccl" if dev.type == "cuda" else "gloo", rank, world)
     global _CONTROL
-    if dist.get_backend() == "nccl" and _CONTROL is None:  # one for the process (each new group is a collective)
+    if dist.get_backend() == "nccl" and _CONTROL is None:  # a group joined elsewhere (one per process)
         _CONTROL = dist.new_group(backend="gloo", timeout=timeout())
     return Dist(rank=rank, world=world, local_rank=local_rank, device=dev,
                 control=_CONTROL if dist.get_backend() == "nccl" else None)
 
 
+class NotJoined(TimeoutError):
+    """The other ranks did not join the process group in time (the CLI prints it as an error line)."""
+
+
 def _join(backend: str, rank: int, world: int) -> None:
     """init_process_group, with a timeout waiting for the other ranks said as what it most likely is:
     a rank that stopped before joining (on one host torchrun ends the others; across hosts it cannot)."""
+    global _CONTROL
     wait = timeout()
     try:
         dist.init_process_group(backend, timeout=wait)
+        if backend == "nccl" and _CONTROL is None:  # NCCL joins lazily: this gloo group is the first wait
+            _CONTROL = dist.new_group(backend="gloo", timeout=wait)
     except dist.DistStoreError as exc:
-        raise RuntimeError(
+        raise NotJoined(
             f"rank {rank} of {world}: not every rank joined the process group within {wait.total_seconds():g} s "
             f"(${TIMEOUT_ENV}). One most likely stopped before it: its own output, on its host, says why. On "
             "several hosts every rank reads the run directory and the data at the same path, so they must be "

@@ -59,6 +59,10 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     weights = checked_weights(weights)
     if not 0.0 < float(held_out) < 1.0:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    if not resume:  # every candidate would be refused (train does) but the weight-0 one, trained first
+        from ramen.train import refuse_idle
+
+        refuse_idle(weight_config(config, max(weights) or 1.0), "select_graph_weight")
     split = hold_out(dataset, held_out, seed=config.seed)
     d = distributed.setup(config.device)  # under torchrun every rank trains, rank 0 evaluates and writes
     with run_dir.claimed(out_dir, fresh=not resume, main=d.main):  # the final run's train() re-enters it
