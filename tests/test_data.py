@@ -3,6 +3,7 @@ round trips (directory and .npz), validation, describe, and the Wikispeedia buil
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -610,6 +611,25 @@ def test_save_refuses_to_clobber(tmp_path: Path) -> None:
         save_xc(ds, tmp_path / "d.npz")
     save_xc(other, tmp_path / "d.npz", overwrite=True)
     assert load_xc(tmp_path / "d.npz") == other
+
+
+def test_overwriting_a_dataset_keeps_what_is_not_part_of_it(tmp_path: Path) -> None:
+    """`train --out DATASET/run1` then `data synth --out DATASET --overwrite` deleted the trained run with
+    the dataset it replaced; so did any other file kept there (another tool's features, notes)."""
+    ds, other = make_dataset(), make_dataset(3, name="other")
+    save_xc(ds, tmp_path / "d")
+    for extra, shown in (("run1/run.json", "run1/"), ("trn_X_Xf.txt", "trn_X_Xf.txt"),
+                         ("raw_data/notes.md", "raw_data/notes.md"), (".hidden", ".hidden")):
+        (tmp_path / "d" / extra).parent.mkdir(exist_ok=True)
+        (tmp_path / "d" / extra).write_text("keep me")
+        with pytest.raises(ValueError, match=f"refusing to replace .*: it holds {re.escape(shown)}, which is not part"):
+            save_xc(other, tmp_path / "d", overwrite=True)
+        assert (tmp_path / "d" / extra).read_text() == "keep me" and load_xc(tmp_path / "d") == ds
+        (tmp_path / "d" / extra).unlink()
+        if extra.startswith("run1/"):
+            (tmp_path / "d" / "run1").rmdir()
+    save_xc(other, tmp_path / "d", overwrite=True)  # a dataset's own files, however many, go with it
+    assert load_xc(tmp_path / "d") == other
 
 
 def test_save_failure_leaves_nothing(tmp_path: Path) -> None:

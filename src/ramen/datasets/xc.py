@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -321,11 +322,27 @@ def _looks_like_dataset(root: Path) -> bool:
     return (root / META).is_file() or (root / "trn_X_Y.txt").is_file()
 
 
+# The files of a dataset directory, all that save_xc writes: overwriting one removes these and nothing else
+_DATASET_FILE = re.compile(r"(?:.+_)?(?:trn|tst|lbl)_X_Y\.txt|filter_labels_.+\.txt|" + re.escape(META))
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    """What `root` holds besides a dataset's files: a run directory, notes, another tool's features."""
+    foreign = []
+    for entry in sorted(root.iterdir()):
+        if entry.name == "raw_data" and entry.is_dir() and not entry.is_symlink():
+            foreign += [f"raw_data/{e.name}" for e in sorted(entry.iterdir())
+                        if not (e.name.endswith(".raw.txt") and e.is_file() and not e.is_symlink())]
+        elif not (_DATASET_FILE.fullmatch(entry.name) and entry.is_file() and not entry.is_symlink()):
+            foreign.append(entry.name + ("/" if entry.is_dir() else ""))
+    return foreign
+
+
 def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, num_threads: int = 0,
             progress: bool | None = None) -> None:
     """Saves `ds` atomically: as a directory in the XC layout, or, when `path` ends in `.npz`, as one
     archive. An existing target is replaced only with overwrite=True (and, for a directory, only
-    one that holds a dataset). progress: a tqdm bar over files (default: for > 10M entries)."""
+    one that holds a dataset and nothing else). progress: a tqdm bar over files (default: for > 10M entries)."""
     ds.validate()
     path = Path(path)
     if path.suffix == ".npz" and path.is_dir():
@@ -335,6 +352,12 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
         raise ValueError(f"refusing to replace {path}: it is not a dataset directory (choose another path)")
     if path.exists() and not overwrite and (path.is_file() or any(path.iterdir())):
         raise FileExistsError(f"{path} exists: replace it with overwrite=True (--overwrite on the command line)")
+    foreign = _foreign_entries(path) if path.is_dir() else []
+    if foreign:  # a run trained into DATASET/run1 was deleted with the dataset it replaced
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise ValueError(f"refusing to replace {path}: it holds {shown}, which {'is' if len(foreign) == 1 else 'are'} "
+                         "not part of a dataset and would be deleted with it; move "
+                         f"{'it' if len(foreign) == 1 else 'them'} out, or choose another path")
     if path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)  # as a directory's are: a missing one named the temporary
         _save_npz(ds, path)
