@@ -3,6 +3,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from ramen.__main__ import main
@@ -187,7 +188,7 @@ def test_flags_the_run_would_ignore_are_an_error(tmp_path, capsys):
     for flags, plain in ((["--lambda-x", "0.5"], "--lambda-x"), (["--no-graph", "--reliance", "bandit"], "--reliance"),
                          (["--recipe", "plain", "--walk-length", "5", "--no-prune"], "--walk-length, --prune")):
         out = tmp_path / flags[-1]
-        with pytest.raises(SystemExit, match=f"{plain} only appl(y|ies) with --graph .*leaves off; add it"):
+        with pytest.raises(SystemExit, match=f"{plain} only appl(y|ies) with --graph .*this run would ignore (it|them): change that, or drop"):
             main(base + ["--out", str(out), *flags])
         assert not out.exists()
         with pytest.raises(SystemExit, match="only appl(y|ies) with --graph"):
@@ -208,15 +209,35 @@ def test_settings_their_switch_leaves_unread_are_an_error_from_flags_and_config_
         main(base + ["--out", str(tmp_path / "a"), "--cluster-size", "16"])
     config = tmp_path / "c.json"
     config.write_text(json.dumps({"lambda_x": 0.5, "cluster_double_at": [2]}))
-    with pytest.raises(SystemExit, match=r"lambda_x=0.5, cluster_double_at=\[2\] \(from --config or --recipe\) "
-                                         r"only apply with --cluster-batching / --graph"):
+    with pytest.raises(SystemExit, match=r"lambda_x=0.5, cluster_double_at=\[2\] only apply with --cluster-batching / "
+                                         r"--graph .* \(they come from --config or --recipe\)"):
         main(base + ["--out", str(tmp_path / "b"), "--config", str(config)])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    with pytest.raises(SystemExit, match=r"lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10 \(from --config or "
-                                         r"--recipe\) only apply with --graph"):
+    with pytest.raises(SystemExit, match=r"lambda_x=1.0, lambda_z=1.0, reg_num_negatives=10 only apply with "
+                                         r"--graph .*they come from --config or --recipe"):
         main(base + ["--print-config", "--recipe", "paper", "--no-graph"])
     assert main(base + ["--print-config", "--select-graph-weight", "0", "0.1", "--reg-step", "separate"]) == 0
     assert json.loads(capsys.readouterr().out)["reg_step"] == "separate"
+
+
+def test_graph_settings_under_aug_gt_and_anchor_sets_on_a_plain_run_are_an_error(tmp_path, capsys):
+    """AugGT adds labels through the graph and trains no regulariser, so --graph and the graph's weights
+    beside --aug-gt did nothing; nor did --anchor-sets on a plain run. Each trained without a word."""
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32"]
+    for flags, named in ((["--aug-gt", "--graph"], "--graph only applies with --aug-gt off"),
+                         (["--aug-gt", "--lambda-x", "0.3"], "--lambda-x only applies with --graph and --aug-gt off"),
+                         (["--anchor-sets", "hyperlink"], "--anchor-sets only applies with --graph or --aug-gt"),
+                         (["--recipe", "light-graph", "--aug-gt"], r"graph=True only applies with --aug-gt off, .*"
+                                                                   r"\(it comes from --config or --recipe\)"),
+                         (["--aug-gt", "--select-graph-weight", "0", "0.1"], "--select-graph-weight chooses the "
+                                                                             "regulariser's weight, and --aug-gt")):
+        out = tmp_path / "run"
+        with pytest.raises(SystemExit, match=named):
+            main(base + ["--out", str(out), *flags])
+        assert not out.exists()
+    for fine in (["--aug-gt", "--no-graph"], ["--aug-gt", "--anchor-sets", "hyperlink"], ["--graph", "--anchor-sets", "hyperlink"]):
+        assert main(base + ["--print-config", *fine]) == 0
+        capsys.readouterr()
 
 
 def test_resume_cannot_make_a_plain_run_a_selection_and_says_when_it_had_finished(tmp_path, capsys):
@@ -246,6 +267,59 @@ def test_ctrl_c_outside_training_is_a_message_not_a_traceback(monkeypatch, capsy
     assert main(["data", "describe", "synthetic:tiny"]) == 130
     captured = capsys.readouterr()
     assert "interrupted: data stopped before it finished" in captured.err and captured.out == ""
+
+
+def test_ctrl_c_in_the_final_evaluation_says_the_model_is_saved(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the test-set printout after training said 'train stopped before it finished', while
+    the trained model was already saved."""
+    import ramen.__main__ as cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_print_evaluation", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--out", str(out), "--epochs", "1",
+                 "--batch-size", "32", "--eval-every", "0"]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted in the final evaluation: the trained model is saved in {out / 'model'}" in err
+    assert f"python -m ramen evaluate {out} --exact" in err and (out / "model").is_dir()
+
+
+def test_search_queries_answers_each_line_of_a_file_in_order(tmp_path, capsys, monkeypatch):
+    """Batch search: one JSON line per input line (blank ones with no labels, and counted on stderr), the
+    same labels and scores as searching each query alone; bad bytes stop it before any output."""
+    import io
+
+    import ramen.__main__ as cli
+    from ramen.encoder import Encoder
+    from ramen.model import Model
+
+    labels = ["alpha", "beta", "gamma é", "delta"]
+    Model(Encoder("tiny"), labels).save(tmp_path / "run" / "model")
+    queries = ["alpha", "", "  ", "beta gamma", "café", "delta alpha"]
+    (tmp_path / "q.txt").write_bytes("\n".join(queries).encode() + b"\r\n")
+    monkeypatch.setattr(cli, "SEARCH_CHUNK", 4)  # more than one chunk
+    assert main(["search", str(tmp_path / "run"), "--queries", str(tmp_path / "q.txt"), "-k", "2"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["query"] for r in rows] == queries
+    assert "2 of 6 queries are blank" in captured.err
+    model = Model.load(tmp_path / "run" / "model")
+    for row in rows:
+        if not row["query"].strip():
+            assert row["ids"] == row["scores"] == row["labels"] == []
+            continue
+        ids, scores = model.predict(row["query"], k=2)
+        assert row["ids"] == ids[0].tolist() and row["labels"] == [labels[i] for i in ids[0]]
+        assert np.allclose(row["scores"], scores[0], atol=1e-6)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\ncaf\xe9\n")))
+    with pytest.raises(SystemExit, match=r"--queries stdin, line 2: not UTF-8 text"):
+        main(["search", str(tmp_path / "run"), "--queries", "-"])
+    for bad in (["search", str(tmp_path / "run")], ["search", str(tmp_path / "run"), "q", "--queries", "-"]):
+        with pytest.raises(SystemExit, match="give a query or --queries FILE"):
+            main(bad)
+    assert capsys.readouterr().out == ""
 
 
 def test_search_refuses_a_query_that_is_not_utf8(tmp_path):
@@ -349,9 +423,10 @@ def test_every_command_line_error_is_an_error_line_and_exit_status_2(tmp_path):
     assert help_exit.value.code == 0
 
 
-def test_resume_names_the_run_json_when_its_data_has_moved(tmp_path):
+def test_resume_names_the_run_json_when_its_data_has_moved_and_takes_its_new_place(tmp_path, capsys):
     """--resume of a run whose data has moved said "--data '...': no such directory", although no
-    --data was given and --data cannot change a run's data; it now names run.json."""
+    --data was given; it now names run.json. --data with --resume was refused unless it named the
+    old place: it now gives the data's new place, checked against the checkpoint's fingerprint."""
     data = tmp_path / "d.npz"
     assert main(["data", "synth", "--size", "tiny", "--out", str(data)]) == 0
     out = tmp_path / "run"
@@ -359,8 +434,16 @@ def test_resume_names_the_run_json_when_its_data_has_moved(tmp_path):
                  "--batch-size", "32", "--max-steps", "1", "--eval-every", "0"]) == 0
     data.rename(tmp_path / "moved.npz")
     with pytest.raises(SystemExit, match=r"^--resume: the data .*run.json names \(the run's own; put it back, or "
-                                         r"edit run.json\): '.*d.npz': no such directory"):
+                                         r"give its new place with --data\): '.*d.npz': no such directory"):
         main(["train", "--out", str(out), "--resume"])
+    # --data gives its new place: the checkpoint's fingerprint of the data says whether it is the same data
+    assert main(["data", "synth", "--size", "tiny", "--seed", "1", "--out", str(tmp_path / "other.npz")]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--data", str(tmp_path / "other.npz")]) == 2
+    assert "cannot resume" in capsys.readouterr().err.split("error: ")[1].split(" on other data than it was trained on")[0]
+    assert json.loads((out / "run.json").read_text())["data"] == str(data)
+    assert main(["train", "--out", str(out), "--resume", "--data", str(tmp_path / "moved.npz")]) == 0
+    assert json.loads((out / "run.json").read_text())["data"] == str(tmp_path / "moved.npz")
+    assert main(["evaluate", str(out)]) == 0  # from run.json, which names the new place
 
 
 def test_search_and_export_name_a_missing_model_as_evaluate_does(tmp_path):

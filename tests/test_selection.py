@@ -189,3 +189,17 @@ def test_settings_the_candidates_leave_unread_are_refused_before_the_first_one_t
         selection.select_graph_weight(tiny_data, tiny_config(cluster_size=16), weights=[0, 0.1],
                                       out_dir=tmp_path / "sel", progress=False)
     assert not (tmp_path / "sel" / "weight-0").exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(lambdas={"hyperlink": [0.5, 0.0]}), r"cannot keep lambdas=\{'hyperlink': \[0.5, 0.0\]\}"),
+    (dict(lambdas={"category": [0.0, 0.0]}), "cannot keep lambdas"),  # a set turned off would come back on
+    (dict(aug_gt=True), "aug_gt=True trains without the regulariser"),
+])
+def test_settings_a_selection_would_override_are_refused(tiny_data, tmp_path, settings, message):
+    """Per-set weights from a config were replaced by each candidate's single weight without a word,
+    and an AugGT config has no regulariser whose weight to choose."""
+    with pytest.raises(ValueError, match=message):
+        selection.select_graph_weight(tiny_data, tiny_config(**settings), weights=[0, 0.1],
+                                      out_dir=tmp_path / "sel", progress=False)
+    assert not (tmp_path / "sel").exists()

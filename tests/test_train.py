@@ -898,7 +898,8 @@ def test_settings_a_run_would_leave_unread_are_refused_before_anything_is_writte
                        (TrainConfig(encoder="tiny", reg_step="separate", prune=False),
                         r"prune=False, reg_step='separate' only apply with graph=True"),
                        (TrainConfig(encoder="tiny", graph=True, cluster_size=16, aug_gt_top_k=3),
-                        r"cluster_size=16, aug_gt_top_k=3 only apply with aug_gt=True / cluster_batching=True")):
+                        r"cluster_size=16, aug_gt_top_k=3 only apply with aug_gt=True / cluster_batching=True, so this config "
+                        r"would ignore them")):
         with pytest.raises(ValueError, match=named):
             train(tiny_data, cfg, out_dir=tmp_path / "r", progress=False)
         assert not (tmp_path / "r").exists()
@@ -909,6 +910,22 @@ def test_settings_a_run_would_leave_unread_are_refused_before_anything_is_writte
     assert plain.idle_settings() == []
     assert TrainConfig(graph=True, lambda_x=0.5, reg_step="separate").idle_settings() == []
     train(tiny_data, plain, out_dir=tmp_path / "plain", progress=False)
+
+
+def test_graph_settings_under_aug_gt_are_refused_and_aug_gt_trains_as_before(tiny_data, tmp_path):
+    """AugGT trains no regulariser: graph=True and the graph's settings beside it were read by nothing."""
+    for cfg, named in ((TrainConfig(encoder="tiny", aug_gt=True, graph=True), "graph=True only applies with aug_gt=False"),
+                       (TrainConfig(encoder="tiny", aug_gt=True, lambda_x=0.5),
+                        "lambda_x=0.5 only applies with graph=True and aug_gt=False"),
+                       (TrainConfig(encoder="tiny", anchor_sets=["hyperlink"]),
+                        r"anchor_sets=\['hyperlink'\] only applies with graph=True or aug_gt=True")):
+        with pytest.raises(ValueError, match=named):
+            train(tiny_data, cfg, out_dir=tmp_path / "r", progress=False)
+        assert not (tmp_path / "r").exists()
+    aug = TrainConfig(encoder="tiny", aug_gt=True, anchor_sets=["hyperlink"], aug_gt_top_k=3)
+    assert aug.idle_settings() == [] and "anchor_sets" not in aug.idle_fields()
+    # a graph run saved with aug_gt (before this check) still resumes: both configs leave graph unread
+    assert TrainConfig(aug_gt=True, graph=True).without_idle() == TrainConfig(aug_gt=True)
 
 
 def test_a_selection_with_the_separate_step_trains_its_plain_candidate(tiny_data, tmp_path):

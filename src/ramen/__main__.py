@@ -169,6 +169,17 @@ def _read_run_file(run_file: Path, what: str) -> dict:
     return run
 
 
+def _record_data(run_file: Path, data_spec: str) -> None:
+    """run.json naming `data_spec` as the run's data (a resume found it moved there)."""
+    from ramen.files import temp_path
+
+    run = _read_run_file(run_file, "--resume")
+    if run["data"] != data_spec:
+        tmp = temp_path(run_file)
+        tmp.write_text(json.dumps({**run, "data": data_spec}, indent=1))
+        os.replace(tmp, run_file)
+
+
 def _resumed_run(args: argparse.Namespace, run_file: Path):
     """(data spec, TrainConfig) of the run to resume: its own, from run.json; settings given on the
     command line must agree with them (a run cannot change its settings halfway)."""
@@ -182,8 +193,8 @@ def _resumed_run(args: argparse.Namespace, run_file: Path):
     except (ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"--resume: {run_file} is not a readable run record ({exc})") from None
     data_spec = run["data"]
-    if args.data and absolute_spec(args.data) != absolute_spec(data_spec):
-        raise SystemExit(f"--resume: the run trained on --data {data_spec!r}, not {args.data!r}")
+    if args.data and absolute_spec(args.data) != absolute_spec(data_spec):  # the data moved: the checkpoint's
+        data_spec = absolute_spec(args.data)  # fingerprint of the data it trained on says whether it is the same
     given = _given_settings(args)
     try:
         given_cfg = TrainConfig.from_dict({**saved.to_dict(), **given}).to_dict()
@@ -271,10 +282,16 @@ def _resumed_weights(args: argparse.Namespace, run_file: Path) -> list[float] | 
     return given
 
 
+# TrainConfig.idle_fields' "what reads it", in flags
+_NEEDS_FLAGS = {"graph=True": "--graph (or --recipe light-graph)", "cluster_batching=True": "--cluster-batching",
+                "aug_gt=True": "--aug-gt", "aug_gt=False": "--aug-gt off", "graph=True and aug_gt=False":
+                "--graph and --aug-gt off", "graph=True or aug_gt=True": "--graph or --aug-gt"}
+
+
 def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
-    """Settings this run would ignore are an error, not a silent no-op: graph settings on a plain run,
-    the cluster schedule without --cluster-batching (as flags, or from --config or --recipe), and the
-    graph's weight itself under --select-graph-weight (which sets it per candidate)."""
+    """Settings this run would ignore are an error, not a silent no-op: graph settings on a plain run or
+    under --aug-gt, the cluster schedule without --cluster-batching (as flags, or from --config or
+    --recipe), and the graph's weight itself under --select-graph-weight (which sets it per candidate)."""
     from ramen.selection import WEIGHT_SETTINGS, weight_config
 
     if selecting:
@@ -282,22 +299,22 @@ def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
         if given:
             raise SystemExit(f"train: --select-graph-weight sets the graph's weight of each candidate; "
                              f"drop {', '.join(given)}")
+    if selecting and cfg.aug_gt:
+        raise SystemExit("train: --select-graph-weight chooses the regulariser's weight, and --aug-gt trains "
+                         "without the regulariser (it adds labels through the graph); drop one")
     probe = weight_config(cfg, 1.0) if selecting else cfg  # a selection's graph settings serve its candidates
     idle = probe.idle_fields()
-    flags = {"graph": "--graph (or --recipe light-graph)", "cluster_batching": "--cluster-batching",
-             "aug_gt": "--aug-gt"}
-    given = ["--" + name.replace("_", "-") for name in idle if hasattr(args, name)]
+    given = ["--" + name.replace("_", "-") for name in idle if hasattr(args, name)
+             and not (name == "graph" and not probe.graph)]  # --no-graph beside --aug-gt changes nothing
     if given:
-        needs = " / ".join(sorted({flags[idle[name[2:].replace("-", "_")]] for name in given}))
-        raise SystemExit(f"train: {', '.join(given)} only {'applies' if len(given) == 1 else 'apply'} with "
-                         f"{needs}, which this run leaves off; add it, or drop {'it' if len(given) == 1 else 'them'}")
+        raise SystemExit(f"train: {probe.idle_refusal(given, _NEEDS_FLAGS.__getitem__, 'this run')}: change that, or drop "
+                         f"{'it' if len(given) == 1 else 'them'}")
     settings = probe.idle_settings()
     if settings:
-        needs = " / ".join(sorted({flags[idle[s.split("=")[0]]] for s in settings}))
         one = len(settings) == 1
-        raise SystemExit(f"train: {', '.join(settings)} (from --config or --recipe) only "
-                         f"{'applies' if one else 'apply'} with {needs}, which this run leaves off; add it, or "
-                         f"leave {'that setting' if one else 'those settings'} at the default")
+        where = "it comes" if one else "they come"
+        raise SystemExit(f"train: {probe.idle_refusal(settings, _NEEDS_FLAGS.__getitem__, 'this run')} ({where} "
+                         f"from --config or --recipe): change that, or leave {'it' if one else 'them'} at the default")
 
 
 def _refuse_graph_without_anchors(dataset, cfg, selecting: bool) -> None:
@@ -370,9 +387,9 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
                     tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(),
                                                "select_graph_weight": weights}, indent=1))
                     os.replace(tmp, run_file)
-            dataset = load_dataset(data_spec) if not args.resume else load_dataset(
-                data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or edit run.json):",
-                "edit run.json")
+            dataset = load_dataset(data_spec) if not args.resume or args.data else load_dataset(
+                data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or give its new "
+                "place with --data):", "give its new place with --data")
             if not args.resume:
                 _refuse_graph_without_anchors(dataset, cfg, selecting=weights is not None)
             hint["device"] = cfg.device
@@ -381,6 +398,8 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
                 train(dataset, cfg, out_dir=out, resume=args.resume)
             else:
                 _select(dataset, cfg, weights, out, args.resume, report=main_rank)
+            if args.resume and main_rank:  # it went on with --data: the same data (its fingerprint said so), moved
+                _record_data(run_file, data_spec)
     except NonFiniteLoss as exc:  # every rank stops at the same step
         distributed.close()
         print(f"error: {exc}", file=sys.stderr)
@@ -396,9 +415,13 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
     distributed.close()  # every rank's collectives are over: rank 0 evaluates alone, the others are done
     if not main_rank:
         return 0
-    # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
-    return _print_evaluation(out / "model", dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries,
-                             seed=cfg.seed)
+    try:  # the queries the run evaluated (eval_max_queries: a seeded subset, as a paper-scale run on a CPU needs)
+        return _print_evaluation(out / "model", dataset, exact=True, k=cfg.eval_k, max_queries=cfg.eval_max_queries,
+                                 seed=cfg.seed)
+    except KeyboardInterrupt:  # the run is done and saved: only this printout was cut short
+        print(f"\ninterrupted in the final evaluation: the trained model is saved in {out / 'model'}; "
+              f"`python -m ramen evaluate {_shell(out)} --exact` evaluates it again", file=sys.stderr)
+        return 130
 
 
 @contextlib.contextmanager
@@ -589,6 +612,10 @@ def _checked_query(query: str) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if (args.query is None) == (args.queries is None):
+        raise SystemExit("search: give a query or --queries FILE (a query a line; - for stdin), one of the two")
+    if args.queries is not None:
+        return _search_many(args)
     _checked_query(args.query)
     model = _load_model(args.run_dir)
     ids, scores = model.predict(args.query, k=args.k)  # a blank query gets no label (-1)
@@ -599,6 +626,58 @@ def cmd_search(args: argparse.Namespace) -> int:
         if i < 0:
             break
         print(f"{rank:>3}  {s:.4f}  {model.label_texts[i]}")
+    return 0
+
+
+SEARCH_CHUNK = 4096  # queries encoded and searched at a time by search --queries: memory stays flat
+
+
+def _read_queries(source: str) -> list[str]:
+    """The lines of `source` (a file, or - for stdin) as queries, each checked to be UTF-8: a bad one
+    stops the command before any output, naming its line."""
+    name = "stdin" if source == "-" else source
+    try:
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"search: --queries {name}: {exc.strerror or exc}") from None
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the file's last line break
+    queries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            queries.append(line.removesuffix(b"\r").decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise SystemExit(f"search: --queries {name}, line {number}: not UTF-8 text ({exc.reason} at byte "
+                             f"{exc.start})") from None
+    return queries
+
+
+def _search_many(args: argparse.Namespace) -> int:
+    """search --queries: one JSON line per query, in the input's order, so that output line i answers
+    input line i. A blank query (empty, whitespace, or only characters the tokenizer drops) gets no
+    labels, and the count of them is said on stderr."""
+    from tqdm.auto import tqdm
+
+    queries = _read_queries(args.queries)
+    model = _load_model(args.run_dir)
+    blank = 0
+    with tqdm(total=len(queries), unit="query", disable=None, file=sys.stderr) as bar:
+        for start in range(0, len(queries), SEARCH_CHUNK):
+            chunk = queries[start:start + SEARCH_CHUNK]
+            ids, scores = model.predict(chunk, k=args.k)
+            lines = []
+            for query, row, row_scores in zip(chunk, ids, scores):
+                found = row >= 0
+                blank += int(not found.any())
+                lines.append(json.dumps({"query": query, "ids": row[found].tolist(),
+                                         "scores": [round(float(x), 6) for x in row_scores[found]],
+                                         "labels": [model.label_texts[i] for i in row[found]]}, ensure_ascii=False))
+            print("\n".join(lines), flush=True)
+            bar.update(len(chunk))
+    if blank:
+        print(f"search: {blank:,} of {len(queries):,} queries are blank (empty, whitespace or only characters the "
+              "encoder's tokenizer drops): their lines have no labels", file=sys.stderr)
     return 0
 
 
@@ -681,9 +760,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=_k, default=5, help="metrics at 1..k (at most the number of labels; default: 5)")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("search", help="print the top labels for a query")
+    p = sub.add_parser("search", help="print the top labels for a query, or for each line of a file")
     p.add_argument("run_dir", help=RUN_DIR_HELP)
-    p.add_argument("query", help="the query text (quote it; put -- before one that starts with -)")
+    p.add_argument("query", nargs="?", help="the query text (quote it; put -- before one that starts with -)")
+    p.add_argument("--queries", metavar="FILE", help="search every line of FILE (UTF-8; - for stdin) instead of one "
+                   "query, printing a JSON line per query in order: query, ids, scores, labels")
     p.add_argument("-k", type=_k, default=10, help="how many labels to print, best first (default: 10)")
     p.set_defaults(func=cmd_search)
 

@@ -7,6 +7,7 @@ import math
 import numbers
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,8 @@ class TrainConfig:
     `label_graph=False` (no R_z), `prune=False`, `aug_gt=True` (labels added through the graph by
     label propagation, no regulariser), `lambdas` (per anchor set weights).
 
-    A setting only a switch reads (the graph's with `graph`, the cluster schedule with
-    `cluster_batching`: IDLE_WITHOUT) set with its switch off would do nothing: `train` refuses it.
+    A setting only a switch reads (the graph's with `graph` and not `aug_gt`, the cluster schedule with
+    `cluster_batching`: `idle_fields`) set with its switch off would do nothing: `train` refuses it.
     """
 
     # encoder
@@ -167,10 +168,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def idle_fields(self) -> dict[str, str]:
-        """The fields this config's switches leave unread, each with the switch it needs: the graph's
-        settings without `graph`, the cluster schedule without `cluster_batching`, ..."""
-        return {name: switch for switch, names in IDLE_WITHOUT.items() if not getattr(self, switch)
+        """The fields this config leaves unread, each with what would read it ('graph=True', ...): the
+        graph's settings without `graph` or under `aug_gt` (which trains no regulariser), the cluster
+        schedule without `cluster_batching`, the anchor sets without either graph use."""
+        idle = {name: f"{switch}=True" for switch, names in IDLE_WITHOUT.items() if not getattr(self, switch)
                 for name in names}
+        if self.aug_gt:  # AugGT adds labels through the graph instead of regularising with it
+            needs = "aug_gt=False" if self.graph else "graph=True and aug_gt=False"
+            idle.update({"graph": "aug_gt=False", **{name: needs for name in GRAPH_ONLY}})
+        if not (self.graph or self.aug_gt):
+            idle["anchor_sets"] = "graph=True or aug_gt=True"
+        return idle
 
     def idle_settings(self) -> list[str]:
         """'name=value' for each idle field (`idle_fields`) set away from its default: a setting that
@@ -184,6 +192,15 @@ class TrainConfig:
             if value != getattr(default, name) and not zero_weight:
                 idle.append(f"{name}={value!r}")
         return idle
+
+    def idle_refusal(self, settings: list[str], spell: Callable[[str], str] = str, whose: str = "this config") -> str:
+        """'<settings> only apply with <what reads them>, so <whose> would ignore them': the one wording of
+        refusing idle settings, for the API and (with `spell` naming flags) the CLI."""
+        fields = self.idle_fields()
+        needs = sorted({spell(fields[s.split("=")[0].lstrip("-").replace("-", "_")]) for s in settings})
+        one = len(settings) == 1
+        return (f"{', '.join(settings)} only {'applies' if one else 'apply'} with {' / '.join(needs)}, so {whose} "
+                f"would ignore {'it' if one else 'them'}")
 
     def without_idle(self) -> "TrainConfig":
         """This config with its idle fields (`idle_fields`) at their defaults: the same training."""

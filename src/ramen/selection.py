@@ -59,6 +59,13 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     weights = checked_weights(weights)
     if not 0.0 < float(held_out) < 1.0:
         raise ValueError(f"held_out must be in (0, 1), got {held_out}")
+    if config.lambdas:  # weight_config gives every set the same weight
+        raise ValueError(f"select_graph_weight gives every anchor set each candidate's weight, so it cannot keep "
+                         f"lambdas={config.lambdas!r} (per anchor set weights): leave lambdas empty (anchor_sets "
+                         "chooses the sets), or train that config without a selection")
+    if config.aug_gt:
+        raise ValueError("select_graph_weight chooses the regulariser's weight, and aug_gt=True trains without the "
+                         "regulariser (it adds labels through the graph): use one or the other")
     if not resume:  # every candidate would be refused (train does) but the weight-0 one, trained first
         from ramen.train import refuse_idle
 

@@ -122,14 +122,10 @@ def refuse_idle(config: TrainConfig, where: str) -> None:
     idle = config.idle_settings()
     if not idle:
         return
-    fields = config.idle_fields()
-    switches = sorted({fields[s.split("=")[0]] for s in idle})
-    one = len(idle) == 1
-    raise ValueError(f"{where}: {', '.join(idle)} only {'applies' if one else 'apply'} with "
-                     f"{' / '.join(w + '=True' for w in switches)}, which this config leaves off, so the run would "
-                     f"train without {'it' if one else 'them'}: turn {' and '.join(switches)} on"
-                     f"{' (graph=True alone is the light-graph recipe)' if 'graph' in switches else ''}, or leave "
-                     f"{'it' if one else 'them'} at the default (TrainConfig.without_idle())")
+    hint = " (graph=True alone is the light-graph recipe)" if any(
+        config.idle_fields()[s.split("=")[0]] == "graph=True" for s in idle) else ""
+    raise ValueError(f"{where}: {config.idle_refusal(idle)}: change that{hint}, or leave "
+                     f"{'it' if len(idle) == 1 else 'them'} at the default (TrainConfig.without_idle())")
 
 
 def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None, resume: bool, progress: bool,
