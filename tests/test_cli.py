@@ -1,4 +1,5 @@
 """`python -m ramen`: data, train, evaluate and search from the command line."""
+import contextlib
 import json
 import subprocess
 import sys
@@ -406,7 +407,27 @@ def test_a_refused_training_leaves_no_run_directory_behind(tmp_path, capsys):
     kept = tmp_path / "mine"
     kept.mkdir()
     assert main(base + ["--data", str(bad), "--out", str(kept)]) == 2
-    assert kept.is_dir()
+    assert kept.is_dir() and sorted(p.name for p in kept.iterdir()) == [".ramen.lock"]  # nor its run.json
+
+
+def test_a_refused_training_keeps_the_finished_run_in_its_directory(tmp_path, capsys):
+    """A new training refused at setup in a finished run's directory rewrote its run.json first, so the
+    finished model's record named the refused command's data and settings (`evaluate RUN_DIR` then
+    read the wrong data); it now puts the old record back. A run that trains replaces it as before."""
+    out = tmp_path / "run"
+    base = ["train", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32", "--eval-every", "0", "--out", str(out)]
+    assert main(base + ["--data", "synthetic:tiny", "--max-steps", "1"]) == 0
+    record = (out / "run.json").read_bytes()
+    names = sorted(p.name for p in out.iterdir())
+    for flags in (["--data", str(tmp_path / "absent")], ["--data", "synthetic:tiny", "--encoder", str(tmp_path / "no")],
+                  ["--data", "synthetic:tiny", "--graph", "--anchor-sets", "nope"]):
+        with contextlib.suppress(SystemExit):
+            assert main(base + flags) == 2
+        capsys.readouterr()
+        assert (out / "run.json").read_bytes() == record and sorted(p.name for p in out.iterdir()) == names, flags
+    assert main(["evaluate", str(out)]) == 0
+    assert main(base + ["--data", "synthetic:tiny", "--max-steps", "2"]) == 0  # a new run that trains replaces it
+    assert json.loads((out / "run.json").read_text())["config"]["max_steps"] == 2
 
 
 def test_every_command_line_error_is_an_error_line_and_exit_status_2(tmp_path):

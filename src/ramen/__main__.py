@@ -375,7 +375,8 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
         # inside the claim: a command that failed to claim the directory (another training holds it) removes
         # nothing, and the removal happens under the lock
         made = main_rank and not args.resume and not out.exists()
-        with run_dir.claimed(out, fresh=not args.resume, main=main_rank), _removed_if_refused(out, made=made):
+        with run_dir.claimed(out, fresh=not args.resume, main=main_rank), \
+                _undone_if_refused(out, made=made, fresh=main_rank and not args.resume):
             if args.resume:
                 data_spec, cfg = _resumed_run(args, run_file)
                 weights = _resumed_weights(args, run_file)
@@ -467,17 +468,47 @@ def _only_setup(out: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _removed_if_refused(out: Path, *, made: bool) -> Iterator[None]:
-    """Removes the run directory this command `made` when the run stops with an error before it trains
-    (bad data, an encoder or device that is not there, anchor sets the data lacks): a refused command
-    left a directory holding run.json (and an empty cache) behind. A directory that existed, or one
-    holding anything a run writes once it trains (its log, a checkpoint), is left as it is."""
+def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
+    """Undoes a new (`fresh`) run's setup when it stops with an error before it trains (bad data, an
+    encoder or device that is not there, anchor sets the data lacks): removes the run directory this
+    command `made`; in one that existed, puts back the run.json an earlier run left (a refused command
+    made a finished run's record name its own data and config) and removes the setup files it added.
+    Ctrl-C there does the same. Once the new run has written its log, a checkpoint or a candidate, what
+    it wrote is its own and stays."""
+    if not fresh or not out.is_dir():
+        yield
+        return
+    run_file = out / "run.json"
+    before = run_file.read_bytes() if run_file.is_file() and not made else None
+    had, had_run_json, had_cache = _stamps(out), run_file.exists(), (out / "cache").exists()
     try:
         yield
-    except (Exception, SystemExit):  # SystemExit: an error message (a missing --data); not Ctrl-C
+    except BaseException:  # an error, an error message (a missing --data: SystemExit), or Ctrl-C
         if made and out.is_dir() and not out.is_symlink() and _only_setup(out):
             shutil.rmtree(out, ignore_errors=True)
+        elif not made and out.is_dir() and _stamps(out) == had:  # the new run wrote nothing of its own
+            if before is not None:
+                from ramen.files import temp_path
+
+                tmp = temp_path(run_file)
+                tmp.write_bytes(before)
+                os.replace(tmp, run_file)
+            elif not had_run_json:
+                run_file.unlink(missing_ok=True)
+            if not had_cache and (out / "cache").is_dir() and not any((out / "cache").iterdir()):
+                (out / "cache").rmdir()
         raise
+
+
+def _stamps(out: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime) of each entry of a run directory but the setup's own (run.json, the lock, the
+    cache): what changes once a run writes its log, a checkpoint or a selection's candidates."""
+    stamps = {}
+    for p in out.iterdir():
+        if p.name not in SETUP_NAMES:
+            st = p.lstat()
+            stamps[p.name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return stamps
 
 
 def _shell(path: Path) -> str:
