@@ -688,12 +688,12 @@ def _search_many(args: argparse.Namespace) -> int:
     """search --queries: one JSON line per query, in the input's order, so that output line i answers
     input line i. A blank query (empty, whitespace, or only characters the tokenizer drops) gets no
     labels, and the count of them is said on stderr."""
-    from tqdm.auto import tqdm
+    from ramen.progress import bar as progress_bar
 
     queries = _read_queries(args.queries)
     model = _load_model(args.run_dir)
     blank = 0
-    with tqdm(total=len(queries), unit="query", disable=None, file=sys.stderr) as bar:
+    with progress_bar(total=len(queries), unit="query", disable=None, file=sys.stderr) as bar:
         for start in range(0, len(queries), SEARCH_CHUNK):
             chunk = queries[start:start + SEARCH_CHUNK]
             ids, scores = model.predict(chunk, k=args.k)

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ramen import precision, transfer
 from ramen.files import replaced_directory
 from ramen.tokens import TokenCache
+from ramen.progress import bar as progress_bar
 
 MINILM = "all-MiniLM-L6-v2"
 TINY = "tiny"
@@ -293,7 +293,7 @@ class Encoder(torch.nn.Module):
         device = self.device
         was_training = self.training
         self.eval()
-        bar = tqdm(total=-(-n // batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
+        bar = progress_bar(total=-(-n // batch_size), desc=desc, unit="batch", disable=not progress, leave=False)
         try:
             for b in range(0, n, per_block):
                 block = order[b:b + per_block]

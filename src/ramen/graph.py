@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from ramen._build import load_C
+from ramen.progress import bar as progress_bar
 
 __all__ = ["random_walk_with_restart", "bipartite_walk", "densify", "prune_edges", "prune_edges_ordered",
            "prune_edges_by_column_blocks", "EDGE_ORDERS"]
@@ -395,7 +395,7 @@ def _walk_options(walk_length: int, restart_prob: float, top_k: int | None, seed
 
 def _with_progress(total: int, progress: bool | None, desc: str, run: Callable[[Callable[[int], None]], Any]) -> Any:
     """Runs `run(report)` under a tqdm bar; the kernel calls report(done) between batches of starts."""
-    with tqdm(total=total, desc=desc, unit="start", disable=None if progress is None else not progress,
+    with progress_bar(total=total, desc=desc, unit="start", disable=None if progress is None else not progress,
               leave=False) as bar:
         return run(lambda done: bar.update(done - bar.n))
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ramen.files import file_sha256, temp_path
+from ramen.progress import bar as progress_bar
 
 CHECKSUMS = "sha256.json"  # the SHA-256 of each file of a saved cache, written last
 FILES = ("pad_id.txt", "ids.npy", "lengths.npy")
@@ -44,7 +44,7 @@ class TokenCache:
         ids = np.full((n, max_length), tokenizer.pad_token_id or 0, dtype=np.int32)
         lengths = np.zeros(n, dtype=np.int32)
         starts = range(0, n, chunk)
-        for s in tqdm(starts, desc="tokenise", unit="chunk", disable=not progress or n <= chunk):
+        for s in progress_bar(iterable=starts, desc="tokenise", unit="chunk", disable=not progress or n <= chunk):
             part = [t if isinstance(t, str) else str(t) for t in texts[s:s + chunk]]
             enc = tokenizer(part, max_length=max_length, truncation=True, padding="max_length",
                             return_attention_mask=True, return_token_type_ids=False, return_tensors="np")

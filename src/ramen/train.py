@@ -361,7 +361,7 @@ def _cluster_batches(run: Run, epoch: int) -> list[np.ndarray]:
 
 def _train_epoch(run: Run, epoch: int, interrupts: Interrupts) -> None:
     """The steps of `epoch` from run.state.step on (up to max_steps), batches built a few ahead."""
-    from tqdm.auto import tqdm
+    from ramen.progress import bar as progress_bar
 
     cfg, state, sampler = run.cfg, run.state, run.sampler
     queries = sampler.epoch_queries(epoch) if sampler.batches is None else None
@@ -373,7 +373,7 @@ def _train_epoch(run: Run, epoch: int, interrupts: Interrupts) -> None:
         return transfer.pin_batch(batch, run.d.device)
 
     prefetch = Prefetcher(make, steps)
-    bar = tqdm(total=len(steps) + state.step, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+    bar = progress_bar(total=len(steps) + state.step, initial=state.step, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                disable=not (run.progress and run.d.main), unit="step", leave=True)
     try:
         for batch in prefetch:

@@ -99,12 +99,12 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from ramen.datasets._sampling import (Grouped, csr_unique, draw_cdf, draw_unique, keep_nonzeros,
                              pick_neighbour, ragged, replace_rows, text_hash, without_repeats,
                              zipf_cdf)
 from ramen.datasets.dataset import AnchorSet, Dataset
+from ramen.progress import bar as progress_bar
 
 ANCHOR_SETS = ("hyperlink", "category")
 _ANCHOR_FIELDS = ("anchors", "query_degree", "label_degree", "random_frac", "via_label",
@@ -288,7 +288,7 @@ def generate(config: SyntheticConfig, *, seed: int = 0) -> tuple[Dataset, Synthe
     rng = {name: np.random.Generator(np.random.PCG64(s)) for name, s in zip(_STREAMS, seqs)}
     n_query = c.num_train + c.num_test
     n_names = c.num_labels + sum(getattr(c, f"{s}_anchors") for s in ANCHOR_SETS)
-    bar = tqdm(total=4 + len(ANCHOR_SETS), desc="synthetic", unit="stage",
+    bar = progress_bar(total=4 + len(ANCHOR_SETS), desc="synthetic", unit="stage",
                disable=n_query + n_names < 1_000_000)  # shown from "paper"-like sizes
     bar.set_postfix_str("words")
     vocab = _Vocab(c, rng["words"], n_names)

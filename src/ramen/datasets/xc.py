@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from ramen.datasets.archive import read_npz
 from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, read_utf8, require_file, write_pairs,
                                       write_sparse, write_texts)
 from ramen.datasets.dataset import AnchorSet, Dataset
 from ramen.files import temp_path
+from ramen.progress import bar as progress_bar
 
 
 META = "ramen.json"
@@ -191,7 +191,7 @@ def _save_dir(ds: Dataset, root: Path, num_threads: int, progress: bool) -> None
         jobs.append((root / "raw_data" / f"{name}.raw.txt", a.texts))
     if ds.test_filter is not None:
         write_pairs(root / "filter_labels_test.txt", ds.test_filter)
-    for path, obj in tqdm(jobs, desc=f"writing {root.name}", unit="file", disable=not progress):
+    for path, obj in progress_bar(iterable=jobs, desc=f"writing {root.name}", unit="file", disable=not progress):
         if isinstance(obj, list):
             write_texts(path, obj)
         else:
