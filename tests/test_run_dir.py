@@ -103,7 +103,8 @@ def test_cli_names_the_data_by_absolute_path_so_a_run_evaluates_and_resumes_from
     assert main(["train", "--out", str(work / "run"), "--resume", "--data", str(work / "tiny.npz")]) == 0
     capsys.readouterr()
     # other data under --data: the checkpoint's fingerprint of the data it trained on refuses it
-    assert main(["train", "--out", str(work / "run"), "--resume", "--data", "synthetic:tiny"]) == 2
+    assert main(["data", "synth", "--size", "tiny", "--seed", "1", "--out", "other.npz"]) == 0
+    assert main(["train", "--out", str(work / "run"), "--resume", "--data", "other.npz"]) == 2
     assert "on other data than it was trained on" in capsys.readouterr().err
     assert json.loads((work / "run" / "run.json").read_text())["data"] == str(work / "tiny.npz")
 
