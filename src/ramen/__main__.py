@@ -288,11 +288,18 @@ _NEEDS_FLAGS = {"graph=True": "--graph (or --recipe light-graph)", "cluster_batc
                 "--graph and --aug-gt off", "graph=True or aug_gt=True": "--graph or --aug-gt"}
 
 
+def _as_trained(cfg, selecting: bool):
+    """The config whose settings the run reads: under --select-graph-weight, its graph candidates'."""
+    from ramen.selection import weight_config
+
+    return weight_config(cfg, 1.0) if selecting else cfg
+
+
 def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
     """Settings this run would ignore are an error, not a silent no-op: graph settings on a plain run or
     under --aug-gt, the cluster schedule without --cluster-batching (as flags, or from --config or
     --recipe), and the graph's weight itself under --select-graph-weight (which sets it per candidate)."""
-    from ramen.selection import WEIGHT_SETTINGS, weight_config
+    from ramen.selection import WEIGHT_SETTINGS
 
     if selecting:
         given = ["--" + name.replace("_", "-") for name in WEIGHT_SETTINGS if hasattr(args, name)]
@@ -302,7 +309,7 @@ def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
     if selecting and cfg.aug_gt:
         raise SystemExit("train: --select-graph-weight chooses the regulariser's weight, and --aug-gt trains "
                          "without the regulariser (it adds labels through the graph); drop one")
-    probe = weight_config(cfg, 1.0) if selecting else cfg  # a selection's graph settings serve its candidates
+    probe = _as_trained(cfg, selecting)
     idle = probe.idle_fields()
     given = ["--" + name.replace("_", "-") for name in idle if hasattr(args, name)
              and not (name == "graph" and not probe.graph)]  # --no-graph beside --aug-gt changes nothing
@@ -320,9 +327,7 @@ def _refuse_idle_flags(args: argparse.Namespace, cfg, selecting: bool) -> None:
 def _refuse_graph_without_anchors(dataset, cfg, selecting: bool) -> None:
     """--graph (or a selection's graph candidates) with no anchor set to regularise with, because the
     dataset has none or a bare --anchor-sets named none, trained the plain encoder without a word."""
-    from ramen.selection import weight_config
-
-    probe = weight_config(cfg, 1.0) if selecting else cfg
+    probe = _as_trained(cfg, selecting)
     if not probe.graph or probe.aug_gt:
         return
     needs = "--select-graph-weight" if selecting else "--graph"
