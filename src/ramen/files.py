@@ -40,11 +40,50 @@ def replaced_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    swap_in(tmp, path, tag)
+
+
+def swap_in(new: Path, path: Path, tag: str) -> None:
+    """Puts the directory `new` at `path` and removes what was there. Where the system can swap two
+    paths in one step (Linux renameat2 with RENAME_EXCHANGE) `path` is never missing; elsewhere the
+    old one is renamed to .<name>.old-<tag> first, and a kill in between leaves it there."""
+    if path.exists() and _exchanged(new, path):
+        shutil.rmtree(new, ignore_errors=True)  # it holds the old directory now
+        return
     old = path.with_name(f".{path.name}.old-{tag}")
     if path.exists():
         path.rename(old)
-    tmp.rename(path)
+    try:
+        new.rename(path)
+    except BaseException:
+        if old.exists() and not path.exists():
+            old.rename(path)
+        shutil.rmtree(new, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchanged(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` were swapped in one step; False where the C library or the file system
+    cannot (not Linux, glibc before 2.28, a file system without RENAME_EXCHANGE), having done nothing."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(code, f"cannot put {a} in place of {b}: {os.strerror(code)}")
 
 
 def file_sha256(path: str | os.PathLike) -> str:

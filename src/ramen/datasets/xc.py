@@ -34,7 +34,7 @@ from ramen.datasets.archive import read_npz
 from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, read_utf8, require_file, write_pairs,
                                       write_sparse, write_texts)
 from ramen.datasets.dataset import AnchorSet, Dataset
-from ramen.files import temp_path
+from ramen.files import swap_in, temp_path
 from ramen.progress import bar as progress_bar
 
 
@@ -367,7 +367,6 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     target = path.resolve()
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = target.with_name(f".{target.name}.tmp-{tag}")
-    old = target.with_name(f".{target.name}.old-{tag}")
     try:
         _save_dir(ds, tmp, num_threads, progress)
     except ValueError as e:  # a text or matrix the format cannot hold: name the target, not the temporary
@@ -376,13 +375,4 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if target.exists():
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old.exists():
-            os.replace(old, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, target, tag)  # the old dataset or the new one is at target, never neither where Linux can

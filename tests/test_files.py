@@ -1,0 +1,61 @@
+"""ramen.files: directories replaced in one step, so a reader or a kill never finds the target missing."""
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from ramen import files
+
+
+def _dir(path: Path, name: str) -> Path:
+    path.mkdir()
+    (path / name).write_text(name)
+    return path
+
+
+def _reader_sees_it_missing(tmp_path: Path, swaps: int) -> int:
+    """Swaps new directories in at tmp_path/d `swaps` times while this thread looks for it."""
+    target = _dir(tmp_path / "d", "0")
+    done, missing = threading.Event(), 0
+
+    def writer() -> None:
+        for i in range(swaps):
+            files.swap_in(_dir(tmp_path / f".new{i}", str(i)), target, str(i))
+        done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not done.is_set():
+        missing += not os.path.isdir(target)
+    thread.join()
+    assert sorted(os.listdir(tmp_path)) == ["d"] and os.listdir(target) == [str(swaps - 1)]
+    return missing
+
+
+def test_a_directory_swapped_in_is_never_missing(tmp_path):
+    """save_xc --overwrite killed between its two renames left neither the old dataset nor the new one
+    (found by a kill test); the swap is now one step where the system has RENAME_EXCHANGE."""
+    if not files._exchanged(_dir(tmp_path / "a", "a"), _dir(tmp_path / "b", "b")):
+        pytest.skip("this system cannot swap two paths in one step")
+    assert (tmp_path / "a" / "b").exists()
+    (tmp_path / "run").mkdir()
+    assert _reader_sees_it_missing(tmp_path / "run", 300) == 0
+
+
+def test_without_the_one_step_swap_the_old_directory_is_renamed_away_and_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_exchanged", lambda a, b: False)
+    (tmp_path / "run").mkdir()
+    _reader_sees_it_missing(tmp_path / "run", 50)  # the result is right; a reader may find it missing
+    target = _dir(tmp_path / "t", "old")
+    real = Path.rename
+
+    def failing(self, to):
+        if self.name == ".new":
+            raise OSError("disk on fire")
+        return real(self, to)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="disk on fire"):
+        files.swap_in(_dir(tmp_path / ".new", "new"), target, "x")
+    assert os.listdir(target) == ["old"] and sorted(os.listdir(tmp_path)) == ["run", "t"]  # put back, new removed
