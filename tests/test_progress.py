@@ -37,3 +37,16 @@ def test_tqdm_mininterval_in_the_environment_overrides_it(tmp_path, ramen_env):
         done = subprocess.run([sys.executable, "-c", code], capture_output=False, stdout=subprocess.PIPE,
                               stderr=err, text=True, env={**ramen_env, "TQDM_MININTERVAL": "2"}, check=True)
     assert float(done.stdout) == 2
+
+
+def test_a_training_writes_its_epoch_bar_to_a_log_file_once_or_twice_an_epoch(tmp_path, capsys, monkeypatch):
+    """The step's set_postfix redrew the bar at every step, whatever the interval: a log line a step."""
+    from ramen import TrainConfig, train
+    from ramen.datasets import synthetic
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    cfg = TrainConfig(encoder="tiny", epochs=1, batch_size=8, eval_every=0, cpu_bf16=False)
+    train(synthetic("tiny", seed=0), cfg, out_dir=tmp_path / "run", progress=True)
+    err = capsys.readouterr().err
+    drawn = [part for part in err.split("\r") if part.startswith("epoch 1/1:")]
+    assert "100%" in drawn[-1] and len(drawn) <= 4, len(drawn)  # it drew 2 + one a step (37)

@@ -382,7 +382,7 @@ def _train_epoch(run: Run, epoch: int, interrupts: Interrupts) -> None:
             warning = run.collapse.update(spread["label"])
             if warning and run.d.main:
                 run.log.info(warning, warning="collapse")
-            bar.set_postfix(loss=f"{value:.4f}", qps=f"{qps:.0f}")
+            bar.set_postfix(loss=f"{value:.4f}", qps=f"{qps:.0f}", refresh=False)  # shown by update, at its interval
             bar.update(1)
     finally:
         prefetch.close()
