@@ -102,6 +102,23 @@ def test_resume_after_interrupt_continues_exactly(tiny_data, tmp_path, monkeypat
     assert records(part, "reliance")[-1] == reliance[-1]
 
 
+def test_a_new_run_stopped_before_its_first_checkpoint_never_resumes_the_run_it_replaced(tiny_data, tmp_path,
+                                                                                       monkeypatch):
+    """A new run in a finished (or --overwrite'n) run's directory kept the old checkpoint until its own
+    first one, so a stop before it and a resume continued the discarded run under the new log
+    (a helper's kill test: steps 6-18 missing from the final log)."""
+    cfg = tiny_config(epochs=2)
+    out = tmp_path / "run"
+    train(tiny_data, cfg, out_dir=out, progress=False)
+    raise_in_loss(monkeypatch, 2)  # inside the new run's second step: no checkpoint written
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, cfg, out_dir=out, progress=False)
+    monkeypatch.undo()
+    assert not (out / "checkpoint.safetensors").exists()
+    with pytest.raises(ValueError, match="no checkpoint"):
+        train(tiny_data, cfg, out_dir=out, resume=True, progress=False)
+
+
 @pytest.mark.parametrize("damage", ["truncated", "same-size"])
 def test_a_resume_rebuilds_a_damaged_token_cache_and_continues_exactly(tiny_data, tmp_path, monkeypatch, damage):
     """A token cache cut short or altered in place while a run was stopped is tokenised again, said in

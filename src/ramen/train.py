@@ -145,6 +145,8 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
                          "nothing left to train; evaluating and saving it again")
         else:
             run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
+    elif run.ckpt_path is not None and run.d.main:  # set up: an earlier run's checkpoint is no longer this run's,
+        run.ckpt_path.unlink(missing_ok=True)  # and a resume before this run's first one would continue that run
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
