@@ -1024,6 +1024,30 @@ def test_a_diverging_run_stops_naming_the_step_component_and_checkpoint(tiny_dat
         train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False)
 
 
+def test_a_resume_evaluates_the_split_a_stop_left_unevaluated(tiny_data, tmp_path, monkeypatch):
+    """A stop between the test split's evaluation and the held-out one's never evaluated the held-out
+    split of that epoch: the resume counted the epoch as evaluated once any split had a record (a
+    helper's kill test; the study's held-out curves lost a point)."""
+    held = dataclasses.replace(tiny_data, test_texts=tiny_data.train_texts[:20], test_Y=tiny_data.train_Y[:20],
+                               test_filter=None, anchor_sets={})
+    real, calls = Model.evaluate, []
+
+    def stop_at_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 1's held-out split, after its test split was logged
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "evaluate", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, progress=False, eval_sets={"heldout": held})
+    monkeypatch.undo()
+    assert [(r["split"], r["epoch"]) for r in records(tmp_path, "eval")] == [("test", 1)]
+    train(tiny_data, tiny_config(epochs=2), out_dir=tmp_path, resume=True, progress=False, eval_sets={"heldout": held})
+    evals = [(r["split"], r["epoch"]) for r in records(tmp_path, "eval")]
+    assert evals == [("test", 1), ("heldout", 1), ("test", 2), ("heldout", 2)]
+
+
 def test_eval_sets_are_evaluated_beside_the_test_split(tiny_data, tmp_path):
 
     held = dataclasses.replace(tiny_data, test_texts=tiny_data.train_texts[:20], test_Y=tiny_data.train_Y[:20],

@@ -150,10 +150,12 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
+        done = {r.get("split", "test") for r in run.log.records  # rank 0 holds the log
+                if r.get("event") == "eval" and r.get("epoch") == state.epoch}
+        missing = [split for split, ds in run.splits.items() if split not in done and ds.num_test]
         if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and _eval_due(cfg, state.epoch - 1) and \
-                distributed.agree(not any(r.get("event") == "eval" and r.get("epoch") == state.epoch
-                                          for r in run.log.records), run.d):  # rank 0 holds the log
-            _evaluate(run, state.epoch - 1)  # interrupted while evaluating: the checkpoint was already at the next epoch
+                distributed.agree(bool(missing), run.d):
+            _evaluate(run, state.epoch - 1, missing)  # stopped while evaluating: the checkpoint was at the next epoch
         for epoch in range(state.epoch, cfg.epochs):
             if state.global_step >= run.total_steps:  # max_steps reached
                 break
@@ -447,14 +449,15 @@ def _eval_due(cfg: TrainConfig, epoch: int) -> bool:
     return bool(cfg.eval_every) and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs
 
 
-def _evaluate(run: Run, epoch: int) -> np.ndarray | None:
-    """Logs the metrics of every split (rank 0); returns the label embeddings it made, for the index."""
+def _evaluate(run: Run, epoch: int, splits: list[str] | None = None) -> np.ndarray | None:
+    """Logs the metrics of every split (rank 0), or of `splits` (those a stop left unevaluated);
+    returns the label embeddings it made, for the index."""
     cfg, vectors = run.cfg, None
     if run.d.main:
         model = Model(run.encoder, run.dataset.label_texts)
         vectors = model.label_vectors(run.tokens["label"], batch_size=cfg.encode_batch_size, progress=False)
         for split, ds in run.splits.items():
-            if ds.num_test == 0:
+            if ds.num_test == 0 or (splits is not None and split not in splits):
                 continue  # a dataset without test queries (said once at the start): nothing to evaluate
             if split not in run.eval_tokens:  # each split's queries, tokenised at the first evaluation
                 run.eval_tokens[split] = tokenize_cached(run.encoder, ds.test_texts, run.cache_dir, f"eval-{split}",
