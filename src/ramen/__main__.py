@@ -169,15 +169,20 @@ def _read_run_file(run_file: Path, what: str) -> dict:
     return run
 
 
-def _record_data(run_file: Path, data_spec: str) -> None:
-    """run.json naming `data_spec` as the run's data (a resume found it moved there)."""
+def _write_run_file(run_file: Path, content: dict | bytes) -> None:
+    """run.json written under a temporary name, then renamed: a reader finds the old record or the new."""
     from ramen.files import temp_path
 
+    tmp = temp_path(run_file)
+    tmp.write_bytes(content if isinstance(content, bytes) else json.dumps(content, indent=1).encode())
+    os.replace(tmp, run_file)
+
+
+def _record_data(run_file: Path, data_spec: str) -> None:
+    """run.json naming `data_spec` as the run's data (a resume found it moved there)."""
     run = _read_run_file(run_file, "--resume")
     if run["data"] != data_spec:
-        tmp = temp_path(run_file)
-        tmp.write_text(json.dumps({**run, "data": data_spec}, indent=1))
-        os.replace(tmp, run_file)
+        _write_run_file(run_file, {**run, "data": data_spec})
 
 
 def _resumed_run(args: argparse.Namespace, run_file: Path):
@@ -274,11 +279,7 @@ def _resumed_weights(args: argparse.Namespace, run_file: Path) -> list[float] | 
         raise SystemExit(f"--resume continues the run in {run_file.parent} with its own settings: it trained "
                          "without --select-graph-weight, so it cannot become a selection; start one in another --out")
     if os.environ.get("RANK", "0") == "0":
-        from ramen.files import temp_path
-
-        tmp = temp_path(run_file)
-        tmp.write_text(json.dumps({**run, "select_graph_weight": given}, indent=1))
-        os.replace(tmp, run_file)
+        _write_run_file(run_file, {**run, "select_graph_weight": given})
     return given
 
 
@@ -363,7 +364,6 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
                    ready: Callable[[], None]) -> int:
     """cmd_train past --print-config: sets the run up (`hint` gets its device), calls `ready`, trains."""
     from ramen import distributed, run_dir
-    from ramen.files import temp_path
     from ramen.selection import PLAN_JSON
     from ramen.train import CHECKPOINT, NonFiniteLoss, train
 
@@ -389,10 +389,8 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
                 _refuse_unfinished(out, args.overwrite)
                 out.mkdir(parents=True, exist_ok=True)
                 if main_rank:  # rank 0 alone checked the directory
-                    tmp = temp_path(run_file)
-                    tmp.write_text(json.dumps({"data": data_spec, "config": cfg.to_dict(),
-                                               "select_graph_weight": weights}, indent=1))
-                    os.replace(tmp, run_file)
+                    _write_run_file(run_file, {"data": data_spec, "config": cfg.to_dict(),
+                                               "select_graph_weight": weights})
             dataset = load_dataset(data_spec) if not args.resume or args.data else load_dataset(
                 data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or give its new "
                 "place with --data):", "give its new place with --data")
@@ -493,11 +491,7 @@ def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
             shutil.rmtree(out, ignore_errors=True)
         elif not made and out.is_dir() and _stamps(out) == had:  # the new run wrote nothing of its own
             if before is not None:
-                from ramen.files import temp_path
-
-                tmp = temp_path(run_file)
-                tmp.write_bytes(before)
-                os.replace(tmp, run_file)
+                _write_run_file(run_file, before)
             elif not had_run_json:
                 run_file.unlink(missing_ok=True)
             if not had_cache and (out / "cache").is_dir() and not any((out / "cache").iterdir()):
