@@ -1,11 +1,14 @@
 """The collapse watch: the mean pairwise cosine against a loop, and the warning in a training run."""
 import itertools
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 import torch
 
+import ramen.step as step_module
 import ramen.train as train_module
 from ramen.collapse import CollapseWatch, collapse_advice, mean_pairwise_cosine
 from ramen.config import TrainConfig
@@ -64,3 +67,54 @@ def test_advice_names_only_the_settings_that_are_on():
     assert "num_negatives=None, now 10" in paper and "reg_num_negatives=None" in paper and "lambda_x" in paper
     allneg = collapse_advice(TrainConfig(graph=True, num_negatives=None, reg_num_negatives=None))
     assert "reg_num_negatives" not in allneg and "lambda_x" in allneg and "num_negatives=None" not in allneg
+
+
+def test_replay_restores_the_watch_from_a_log():
+    steps = [{"event": "step", "spread": {"label": c}} for c in (0.95, 0.99, float("nan"), 0.97)]
+    watch = CollapseWatch(threshold=0.9, window=3)
+    due = watch.replay(steps)  # due after the last step, and not in the log yet
+    assert due and "collapsing" in due and watch.warned and watch.recent == [0.95, 0.99, 0.97]
+    logged = CollapseWatch(threshold=0.9, window=3)
+    assert logged.replay(steps + [{"event": "info", "warning": "collapse"}]) is None and logged.warned
+    assert logged.update(0.99) is None  # once
+    short = CollapseWatch(threshold=0.9, window=3)
+    assert short.replay(steps[:2]) is None and not short.warned and short.update(0.97)
+
+
+def warned_after(out) -> list[int]:
+    """The global step after which each collapse warning was logged."""
+    last, after = 0, []
+    for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()):
+        if r["event"] == "step":
+            last = r["global_step"]
+        elif r.get("warning") == "collapse":
+            after.append(last)
+    return after
+
+
+@pytest.mark.parametrize("window, stop, at", [(12, "exception", 14), (2, "signal", 4), (4, "signal", 2)])
+def test_a_resumed_run_warns_once_after_the_step_an_uninterrupted_one_does(tmp_path, monkeypatch, window, stop, at):
+    """The watch was not part of the checkpoint: a resume warned twice (the discarded steps' warning
+    kept) or late (its window started empty); a helper's kill test."""
+    monkeypatch.setattr(train_module, "CollapseWatch", lambda **kw: CollapseWatch(threshold=-1.0, window=window, **kw))
+    data = synthetic("tiny", seed=0)  # 9 steps an epoch
+    cfg = TrainConfig(encoder="tiny", epochs=2, batch_size=32, lr=1e-3, eval_every=0, encode_batch_size=64,
+                      dropout=0.0, graph=False, cpu_bf16=False)
+    train_module.train(data, cfg, out_dir=tmp_path / "full", progress=False)
+    assert warned_after(tmp_path / "full") == [window]
+    real, calls = step_module.ramen_loss, []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            if stop == "exception":  # inside the step: back to the epoch-end checkpoint
+                raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGTERM)  # held to the step's end, where the checkpoint is written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(step_module, "ramen_loss", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(data, cfg, out_dir=tmp_path / "part", progress=False)
+    monkeypatch.setattr(step_module, "ramen_loss", real)
+    train_module.train(data, cfg, out_dir=tmp_path / "part", resume=True, progress=False)
+    assert warned_after(tmp_path / "part") == [window]

@@ -59,3 +59,46 @@ def test_without_the_one_step_swap_the_old_directory_is_renamed_away_and_removed
     with pytest.raises(OSError, match="disk on fire"):
         files.swap_in(_dir(tmp_path / ".new", "new"), target, "x")
     assert os.listdir(target) == ["old"] and sorted(os.listdir(tmp_path)) == ["run", "t"]  # put back, new removed
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_remove_leftovers_removes_a_gone_writers_temporaries_of_the_target_only(tmp_path):
+    from ramen.files import remove_leftovers
+
+    dead, tag = _dead_pid(), "0123abcd"
+    gone = [f".D.tmp-{dead}-{tag}", f".D.old-{dead}-{tag}", f".D.tmp-{dead}-{tag}.npz"]
+    kept = [f".E.tmp-{dead}-{tag}", f".D.tmp-{os.getpid()}-{tag}", ".D.tmp-notapid", "D"]
+    for name in gone[:2] + kept[:2]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part").write_bytes(b"x")
+    for name in gone[2:] + kept[2:]:
+        (tmp_path / name).write_bytes(b"x")
+    remove_leftovers(tmp_path, "D.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    remove_leftovers(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept[1:])
+
+
+def test_a_run_directory_claimed_again_loses_a_killed_runs_temporaries(tmp_path):
+    """A kill while a checkpoint or the model was written left a temporary as large as it, for good
+    (a helper's kill test: a full-size .tmpXXXXXX from safetensors in the run directory)."""
+    from ramen import run_dir
+
+    dead = _dead_pid()
+    (tmp_path / "cache").mkdir()
+    left = ["checkpoint.safetensors.tmp", "log.tmp", ".tmp8jpjt7", f".model.tmp-{dead}-0123abcd",
+            f"cache/.query.tmp-{dead}-0123abcd.npy"]
+    for name in left:
+        (tmp_path / name).mkdir() if name.startswith(".model") else (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "log.jsonl").write_text('{"event": "info"}\n')
+    with run_dir.claimed(tmp_path, fresh=False):
+        pass
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [".ramen.lock", "cache", "log.jsonl"]

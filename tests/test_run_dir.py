@@ -151,3 +151,19 @@ def test_an_earlier_versions_run_directory_is_its_own(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"encoder": "tiny", "epochs": 2, "lr": 1e-3, "log_every": 10}))
     (tmp_path / "log.jsonl").write_text('{"event": "info", "te')
     run_dir.check_fresh(tmp_path)
+
+
+def test_discard_removes_only_what_a_run_wrote(tmp_path):
+    cand = tmp_path / "weight-0.1"
+    (cand / "model").mkdir(parents=True)
+    (cand / "model" / "model.json").write_text("{}")
+    (cand / "log.jsonl").write_text('{"event": "info"}\n')
+    (cand / "checkpoint.safetensors").write_bytes(b"x")
+    (cand / "notes.txt").write_text("mine")
+    (cand / "config.json").write_text('{"architectures": []}')  # not a run's: a model's config
+    run_dir.discard(cand)
+    assert sorted(p.name for p in cand.iterdir()) == ["config.json", "notes.txt"]
+    (cand / "notes.txt").unlink()
+    (cand / "config.json").write_text('{"encoder": "tiny", "epochs": 1, "lr": 0.001}')
+    run_dir.discard(cand)
+    assert not cand.exists()

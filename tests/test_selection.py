@@ -1,6 +1,7 @@
 """The graph's weight chosen per run on held-out training queries (`--select-graph-weight`), and the
 held-out split it chooses on."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -203,3 +204,44 @@ def test_settings_a_selection_would_override_are_refused(tiny_data, tmp_path, se
         selection.select_graph_weight(tiny_data, tiny_config(**settings), weights=[0, 0.1],
                                       out_dir=tmp_path / "sel", progress=False)
     assert not (tmp_path / "sel").exists()
+
+
+def test_a_new_selection_never_resumes_with_the_candidates_of_the_one_it_replaced(tiny_data, tmp_path, monkeypatch):
+    """A selection started over (another lr) and stopped in its first candidate, then resumed, scored
+    the replaced selection's candidates as its own and chose by them (a helper's kill test)."""
+    import ramen.train as train_module
+
+    out, ref = tmp_path / "sel", tmp_path / "ref"
+    selection.select_graph_weight(tiny_data, tiny_config(lr=1e-4), weights=[0, 0.1], out_dir=out, progress=False)
+    _, want = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=ref, progress=False)
+    real_train = train_module.train
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # the new selection is set up; its first candidate has not trained
+
+    monkeypatch.setattr(train_module, "train", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, progress=False)
+    assert not list(out.glob("weight-*")) and not (out / "checkpoint.safetensors").exists()
+    assert not (out / "model").exists() and not (out / "selection.json").exists()  # nor taken for the new one's
+    trained = []
+    monkeypatch.setattr(train_module, "train", lambda *a, **kw: trained.append(kw["out_dir"]) or real_train(*a, **kw))
+    _, got = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, resume=True,
+                                           progress=False)
+    assert trained == [out / "weight-0", out / "weight-0.1", out] and got == want
+
+
+def test_a_candidate_stopped_after_saving_its_model_is_finished_by_the_resume(tiny_data, tmp_path):
+    """A candidate stopped between its model/ and its config.json was taken as finished: it never got
+    its curves and config (a helper's kill test)."""
+    out = tmp_path / "sel"
+    selection.select_graph_weight(tiny_data, tiny_config(), weights=[0], out_dir=out, progress=False)
+    cand = out / "weight-0"
+    expected = sorted(p.name for p in cand.iterdir())
+    for name in ("curves.png", "config.json"):
+        (cand / name).unlink()
+    for name in ("model", "config.json", "curves.png", "selection.json", "checkpoint.safetensors"):
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    selection.select_graph_weight(tiny_data, tiny_config(), weights=[0], out_dir=out, resume=True, progress=False)
+    assert sorted(p.name for p in cand.iterdir()) == expected and (out / "model").is_dir()

@@ -106,7 +106,8 @@ def test_a_new_run_stopped_before_its_first_checkpoint_never_resumes_the_run_it_
                                                                                        monkeypatch):
     """A new run in a finished (or --overwrite'n) run's directory kept the old checkpoint until its own
     first one, so a stop before it and a resume continued the discarded run under the new log
-    (a helper's kill test: steps 6-18 missing from the final log)."""
+    (a helper's kill test: steps 6-18 missing from the final log); and the old model, which evaluate
+    then scored under the new run's record."""
     cfg = tiny_config(epochs=2)
     out = tmp_path / "run"
     train(tiny_data, cfg, out_dir=out, progress=False)
@@ -115,6 +116,7 @@ def test_a_new_run_stopped_before_its_first_checkpoint_never_resumes_the_run_it_
         train(tiny_data, cfg, out_dir=out, progress=False)
     monkeypatch.undo()
     assert not (out / "checkpoint.safetensors").exists()
+    assert not (out / "model").exists() and not (out / "config.json").exists()  # evaluate would score the old run
     with pytest.raises(ValueError, match="no checkpoint"):
         train(tiny_data, cfg, out_dir=out, resume=True, progress=False)
 
@@ -1123,3 +1125,33 @@ def test_pruning_anchor_sets_in_blocks_gives_the_same_graphs(tiny_data, monkeypa
             if a is not None:
                 assert 0 < a.nnz < getattr(raw[name], side).nnz
                 assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in ("indptr", "indices", "data"))
+
+
+def test_a_stop_in_the_final_phase_resumes_to_the_log_of_an_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    """A stop after the final evaluation (while the index or the model is written), then a resume,
+    logged the final evaluation and the index twice (a helper's kill test, 35 of 35 trials)."""
+    cfg = tiny_config(epochs=2)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(tiny_data, cfg, out_dir=full, progress=False)
+    real = Model.save
+
+    def stop_saving(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Model, "save", stop_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_data, cfg, out_dir=part, progress=False)
+    monkeypatch.setattr(Model, "save", real)
+    assert len(records(part, "index")) == 1 and not (part / "model").exists()
+    train(tiny_data, cfg, out_dir=part, resume=True, progress=False)
+    for event in ("step", "eval", "index"):
+        want = [{k: v for k, v in r.items() if k != "qps"} for r in records(full, event)]
+        assert [{k: v for k, v in r.items() if k != "qps"} for r in records(part, event)] == want, event
+    assert (part / "model").is_dir() and (part / "config.json").is_file()
+
+
+def test_a_run_cut_by_max_steps_at_an_epoch_end_is_evaluated_once_there(tiny_data, tmp_path):
+    train(tiny_data, tiny_config(epochs=1), out_dir=tmp_path / "one", progress=False)
+    steps = len(records(tmp_path / "one", "step"))
+    train(tiny_data, tiny_config(epochs=3, max_steps=steps, eval_every=1), out_dir=tmp_path / "cut", progress=False)
+    assert [(r["epoch"], r["global_step"]) for r in records(tmp_path / "cut", "eval")] == [(1, steps)]

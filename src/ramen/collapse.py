@@ -46,6 +46,18 @@ class CollapseWatch:
         self.recent: list[float] = []
         self.warned = False
 
+    def replay(self, records: list[dict]) -> str | None:
+        """Puts the watch where a run's log (`records`, a resumed run's) left it, so that a resume warns
+        as an uninterrupted run does: once, after the same step. Returns a warning that was due when the
+        run stopped but is not in the log yet."""
+        self.recent, self.warned, due = [], False, None
+        for r in records:
+            if r.get("event") == "step":
+                due = self.update(float((r.get("spread") or {}).get("label", float("nan")))) or due
+            elif r.get("warning") == "collapse":
+                self.warned, due = True, None
+        return due
+
     def update(self, cos: float) -> str | None:
         """The warning to show (once), else None."""
         if cos == cos:  # not nan

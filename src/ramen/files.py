@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ def replaced_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     if path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
         raise ValueError(f"{path} is a directory this does not write (no {marker}): refusing to replace its "
                          "contents; choose another path or remove it")
+    remove_leftovers(path.parent, path.name)  # an earlier writer's, stopped by a kill
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp = path.with_name(f".{path.name}.tmp-{tag}")
     tmp.mkdir(parents=True)
@@ -84,6 +86,39 @@ def _exchanged(a: Path, b: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
         return False
     raise OSError(code, f"cannot put {a} in place of {b}: {os.strerror(code)}")
+
+
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
+
+
+def remove_leftovers(directory: str | os.PathLike, name: str | None = None) -> None:
+    """Removes what a writer stopped by a kill left in `directory` (for the target `name` only, where
+    given): the temporaries temp_path, replaced_directory and swap_in name, whose process is gone.
+    A model's or a dataset's can be as large as what it replaces."""
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = _LEFTOVER.fullmatch(p.name)
+        if m is None or (name is not None and m["name"] not in (name, Path(name).stem)) or _alive(int(m["pid"])):
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (on this machine: a writer on another one sharing the directory is
+    never judged; a run directory's lock keeps such writers apart)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # another user's
+        return True
+    except (ProcessLookupError, OverflowError):
+        return False
+    return True
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -6,9 +6,13 @@ import contextlib
 import fcntl
 import json
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 from typing import IO, Iterator
+
+from ramen.files import remove_leftovers
 
 LOCK = ".ramen.lock"  # held (flock) by the process training in the directory; holds its pid
 # what ramen.train, select_graph_weight and the CLI write in a run directory (and weight-<w>/, a selection's candidates)
@@ -35,6 +39,20 @@ def check_fresh(out: str | os.PathLike) -> None:
     if foreign:
         raise RunDirError(f"run directory {out} holds {', '.join(foreign)}, which a training run would overwrite "
                           "and which no run wrote: choose another directory")
+
+
+_SAFETENSORS_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")  # safetensors' save_file writes there first
+RUN_TEMPORARIES = ("checkpoint.safetensors.tmp", "log.tmp")  # checkpoint.save's and RunLog's
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Removes the temporaries of a run stopped by a kill in `out`, which this process now holds: a
+    checkpoint's is as large as the checkpoint (hundreds of MB for MiniLM with its Adam moments)."""
+    for p in out.iterdir():
+        if p.is_file() and not p.is_symlink() and (p.name in RUN_TEMPORARIES or _SAFETENSORS_TMP.fullmatch(p.name)):
+            p.unlink(missing_ok=True)
+    remove_leftovers(out)
+    remove_leftovers(out / "cache")
 
 
 def _ours(path: Path) -> bool:
@@ -81,6 +99,20 @@ def _json_keys(path: Path) -> frozenset[str] | None:
     return frozenset(value) if isinstance(value, dict) else None
 
 
+OUTPUTS = ("checkpoint.safetensors", "model", "config.json", "curves.png")  # a training's, not its setup's
+
+
+def discard(out: str | os.PathLike, names: frozenset[str] | tuple[str, ...] = RUN_NAMES) -> None:
+    """Removes what a run wrote in `out` (its `names` entries that are a run's), and `out` itself once
+    empty: an earlier run's, which a resume, `evaluate` or `search` would otherwise take for the new one's."""
+    out = Path(out)
+    for p in out.iterdir():
+        if p.name in names and _ours(p):
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    with contextlib.suppress(OSError):
+        out.rmdir()
+
+
 @contextlib.contextmanager
 def claimed(out: str | os.PathLike | None, *, fresh: bool, main: bool = True) -> Iterator[None]:
     """Holds `out` for one training: locks it (another process training there is an error naming its
@@ -120,6 +152,7 @@ def claimed(out: str | os.PathLike | None, *, fresh: bool, main: bool = True) ->
     f.write(str(os.getpid()))
     f.flush()
     _held[key] = f
+    _remove_leftovers(out)
     try:
         yield
     finally:

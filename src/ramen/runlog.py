@@ -27,9 +27,18 @@ class RunLog:
                 self.records = _read_records(self.path)
 
     def truncate(self, global_step: int) -> None:
-        """Drops records written after `global_step` (a resumed run rewrites them)."""
-        self.records = [r for r in self.records if r.get("global_step", 0) <= global_step]
+        """Drops the records written after `global_step` (a resumed run rewrites them): those from the
+        first one past it on, so the notes written between the lost steps (a warning) go with them."""
+        past = next((i for i, r in enumerate(self.records) if r.get("global_step", 0) > global_step), None)
+        self.records = self.records[:past]
         self._rewrite()
+
+    def discard(self, event: str) -> None:
+        """Drops every record of `event` (one a resumed run writes again, as the finished run's index)."""
+        kept = [r for r in self.records if r.get("event") != event]
+        if len(kept) < len(self.records):
+            self.records = kept
+            self._rewrite()
 
     def _rewrite(self) -> None:
         """The file holds exactly `records` (written to a temporary name, then renamed)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from ramen.datasets.held_out import HeldOutSplit, hold_out
 from ramen.digest import data_fingerprint, differing
 from ramen.files import temp_path
 from ramen.model import Model
-from ramen.train_state import RESUME_MAY_CHANGE
+from ramen.train_state import CHECKPOINT, RESUME_MAY_CHANGE
 
 DEFAULT_WEIGHTS = (0.0, 0.03, 0.1)  # lambda_x = lambda_z; 0 is the plain dual encoder
 SELECTION_JSON = "selection.json"
@@ -80,7 +81,7 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
             d: distributed.Dist, out_dir: str | os.PathLike | None, resume: bool,
             progress: bool) -> tuple[Model, Selection]:
     """select_graph_weight's candidates and final run, in a directory it holds."""
-    from ramen.train import CHECKPOINT, train
+    from ramen.train import train
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
@@ -90,11 +91,13 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
         out.mkdir(parents=True, exist_ok=True)
         if d.main:
             _write_json(out / PLAN_JSON, plan)
+            if not resume:
+                _discard_earlier(out)
     measured = np.zeros((len(weights), 2))
     for i, w in enumerate(weights):
         cand = out / f"weight-{w:g}" if out is not None else None
         # what rank 0 finds decides for every rank (a rank that trained another candidate would hang)
-        if distributed.agree(resume and cand is not None and (cand / "model").is_dir(), d):
+        if distributed.agree(resume and cand is not None and _finished(cand), d):
             model = Model.load(cand / "model")  # finished before the interruption
         else:
             again = distributed.agree(resume and cand is not None and (cand / CHECKPOINT).exists(), d)
@@ -111,6 +114,24 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
     final_resume = distributed.agree(resume and out is not None and (out / CHECKPOINT).exists(), d)
     model = train(dataset, weight_config(config, chosen), out_dir=out, resume=final_resume, progress=progress)
     return model, selection
+
+
+def _discard_earlier(out: Path) -> None:
+    """A new selection in `out` removes an earlier one's candidates, choice and final run once it is set
+    up: a resume would take them for its own (a candidate trained with another lr, scored and chosen)."""
+    for p in out.iterdir():
+        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            run_dir.discard(p)
+    run_dir.discard(out, run_dir.OUTPUTS + (SELECTION_JSON,))
+
+
+_CANDIDATE = re.compile(r"weight-[0-9.e+-]+")  # weight-<w:g>
+
+
+def _finished(cand: Path) -> bool:
+    """Whether a candidate's training finished: its config.json is the last file train writes, after
+    the model (one stopped between the two is resumed, which writes the rest)."""
+    return (cand / "model").is_dir() and (cand / "config.json").is_file()
 
 
 def selection_plan(dataset: Dataset, config: TrainConfig, held_out: float) -> dict[str, Any]:

@@ -140,13 +140,16 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
                                     run.reg_optimizer, run.sampler, run.reliance, run.data, run.d.rank, run.d.device)
         run.state, run.checkpointed = state, True
         run.log.truncate(state.global_step)
+        due = run.collapse.replay(run.log.records)  # rank 0 holds the log, and warns
+        if due and run.d.main:
+            run.log.info(due, warning="collapse")
         if state.epoch >= cfg.epochs or state.global_step >= run.total_steps:
             run.log.info(f"{run.ckpt_path} is of a finished run (step {state.global_step} of {run.total_steps}): "
-                         "nothing left to train; evaluating and saving it again")
+                         "nothing left to train; saving it again")
         else:
             run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
-    elif run.ckpt_path is not None and run.d.main:  # set up: an earlier run's checkpoint is no longer this run's,
-        run.ckpt_path.unlink(missing_ok=True)  # and a resume before this run's first one would continue that run
+    elif run.out is not None and run.d.main:  # set up: an earlier run's checkpoint and model are no longer this
+        run_dir.discard(run.out, run_dir.OUTPUTS)  # run's (a resume would continue it, evaluate would score it)
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
@@ -504,7 +507,10 @@ def _finish(run: Run) -> Model:
     """The last evaluation, then the model handed over for inference and, with a directory, saved
     with its label index (its search width tuned on training queries), the curves and the config."""
     state, cfg, dataset = run.state, run.cfg, run.dataset
-    label_vectors = _evaluate(run, state.epoch - 1 if state.step == 0 else state.epoch)  # the last epoch trained in
+    last = state.epoch - 1 if state.step == 0 else state.epoch  # the last epoch trained in
+    done = {r.get("split", "test") for r in run.log.records  # by a resumed finished run, or at a max_steps epoch end
+            if r.get("event") == "eval" and r.get("epoch") == last + 1 and r.get("global_step") == state.global_step}
+    label_vectors = _evaluate(run, last, [split for split in run.splits if split not in done])
     run.encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(run.encoder, dataset.label_texts)
     if run.out is not None and run.d.main:
@@ -513,6 +519,7 @@ def _finish(run: Run) -> Model:
         sample = rng.choice(len(dataset.train_texts), size=min(TUNE_QUERIES, len(dataset.train_texts)), replace=False)
         model.build_index(progress=run.progress, tune_texts=[dataset.train_texts[i] for i in np.sort(sample)],
                           label_tokens=run.tokens["label"], label_vectors=label_vectors)
+        run.log.discard("index")  # a resumed finished run's: built again
         if model.tuning is not None:
             t = model.tuning
             run.log.write({"event": "index", "expansion_search": t["expansion_search"], "recall@10": t["recall"],

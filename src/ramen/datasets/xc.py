@@ -34,7 +34,7 @@ from ramen.datasets.archive import read_npz
 from ramen.datasets.xc_format import (read_pairs, read_sparse, read_texts, read_utf8, require_file, write_pairs,
                                       write_sparse, write_texts)
 from ramen.datasets.dataset import AnchorSet, Dataset
-from ramen.files import swap_in, temp_path
+from ramen.files import remove_leftovers, swap_in, temp_path
 from ramen.progress import bar as progress_bar
 
 
@@ -358,6 +358,7 @@ def save_xc(ds: Dataset, path: str | os.PathLike, *, overwrite: bool = False, nu
         raise ValueError(f"refusing to replace {path}: it holds {shown}, which {'is' if len(foreign) == 1 else 'are'} "
                          "not part of a dataset and would be deleted with it; move "
                          f"{'it' if len(foreign) == 1 else 'them'} out, or choose another path")
+    remove_leftovers(path.parent, path.name)  # of an earlier save stopped by a kill
     if path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)  # as a directory's are: a missing one named the temporary
         _save_npz(ds, path)
