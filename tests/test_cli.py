@@ -268,6 +268,9 @@ def test_ctrl_c_outside_training_is_a_message_not_a_traceback(monkeypatch, capsy
     assert main(["data", "describe", "synthetic:tiny"]) == 130
     captured = capsys.readouterr()
     assert "interrupted: data stopped before it finished" in captured.err and captured.out == ""
+    monkeypatch.setattr(cli, "build_parser", interrupted)  # while the parser's defaults load numpy and torch
+    assert main(["data", "describe", "synthetic:tiny"]) == 130
+    assert "interrupted: ramen stopped before it finished" in capsys.readouterr().err
 
 
 def test_ctrl_c_in_the_final_evaluation_says_the_model_is_saved(tmp_path, monkeypatch, capsys):

@@ -808,8 +808,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = None
     try:
+        args = build_parser().parse_args(argv)  # Ctrl-C here (numpy, torch loading) is an interrupt, not a traceback
         code = args.func(args)
         sys.stdout.flush()  # here, not at exit: a closed pipe is found inside this try
         return code
@@ -820,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # train says how to resume; the others have nothing to keep
-        print(f"\ninterrupted: {args.command} stopped before it finished", file=sys.stderr)
+        print(f"\ninterrupted: {args.command if args else 'ramen'} stopped before it finished", file=sys.stderr)
         return 130
 
 
