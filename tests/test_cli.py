@@ -654,3 +654,15 @@ def test_a_selection_refused_at_setup_leaves_nothing_that_blocks_the_corrected_c
             "--select-graph-weight", "0", "0.1"]
     assert main(base + ["--encoder", str(tmp_path / "no-such-encoder")]) == 2
     assert not (tmp_path / "sel").exists()
+
+
+def test_a_selection_refused_at_setup_leaves_the_finished_run_in_its_directory(tmp_path):
+    """Refused by its first candidate's encoder check in a finished run's directory, a selection left its
+    weight-0/ there, so run.json was not put back and named the refused command (a helper's kill test)."""
+    out = tmp_path / "run"
+    base = ["train", "--data", "synthetic:tiny", "--epochs", "1", "--batch-size", "32", "--out", str(out)]
+    assert main(base + ["--encoder", "tiny"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".ramen.lock"}
+    assert main(base + ["--encoder", str(tmp_path / "no-such-encoder"), "--select-graph-weight", "0", "0.1"]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".ramen.lock"} == before
+    assert not list(out.glob("weight-*")) and (out / "model").is_dir()

@@ -82,6 +82,7 @@ def test_remove_leftovers_removes_a_gone_writers_temporaries_of_the_target_only(
     for name in gone[2:] + kept[2:]:
         (tmp_path / name).write_bytes(b"x")
     remove_leftovers(tmp_path, "D.npz")
+    remove_leftovers(tmp_path, "D")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
     remove_leftovers(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept[1:])
@@ -102,3 +103,18 @@ def test_a_run_directory_claimed_again_loses_a_killed_runs_temporaries(tmp_path)
     with run_dir.claimed(tmp_path, fresh=False):
         pass
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [".ramen.lock", "cache", "log.jsonl"]
+
+
+def test_remove_leftovers_tells_a_file_target_from_a_directory_of_its_stem(tmp_path):
+    """Writing wiki.npz removed the leftovers of the directory target wiki (a helper's audit: where a
+    directory cannot be swapped in one step, .wiki.old-* may hold the only copy of a dataset)."""
+    from ramen.files import remove_leftovers
+
+    dead, tag = _dead_pid(), "0123abcd"
+    for name in (f".wiki.old-{dead}-{tag}", f".wiki.tmp-{dead}-{tag}"):
+        (tmp_path / name).mkdir()
+    (tmp_path / f".wiki.tmp-{dead}-{tag}.npz").write_bytes(b"x")
+    remove_leftovers(tmp_path, "wiki.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".wiki.old-{dead}-{tag}", f".wiki.tmp-{dead}-{tag}"]
+    remove_leftovers(tmp_path, "wiki")
+    assert not any(tmp_path.iterdir())

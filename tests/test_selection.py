@@ -209,26 +209,52 @@ def test_settings_a_selection_would_override_are_refused(tiny_data, tmp_path, se
 def test_a_new_selection_never_resumes_with_the_candidates_of_the_one_it_replaced(tiny_data, tmp_path, monkeypatch):
     """A selection started over (another lr) and stopped in its first candidate, then resumed, scored
     the replaced selection's candidates as its own and chose by them (a helper's kill test)."""
+    import ramen.step as step_module
     import ramen.train as train_module
 
     out, ref = tmp_path / "sel", tmp_path / "ref"
     selection.select_graph_weight(tiny_data, tiny_config(lr=1e-4), weights=[0, 0.1], out_dir=out, progress=False)
     _, want = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=ref, progress=False)
-    real_train = train_module.train
+    real_loss, calls = step_module.ramen_loss, []
 
-    def stopped(*args, **kwargs):
-        raise KeyboardInterrupt  # the new selection is set up; its first candidate has not trained
+    def stopped(*args, **kwargs):  # inside the new selection's first candidate's second step
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train", stopped)
+    monkeypatch.setattr(step_module, "ramen_loss", stopped)
     with pytest.raises(KeyboardInterrupt):
         selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, progress=False)
-    assert not list(out.glob("weight-*")) and not (out / "checkpoint.safetensors").exists()
+    monkeypatch.setattr(step_module, "ramen_loss", real_loss)
+    assert sorted(p.name for p in out.glob("weight-*")) == ["weight-0"]
+    assert not (out / "weight-0" / "model").exists() and not (out / "checkpoint.safetensors").exists()
     assert not (out / "model").exists() and not (out / "selection.json").exists()  # nor taken for the new one's
-    trained = []
+    real_train, trained = train_module.train, []
     monkeypatch.setattr(train_module, "train", lambda *a, **kw: trained.append(kw["out_dir"]) or real_train(*a, **kw))
     _, got = selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, resume=True,
                                            progress=False)
     assert trained == [out / "weight-0", out / "weight-0.1", out] and got == want
+
+
+def test_a_selection_refused_at_setup_leaves_the_finished_one_in_its_directory(tiny_data, tmp_path):
+    """A new selection refused by its first candidate's checks (an encoder that is not there) or by a
+    graph candidate's (an anchor set the data lacks) deleted the finished selection it would replace."""
+    out = tmp_path / "sel"
+    selection.select_graph_weight(tiny_data, tiny_config(), weights=[0, 0.1], out_dir=out, progress=False)
+
+    def tree():
+        return sorted((str(p.relative_to(out)), p.stat().st_mtime_ns) for p in out.rglob("*")
+                      if p.is_file() and p.name != ".ramen.lock")
+
+    before = tree()
+    with pytest.raises((ValueError, OSError)):
+        selection.select_graph_weight(tiny_data, tiny_config(encoder=str(tmp_path / "no-encoder")), weights=[0, 0.1],
+                                      out_dir=out, progress=False)
+    with pytest.raises(ValueError, match="anchor sets"):
+        selection.select_graph_weight(tiny_data, tiny_config(anchor_sets=["nope"]), weights=[0, 0.1], out_dir=out,
+                                      progress=False)
+    assert tree() == before
 
 
 def test_a_candidate_stopped_after_saving_its_model_is_finished_by_the_resume(tiny_data, tmp_path):

@@ -465,9 +465,12 @@ def _only_setup(out: Path) -> bool:
     selection its plan and candidate directories holding only those."""
     from ramen.selection import PLAN_JSON
 
-    return all(p.name in SETUP_NAMES or p.name == PLAN_JSON
-               or (p.name.startswith("weight-") and p.is_dir() and not p.is_symlink() and _only_setup(p))
-               for p in out.iterdir())
+    return all(p.name in SETUP_NAMES or p.name == PLAN_JSON or _setup_candidate(p) for p in out.iterdir())
+
+
+def _setup_candidate(p: Path) -> bool:
+    """Whether `p` is a selection's candidate directory holding only what its setup wrote."""
+    return p.name.startswith("weight-") and p.is_dir() and not p.is_symlink() and _only_setup(p)
 
 
 @contextlib.contextmanager
@@ -496,6 +499,9 @@ def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
                 run_file.unlink(missing_ok=True)
             if not had_cache and (out / "cache").is_dir() and not any((out / "cache").iterdir()):
                 (out / "cache").rmdir()
+            for p in out.iterdir():  # a refused selection's first candidate, set up
+                if p.name not in had and _setup_candidate(p):
+                    shutil.rmtree(p, ignore_errors=True)
         raise
 
 
@@ -504,7 +510,7 @@ def _stamps(out: Path) -> dict[str, tuple[int, int, int]]:
     cache): what changes once a run writes its log, a checkpoint or a selection's candidates."""
     stamps = {}
     for p in out.iterdir():
-        if p.name not in SETUP_NAMES:
+        if p.name not in SETUP_NAMES and not _setup_candidate(p):
             st = p.lstat()
             stamps[p.name] = (st.st_ino, st.st_size, st.st_mtime_ns)
     return stamps

@@ -88,7 +88,7 @@ def _exchanged(a: Path, b: Path) -> bool:
     raise OSError(code, f"cannot put {a} in place of {b}: {os.strerror(code)}")
 
 
-_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.[A-Za-z0-9]+)?")
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?P<suffix>\.[A-Za-z0-9]+)?")
 
 
 def remove_leftovers(directory: str | os.PathLike, name: str | None = None) -> None:
@@ -101,7 +101,7 @@ def remove_leftovers(directory: str | os.PathLike, name: str | None = None) -> N
         return
     for p in entries:
         m = _LEFTOVER.fullmatch(p.name)
-        if m is None or (name is not None and m["name"] not in (name, Path(name).stem)) or _alive(int(m["pid"])):
+        if m is None or (name is not None and m["name"] + (m["suffix"] or "") != name) or _alive(int(m["pid"])):
             continue
         with contextlib.suppress(OSError):
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()

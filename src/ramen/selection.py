@@ -67,7 +67,11 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     if config.aug_gt:
         raise ValueError("select_graph_weight chooses the regulariser's weight, and aug_gt=True trains without the "
                          "regulariser (it adds labels through the graph): use one or the other")
-    if not resume:  # every candidate would be refused (train does) but the weight-0 one, trained first
+    from ramen.training_graphs import used_anchor_sets
+
+    # the graph candidates' checks, before the weight-0 one trains and the selection takes the directory over
+    used_anchor_sets(dataset, weight_config(config, max(weights) or 1.0))  # a set the data lacks
+    if not resume:  # every candidate would be refused (train does) but the weight-0 one
         from ramen.train import refuse_idle
 
         refuse_idle(weight_config(config, max(weights) or 1.0), "select_graph_weight")
@@ -89,19 +93,22 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
         if resume:
             check_plan(out, plan)
         out.mkdir(parents=True, exist_ok=True)
-        if d.main:
+        if d.main and resume:
             _write_json(out / PLAN_JSON, plan)
-            if not resume:
-                _discard_earlier(out)
     measured = np.zeros((len(weights), 2))
     for i, w in enumerate(weights):
         cand = out / f"weight-{w:g}" if out is not None else None
+        # a new selection takes the directory over once its first candidate is set up: a refused one
+        # leaves the finished selection there as it was, one stopped later leaves none of it to resume
+        take_over = (lambda cand=cand: _take_over(out, plan, cand)) if cand is not None and not resume and i == 0 \
+            else None
         # what rank 0 finds decides for every rank (a rank that trained another candidate would hang)
         if distributed.agree(resume and cand is not None and _finished(cand), d):
             model = Model.load(cand / "model")  # finished before the interruption
         else:
             again = distributed.agree(resume and cand is not None and (cand / CHECKPOINT).exists(), d)
-            model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress)
+            model = train(split.train, weight_config(config, w), out_dir=cand, resume=again, progress=progress,
+                          _on_set_up=take_over)
         if d.main:
             m = model.evaluate(split.held, k=1, batch_size=config.encode_batch_size, progress=False)
             measured[i] = m["P"][0], m["PSP"][0]
@@ -116,11 +123,13 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
     return model, selection
 
 
-def _discard_earlier(out: Path) -> None:
-    """A new selection in `out` removes an earlier one's candidates, choice and final run once it is set
-    up: a resume would take them for its own (a candidate trained with another lr, scored and chosen)."""
+def _take_over(out: Path, plan: dict[str, Any], first: Path) -> None:
+    """A new selection's plan, written over an earlier selection's, whose other candidates, choice and
+    final run it removes: a resume would take them for its own (a candidate trained with another lr,
+    scored and chosen). Done once the `first` candidate is set up, which keeps its own files."""
+    _write_json(out / PLAN_JSON, plan)
     for p in out.iterdir():
-        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and p.resolve() != first.resolve():
             run_dir.discard(p)
     run_dir.discard(out, run_dir.OUTPUTS + (SELECTION_JSON,))
 

@@ -17,7 +17,7 @@ import sys
 import time
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -94,14 +94,16 @@ class Run:
 
 
 def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str | os.PathLike | None = None,
-          resume: bool = False, progress: bool = True, eval_sets: dict[str, Dataset] | None = None) -> Model:
+          resume: bool = False, progress: bool = True, eval_sets: dict[str, Dataset] | None = None,
+          _on_set_up: Callable[[], None] | None = None) -> Model:
     """Trains an encoder on `dataset` with `config`; returns the Model (also saved in out_dir/model).
 
     With `out_dir`, writes log.jsonl, checkpoint.safetensors (every epoch, and on Ctrl-C or SIGTERM),
     curves.png and model/; `resume=True` continues from out_dir/checkpoint.safetensors exactly.
     `eval_sets` are more splits evaluated beside the test split at every evaluation (each a Dataset
     over the same labels whose test split holds its queries, e.g. held-out training queries to choose
-    a recipe by); their eval events carry the name as "split".
+    a recipe by); their eval events carry the name as "split". (`_on_set_up`, for select_graph_weight:
+    called once a new run is set up, past the checks that refuse it, before its first step.)
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"train: dataset must be a ramen Dataset (ramen.load_xc(path), ramen.synthetic(...)), "
@@ -113,7 +115,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: str |
     if not resume:
         refuse_idle(config, "train")
     with run_dir.claimed(out_dir, fresh=not resume, main=os.environ.get("RANK", "0") == "0"):  # rank 0 writes it
-        return _train(dataset, config, out_dir, resume, progress, eval_sets or {})
+        return _train(dataset, config, out_dir, resume, progress, eval_sets or {}, _on_set_up)
 
 
 def refuse_idle(config: TrainConfig, where: str) -> None:
@@ -129,7 +131,7 @@ def refuse_idle(config: TrainConfig, where: str) -> None:
 
 
 def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | None, resume: bool, progress: bool,
-           eval_sets: dict[str, Dataset]) -> Model:
+           eval_sets: dict[str, Dataset], on_set_up: Callable[[], None] | None = None) -> Model:
     """train's run, in a directory it holds."""
     run = _start(dataset, config, out_dir, progress, eval_sets, resume)
     cfg, state = run.cfg, run.state
@@ -150,6 +152,8 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
             run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     elif run.out is not None and run.d.main:  # set up: an earlier run's checkpoint and model are no longer this
         run_dir.discard(run.out, run_dir.OUTPUTS)  # run's (a resume would continue it, evaluate would score it)
+        if on_set_up is not None:
+            on_set_up()
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
