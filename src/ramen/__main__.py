@@ -171,11 +171,9 @@ def _read_run_file(run_file: Path, what: str) -> dict:
 
 def _write_run_file(run_file: Path, content: dict | bytes) -> None:
     """run.json written under a temporary name, then renamed: a reader finds the old record or the new."""
-    from ramen.files import temp_path
+    from ramen.files import replace_file
 
-    tmp = temp_path(run_file)
-    tmp.write_bytes(content if isinstance(content, bytes) else json.dumps(content, indent=1).encode())
-    os.replace(tmp, run_file)
+    replace_file(run_file, content if isinstance(content, bytes) else json.dumps(content, indent=1).encode())
 
 
 def _record_data(run_file: Path, data_spec: str) -> None:

@@ -19,6 +19,13 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
+def replace_file(path: str | os.PathLike, data: bytes) -> None:
+    """Writes `data` to `path` under a temporary name, then renames it: a reader finds the old file or the new."""
+    tmp = temp_path(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 @contextlib.contextmanager
 def replaced_directory(path: str | os.PathLike, marker: str) -> Iterator[Path]:
     """A new temporary directory beside `path`, unique to this call, to write into; when the block

@@ -20,7 +20,7 @@ from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.datasets.held_out import HeldOutSplit, hold_out
 from ramen.digest import data_fingerprint, differing
-from ramen.files import temp_path
+from ramen.files import replace_file
 from ramen.model import Model
 from ramen.train_state import CHECKPOINT, RESUME_MAY_CHANGE
 
@@ -129,7 +129,7 @@ def _take_over(out: Path, plan: dict[str, Any], first: Path) -> None:
     scored and chosen). Done once the `first` candidate is set up, which keeps its own files."""
     _write_json(out / PLAN_JSON, plan)
     for p in out.iterdir():
-        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and p.resolve() != first.resolve():
+        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and p.name != first.name:
             run_dir.discard(p)
     run_dir.discard(out, run_dir.OUTPUTS + (SELECTION_JSON,))
 
@@ -187,6 +187,4 @@ def checked_weights(weights: Any) -> list[float]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = temp_path(path)
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    replace_file(path, (json.dumps(obj, indent=1) + "\n").encode())

@@ -29,7 +29,7 @@ from ramen.config import TrainConfig
 from ramen.datasets import Dataset
 from ramen.digest import data_fingerprint
 from ramen.encoder import Encoder
-from ramen.files import temp_path
+from ramen.files import replace_file
 from ramen.interrupts import Interrupts
 from ramen.losses import component_names
 from ramen.model import Model
@@ -157,9 +157,7 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
     interrupts = Interrupts(sync).__enter__()
     try:
-        done = {r.get("split", "test") for r in run.log.records  # rank 0 holds the log
-                if r.get("event") == "eval" and r.get("epoch") == state.epoch}
-        missing = [split for split, ds in run.splits.items() if split not in done and ds.num_test]
+        missing = _unevaluated(run, state.epoch)
         if resume and state.step == 0 and 0 < state.epoch < cfg.epochs and _eval_due(cfg, state.epoch - 1) and \
                 distributed.agree(bool(missing), run.d):
             _evaluate(run, state.epoch - 1, missing)  # stopped while evaluating: the checkpoint was at the next epoch
@@ -456,6 +454,14 @@ def _eval_due(cfg: TrainConfig, epoch: int) -> bool:
     return bool(cfg.eval_every) and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs
 
 
+def _unevaluated(run: Run, epoch: int, global_step: int | None = None) -> list[str]:
+    """The splits with test queries that have no eval record after `epoch` (1-based; at `global_step`
+    where given) in the log, which rank 0 holds: what a stop left unevaluated."""
+    done = {r.get("split", "test") for r in run.log.records if r.get("event") == "eval" and r.get("epoch") == epoch
+            and (global_step is None or r.get("global_step") == global_step)}
+    return [split for split, ds in run.splits.items() if split not in done and ds.num_test]
+
+
 def _evaluate(run: Run, epoch: int, splits: list[str] | None = None) -> np.ndarray | None:
     """Logs the metrics of every split (rank 0), or of `splits` (those a stop left unevaluated);
     returns the label embeddings it made, for the index."""
@@ -512,9 +518,8 @@ def _finish(run: Run) -> Model:
     with its label index (its search width tuned on training queries), the curves and the config."""
     state, cfg, dataset = run.state, run.cfg, run.dataset
     last = state.epoch - 1 if state.step == 0 else state.epoch  # the last epoch trained in
-    done = {r.get("split", "test") for r in run.log.records  # by a resumed finished run, or at a max_steps epoch end
-            if r.get("event") == "eval" and r.get("epoch") == last + 1 and r.get("global_step") == state.global_step}
-    label_vectors = _evaluate(run, last, [split for split in run.splits if split not in done])
+    # those evaluated there already: by a resumed finished run, or at a max_steps epoch end
+    label_vectors = _evaluate(run, last, _unevaluated(run, last + 1, state.global_step))
     run.encoder.eval()  # handed over for inference, as a loaded model is: no dropout in a direct forward call
     model = Model(run.encoder, dataset.label_texts)
     if run.out is not None and run.d.main:
@@ -533,9 +538,7 @@ def _finish(run: Run) -> Model:
                                   + ("" if t["reached"] else " (below the 0.95 target even at the widest search)"))
         model.save(run.out / "model")
         plot_curves(run.log.records, run.out / "curves.png")
-        tmp = temp_path(run.out / "config.json")
-        tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
-        os.replace(tmp, run.out / "config.json")
+        replace_file(run.out / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
     run.d.barrier()
     return model
 
