@@ -666,3 +666,45 @@ def test_a_selection_refused_at_setup_leaves_the_finished_run_in_its_directory(t
     assert main(base + ["--encoder", str(tmp_path / "no-such-encoder"), "--select-graph-weight", "0", "0.1"]) == 2
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".ramen.lock"} == before
     assert not list(out.glob("weight-*")) and (out / "model").is_dir()
+
+
+_KILLED_AT = ("import os, signal, sys\nimport ramen.train as t\n"
+              "def kill(*args, **kwargs):\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "setattr(t, sys.argv.pop(1), kill)\nfrom ramen.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
+
+
+def test_a_kill_before_a_new_run_is_set_up_leaves_the_earlier_runs_record_with_its_model(tmp_path, ramen_env):
+    """run.json was written before the new run's set-up (the encoder's load, tokenising) and the earlier
+    model removed only there: a kill in between left the new record beside the old model, and `evaluate`
+    scored that model as the new run's. The record is now written at the set-up, once the model is gone."""
+    out = tmp_path / "run"
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32",
+            "--eval-every", "0", "--out", str(out)]
+    assert main(base + ["--max-steps", "1"]) == 0
+    record, config = (out / "run.json").read_bytes(), (out / "config.json").read_bytes()
+    for where, stays in (("_start", True), ("_train_epoch", False)):  # before the set-up; after it
+        done = subprocess.run([sys.executable, "-c", _KILLED_AT, where, *base, "--max-steps", "2"], cwd=tmp_path,
+                              env={**ramen_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+        assert done.returncode == -9, done.stderr[-3000:]
+        if stays:
+            assert (out / "run.json").read_bytes() == record and (out / "config.json").read_bytes() == config
+            assert (out / "model").is_dir() and main(["evaluate", str(out)]) == 0
+        else:
+            assert json.loads((out / "run.json").read_text())["config"]["max_steps"] == 2
+            assert not (out / "model").exists() and not (out / "config.json").exists()
+            with pytest.raises(SystemExit, match="no trained model"):
+                main(["evaluate", str(out)])
+
+
+def test_a_plain_run_in_a_selections_directory_removes_its_choice_and_candidates(tmp_path):
+    """A plain training in a finished selection's directory left selection.json, its plan and weight-*/
+    beside the new model, read with it as if it had chosen a graph weight."""
+    out = tmp_path / "run"
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32",
+            "--eval-every", "0", "--max-steps", "1", "--out", str(out)]
+    assert main(base + ["--select-graph-weight", "0", "0.1"]) == 0
+    assert (out / "selection.json").is_file() and len(list(out.glob("weight-*"))) == 2
+    assert main(base) == 0
+    assert sorted(p.name for p in out.iterdir() if p.name != "cache") == [
+        ".ramen.lock", "checkpoint.safetensors", "config.json", "curves.png", "log.jsonl", "model", "run.json"]
+    assert json.loads((out / "run.json").read_text())["select_graph_weight"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -386,9 +387,10 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
             else:
                 _refuse_unfinished(out, args.overwrite)
                 out.mkdir(parents=True, exist_ok=True)
-                if main_rank:  # rank 0 alone checked the directory
-                    _write_run_file(run_file, {"data": data_spec, "config": cfg.to_dict(),
-                                               "select_graph_weight": weights})
+            # a new run's run.json is written once it is set up, when the earlier run's model is gone: a
+            # kill before leaves the earlier run's record beside its model, never the new one's
+            set_up = None if args.resume or not main_rank else functools.partial(
+                _set_up_run, out, {"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights})
             dataset = load_dataset(data_spec) if not args.resume or args.data else load_dataset(
                 data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or give its new "
                 "place with --data):", "give its new place with --data")
@@ -397,9 +399,9 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
             hint["device"] = cfg.device
             ready()  # under torchrun: every rank is set up, or every rank stops here
             if weights is None:
-                train(dataset, cfg, out_dir=out, resume=args.resume)
+                train(dataset, cfg, out_dir=out, resume=args.resume, _on_set_up=set_up)
             else:
-                _select(dataset, cfg, weights, out, args.resume, report=main_rank)
+                _select(dataset, cfg, weights, out, args.resume, report=main_rank, on_set_up=set_up)
             if args.resume and main_rank:  # it went on with --data: the same data (its fingerprint said so), moved
                 _record_data(run_file, data_spec)
     except NonFiniteLoss as exc:  # every rank stops at the same step
@@ -475,9 +477,8 @@ def _setup_candidate(p: Path) -> bool:
 def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
     """Undoes a new (`fresh`) run's setup when it stops with an error before it trains (bad data, an
     encoder or device that is not there, anchor sets the data lacks): removes the run directory this
-    command `made`; in one that existed, puts back the run.json an earlier run left (a refused command
-    made a finished run's record name its own data and config) and removes the setup files it added.
-    Ctrl-C there does the same. Once the new run has written its log, a checkpoint or a candidate, what
+    command `made`; in one that existed, removes the setup files it added and, where it stopped past its
+    set-up with nothing else written, puts back the run.json an earlier run left. Ctrl-C there does the same. Once the new run has written its log, a checkpoint or a candidate, what
     it wrote is its own and stays."""
     if not fresh or not out.is_dir():
         yield
@@ -544,11 +545,22 @@ def _refuse_unfinished(out: Path, overwrite: bool) -> None:
                          f"{_shell(out)} --resume`, start it over with --overwrite, or choose another --out")
 
 
-def _select(dataset, cfg, weights: list[float], out: Path, resume: bool, *, report: bool = True) -> None:
+def _set_up_run(out: Path, record: dict[str, Any]) -> None:
+    """At a new run's set-up (rank 0): writes its run.json, and for a plain training removes what a
+    selection there left beside the run it replaces (`evaluate` would read its choice as this run's)."""
+    from ramen.selection import discard_selection
+
+    if record["select_graph_weight"] is None:
+        discard_selection(out)
+    _write_run_file(out / "run.json", record)
+
+
+def _select(dataset, cfg, weights: list[float], out: Path, resume: bool, *, report: bool = True,
+            on_set_up: Callable[[], None] | None = None) -> None:
     """--select-graph-weight: trains each weight, prints (if `report`) the held-out table and the choice."""
     from ramen.selection import select_graph_weight
 
-    _, sel = select_graph_weight(dataset, cfg, weights=weights, out_dir=out, resume=resume)
+    _, sel = select_graph_weight(dataset, cfg, weights=weights, out_dir=out, resume=resume, _on_set_up=on_set_up)
     if not report:
         return
     print(f"\ngraph weight chosen on {sel.held_out_queries:,} held-out training queries: {sel.chosen:g}"

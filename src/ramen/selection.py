@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -51,11 +51,13 @@ def weight_config(config: TrainConfig, weight: float) -> TrainConfig:
 def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
                         weights: tuple[float, ...] | list[float] = DEFAULT_WEIGHTS, held_out: float = 0.1,
                         out_dir: str | os.PathLike | None = None, resume: bool = False,
-                        progress: bool = True) -> tuple[Model, Selection]:
+                        progress: bool = True, _on_set_up: Callable[[], None] | None = None
+                        ) -> tuple[Model, Selection]:
     """Trains `config` at each graph weight on the training queries less a seeded `held_out`
     fraction, chooses the weight by held-out P@1, trains it on every training query and returns
     that model with the Selection. With `out_dir`: candidates in out_dir/weight-<w>, the final run
-    in out_dir itself, `selection.json` beside it; `resume=True` continues an interrupted selection."""
+    in out_dir itself, `selection.json` beside it; `resume=True` continues an interrupted selection.
+    (`_on_set_up`, for the CLI: called once a new selection has taken out_dir over.)"""
     config = (config or TrainConfig()).validate()
     weights = checked_weights(weights)
     if not 0.0 < float(held_out) < 1.0:
@@ -78,12 +80,12 @@ def select_graph_weight(dataset: Dataset, config: TrainConfig | None = None, *,
     split = hold_out(dataset, held_out, seed=config.seed)
     d = distributed.setup(config.device)  # under torchrun every rank trains, rank 0 evaluates and writes
     with run_dir.claimed(out_dir, fresh=not resume, main=d.main):  # the final run's train() re-enters it
-        return _select(dataset, config, weights, held_out, split, d, out_dir, resume, progress)
+        return _select(dataset, config, weights, held_out, split, d, out_dir, resume, progress, _on_set_up)
 
 
 def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_out: float, split: HeldOutSplit,
-            d: distributed.Dist, out_dir: str | os.PathLike | None, resume: bool,
-            progress: bool) -> tuple[Model, Selection]:
+            d: distributed.Dist, out_dir: str | os.PathLike | None, resume: bool, progress: bool,
+            on_set_up: Callable[[], None] | None) -> tuple[Model, Selection]:
     """select_graph_weight's candidates and final run, in a directory it holds."""
     from ramen.train import train
 
@@ -100,8 +102,8 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
         cand = out / f"weight-{w:g}" if out is not None else None
         # a new selection takes the directory over once its first candidate is set up: a refused one
         # leaves the finished selection there as it was, one stopped later leaves none of it to resume
-        take_over = (lambda cand=cand: _take_over(out, plan, cand)) if cand is not None and not resume and i == 0 \
-            else None
+        take_over = (lambda cand=cand: _take_over(out, plan, cand, on_set_up)) \
+            if cand is not None and not resume and i == 0 else None
         # what rank 0 finds decides for every rank (a rank that trained another candidate would hang)
         if distributed.agree(resume and cand is not None and _finished(cand), d):
             model = Model.load(cand / "model")  # finished before the interruption
@@ -123,15 +125,25 @@ def _select(dataset: Dataset, config: TrainConfig, weights: list[float], held_ou
     return model, selection
 
 
-def _take_over(out: Path, plan: dict[str, Any], first: Path) -> None:
-    """A new selection's plan, written over an earlier selection's, whose other candidates, choice and
-    final run it removes: a resume would take them for its own (a candidate trained with another lr,
-    scored and chosen). Done once the `first` candidate is set up, which keeps its own files."""
+def _take_over(out: Path, plan: dict[str, Any], first: Path, on_set_up: Callable[[], None] | None) -> None:
+    """Takes `out` over for a new selection once its `first` candidate is set up: removes an earlier
+    selection's other candidates, choice and final run (a resume would take them for its own: a
+    candidate trained with another lr, scored and chosen), then writes the new plan, last, so that a
+    kill in between leaves no plan beside another selection's candidates."""
+    discard_selection(out, keep=first.name)
+    run_dir.discard(out, run_dir.OUTPUTS)
+    if on_set_up is not None:
+        on_set_up()
     _write_json(out / PLAN_JSON, plan)
+
+
+def discard_selection(out: Path, keep: str | None = None) -> None:
+    """Removes what a selection wrote in `out` beside its final run: its plan, its choice and its
+    candidates (but `keep`), which a later run there would otherwise be read with."""
     for p in out.iterdir():
-        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and p.name != first.name:
+        if _CANDIDATE.fullmatch(p.name) and p.is_dir() and not p.is_symlink() and p.name != keep:
             run_dir.discard(p)
-    run_dir.discard(out, run_dir.OUTPUTS + (SELECTION_JSON,))
+    run_dir.discard(out, (PLAN_JSON, SELECTION_JSON))
 
 
 _CANDIDATE = re.compile(r"weight-[0-9.e+-]+")  # weight-<w:g>
