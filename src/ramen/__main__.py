@@ -478,8 +478,9 @@ def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
     """Undoes a new (`fresh`) run's setup when it stops with an error before it trains (bad data, an
     encoder or device that is not there, anchor sets the data lacks): removes the run directory this
     command `made`; in one that existed, removes the setup files it added and, where it stopped past its
-    set-up with nothing else written, puts back the run.json an earlier run left. Ctrl-C there does the same. Once the new run has written its log, a checkpoint or a candidate, what
-    it wrote is its own and stays."""
+    set-up with nothing else written, puts back the run.json an earlier run left. Ctrl-C there does the
+    same. Once the new run has written its log, a checkpoint or a candidate, what it wrote is its own
+    and stays."""
     if not fresh or not out.is_dir():
         yield
         return
