@@ -30,6 +30,7 @@ METRICS = ("P@1", "PSP@1")
 PLAIN = "plain+bf16"  # the plain encoder's base arm: every graph arm is compared with it at its length
 NGAME = re.compile(r"\+ngame(10|30|60)(?=\+|$)")  # the levers that swap random batches for NGAME cluster batches
 NGAME_BUDGET = "+ngame10"  # the same at the study's 10-epoch budget, beside that budget's float32 arms
+BUDGET_EPOCHS = 10
 HELD_OUT_TWIN = "+e10"  # that budget's random-batch arms rerun evaluated every epoch, held-out queries included
 BAR = 0.01  # issue 28: a named recipe beats plain by >= 1 point of held-out P@1 and PSP@1 ...
 BAR_SEEDS = 3  # ... beyond one sd of the paired differences, over at least this many seeds
@@ -189,6 +190,23 @@ def budget_ngame_table(results: list[dict[str, Any]], dataset: str) -> list[str]
             f"with held-out curves (`<arm>{HELD_OUT_TWIN}`: the same settings, evaluated every epoch):", "", *_table(header, rows), ""]
 
 
+def budget_graph_over_ngame(results: list[dict[str, Any]], dataset: str,
+                            per_query: dict[tuple[str, str, int], dict[str, Any]]) -> list[str]:
+    """The graph on top of NGAME batches at the study's budget: each graph arm with `+ngame10` against
+    plain with the same batches, paired by seed on held-out queries (the bar) and on test beside."""
+    arms: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for r in results:
+        if r["dataset"] == dataset and NGAME_BUDGET in r["arm"] and not LENGTH.match(r["arm"]) \
+                and r.get("curves", {}).get("heldout"):
+            arms.setdefault(r["arm"], {}).setdefault(BUDGET_EPOCHS, []).append(r)
+    pairs = graph_over_ngame(arms)
+    if not pairs:
+        return []
+    return ["The graph on top of NGAME batches at that budget (the paper's RAMEN-NGAME against NGAME batches "
+            "alone), paired by seed (the bar: the same, against this stronger control):", "",
+            *_delta_table(arms, pairs, True, per_query), ""]
+
+
 def zero_shot_line(path: Path) -> list[str]:
     """The untrained encoder's held-out and test P@1 / PSP@1 (the floor of every arm), if recorded."""
     if not path.exists():
@@ -275,11 +293,12 @@ def write(runs: Path, out: Path) -> None:
              "batches on the synthetic benchmark at the study's 10-epoch budget (`+ngame10`) in its section.", ""]
     budget_only = sorted({r["dataset"] for r in results if NGAME_BUDGET in r["arm"]} - set(grouped))
     for dataset in budget_only:
-        lines += [f"## {dataset}", "", *budget_ngame_table(results, dataset)]
+        lines += [f"## {dataset}", "", *budget_ngame_table(results, dataset),
+                  *budget_graph_over_ngame(results, dataset, per_query)]
     for dataset, arms in grouped.items():
         plot = _plot(dataset, arms, out.parent)
         lines += [f"## {dataset}", "", *zero_shot_line(runs / dataset / "zeroshot.json"), *_length_table(arms), "",
-                  *budget_ngame_table(results, dataset)]
+                  *budget_ngame_table(results, dataset), *budget_graph_over_ngame(results, dataset, per_query)]
         if pairs := against_plain(arms):
             lines += [f"Against the plain encoder (`{PLAIN}`) at the same length, paired by seed:", "",
                       *_delta_table(arms, pairs, True, per_query), ""]
