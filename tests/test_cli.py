@@ -681,13 +681,14 @@ def test_a_kill_before_a_new_run_is_set_up_leaves_the_earlier_runs_record_with_i
     base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32",
             "--eval-every", "0", "--out", str(out)]
     assert main(base + ["--max-steps", "1"]) == 0
-    record, config = (out / "run.json").read_bytes(), (out / "config.json").read_bytes()
-    for where, stays in (("_start", True), ("_train_epoch", False)):  # before the set-up; after it
+    record, config, log = ((out / name).read_bytes() for name in ("run.json", "config.json", "log.jsonl"))
+    for where, stays in (("_tokens", True), ("_train_epoch", False)):  # before the set-up; after it
         done = subprocess.run([sys.executable, "-c", _KILLED_AT, where, *base, "--max-steps", "2"], cwd=tmp_path,
                               env={**ramen_env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
         assert done.returncode == -9, done.stderr[-3000:]
         if stays:
             assert (out / "run.json").read_bytes() == record and (out / "config.json").read_bytes() == config
+            assert (out / "log.jsonl").read_bytes() == log  # the new run's first notes were held back
             assert (out / "model").is_dir() and main(["evaluate", str(out)]) == 0
         else:
             assert json.loads((out / "run.json").read_text())["config"]["max_steps"] == 2
@@ -708,3 +709,25 @@ def test_a_plain_run_in_a_selections_directory_removes_its_choice_and_candidates
     assert sorted(p.name for p in out.iterdir() if p.name != "cache") == [
         ".ramen.lock", "checkpoint.safetensors", "config.json", "curves.png", "log.jsonl", "model", "run.json"]
     assert json.loads((out / "run.json").read_text())["select_graph_weight"] is None
+
+
+def test_ctrl_c_before_a_new_run_is_set_up_does_not_offer_to_resume_the_earlier_run(tmp_path, monkeypatch, capsys):
+    """Ctrl-C while a new run loaded its encoder, in a finished run's directory, said "continue with:
+    ... --resume" (the earlier run's checkpoint is there), which continued the earlier run instead."""
+    import ramen.train as train_module
+
+    out = tmp_path / "run"
+    base = ["train", "--data", "synthetic:tiny", "--encoder", "tiny", "--epochs", "1", "--batch-size", "32",
+            "--eval-every", "0", "--max-steps", "1", "--out", str(out)]
+    assert main(base) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_tokens", interrupted)
+    capsys.readouterr()
+    assert main(base + ["--lr", "0.001"]) == 130
+    err = capsys.readouterr().err
+    assert "before the new run was set up" in err and "--resume" not in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -374,10 +374,12 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
         weights = _checked_selection_weights(args.select_graph_weight)
         _refuse_idle_flags(args, cfg, selecting=weights is not None)
         _refuse_dataset_dir(out)
+    reached = {"set up": args.resume or not main_rank}  # whether what `out` holds is this run's
+    set_up = None
     try:
-        # rank 0 holds the directory (another training there is an error) from run.json's write to the end
-        # inside the claim: a command that failed to claim the directory (another training holds it) removes
-        # nothing, and the removal happens under the lock
+        # rank 0 holds the directory (another training there is an error) to the end inside the claim: a
+        # command that failed to claim the directory (another training holds it) removes nothing, and the
+        # removal happens under the lock
         made = main_rank and not args.resume and not out.exists()
         with run_dir.claimed(out, fresh=not args.resume, main=main_rank), \
                 _undone_if_refused(out, made=made, fresh=main_rank and not args.resume):
@@ -389,8 +391,9 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
                 out.mkdir(parents=True, exist_ok=True)
             # a new run's run.json is written once it is set up, when the earlier run's model is gone: a
             # kill before leaves the earlier run's record beside its model, never the new one's
-            set_up = None if args.resume or not main_rank else functools.partial(
-                _set_up_run, out, {"data": data_spec, "config": cfg.to_dict(), "select_graph_weight": weights})
+            if not args.resume and main_rank:
+                set_up = functools.partial(_set_up_run, out, {"data": data_spec, "config": cfg.to_dict(),
+                                                              "select_graph_weight": weights}, reached)
             dataset = load_dataset(data_spec) if not args.resume or args.data else load_dataset(
                 data_spec, f"--resume: the data {run_file} names (the run's own; put it back, or give its new "
                 "place with --data):", "give its new place with --data")
@@ -409,7 +412,10 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        if (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists():  # a selection checkpoints in weight-<w>/
+        if not reached["set up"]:  # a checkpoint there is an earlier run's: --resume would continue that one
+            print(f"\ninterrupted before the new run was set up: nothing of it to resume in {out}; run the same "
+                  "command again to start over", file=sys.stderr)
+        elif (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists():  # a selection checkpoints in weight-<w>/
             print(f"\ninterrupted; continue with: python -m ramen train --out {_shell(out)} --resume",
                   file=sys.stderr)
         else:
@@ -546,11 +552,12 @@ def _refuse_unfinished(out: Path, overwrite: bool) -> None:
                          f"{_shell(out)} --resume`, start it over with --overwrite, or choose another --out")
 
 
-def _set_up_run(out: Path, record: dict[str, Any]) -> None:
+def _set_up_run(out: Path, record: dict[str, Any], reached: dict[str, bool]) -> None:
     """At a new run's set-up (rank 0): writes its run.json, and for a plain training removes what a
     selection there left beside the run it replaces (`evaluate` would read its choice as this run's)."""
     from ramen.selection import discard_selection
 
+    reached["set up"] = True
     if record["select_graph_weight"] is None:
         discard_selection(out)
     _write_run_file(out / "run.json", record)

@@ -12,19 +12,23 @@ from tqdm.auto import tqdm
 
 class RunLog:
     """Appends one JSON object per event to `path` (when given) and keeps them for plotting. An
-    existing log is read back to continue it, or with `fresh` replaced from the first record on (a new
-    run in the directory)."""
+    existing log is read back to continue it; a `fresh` log (a new run in the directory) holds its
+    records in memory until `start`, which writes them over the earlier run's log: a run stopped
+    before its set-up leaves that log as it was, beside the model it describes."""
 
     def __init__(self, path: str | os.PathLike | None, *, echo: bool = True, fresh: bool = False):
         self.path = Path(path) if path else None
         self.echo = echo
         self.records: list[dict[str, Any]] = []
-        self._mode = "a"  # how the next write opens the file
-        if self.path and self.path.exists():
-            if fresh:
-                self._mode = "w"  # emptied by the first record, so a run stopped by its own checks keeps the old log
-            else:
-                self.records = _read_records(self.path)
+        self._held = fresh  # records not yet written: the new run is not set up
+        if self.path and self.path.exists() and not fresh:
+            self.records = _read_records(self.path)
+
+    def start(self) -> None:
+        """The new run is set up: its records so far replace the earlier run's log, later ones append."""
+        if self._held:
+            self._held = False
+            self._rewrite()
 
     def truncate(self, global_step: int) -> None:
         """Drops the records written after `global_step` (a resumed run rewrites them): those from the
@@ -42,7 +46,6 @@ class RunLog:
 
     def _rewrite(self) -> None:
         """The file holds exactly `records` (written to a temporary name, then renamed)."""
-        self._mode = "a"
         if self.path:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
@@ -50,10 +53,9 @@ class RunLog:
 
     def write(self, record: dict[str, Any], *, message: str | None = None) -> None:
         self.records.append(record)
-        if self.path:
-            with open(self.path, self._mode) as f:
+        if self.path and not self._held:
+            with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
-            self._mode = "a"
         if message and self.echo:
             tqdm.write(message)
 

@@ -152,6 +152,7 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
             run.log.info(f"resumed from {run.ckpt_path} at epoch {state.epoch + 1}, step {state.step}")
     elif run.out is not None and run.d.main:  # set up: an earlier run's checkpoint and model are no longer this
         run_dir.discard(run.out, run_dir.OUTPUTS)  # run's (a resume would continue it, evaluate would score it)
+        run.log.start()  # nor its log
         if on_set_up is not None:
             on_set_up()
     sync = (lambda held: distributed.any_rank(held, run.d)) if run.d.enabled else None  # every rank stops together
