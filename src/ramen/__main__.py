@@ -354,8 +354,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         if main_rank:
             print(json.dumps(cfg.to_dict(), indent=1))
         return 0
+    from ramen.interrupts import remembering
+
     hint = {"device": getattr(args, "device", None) or "auto"}  # the run's device once known (torchrun's backend)
-    with _set_up_together(lambda: hint["device"]) as ready:
+    with remembering(), _set_up_together(lambda: hint["device"]) as ready:  # no Ctrl-C lost before the set-up
         return _train_command(args, out, run_file, main_rank, hint, ready)
 
 

@@ -40,6 +40,9 @@ class Interrupts:
                 previous = signal.getsignal(sig)
                 self._previous[sig] = signal.SIG_DFL if previous is None else previous  # None: set outside Python
                 signal.signal(sig, self._handle)
+            if _dropped:  # a Ctrl-C `remembering` saw in the set-up, dropped: raised at the first step
+                self.pending = _dropped[-1]
+                _dropped.clear()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -48,14 +51,17 @@ class Interrupts:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
+        self.pending = signum  # kept where raised too: Python drops a KeyboardInterrupt raised inside a __del__
         if self._in_step or self.sync is not None:
-            self.pending = signum
             return
         raise KeyboardInterrupt(_describe(signum))
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
-        """A block that an interrupt does not cut: one arriving inside is raised when it ends."""
+        """A block that an interrupt does not cut: one arriving inside is raised when it ends (one that
+        arrived before it and was dropped, by a finaliser it landed in, is raised before it starts)."""
+        if self.sync is None and self.pending is not None:
+            self.raise_held()
         self._in_step = True
         try:
             yield
@@ -77,3 +83,36 @@ class Interrupts:
 
 def _describe(signum: int) -> str:
     return f"signal {signum} ({signal.Signals(signum).name})"
+
+
+_dropped: list[int] = []  # Ctrl-Cs seen inside `remembering` and not yet raised through it
+
+
+@contextlib.contextmanager
+def remembering() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt in this block as Python's own handler does, and is remembered
+    until the block ends: Python drops one that lands while a finaliser (`__del__`) runs, printing
+    "Exception ignored", and `raise_dropped` raises it again (main thread, default handler only)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        _dropped.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _dropped.clear()
+
+
+def raise_dropped() -> None:
+    """Raises KeyboardInterrupt if a Ctrl-C that `remembering` saw may have been dropped: called where
+    a run is about to replace what an earlier one left, so a single Ctrl-C before it always stops it."""
+    if _dropped:
+        _dropped.clear()
+        raise KeyboardInterrupt(_describe(signal.SIGINT))

@@ -30,7 +30,7 @@ from ramen.datasets import Dataset
 from ramen.digest import data_fingerprint
 from ramen.encoder import Encoder
 from ramen.files import replace_file
-from ramen.interrupts import Interrupts
+from ramen.interrupts import Interrupts, raise_dropped
 from ramen.losses import component_names
 from ramen.model import Model
 from ramen.reg_step import make_reg_optimizer
@@ -134,6 +134,7 @@ def _train(dataset: Dataset, config: TrainConfig, out_dir: str | os.PathLike | N
            eval_sets: dict[str, Dataset], on_set_up: Callable[[], None] | None = None) -> Model:
     """train's run, in a directory it holds."""
     run = _start(dataset, config, out_dir, progress, eval_sets, resume)
+    raise_dropped()  # a Ctrl-C in the set-up that a finaliser swallowed: before anything is replaced
     cfg, state = run.cfg, run.state
     if resume:
         if run.d.enabled:
