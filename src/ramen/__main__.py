@@ -415,8 +415,8 @@ def _train_command(args: argparse.Namespace, out: Path, run_file: Path, main_ran
         return 1
     except KeyboardInterrupt:
         if not reached["set up"]:  # a checkpoint there is an earlier run's: --resume would continue that one
-            print(f"\ninterrupted before the new run was set up: nothing of it to resume in {out}; run the same "
-                  "command again to start over", file=sys.stderr)
+            print(f"\ninterrupted before the new run was set up: nothing to resume in {out}; run the same command "
+                  "again to start over", file=sys.stderr)
         elif (out / CHECKPOINT).exists() or (out / PLAN_JSON).exists():  # a selection checkpoints in weight-<w>/
             print(f"\ninterrupted; continue with: python -m ramen train --out {_shell(out)} --resume",
                   file=sys.stderr)
