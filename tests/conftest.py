@@ -14,3 +14,14 @@ os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 def ramen_env() -> dict[str, str]:
     """The environment of a child that must test this process's ramen (`_child_env.child_env`)."""
     return child_env()
+
+
+@pytest.fixture
+def python_sigint():
+    """SIGINT raising KeyboardInterrupt, as in a terminal: a shell's background job (CI runs the tests
+    as one) starts with SIGINT ignored, where Ctrl-C never reaches Python at all."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

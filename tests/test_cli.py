@@ -741,7 +741,8 @@ class _InterruptedWhileFinalised:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_a_ctrl_c_a_finaliser_dropped_in_the_set_up_still_stops_the_new_run(tmp_path, monkeypatch, capsys):
+def test_a_ctrl_c_a_finaliser_dropped_in_the_set_up_still_stops_the_new_run(tmp_path, monkeypatch, capsys,
+                                                                          python_sigint):
     """A Ctrl-C that landed in a __del__ while the tokenizer loaded (a helper's kill audit: 1 in 15 random
     SIGINTs) was dropped: the new run trained on and replaced the finished run."""
     import ramen.train as train_module

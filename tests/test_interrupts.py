@@ -7,7 +7,8 @@ import pytest
 from ramen.interrupts import Interrupts, raise_dropped, remembering
 
 # the KeyboardInterrupt a finaliser drops is reported to sys.unraisablehook, which pytest makes a warning
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+              pytest.mark.usefixtures("python_sigint")]
 
 
 class _InterruptedWhileFinalised:
