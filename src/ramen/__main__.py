@@ -485,26 +485,19 @@ def _setup_candidate(p: Path) -> bool:
 def _undone_if_refused(out: Path, *, made: bool, fresh: bool) -> Iterator[None]:
     """Undoes a new (`fresh`) run's setup when it stops with an error before it trains (bad data, an
     encoder or device that is not there, anchor sets the data lacks): removes the run directory this
-    command `made`; in one that existed, removes the setup files it added and, where it stopped past its
-    set-up with nothing else written, puts back the run.json an earlier run left. Ctrl-C there does the
-    same. Once the new run has written its log, a checkpoint or a candidate, what it wrote is its own
-    and stays."""
+    command `made`; in one that existed, removes the setup files it added (run.json is written only at
+    the set-up, after which the new run's log is there). Ctrl-C there does the same. Once the new run
+    has written its log, a checkpoint or a candidate, what it wrote is its own and stays."""
     if not fresh or not out.is_dir():
         yield
         return
-    run_file = out / "run.json"
-    before = run_file.read_bytes() if run_file.is_file() and not made else None
-    had, had_run_json, had_cache = _stamps(out), run_file.exists(), (out / "cache").exists()
+    had, had_cache = _stamps(out), (out / "cache").exists()
     try:
         yield
     except BaseException:  # an error, an error message (a missing --data: SystemExit), or Ctrl-C
         if made and out.is_dir() and not out.is_symlink() and _only_setup(out):
             shutil.rmtree(out, ignore_errors=True)
         elif not made and out.is_dir() and _stamps(out) == had:  # the new run wrote nothing of its own
-            if before is not None:
-                _write_run_file(run_file, before)
-            elif not had_run_json:
-                run_file.unlink(missing_ok=True)
             if not had_cache and (out / "cache").is_dir() and not any((out / "cache").iterdir()):
                 (out / "cache").rmdir()
             for p in out.iterdir():  # a refused selection's first candidate, set up
